@@ -1,1 +1,168 @@
+//! csoc-agent: runs inside a Gen3 commons, gathers service health and usage,
+//! and streams it to the csoc-watch collector over gRPC.
+//!
+//! ```text
+//! sources ──Frame──► pipeline ──WriteBatch──► spool (disk) ──► shipper ──gRPC──► collector
+//! ```
+//! Sources (`sources/`) produce frames; the pipeline (`pipeline.rs`) stamps
+//! labels and encodes batches; the spool (`spool/`) keeps each batch on disk
+//! until the collector acknowledges it; the shipper (`shipper/`) keeps one
+//! stream to the collector. The binary (`main.rs`) only parses flags and
+//! calls [`cli::run`]; the collector embeds an [`Agent`] for `--local-agent`.
 
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod model;
+pub mod pipeline;
+pub mod shipper;
+pub mod sources;
+pub mod spool;
+pub mod util;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AgentConfig;
+use crate::metrics::AgentMetrics;
+use crate::model::Frame;
+use crate::pipeline::Pipeline;
+use crate::shipper::{Shipper, ShipperConfig};
+use crate::sources::{Source, SourceContext};
+use crate::spool::Spool;
+
+/// A configured agent, ready to run.
+pub struct Agent {
+    cfg: AgentConfig,
+    token: Option<String>,
+    agent_name: String,
+    metrics: AgentMetrics,
+    spool: Arc<Mutex<Spool>>,
+    sources: Vec<(String, Box<dyn Source>)>,
+}
+
+impl Agent {
+    /// Validates `cfg`, opens the spool and builds the sources. Metrics are
+    /// registered in `registry`.
+    pub fn new(cfg: AgentConfig, registry: &mut Registry) -> anyhow::Result<Self> {
+        cfg.validate()?;
+        let token = cfg.resolve_token()?;
+        let metrics = AgentMetrics::new(registry);
+        let spool = Spool::open(&cfg.spool_dir, cfg.spool_max_bytes, Some(metrics.shipper.clone()))
+            .with_context(|| format!("opening the spool in {}", cfg.spool_dir.display()))?;
+        let mut sources: Vec<(String, Box<dyn Source>)> = Vec::new();
+        if cfg.sources.host.enabled {
+            sources.push(("host".into(), Box::new(sources::host::HostSource::new(&cfg.sources.host)?)));
+        }
+        let agent_name = cfg.agent_name.clone().unwrap_or_else(config::hostname);
+        Ok(Agent {
+            cfg,
+            token,
+            agent_name,
+            metrics,
+            spool: Arc::new(Mutex::new(spool)),
+            sources,
+        })
+    }
+
+    /// Overrides the token (the collector's `--local-agent` uses an internal
+    /// one).
+    pub fn set_token(&mut self, token: String) {
+        self.token = Some(token);
+    }
+
+    /// Runs until `shutdown` is cancelled; then stops the sources, spools what
+    /// they collected and sends it (within the flush timeout).
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Agent {
+            cfg,
+            token,
+            agent_name,
+            metrics,
+            spool,
+            sources,
+        } = self;
+        let hostname = config::hostname();
+        tracing::info!(
+            agent = %agent_name,
+            collector = %cfg.collector,
+            interval = ?cfg.interval,
+            spool = %cfg.spool_dir.display(),
+            sources = ?sources.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            "csoc-agent starting"
+        );
+        if token.is_none() {
+            tracing::warn!("no token configured (--token, CSOC_AGENT_TOKEN or token_file): the collector will refuse this agent");
+        }
+        let wake = Arc::new(Notify::new());
+        let (tx, mut rx) = mpsc::channel::<Frame>(64);
+        let sources_stop = shutdown.child_token();
+        let mut source_tasks = Vec::new();
+        for (name, src) in sources {
+            let cx = SourceContext {
+                name,
+                shutdown: sources_stop.clone(),
+                out: tx.clone(),
+                interval: cfg.interval,
+                metrics: metrics.source.clone(),
+            };
+            source_tasks.push(tokio::spawn(src.run(cx)));
+        }
+        drop(tx);
+
+        // Pipeline: frames → spool. Ends when every source has stopped.
+        let pipeline = Pipeline {
+            external_labels: cfg.external_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            instance: agent_name.clone(),
+        };
+        let p_spool = spool.clone();
+        let p_wake = wake.clone();
+        let pipeline_task = tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                for batch in pipeline.encode(frame) {
+                    let res = p_spool.lock().unwrap_or_else(|p| p.into_inner()).push(batch);
+                    if let Err(e) = res {
+                        tracing::error!(error = %e, "cannot write a batch to the spool; it is lost");
+                    }
+                }
+                p_wake.notify_one();
+            }
+        });
+
+        let drain = CancellationToken::new();
+        let shipper = Shipper::new(
+            ShipperConfig {
+                collector: cfg.collector.clone(),
+                token,
+                agent_name,
+                hostname,
+                claimed_commons: cfg.commons_name.clone().unwrap_or_default(),
+                window: 8,
+                backoff_base: Duration::from_secs(1),
+                backoff_max: Duration::from_secs(60),
+                flush_timeout: Duration::from_secs(5),
+            },
+            spool,
+            wake,
+            metrics.shipper.clone(),
+        );
+        let shipper_task = tokio::spawn(shipper.run(drain.clone()));
+
+        shutdown.cancelled().await;
+        sources_stop.cancel();
+        for t in source_tasks {
+            let _ = t.await;
+        }
+        let _ = pipeline_task.await;
+        drain.cancel();
+        let _ = shipper_task.await;
+        tracing::info!("csoc-agent stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,142 @@
+//! Command line of `csoc-agent`: flags override the YAML file given with
+//! `--config`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::Agent;
+use crate::config::AgentConfig;
+use crate::util::{LogFormat, parse_bytes, parse_duration};
+
+/// csoc-agent: gathers a Gen3 commons' health and usage and streams it to the
+/// csoc-watch collector.
+#[derive(Debug, Parser)]
+#[command(name = "csoc-agent", version, about)]
+pub struct Args {
+    /// YAML config file (see deploy/examples/agent.yml); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration and exit (non-zero with the reason if invalid).
+    #[arg(long)]
+    pub check_config: bool,
+    /// gRPC URL of the collector [default: http://127.0.0.1:9301].
+    #[arg(long, value_name = "URL")]
+    pub collector: Option<String>,
+    /// Bearer token the collector maps to this commons. Visible in `ps`:
+    /// prefer CSOC_AGENT_TOKEN or --token-file.
+    #[arg(long, value_name = "TOKEN", env = "CSOC_AGENT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The commons this agent watches (informational: the collector decides from the token).
+    #[arg(long, value_name = "NAME")]
+    pub commons_name: Option<String>,
+    /// This agent's name [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    pub agent_name: Option<String>,
+    /// Collection interval, e.g. 15s, 1m [default: 15s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub interval: Option<std::time::Duration>,
+    /// Address of the agent's own /metrics [default: 127.0.0.1:9302].
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+    /// Spool directory for batches not yet acknowledged [default: ./csoc-agent-spool].
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Largest spool size, e.g. 256MiB; the oldest batches go first when full [default: 256MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    pub spool_max_bytes: Option<u64>,
+    /// Label added to every series, NAME=VALUE (repeatable).
+    #[arg(long = "external-label", value_name = "NAME=VALUE")]
+    pub external_labels: Vec<String>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Args {
+    /// The file's config with the flags applied.
+    pub fn resolve(&self) -> anyhow::Result<AgentConfig> {
+        let mut cfg = match &self.config {
+            Some(p) => AgentConfig::from_file(p)?,
+            None => AgentConfig::default(),
+        };
+        if let Some(v) = &self.collector {
+            cfg.collector = v.clone();
+        }
+        if let Some(v) = &self.token {
+            cfg.token = Some(v.clone());
+            cfg.token_file = None;
+        }
+        if let Some(v) = &self.token_file {
+            cfg.token_file = Some(v.clone());
+            cfg.token = None;
+        }
+        if let Some(v) = &self.commons_name {
+            cfg.commons_name = Some(v.clone());
+        }
+        if let Some(v) = &self.agent_name {
+            cfg.agent_name = Some(v.clone());
+        }
+        if let Some(v) = self.interval {
+            cfg.interval = v;
+        }
+        if let Some(v) = self.http_listen {
+            cfg.http_listen = v;
+        }
+        if let Some(v) = &self.spool_dir {
+            cfg.spool_dir = v.clone();
+        }
+        if let Some(v) = self.spool_max_bytes {
+            cfg.spool_max_bytes = v;
+        }
+        for kv in &self.external_labels {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--external-label {kv:?}: expected NAME=VALUE"))?;
+            cfg.external_labels.insert(k.to_string(), v.to_string());
+        }
+        if let Some(v) = self.log_format {
+            cfg.log_format = v;
+        }
+        Ok(cfg)
+    }
+}
+
+/// Runs the agent binary; returns when it has shut down.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = args.resolve()?;
+    if args.check_config {
+        cfg.validate()?;
+        cfg.resolve_token()?;
+        println!("config OK");
+        return Ok(());
+    }
+    crate::util::init_logging(cfg.log_format);
+    // One thread is plenty for the agent's work and keeps its footprint small.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(2)
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let mut registry = Registry::default();
+        let http_listen = cfg.http_listen;
+        let agent = Agent::new(cfg, &mut registry)?;
+        let shutdown = CancellationToken::new();
+        let http = crate::http::serve(http_listen, Arc::new(registry), shutdown.clone()).await?;
+        let run = tokio::spawn(agent.run(shutdown.clone()));
+        crate::util::shutdown_signal().await;
+        shutdown.cancel();
+        let res = run.await.context("agent task")?;
+        let _ = http.await;
+        res
+    })
+}

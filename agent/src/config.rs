@@ -1,0 +1,267 @@
+//! The agent's configuration: a YAML file (`--config FILE`) whose every field
+//! has a default, overridden by command-line flags. Documented field by field
+//! in `deploy/examples/agent.yml`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::sources::host::HostConfig;
+use crate::util::{LogFormat, de_bytes, de_duration};
+
+/// Errors in the configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML for this config.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and where (line and column).
+        message: String,
+    },
+    /// A value is invalid.
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        /// The field (as in the file).
+        field: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The agent's configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// gRPC URL of the collector (`http://collector:9301`).
+    pub collector: String,
+    /// Bearer token the collector maps to this agent's commons. Prefer
+    /// `token_file` or the CSOC_AGENT_TOKEN environment variable: a token on
+    /// the command line is visible to every user of the host.
+    pub token: Option<String>,
+    /// File holding the token (surrounding whitespace ignored).
+    pub token_file: Option<PathBuf>,
+    /// The commons this agent watches. Informational: the collector derives
+    /// the commons from the token, whatever this says.
+    pub commons_name: Option<String>,
+    /// This agent's name (default: the host name). With the commons it
+    /// identifies the agent at the collector.
+    pub agent_name: Option<String>,
+    /// Collection interval of periodic sources (default 15s).
+    #[serde(deserialize_with = "de_duration")]
+    pub interval: Duration,
+    /// Address of the agent's own /metrics (default 127.0.0.1:9302).
+    pub http_listen: SocketAddr,
+    /// Directory of the on-disk spool (default ./csoc-agent-spool).
+    pub spool_dir: PathBuf,
+    /// Largest size of the spool; when full the oldest batches are dropped
+    /// (default 256MiB).
+    #[serde(deserialize_with = "de_bytes")]
+    pub spool_max_bytes: u64,
+    /// Labels added to every series that does not already have them (e.g.
+    /// `environment: prod`). `commons` cannot be set here: the collector sets
+    /// it.
+    pub external_labels: BTreeMap<String, String>,
+    /// `text` (default) or `json`.
+    pub log_format: LogFormat,
+    /// Per-source settings.
+    pub sources: SourcesConfig,
+}
+
+/// Settings of each source.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesConfig {
+    /// The host source (node_exporter-compatible host metrics).
+    pub host: HostConfig,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            collector: "http://127.0.0.1:9301".into(),
+            token: None,
+            token_file: None,
+            commons_name: None,
+            agent_name: None,
+            interval: Duration::from_secs(15),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 9302)),
+            spool_dir: PathBuf::from("./csoc-agent-spool"),
+            spool_max_bytes: 256 << 20,
+            external_labels: BTreeMap::new(),
+            log_format: LogFormat::Text,
+            sources: SourcesConfig::default(),
+        }
+    }
+}
+
+/// Whether `s` is a valid Prometheus label name.
+pub fn valid_label_name(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_') && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+}
+
+impl AgentConfig {
+    /// Reads a YAML config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// Parses YAML text (`path` only names it in errors).
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(AgentConfig::default());
+        }
+        serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: yaml_error(&e),
+        })
+    }
+
+    /// Checks every value; returns the first problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.collector.trim();
+        if url.starts_with("https://") {
+            return Err(ConfigError::Invalid {
+                field: "collector",
+                message: format!("{url}: TLS to the collector is not supported by this version; use http:// on a trusted network"),
+            });
+        }
+        let Some(rest) = url.strip_prefix("http://") else {
+            return Err(ConfigError::Invalid {
+                field: "collector",
+                message: format!("{url:?} is not a URL like http://collector:9301"),
+            });
+        };
+        if rest.trim_end_matches('/').is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "collector",
+                message: format!("{url:?} has no host"),
+            });
+        }
+        if self.interval < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid {
+                field: "interval",
+                message: format!("{:?} is below the minimum of 100ms", self.interval),
+            });
+        }
+        if self.spool_max_bytes < 64 * 1024 {
+            return Err(ConfigError::Invalid {
+                field: "spool_max_bytes",
+                message: format!("{} bytes is below the minimum of 64KiB", self.spool_max_bytes),
+            });
+        }
+        for k in self.external_labels.keys() {
+            if !valid_label_name(k) || k.starts_with("__") {
+                return Err(ConfigError::Invalid {
+                    field: "external_labels",
+                    message: format!("{k:?} is not a valid label name"),
+                });
+            }
+            if k == "commons" {
+                return Err(ConfigError::Invalid {
+                    field: "external_labels",
+                    message: "\"commons\" is set by the collector from the agent's token".into(),
+                });
+            }
+        }
+        if let (Some(_), Some(_)) = (&self.token, &self.token_file) {
+            return Err(ConfigError::Invalid {
+                field: "token",
+                message: "set token or token_file, not both".into(),
+            });
+        }
+        crate::sources::host::HostSource::new(&self.sources.host).map_err(|e| ConfigError::Invalid {
+            field: "sources.host",
+            message: e.to_string(),
+        })?;
+        Ok(())
+    }
+
+    /// The token, read from `token_file` if that is how it is given.
+    pub fn resolve_token(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(p) = &self.token_file {
+            let t = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+            let t = t.trim().to_string();
+            if t.is_empty() {
+                return Err(ConfigError::Invalid {
+                    field: "token_file",
+                    message: format!("{} is empty", p.display()),
+                });
+            }
+            return Ok(Some(t));
+        }
+        Ok(self.token.clone().filter(|t| !t.is_empty()))
+    }
+}
+
+/// A YAML error with its line and column, once.
+pub fn yaml_error(e: &serde_yaml_ng::Error) -> String {
+    let msg = e.to_string();
+    match e.location() {
+        Some(l) if !msg.contains(" line ") => format!("line {} column {}: {msg}", l.line(), l.column()),
+        _ => msg,
+    }
+}
+
+/// The host's name (for `instance` and the agent name).
+pub fn hostname() -> String {
+    let u = rustix::system::uname();
+    let n = u.nodename().to_string_lossy().into_owned();
+    if n.is_empty() { "localhost".into() } else { n }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = AgentConfig::from_yaml("", Path::new("a.yml")).expect("parse");
+        assert_eq!(c.interval, Duration::from_secs(15));
+        assert_eq!(c.collector, "http://127.0.0.1:9301");
+        c.validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let y = "collector: http://c:9301\ntoken_file: /t\ninterval: 1m\nspool_max_bytes: 10MiB\nexternal_labels: {environment: prod}\nsources:\n  host:\n    job: host\n";
+        let c = AgentConfig::from_yaml(y, Path::new("a.yml")).expect("parse");
+        assert_eq!(c.interval, Duration::from_secs(60));
+        assert_eq!(c.spool_max_bytes, 10 << 20);
+        assert_eq!(c.sources.host.job, "host");
+        c.validate().expect("valid");
+    }
+
+    #[test]
+    fn errors_name_the_field_and_place() {
+        let e = AgentConfig::from_yaml("intervall: 1s\n", Path::new("a.yml")).err().expect("unknown field");
+        let s = e.to_string();
+        assert!(s.contains("a.yml") && s.contains("intervall") && s.contains("line 1"), "{s}");
+        let e = AgentConfig::from_yaml("interval: soon\n", Path::new("a.yml")).err().expect("bad duration");
+        assert!(e.to_string().contains("invalid duration"), "{e}");
+        let mut c = AgentConfig::default();
+        c.external_labels.insert("commons".into(), "x".into());
+        assert!(c.validate().err().expect("commons").to_string().contains("external_labels"));
+        let c = AgentConfig { collector: "collector:9301".into(), ..Default::default() };
+        assert!(c.validate().err().expect("bad url").to_string().contains("collector"));
+    }
+}

@@ -1,0 +1,50 @@
+//! The agent's own HTTP endpoint: `/metrics` (OpenMetrics text) and
+//! `/-/healthy`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+/// Content type of prometheus-client's text encoding.
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Encodes `registry` as the body of a `/metrics` response.
+pub fn metrics_response(registry: &Registry) -> axum::response::Response {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, registry) {
+        Ok(()) => ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}")).into_response(),
+    }
+}
+
+async fn metrics(State(reg): State<Arc<Registry>>) -> axum::response::Response {
+    metrics_response(&reg)
+}
+
+/// Binds `addr` and serves until `shutdown`. Binding errors are returned at
+/// once (a port in use is a startup error, not a silent failure).
+pub async fn serve(addr: SocketAddr, registry: Arc<Registry>, shutdown: CancellationToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/-/healthy", get(|| async { "csoc-agent is healthy\n" }))
+        .with_state(registry);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for /metrics: {e} (change --http-listen)"))?;
+    tracing::info!(addr = %addr, "agent /metrics listening");
+    Ok(tokio::spawn(async move {
+        let res = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = res {
+            tracing::error!(error = %e, "agent HTTP server failed");
+        }
+    }))
+}

@@ -1,0 +1,116 @@
+//! The pipeline: takes the sources' frames, stamps the agent's labels
+//! (external labels, a default `instance`) and turns each frame into
+//! self-contained spool batches.
+
+use std::collections::HashMap;
+
+use csoc_proto::v1::{Label, MetricMetadata, MetricType, SeriesDef, WriteBatch};
+
+use crate::model::{Frame, MetricKind, has_label, set_label};
+
+/// Largest number of samples in one batch; larger frames are split.
+pub const MAX_BATCH_SAMPLES: usize = 10_000;
+
+/// Label stamping and batch encoding.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// Added to every series that does not already have the label (as
+    /// Prometheus's external labels).
+    pub external_labels: Vec<(String, String)>,
+    /// Default `instance` label (the agent's name) when a source set none.
+    pub instance: String,
+}
+
+impl Pipeline {
+    /// Stamps labels and encodes `frame` into batches of at most
+    /// [`MAX_BATCH_SAMPLES`] samples (without seq: the spool assigns it).
+    pub fn encode(&self, mut frame: Frame) -> Vec<WriteBatch> {
+        for s in &mut frame.samples {
+            for (k, v) in &self.external_labels {
+                if !has_label(&s.labels, k) {
+                    set_label(&mut s.labels, k, v);
+                }
+            }
+            if !has_label(&s.labels, "instance") {
+                set_label(&mut s.labels, "instance", &self.instance);
+            }
+        }
+        let metadata: Vec<MetricMetadata> = frame
+            .metadata
+            .iter()
+            .map(|m| MetricMetadata {
+                metric_family_name: m.name.clone(),
+                r#type: match m.kind {
+                    MetricKind::Counter => MetricType::Counter,
+                    MetricKind::Gauge => MetricType::Gauge,
+                    MetricKind::Unknown => MetricType::Unknown,
+                } as i32,
+                help: m.help.clone(),
+                unit: m.unit.clone(),
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (i, chunk) in frame.samples.chunks(MAX_BATCH_SAMPLES).enumerate() {
+            let mut b = WriteBatch {
+                metadata: if i == 0 { metadata.clone() } else { Vec::new() },
+                ..Default::default()
+            };
+            let mut refs: HashMap<&[(String, String)], u64> = HashMap::new();
+            for s in chunk {
+                let next = refs.len() as u64;
+                let r = *refs.entry(s.labels.as_slice()).or_insert_with(|| {
+                    b.new_series.push(SeriesDef {
+                        r#ref: next,
+                        labels: s.labels.iter().map(|(n, v)| Label { name: n.clone(), value: v.clone() }).collect(),
+                    });
+                    next
+                });
+                b.refs.push(r);
+                b.timestamps_ms.push(s.timestamp_ms);
+                b.values.push(s.value);
+            }
+            out.push(b);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_labels_without_overriding_and_dedups_refs() {
+        let p = Pipeline {
+            external_labels: vec![("environment".into(), "prod".into()), ("job".into(), "ignored".into())],
+            instance: "host-1".into(),
+        };
+        let mut f = Frame::new("t");
+        f.meta("m_total", MetricKind::Counter, "help", "");
+        f.push("m_total", &[("job", "node")], 1, 1.0);
+        f.push("m_total", &[("job", "node")], 2, 2.0);
+        f.push("m_total", &[("job", "node"), ("instance", "x")], 2, 3.0);
+        let b = p.encode(f);
+        assert_eq!(b.len(), 1);
+        let b = &b[0];
+        assert_eq!(b.new_series.len(), 2);
+        assert_eq!(b.refs, vec![0, 0, 1]);
+        let l0: Vec<(&str, &str)> = b.new_series[0].labels.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect();
+        assert_eq!(l0, [("__name__", "m_total"), ("environment", "prod"), ("instance", "host-1"), ("job", "node")]);
+        assert!(b.new_series[1].labels.iter().any(|l| l.name == "instance" && l.value == "x"));
+        assert_eq!(b.metadata[0].r#type, MetricType::Counter as i32);
+    }
+
+    #[test]
+    fn large_frames_are_split() {
+        let p = Pipeline { external_labels: vec![], instance: "i".into() };
+        let mut f = Frame::new("t");
+        for i in 0..(MAX_BATCH_SAMPLES + 5) {
+            f.push("m", &[("i", &i.to_string())], 1, 1.0);
+        }
+        let b = p.encode(f);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[1].refs.len(), 5);
+        assert_eq!(b[1].new_series.len(), 5, "each batch is self-contained");
+    }
+}
