@@ -1,1 +1,168 @@
+//! csoc-collector: receives the agents' streams, stores the time series in
+//! SQLite and serves them with Prometheus's HTTP API.
+//!
+//! ```text
+//! ingest (gRPC) ──Appender──► tsdb (SQLite) ◄──Querier── promql ◄── api (HTTP)
+//! ```
+//! `main.rs` parses flags; [`run`] starts everything in dependency order and
+//! stops it in reverse.
 
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod ingest;
+pub mod metrics;
+pub mod promql;
+pub mod tsdb;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::CollectorConfig;
+
+/// The commons name of the in-process agent (`--local-agent`).
+pub const LOCAL_COMMONS: &str = "local";
+
+/// Where a listener actually bound (useful with port 0 in tests).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// HTTP address.
+    pub http: SocketAddr,
+    /// gRPC address.
+    pub grpc: SocketAddr,
+}
+
+fn loopback_for(addr: SocketAddr) -> SocketAddr {
+    let mut a = addr;
+    if a.ip().is_unspecified() {
+        a.set_ip(if a.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    a
+}
+
+/// Runs the collector until `shutdown` is cancelled. `on_bound` is called
+/// once the listeners are bound.
+pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: impl FnOnce(Bound) + Send) -> anyhow::Result<()> {
+    let started = Instant::now();
+    cfg.validate()?;
+    let mut registry = Registry::default();
+    let sub = registry.sub_registry_with_prefix("csoc_collector");
+    let metrics = metrics::CollectorMetrics::new(sub);
+    let db = tsdb::Tsdb::open(&cfg.data_dir, sub).with_context(|| format!("opening storage in {}", cfg.data_dir.display()))?;
+
+    let mut auth = cfg.agent_auth()?;
+    if auth.is_empty() {
+        tracing::warn!(
+            "no agent tokens configured: every remote agent will be refused. Add one with --agent-token COMMONS=TOKEN (repeatable) or agent_tokens in the config file"
+        );
+    } else {
+        tracing::info!(tokens = auth.len(), "agent tokens loaded");
+    }
+
+    let grpc_listener = tokio::net::TcpListener::bind(cfg.grpc_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} for gRPC ingest: {e} (change --grpc-listen)", cfg.grpc_listen))?;
+    let http_listener = tokio::net::TcpListener::bind(cfg.http_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} for HTTP: {e} (change --http-listen)", cfg.http_listen))?;
+    let bound = Bound {
+        http: http_listener.local_addr()?,
+        grpc: grpc_listener.local_addr()?,
+    };
+
+    // The local agent goes through the real gRPC path with an internal token.
+    let mut local_agent = None;
+    if cfg.local_agent {
+        let token = format!("{:016x}{:016x}", csoc_agent::util::random_u64(), csoc_agent::util::random_u64());
+        auth.add_token(LOCAL_COMMONS, &token);
+        let acfg = csoc_agent::config::AgentConfig {
+            collector: format!("http://{}", loopback_for(bound.grpc)),
+            commons_name: Some(LOCAL_COMMONS.into()),
+            interval: cfg.local_agent_interval,
+            spool_dir: cfg.data_dir.join("local-agent-spool"),
+            ..Default::default()
+        };
+        let mut agent = csoc_agent::Agent::new(acfg, &mut registry).context("starting the local agent")?;
+        agent.set_token(token);
+        local_agent = Some(agent);
+    }
+    let registry = Arc::new(registry);
+
+    let servers_stop = CancellationToken::new();
+    let ingest = ingest::IngestService::new(
+        db.clone(),
+        Arc::new(auth),
+        cfg.limits.clone(),
+        cfg.heartbeat_interval,
+        metrics.ingest.clone(),
+        servers_stop.clone(),
+    );
+    let grpc_stop = servers_stop.clone();
+    let grpc_task = tokio::spawn(async move {
+        let res = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .add_service(ingest.into_server())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), grpc_stop.cancelled())
+            .await;
+        if let Err(e) = res {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    });
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = api::AppState {
+        tsdb: db.clone(),
+        engine: promql::Engine { lookback: cfg.lookback_delta },
+        registry,
+        metrics: metrics.http.clone(),
+        ready: ready.clone(),
+    };
+    let http_stop = servers_stop.clone();
+    let app = api::router(state);
+    let http_task = tokio::spawn(async move {
+        let res = axum::serve(http_listener, app)
+            .with_graceful_shutdown(async move { http_stop.cancelled().await })
+            .await;
+        if let Err(e) = res {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+
+    let agent_stop = CancellationToken::new();
+    let agent_task = local_agent.map(|a| tokio::spawn(a.run(agent_stop.clone())));
+
+    ready.store(true, Ordering::Release);
+    tracing::info!(
+        http = %bound.http,
+        grpc = %bound.grpc,
+        data_dir = %cfg.data_dir.display(),
+        local_agent = cfg.local_agent,
+        elapsed = ?started.elapsed(),
+        "csoc-collector ready"
+    );
+    on_bound(bound);
+
+    shutdown.cancelled().await;
+    let stopping = Instant::now();
+    // Reverse order: the local agent flushes through the still-running
+    // ingest, then the servers stop, then storage commits what is queued.
+    agent_stop.cancel();
+    if let Some(t) = agent_task {
+        let _ = t.await;
+    }
+    servers_stop.cancel();
+    let _ = grpc_task.await;
+    let _ = http_task.await;
+    let db2 = db.clone();
+    let _ = tokio::task::spawn_blocking(move || db2.close()).await;
+    tracing::info!(elapsed = ?stopping.elapsed(), "csoc-collector stopped");
+    Ok(())
+}

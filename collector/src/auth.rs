@@ -1,0 +1,116 @@
+//! Agent authentication: bearer tokens mapped to commons.
+//!
+//! Tokens are kept only as SHA-256 digests (a config file may give
+//! `token_sha256` instead of the token itself) and compared in constant
+//! time against every configured digest, so neither timing nor a memory dump
+//! reveals a token. Tokens never appear in logs.
+
+use sha2::{Digest, Sha256};
+
+/// One configured token.
+#[derive(Clone)]
+struct Entry {
+    digest: [u8; 32],
+    commons: String,
+}
+
+/// The token table.
+#[derive(Clone, Default)]
+pub struct AgentAuth {
+    entries: Vec<Entry>,
+}
+
+impl std::fmt::Debug for AgentAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let commons: Vec<&str> = self.entries.iter().map(|e| e.commons.as_str()).collect();
+        f.debug_struct("AgentAuth").field("commons", &commons).finish_non_exhaustive()
+    }
+}
+
+/// SHA-256 of a token.
+pub fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let mut diff = 0u8;
+    for i in 0..32 {
+        diff |= a[i] ^ b[i];
+    }
+    diff == 0
+}
+
+impl AgentAuth {
+    /// Adds a token for `commons`.
+    pub fn add_token(&mut self, commons: &str, token: &str) {
+        self.add_digest(commons, digest(token));
+    }
+
+    /// Adds a token given by its SHA-256 digest.
+    pub fn add_digest(&mut self, commons: &str, digest: [u8; 32]) {
+        self.entries.push(Entry {
+            digest,
+            commons: commons.to_string(),
+        });
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no token is configured.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The commons a token belongs to. Every entry is compared, so the time
+    /// taken does not depend on which one matches.
+    pub fn authenticate(&self, token: &str) -> Option<&str> {
+        let d = digest(token);
+        let mut found = None;
+        for e in &self.entries {
+            if ct_eq(&e.digest, &d) && found.is_none() {
+                found = Some(e.commons.as_str());
+            }
+        }
+        found
+    }
+}
+
+/// Extracts the token from an `authorization: Bearer <token>` value.
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        let t = token.trim();
+        (!t.is_empty()).then_some(t)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_map_to_commons() {
+        let mut a = AgentAuth::default();
+        a.add_token("alpha", "s3cret-a");
+        a.add_digest("beta", digest("s3cret-b"));
+        assert_eq!(a.authenticate("s3cret-a"), Some("alpha"));
+        assert_eq!(a.authenticate("s3cret-b"), Some("beta"));
+        assert_eq!(a.authenticate("s3cret-c"), None);
+        assert_eq!(a.authenticate(""), None);
+        assert!(!format!("{a:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn bearer_header() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("abc"), None);
+    }
+}

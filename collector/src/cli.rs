@@ -1,0 +1,113 @@
+//! Command line of `csoc-collector`: flags override the YAML file given with
+//! `--config`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AgentToken, CollectorConfig};
+use csoc_agent::util::{LogFormat, parse_duration};
+
+/// csoc-collector: fleet metrics and alerting for Gen3 data commons. Receives
+/// agent streams, stores time series in SQLite, serves the Prometheus API.
+#[derive(Debug, Parser)]
+#[command(name = "csoc-collector", version, about)]
+pub struct Args {
+    /// YAML config file (see deploy/examples/collector.yml); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration and exit (non-zero with the reason if invalid).
+    #[arg(long)]
+    pub check_config: bool,
+    /// Data directory [default: ./csoc-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP API, /metrics and UI address [default: 127.0.0.1:9300].
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+    /// gRPC ingest address [default: 127.0.0.1:9301].
+    #[arg(long, value_name = "ADDR")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// An agent presenting TOKEN is commons COMMONS (repeatable; added to the file's agent_tokens).
+    #[arg(long = "agent-token", value_name = "COMMONS=TOKEN")]
+    pub agent_tokens: Vec<String>,
+    /// Also run an agent in-process, watching this host as commons "local".
+    #[arg(long)]
+    pub local_agent: bool,
+    /// Collection interval of the local agent [default: 15s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub local_agent_interval: Option<std::time::Duration>,
+    /// How far back instant queries look for a sample [default: 5m].
+    #[arg(long = "query.lookback-delta", value_name = "DURATION", value_parser = parse_duration)]
+    pub lookback_delta: Option<std::time::Duration>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Args {
+    /// The file's config with the flags applied.
+    pub fn resolve(&self) -> anyhow::Result<CollectorConfig> {
+        let mut cfg = match &self.config {
+            Some(p) => CollectorConfig::from_file(p)?,
+            None => CollectorConfig::default(),
+        };
+        if let Some(v) = &self.data_dir {
+            cfg.data_dir = v.clone();
+        }
+        if let Some(v) = self.http_listen {
+            cfg.http_listen = v;
+        }
+        if let Some(v) = self.grpc_listen {
+            cfg.grpc_listen = v;
+        }
+        for t in &self.agent_tokens {
+            let (commons, token) = t
+                .split_once('=')
+                .filter(|(c, t)| !c.is_empty() && !t.is_empty())
+                .context("--agent-token: expected COMMONS=TOKEN")?;
+            cfg.agent_tokens.push(AgentToken {
+                commons: commons.to_string(),
+                token: Some(token.to_string()),
+                token_sha256: None,
+            });
+        }
+        if self.local_agent {
+            cfg.local_agent = true;
+        }
+        if let Some(v) = self.local_agent_interval {
+            cfg.local_agent_interval = v;
+        }
+        if let Some(v) = self.lookback_delta {
+            cfg.lookback_delta = v;
+        }
+        if let Some(v) = self.log_format {
+            cfg.log_format = v;
+        }
+        Ok(cfg)
+    }
+}
+
+/// Runs the collector binary; returns when it has shut down.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = args.resolve()?;
+    if args.check_config {
+        cfg.validate()?;
+        println!("config OK");
+        return Ok(());
+    }
+    csoc_agent::util::init_logging(cfg.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let s2 = shutdown.clone();
+        tokio::spawn(async move {
+            csoc_agent::util::shutdown_signal().await;
+            s2.cancel();
+        });
+        crate::run(cfg, shutdown, |_| {}).await
+    })
+}

@@ -1,0 +1,251 @@
+//! The collector's configuration: a YAML file (`--config FILE`) whose every
+//! field has a default, overridden by flags. Documented field by field in
+//! `deploy/examples/collector.yml`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use csoc_agent::util::{LogFormat, de_duration};
+use serde::Deserialize;
+
+use crate::auth::AgentAuth;
+
+/// Errors in the configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML for this config.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What and where.
+        message: String,
+    },
+    /// A value is invalid.
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        /// The field.
+        field: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// One agent token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentToken {
+    /// The commons an agent presenting this token belongs to.
+    pub commons: String,
+    /// The token itself. Prefer `token_sha256`, so that the file holds no
+    /// secret.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The token's SHA-256 digest, hex (`printf %s TOKEN | sha256sum`).
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+}
+
+/// Limits on what agents may send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest encoded WriteBatch accepted (bytes, default 16MiB).
+    #[serde(deserialize_with = "csoc_agent::util::de_bytes")]
+    pub max_batch_bytes: u64,
+    /// Most labels on one series, `__name__` and `commons` included (default 64).
+    pub max_labels_per_series: usize,
+    /// Longest label name (bytes, default 256).
+    pub max_label_name_length: usize,
+    /// Longest label value (bytes, default 4096).
+    pub max_label_value_length: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_batch_bytes: 16 << 20,
+            max_labels_per_series: 64,
+            max_label_name_length: 256,
+            max_label_value_length: 4096,
+        }
+    }
+}
+
+/// The collector's configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// Directory of the database (default ./csoc-data).
+    pub data_dir: PathBuf,
+    /// Address of the HTTP API, /metrics and UI (default 127.0.0.1:9300).
+    pub http_listen: SocketAddr,
+    /// Address of the gRPC ingest (default 127.0.0.1:9301).
+    pub grpc_listen: SocketAddr,
+    /// Agent tokens. With none, every remote agent is refused.
+    pub agent_tokens: Vec<AgentToken>,
+    /// Also run an agent in-process watching this host as commons "local".
+    pub local_agent: bool,
+    /// Collection interval of the local agent (default 15s).
+    #[serde(deserialize_with = "de_duration")]
+    pub local_agent_interval: Duration,
+    /// How far back an instant query looks for a sample (default 5m).
+    #[serde(deserialize_with = "de_duration")]
+    pub lookback_delta: Duration,
+    /// How often the collector sends a heartbeat on an idle stream (default 15s).
+    #[serde(deserialize_with = "de_duration")]
+    pub heartbeat_interval: Duration,
+    /// `text` (default) or `json`.
+    pub log_format: LogFormat,
+    /// Ingest limits.
+    pub limits: Limits,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            data_dir: PathBuf::from("./csoc-data"),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 9300)),
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 9301)),
+            agent_tokens: Vec::new(),
+            local_agent: false,
+            local_agent_interval: Duration::from_secs(15),
+            lookback_delta: Duration::from_secs(300),
+            heartbeat_interval: Duration::from_secs(15),
+            log_format: LogFormat::Text,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Whether `s` may name a commons (it becomes a label value and appears in
+/// logs and file names): letters, digits, `-`, `_`, `.`, 1 to 128 bytes.
+pub fn valid_commons(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+impl CollectorConfig {
+    /// Reads a YAML config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: csoc_agent::config::yaml_error(&e),
+        })
+    }
+
+    /// Checks every value and builds the token table.
+    pub fn agent_auth(&self) -> Result<AgentAuth, ConfigError> {
+        let mut auth = AgentAuth::default();
+        for (i, t) in self.agent_tokens.iter().enumerate() {
+            let field = format!("agent_tokens[{i}]");
+            if !valid_commons(&t.commons) {
+                return Err(ConfigError::Invalid {
+                    field,
+                    message: format!("commons {:?} must be 1-128 letters, digits, '-', '_' or '.'", t.commons),
+                });
+            }
+            match (&t.token, &t.token_sha256) {
+                (Some(tok), None) => {
+                    if tok.len() < 16 {
+                        return Err(ConfigError::Invalid {
+                            field,
+                            message: format!("the token of commons {:?} is shorter than 16 characters; use a long random one (openssl rand -hex 32)", t.commons),
+                        });
+                    }
+                    auth.add_token(&t.commons, tok)
+                }
+                (None, Some(hexd)) => {
+                    let bytes = hex::decode(hexd.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or_else(|| ConfigError::Invalid {
+                        field: field.clone(),
+                        message: "token_sha256 must be 64 hex digits".into(),
+                    })?;
+                    auth.add_digest(&t.commons, bytes)
+                }
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        field,
+                        message: "give exactly one of token or token_sha256".into(),
+                    });
+                }
+            }
+        }
+        Ok(auth)
+    }
+
+    /// Checks every value; returns the first problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.agent_auth()?;
+        let inv = |field: &str, message: String| ConfigError::Invalid { field: field.into(), message };
+        if self.lookback_delta < Duration::from_secs(1) {
+            return Err(inv("lookback_delta", "must be at least 1s".into()));
+        }
+        if self.heartbeat_interval < Duration::from_secs(1) || self.heartbeat_interval > Duration::from_secs(300) {
+            return Err(inv("heartbeat_interval", "must be between 1s and 5m".into()));
+        }
+        if self.local_agent_interval < Duration::from_millis(100) {
+            return Err(inv("local_agent_interval", "must be at least 100ms".into()));
+        }
+        if self.http_listen == self.grpc_listen {
+            return Err(inv("grpc_listen", format!("{} is also the HTTP address", self.grpc_listen)));
+        }
+        if self.limits.max_batch_bytes < 1024 {
+            return Err(inv("limits.max_batch_bytes", "must be at least 1KiB".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(y: &str) -> Result<CollectorConfig, ConfigError> {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("c.yml");
+        std::fs::write(&p, y).expect("write");
+        CollectorConfig::from_file(&p)
+    }
+
+    #[test]
+    fn tokens_plain_and_hashed() {
+        let c = parse(&format!(
+            "agent_tokens:\n  - {{commons: a, token: aaaaaaaaaaaaaaaaaaaa}}\n  - {{commons: b, token_sha256: {}}}\n",
+            hex::encode(crate::auth::digest("bbbbbbbbbbbbbbbbbbbbbb"))
+        ))
+        .expect("parse");
+        c.validate().expect("valid");
+        let auth = c.agent_auth().expect("auth");
+        assert_eq!(auth.authenticate("bbbbbbbbbbbbbbbbbbbbbb"), Some("b"));
+        assert_eq!(auth.authenticate("aaaaaaaaaaaaaaaaaaaa"), Some("a"));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = parse("agent_tokens:\n  - {commons: 'a b', token: aaaaaaaaaaaaaaaaaaaa}\n").expect("parse").validate().err().expect("invalid");
+        assert!(e.to_string().contains("agent_tokens[0]"), "{e}");
+        let e = parse("agent_tokens:\n  - {commons: a, token: short}\n").expect("parse").validate().err().expect("invalid");
+        assert!(e.to_string().contains("shorter"), "{e}");
+        let e = parse("lookback: 5m\n").err().expect("unknown field");
+        assert!(e.to_string().contains("lookback"), "{e}");
+        let e = parse("http_listen: nowhere\n").err().expect("bad addr");
+        assert!(e.to_string().contains("line 1"), "{e}");
+    }
+}

@@ -1,0 +1,395 @@
+//! gRPC ingest: the collector's side of the agent stream (see
+//! `proto/proto/csoc/v1/ingest.proto`).
+//!
+//! Authentication happens before any message is read: a stream without a
+//! known bearer token is refused with `UNAUTHENTICATED`, the refusal is
+//! logged with the peer's address (never the token), and nothing is stored.
+//! The commons of every series is the one the token maps to; whatever label
+//! the agent sent is overwritten.
+//!
+//! Each batch is validated as a whole before anything of it is written; an
+//! invalid batch gets a `Nack` and changes nothing (not even the stream's
+//! ref table). A valid batch is committed with its seq in one transaction
+//! and acknowledged only after the commit returned.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use csoc_proto::v1::agent_message::Msg as AgentMsg;
+use csoc_proto::v1::collector_message::Msg as CollectorMsg;
+use csoc_proto::v1::ingest_server::{Ingest, IngestServer};
+use csoc_proto::v1::{Ack, AgentMessage, CollectorMessage, Heartbeat, Hello, Nack, NackCode, Welcome, WriteBatch};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::AgentAuth;
+use crate::config::Limits;
+use crate::metrics::IngestMetrics;
+use crate::tsdb::{AgentKey, CommitOutcome, Labels, Tsdb};
+
+/// The gRPC service.
+#[derive(Clone)]
+pub struct IngestService {
+    tsdb: Tsdb,
+    auth: Arc<AgentAuth>,
+    limits: Limits,
+    heartbeat: Duration,
+    metrics: IngestMetrics,
+    shutdown: CancellationToken,
+}
+
+impl IngestService {
+    /// Creates the service.
+    pub fn new(tsdb: Tsdb, auth: Arc<AgentAuth>, limits: Limits, heartbeat: Duration, metrics: IngestMetrics, shutdown: CancellationToken) -> Self {
+        IngestService {
+            tsdb,
+            auth,
+            limits,
+            heartbeat,
+            metrics,
+            shutdown,
+        }
+    }
+
+    /// The tonic server wrapping this service.
+    pub fn into_server(self) -> IngestServer<Self> {
+        let max = self.limits.max_batch_bytes as usize + 4096;
+        IngestServer::new(self).max_decoding_message_size(max)
+    }
+}
+
+fn peer_str(p: Option<SocketAddr>) -> String {
+    p.map(|a| a.to_string()).unwrap_or_else(|| "unknown".into())
+}
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    type ConnectStream = ReceiverStream<Result<CollectorMessage, Status>>;
+
+    async fn connect(&self, req: Request<Streaming<AgentMessage>>) -> Result<Response<Self::ConnectStream>, Status> {
+        let peer = peer_str(req.remote_addr());
+        let header = req.metadata().get(csoc_proto::AUTHORIZATION_HEADER).and_then(|v| v.to_str().ok());
+        let commons = match header.and_then(crate::auth::bearer) {
+            None => {
+                self.metrics.refused("no_token");
+                tracing::warn!(peer = %peer, "refused an agent stream: no bearer token (the agent needs --token; map it here with --agent-token COMMONS=TOKEN)");
+                return Err(Status::unauthenticated("no bearer token: start the agent with --token (the collector maps tokens to commons with --agent-token COMMONS=TOKEN)"));
+            }
+            Some(tok) => match self.auth.authenticate(tok) {
+                Some(c) => c.to_string(),
+                None => {
+                    self.metrics.refused("unknown_token");
+                    if self.auth.is_empty() {
+                        tracing::warn!(peer = %peer, "refused an agent stream: no agent tokens are configured; add one with --agent-token COMMONS=TOKEN or agent_tokens in the config file");
+                    } else {
+                        tracing::warn!(peer = %peer, "refused an agent stream: token not recognised");
+                    }
+                    return Err(Status::unauthenticated("token not recognised by the collector"));
+                }
+            },
+        };
+        let inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let session = Session {
+            svc: self.clone(),
+            commons,
+            peer,
+            tx,
+        };
+        tokio::spawn(session.run(inbound));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+struct Session {
+    svc: IngestService,
+    commons: String,
+    peer: String,
+    tx: mpsc::Sender<Result<CollectorMessage, Status>>,
+}
+
+/// A rejected batch.
+#[derive(Debug)]
+struct Reject {
+    code: NackCode,
+    message: String,
+    retryable: bool,
+}
+
+impl Reject {
+    fn invalid(message: String) -> Self {
+        Reject {
+            code: NackCode::Invalid,
+            message,
+            retryable: false,
+        }
+    }
+    fn limit(message: String) -> Self {
+        Reject {
+            code: NackCode::Limit,
+            message,
+            retryable: false,
+        }
+    }
+}
+
+impl Session {
+    async fn send(&self, msg: CollectorMsg) -> bool {
+        self.tx.send(Ok(CollectorMessage { msg: Some(msg) })).await.is_ok()
+    }
+
+    async fn run(self, mut inbound: Streaming<AgentMessage>) {
+        let hello = match tokio::time::timeout(Duration::from_secs(15), inbound.message()).await {
+            Ok(Ok(Some(AgentMessage { msg: Some(AgentMsg::Hello(h)) }))) => h,
+            Ok(Ok(Some(_))) => {
+                tracing::warn!(peer = %self.peer, commons = %self.commons, "agent stream did not start with Hello; closed");
+                let _ = self.tx.send(Err(Status::invalid_argument("the first message must be Hello"))).await;
+                return;
+            }
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %self.peer, error = %e, "agent stream failed before Hello");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(peer = %self.peer, commons = %self.commons, "no Hello within 15s; closed");
+                let _ = self.tx.send(Err(Status::deadline_exceeded("no Hello within 15s"))).await;
+                return;
+            }
+        };
+        let agent = agent_name(&hello);
+        let key = AgentKey {
+            commons: self.commons.clone(),
+            agent: agent.clone(),
+            epoch: hello.spool_epoch,
+        };
+        let last_applied = match self.svc.tsdb.applied_seq(&key) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the applied seq; refusing the stream");
+                let _ = self.tx.send(Err(Status::unavailable(format!("storage: {e}")))).await;
+                return;
+            }
+        };
+        let welcome = Welcome {
+            last_applied_seq: last_applied,
+            config_version: 0,
+            commons: self.commons.clone(),
+            heartbeat_interval_ms: self.svc.heartbeat.as_millis() as u32,
+            max_batch_bytes: self.svc.limits.max_batch_bytes,
+            collector_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        if !self.send(CollectorMsg::Welcome(welcome)).await {
+            return;
+        }
+        if !hello.claimed_commons.is_empty() && hello.claimed_commons != self.commons {
+            tracing::info!(peer = %self.peer, agent = %agent, claimed = %hello.claimed_commons, commons = %self.commons, "agent claimed another commons; using the one its token maps to");
+        }
+        tracing::info!(peer = %self.peer, commons = %self.commons, agent = %agent, version = %hello.version, epoch = hello.spool_epoch, last_applied, "agent connected");
+        let m = self.svc.metrics.clone();
+        m.agents_connected.inc();
+        m.seen(&self.commons, &agent);
+
+        let mut refs: HashMap<u64, Arc<Labels>> = HashMap::new();
+        let mut last_in = Instant::now();
+        let mut last_out = Instant::now();
+        let hb = self.svc.heartbeat;
+        let mut tick = tokio::time::interval(hb.min(Duration::from_secs(5)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let end: String = loop {
+            tokio::select! {
+                msg = inbound.message() => {
+                    last_in = Instant::now();
+                    let msg = match msg {
+                        Ok(Some(m)) => m,
+                        Ok(None) => break "agent closed the stream".into(),
+                        Err(e) => break format!("stream error: {}", e.message()),
+                    };
+                    m.seen(&self.commons, &agent);
+                    match msg.msg {
+                        Some(AgentMsg::Batch(b)) => {
+                            let seq = b.seq;
+                            let reply = match self.apply(&key, &mut refs, b).await {
+                                Ok((CommitOutcome::Applied, n)) => {
+                                    m.batch(&self.commons, "acked");
+                                    m.stored(&self.commons, n);
+                                    CollectorMsg::Ack(Ack { seq })
+                                }
+                                Ok((CommitOutcome::AlreadyApplied, _)) => {
+                                    m.batch(&self.commons, "duplicate");
+                                    CollectorMsg::Ack(Ack { seq })
+                                }
+                                Err(r) => {
+                                    m.batch(&self.commons, "nacked");
+                                    tracing::warn!(peer = %self.peer, commons = %self.commons, agent = %agent, seq, code = r.code.as_str_name(), "rejected a batch: {}", r.message);
+                                    CollectorMsg::Nack(Nack { seq, code: r.code as i32, message: r.message, retryable: r.retryable })
+                                }
+                            };
+                            if !self.send(reply).await {
+                                break "agent went away".into();
+                            }
+                            last_out = Instant::now();
+                        }
+                        Some(AgentMsg::Heartbeat(_)) => {}
+                        Some(AgentMsg::Hello(_)) => {
+                            tracing::warn!(peer = %self.peer, "second Hello on a stream; ignored");
+                        }
+                        None => {}
+                    }
+                }
+                _ = tick.tick() => {
+                    if last_in.elapsed() > hb * 3 {
+                        break format!("agent silent for {:?}", hb * 3);
+                    }
+                    if last_out.elapsed() >= hb {
+                        if !self.send(CollectorMsg::Heartbeat(Heartbeat { timestamp_ms: csoc_agent::util::now_ms() })).await {
+                            break "agent went away".into();
+                        }
+                        last_out = Instant::now();
+                    }
+                }
+                _ = self.svc.shutdown.cancelled() => {
+                    let _ = self.tx.send(Err(Status::unavailable("collector shutting down"))).await;
+                    break "collector shutting down".into();
+                }
+            }
+        };
+        m.agents_connected.dec();
+        tracing::info!(peer = %self.peer, commons = %self.commons, agent = %agent, reason = %end, "agent disconnected");
+    }
+
+    /// Validates, converts and commits one batch.
+    async fn apply(&self, key: &AgentKey, refs: &mut HashMap<u64, Arc<Labels>>, b: WriteBatch) -> Result<(CommitOutcome, u64), Reject> {
+        let n = b.refs.len();
+        if b.timestamps_ms.len() != n || b.values.len() != n {
+            return Err(Reject::invalid(format!(
+                "column lengths differ: {} refs, {} timestamps, {} values",
+                n,
+                b.timestamps_ms.len(),
+                b.values.len()
+            )));
+        }
+        let limits = &self.svc.limits;
+        let mut defs: HashMap<u64, Arc<Labels>> = HashMap::with_capacity(b.new_series.len());
+        for (i, d) in b.new_series.into_iter().enumerate() {
+            let labels = validate_series(d.labels, &self.commons, limits).map_err(|(lim, msg)| {
+                let msg = format!("new_series[{i}] (ref {}): {msg}", d.r#ref);
+                if lim { Reject::limit(msg) } else { Reject::invalid(msg) }
+            })?;
+            defs.insert(d.r#ref, Arc::new(labels));
+        }
+        let mut app = self.svc.tsdb.appender();
+        for i in 0..n {
+            let r = b.refs[i];
+            let labels = defs
+                .get(&r)
+                .or_else(|| refs.get(&r))
+                .ok_or_else(|| Reject::invalid(format!("sample {i} uses ref {r}, which no SeriesDef on this stream defines")))?;
+            app.append(labels.clone(), b.timestamps_ms[i], b.values[i]);
+        }
+        app.set_applied_seq(key.clone(), b.seq);
+        // The batch is valid: its definitions join the stream's table even if
+        // storage fails (the agent re-sends the batch, maybe without them).
+        refs.extend(defs);
+        match app.commit().await {
+            Ok(o) => Ok((o, n as u64)),
+            Err(e) => Err(Reject {
+                code: NackCode::Unavailable,
+                message: format!("storage: {e}"),
+                retryable: true,
+            }),
+        }
+    }
+}
+
+fn agent_name(h: &Hello) -> String {
+    let n = if h.agent_name.is_empty() { &h.hostname } else { &h.agent_name };
+    let n: String = n.chars().filter(|c| !c.is_control()).take(128).collect();
+    if n.is_empty() { "unnamed".into() } else { n }
+}
+
+/// Whether `s` is a valid label name.
+pub fn valid_label_name(s: &str) -> bool {
+    csoc_agent::config::valid_label_name(s)
+}
+
+/// Whether `s` is a valid metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`).
+pub fn valid_metric_name(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_' || ch == ':')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
+}
+
+/// Checks a series' labels, sorts them and stamps `commons`. The error says
+/// whether a limit (true) or validity (false) was broken.
+fn validate_series(labels: Vec<csoc_proto::v1::Label>, commons: &str, limits: &Limits) -> Result<Labels, (bool, String)> {
+    let mut out: Labels = Vec::with_capacity(labels.len() + 1);
+    for l in labels {
+        if l.name == "commons" {
+            continue;
+        }
+        if l.name.len() > limits.max_label_name_length {
+            return Err((true, format!("label name of {} bytes exceeds max_label_name_length {}", l.name.len(), limits.max_label_name_length)));
+        }
+        if l.value.len() > limits.max_label_value_length {
+            return Err((true, format!("label {:?} has a value of {} bytes, over max_label_value_length {}", l.name, l.value.len(), limits.max_label_value_length)));
+        }
+        if l.name != "__name__" && !valid_label_name(&l.name) {
+            return Err((false, format!("invalid label name {:?}", l.name)));
+        }
+        if l.value.is_empty() {
+            // An empty label value is the same as no label.
+            continue;
+        }
+        out.push((l.name, l.value));
+    }
+    out.push(("commons".into(), commons.into()));
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    for w in out.windows(2) {
+        if w[0].0 == w[1].0 {
+            return Err((false, format!("duplicate label name {:?}", w[0].0)));
+        }
+    }
+    match out.iter().find(|(k, _)| k == "__name__") {
+        None => return Err((false, "no __name__ label".into())),
+        Some((_, v)) if !valid_metric_name(v) => return Err((false, format!("invalid metric name {v:?}"))),
+        _ => {}
+    }
+    if out.len() > limits.max_labels_per_series {
+        return Err((true, format!("{} labels exceed max_labels_per_series {}", out.len(), limits.max_labels_per_series)));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use csoc_proto::v1::Label;
+
+    fn l(k: &str, v: &str) -> Label {
+        Label { name: k.into(), value: v.into() }
+    }
+
+    #[test]
+    fn commons_is_stamped_over_what_the_agent_sent() {
+        let out = validate_series(vec![l("__name__", "up"), l("commons", "evil"), l("job", "x")], "good", &Limits::default()).expect("valid");
+        assert_eq!(out, vec![("__name__".into(), "up".into()), ("commons".into(), "good".into()), ("job".into(), "x".into())]);
+    }
+
+    #[test]
+    fn invalid_series_are_named() {
+        let lim = Limits::default();
+        let f = |labels: Vec<Label>| validate_series(labels, "c", &lim).err().expect("invalid").1;
+        assert!(f(vec![l("job", "x")]).contains("no __name__"));
+        assert!(f(vec![l("__name__", "1up")]).contains("invalid metric name"));
+        assert!(f(vec![l("__name__", "up"), l("a-b", "x")]).contains("invalid label name"));
+        assert!(f(vec![l("__name__", "up"), l("a", "x"), l("a", "y")]).contains("duplicate"));
+        let many: Vec<Label> = (0..70).map(|i| l(&format!("l{i}"), "v")).chain([l("__name__", "m")]).collect();
+        let (limit, msg) = validate_series(many, "c", &lim).err().expect("limit");
+        assert!(limit && msg.contains("max_labels_per_series"), "{msg}");
+    }
+}

@@ -1,0 +1,118 @@
+//! The collector's own metrics (`csoc_collector_*`), served on `/metrics`.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+type LabelSet = Vec<(String, String)>;
+
+fn ls(pairs: &[(&str, &str)]) -> LabelSet {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Ingest metrics.
+#[derive(Clone)]
+pub struct IngestMetrics {
+    /// Streams currently open.
+    pub agents_connected: Gauge,
+    /// Last message from each agent, Unix seconds.
+    pub agent_last_seen: Family<LabelSet, Gauge<f64, AtomicU64>>,
+    /// Batches by commons and result (acked, duplicate, nacked).
+    pub batches: Family<LabelSet, Counter>,
+    /// Samples stored, by commons.
+    pub samples: Family<LabelSet, Counter>,
+    /// Refused streams, by reason.
+    pub auth_failures: Family<LabelSet, Counter>,
+}
+
+impl IngestMetrics {
+    /// Records a message from an agent now.
+    pub fn seen(&self, commons: &str, agent: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.agent_last_seen.get_or_create(&ls(&[("commons", commons), ("agent", agent)])).set(now);
+    }
+
+    /// Counts a batch outcome.
+    pub fn batch(&self, commons: &str, result: &str) {
+        self.batches.get_or_create(&ls(&[("commons", commons), ("result", result)])).inc();
+    }
+
+    /// Counts stored samples.
+    pub fn stored(&self, commons: &str, n: u64) {
+        self.samples.get_or_create(&ls(&[("commons", commons)])).inc_by(n);
+    }
+
+    /// Counts a refused stream.
+    pub fn refused(&self, reason: &str) {
+        self.auth_failures.get_or_create(&ls(&[("reason", reason)])).inc();
+    }
+}
+
+/// HTTP metrics.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    /// Requests by handler and status code.
+    pub requests: Family<LabelSet, Counter>,
+    /// Request latency by handler.
+    pub duration: Family<LabelSet, Histogram>,
+}
+
+impl HttpMetrics {
+    /// Records one request.
+    pub fn observe(&self, handler: &str, code: u16, secs: f64) {
+        self.requests.get_or_create(&ls(&[("handler", handler), ("code", &code.to_string())])).inc();
+        self.duration.get_or_create(&ls(&[("handler", handler)])).observe(secs);
+    }
+}
+
+/// All the collector's metrics (storage metrics live in `tsdb`).
+#[derive(Clone)]
+pub struct CollectorMetrics {
+    /// Ingest.
+    pub ingest: IngestMetrics,
+    /// HTTP API.
+    pub http: HttpMetrics,
+}
+
+impl CollectorMetrics {
+    /// Creates and registers the metrics under `csoc_collector_`; `reg`
+    /// should already be the `csoc_collector` sub-registry.
+    pub fn new(reg: &mut Registry) -> Self {
+        reg.register(
+            "build",
+            "Collector build information",
+            Info::new(vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]),
+        );
+        let ingest = IngestMetrics {
+            agents_connected: Gauge::default(),
+            agent_last_seen: Family::default(),
+            batches: Family::default(),
+            samples: Family::default(),
+            auth_failures: Family::default(),
+        };
+        reg.register("agents_connected", "Agent streams currently open", ingest.agents_connected.clone());
+        reg.register(
+            "agent_last_seen_timestamp_seconds",
+            "Unix time of the last message from each agent",
+            ingest.agent_last_seen.clone(),
+        );
+        reg.register("ingest_batches", "Agent batches by commons and result (acked, duplicate, nacked)", ingest.batches.clone());
+        reg.register("ingest_samples", "Samples stored from agents, by commons", ingest.samples.clone());
+        reg.register("ingest_refused_streams", "Agent streams refused, by reason", ingest.auth_failures.clone());
+        let http = HttpMetrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0])),
+        };
+        reg.register("http_requests", "HTTP requests by handler and status code", http.requests.clone());
+        reg.register_with_unit("http_request_duration", "HTTP request latency by handler", Unit::Seconds, http.duration.clone());
+        CollectorMetrics { ingest, http }
+    }
+}
