@@ -253,15 +253,18 @@ mod tests {
 
     #[test]
     fn errors_name_the_field_and_place() {
-        let e = AgentConfig::from_yaml("intervall: 1s\n", Path::new("a.yml")).err().expect("unknown field");
+        let e = AgentConfig::from_yaml("intervall: 1s\n", Path::new("a.yml")).expect_err("unknown field");
         let s = e.to_string();
         assert!(s.contains("a.yml") && s.contains("intervall") && s.contains("line 1"), "{s}");
-        let e = AgentConfig::from_yaml("interval: soon\n", Path::new("a.yml")).err().expect("bad duration");
+        let e = AgentConfig::from_yaml("interval: soon\n", Path::new("a.yml")).expect_err("bad duration");
         assert!(e.to_string().contains("invalid duration"), "{e}");
         let mut c = AgentConfig::default();
         c.external_labels.insert("commons".into(), "x".into());
-        assert!(c.validate().err().expect("commons").to_string().contains("external_labels"));
-        let c = AgentConfig { collector: "collector:9301".into(), ..Default::default() };
-        assert!(c.validate().err().expect("bad url").to_string().contains("collector"));
+        assert!(c.validate().expect_err("commons").to_string().contains("external_labels"));
+        let c = AgentConfig {
+            collector: "collector:9301".into(),
+            ..Default::default()
+        };
+        assert!(c.validate().expect_err("bad url").to_string().contains("collector"));
     }
 }

@@ -113,22 +113,62 @@ impl AgentMetrics {
             spool_dropped_samples: Counter::default(),
             ack_latency: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
         };
-        reg.register("batches_sent", "Batches written to the collector stream", shipper.batches_sent.clone());
-        reg.register("batches_acked", "Batches acknowledged by the collector as durably stored", shipper.batches_acked.clone());
-        reg.register("samples_acked", "Samples in batches acknowledged by the collector", shipper.samples_acked.clone());
-        reg.register("batches_nacked", "Batches rejected by the collector, by code", shipper.batches_nacked.clone());
-        reg.register("connect_attempts", "Attempts to open a stream to the collector", shipper.connect_attempts.clone());
-        reg.register("connect_failures", "Failed or broken collector streams, by reason", shipper.connect_failures.clone());
-        reg.register("connected", "1 while a stream to the collector is established", shipper.connected.clone());
-        reg.register("spool_batches", "Batches in the spool waiting for an acknowledgement", shipper.spool_batches.clone());
+        reg.register(
+            "batches_sent",
+            "Batches written to the collector stream",
+            shipper.batches_sent.clone(),
+        );
+        reg.register(
+            "batches_acked",
+            "Batches acknowledged by the collector as durably stored",
+            shipper.batches_acked.clone(),
+        );
+        reg.register(
+            "samples_acked",
+            "Samples in batches acknowledged by the collector",
+            shipper.samples_acked.clone(),
+        );
+        reg.register(
+            "batches_nacked",
+            "Batches rejected by the collector, by code",
+            shipper.batches_nacked.clone(),
+        );
+        reg.register(
+            "connect_attempts",
+            "Attempts to open a stream to the collector",
+            shipper.connect_attempts.clone(),
+        );
+        reg.register(
+            "connect_failures",
+            "Failed or broken collector streams, by reason",
+            shipper.connect_failures.clone(),
+        );
+        reg.register(
+            "connected",
+            "1 while a stream to the collector is established",
+            shipper.connected.clone(),
+        );
+        reg.register(
+            "spool_batches",
+            "Batches in the spool waiting for an acknowledgement",
+            shipper.spool_batches.clone(),
+        );
         reg.register_with_unit(
             "spool_size",
             "Size of the spool on disk",
             prometheus_client::registry::Unit::Bytes,
             shipper.spool_bytes.clone(),
         );
-        reg.register("spool_dropped_batches", "Batches dropped, oldest first, because the spool was full", shipper.spool_dropped_batches.clone());
-        reg.register("spool_dropped_samples", "Samples in batches dropped because the spool was full", shipper.spool_dropped_samples.clone());
+        reg.register(
+            "spool_dropped_batches",
+            "Batches dropped, oldest first, because the spool was full",
+            shipper.spool_dropped_batches.clone(),
+        );
+        reg.register(
+            "spool_dropped_samples",
+            "Samples in batches dropped because the spool was full",
+            shipper.spool_dropped_samples.clone(),
+        );
         reg.register_with_unit(
             "ack_latency",
             "Time from sending a batch to the collector's acknowledgement",

@@ -61,7 +61,14 @@ impl Pipeline {
                 let r = *refs.entry(s.labels.as_slice()).or_insert_with(|| {
                     b.new_series.push(SeriesDef {
                         r#ref: next,
-                        labels: s.labels.iter().map(|(n, v)| Label { name: n.clone(), value: v.clone() }).collect(),
+                        labels: s
+                            .labels
+                            .iter()
+                            .map(|(n, v)| Label {
+                                name: n.clone(),
+                                value: v.clone(),
+                            })
+                            .collect(),
                     });
                     next
                 });
@@ -96,14 +103,25 @@ mod tests {
         assert_eq!(b.new_series.len(), 2);
         assert_eq!(b.refs, vec![0, 0, 1]);
         let l0: Vec<(&str, &str)> = b.new_series[0].labels.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect();
-        assert_eq!(l0, [("__name__", "m_total"), ("environment", "prod"), ("instance", "host-1"), ("job", "node")]);
+        assert_eq!(
+            l0,
+            [
+                ("__name__", "m_total"),
+                ("environment", "prod"),
+                ("instance", "host-1"),
+                ("job", "node")
+            ]
+        );
         assert!(b.new_series[1].labels.iter().any(|l| l.name == "instance" && l.value == "x"));
         assert_eq!(b.metadata[0].r#type, MetricType::Counter as i32);
     }
 
     #[test]
     fn large_frames_are_split() {
-        let p = Pipeline { external_labels: vec![], instance: "i".into() };
+        let p = Pipeline {
+            external_labels: vec![],
+            instance: "i".into(),
+        };
         let mut f = Frame::new("t");
         for i in 0..(MAX_BATCH_SAMPLES + 5) {
             f.push("m", &[("i", &i.to_string())], 1, 1.0);

@@ -61,9 +61,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// 1024). `10GB` and `256MiB` are both accepted.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num
         .parse()
@@ -78,7 +76,11 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "mib" | "mi" => 1024.0 * 1024.0,
         "gib" | "gi" => 1024.0 * 1024.0 * 1024.0,
         "tib" | "ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        other => return Err(format!("invalid size unit {other:?} in {s:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")),
+        other => {
+            return Err(format!(
+                "invalid size unit {other:?} in {s:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            ));
+        }
     };
     if !n.is_finite() || n < 0.0 {
         return Err(format!("invalid size {s:?}"));
@@ -125,6 +127,8 @@ pub fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: log files and journald get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(true);
     let res = match format {
         LogFormat::Text => builder.try_init(),

@@ -100,7 +100,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     csoc_agent::util::init_logging(cfg.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         let s2 = shutdown.clone();

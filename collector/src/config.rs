@@ -167,16 +167,22 @@ impl CollectorConfig {
                     if tok.len() < 16 {
                         return Err(ConfigError::Invalid {
                             field,
-                            message: format!("the token of commons {:?} is shorter than 16 characters; use a long random one (openssl rand -hex 32)", t.commons),
+                            message: format!(
+                                "the token of commons {:?} is shorter than 16 characters; use a long random one (openssl rand -hex 32)",
+                                t.commons
+                            ),
                         });
                     }
                     auth.add_token(&t.commons, tok)
                 }
                 (None, Some(hexd)) => {
-                    let bytes = hex::decode(hexd.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or_else(|| ConfigError::Invalid {
-                        field: field.clone(),
-                        message: "token_sha256 must be 64 hex digits".into(),
-                    })?;
+                    let bytes = hex::decode(hexd.trim())
+                        .ok()
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                        .ok_or_else(|| ConfigError::Invalid {
+                            field: field.clone(),
+                            message: "token_sha256 must be 64 hex digits".into(),
+                        })?;
                     auth.add_digest(&t.commons, bytes)
                 }
                 _ => {
@@ -193,7 +199,10 @@ impl CollectorConfig {
     /// Checks every value; returns the first problem.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.agent_auth()?;
-        let inv = |field: &str, message: String| ConfigError::Invalid { field: field.into(), message };
+        let inv = |field: &str, message: String| ConfigError::Invalid {
+            field: field.into(),
+            message,
+        };
         if self.lookback_delta < Duration::from_secs(1) {
             return Err(inv("lookback_delta", "must be at least 1s".into()));
         }
@@ -239,13 +248,19 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let e = parse("agent_tokens:\n  - {commons: 'a b', token: aaaaaaaaaaaaaaaaaaaa}\n").expect("parse").validate().err().expect("invalid");
+        let e = parse("agent_tokens:\n  - {commons: 'a b', token: aaaaaaaaaaaaaaaaaaaa}\n")
+            .expect("parse")
+            .validate()
+            .expect_err("invalid");
         assert!(e.to_string().contains("agent_tokens[0]"), "{e}");
-        let e = parse("agent_tokens:\n  - {commons: a, token: short}\n").expect("parse").validate().err().expect("invalid");
+        let e = parse("agent_tokens:\n  - {commons: a, token: short}\n")
+            .expect("parse")
+            .validate()
+            .expect_err("invalid");
         assert!(e.to_string().contains("shorter"), "{e}");
-        let e = parse("lookback: 5m\n").err().expect("unknown field");
+        let e = parse("lookback: 5m\n").expect_err("unknown field");
         assert!(e.to_string().contains("lookback"), "{e}");
-        let e = parse("http_listen: nowhere\n").err().expect("bad addr");
+        let e = parse("http_listen: nowhere\n").expect_err("bad addr");
         assert!(e.to_string().contains("line 1"), "{e}");
     }
 }

@@ -43,7 +43,11 @@ pub struct Bound {
 fn loopback_for(addr: SocketAddr) -> SocketAddr {
     let mut a = addr;
     if a.ip().is_unspecified() {
-        a.set_ip(if a.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+        a.set_ip(if a.is_ipv4() {
+            [127, 0, 0, 1].into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
     }
     a
 }
@@ -120,7 +124,9 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     let ready = Arc::new(AtomicBool::new(false));
     let state = api::AppState {
         tsdb: db.clone(),
-        engine: promql::Engine { lookback: cfg.lookback_delta },
+        engine: promql::Engine {
+            lookback: cfg.lookback_delta,
+        },
         registry,
         metrics: metrics.http.clone(),
         ready: ready.clone(),

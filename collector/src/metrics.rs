@@ -37,7 +37,9 @@ impl IngestMetrics {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        self.agent_last_seen.get_or_create(&ls(&[("commons", commons), ("agent", agent)])).set(now);
+        self.agent_last_seen
+            .get_or_create(&ls(&[("commons", commons), ("agent", agent)]))
+            .set(now);
     }
 
     /// Counts a batch outcome.
@@ -68,7 +70,9 @@ pub struct HttpMetrics {
 impl HttpMetrics {
     /// Records one request.
     pub fn observe(&self, handler: &str, code: u16, secs: f64) {
-        self.requests.get_or_create(&ls(&[("handler", handler), ("code", &code.to_string())])).inc();
+        self.requests
+            .get_or_create(&ls(&[("handler", handler), ("code", &code.to_string())]))
+            .inc();
         self.duration.get_or_create(&ls(&[("handler", handler)])).observe(secs);
     }
 }
@@ -104,15 +108,28 @@ impl CollectorMetrics {
             "Unix time of the last message from each agent",
             ingest.agent_last_seen.clone(),
         );
-        reg.register("ingest_batches", "Agent batches by commons and result (acked, duplicate, nacked)", ingest.batches.clone());
+        reg.register(
+            "ingest_batches",
+            "Agent batches by commons and result (acked, duplicate, nacked)",
+            ingest.batches.clone(),
+        );
         reg.register("ingest_samples", "Samples stored from agents, by commons", ingest.samples.clone());
-        reg.register("ingest_refused_streams", "Agent streams refused, by reason", ingest.auth_failures.clone());
+        reg.register(
+            "ingest_refused_streams",
+            "Agent streams refused, by reason",
+            ingest.auth_failures.clone(),
+        );
         let http = HttpMetrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(|| Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0])),
         };
         reg.register("http_requests", "HTTP requests by handler and status code", http.requests.clone());
-        reg.register_with_unit("http_request_duration", "HTTP request latency by handler", Unit::Seconds, http.duration.clone());
+        reg.register_with_unit(
+            "http_request_duration",
+            "HTTP request latency by handler",
+            Unit::Seconds,
+            http.duration.clone(),
+        );
         CollectorMetrics { ingest, http }
     }
 }

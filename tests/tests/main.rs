@@ -1,1 +1,5 @@
+//! End-to-end tests: the real csoc-collector and csoc-agent binaries, as
+//! separate processes on free 127.0.0.1 ports. One test binary, one module
+//! per area.
 
+mod e2e;

@@ -57,7 +57,9 @@ pub struct ShipperConfig {
 enum StreamEnd {
     #[error("cannot connect to the collector at {url}: {detail}")]
     Connect { url: String, detail: String },
-    #[error("the collector refused our token ({0}); check --token / token_file, and that the collector maps it with --agent-token COMMONS=TOKEN")]
+    #[error(
+        "the collector refused our token ({0}); check --token / token_file, and that the collector maps it with --agent-token COMMONS=TOKEN"
+    )]
     Unauthenticated(String),
     #[error("the collector denied this agent: {0}")]
     PermissionDenied(String),
@@ -114,12 +116,7 @@ fn lock(spool: &Mutex<Spool>) -> std::sync::MutexGuard<'_, Spool> {
 impl Shipper {
     /// Creates the shipper. `wake` is notified whenever a batch is spooled.
     pub fn new(cfg: ShipperConfig, spool: Arc<Mutex<Spool>>, wake: Arc<Notify>, metrics: ShipperMetrics) -> Self {
-        Shipper {
-            cfg,
-            spool,
-            wake,
-            metrics,
-        }
+        Shipper { cfg, spool, wake, metrics }
     }
 
     /// Runs until `drain` is cancelled and the spool is flushed (or the
@@ -171,7 +168,11 @@ impl Shipper {
         }
         let s = lock(&self.spool);
         if !s.is_empty() {
-            tracing::info!(batches = s.len(), bytes = s.bytes(), "batches remain in the spool; they will be sent at the next start");
+            tracing::info!(
+                batches = s.len(),
+                bytes = s.bytes(),
+                "batches remain in the spool; they will be sent at the next start"
+            );
         }
     }
 
@@ -200,7 +201,11 @@ impl Shipper {
             claimed_commons: self.cfg.claimed_commons.clone(),
             spool_epoch: epoch,
         };
-        let _ = tx.send(AgentMessage { msg: Some(AgentMsg::Hello(hello)) }).await;
+        let _ = tx
+            .send(AgentMessage {
+                msg: Some(AgentMsg::Hello(hello)),
+            })
+            .await;
         let mut req = tonic::Request::new(ReceiverStream::new(rx));
         if let Some(t) = &self.cfg.token {
             let v = format!("Bearer {t}")
@@ -227,7 +232,10 @@ impl Shipper {
             let mut s = lock(&self.spool);
             let removed = s.ack_through(welcome.last_applied_seq)?;
             if removed.batches > 0 {
-                tracing::info!(batches = removed.batches, "the collector had already applied spooled batches; dropped them");
+                tracing::info!(
+                    batches = removed.batches,
+                    "the collector had already applied spooled batches; dropped them"
+                );
             }
             welcome.last_applied_seq.max(s.acked())
         };
@@ -252,7 +260,11 @@ impl Shipper {
         let mut last_in = Instant::now();
         let mut tick = tokio::time::interval(heartbeat.min(Duration::from_secs(5)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let max_batch = if welcome.max_batch_bytes == 0 { u64::MAX } else { welcome.max_batch_bytes };
+        let max_batch = if welcome.max_batch_bytes == 0 {
+            u64::MAX
+        } else {
+            welcome.max_batch_bytes
+        };
 
         loop {
             // Fill the window.
@@ -268,13 +280,19 @@ impl Shipper {
                 last_sent = seq;
                 let Some(batch) = batch else { continue };
                 let samples = batch.refs.len() as u64;
-                let wire = refs.to_wire(batch);
+                let wire = refs.map_batch(batch);
                 if wire_len(&wire) > max_batch {
                     tracing::error!(seq, max_batch, "spooled batch exceeds the collector's max_batch_bytes; dropped");
                     lock(&self.spool).discard(seq);
                     continue;
                 }
-                if tx.send(AgentMessage { msg: Some(AgentMsg::Batch(wire)) }).await.is_err() {
+                if tx
+                    .send(AgentMessage {
+                        msg: Some(AgentMsg::Batch(wire)),
+                    })
+                    .await
+                    .is_err()
+                {
                     return Err(StreamEnd::Closed);
                 }
                 self.metrics.batches_sent.inc();
@@ -287,7 +305,10 @@ impl Shipper {
                     return Ok(());
                 }
                 if tokio::time::Instant::now() >= d {
-                    tracing::warn!(in_flight = inflight.len(), "flush timeout at shutdown; unacknowledged batches stay in the spool");
+                    tracing::warn!(
+                        in_flight = inflight.len(),
+                        "flush timeout at shutdown; unacknowledged batches stay in the spool"
+                    );
                     return Ok(());
                 }
             }
@@ -387,7 +408,7 @@ struct RefMap {
 }
 
 impl RefMap {
-    fn to_wire(&mut self, mut b: WriteBatch) -> WriteBatch {
+    fn map_batch(&mut self, mut b: WriteBatch) -> WriteBatch {
         let mut local: HashMap<u64, u64> = HashMap::with_capacity(b.new_series.len());
         let mut defs = Vec::new();
         for def in std::mem::take(&mut b.new_series) {
@@ -404,7 +425,14 @@ impl RefMap {
             if new {
                 defs.push(SeriesDef {
                     r#ref: stream_ref,
-                    labels: def.labels.into_iter().map(|l| Label { name: l.name, value: l.value }).collect(),
+                    labels: def
+                        .labels
+                        .into_iter()
+                        .map(|l| Label {
+                            name: l.name,
+                            value: l.value,
+                        })
+                        .collect(),
                 });
             }
         }
@@ -425,20 +453,31 @@ mod tests {
     fn def(r: u64, name: &str) -> SeriesDef {
         SeriesDef {
             r#ref: r,
-            labels: vec![Label { name: "__name__".into(), value: name.into() }],
+            labels: vec![Label {
+                name: "__name__".into(),
+                value: name.into(),
+            }],
         }
     }
 
     #[test]
     fn labels_cross_the_wire_once_per_stream() {
         let mut m = RefMap::default();
-        let b1 = WriteBatch { new_series: vec![def(0, "a"), def(1, "b")], refs: vec![1, 0], ..Default::default() };
-        let w1 = m.to_wire(b1);
+        let b1 = WriteBatch {
+            new_series: vec![def(0, "a"), def(1, "b")],
+            refs: vec![1, 0],
+            ..Default::default()
+        };
+        let w1 = m.map_batch(b1);
         assert_eq!(w1.new_series.len(), 2);
         assert_eq!(w1.refs, vec![1, 0]);
         // Same series under different local refs, plus one new.
-        let b2 = WriteBatch { new_series: vec![def(0, "b"), def(1, "c"), def(2, "a")], refs: vec![0, 1, 2], ..Default::default() };
-        let w2 = m.to_wire(b2);
+        let b2 = WriteBatch {
+            new_series: vec![def(0, "b"), def(1, "c"), def(2, "a")],
+            refs: vec![0, 1, 2],
+            ..Default::default()
+        };
+        let w2 = m.map_batch(b2);
         assert_eq!(w2.new_series.len(), 1);
         assert_eq!(w2.new_series[0].r#ref, 2);
         assert_eq!(w2.refs, vec![1, 2, 0]);

@@ -161,7 +161,12 @@ impl HostSource {
             Ok(s) => parse_netdev(&s, self.net_exclude.as_ref(), ts, job, &mut f),
             Err(e) => errors.push(e),
         }
-        f.meta("node_time_seconds", MetricKind::Gauge, "System time in seconds since epoch (1970).", "seconds");
+        f.meta(
+            "node_time_seconds",
+            MetricKind::Gauge,
+            "System time in seconds since epoch (1970).",
+            "seconds",
+        );
         f.push("node_time_seconds", &[("job", job)], ts, ts as f64 / 1000.0);
         (f, errors)
     }
@@ -183,11 +188,31 @@ impl HostSource {
             rows.retain(|(_, m, _): &(String, String, String)| *m != mp);
             rows.push((dev.to_string(), mp, fstype.to_string()));
         }
-        f.meta("node_filesystem_size_bytes", MetricKind::Gauge, "Filesystem size in bytes.", "bytes");
-        f.meta("node_filesystem_avail_bytes", MetricKind::Gauge, "Filesystem space available to non-root users in bytes.", "bytes");
-        f.meta("node_filesystem_free_bytes", MetricKind::Gauge, "Filesystem free space in bytes.", "bytes");
+        f.meta(
+            "node_filesystem_size_bytes",
+            MetricKind::Gauge,
+            "Filesystem size in bytes.",
+            "bytes",
+        );
+        f.meta(
+            "node_filesystem_avail_bytes",
+            MetricKind::Gauge,
+            "Filesystem space available to non-root users in bytes.",
+            "bytes",
+        );
+        f.meta(
+            "node_filesystem_free_bytes",
+            MetricKind::Gauge,
+            "Filesystem free space in bytes.",
+            "bytes",
+        );
         f.meta("node_filesystem_files", MetricKind::Gauge, "Filesystem total file nodes.", "");
-        f.meta("node_filesystem_files_free", MetricKind::Gauge, "Filesystem total free file nodes.", "");
+        f.meta(
+            "node_filesystem_files_free",
+            MetricKind::Gauge,
+            "Filesystem total free file nodes.",
+            "",
+        );
         for (dev, mp, fstype) in rows {
             if !seen.insert(mp.clone()) {
                 continue;
@@ -195,7 +220,12 @@ impl HostSource {
             let Some(st) = statvfs(Path::new(&mp)) else {
                 continue;
             };
-            let l = [("device", dev.as_str()), ("fstype", fstype.as_str()), ("mountpoint", mp.as_str()), ("job", job)];
+            let l = [
+                ("device", dev.as_str()),
+                ("fstype", fstype.as_str()),
+                ("mountpoint", mp.as_str()),
+                ("job", job),
+            ];
             f.push("node_filesystem_size_bytes", &l, ts, st.size);
             f.push("node_filesystem_avail_bytes", &l, ts, st.avail);
             f.push("node_filesystem_free_bytes", &l, ts, st.free);
@@ -297,8 +327,18 @@ fn unescape_mount(s: &str) -> String {
 const CPU_MODES: [&str; 8] = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"];
 
 fn parse_stat(s: &str, clk_tck: f64, ts: i64, job: &str, f: &mut Frame) {
-    f.meta("node_cpu_seconds_total", MetricKind::Counter, "Seconds the CPUs spent in each mode.", "seconds");
-    f.meta("node_boot_time_seconds", MetricKind::Gauge, "Node boot time, in unixtime.", "seconds");
+    f.meta(
+        "node_cpu_seconds_total",
+        MetricKind::Counter,
+        "Seconds the CPUs spent in each mode.",
+        "seconds",
+    );
+    f.meta(
+        "node_boot_time_seconds",
+        MetricKind::Gauge,
+        "Node boot time, in unixtime.",
+        "seconds",
+    );
     for line in s.lines() {
         let mut it = line.split_ascii_whitespace();
         let Some(key) = it.next() else { continue };
@@ -309,12 +349,17 @@ fn parse_stat(s: &str, clk_tck: f64, ts: i64, job: &str, f: &mut Frame) {
             }
             for (mode, v) in CPU_MODES.iter().zip(it) {
                 let Ok(ticks) = v.parse::<f64>() else { continue };
-                f.push("node_cpu_seconds_total", &[("cpu", cpu), ("mode", mode), ("job", job)], ts, ticks / clk_tck);
+                f.push(
+                    "node_cpu_seconds_total",
+                    &[("cpu", cpu), ("mode", mode), ("job", job)],
+                    ts,
+                    ticks / clk_tck,
+                );
             }
-        } else if key == "btime" {
-            if let Some(Ok(bt)) = it.next().map(|v| v.parse::<f64>()) {
-                f.push("node_boot_time_seconds", &[("job", job)], ts, bt);
-            }
+        } else if key == "btime"
+            && let Some(Ok(bt)) = it.next().map(|v| v.parse::<f64>())
+        {
+            f.push("node_boot_time_seconds", &[("job", job)], ts, bt);
         }
     }
 }
@@ -323,7 +368,9 @@ fn parse_meminfo(s: &str, ts: i64, job: &str, f: &mut Frame) {
     for line in s.lines() {
         let Some((key, rest)) = line.split_once(':') else { continue };
         let mut it = rest.split_ascii_whitespace();
-        let Some(Ok(mut v)) = it.next().map(|v| v.parse::<f64>()) else { continue };
+        let Some(Ok(mut v)) = it.next().map(|v| v.parse::<f64>()) else {
+            continue;
+        };
         if it.next() == Some("kB") {
             v *= 1024.0;
         }
@@ -338,7 +385,11 @@ fn parse_meminfo(s: &str, ts: i64, job: &str, f: &mut Frame) {
 
 fn parse_loadavg(s: &str, ts: i64, job: &str, f: &mut Frame) {
     let mut it = s.split_ascii_whitespace();
-    for (name, help) in [("node_load1", "1m load average."), ("node_load5", "5m load average."), ("node_load15", "15m load average.")] {
+    for (name, help) in [
+        ("node_load1", "1m load average."),
+        ("node_load5", "5m load average."),
+        ("node_load15", "15m load average."),
+    ] {
         if let Some(Ok(v)) = it.next().map(|v| v.parse::<f64>()) {
             f.meta(name, MetricKind::Gauge, help, "");
             f.push(name, &[("job", job)], ts, v);
@@ -349,10 +400,26 @@ fn parse_loadavg(s: &str, ts: i64, job: &str, f: &mut Frame) {
 fn parse_diskstats(s: &str, exclude: &Regex, ts: i64, job: &str, f: &mut Frame) {
     const SECTOR: f64 = 512.0;
     let metas = [
-        ("node_disk_reads_completed_total", "The total number of reads completed successfully.", ""),
-        ("node_disk_read_bytes_total", "The total number of bytes read successfully.", "bytes"),
-        ("node_disk_writes_completed_total", "The total number of writes completed successfully.", ""),
-        ("node_disk_written_bytes_total", "The total number of bytes written successfully.", "bytes"),
+        (
+            "node_disk_reads_completed_total",
+            "The total number of reads completed successfully.",
+            "",
+        ),
+        (
+            "node_disk_read_bytes_total",
+            "The total number of bytes read successfully.",
+            "bytes",
+        ),
+        (
+            "node_disk_writes_completed_total",
+            "The total number of writes completed successfully.",
+            "",
+        ),
+        (
+            "node_disk_written_bytes_total",
+            "The total number of bytes written successfully.",
+            "bytes",
+        ),
         ("node_disk_io_time_seconds_total", "Total seconds spent doing I/Os.", "seconds"),
     ];
     for (n, h, u) in metas {
@@ -432,12 +499,27 @@ mod tests {
             std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
             std::fs::write(path, s).expect("write");
         };
-        w("stat", "cpu  100 0 50 1000 5 0 1 0 0 0\ncpu0 60 0 30 500 2 0 1 0 0 0\ncpu1 40 0 20 500 3 0 0 2 0 0\nintr 1 2\nbtime 1700000000\n");
-        w("meminfo", "MemTotal:       16318852 kB\nMemFree:         1000000 kB\nMemAvailable:    8000000 kB\nBuffers:           10 kB\nCached:            20 kB\nSwapTotal:             0 kB\nSwapFree:              0 kB\nActive(anon):      30 kB\nHugePages_Total:       0\n");
+        w(
+            "stat",
+            "cpu  100 0 50 1000 5 0 1 0 0 0\ncpu0 60 0 30 500 2 0 1 0 0 0\ncpu1 40 0 20 500 3 0 0 2 0 0\nintr 1 2\nbtime 1700000000\n",
+        );
+        w(
+            "meminfo",
+            "MemTotal:       16318852 kB\nMemFree:         1000000 kB\nMemAvailable:    8000000 kB\nBuffers:           10 kB\nCached:            20 kB\nSwapTotal:             0 kB\nSwapFree:              0 kB\nActive(anon):      30 kB\nHugePages_Total:       0\n",
+        );
         w("loadavg", "0.52 0.58 0.59 2/345 12345\n");
-        w("self/mounts", "/dev/vda / ext4 rw,relatime 0 0\nproc /proc proc rw 0 0\ntmpfs /tmp\\040dir tmpfs rw 0 0\n");
-        w("diskstats", "   8       0 vda 100 0 2000 10 50 0 4000 20 0 1500 30 0 0 0 0\n   8       1 vda1 1 0 2 0 0 0 0 0 0 0 0 0 0 0 0\n   7       0 loop0 1 0 2 0 0 0 0 0 0 0 0 0 0 0 0\n");
-        w("net/dev", "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n  eth0: 1000 10 1 2 0 0 0 0 2000 20 3 4 0 0 0 0\n    lo: 5 1 0 0 0 0 0 0 5 1 0 0 0 0 0 0\n");
+        w(
+            "self/mounts",
+            "/dev/vda / ext4 rw,relatime 0 0\nproc /proc proc rw 0 0\ntmpfs /tmp\\040dir tmpfs rw 0 0\n",
+        );
+        w(
+            "diskstats",
+            "   8       0 vda 100 0 2000 10 50 0 4000 20 0 1500 30 0 0 0 0\n   8       1 vda1 1 0 2 0 0 0 0 0 0 0 0 0 0 0 0\n   7       0 loop0 1 0 2 0 0 0 0 0 0 0 0 0 0 0 0\n",
+        );
+        w(
+            "net/dev",
+            "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n  eth0: 1000 10 1 2 0 0 0 0 2000 20 3 4 0 0 0 0\n    lo: 5 1 0 0 0 0 0 0 5 1 0 0 0 0 0 0\n",
+        );
         d
     }
 
@@ -452,8 +534,14 @@ mod tests {
         let (f, errors) = src.collect(1_700_000_000_000);
         assert!(errors.is_empty(), "{errors:?}");
         let tck = clock_ticks();
-        assert_eq!(find(&f, "node_cpu_seconds_total", &[("cpu", "0"), ("mode", "user")]), Some(60.0 / tck));
-        assert_eq!(find(&f, "node_cpu_seconds_total", &[("cpu", "1"), ("mode", "steal")]), Some(2.0 / tck));
+        assert_eq!(
+            find(&f, "node_cpu_seconds_total", &[("cpu", "0"), ("mode", "user")]),
+            Some(60.0 / tck)
+        );
+        assert_eq!(
+            find(&f, "node_cpu_seconds_total", &[("cpu", "1"), ("mode", "steal")]),
+            Some(2.0 / tck)
+        );
         assert_eq!(find(&f, "node_cpu_seconds_total", &[("cpu", ""), ("mode", "user")]), None);
         assert_eq!(f.samples.iter().filter(|s| s.labels[0].1 == "node_cpu_seconds_total").count(), 16);
         assert_eq!(find(&f, "node_memory_MemTotal_bytes", &[]), Some(16318852.0 * 1024.0));
@@ -465,7 +553,11 @@ mod tests {
         assert_eq!(find(&f, "node_disk_read_bytes_total", &[("device", "vda")]), Some(2000.0 * 512.0));
         assert_eq!(find(&f, "node_disk_writes_completed_total", &[("device", "vda")]), Some(50.0));
         assert_eq!(find(&f, "node_disk_io_time_seconds_total", &[("device", "vda")]), Some(1.5));
-        assert_eq!(find(&f, "node_disk_reads_completed_total", &[("device", "vda1")]), None, "partitions excluded");
+        assert_eq!(
+            find(&f, "node_disk_reads_completed_total", &[("device", "vda1")]),
+            None,
+            "partitions excluded"
+        );
         assert_eq!(find(&f, "node_disk_reads_completed_total", &[("device", "loop0")]), None);
         assert_eq!(find(&f, "node_network_transmit_errs_total", &[("device", "eth0")]), Some(3.0));
         assert_eq!(find(&f, "node_network_receive_drop_total", &[("device", "eth0")]), Some(2.0));
@@ -487,7 +579,11 @@ mod tests {
         };
         let src = HostSource::new(&cfg).expect("valid config");
         let (f, _) = src.collect(0);
-        let size = find(&f, "node_filesystem_size_bytes", &[("mountpoint", "/"), ("fstype", "ext4"), ("device", "/dev/vda")]);
+        let size = find(
+            &f,
+            "node_filesystem_size_bytes",
+            &[("mountpoint", "/"), ("fstype", "ext4"), ("device", "/dev/vda")],
+        );
         assert!(size.is_some_and(|v| v > 0.0), "root filesystem size: {size:?}");
         let avail = find(&f, "node_filesystem_avail_bytes", &[("mountpoint", "/")]).expect("avail");
         let free = find(&f, "node_filesystem_free_bytes", &[("mountpoint", "/")]).expect("free");

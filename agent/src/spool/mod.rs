@@ -129,13 +129,17 @@ impl Spool {
         for de in fs::read_dir(dir).map_err(io(dir))? {
             let de = de.map_err(io(dir))?;
             let path = de.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
             if name.ends_with(".tmp") {
                 let _ = fs::remove_file(&path);
                 continue;
             }
             let Some(stem) = name.strip_suffix(".batch") else { continue };
-            let Some((seq, samples)) = stem.split_once('-').and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+            let Some((seq, samples)) = stem
+                .split_once('-')
+                .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
             else {
                 tracing::warn!(file = %path.display(), "ignoring a file in the spool that is not a batch");
                 continue;
@@ -412,7 +416,7 @@ mod tests {
         s.push(batch(1)).expect("push");
         let path = d.path().join(format!("{:020}-1.batch", 1));
         fs::write(&path, [0xff, 0xff, 0xff]).expect("corrupt");
-        let err = s.read(1).err().expect("corrupt");
+        let err = s.read(1).expect_err("corrupt");
         assert!(err.to_string().contains("corrupt"), "{err}");
         assert!(s.is_empty());
         assert!(!path.exists());

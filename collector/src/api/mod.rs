@@ -142,12 +142,20 @@ async fn query(State(st): State<AppState>, p: Params) -> Result<Response, ApiErr
 
 async fn query_range(State(st): State<AppState>, p: Params) -> Result<Response, ApiError> {
     let q = p.required("query")?;
-    let start = p.time("start")?.ok_or_else(|| ApiError::BadData("invalid parameter \"start\": missing".into()))?;
-    let end = p.time("end")?.ok_or_else(|| ApiError::BadData("invalid parameter \"end\": missing".into()))?;
+    let start = p
+        .time("start")?
+        .ok_or_else(|| ApiError::BadData("invalid parameter \"start\": missing".into()))?;
+    let end = p
+        .time("end")?
+        .ok_or_else(|| ApiError::BadData("invalid parameter \"end\": missing".into()))?;
     if end < start {
-        return Err(ApiError::BadData("invalid parameter \"end\": end timestamp must not be before start time".into()));
+        return Err(ApiError::BadData(
+            "invalid parameter \"end\": end timestamp must not be before start time".into(),
+        ));
     }
-    let step = p.duration("step")?.ok_or_else(|| ApiError::BadData("invalid parameter \"step\": missing".into()))?;
+    let step = p
+        .duration("step")?
+        .ok_or_else(|| ApiError::BadData("invalid parameter \"step\": missing".into()))?;
     let expr = parse_expr(&q)?;
     let v = blocking(move || Ok(st.engine.range(&st.tsdb, &expr, start, end, step)?)).await?;
     Ok(success(value_json(&v)))
@@ -159,7 +167,9 @@ fn match_sets(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
     for m in p.all("match[]") {
         let expr = promql_parser::parser::parse(m).map_err(|e| ApiError::BadData(format!("invalid parameter \"match[]\": {e}")))?;
         let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
-            return Err(ApiError::BadData(format!("invalid parameter \"match[]\": {m:?} is not a series selector")));
+            return Err(ApiError::BadData(format!(
+                "invalid parameter \"match[]\": {m:?} is not a series selector"
+            )));
         };
         sets.extend(crate::promql::matchers_of(&vs)?);
     }
@@ -181,7 +191,12 @@ async fn series(State(st): State<AppState>, p: Params) -> Result<Response, ApiEr
             if start == i64::MIN && end == i64::MAX {
                 all.extend(q.select_labels(set));
             } else {
-                all.extend(q.select(set).map_err(|e| ApiError::Internal(e.to_string()))?.into_iter().map(|s| s.labels));
+                all.extend(
+                    q.select(set)
+                        .map_err(|e| ApiError::Internal(e.to_string()))?
+                        .into_iter()
+                        .map(|s| s.labels),
+                );
             }
         }
         all.sort();
@@ -200,7 +215,11 @@ async fn labels(State(st): State<AppState>, p: Params) -> Result<Response, ApiEr
         st.tsdb.label_names()
     } else {
         let q = st.tsdb.querier(i64::MIN, i64::MAX);
-        let mut n: Vec<String> = sets.iter().flat_map(|s| q.select_labels(s)).flat_map(|l| l.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()).collect();
+        let mut n: Vec<String> = sets
+            .iter()
+            .flat_map(|s| q.select_labels(s))
+            .flat_map(|l| l.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>())
+            .collect();
         n.sort();
         n.dedup();
         n
@@ -263,7 +282,8 @@ async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response
         .unwrap_or_else(|| "other".into());
     let started = Instant::now();
     let resp = next.run(req).await;
-    st.metrics.observe(&handler, resp.status().as_u16(), started.elapsed().as_secs_f64());
+    st.metrics
+        .observe(&handler, resp.status().as_u16(), started.elapsed().as_secs_f64());
     resp
 }
 

@@ -77,10 +77,10 @@ impl Params {
         match self.get(key) {
             None | Some("") => Ok(None),
             Some(v) => {
-                if let Ok(f) = v.parse::<f64>() {
-                    if f.is_finite() {
-                        return Ok(Some((f * 1000.0).round() as i64));
-                    }
+                if let Ok(f) = v.parse::<f64>()
+                    && f.is_finite()
+                {
+                    return Ok(Some((f * 1000.0).round() as i64));
                 }
                 csoc_agent::util::parse_duration(v)
                     .map(|d| Some(d.as_millis() as i64))
@@ -96,7 +96,9 @@ impl Params {
             Some(v) => match v.parse::<i64>() {
                 Ok(0) => Ok(None),
                 Ok(n) if n > 0 => Ok(Some(n as usize)),
-                _ => Err(ApiError::BadData(format!("invalid parameter \"limit\": {v:?} is not a positive integer"))),
+                _ => Err(ApiError::BadData(format!(
+                    "invalid parameter \"limit\": {v:?} is not a positive integer"
+                ))),
             },
         }
     }

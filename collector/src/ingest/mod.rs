@@ -44,7 +44,14 @@ pub struct IngestService {
 
 impl IngestService {
     /// Creates the service.
-    pub fn new(tsdb: Tsdb, auth: Arc<AgentAuth>, limits: Limits, heartbeat: Duration, metrics: IngestMetrics, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        tsdb: Tsdb,
+        auth: Arc<AgentAuth>,
+        limits: Limits,
+        heartbeat: Duration,
+        metrics: IngestMetrics,
+        shutdown: CancellationToken,
+    ) -> Self {
         IngestService {
             tsdb,
             auth,
@@ -77,7 +84,9 @@ impl Ingest for IngestService {
             None => {
                 self.metrics.refused("no_token");
                 tracing::warn!(peer = %peer, "refused an agent stream: no bearer token (the agent needs --token; map it here with --agent-token COMMONS=TOKEN)");
-                return Err(Status::unauthenticated("no bearer token: start the agent with --token (the collector maps tokens to commons with --agent-token COMMONS=TOKEN)"));
+                return Err(Status::unauthenticated(
+                    "no bearer token: start the agent with --token (the collector maps tokens to commons with --agent-token COMMONS=TOKEN)",
+                ));
             }
             Some(tok) => match self.auth.authenticate(tok) {
                 Some(c) => c.to_string(),
@@ -86,7 +95,7 @@ impl Ingest for IngestService {
                     if self.auth.is_empty() {
                         tracing::warn!(peer = %peer, "refused an agent stream: no agent tokens are configured; add one with --agent-token COMMONS=TOKEN or agent_tokens in the config file");
                     } else {
-                        tracing::warn!(peer = %peer, "refused an agent stream: token not recognised");
+                        tracing::warn!(peer = %peer, "refused an agent stream: token not recognised (an agent's token is mapped to its commons with --agent-token COMMONS=TOKEN or agent_tokens in the config file)");
                     }
                     return Err(Status::unauthenticated("token not recognised by the collector"));
                 }
@@ -144,7 +153,9 @@ impl Session {
 
     async fn run(self, mut inbound: Streaming<AgentMessage>) {
         let hello = match tokio::time::timeout(Duration::from_secs(15), inbound.message()).await {
-            Ok(Ok(Some(AgentMessage { msg: Some(AgentMsg::Hello(h)) }))) => h,
+            Ok(Ok(Some(AgentMessage {
+                msg: Some(AgentMsg::Hello(h)),
+            }))) => h,
             Ok(Ok(Some(_))) => {
                 tracing::warn!(peer = %self.peer, commons = %self.commons, "agent stream did not start with Hello; closed");
                 let _ = self.tx.send(Err(Status::invalid_argument("the first message must be Hello"))).await;
@@ -333,10 +344,25 @@ fn validate_series(labels: Vec<csoc_proto::v1::Label>, commons: &str, limits: &L
             continue;
         }
         if l.name.len() > limits.max_label_name_length {
-            return Err((true, format!("label name of {} bytes exceeds max_label_name_length {}", l.name.len(), limits.max_label_name_length)));
+            return Err((
+                true,
+                format!(
+                    "label name of {} bytes exceeds max_label_name_length {}",
+                    l.name.len(),
+                    limits.max_label_name_length
+                ),
+            ));
         }
         if l.value.len() > limits.max_label_value_length {
-            return Err((true, format!("label {:?} has a value of {} bytes, over max_label_value_length {}", l.name, l.value.len(), limits.max_label_value_length)));
+            return Err((
+                true,
+                format!(
+                    "label {:?} has a value of {} bytes, over max_label_value_length {}",
+                    l.name,
+                    l.value.len(),
+                    limits.max_label_value_length
+                ),
+            ));
         }
         if l.name != "__name__" && !valid_label_name(&l.name) {
             return Err((false, format!("invalid label name {:?}", l.name)));
@@ -360,7 +386,10 @@ fn validate_series(labels: Vec<csoc_proto::v1::Label>, commons: &str, limits: &L
         _ => {}
     }
     if out.len() > limits.max_labels_per_series {
-        return Err((true, format!("{} labels exceed max_labels_per_series {}", out.len(), limits.max_labels_per_series)));
+        return Err((
+            true,
+            format!("{} labels exceed max_labels_per_series {}", out.len(), limits.max_labels_per_series),
+        ));
     }
     Ok(out)
 }
@@ -371,25 +400,40 @@ mod tests {
     use csoc_proto::v1::Label;
 
     fn l(k: &str, v: &str) -> Label {
-        Label { name: k.into(), value: v.into() }
+        Label {
+            name: k.into(),
+            value: v.into(),
+        }
     }
 
     #[test]
     fn commons_is_stamped_over_what_the_agent_sent() {
-        let out = validate_series(vec![l("__name__", "up"), l("commons", "evil"), l("job", "x")], "good", &Limits::default()).expect("valid");
-        assert_eq!(out, vec![("__name__".into(), "up".into()), ("commons".into(), "good".into()), ("job".into(), "x".into())]);
+        let out = validate_series(
+            vec![l("__name__", "up"), l("commons", "evil"), l("job", "x")],
+            "good",
+            &Limits::default(),
+        )
+        .expect("valid");
+        assert_eq!(
+            out,
+            vec![
+                ("__name__".into(), "up".into()),
+                ("commons".into(), "good".into()),
+                ("job".into(), "x".into())
+            ]
+        );
     }
 
     #[test]
     fn invalid_series_are_named() {
         let lim = Limits::default();
-        let f = |labels: Vec<Label>| validate_series(labels, "c", &lim).err().expect("invalid").1;
+        let f = |labels: Vec<Label>| validate_series(labels, "c", &lim).expect_err("invalid").1;
         assert!(f(vec![l("job", "x")]).contains("no __name__"));
         assert!(f(vec![l("__name__", "1up")]).contains("invalid metric name"));
         assert!(f(vec![l("__name__", "up"), l("a-b", "x")]).contains("invalid label name"));
         assert!(f(vec![l("__name__", "up"), l("a", "x"), l("a", "y")]).contains("duplicate"));
         let many: Vec<Label> = (0..70).map(|i| l(&format!("l{i}"), "v")).chain([l("__name__", "m")]).collect();
-        let (limit, msg) = validate_series(many, "c", &lim).err().expect("limit");
+        let (limit, msg) = validate_series(many, "c", &lim).expect_err("limit");
         assert!(limit && msg.contains("max_labels_per_series"), "{msg}");
     }
 }

@@ -88,10 +88,12 @@ pub fn matchers_of(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, EvalError> 
                 PMatchOp::NotRe(_) => Matcher::regex(&m.name, &m.value, true).map_err(|e| EvalError::BadData(e.to_string()))?,
             });
         }
-        if let Some(name) = &vs.name {
-            if !out.iter().any(|m| m.name == "__name__" && matches!(m.op, crate::tsdb::MatchOp::Equal)) {
-                out.push(Matcher::equal("__name__", name));
-            }
+        if let Some(name) = &vs.name
+            && !out
+                .iter()
+                .any(|m| m.name == "__name__" && matches!(m.op, crate::tsdb::MatchOp::Equal))
+        {
+            out.push(Matcher::equal("__name__", name));
         }
         Ok(out)
     };
@@ -148,10 +150,14 @@ impl Engine {
     /// Evaluates `expr` at every step from `start` to `end` (ms, inclusive).
     pub fn range(&self, db: &Tsdb, expr: &Expr, start: i64, end: i64, step: i64) -> Result<Value, EvalError> {
         if step <= 0 {
-            return Err(EvalError::BadData("zero or negative query resolution step widths are not accepted. Try a positive integer".into()));
+            return Err(EvalError::BadData(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
         }
         if (end - start) / step > 11_000 {
-            return Err(EvalError::BadData("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into()));
+            return Err(EvalError::BadData(
+                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
+            ));
         }
         let mut series: std::collections::BTreeMap<Arc<Labels>, Vec<(i64, f64)>> = std::collections::BTreeMap::new();
         let mut t = start;
@@ -164,12 +170,16 @@ impl Engine {
                 }
                 Value::Scalar(_, v) => series.entry(Arc::new(Vec::new())).or_default().push((t, v)),
                 Value::Matrix(_) | Value::String(..) => {
-                    return Err(EvalError::BadData("invalid expression type for range query, must be Scalar or instant Vector".into()));
+                    return Err(EvalError::BadData(
+                        "invalid expression type for range query, must be Scalar or instant Vector".into(),
+                    ));
                 }
             }
             t += step;
         }
-        Ok(Value::Matrix(series.into_iter().map(|(labels, samples)| Series { labels, samples }).collect()))
+        Ok(Value::Matrix(
+            series.into_iter().map(|(labels, samples)| Series { labels, samples }).collect(),
+        ))
     }
 
     fn effective_time(&self, vs: &VectorSelector, t: i64) -> i64 {
@@ -193,10 +203,10 @@ impl Engine {
             for s in db.querier(te - lb + 1, te).select(&set)? {
                 // The latest sample in (te - lookback, te]; a staleness marker
                 // there means the series is gone.
-                if let Some(&(_, v)) = s.samples.last() {
-                    if !csoc_proto::is_stale_nan(v) {
-                        out.push(InstantSample { labels: s.labels, t, v });
-                    }
+                if let Some(&(_, v)) = s.samples.last()
+                    && !csoc_proto::is_stale_nan(v)
+                {
+                    out.push(InstantSample { labels: s.labels, t, v });
                 }
             }
         }
@@ -243,7 +253,9 @@ mod tests {
     }
 
     fn eval(db: &Tsdb, q: &str, t: i64) -> Value {
-        let e = Engine { lookback: Duration::from_secs(300) };
+        let e = Engine {
+            lookback: Duration::from_secs(300),
+        };
         e.instant(db, &promql_parser::parser::parse(q).expect("parse"), t).expect("eval")
     }
 
@@ -257,21 +269,35 @@ mod tests {
             ("up", "b", 20_000, stale),
         ])
         .await;
-        let Value::Vector(v) = eval(&db, "up", 30_000) else { panic!("vector") };
+        let Value::Vector(v) = eval(&db, "up", 30_000) else {
+            panic!("vector")
+        };
         assert_eq!(v.len(), 1, "b is stale");
         assert_eq!((v[0].t, v[0].v), (30_000, 2.0));
-        let Value::Vector(v) = eval(&db, "up", 15_000) else { panic!("vector") };
+        let Value::Vector(v) = eval(&db, "up", 15_000) else {
+            panic!("vector")
+        };
         assert_eq!(v.len(), 2);
-        let Value::Vector(v) = eval(&db, r#"up{job=~"a|c"} offset 10s"#, 25_000) else { panic!("vector") };
+        let Value::Vector(v) = eval(&db, r#"up{job=~"a|c"} offset 10s"#, 25_000) else {
+            panic!("vector")
+        };
         assert_eq!(v[0].v, 1.0);
         // Beyond the lookback delta nothing is returned.
-        let Value::Vector(v) = eval(&db, "up", 20_000 + 300_000) else { panic!("vector") };
+        let Value::Vector(v) = eval(&db, "up", 20_000 + 300_000) else {
+            panic!("vector")
+        };
         assert!(v.is_empty());
-        let Value::Vector(v) = eval(&db, "up @ 15", 1_000_000) else { panic!("vector") };
+        let Value::Vector(v) = eval(&db, "up @ 15", 1_000_000) else {
+            panic!("vector")
+        };
         assert_eq!(v.len(), 2);
-        let Value::Matrix(m) = eval(&db, r#"up{job="a"}[1m]"#, 30_000) else { panic!("matrix") };
+        let Value::Matrix(m) = eval(&db, r#"up{job="a"}[1m]"#, 30_000) else {
+            panic!("matrix")
+        };
         assert_eq!(m[0].samples, vec![(10_000, 1.0), (20_000, 2.0)]);
-        let Value::Vector(v) = eval(&db, "-up", 30_000) else { panic!("vector") };
+        let Value::Vector(v) = eval(&db, "-up", 30_000) else {
+            panic!("vector")
+        };
         assert_eq!(v[0].v, -2.0);
         assert!(!v[0].labels.iter().any(|(k, _)| k == "__name__"));
     }
@@ -279,18 +305,30 @@ mod tests {
     #[tokio::test]
     async fn unsupported_is_an_error_not_a_wrong_answer() {
         let (_d, db) = db_with(&[("up", "a", 10_000, 1.0)]).await;
-        let e = Engine { lookback: Duration::from_secs(300) };
-        let err = e.instant(&db, &promql_parser::parser::parse("sum(up)").expect("parse"), 10_000).err().expect("unsupported");
+        let e = Engine {
+            lookback: Duration::from_secs(300),
+        };
+        let err = e
+            .instant(&db, &promql_parser::parser::parse("sum(up)").expect("parse"), 10_000)
+            .expect_err("unsupported");
         assert!(err.to_string().contains("aggregations"), "{err}");
     }
 
     #[tokio::test]
     async fn range_query_steps() {
         let (_d, db) = db_with(&[("up", "a", 0, 1.0), ("up", "a", 60_000, 2.0)]).await;
-        let e = Engine { lookback: Duration::from_secs(300) };
-        let Value::Matrix(m) = e.range(&db, &promql_parser::parser::parse("up").expect("parse"), 0, 120_000, 30_000).expect("eval") else {
+        let e = Engine {
+            lookback: Duration::from_secs(300),
+        };
+        let Value::Matrix(m) = e
+            .range(&db, &promql_parser::parser::parse("up").expect("parse"), 0, 120_000, 30_000)
+            .expect("eval")
+        else {
             panic!("matrix")
         };
-        assert_eq!(m[0].samples, vec![(0, 1.0), (30_000, 1.0), (60_000, 2.0), (90_000, 2.0), (120_000, 2.0)]);
+        assert_eq!(
+            m[0].samples,
+            vec![(0, 1.0), (30_000, 1.0), (60_000, 2.0), (90_000, 2.0), (120_000, 2.0)]
+        );
     }
 }

@@ -189,7 +189,11 @@ impl TsdbMetrics {
             prometheus_client::registry::Unit::Seconds,
             m.commit_seconds.clone(),
         );
-        r.register("duplicate_batches", "Agent batches skipped because their seq was already applied", m.duplicate_batches.clone());
+        r.register(
+            "duplicate_batches",
+            "Agent batches skipped because their seq was already applied",
+            m.duplicate_batches.clone(),
+        );
         m
     }
 }
@@ -284,7 +288,9 @@ impl Tsdb {
     pub fn applied_seq(&self, key: &AgentKey) -> Result<u64, TsdbError> {
         let conn = self.reader()?;
         let seq: Option<i64> = conn
-            .query_row(sqlite::SELECT_AGENT_SEQ, params![key.commons, key.agent, key.epoch as i64], |r| r.get(0))
+            .query_row(sqlite::SELECT_AGENT_SEQ, params![key.commons, key.agent, key.epoch as i64], |r| {
+                r.get(0)
+            })
             .ok();
         self.put_reader(conn);
         Ok(seq.unwrap_or(0) as u64)
@@ -474,7 +480,7 @@ fn writer_loop(mut conn: Connection, rx: std::sync::mpsc::Receiver<WriteReq>, sh
             }
         }
         let stop = group.iter().any(|r| r.seq.as_ref().is_some_and(|(k, _)| k.agent == STOP));
-        group.retain(|r| !r.seq.as_ref().is_some_and(|(k, _)| k.agent == STOP));
+        group.retain(|r| r.seq.as_ref().is_none_or(|(k, _)| k.agent != STOP));
         if !group.is_empty() {
             let started = Instant::now();
             let n = group.len();
@@ -544,7 +550,13 @@ fn commit_group(
                     None => sel_seq
                         .query_row(params![key.commons, key.agent, key.epoch as i64], |r| r.get::<_, i64>(0))
                         .map(|s| s as u64)
-                        .or_else(|e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok(0) } else { Err(e) })?,
+                        .or_else(|e| {
+                            if matches!(e, rusqlite::Error::QueryReturnedNoRows) {
+                                Ok(0)
+                            } else {
+                                Err(e)
+                            }
+                        })?,
                 };
                 if *seq <= last {
                     pending_seq.insert(key.clone(), last);
@@ -624,13 +636,23 @@ mod tests {
         let s = q.select(&[Matcher::equal("__name__", "up")]).expect("select");
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].samples, vec![(1000, 1.0), (2000, 7.0)]);
-        let s = q.select(&[Matcher::equal("__name__", "up"), Matcher::regex("job", "b|c", false).expect("re")]).expect("select");
+        let s = q
+            .select(&[Matcher::equal("__name__", "up"), Matcher::regex("job", "b|c", false).expect("re")])
+            .expect("select");
         assert_eq!(s.len(), 1);
-        let s = q.select(&[Matcher::regex("__name__", ".+", false).expect("re"), Matcher::equal("job", "")]).expect("select");
+        let s = q
+            .select(&[Matcher::regex("__name__", ".+", false).expect("re"), Matcher::equal("job", "")])
+            .expect("select");
         assert_eq!(s.len(), 2, "missing label matches the empty string");
         let s = q.select(&[Matcher::equal("__name__", "stale")]).expect("select");
         assert!(csoc_proto::is_stale_nan(s[0].samples[0].1), "staleness marker bits survive SQLite");
-        assert_eq!(db.querier(1500, 10_000).select(&[Matcher::equal("job", "b")]).expect("select").len(), 0);
+        assert_eq!(
+            db.querier(1500, 10_000)
+                .select(&[Matcher::equal("job", "b")])
+                .expect("select")
+                .len(),
+            0
+        );
         assert_eq!(db.label_values("job"), vec!["a", "b"]);
     }
 
@@ -643,7 +665,11 @@ mod tests {
             agent: "a".into(),
             epoch: 7,
         };
-        for (seq, want) in [(1, CommitOutcome::Applied), (1, CommitOutcome::AlreadyApplied), (2, CommitOutcome::Applied)] {
+        for (seq, want) in [
+            (1, CommitOutcome::Applied),
+            (1, CommitOutcome::AlreadyApplied),
+            (2, CommitOutcome::Applied),
+        ] {
             let mut a = db.appender();
             a.append(labels("m", &[]), seq as i64, 1.0);
             a.set_applied_seq(key.clone(), seq);

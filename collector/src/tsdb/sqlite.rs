@@ -50,7 +50,10 @@ pub fn open_writer(path: &std::path::Path) -> Result<Connection, TsdbError> {
         .ok();
     match version {
         None => {
-            conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?1)", params![SCHEMA_VERSION.to_string()])?;
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)",
+                params![SCHEMA_VERSION.to_string()],
+            )?;
         }
         Some(v) if v == SCHEMA_VERSION.to_string() => {}
         Some(v) => {
