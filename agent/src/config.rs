@@ -37,7 +37,7 @@ pub enum ConfigError {
     #[error("invalid {field}: {message}")]
     Invalid {
         /// The field (as in the file).
-        field: &'static str,
+        field: String,
         /// Why.
         message: String,
     },
@@ -118,22 +118,12 @@ pub fn valid_label_name(s: &str) -> bool {
 impl AgentConfig {
     /// Reads a YAML config file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_yaml(&text, path)
+        read_yaml(path)
     }
 
     /// Parses YAML text (`path` only names it in errors).
     pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        if text.trim().is_empty() {
-            return Ok(AgentConfig::default());
-        }
-        serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: yaml_error(&e),
-        })
+        parse_yaml(text, path)
     }
 
     /// Checks every value; returns the first problem.
@@ -141,56 +131,56 @@ impl AgentConfig {
         let url = self.collector.trim();
         if url.starts_with("https://") {
             return Err(ConfigError::Invalid {
-                field: "collector",
+                field: "collector".into(),
                 message: format!("{url}: TLS to the collector is not supported by this version; use http:// on a trusted network"),
             });
         }
         let Some(rest) = url.strip_prefix("http://") else {
             return Err(ConfigError::Invalid {
-                field: "collector",
+                field: "collector".into(),
                 message: format!("{url:?} is not a URL like http://collector:9301"),
             });
         };
         if rest.trim_end_matches('/').is_empty() {
             return Err(ConfigError::Invalid {
-                field: "collector",
+                field: "collector".into(),
                 message: format!("{url:?} has no host"),
             });
         }
         if self.interval < Duration::from_millis(100) {
             return Err(ConfigError::Invalid {
-                field: "interval",
+                field: "interval".into(),
                 message: format!("{:?} is below the minimum of 100ms", self.interval),
             });
         }
         if self.spool_max_bytes < 64 * 1024 {
             return Err(ConfigError::Invalid {
-                field: "spool_max_bytes",
+                field: "spool_max_bytes".into(),
                 message: format!("{} bytes is below the minimum of 64KiB", self.spool_max_bytes),
             });
         }
         for k in self.external_labels.keys() {
             if !valid_label_name(k) || k.starts_with("__") {
                 return Err(ConfigError::Invalid {
-                    field: "external_labels",
+                    field: "external_labels".into(),
                     message: format!("{k:?} is not a valid label name"),
                 });
             }
             if k == "commons" {
                 return Err(ConfigError::Invalid {
-                    field: "external_labels",
+                    field: "external_labels".into(),
                     message: "\"commons\" is set by the collector from the agent's token".into(),
                 });
             }
         }
         if let (Some(_), Some(_)) = (&self.token, &self.token_file) {
             return Err(ConfigError::Invalid {
-                field: "token",
+                field: "token".into(),
                 message: "set token or token_file, not both".into(),
             });
         }
         crate::sources::host::HostSource::new(&self.sources.host).map_err(|e| ConfigError::Invalid {
-            field: "sources.host",
+            field: "sources.host".into(),
             message: e.to_string(),
         })?;
         Ok(())
@@ -203,7 +193,7 @@ impl AgentConfig {
             let t = t.trim().to_string();
             if t.is_empty() {
                 return Err(ConfigError::Invalid {
-                    field: "token_file",
+                    field: "token_file".into(),
                     message: format!("{} is empty", p.display()),
                 });
             }
@@ -211,6 +201,27 @@ impl AgentConfig {
         }
         Ok(self.token.clone().filter(|t| !t.is_empty()))
     }
+}
+
+/// Reads a YAML config file; an empty file is all defaults. Shared by both
+/// binaries' configs.
+pub fn read_yaml<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_yaml(&text, path)
+}
+
+/// Parses YAML config text (`path` only names it in errors).
+pub fn parse_yaml<T: serde::de::DeserializeOwned + Default>(text: &str, path: &Path) -> Result<T, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(T::default());
+    }
+    serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: yaml_error(&e),
+    })
 }
 
 /// A YAML error with its line and column, once.

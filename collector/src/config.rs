@@ -11,36 +11,7 @@ use serde::Deserialize;
 
 use crate::auth::AgentAuth;
 
-/// Errors in the configuration.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not valid YAML for this config.
-    #[error("config file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What and where.
-        message: String,
-    },
-    /// A value is invalid.
-    #[error("invalid {field}: {message}")]
-    Invalid {
-        /// The field.
-        field: String,
-        /// Why.
-        message: String,
-    },
-}
+pub use csoc_agent::config::ConfigError;
 
 /// One agent token.
 #[derive(Debug, Clone, Deserialize)]
@@ -138,17 +109,7 @@ pub fn valid_commons(s: &str) -> bool {
 impl CollectorConfig {
     /// Reads a YAML config file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        if text.trim().is_empty() {
-            return Ok(Self::default());
-        }
-        serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: csoc_agent::config::yaml_error(&e),
-        })
+        csoc_agent::config::read_yaml(path)
     }
 
     /// Checks every value and builds the token table.
