@@ -2,7 +2,7 @@
 //! compiler), so building needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/csoc/v1/ingest.proto"];
+    let files = ["proto/csoc/v1/ingest.proto", "proto/prometheus/remote.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }

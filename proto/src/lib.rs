@@ -11,6 +11,12 @@ pub mod v1 {
     tonic::include_proto!("csoc.v1");
 }
 
+/// Prometheus remote write 1.0 wire types (`WriteRequest` and friends).
+#[allow(clippy::all, missing_docs)]
+pub mod prometheus {
+    include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
+}
+
 /// gRPC metadata key carrying the agent's bearer token
 /// (`authorization: Bearer <token>`).
 pub const AUTHORIZATION_HEADER: &str = "authorization";

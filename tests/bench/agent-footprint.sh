@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Measures csoc-agent's resident memory and CPU use against a real collector.
 #
-#   bench/agent-footprint.sh [DURATION_SECONDS] [INTERVAL] [PORT_BASE]
-#   e.g. bench/agent-footprint.sh 600 1s      # RSS after 10 min at 1 s
-#        bench/agent-footprint.sh 600 15s     # CPU at the default 15 s
+#   tests/bench/agent-footprint.sh [DURATION_SECONDS] [INTERVAL] [PORT_BASE]
+#   e.g. tests/bench/agent-footprint.sh 600 1s      # RSS after 10 min at 1 s
+#        tests/bench/agent-footprint.sh 600 15s     # CPU at the default 15 s
 #
 # Starts a release csoc-collector and csoc-agent on 127.0.0.1 (ports
 # PORT_BASE..PORT_BASE+2, default 19300), samples the agent's VmRSS from
@@ -13,7 +13,7 @@ set -euo pipefail
 duration=${1:-600}
 interval=${2:-1s}
 base=${3:-19300}
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 cargo build --release --quiet -p csoc-agent -p csoc-collector --bins
 work=$(mktemp -d)
