@@ -43,6 +43,15 @@ pub struct Args {
     /// How far back instant queries look for a sample [default: 5m].
     #[arg(long = "query.lookback-delta", value_name = "DURATION", value_parser = parse_duration)]
     pub lookback_delta: Option<std::time::Duration>,
+    /// Delete data older than this, e.g. 30d [default: 15d].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub retention: Option<std::time::Duration>,
+    /// Keep the database under this size, oldest data deleted first, e.g. 10GB [default: no limit].
+    #[arg(long, value_name = "SIZE", value_parser = csoc_agent::util::parse_bytes)]
+    pub retention_size: Option<u64>,
+    /// Enable the admin endpoints (POST /api/v1/admin/tsdb/flush).
+    #[arg(long = "web.enable-admin-api")]
+    pub enable_admin_api: bool,
     /// Log format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -83,6 +92,15 @@ impl Args {
         }
         if let Some(v) = self.lookback_delta {
             cfg.lookback_delta = v;
+        }
+        if let Some(v) = self.retention {
+            cfg.retention = v;
+        }
+        if let Some(v) = self.retention_size {
+            cfg.retention_size = v;
+        }
+        if self.enable_admin_api {
+            cfg.enable_admin_api = true;
         }
         if let Some(v) = self.log_format {
             cfg.log_format = v;

@@ -81,6 +81,16 @@ pub struct CollectorConfig {
     pub log_format: LogFormat,
     /// Ingest limits.
     pub limits: Limits,
+    /// Delete data older than this (default 15d).
+    #[serde(deserialize_with = "de_duration")]
+    pub retention: Duration,
+    /// Keep the database under this size, deleting the oldest data first
+    /// (`10GB`, `512MiB`; 0 = no limit, the default).
+    #[serde(deserialize_with = "csoc_agent::util::de_bytes")]
+    pub retention_size: u64,
+    /// Allow the admin endpoints (`POST /api/v1/admin/tsdb/flush`). Off by
+    /// default, as in Prometheus (`--web.enable-admin-api`).
+    pub enable_admin_api: bool,
 }
 
 impl Default for CollectorConfig {
@@ -96,6 +106,9 @@ impl Default for CollectorConfig {
             heartbeat_interval: Duration::from_secs(15),
             log_format: LogFormat::Text,
             limits: Limits::default(),
+            retention: Duration::from_secs(15 * 86_400),
+            retention_size: 0,
+            enable_admin_api: false,
         }
     }
 }
@@ -175,6 +188,9 @@ impl CollectorConfig {
         }
         if self.http_listen == self.grpc_listen {
             return Err(inv("grpc_listen", format!("{} is also the HTTP address", self.grpc_listen)));
+        }
+        if self.retention < Duration::from_secs(60) {
+            return Err(inv("retention", "must be at least 1m".into()));
         }
         if self.limits.max_batch_bytes < 1024 {
             return Err(inv("limits.max_batch_bytes", "must be at least 1KiB".into()));

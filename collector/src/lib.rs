@@ -60,7 +60,14 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     let mut registry = Registry::default();
     let sub = registry.sub_registry_with_prefix("csoc_collector");
     let metrics = metrics::CollectorMetrics::new(sub);
-    let db = tsdb::Tsdb::open(&cfg.data_dir, sub).with_context(|| format!("opening storage in {}", cfg.data_dir.display()))?;
+    let rw_metrics = ingest::remote_write::RemoteWriteMetrics::new(sub);
+    let tsdb_opts = tsdb::TsdbOptions {
+        retention: tsdb::Retention {
+            age: cfg.retention,
+            size_bytes: cfg.retention_size,
+        },
+    };
+    let db = tsdb::Tsdb::open(&cfg.data_dir, &tsdb_opts, sub).with_context(|| format!("opening storage in {}", cfg.data_dir.display()))?;
 
     let mut auth = cfg.agent_auth()?;
     if auth.is_empty() {
@@ -101,9 +108,17 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     let registry = Arc::new(registry);
 
     let servers_stop = CancellationToken::new();
+    let auth = Arc::new(auth);
+    let remote_write = ingest::remote_write::router(ingest::remote_write::RemoteWriteState {
+        tsdb: db.clone(),
+        auth: auth.clone(),
+        limits: cfg.limits.clone(),
+        ingest_metrics: metrics.ingest.clone(),
+        metrics: rw_metrics,
+    });
     let ingest = ingest::IngestService::new(
         db.clone(),
-        Arc::new(auth),
+        auth,
         cfg.limits.clone(),
         cfg.heartbeat_interval,
         metrics.ingest.clone(),
@@ -130,9 +145,10 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         registry,
         metrics: metrics.http.clone(),
         ready: ready.clone(),
+        admin_enabled: cfg.enable_admin_api,
     };
     let http_stop = servers_stop.clone();
-    let app = api::router(state);
+    let app = api::router(state, remote_write);
     let http_task = tokio::spawn(async move {
         let res = axum::serve(http_listener, app)
             .with_graceful_shutdown(async move { http_stop.cancelled().await })

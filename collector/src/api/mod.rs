@@ -36,6 +36,8 @@ pub struct AppState {
     pub metrics: HttpMetrics,
     /// Set once start-up is complete.
     pub ready: Arc<AtomicBool>,
+    /// Whether the admin endpoints are enabled (`--web.enable-admin-api`).
+    pub admin_enabled: bool,
 }
 
 /// Prometheus's API error types, mapped to status codes in one place.
@@ -49,6 +51,8 @@ pub enum ApiError {
     Internal(String),
     /// 404 not_found.
     NotFound(String),
+    /// 503 unavailable.
+    Unavailable(String),
 }
 
 impl IntoResponse for ApiError {
@@ -58,6 +62,7 @@ impl IntoResponse for ApiError {
             ApiError::Execution(m) => (StatusCode::UNPROCESSABLE_ENTITY, "execution", m),
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
         };
         (code, axum::Json(json!({"status": "error", "errorType": typ, "error": msg}))).into_response()
     }
@@ -251,6 +256,16 @@ async fn label_values(State(st): State<AppState>, Path(name): Path<String>, p: P
     Ok(success(json!(values)))
 }
 
+async fn flush(State(st): State<AppState>) -> Result<Response, ApiError> {
+    if !st.admin_enabled {
+        return Err(ApiError::Unavailable(
+            "admin APIs disabled (start with --web.enable-admin-api)".into(),
+        ));
+    }
+    let stats = st.tsdb.flush().await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(success(serde_json::to_value(stats).unwrap_or(Json::Null)))
+}
+
 async fn buildinfo() -> Response {
     success(json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -291,8 +306,10 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint".into())
 }
 
-/// The router of the HTTP API.
-pub fn router(state: AppState) -> Router {
+/// The router of the HTTP API; `extra` (routes with their own state, such
+/// as the remote-write receiver) is merged in and shares the request
+/// metrics.
+pub fn router(state: AppState, extra: Router) -> Router {
     Router::new()
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
@@ -300,12 +317,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
         .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/api/v1/admin/tsdb/flush", axum::routing::post(flush).put(flush))
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(|| async { "csoc-collector is healthy\n" }))
         .route("/-/ready", get(ready))
+        .with_state(state.clone())
+        .merge(extra)
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), track))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(state, track))
 }
 
 #[cfg(test)]

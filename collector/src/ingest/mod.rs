@@ -11,6 +11,10 @@
 //! invalid batch gets a `Nack` and changes nothing (not even the stream's
 //! ref table). A valid batch is committed with its seq in one transaction
 //! and acknowledged only after the commit returned.
+//!
+//! `remote_write.rs` is the same for Prometheus remote write 1.0 over HTTP.
+
+pub mod remote_write;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -287,10 +291,11 @@ impl Session {
         let limits = &self.svc.limits;
         let mut defs: HashMap<u64, Arc<Labels>> = HashMap::with_capacity(b.new_series.len());
         for (i, d) in b.new_series.into_iter().enumerate() {
-            let labels = validate_series(d.labels, &self.commons, limits).map_err(|(lim, msg)| {
-                let msg = format!("new_series[{i}] (ref {}): {msg}", d.r#ref);
-                if lim { Reject::limit(msg) } else { Reject::invalid(msg) }
-            })?;
+            let labels =
+                validate_series(d.labels.into_iter().map(|l| (l.name, l.value)), &self.commons, limits).map_err(|(lim, msg)| {
+                    let msg = format!("new_series[{i}] (ref {}): {msg}", d.r#ref);
+                    if lim { Reject::limit(msg) } else { Reject::invalid(msg) }
+                })?;
             defs.insert(d.r#ref, Arc::new(labels));
         }
         let mut app = self.svc.tsdb.appender();
@@ -337,9 +342,15 @@ pub fn valid_metric_name(s: &str) -> bool {
 
 /// Checks a series' labels, sorts them and stamps `commons`. The error says
 /// whether a limit (true) or validity (false) was broken.
-fn validate_series(labels: Vec<csoc_proto::v1::Label>, commons: &str, limits: &Limits) -> Result<Labels, (bool, String)> {
-    let mut out: Labels = Vec::with_capacity(labels.len() + 1);
-    for l in labels {
+pub(crate) fn validate_series(
+    labels: impl IntoIterator<Item = (String, String)>,
+    commons: &str,
+    limits: &Limits,
+) -> Result<Labels, (bool, String)> {
+    let labels = labels.into_iter();
+    let mut out: Labels = Vec::with_capacity(labels.size_hint().0 + 1);
+    for (name, value) in labels {
+        let l = csoc_proto::v1::Label { name, value };
         if l.name == "commons" {
             continue;
         }
@@ -409,7 +420,7 @@ mod tests {
     #[test]
     fn commons_is_stamped_over_what_the_agent_sent() {
         let out = validate_series(
-            vec![l("__name__", "up"), l("commons", "evil"), l("job", "x")],
+            [l("__name__", "up"), l("commons", "evil"), l("job", "x")].map(|l| (l.name, l.value)),
             "good",
             &Limits::default(),
         )
@@ -427,13 +438,14 @@ mod tests {
     #[test]
     fn invalid_series_are_named() {
         let lim = Limits::default();
-        let f = |labels: Vec<Label>| validate_series(labels, "c", &lim).expect_err("invalid").1;
+        let pairs = |labels: Vec<Label>| labels.into_iter().map(|l| (l.name, l.value)).collect::<Vec<_>>();
+        let f = |labels: Vec<Label>| validate_series(pairs(labels), "c", &lim).expect_err("invalid").1;
         assert!(f(vec![l("job", "x")]).contains("no __name__"));
         assert!(f(vec![l("__name__", "1up")]).contains("invalid metric name"));
         assert!(f(vec![l("__name__", "up"), l("a-b", "x")]).contains("invalid label name"));
         assert!(f(vec![l("__name__", "up"), l("a", "x"), l("a", "y")]).contains("duplicate"));
         let many: Vec<Label> = (0..70).map(|i| l(&format!("l{i}"), "v")).chain([l("__name__", "m")]).collect();
-        let (limit, msg) = validate_series(many, "c", &lim).expect_err("limit");
+        let (limit, msg) = validate_series(pairs(many), "c", &lim).expect_err("limit");
         assert!(limit && msg.contains("max_labels_per_series"), "{msg}");
     }
 }

@@ -242,7 +242,7 @@ mod tests {
 
     async fn db_with(samples: &[(&str, &str, i64, f64)]) -> (tempfile::TempDir, Tsdb) {
         let d = tempfile::tempdir().expect("tempdir");
-        let db = Tsdb::open(d.path(), &mut Registry::default()).expect("open");
+        let db = Tsdb::open(d.path(), &crate::tsdb::TsdbOptions::default(), &mut Registry::default()).expect("open");
         let mut a = db.appender();
         for (name, job, t, v) in samples {
             let l = vec![("__name__".to_string(), name.to_string()), ("job".to_string(), job.to_string())];

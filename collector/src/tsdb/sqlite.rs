@@ -1,33 +1,47 @@
 //! The SQLite schema and every SQL statement of the storage.
 //!
 //! ```sql
-//! series(id INTEGER PRIMARY KEY, labels TEXT UNIQUE)   -- labels: JSON [[name,value],...] sorted by name
-//! samples(series_id, ts, value, PRIMARY KEY(series_id, ts)) WITHOUT ROWID
-//!                                                       -- value: the f64's bits as INTEGER, so that
-//!                                                       -- NaN (and the staleness marker) survive:
-//!                                                       -- SQLite turns a REAL NaN into NULL
+//! meta(key PRIMARY KEY, value)              -- schema_version
+//! series(id INTEGER PRIMARY KEY, labels)    -- labels: JSON [[name,value],...] sorted by name
+//! postings(name, value, series_id)          -- PRIMARY KEY(name, value, series_id), WITHOUT ROWID
+//! chunks(id INTEGER PRIMARY KEY, series_id, mint, maxt, data BLOB)
+//!                                           -- data: chunkenc block; id = persistence order,
+//!                                           -- later ids win on equal timestamps
+//!   INDEX chunks_by_series(series_id, maxt)
+//!   INDEX chunks_by_maxt(maxt)              -- retention
+//! wal(id INTEGER PRIMARY KEY, data BLOB)    -- record.rs records, one per group commit
 //! agent_seq(commons, agent, epoch, seq, updated_ms, PRIMARY KEY(commons, agent, epoch))
-//! meta(key PRIMARY KEY, value)                          -- schema_version
 //! ```
-//! One database file in WAL mode (`synchronous=FULL`: a commit is durable
-//! before it returns, so an Ack never precedes durability).
+//! One database file in WAL journal mode with `synchronous=FULL` (a commit
+//! is durable when it returns) and `auto_vacuum=INCREMENTAL` (retention
+//! gives space back to the file system).
 
 use rusqlite::{Connection, OpenFlags, params};
 
 use super::TsdbError;
 
 /// Version of the schema this code writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS series (id INTEGER PRIMARY KEY, labels TEXT NOT NULL UNIQUE);
-CREATE TABLE IF NOT EXISTS samples (
+CREATE TABLE IF NOT EXISTS postings (
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
     series_id INTEGER NOT NULL,
-    ts INTEGER NOT NULL,
-    value INTEGER NOT NULL,
-    PRIMARY KEY (series_id, ts)
+    PRIMARY KEY (name, value, series_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY,
+    series_id INTEGER NOT NULL,
+    mint INTEGER NOT NULL,
+    maxt INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_by_series ON chunks(series_id, maxt);
+CREATE INDEX IF NOT EXISTS chunks_by_maxt ON chunks(maxt);
+CREATE TABLE IF NOT EXISTS wal (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS agent_seq (
     commons TEXT NOT NULL,
     agent TEXT NOT NULL,
@@ -41,21 +55,36 @@ CREATE TABLE IF NOT EXISTS agent_seq (
 /// Opens the database for writing and creates or checks the schema.
 pub fn open_writer(path: &std::path::Path) -> Result<Connection, TsdbError> {
     let conn = Connection::open(path)?;
+    // Must precede the first table; a no-op on an existing database.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "cache_size", -32_000)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.execute_batch(SCHEMA)?;
     let version: Option<String> = conn
         .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
         .ok();
-    match version {
+    match version.as_deref() {
         None => {
+            let has_samples: bool = conn
+                .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'samples'", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map(|n| n > 0)
+                .unwrap_or(false);
+            if has_samples {
+                return Err(TsdbError::Schema(format!(
+                    "{} was written by csoc-collector 0.1's first storage (schema 1), which this version does not read; move it aside to start afresh",
+                    path.display()
+                )));
+            }
+            conn.execute_batch(SCHEMA)?;
             conn.execute(
                 "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)",
                 params![SCHEMA_VERSION.to_string()],
             )?;
         }
-        Some(v) if v == SCHEMA_VERSION.to_string() => {}
+        Some(v) if v == SCHEMA_VERSION.to_string() => conn.execute_batch(SCHEMA)?,
         Some(v) => {
             return Err(TsdbError::Schema(format!(
                 "{} has schema version {v}, this collector understands {SCHEMA_VERSION}",
@@ -74,15 +103,35 @@ pub fn open_reader(path: &std::path::Path) -> Result<Connection, TsdbError> {
 }
 
 /// Every series: (id, labels JSON).
-pub const SELECT_ALL_SERIES: &str = "SELECT id, labels FROM series";
-/// Adds a series.
-pub const INSERT_SERIES: &str = "INSERT INTO series(labels) VALUES (?1)";
-/// Adds or replaces a sample (last write wins).
-pub const UPSERT_SAMPLE: &str = "INSERT OR REPLACE INTO samples(series_id, ts, value) VALUES (?1, ?2, ?3)";
-/// Samples of one series in [mint, maxt], by time.
-pub const SELECT_SAMPLES: &str = "SELECT ts, value FROM samples WHERE series_id = ?1 AND ts >= ?2 AND ts <= ?3 ORDER BY ts";
+pub const SELECT_ALL_SERIES: &str = "SELECT id, labels FROM series ORDER BY id";
+/// Adds a series with a given id.
+pub const INSERT_SERIES: &str = "INSERT INTO series(id, labels) VALUES (?1, ?2)";
+/// Adds a posting.
+pub const INSERT_POSTING: &str = "INSERT OR IGNORE INTO postings(name, value, series_id) VALUES (?1, ?2, ?3)";
+/// Highest series id.
+pub const MAX_SERIES_ID: &str = "SELECT coalesce(max(id), 0) FROM series";
+/// Adds a persisted chunk.
+pub const INSERT_CHUNK: &str = "INSERT INTO chunks(series_id, mint, maxt, data) VALUES (?1, ?2, ?3, ?4)";
+/// Chunks of one series overlapping [mint, maxt], in persistence order.
+pub const SELECT_CHUNKS: &str = "SELECT data FROM chunks WHERE series_id = ?1 AND maxt >= ?2 AND mint <= ?3 ORDER BY id";
+/// Adds a WAL record.
+pub const INSERT_WAL: &str = "INSERT INTO wal(data) VALUES (?1)";
+/// WAL records from a row on, in order.
+pub const SELECT_WAL_FROM: &str = "SELECT id, data FROM wal WHERE id >= ?1 ORDER BY id LIMIT 256";
+/// Number of WAL records.
+pub const COUNT_WAL: &str = "SELECT count(*), coalesce(max(id), 0) FROM wal";
+/// Drops WAL records below a row.
+pub const TRUNCATE_WAL_BELOW: &str = "DELETE FROM wal WHERE id < ?1";
+/// Drops WAL records from a row on (a torn tail).
+pub const TRUNCATE_WAL_FROM: &str = "DELETE FROM wal WHERE id >= ?1";
 /// The applied seq of an agent identity.
 pub const SELECT_AGENT_SEQ: &str = "SELECT seq FROM agent_seq WHERE commons = ?1 AND agent = ?2 AND epoch = ?3";
 /// Records an applied seq.
 pub const UPSERT_AGENT_SEQ: &str = "INSERT INTO agent_seq(commons, agent, epoch, seq, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
     ON CONFLICT(commons, agent, epoch) DO UPDATE SET seq = excluded.seq, updated_ms = excluded.updated_ms";
+/// Deletes chunks that end before a time (retention by age).
+pub const DELETE_CHUNKS_BEFORE: &str = "DELETE FROM chunks WHERE maxt < ?1";
+/// The oldest chunks (retention by size).
+pub const OLDEST_CHUNKS: &str = "SELECT id, length(data) FROM chunks ORDER BY maxt LIMIT ?1";
+/// Deletes one chunk.
+pub const DELETE_CHUNK: &str = "DELETE FROM chunks WHERE id = ?1";

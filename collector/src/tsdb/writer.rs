@@ -1,0 +1,426 @@
+//! The writer thread: the only code that writes to the database or the
+//! head.
+//!
+//! Per group commit (every write request waiting in the queue, up to a
+//! limit): in one SQLite transaction, persist the head's pending closed
+//! chunks, create new series (with their postings), write one WAL record
+//! with every sample of the group and the agents' applied batch seqs; commit
+//! (durable on return: `synchronous=FULL`); only then append the samples to
+//! the head, drop the persisted chunks from memory and answer the callers.
+//! So an acknowledged sample is always in the WAL, in a persisted chunk, or
+//! both, and what queries see in memory is always durable.
+//!
+//! Between groups, on a timer: close chunks that are idle for long, persist
+//! pending chunks, truncate the WAL below the oldest row still needed by
+//! the head (the checkpoint), and apply retention.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, Transaction, params};
+use tokio::sync::oneshot;
+
+use super::chunkenc::encode_block;
+use super::head::MAX_CHUNK_SPAN_MS;
+use super::record::RecordEncoder;
+use super::retention::{age_cutoff, size_excess};
+use super::{AgentKey, CommitOutcome, FlushStats, Labels, Shared, TsdbOptions, encode_labels, now_ms, sqlite};
+
+/// A batch of samples to commit.
+pub struct WriteReq {
+    /// The samples.
+    pub samples: Vec<(Arc<Labels>, i64, f64)>,
+    /// The agent batch this applies, if any.
+    pub seq: Option<(AgentKey, u64)>,
+    /// Where the outcome goes.
+    pub reply: oneshot::Sender<Result<CommitOutcome, String>>,
+}
+
+/// Messages to the writer.
+pub enum Msg {
+    /// Commit samples.
+    Write(WriteReq),
+    /// Close and persist everything in memory.
+    Flush(oneshot::Sender<Result<FlushStats, String>>),
+    /// Persist what is pending and stop.
+    Stop,
+}
+
+const MAX_GROUP: usize = 512;
+const TICK: Duration = Duration::from_millis(500);
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+const CLOSE_IDLE_EVERY: Duration = Duration::from_secs(60);
+const RETENTION_EVERY: Duration = Duration::from_secs(300);
+
+/// The writer's state.
+pub struct Writer {
+    conn: Connection,
+    shared: Arc<Shared>,
+    opts: TsdbOptions,
+    next_series_id: i64,
+    applied: HashMap<AgentKey, u64>,
+    last_wal_id: u64,
+    last_checkpoint: Instant,
+    last_close_idle: Instant,
+    last_retention: Instant,
+}
+
+type Applied = Vec<(i64, i64, f64)>;
+
+impl Writer {
+    /// A writer over an open connection; `next_series_id` is one past the
+    /// highest id in the series table, `last_wal_id` the highest WAL row.
+    pub fn new(conn: Connection, shared: Arc<Shared>, opts: TsdbOptions, next_series_id: i64, last_wal_id: u64) -> Self {
+        let now = Instant::now();
+        Writer {
+            conn,
+            shared,
+            opts,
+            next_series_id,
+            applied: HashMap::new(),
+            last_wal_id,
+            last_checkpoint: now,
+            last_close_idle: now,
+            last_retention: now - RETENTION_EVERY + Duration::from_secs(10),
+        }
+    }
+
+    /// Runs until `Stop` or until every sender is gone.
+    pub fn run(mut self, rx: Receiver<Msg>) {
+        let mut deferred: Option<Msg> = None;
+        loop {
+            let msg = match deferred.take() {
+                Some(m) => Some(m),
+                None => match rx.recv_timeout(TICK) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => Some(Msg::Stop),
+                },
+            };
+            match msg {
+                Some(Msg::Write(first)) => {
+                    let mut group = vec![first];
+                    while group.len() < MAX_GROUP {
+                        match rx.try_recv() {
+                            Ok(Msg::Write(w)) => group.push(w),
+                            Ok(other) => {
+                                deferred = Some(other);
+                                break;
+                            }
+                            Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+                        }
+                    }
+                    self.commit_group(group);
+                }
+                Some(Msg::Flush(reply)) => {
+                    let r = self.flush().map_err(|e| e.to_string());
+                    if let Err(e) = &r {
+                        tracing::error!(error = %e, "flush failed");
+                    }
+                    let _ = reply.send(r);
+                }
+                Some(Msg::Stop) => {
+                    if let Err(e) = self.persist_only() {
+                        tracing::error!(error = %e, "persisting pending chunks at shutdown failed; the WAL still holds them");
+                    }
+                    return;
+                }
+                None => {}
+            }
+            self.maintenance();
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<WriteReq>) {
+        let started = Instant::now();
+        let n = group.len();
+        let res = self.write_group(&group);
+        let m = &self.shared.metrics;
+        m.commit_seconds.observe(started.elapsed().as_secs_f64());
+        m.commit_batches.observe(n as f64);
+        match res {
+            Ok((outcomes, applied, new_series, persisted, wal_id, pending_seq)) => {
+                m.commits.inc();
+                self.applied.extend(pending_seq);
+                if wal_id > 0 {
+                    self.last_wal_id = wal_id;
+                }
+                if !new_series.is_empty() {
+                    let mut idx = self.shared.index.write().unwrap_or_else(|p| p.into_inner());
+                    for (id, l) in &new_series {
+                        idx.insert(*id, l.clone());
+                    }
+                    m.series.set(idx.len() as i64);
+                }
+                {
+                    let mut head = self.shared.head.write().unwrap_or_else(|p| p.into_inner());
+                    head.drop_pending(persisted);
+                    for (id, _) in &new_series {
+                        head.ensure(*id);
+                    }
+                    for (id, t, v) in &applied {
+                        head.append(*id, *t, *v, wal_id);
+                    }
+                    m.head_samples.set(head.samples_in_memory() as i64);
+                }
+                m.samples_appended.inc_by(applied.len() as u64);
+                m.chunks_persisted.inc_by(persisted as u64);
+                for (req, o) in group.into_iter().zip(outcomes) {
+                    if o == CommitOutcome::AlreadyApplied {
+                        m.duplicate_batches.inc();
+                    }
+                    let _ = req.reply.send(Ok(o));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, appenders = n, "storage commit failed; nothing of these batches was applied");
+                // Series ids handed out in the failed transaction are simply skipped.
+                self.applied.clear();
+                for req in group {
+                    let _ = req.reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn write_group(
+        &mut self,
+        group: &[WriteReq],
+    ) -> Result<
+        (
+            Vec<CommitOutcome>,
+            Applied,
+            Vec<(i64, Arc<Labels>)>,
+            usize,
+            u64,
+            HashMap<AgentKey, u64>,
+        ),
+        rusqlite::Error,
+    > {
+        let shared = self.shared.clone();
+        let tx = self.conn.transaction()?;
+        let persisted = persist_pending(&tx, &shared)?;
+        let mut outcomes = Vec::with_capacity(group.len());
+        let mut applied: Applied = Vec::new();
+        let mut new_series: Vec<(i64, Arc<Labels>)> = Vec::new();
+        let mut local: HashMap<Arc<Labels>, i64> = HashMap::new();
+        let mut pending_seq: HashMap<AgentKey, u64> = HashMap::new();
+        let mut rec = RecordEncoder::new();
+        {
+            let mut ins_series = tx.prepare_cached(sqlite::INSERT_SERIES)?;
+            let mut ins_posting = tx.prepare_cached(sqlite::INSERT_POSTING)?;
+            let mut sel_seq = tx.prepare_cached(sqlite::SELECT_AGENT_SEQ)?;
+            let mut upd_seq = tx.prepare_cached(sqlite::UPSERT_AGENT_SEQ)?;
+            let idx = shared.index.read().unwrap_or_else(|p| p.into_inner());
+            let now = now_ms();
+            for req in group {
+                if let Some((key, seq)) = &req.seq {
+                    let last = match pending_seq.get(key).or_else(|| self.applied.get(key)) {
+                        Some(s) => *s,
+                        None => match sel_seq.query_row(params![key.commons, key.agent, key.epoch as i64], |r| r.get::<_, i64>(0)) {
+                            Ok(s) => s as u64,
+                            Err(rusqlite::Error::QueryReturnedNoRows) => 0,
+                            Err(e) => return Err(e),
+                        },
+                    };
+                    if *seq <= last {
+                        pending_seq.insert(key.clone(), last);
+                        outcomes.push(CommitOutcome::AlreadyApplied);
+                        continue;
+                    }
+                    upd_seq.execute(params![key.commons, key.agent, key.epoch as i64, *seq as i64, now])?;
+                    pending_seq.insert(key.clone(), *seq);
+                }
+                applied.reserve(req.samples.len());
+                for (labels, t, v) in &req.samples {
+                    let id = match idx.id_of(labels).or_else(|| local.get(labels).copied()) {
+                        Some(id) => id,
+                        None => {
+                            let id = self.next_series_id;
+                            self.next_series_id += 1;
+                            ins_series.execute(params![id, encode_labels(labels)])?;
+                            for (k, v) in labels.iter() {
+                                ins_posting.execute(params![k, v, id])?;
+                            }
+                            local.insert(labels.clone(), id);
+                            new_series.push((id, labels.clone()));
+                            id
+                        }
+                    };
+                    rec.push(id, *t, *v);
+                    applied.push((id, *t, *v));
+                }
+                outcomes.push(CommitOutcome::Applied);
+            }
+        }
+        let wal_id = if rec.is_empty() {
+            0
+        } else {
+            tx.execute(sqlite::INSERT_WAL, params![rec.finish()])?;
+            tx.last_insert_rowid() as u64
+        };
+        tx.commit()?;
+        self.shared.metrics.series_created.inc_by(new_series.len() as u64);
+        Ok((outcomes, applied, new_series, persisted, wal_id, pending_seq))
+    }
+
+    /// Persists pending chunks in a transaction of their own.
+    fn persist_only(&mut self) -> Result<usize, rusqlite::Error> {
+        let has_pending = !self.shared.head.read().unwrap_or_else(|p| p.into_inner()).pending.is_empty();
+        if !has_pending {
+            return Ok(0);
+        }
+        let shared = self.shared.clone();
+        let tx = self.conn.transaction()?;
+        let n = persist_pending(&tx, &shared)?;
+        tx.commit()?;
+        let mut head = shared.head.write().unwrap_or_else(|p| p.into_inner());
+        head.drop_pending(n);
+        shared.metrics.head_samples.set(head.samples_in_memory() as i64);
+        shared.metrics.chunks_persisted.inc_by(n as u64);
+        Ok(n)
+    }
+
+    /// Deletes WAL rows that nothing in memory needs any more.
+    fn checkpoint(&mut self) -> Result<usize, rusqlite::Error> {
+        let watermark = self.shared.head.read().unwrap_or_else(|p| p.into_inner()).wal_watermark();
+        let below = watermark.unwrap_or(self.last_wal_id + 1);
+        let n = self.conn.execute(sqlite::TRUNCATE_WAL_BELOW, params![below as i64])?;
+        self.shared.metrics.wal_truncated.inc_by(n as u64);
+        Ok(n)
+    }
+
+    fn maintenance(&mut self) {
+        if self.last_close_idle.elapsed() >= CLOSE_IDLE_EVERY {
+            self.last_close_idle = Instant::now();
+            let mut head = self.shared.head.write().unwrap_or_else(|p| p.into_inner());
+            let cutoff = head.max_t.saturating_sub(MAX_CHUNK_SPAN_MS);
+            let n = head.close_older_than(cutoff);
+            if n > 0 {
+                tracing::debug!(series = n, "closed idle head chunks");
+            }
+        }
+        if let Err(e) = self.persist_only() {
+            tracing::error!(error = %e, "persisting head chunks failed; will retry");
+        }
+        if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            self.last_checkpoint = Instant::now();
+            if let Err(e) = self.checkpoint() {
+                tracing::error!(error = %e, "WAL checkpoint failed; will retry");
+            }
+        }
+        if self.last_retention.elapsed() >= RETENTION_EVERY {
+            self.last_retention = Instant::now();
+            if let Err(e) = self.retention() {
+                tracing::error!(error = %e, "retention failed; will retry");
+            }
+        }
+    }
+
+    /// Applies retention by age and by size, deleting whole chunks.
+    pub fn retention(&mut self) -> Result<(), rusqlite::Error> {
+        let r = self.opts.retention;
+        let cutoff = age_cutoff(now_ms(), r.age);
+        let by_age = self.conn.execute(sqlite::DELETE_CHUNKS_BEFORE, params![cutoff])?;
+        if by_age > 0 {
+            tracing::info!(chunks = by_age, older_than = ?r.age, "retention: deleted chunks past the age limit");
+        }
+        let mut by_size = 0usize;
+        loop {
+            let used = self.used_bytes()?;
+            let excess = size_excess(used, r.size_bytes);
+            if excess == 0 {
+                break;
+            }
+            let oldest: Vec<(i64, i64)> = {
+                let mut st = self.conn.prepare_cached(sqlite::OLDEST_CHUNKS)?;
+                st.query_map(params![1000], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect::<Result<_, _>>()?
+            };
+            if oldest.is_empty() {
+                break;
+            }
+            let tx = self.conn.transaction()?;
+            let mut freed = 0u64;
+            {
+                let mut del = tx.prepare_cached(sqlite::DELETE_CHUNK)?;
+                for (id, len) in oldest {
+                    del.execute(params![id])?;
+                    by_size += 1;
+                    freed += len as u64 + 48;
+                    if freed >= excess {
+                        break;
+                    }
+                }
+            }
+            tx.commit()?;
+            self.conn.execute_batch("PRAGMA incremental_vacuum;")?;
+        }
+        if by_age > 0 || by_size > 0 {
+            self.conn.execute_batch("PRAGMA incremental_vacuum;")?;
+        }
+        if by_size > 0 {
+            tracing::info!(
+                chunks = by_size,
+                limit_bytes = r.size_bytes,
+                "retention: deleted the oldest chunks to stay under the size limit"
+            );
+        }
+        self.shared.metrics.retention_deleted.inc_by((by_age + by_size) as u64);
+        Ok(())
+    }
+
+    fn used_bytes(&self) -> Result<u64, rusqlite::Error> {
+        let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let free: i64 = self.conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+        Ok(((pages - free).max(0) * page_size) as u64)
+    }
+
+    /// Closes every head chunk, persists it, empties the WAL and folds
+    /// SQLite's own journal into the database file.
+    fn flush(&mut self) -> Result<FlushStats, rusqlite::Error> {
+        let started = Instant::now();
+        let (closed, samples) = {
+            let mut head = self.shared.head.write().unwrap_or_else(|p| p.into_inner());
+            let n = head.close_older_than(i64::MAX);
+            (n, head.pending.iter().map(|p| p.samples.len()).sum::<usize>())
+        };
+        let chunks = self.persist_only()?;
+        let wal_rows = self.checkpoint()?;
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        let stats = FlushStats {
+            series_closed: closed,
+            chunks_written: chunks,
+            samples_written: samples,
+            wal_records_removed: wal_rows,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        tracing::info!(?stats, "head flushed");
+        Ok(stats)
+    }
+}
+
+/// Writes the head's pending chunks in `tx`; returns how many (the caller
+/// drops exactly that many from the head after the commit).
+fn persist_pending(tx: &Transaction<'_>, shared: &Shared) -> Result<usize, rusqlite::Error> {
+    let head = shared.head.read().unwrap_or_else(|p| p.into_inner());
+    let n = head.pending.len();
+    if n == 0 {
+        return Ok(0);
+    }
+    let mut ins = tx.prepare_cached(sqlite::INSERT_CHUNK)?;
+    let mut buf = Vec::new();
+    for p in &head.pending[..n] {
+        let (Some(first), Some(last)) = (p.samples.first(), p.samples.last()) else {
+            continue;
+        };
+        buf.clear();
+        encode_block(&p.samples, &mut buf);
+        ins.execute(params![p.series_id, first.0, last.0, &buf])?;
+    }
+    Ok(n)
+}
