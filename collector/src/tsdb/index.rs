@@ -1,86 +1,251 @@
-//! In-memory label index: series id → labels, and postings
-//! (label name → value → series ids) for selecting by matchers.
+//! In-memory label index with interned strings: every distinct label name
+//! and value is stored once in a symbol table; a series is a boxed slice of
+//! (name, value) symbol pairs in label-name order; postings map a name and
+//! value to the sorted ids of the series that have them. Series ids are the
+//! storage's (dense, increasing), so appending an id keeps postings sorted.
+//!
+//! Memory per series is about 8 bytes per label plus its postings entries
+//! (4 bytes per label) and a hash-table slot, instead of two owned strings
+//! per label.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use super::{Labels, MatchOp, Matcher};
 
+#[derive(Debug, Default)]
+struct Symbols {
+    map: HashMap<Arc<str>, u32>,
+    strs: Vec<Arc<str>>,
+}
+
+impl Symbols {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.map.get(s) {
+            return i;
+        }
+        let a: Arc<str> = Arc::from(s);
+        let i = self.strs.len() as u32;
+        self.strs.push(a.clone());
+        self.map.insert(a, i);
+        i
+    }
+
+    fn get(&self, s: &str) -> Option<u32> {
+        self.map.get(s).copied()
+    }
+
+    fn str(&self, i: u32) -> &str {
+        self.strs.get(i as usize).map(|s| &**s).unwrap_or("")
+    }
+}
+
+/// Ids sharing one label-set hash (almost always exactly one).
+#[derive(Debug)]
+enum IdList {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+fn hash_labels<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    for (k, v) in pairs {
+        k.hash(&mut h);
+        v.hash(&mut h);
+    }
+    h.finish()
+}
+
 /// The label index of all series.
 #[derive(Debug, Default)]
 pub struct Index {
-    series: HashMap<i64, Arc<Labels>>,
-    by_labels: HashMap<Arc<Labels>, i64>,
-    postings: BTreeMap<String, BTreeMap<String, BTreeSet<i64>>>,
+    syms: Symbols,
+    series: Vec<Option<Box<[(u32, u32)]>>>,
+    by_hash: HashMap<u64, IdList>,
+    postings: HashMap<u32, HashMap<u32, Vec<u32>>>,
+    count: usize,
 }
 
 impl Index {
-    /// Adds a series.
+    /// Adds a series (labels sorted by name). Ids must fit in u32.
     pub fn insert(&mut self, id: i64, labels: Arc<Labels>) {
-        for (k, v) in labels.iter() {
-            self.postings.entry(k.clone()).or_default().entry(v.clone()).or_default().insert(id);
+        let Ok(id32) = u32::try_from(id) else { return };
+        let pairs: Box<[(u32, u32)]> = labels.iter().map(|(k, v)| (self.syms.intern(k), self.syms.intern(v))).collect();
+        for &(k, v) in pairs.iter() {
+            let list = self.postings.entry(k).or_default().entry(v).or_default();
+            if list.last().is_none_or(|&l| l < id32) {
+                list.push(id32);
+            } else if let Err(pos) = list.binary_search(&id32) {
+                list.insert(pos, id32);
+            }
         }
-        self.by_labels.insert(labels.clone(), id);
-        self.series.insert(id, labels);
+        let h = hash_labels(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        match self.by_hash.get_mut(&h) {
+            None => {
+                self.by_hash.insert(h, IdList::One(id32));
+            }
+            Some(IdList::One(other)) => {
+                let o = *other;
+                self.by_hash.insert(h, IdList::Many(vec![o, id32]));
+            }
+            Some(IdList::Many(v)) => v.push(id32),
+        }
+        let i = id32 as usize;
+        if self.series.len() <= i {
+            self.series.resize_with(i + 1, || None);
+        }
+        if self.series[i].replace(pairs).is_none() {
+            self.count += 1;
+        }
+    }
+
+    fn same(&self, id: u32, labels: &Labels) -> bool {
+        let Some(Some(pairs)) = self.series.get(id as usize) else {
+            return false;
+        };
+        pairs.len() == labels.len()
+            && pairs
+                .iter()
+                .zip(labels.iter())
+                .all(|(&(k, v), (lk, lv))| self.syms.str(k) == lk && self.syms.str(v) == lv)
     }
 
     /// The id of a label set, if known.
     pub fn id_of(&self, labels: &Labels) -> Option<i64> {
-        self.by_labels.get(labels).copied()
+        let h = hash_labels(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        match self.by_hash.get(&h)? {
+            IdList::One(id) => self.same(*id, labels).then_some(i64::from(*id)),
+            IdList::Many(ids) => ids.iter().find(|id| self.same(**id, labels)).map(|id| i64::from(*id)),
+        }
     }
 
     /// The labels of a series.
-    pub fn labels(&self, id: i64) -> Option<&Arc<Labels>> {
-        self.series.get(&id)
+    pub fn labels(&self, id: i64) -> Option<Arc<Labels>> {
+        let pairs = self.series.get(usize::try_from(id).ok()?)?.as_ref()?;
+        Some(Arc::new(
+            pairs
+                .iter()
+                .map(|&(k, v)| (self.syms.str(k).to_string(), self.syms.str(v).to_string()))
+                .collect(),
+        ))
     }
 
     /// Number of series.
     pub fn len(&self) -> usize {
-        self.series.len()
+        self.count
     }
 
     /// True when there are no series.
     pub fn is_empty(&self) -> bool {
-        self.series.is_empty()
+        self.count == 0
     }
 
-    /// Series ids matching every matcher, sorted by id.
+    fn value_of(&self, pairs: &[(u32, u32)], name: Option<u32>) -> &str {
+        match name {
+            None => "",
+            Some(n) => pairs.iter().find(|(k, _)| *k == n).map(|(_, v)| self.syms.str(*v)).unwrap_or(""),
+        }
+    }
+
+    /// Series ids matching every matcher, ascending.
     pub fn select(&self, matchers: &[Matcher]) -> Vec<i64> {
+        static EMPTY: Vec<u32> = Vec::new();
         // Start from the smallest postings list of an equality matcher on a
         // non-empty value; otherwise scan every series.
-        let mut best: Option<&BTreeSet<i64>> = None;
-        let empty = BTreeSet::new();
+        let mut best: Option<&Vec<u32>> = None;
         for m in matchers {
             if let MatchOp::Equal = m.op {
                 if m.value.is_empty() {
                     continue;
                 }
-                let p = self.postings.get(&m.name).and_then(|vals| vals.get(&m.value)).unwrap_or(&empty);
+                let p = match (self.syms.get(&m.name), self.syms.get(&m.value)) {
+                    (Some(k), Some(v)) => self.postings.get(&k).and_then(|vals| vals.get(&v)).unwrap_or(&EMPTY),
+                    _ => &EMPTY,
+                };
                 if best.is_none_or(|b| p.len() < b.len()) {
                     best = Some(p);
                 }
             }
         }
-        let candidates: Box<dyn Iterator<Item = i64> + '_> = match best {
-            Some(p) => Box::new(p.iter().copied()),
-            None => {
-                let mut all: Vec<i64> = self.series.keys().copied().collect();
-                all.sort_unstable();
-                Box::new(all.into_iter())
-            }
+        let names: Vec<Option<u32>> = matchers.iter().map(|m| self.syms.get(&m.name)).collect();
+        let matches = |id: u32| -> bool {
+            let Some(Some(pairs)) = self.series.get(id as usize) else {
+                return false;
+            };
+            matchers.iter().zip(&names).all(|(m, n)| {
+                let v = self.value_of(pairs, *n);
+                match &m.op {
+                    MatchOp::Equal => v == m.value,
+                    MatchOp::NotEqual => v != m.value,
+                    MatchOp::Re(r) => r.is_match(v),
+                    MatchOp::NotRe(r) => !r.is_match(v),
+                }
+            })
         };
-        candidates
-            .filter(|id| self.series.get(id).is_some_and(|l| matchers.iter().all(|m| m.matches(l))))
-            .collect()
+        match best {
+            Some(p) => p.iter().copied().filter(|id| matches(*id)).map(i64::from).collect(),
+            None => (0..self.series.len() as u32).filter(|id| matches(*id)).map(i64::from).collect(),
+        }
     }
 
     /// All label names, sorted.
     pub fn label_names(&self) -> Vec<String> {
-        self.postings.keys().cloned().collect()
+        let mut v: Vec<String> = self.postings.keys().map(|k| self.syms.str(*k).to_string()).collect();
+        v.sort();
+        v
     }
 
     /// All values of label `name`, sorted.
     pub fn label_values(&self, name: &str) -> Vec<String> {
-        self.postings.get(name).map(|v| v.keys().cloned().collect()).unwrap_or_default()
+        let Some(k) = self.syms.get(name) else { return Vec::new() };
+        let mut v: Vec<String> = self
+            .postings
+            .get(&k)
+            .map(|vals| vals.keys().map(|v| self.syms.str(*v).to_string()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(pairs: &[(&str, &str)]) -> Arc<Labels> {
+        let mut v: Labels = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        v.sort();
+        Arc::new(v)
+    }
+
+    #[test]
+    fn insert_lookup_select() {
+        let mut ix = Index::default();
+        let a = l(&[("__name__", "up"), ("job", "a")]);
+        let b = l(&[("__name__", "up"), ("job", "b")]);
+        let c = l(&[("__name__", "down")]);
+        ix.insert(1, a.clone());
+        ix.insert(2, b.clone());
+        ix.insert(5, c.clone());
+        assert_eq!(ix.len(), 3);
+        assert_eq!(ix.id_of(&a), Some(1));
+        assert_eq!(ix.id_of(&c), Some(5));
+        assert_eq!(ix.id_of(&l(&[("__name__", "up")])), None);
+        assert_eq!(ix.labels(2).as_deref(), Some(&*b));
+        assert_eq!(ix.select(&[Matcher::equal("__name__", "up")]), vec![1, 2]);
+        assert_eq!(ix.select(&[Matcher::equal("job", "")]), vec![5], "missing label matches empty");
+        assert_eq!(ix.select(&[Matcher::regex("job", "b|z", false).expect("re")]), vec![2]);
+        assert_eq!(
+            ix.select(&[
+                Matcher::regex("__name__", ".+", false).expect("re"),
+                Matcher::regex("job", "a", true).expect("re")
+            ]),
+            vec![2, 5]
+        );
+        assert_eq!(ix.select(&[Matcher::equal("__name__", "nope")]), Vec::<i64>::new());
+        assert_eq!(ix.label_names(), vec!["__name__", "job"]);
+        assert_eq!(ix.label_values("job"), vec!["a", "b"]);
+        assert!(ix.label_values("nope").is_empty());
     }
 }

@@ -552,7 +552,7 @@ impl Querier {
             let idx = self.tsdb.read_index();
             idx.select(matchers)
                 .into_iter()
-                .filter_map(|id| idx.labels(id).map(|l| (id, l.clone())))
+                .filter_map(|id| idx.labels(id).map(|l| (id, l)))
                 .collect()
         };
         // Memory first, then disk: a chunk persisted in between is then
@@ -603,7 +603,7 @@ impl Querier {
     /// Labels of the series matching every matcher (no samples read).
     pub fn select_labels(&self, matchers: &[Matcher]) -> Vec<Arc<Labels>> {
         let idx = self.tsdb.read_index();
-        let mut v: Vec<Arc<Labels>> = idx.select(matchers).into_iter().filter_map(|id| idx.labels(id).cloned()).collect();
+        let mut v: Vec<Arc<Labels>> = idx.select(matchers).into_iter().filter_map(|id| idx.labels(id)).collect();
         v.sort();
         v
     }
