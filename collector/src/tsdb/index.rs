@@ -41,6 +41,9 @@ impl Symbols {
     }
 }
 
+/// A series' labels as (name, value) symbol pairs, in label-name order.
+type Pairs = Box<[(u32, u32)]>;
+
 /// Ids sharing one label-set hash (almost always exactly one).
 #[derive(Debug)]
 enum IdList {
@@ -61,7 +64,7 @@ fn hash_labels<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
 #[derive(Debug, Default)]
 pub struct Index {
     syms: Symbols,
-    series: Vec<Option<Box<[(u32, u32)]>>>,
+    series: Vec<Option<Pairs>>,
     by_hash: HashMap<u64, IdList>,
     postings: HashMap<u32, HashMap<u32, Vec<u32>>>,
     count: usize,
@@ -71,7 +74,7 @@ impl Index {
     /// Adds a series (labels sorted by name). Ids must fit in u32.
     pub fn insert(&mut self, id: i64, labels: Arc<Labels>) {
         let Ok(id32) = u32::try_from(id) else { return };
-        let pairs: Box<[(u32, u32)]> = labels.iter().map(|(k, v)| (self.syms.intern(k), self.syms.intern(v))).collect();
+        let pairs: Pairs = labels.iter().map(|(k, v)| (self.syms.intern(k), self.syms.intern(v))).collect();
         for &(k, v) in pairs.iter() {
             let list = self.postings.entry(k).or_default().entry(v).or_default();
             if list.last().is_none_or(|&l| l < id32) {
