@@ -11,7 +11,8 @@
 //! records (`record.rs`) stored as rows of the same SQLite database and
 //! committed before any acknowledgement, with group commit (`writer.rs`),
 //! closed chunks compressed (`chunkenc.rs`) and stored as BLOB rows keyed by
-//! series and time, series and postings tables (`sqlite.rs`), WAL replay at
+//! series and time, merged per 12 h window into large blocks by compaction
+//! (`compact.rs`), series and postings tables (`sqlite.rs`), WAL replay at
 //! start with progress logged, and retention by age and size
 //! (`retention.rs`). One SQLite file in WAL journal mode.
 //!
@@ -21,6 +22,7 @@
 //! stored bit-exactly.
 
 pub mod chunkenc;
+mod compact;
 mod head;
 mod index;
 mod record;
@@ -189,6 +191,8 @@ pub struct FlushStats {
     pub samples_written: usize,
     /// WAL records no longer needed, removed.
     pub wal_records_removed: usize,
+    /// (series, window) pairs compacted into large blocks.
+    pub windows_compacted: usize,
     /// Time taken.
     pub seconds: f64,
 }
@@ -208,6 +212,7 @@ struct TsdbMetrics {
     wal_truncated: Counter,
     retention_deleted: Counter,
     wal_replayed_samples: Counter,
+    compactions: Counter,
 }
 
 impl TsdbMetrics {
@@ -225,6 +230,7 @@ impl TsdbMetrics {
             wal_truncated: Counter::default(),
             retention_deleted: Counter::default(),
             wal_replayed_samples: Counter::default(),
+            compactions: Counter::default(),
         };
         let r = reg.sub_registry_with_prefix("tsdb");
         r.register("samples_appended", "Samples durably written", m.samples_appended.clone());
@@ -678,6 +684,7 @@ mod tests {
         // Flush: everything persisted, the WAL emptied; still all there after reopen.
         let f = db.flush().await.expect("flush");
         assert!(f.chunks_written >= 2, "{f:?}");
+        assert!(f.windows_compacted >= 2, "both series compacted: {f:?}");
         db.close();
         let db = open(d.path());
         let conn = sqlite::open_reader(&d.path().join("csoc.db")).expect("reader");

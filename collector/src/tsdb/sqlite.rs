@@ -4,11 +4,12 @@
 //! meta(key PRIMARY KEY, value)              -- schema_version
 //! series(id INTEGER PRIMARY KEY, labels)    -- labels: JSON [[name,value],...] sorted by name
 //! postings(name, value, series_id)          -- PRIMARY KEY(name, value, series_id), WITHOUT ROWID
-//! chunks(id INTEGER PRIMARY KEY, series_id, mint, maxt, data BLOB)
+//! chunks(id INTEGER PRIMARY KEY, series_id, level, mint, maxt, data BLOB)
 //!                                           -- data: chunkenc block; id = persistence order,
-//!                                           -- later ids win on equal timestamps
+//!                                           -- later ids win on equal timestamps; level 0 =
+//!                                           -- a closed head chunk, 1 = compacted (compact.rs)
 //!   INDEX chunks_by_series(series_id, maxt)
-//!   INDEX chunks_by_maxt(maxt)              -- retention
+//!   INDEX chunks_by_level(level, maxt)      -- retention, compaction candidates
 //! wal(id INTEGER PRIMARY KEY, data BLOB)    -- record.rs records, one per group commit
 //! agent_seq(commons, agent, epoch, seq, updated_ms, PRIMARY KEY(commons, agent, epoch))
 //! ```
@@ -35,12 +36,13 @@ CREATE TABLE IF NOT EXISTS postings (
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY,
     series_id INTEGER NOT NULL,
+    level INTEGER NOT NULL DEFAULT 0,
     mint INTEGER NOT NULL,
     maxt INTEGER NOT NULL,
     data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_by_series ON chunks(series_id, maxt);
-CREATE INDEX IF NOT EXISTS chunks_by_maxt ON chunks(maxt);
+CREATE INDEX IF NOT EXISTS chunks_by_level ON chunks(level, maxt);
 CREATE TABLE IF NOT EXISTS wal (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS agent_seq (
     commons TEXT NOT NULL,
@@ -130,8 +132,16 @@ pub const SELECT_AGENT_SEQ: &str = "SELECT seq FROM agent_seq WHERE commons = ?1
 pub const UPSERT_AGENT_SEQ: &str = "INSERT INTO agent_seq(commons, agent, epoch, seq, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
     ON CONFLICT(commons, agent, epoch) DO UPDATE SET seq = excluded.seq, updated_ms = excluded.updated_ms";
 /// Deletes chunks that end before a time (retention by age).
-pub const DELETE_CHUNKS_BEFORE: &str = "DELETE FROM chunks WHERE maxt < ?1";
+pub const DELETE_CHUNKS_BEFORE: &str = "DELETE FROM chunks WHERE level IN (0, 1) AND maxt < ?1";
 /// The oldest chunks (retention by size).
-pub const OLDEST_CHUNKS: &str = "SELECT id, length(data) FROM chunks ORDER BY maxt LIMIT ?1";
+pub const OLDEST_CHUNKS: &str = "SELECT id, length(data) FROM chunks WHERE level IN (0, 1) ORDER BY maxt LIMIT ?1";
+/// Compaction candidates: (series, window start) with level-0 chunks that
+/// start before a time. ?2 is the window length.
+pub const COMPACT_CANDIDATES: &str = "SELECT DISTINCT series_id, mint - (((mint % ?2) + ?2) % ?2) FROM chunks
+    WHERE level = 0 AND mint < ?1 LIMIT ?3";
+/// Chunks of a series starting in [start, end), in persistence order.
+pub const CHUNKS_IN_WINDOW: &str = "SELECT id, data FROM chunks WHERE series_id = ?1 AND mint >= ?2 AND mint < ?3 ORDER BY id";
+/// Adds a compacted chunk.
+pub const INSERT_CHUNK_LEVEL: &str = "INSERT INTO chunks(series_id, level, mint, maxt, data) VALUES (?1, ?2, ?3, ?4, ?5)";
 /// Deletes one chunk.
 pub const DELETE_CHUNK: &str = "DELETE FROM chunks WHERE id = ?1";

@@ -23,6 +23,7 @@ use rusqlite::{Connection, Transaction, params};
 use tokio::sync::oneshot;
 
 use super::chunkenc::encode_block;
+use super::compact::{self, CompactStats};
 use super::head::MAX_CHUNK_SPAN_MS;
 use super::record::RecordEncoder;
 use super::retention::{age_cutoff, size_excess};
@@ -53,6 +54,9 @@ const TICK: Duration = Duration::from_millis(500);
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 const CLOSE_IDLE_EVERY: Duration = Duration::from_secs(60);
 const RETENTION_EVERY: Duration = Duration::from_secs(300);
+const COMPACT_EVERY: Duration = Duration::from_secs(30);
+/// Windows merged per compaction transaction (bounds the pause of ingest).
+const COMPACT_BATCH: usize = 256;
 
 /// The writer's state.
 pub struct Writer {
@@ -65,6 +69,8 @@ pub struct Writer {
     last_checkpoint: Instant,
     last_close_idle: Instant,
     last_retention: Instant,
+    last_compact: Instant,
+    compact_behind: bool,
 }
 
 type Applied = Vec<(i64, i64, f64)>;
@@ -84,6 +90,8 @@ impl Writer {
             last_checkpoint: now,
             last_close_idle: now,
             last_retention: now - RETENTION_EVERY + Duration::from_secs(10),
+            last_compact: now,
+            compact_behind: false,
         }
     }
 
@@ -312,12 +320,38 @@ impl Writer {
                 tracing::error!(error = %e, "WAL checkpoint failed; will retry");
             }
         }
+        if self.compact_behind || self.last_compact.elapsed() >= COMPACT_EVERY {
+            self.last_compact = Instant::now();
+            // Windows that ended before the newest sample minus the span of
+            // an open chunk are complete.
+            let max_t = self.shared.head.read().unwrap_or_else(|p| p.into_inner()).max_t;
+            let before = compact::window_start(max_t.saturating_sub(MAX_CHUNK_SPAN_MS));
+            match self.compact_once(before) {
+                Ok(st) => self.compact_behind = st.windows >= COMPACT_BATCH,
+                Err(e) => {
+                    self.compact_behind = false;
+                    tracing::error!(error = %e, "compaction failed; will retry");
+                }
+            }
+        }
         if self.last_retention.elapsed() >= RETENTION_EVERY {
             self.last_retention = Instant::now();
             if let Err(e) = self.retention() {
                 tracing::error!(error = %e, "retention failed; will retry");
             }
         }
+    }
+
+    /// One bounded compaction transaction.
+    fn compact_once(&mut self, before: i64) -> Result<CompactStats, rusqlite::Error> {
+        let tx = self.conn.transaction()?;
+        let st = compact::compact(&tx, before, COMPACT_BATCH)?;
+        tx.commit()?;
+        if st.windows > 0 {
+            self.shared.metrics.compactions.inc_by(st.windows as u64);
+            tracing::debug!(?st, "compacted chunks");
+        }
+        Ok(st)
     }
 
     /// Applies retention by age and by size, deleting whole chunks.
@@ -391,12 +425,24 @@ impl Writer {
         };
         let chunks = self.persist_only()?;
         let wal_rows = self.checkpoint()?;
+        let mut compacted = CompactStats::default();
+        loop {
+            let st = self.compact_once(i64::MAX)?;
+            compacted.windows += st.windows;
+            compacted.chunks_in += st.chunks_in;
+            compacted.blocks_out += st.blocks_out;
+            if st.windows < COMPACT_BATCH {
+                break;
+            }
+        }
+        self.conn.execute_batch("PRAGMA incremental_vacuum;")?;
         self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         let stats = FlushStats {
             series_closed: closed,
             chunks_written: chunks,
             samples_written: samples,
             wal_records_removed: wal_rows,
+            windows_compacted: compacted.windows,
             seconds: started.elapsed().as_secs_f64(),
         };
         tracing::info!(?stats, "head flushed");

@@ -1,0 +1,146 @@
+//! Compaction: merges a series' small level-0 chunks (closed head chunks of
+//! ~120 samples) into level-1 blocks per time window, so that most data is
+//! stored in few large blocks: the block codec compresses long runs far
+//! better, and the per-row overhead of SQLite (row and index entries, ~50
+//! bytes) is paid once per window instead of once per 120 samples.
+//!
+//! A window is `WINDOW_MS` long, aligned to the epoch. The writer compacts a
+//! window once it is complete (ended before the newest sample minus a
+//! margin), and a flush compacts everything. Late samples that arrive for an
+//! already compacted window create new level-0 chunks there, which the next
+//! pass merges in. Merging keeps the last write for equal timestamps
+//! (chunks are read in persistence order). A merged window of more than
+//! `MAX_BLOCK_SAMPLES` samples is split into several blocks.
+
+use rusqlite::{Transaction, params};
+
+use super::chunkenc::{decode_block, encode_block};
+use super::head::merge_last_write_wins;
+use super::sqlite;
+
+/// Length of a compaction window (ms): 12 hours, 2,880 samples at 15 s.
+pub const WINDOW_MS: i64 = 12 * 3600 * 1000;
+/// Largest number of samples in one compacted block.
+pub const MAX_BLOCK_SAMPLES: usize = 4096;
+
+/// What one compaction pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CompactStats {
+    /// (series, window) pairs merged.
+    pub windows: usize,
+    /// Chunks read and deleted.
+    pub chunks_in: usize,
+    /// Blocks written.
+    pub blocks_out: usize,
+}
+
+/// The start of the window holding `t`.
+pub fn window_start(t: i64) -> i64 {
+    t - t.rem_euclid(WINDOW_MS)
+}
+
+/// Merges up to `limit` (series, window) pairs whose level-0 chunks start
+/// before `before`. Returns what it did; fewer windows than `limit` means
+/// nothing more is due.
+pub fn compact(tx: &Transaction<'_>, before: i64, limit: usize) -> Result<CompactStats, rusqlite::Error> {
+    let candidates: Vec<(i64, i64)> = {
+        let mut st = tx.prepare_cached(sqlite::COMPACT_CANDIDATES)?;
+        st.query_map(params![before, WINDOW_MS, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?
+    };
+    let mut stats = CompactStats::default();
+    let mut sel = tx.prepare_cached(sqlite::CHUNKS_IN_WINDOW)?;
+    let mut del = tx.prepare_cached(sqlite::DELETE_CHUNK)?;
+    let mut ins = tx.prepare_cached(sqlite::INSERT_CHUNK_LEVEL)?;
+    let mut buf = Vec::new();
+    for (series_id, start) in candidates {
+        let rows: Vec<(i64, Vec<u8>)> = sel
+            .query_map(params![series_id, start, start.saturating_add(WINDOW_MS)], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut samples = Vec::new();
+        let mut ids = Vec::with_capacity(rows.len());
+        for (id, data) in rows {
+            match decode_block(&data) {
+                Ok(s) => samples.extend(s),
+                Err(e) => {
+                    // Leave an undecodable chunk where it is (queries report
+                    // it); merge the rest.
+                    tracing::error!(chunk = id, series = series_id, error = %e, "compaction: cannot decode a chunk; left in place");
+                    continue;
+                }
+            }
+            ids.push(id);
+        }
+        merge_last_write_wins(&mut samples);
+        for id in &ids {
+            del.execute(params![id])?;
+        }
+        for part in samples.chunks(MAX_BLOCK_SAMPLES) {
+            let (Some(first), Some(last)) = (part.first(), part.last()) else {
+                continue;
+            };
+            buf.clear();
+            encode_block(part, &mut buf);
+            ins.execute(params![series_id, 1, first.0, last.0, &buf])?;
+            stats.blocks_out += 1;
+        }
+        stats.windows += 1;
+        stats.chunks_in += ids.len();
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_align_to_the_epoch() {
+        assert_eq!(window_start(0), 0);
+        assert_eq!(window_start(WINDOW_MS + 5), WINDOW_MS);
+        assert_eq!(window_start(-1), -WINDOW_MS);
+    }
+
+    #[test]
+    fn merges_chunks_of_a_window_with_last_write_winning() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let mut conn = sqlite::open_writer(&d.path().join("c.db")).expect("open");
+        let tx = conn.transaction().expect("tx");
+        let put = |s: &[(i64, f64)]| {
+            let mut b = Vec::new();
+            encode_block(s, &mut b);
+            tx.execute(sqlite::INSERT_CHUNK, params![1, s[0].0, s[s.len() - 1].0, b])
+                .expect("insert");
+        };
+        put(&[(1000, 1.0), (2000, 2.0)]);
+        put(&[(3000, 3.0)]);
+        put(&[(2000, 9.0)]); // a later rewrite
+        put(&[(WINDOW_MS + 1, 4.0)]); // next window
+        let st = compact(&tx, WINDOW_MS, 100).expect("compact");
+        assert_eq!(
+            st,
+            CompactStats {
+                windows: 1,
+                chunks_in: 3,
+                blocks_out: 1
+            }
+        );
+        let rows: Vec<(i64, Vec<u8>)> = tx
+            .prepare("SELECT level, data FROM chunks WHERE series_id = 1 ORDER BY mint")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].0, 1);
+        assert_eq!(
+            decode_block(&rows[0].1).expect("decode"),
+            vec![(1000, 1.0), (2000, 9.0), (3000, 3.0)]
+        );
+        assert_eq!(rows[1].0, 0, "the incomplete window is left alone");
+        assert_eq!(compact(&tx, WINDOW_MS, 100).expect("again").windows, 0, "nothing more is due");
+    }
+}
