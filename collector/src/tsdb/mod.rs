@@ -45,7 +45,7 @@ use tokio::sync::oneshot;
 use head::{Head, merge_last_write_wins};
 pub use index::Index;
 pub use retention::Retention;
-use writer::{Msg, WriteReq, Writer};
+use writer::{Key, Msg, WriteReq, Writer};
 
 /// A label set sorted by name, including `__name__`.
 pub type Labels = Vec<(String, String)>;
@@ -418,6 +418,26 @@ impl Tsdb {
         }
     }
 
+    /// Series ids for labels the index knows; consecutive samples of one
+    /// series (the same `Arc`) are looked up once.
+    fn resolve(&self, samples: Vec<(Arc<Labels>, i64, f64)>) -> Vec<(Key, i64, f64)> {
+        let idx = self.read_index();
+        let mut out = Vec::with_capacity(samples.len());
+        let mut last: Option<(Arc<Labels>, Option<i64>)> = None;
+        for (labels, t, v) in samples {
+            let id = match &last {
+                Some((l, id)) if Arc::ptr_eq(l, &labels) => *id,
+                _ => {
+                    let id = idx.id_of(&labels);
+                    last = Some((labels.clone(), id));
+                    id
+                }
+            };
+            out.push((id.map(Key::Id).unwrap_or(Key::New(labels)), t, v));
+        }
+        out
+    }
+
     fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         self.shared.index.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -520,14 +540,16 @@ impl Appender {
     /// Writes everything durably (in a group commit with other appenders).
     pub async fn commit(self) -> Result<CommitOutcome, TsdbError> {
         let (reply, rx) = oneshot::channel();
-        let req = WriteReq {
-            samples: self.samples,
-            seq: self.seq,
-            reply,
-        };
-        let writer = self.tsdb.writer.clone();
-        // The queue is bounded: a full queue pushes back on ingest.
-        tokio::task::spawn_blocking(move || writer.send(Msg::Write(req)))
+        let Appender { tsdb, samples, seq } = self;
+        let writer = tsdb.writer.clone();
+        // Off the async threads: resolve known series here, in parallel with
+        // other committers, so the single writer thread only creates new
+        // series; then queue (the queue is bounded: a full queue pushes back
+        // on ingest).
+        tokio::task::spawn_blocking(move || {
+            let samples = tsdb.resolve(samples);
+            writer.send(Msg::Write(WriteReq { samples, seq, reply }))
+        })
             .await
             .map_err(|_| TsdbError::Closed)?
             .map_err(|_| TsdbError::Closed)?;

@@ -29,10 +29,19 @@ use super::record::RecordEncoder;
 use super::retention::{age_cutoff, size_excess};
 use super::{AgentKey, CommitOutcome, FlushStats, Labels, Shared, TsdbOptions, encode_labels, now_ms, sqlite};
 
+/// A sample's series: known by id (resolved by the appender) or new.
+pub enum Key {
+    /// An existing series.
+    Id(i64),
+    /// Not in the index when the appender looked: created here unless a
+    /// concurrent commit created it first.
+    New(Arc<Labels>),
+}
+
 /// A batch of samples to commit.
 pub struct WriteReq {
     /// The samples.
-    pub samples: Vec<(Arc<Labels>, i64, f64)>,
+    pub samples: Vec<(Key, i64, f64)>,
     /// The agent batch this applies, if any.
     pub seq: Option<(AgentKey, u64)>,
     /// Where the outcome goes.
@@ -243,7 +252,15 @@ impl Writer {
                     pending_seq.insert(key.clone(), *seq);
                 }
                 applied.reserve(req.samples.len());
-                for (labels, t, v) in &req.samples {
+                for (key, t, v) in &req.samples {
+                    let labels = match key {
+                        Key::Id(id) => {
+                            rec.push(*id, *t, *v);
+                            applied.push((*id, *t, *v));
+                            continue;
+                        }
+                        Key::New(l) => l,
+                    };
                     let id = match idx.id_of(labels).or_else(|| local.get(labels).copied()) {
                         Some(id) => id,
                         None => {
