@@ -129,6 +129,10 @@ pub fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr)
         // Colours only on a terminal: log files and journald get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log reader that went away (closed pipe) must not stop the
+        // process: tracing-subscriber would report the failed write with
+        // eprintln!, which panics when stderr itself is the broken pipe.
+        .log_internal_errors(false)
         .with_target(true);
     let res = match format {
         LogFormat::Text => builder.try_init(),

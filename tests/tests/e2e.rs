@@ -247,3 +247,45 @@ fn query_api_errors_have_prometheus_shapes() -> anyhow::Result<()> {
     assert_eq!(v["data"]["result"], serde_json::json!([1700000000.0, "7"]));
     Ok(())
 }
+
+#[test]
+fn closed_log_pipe_neither_crashes_nor_blocks_shutdown() -> anyhow::Result<()> {
+    // A log reader that goes away (a pipe to a pager, a restarted log
+    // shipper) must not take the collector down.
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let mut child = std::process::Command::new(bin("csoc-collector"))
+        .args(["--local-agent", "--local-agent-interval", "200ms", "--http-listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--grpc-listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    drop(child.stderr.take()); // close the read end: every log write now fails
+    let ready = wait_for("/-/ready with a closed log pipe", Duration::from_secs(20), || {
+        get_text(&format!("http://127.0.0.1:{port}/-/ready"))
+            .ok()
+            .filter(|(c, _)| *c == 200)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let alive = child.try_wait()?.is_none();
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break Some(st);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    ready?;
+    assert!(alive, "the collector died when its log pipe closed");
+    assert!(status.is_some_and(|s| s.success()), "SIGTERM with a closed log pipe: {status:?}");
+    Ok(())
+}
