@@ -3,3 +3,4 @@
 //! per area.
 
 mod e2e;
+mod storage;

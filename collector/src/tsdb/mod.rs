@@ -550,9 +550,9 @@ impl Appender {
             let samples = tsdb.resolve(samples);
             writer.send(Msg::Write(WriteReq { samples, seq, reply }))
         })
-            .await
-            .map_err(|_| TsdbError::Closed)?
-            .map_err(|_| TsdbError::Closed)?;
+        .await
+        .map_err(|_| TsdbError::Closed)?
+        .map_err(|_| TsdbError::Closed)?;
         match rx.await {
             Ok(Ok(o)) => Ok(o),
             Ok(Err(e)) => Err(TsdbError::Write(e)),
