@@ -18,10 +18,10 @@ use super::chunkenc::{decode_block, encode_block};
 use super::head::merge_last_write_wins;
 use super::sqlite;
 
-/// Length of a compaction window (ms): 12 hours, 2,880 samples at 15 s.
-pub const WINDOW_MS: i64 = 12 * 3600 * 1000;
-/// Largest number of samples in one compacted block.
-pub const MAX_BLOCK_SAMPLES: usize = 4096;
+/// Length of a compaction window (ms): 24 hours, 5,760 samples at 15 s.
+pub const WINDOW_MS: i64 = 24 * 3600 * 1000;
+/// Largest number of samples in one compacted block (a day at 15 s fits).
+pub const MAX_BLOCK_SAMPLES: usize = 8192;
 
 /// What one compaction pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@
 //! records (`record.rs`) stored as rows of the same SQLite database and
 //! committed before any acknowledgement, with group commit (`writer.rs`),
 //! closed chunks compressed (`chunkenc.rs`) and stored as BLOB rows keyed by
-//! series and time, merged per 12 h window into large blocks by compaction
+//! series and time, merged per 24 h window into large blocks by compaction
 //! (`compact.rs`), series and postings tables (`sqlite.rs`), WAL replay at
 //! start with progress logged, and retention by age and size
 //! (`retention.rs`). One SQLite file in WAL journal mode.
@@ -712,6 +712,8 @@ mod tests {
         let conn = sqlite::open_reader(&d.path().join("csoc.db")).expect("reader");
         let wal: i64 = conn.query_row("SELECT count(*) FROM wal", [], |r| r.get(0)).expect("count");
         assert_eq!(wal, 0, "flush leaves nothing to replay");
+        let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0)).expect("freelist");
+        assert_eq!(free, 0, "flush gives free pages back to the file system");
         let s = read(&db, &[Matcher::equal("job", "a")]);
         assert_eq!(s[0].samples.len(), 300);
         assert_eq!(s[0].samples[1], (15_000, 7.0));

@@ -2,7 +2,9 @@
 //!
 //! ```sql
 //! meta(key PRIMARY KEY, value)              -- schema_version
-//! series(id INTEGER PRIMARY KEY, labels)    -- labels: JSON [[name,value],...] sorted by name
+//! series(id INTEGER PRIMARY KEY, labels)    -- labels: JSON [[name,value],...] sorted by name;
+//!                                           -- unique by construction (the in-memory index
+//!                                           -- is consulted before a series is created)
 //! postings(name, value, series_id)          -- PRIMARY KEY(name, value, series_id), WITHOUT ROWID
 //! chunks(id INTEGER PRIMARY KEY, series_id, level, mint, maxt, data BLOB)
 //!                                           -- data: chunkenc block; id = persistence order,
@@ -26,7 +28,7 @@ pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS series (id INTEGER PRIMARY KEY, labels TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS series (id INTEGER PRIMARY KEY, labels TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS postings (
     name TEXT NOT NULL,
     value TEXT NOT NULL,
@@ -95,6 +97,15 @@ pub fn open_writer(path: &std::path::Path) -> Result<Connection, TsdbError> {
         }
     }
     Ok(conn)
+}
+
+/// Returns every free page to the file system. `PRAGMA incremental_vacuum`
+/// frees one page per step, so it must be stepped to the end.
+pub fn incremental_vacuum(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let mut stmt = conn.prepare("PRAGMA incremental_vacuum")?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
 }
 
 /// Opens a read-only connection.

@@ -408,10 +408,10 @@ impl Writer {
                 }
             }
             tx.commit()?;
-            self.conn.execute_batch("PRAGMA incremental_vacuum;")?;
+            sqlite::incremental_vacuum(&self.conn)?;
         }
         if by_age > 0 || by_size > 0 {
-            self.conn.execute_batch("PRAGMA incremental_vacuum;")?;
+            sqlite::incremental_vacuum(&self.conn)?;
         }
         if by_size > 0 {
             tracing::info!(
@@ -452,7 +452,7 @@ impl Writer {
                 break;
             }
         }
-        self.conn.execute_batch("PRAGMA incremental_vacuum;")?;
+        sqlite::incremental_vacuum(&self.conn)?;
         self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         let stats = FlushStats {
             series_closed: closed,
