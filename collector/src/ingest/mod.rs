@@ -33,7 +33,15 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::AgentAuth;
 use crate::config::Limits;
 use crate::metrics::IngestMetrics;
-use crate::tsdb::{AgentKey, CommitOutcome, Labels, Tsdb};
+use crate::tsdb::{AgentKey, CommitOutcome, Labels, SeriesRef, Tsdb};
+
+/// A stream ref's series: its storage ref once known (then its labels are
+/// not kept), else its labels.
+#[derive(Debug, Clone)]
+enum StreamSeries {
+    Known(SeriesRef),
+    Pending(Arc<Labels>),
+}
 
 /// The gRPC service.
 #[derive(Clone)]
@@ -209,7 +217,7 @@ impl Session {
         m.agents_connected.inc();
         m.seen(&self.commons, &agent);
 
-        let mut refs: HashMap<u64, Arc<Labels>> = HashMap::new();
+        let mut refs: HashMap<u64, StreamSeries> = HashMap::new();
         let mut last_in = Instant::now();
         let mut last_out = Instant::now();
         let hb = self.svc.heartbeat;
@@ -278,7 +286,7 @@ impl Session {
     }
 
     /// Validates, converts and commits one batch.
-    async fn apply(&self, key: &AgentKey, refs: &mut HashMap<u64, Arc<Labels>>, b: WriteBatch) -> Result<(CommitOutcome, u64), Reject> {
+    async fn apply(&self, key: &AgentKey, refs: &mut HashMap<u64, StreamSeries>, b: WriteBatch) -> Result<(CommitOutcome, u64), Reject> {
         let n = b.refs.len();
         if b.timestamps_ms.len() != n || b.values.len() != n {
             return Err(Reject::invalid(format!(
@@ -289,29 +297,50 @@ impl Session {
             )));
         }
         let limits = &self.svc.limits;
-        let mut defs: HashMap<u64, Arc<Labels>> = HashMap::with_capacity(b.new_series.len());
+        let mut defs: HashMap<u64, StreamSeries> = HashMap::with_capacity(b.new_series.len());
         for (i, d) in b.new_series.into_iter().enumerate() {
             let labels =
                 validate_series(d.labels.into_iter().map(|l| (l.name, l.value)), &self.commons, limits).map_err(|(lim, msg)| {
                     let msg = format!("new_series[{i}] (ref {}): {msg}", d.r#ref);
                     if lim { Reject::limit(msg) } else { Reject::invalid(msg) }
                 })?;
-            defs.insert(d.r#ref, Arc::new(labels));
+            let st = match self.svc.tsdb.series_ref(&labels) {
+                Some(r) => StreamSeries::Known(r),
+                None => StreamSeries::Pending(Arc::new(labels)),
+            };
+            defs.insert(d.r#ref, st);
         }
         let mut app = self.svc.tsdb.appender();
+        let mut pending: Vec<u64> = Vec::new();
         for i in 0..n {
             let r = b.refs[i];
-            let labels = defs
+            let series = defs
                 .get(&r)
                 .or_else(|| refs.get(&r))
                 .ok_or_else(|| Reject::invalid(format!("sample {i} uses ref {r}, which no SeriesDef on this stream defines")))?;
-            app.append(labels.clone(), b.timestamps_ms[i], b.values[i]);
+            match series {
+                StreamSeries::Known(sr) => app.append_ref(*sr, b.timestamps_ms[i], b.values[i]),
+                StreamSeries::Pending(labels) => {
+                    app.append(labels.clone(), b.timestamps_ms[i], b.values[i]);
+                    pending.push(r);
+                }
+            }
         }
         app.set_applied_seq(key.clone(), b.seq);
         // The batch is valid: its definitions join the stream's table even if
         // storage fails (the agent re-sends the batch, maybe without them).
         refs.extend(defs);
-        match app.commit().await {
+        let res = app.commit().await;
+        // Series created by this commit are now known: keep only their refs.
+        pending.dedup();
+        for r in pending {
+            if let Some(StreamSeries::Pending(labels)) = refs.get(&r)
+                && let Some(sr) = self.svc.tsdb.series_ref(labels)
+            {
+                refs.insert(r, StreamSeries::Known(sr));
+            }
+        }
+        match res {
             Ok(o) => Ok((o, n as u64)),
             Err(e) => Err(Reject {
                 code: NackCode::Unavailable,

@@ -153,6 +153,12 @@ pub struct Series {
     pub samples: Vec<(i64, f64)>,
 }
 
+/// A series' id in this storage, for appenders that cache it (as
+/// Prometheus's `SeriesRef`): valid for the life of the process and across
+/// restarts, since series are never renumbered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SeriesRef(i64);
+
 /// Identity of an agent's delivery stream, for exactly-once application.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AgentKey {
@@ -393,6 +399,11 @@ impl Tsdb {
         }
     }
 
+    /// The ref of an existing series (labels sorted, as appended).
+    pub fn series_ref(&self, labels: &Labels) -> Option<SeriesRef> {
+        self.read_index().id_of(labels).map(SeriesRef)
+    }
+
     /// Number of series.
     pub fn series_count(&self) -> usize {
         self.read_index().len()
@@ -420,11 +431,21 @@ impl Tsdb {
 
     /// Series ids for labels the index knows; consecutive samples of one
     /// series (the same `Arc`) are looked up once.
-    fn resolve(&self, samples: Vec<(Arc<Labels>, i64, f64)>) -> Vec<(Key, i64, f64)> {
+    fn resolve(&self, samples: Vec<(Key, i64, f64)>) -> Vec<(Key, i64, f64)> {
+        if samples.iter().all(|(k, _, _)| matches!(k, Key::Id(_))) {
+            return samples;
+        }
         let idx = self.read_index();
         let mut out = Vec::with_capacity(samples.len());
         let mut last: Option<(Arc<Labels>, Option<i64>)> = None;
-        for (labels, t, v) in samples {
+        for (key, t, v) in samples {
+            let labels = match key {
+                Key::Id(id) => {
+                    out.push((Key::Id(id), t, v));
+                    continue;
+                }
+                Key::New(l) => l,
+            };
             let id = match &last {
                 Some((l, id)) if Arc::ptr_eq(l, &labels) => *id,
                 _ => {
@@ -511,14 +532,19 @@ fn replay_wal(conn: &Connection, head: &mut Head, metrics: &TsdbMetrics) -> Resu
 /// Collects samples to write in one commit. Not shared between tasks.
 pub struct Appender {
     tsdb: Tsdb,
-    samples: Vec<(Arc<Labels>, i64, f64)>,
+    samples: Vec<(Key, i64, f64)>,
     seq: Option<(AgentKey, u64)>,
 }
 
 impl Appender {
     /// Adds a sample. `labels` must be sorted by name and include `__name__`.
     pub fn append(&mut self, labels: Arc<Labels>, t: i64, v: f64) {
-        self.samples.push((labels, t, v));
+        self.samples.push((Key::New(labels), t, v));
+    }
+
+    /// Adds a sample of a series known by its ref (no label lookup).
+    pub fn append_ref(&mut self, r: SeriesRef, t: i64, v: f64) {
+        self.samples.push((Key::Id(r.0), t, v));
     }
 
     /// Records that this commit applies batch `seq` of `key`: if it was
