@@ -20,7 +20,6 @@ use axum::routing::post;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use prost::Message;
 
 use crate::auth::AgentAuth;
 use crate::config::Limits;
@@ -86,6 +85,215 @@ pub fn router(state: RemoteWriteState) -> Router {
         .with_state(state)
 }
 
+/// Decodes and validates a whole request into an appender (nothing is
+/// written yet). Known series are found by their borrowed labels, without
+/// allocating; new series are validated in full. Returns the appender and
+/// the numbers of native histogram samples and exemplars seen.
+fn build(st: &RemoteWriteState, commons: &str, raw: &[u8]) -> Result<(crate::tsdb::Appender, u64, u64), String> {
+    let mut app = st.tsdb.appender();
+    let resolver = st.tsdb.resolver();
+    let (mut histograms, mut exemplars) = (0u64, 0u64);
+    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(16);
+    wire::for_each_series(raw, |i, ts| {
+        histograms += ts.histograms;
+        exemplars += ts.exemplars;
+        pairs.clear();
+        pairs.extend(ts.labels.iter().copied().filter(|(k, v)| *k != "commons" && !v.is_empty()));
+        pairs.push(("commons", commons));
+        if !pairs.is_sorted_by(|a, b| a.0 <= b.0) {
+            pairs.sort_by(|a, b| a.0.cmp(b.0));
+        }
+        if let Some(r) = resolver.get(&pairs) {
+            for &(t, v) in &ts.samples {
+                app.append_ref(r, t, v);
+            }
+            return Ok(());
+        }
+        let owned = ts.labels.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let labels = super::validate_series(owned, commons, &st.limits)
+            .map(Arc::new)
+            .map_err(|(_, msg)| format!("timeseries[{i}]: {msg}; nothing of this request was stored"))?;
+        for &(t, v) in &ts.samples {
+            app.append(labels.clone(), t, v);
+        }
+        Ok(())
+    })?;
+    drop(resolver);
+    Ok((app, histograms, exemplars))
+}
+
+/// A borrowing decoder of remote write's `WriteRequest` protobuf: label
+/// names and values are slices of the decompressed body (checked UTF-8), so
+/// decoding allocates nothing per label. Field numbers and wire types are
+/// those of prometheus/prompb (see `proto/proto/prometheus/remote.proto`);
+/// unknown fields are skipped as protobuf requires.
+mod wire {
+    /// One decoded `TimeSeries`, reused between series.
+    #[derive(Default)]
+    pub struct Series<'a> {
+        /// (name, value) in the order sent.
+        pub labels: Vec<(&'a str, &'a str)>,
+        /// (timestamp ms, value).
+        pub samples: Vec<(i64, f64)>,
+        /// Native histogram samples seen (not decoded).
+        pub histograms: u64,
+        /// Exemplars seen (not decoded).
+        pub exemplars: u64,
+    }
+
+    struct Reader<'a> {
+        b: &'a [u8],
+        pos: usize,
+        /// Offset of `b` in the whole message, for error messages.
+        base: usize,
+    }
+
+    impl<'a> Reader<'a> {
+        fn new(b: &'a [u8], base: usize) -> Self {
+            Reader { b, pos: 0, base }
+        }
+
+        fn done(&self) -> bool {
+            self.pos >= self.b.len()
+        }
+
+        fn err(&self, what: &str) -> String {
+            format!("protobuf WriteRequest: {what} at byte {}", self.base + self.pos)
+        }
+
+        fn varint(&mut self) -> Result<u64, String> {
+            let mut v = 0u64;
+            for i in 0..10 {
+                let Some(&byte) = self.b.get(self.pos) else {
+                    return Err(self.err("truncated varint"));
+                };
+                self.pos += 1;
+                v |= u64::from(byte & 0x7f) << (7 * i);
+                if byte < 0x80 {
+                    return Ok(v);
+                }
+            }
+            Err(self.err("varint longer than 10 bytes"))
+        }
+
+        fn fixed64(&mut self) -> Result<u64, String> {
+            let Some(bytes) = self.b.get(self.pos..self.pos + 8) else {
+                return Err(self.err("truncated fixed64"));
+            };
+            self.pos += 8;
+            let mut a = [0u8; 8];
+            a.copy_from_slice(bytes);
+            Ok(u64::from_le_bytes(a))
+        }
+
+        fn bytes(&mut self) -> Result<(&'a [u8], usize), String> {
+            let len = self.varint()? as usize;
+            let start = self.pos;
+            let Some(end) = start.checked_add(len).filter(|e| *e <= self.b.len()) else {
+                return Err(self.err("length-delimited field runs past the end"));
+            };
+            self.pos = end;
+            Ok((&self.b[start..end], self.base + start))
+        }
+
+        fn str(&mut self) -> Result<&'a str, String> {
+            let (b, at) = self.bytes()?;
+            std::str::from_utf8(b).map_err(|_| format!("protobuf WriteRequest: invalid UTF-8 in a label at byte {at}"))
+        }
+
+        /// Field number and wire type of the next field.
+        fn key(&mut self) -> Result<(u64, u8), String> {
+            let k = self.varint()?;
+            Ok((k >> 3, (k & 7) as u8))
+        }
+
+        fn skip(&mut self, wire: u8) -> Result<(), String> {
+            match wire {
+                0 => self.varint().map(|_| ()),
+                1 => self.fixed64().map(|_| ()),
+                2 => self.bytes().map(|_| ()),
+                5 => {
+                    if self.pos + 4 > self.b.len() {
+                        return Err(self.err("truncated fixed32"));
+                    }
+                    self.pos += 4;
+                    Ok(())
+                }
+                w => Err(self.err(&format!("unsupported wire type {w}"))),
+            }
+        }
+    }
+
+    /// Calls `f(index, series)` for every `TimeSeries` of the request, in
+    /// order; stops at the first error (of decoding or of `f`).
+    pub fn for_each_series<'a>(buf: &'a [u8], mut f: impl FnMut(usize, &Series<'a>) -> Result<(), String>) -> Result<(), String> {
+        let mut r = Reader::new(buf, 0);
+        let mut ts = Series::default();
+        let mut i = 0usize;
+        while !r.done() {
+            let (field, wire) = r.key()?;
+            if field == 1 && wire == 2 {
+                let (b, at) = r.bytes()?;
+                ts.labels.clear();
+                ts.samples.clear();
+                ts.histograms = 0;
+                ts.exemplars = 0;
+                series(b, at, &mut ts)?;
+                f(i, &ts)?;
+                i += 1;
+            } else {
+                r.skip(wire)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn series<'a>(b: &'a [u8], base: usize, ts: &mut Series<'a>) -> Result<(), String> {
+        let mut r = Reader::new(b, base);
+        while !r.done() {
+            let (field, wire) = r.key()?;
+            match (field, wire) {
+                (1, 2) => {
+                    let (lb, at) = r.bytes()?;
+                    let mut l = Reader::new(lb, at);
+                    let (mut name, mut value) = ("", "");
+                    while !l.done() {
+                        match l.key()? {
+                            (1, 2) => name = l.str()?,
+                            (2, 2) => value = l.str()?,
+                            (_, w) => l.skip(w)?,
+                        }
+                    }
+                    ts.labels.push((name, value));
+                }
+                (2, 2) => {
+                    let (sb, at) = r.bytes()?;
+                    let mut s = Reader::new(sb, at);
+                    let (mut v, mut t) = (0f64, 0i64);
+                    while !s.done() {
+                        match s.key()? {
+                            (1, 1) => v = f64::from_bits(s.fixed64()?),
+                            (2, 0) => t = s.varint()? as i64,
+                            (_, w) => s.skip(w)?,
+                        }
+                    }
+                    ts.samples.push((t, v));
+                }
+                (3, 2) => {
+                    r.skip(2)?;
+                    ts.exemplars += 1;
+                }
+                (4, 2) => {
+                    r.skip(2)?;
+                    ts.histograms += 1;
+                }
+                (_, w) => r.skip(w)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 fn reply(m: &RemoteWriteMetrics, code: StatusCode, msg: String) -> Response {
     m.request(code);
     (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg + "\n").into_response()
@@ -131,29 +339,10 @@ async fn write(State(st): State<RemoteWriteState>, headers: HeaderMap, body: Byt
         Ok(r) => r,
         Err(e) => return reply(m, StatusCode::BAD_REQUEST, format!("snappy: {e}")),
     };
-    let req = match csoc_proto::prometheus::WriteRequest::decode(raw.as_slice()) {
+    let (app, histograms, exemplars) = match build(&st, &commons, &raw) {
         Ok(r) => r,
-        Err(e) => return reply(m, StatusCode::BAD_REQUEST, format!("protobuf WriteRequest: {e}")),
+        Err(msg) => return reply(m, StatusCode::BAD_REQUEST, msg),
     };
-    let mut app = st.tsdb.appender();
-    let (mut histograms, mut exemplars) = (0u64, 0u64);
-    for (i, ts) in req.timeseries.into_iter().enumerate() {
-        histograms += ts.histograms.len() as u64;
-        exemplars += ts.exemplars.len() as u64;
-        let labels = match super::validate_series(ts.labels.into_iter().map(|l| (l.name, l.value)), &commons, &st.limits) {
-            Ok(l) => Arc::new(l),
-            Err((_, msg)) => {
-                return reply(
-                    m,
-                    StatusCode::BAD_REQUEST,
-                    format!("timeseries[{i}]: {msg}; nothing of this request was stored"),
-                );
-            }
-        };
-        for s in ts.samples {
-            app.append(labels.clone(), s.timestamp, s.value);
-        }
-    }
     m.drop_items("native_histogram", histograms);
     m.drop_items("exemplar", exemplars);
     if histograms > 0 {
@@ -178,7 +367,8 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
-    use csoc_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
+    use csoc_proto::prometheus::{Label, MetricMetadata, Sample, TimeSeries, WriteRequest};
+    use prost::Message;
     use tower::ServiceExt;
 
     const TOKEN: &str = "remote-write-token-0123456789";
@@ -279,6 +469,81 @@ mod tests {
         let (code, msg) = post(&app, Some(TOKEN), junk).await;
         assert_eq!(code, StatusCode::BAD_REQUEST);
         assert!(msg.contains("protobuf"), "{msg}");
+    }
+
+    #[test]
+    fn borrowing_decoder_agrees_with_prost_and_never_panics() {
+        let req = WriteRequest {
+            timeseries: vec![
+                TimeSeries {
+                    exemplars: vec![vec![1, 2, 3]],
+                    histograms: vec![vec![], vec![9]],
+                    ..series(
+                        &[("job", "n"), ("__name__", "up"), ("é", "ü")],
+                        &[(-5, -0.0), (i64::MAX, f64::NAN), (0, 1e300)],
+                    )
+                },
+                series(&[], &[]),
+                series(&[("a", "")], &[(1, f64::from_bits(csoc_proto::STALE_NAN_BITS))]),
+            ],
+            metadata: vec![MetricMetadata {
+                r#type: 1,
+                metric_family_name: "up".into(),
+                help: "h".into(),
+                unit: String::new(),
+            }],
+        };
+        let bytes = req.encode_to_vec();
+        type Decoded = (Vec<(String, String)>, Vec<(i64, u64)>, u64, u64);
+        let mut got: Vec<Decoded> = Vec::new();
+        wire::for_each_series(&bytes, |_, ts| {
+            got.push((
+                ts.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                ts.samples.iter().map(|(t, v)| (*t, v.to_bits())).collect(),
+                ts.histograms,
+                ts.exemplars,
+            ));
+            Ok(())
+        })
+        .expect("decode");
+        // Compare with prost's decoding of the same bytes (its encoder drops
+        // proto3 defaults such as -0.0, so the original request differs).
+        let reference = WriteRequest::decode(bytes.as_slice()).expect("prost decode");
+        let want: Vec<_> = reference
+            .timeseries
+            .iter()
+            .map(|ts| {
+                (
+                    ts.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect::<Vec<_>>(),
+                    ts.samples.iter().map(|s| (s.timestamp, s.value.to_bits())).collect::<Vec<_>>(),
+                    ts.histograms.len() as u64,
+                    ts.exemplars.len() as u64,
+                )
+            })
+            .collect();
+        assert_eq!(got, want);
+        for cut in 0..bytes.len() {
+            // Errors or a shorter result, never a panic.
+            let _ = wire::for_each_series(&bytes[..cut], |_, _| Ok(()));
+        }
+        let err = wire::for_each_series(&[0x0a, 0x05, 0x0a, 0x03, 0x0a, 0x01, 0xff], |_, _| Ok(())).expect_err("bad utf-8");
+        assert!(err.contains("UTF-8") && err.contains("byte 6"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn known_series_take_the_fast_path_with_the_same_result() {
+        let (_d, tsdb, app) = setup();
+        let req = |t: i64| WriteRequest {
+            timeseries: vec![series(&[("job", "node"), ("__name__", "up")], &[(t, t as f64)])],
+            ..Default::default()
+        };
+        for t in [1000, 2000] {
+            let (code, msg) = post(&app, Some(TOKEN), body(&req(t))).await;
+            assert_eq!(code, StatusCode::NO_CONTENT, "{msg}");
+        }
+        let s = stored(&tsdb);
+        assert_eq!(s.len(), 1, "unsorted labels from the sender map to one series");
+        assert_eq!(s[0].samples, vec![(1000, 1000.0), (2000, 2000.0)]);
     }
 
     #[tokio::test]

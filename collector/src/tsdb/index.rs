@@ -103,23 +103,32 @@ impl Index {
         }
     }
 
-    fn same(&self, id: u32, labels: &Labels) -> bool {
+    fn same<'a>(&self, id: u32, labels: impl ExactSizeIterator<Item = (&'a str, &'a str)>) -> bool {
         let Some(Some(pairs)) = self.series.get(id as usize) else {
             return false;
         };
         pairs.len() == labels.len()
             && pairs
                 .iter()
-                .zip(labels.iter())
+                .zip(labels)
                 .all(|(&(k, v), (lk, lv))| self.syms.str(k) == lk && self.syms.str(v) == lv)
     }
 
     /// The id of a label set, if known.
     pub fn id_of(&self, labels: &Labels) -> Option<i64> {
-        let h = hash_labels(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        self.id_of_iter(|| labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    /// The id of a label set given as borrowed pairs sorted by name.
+    pub fn id_of_pairs(&self, pairs: &[(&str, &str)]) -> Option<i64> {
+        self.id_of_iter(|| pairs.iter().copied())
+    }
+
+    fn id_of_iter<'a, I: ExactSizeIterator<Item = (&'a str, &'a str)>>(&self, it: impl Fn() -> I) -> Option<i64> {
+        let h = hash_labels(it());
         match self.by_hash.get(&h)? {
-            IdList::One(id) => self.same(*id, labels).then_some(i64::from(*id)),
-            IdList::Many(ids) => ids.iter().find(|id| self.same(**id, labels)).map(|id| i64::from(*id)),
+            IdList::One(id) => self.same(*id, it()).then_some(i64::from(*id)),
+            IdList::Many(ids) => ids.iter().find(|id| self.same(**id, it())).map(|id| i64::from(*id)),
         }
     }
 

@@ -404,6 +404,13 @@ impl Tsdb {
         self.read_index().id_of(labels).map(SeriesRef)
     }
 
+    /// A lookup of series refs by borrowed labels that holds the index's
+    /// read lock until dropped (for resolving many series in a row; do not
+    /// hold it across an await).
+    pub fn resolver(&self) -> Resolver<'_> {
+        Resolver { idx: self.read_index() }
+    }
+
     /// Number of series.
     pub fn series_count(&self) -> usize {
         self.read_index().len()
@@ -527,6 +534,19 @@ fn replay_wal(conn: &Connection, head: &mut Head, metrics: &TsdbMetrics) -> Resu
     tracing::info!(records = done, samples, elapsed = ?started.elapsed(), "WAL replayed");
     let max: i64 = conn.query_row(sqlite::COUNT_WAL, [], |r| r.get(1))?;
     Ok(max.max(0) as u64)
+}
+
+/// See [`Tsdb::resolver`].
+pub struct Resolver<'a> {
+    idx: std::sync::RwLockReadGuard<'a, Index>,
+}
+
+impl Resolver<'_> {
+    /// The ref of an existing series given as (name, value) pairs sorted by
+    /// name.
+    pub fn get(&self, pairs: &[(&str, &str)]) -> Option<SeriesRef> {
+        self.idx.id_of_pairs(pairs).map(SeriesRef)
+    }
 }
 
 /// Collects samples to write in one commit. Not shared between tasks.
