@@ -411,6 +411,22 @@ impl Tsdb {
         Resolver { idx: self.read_index() }
     }
 
+    /// Applies retention now (it also runs every few minutes); returns the
+    /// number of chunks deleted.
+    pub async fn apply_retention(&self) -> Result<usize, TsdbError> {
+        let (reply, rx) = oneshot::channel();
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || writer.send(Msg::Retention(reply)))
+            .await
+            .map_err(|_| TsdbError::Closed)?
+            .map_err(|_| TsdbError::Closed)?;
+        match rx.await {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(TsdbError::Write(e)),
+            Err(_) => Err(TsdbError::Closed),
+        }
+    }
+
     /// Number of series.
     pub fn series_count(&self) -> usize {
         self.read_index().len()
@@ -847,15 +863,48 @@ mod tests {
         let new = labels("new", &[]);
         write(&db, &[(&old, now - 7_200_000, 1.0), (&new, now, 1.0)]).await;
         db.flush().await.expect("flush");
-        db.close();
-        // Apply retention directly through a writer on the same file.
-        let conn = sqlite::open_writer(&d.path().join("csoc.db")).expect("open");
-        let cutoff = retention::age_cutoff(now_ms(), opts.retention.age);
-        let n = conn.execute(sqlite::DELETE_CHUNKS_BEFORE, params![cutoff]).expect("delete");
-        assert_eq!(n, 1);
-        drop(conn);
-        let db = open(d.path());
+        assert_eq!(db.apply_retention().await.expect("retention"), 1);
         assert!(read(&db, &[Matcher::equal("__name__", "old")]).is_empty());
         assert_eq!(read(&db, &[Matcher::equal("__name__", "new")]).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn retention_by_size_drops_the_oldest_chunks_and_shrinks_the_file() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let limit = 2 * 1024 * 1024;
+        let opts = TsdbOptions {
+            retention: Retention {
+                age: Duration::from_secs(365 * 86_400),
+                size_bytes: limit,
+            },
+        };
+        let db = Tsdb::open(d.path(), &opts, &mut Registry::default()).expect("open");
+        let now = now_ms();
+        // 200 series x 2 days of noisy samples: several MB, several windows.
+        let series: Vec<Arc<Labels>> = (0..200).map(|i| labels("m", &[("i", &i.to_string())])).collect();
+        let mut x = 1u64;
+        for day in 0..2i64 {
+            let mut batch = Vec::new();
+            for s in &series {
+                for k in 0..2000i64 {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    batch.push((s, now - (2 - day) * 86_400_000 + k * 30_000, (x >> 11) as f64));
+                }
+            }
+            write(&db, &batch).await;
+        }
+        db.flush().await.expect("flush");
+        let path = d.path().join("csoc.db");
+        let before = std::fs::metadata(&path).expect("size").len();
+        assert!(before > limit * 2, "test data too small: {before}");
+        let deleted = db.apply_retention().await.expect("retention");
+        assert!(deleted > 0);
+        db.flush().await.expect("checkpoint");
+        let after = std::fs::metadata(&path).expect("size").len();
+        assert!(after <= limit + 256 * 1024, "file {after} bytes, limit {limit}");
+        // What is left is the newest data.
+        let s = read(&db, &[Matcher::equal("__name__", "m")]);
+        let newest = s.iter().filter_map(|s| s.samples.last()).map(|p| p.0).max().expect("data left");
+        assert!(newest >= now - 86_400_000, "the newest data was kept");
     }
 }

@@ -54,6 +54,8 @@ pub enum Msg {
     Write(WriteReq),
     /// Close and persist everything in memory.
     Flush(oneshot::Sender<Result<FlushStats, String>>),
+    /// Apply retention now; answers the chunks deleted.
+    Retention(oneshot::Sender<Result<usize, String>>),
     /// Persist what is pending and stop.
     Stop,
 }
@@ -137,6 +139,10 @@ impl Writer {
                         tracing::error!(error = %e, "flush failed");
                     }
                     let _ = reply.send(r);
+                }
+                Some(Msg::Retention(reply)) => {
+                    self.last_retention = Instant::now();
+                    let _ = reply.send(self.retention().map_err(|e| e.to_string()));
                 }
                 Some(Msg::Stop) => {
                     if let Err(e) = self.persist_only() {
@@ -353,7 +359,7 @@ impl Writer {
         }
         if self.last_retention.elapsed() >= RETENTION_EVERY {
             self.last_retention = Instant::now();
-            if let Err(e) = self.retention() {
+            if let Err(e) = self.retention().map(|_| ()) {
                 tracing::error!(error = %e, "retention failed; will retry");
             }
         }
@@ -371,8 +377,9 @@ impl Writer {
         Ok(st)
     }
 
-    /// Applies retention by age and by size, deleting whole chunks.
-    pub fn retention(&mut self) -> Result<(), rusqlite::Error> {
+    /// Applies retention by age and by size, deleting whole chunks; returns
+    /// how many.
+    pub fn retention(&mut self) -> Result<usize, rusqlite::Error> {
         let r = self.opts.retention;
         let cutoff = age_cutoff(now_ms(), r.age);
         let by_age = self.conn.execute(sqlite::DELETE_CHUNKS_BEFORE, params![cutoff])?;
@@ -421,7 +428,7 @@ impl Writer {
             );
         }
         self.shared.metrics.retention_deleted.inc_by((by_age + by_size) as u64);
-        Ok(())
+        Ok(by_age + by_size)
     }
 
     fn used_bytes(&self) -> Result<u64, rusqlite::Error> {
