@@ -386,17 +386,7 @@ impl Tsdb {
     /// Closes and persists every head chunk and empties the WAL; returns when
     /// done.
     pub async fn flush(&self) -> Result<FlushStats, TsdbError> {
-        let (reply, rx) = oneshot::channel();
-        let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || writer.send(Msg::Flush(reply)))
-            .await
-            .map_err(|_| TsdbError::Closed)?
-            .map_err(|_| TsdbError::Closed)?;
-        match rx.await {
-            Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => Err(TsdbError::Write(e)),
-            Err(_) => Err(TsdbError::Closed),
-        }
+        self.ask_writer(Msg::Flush).await
     }
 
     /// The ref of an existing series (labels sorted, as appended).
@@ -414,14 +404,24 @@ impl Tsdb {
     /// Applies retention now (it also runs every few minutes); returns the
     /// number of chunks deleted.
     pub async fn apply_retention(&self) -> Result<usize, TsdbError> {
+        self.ask_writer(Msg::Retention).await
+    }
+
+    /// Builds a message carrying a reply channel (in a blocking task: the
+    /// builder may do CPU work, and the queue is bounded, so a full queue
+    /// blocks there as back-pressure on ingest), sends it to the writer and
+    /// awaits the answer.
+    async fn ask_writer<T: Send + 'static>(
+        &self,
+        msg: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Msg + Send + 'static,
+    ) -> Result<T, TsdbError> {
         let (reply, rx) = oneshot::channel();
         let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || writer.send(Msg::Retention(reply)))
+        tokio::task::spawn_blocking(move || writer.send(msg(reply)).map_err(|_| TsdbError::Closed))
             .await
-            .map_err(|_| TsdbError::Closed)?
-            .map_err(|_| TsdbError::Closed)?;
+            .map_err(|_| TsdbError::Closed)??;
         match rx.await {
-            Ok(Ok(n)) => Ok(n),
+            Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(TsdbError::Write(e)),
             Err(_) => Err(TsdbError::Closed),
         }
@@ -601,25 +601,16 @@ impl Appender {
 
     /// Writes everything durably (in a group commit with other appenders).
     pub async fn commit(self) -> Result<CommitOutcome, TsdbError> {
-        let (reply, rx) = oneshot::channel();
         let Appender { tsdb, samples, seq } = self;
-        let writer = tsdb.writer.clone();
-        // Off the async threads: resolve known series here, in parallel with
+        let t2 = tsdb.clone();
+        // Known series are resolved in the blocking task, in parallel with
         // other committers, so the single writer thread only creates new
-        // series; then queue (the queue is bounded: a full queue pushes back
-        // on ingest).
-        tokio::task::spawn_blocking(move || {
-            let samples = tsdb.resolve(samples);
-            writer.send(Msg::Write(WriteReq { samples, seq, reply }))
+        // series.
+        tsdb.ask_writer(move |reply| {
+            let samples = t2.resolve(samples);
+            Msg::Write(WriteReq { samples, seq, reply })
         })
         .await
-        .map_err(|_| TsdbError::Closed)?
-        .map_err(|_| TsdbError::Closed)?;
-        match rx.await {
-            Ok(Ok(o)) => Ok(o),
-            Ok(Err(e)) => Err(TsdbError::Write(e)),
-            Err(_) => Err(TsdbError::Closed),
-        }
     }
 
     /// Drops everything pending.
