@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod promql;
 pub mod tsdb;
+pub mod varint;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -162,18 +162,10 @@ mod wire {
         }
 
         fn varint(&mut self) -> Result<u64, String> {
-            let mut v = 0u64;
-            for i in 0..10 {
-                let Some(&byte) = self.b.get(self.pos) else {
-                    return Err(self.err("truncated varint"));
-                };
-                self.pos += 1;
-                v |= u64::from(byte & 0x7f) << (7 * i);
-                if byte < 0x80 {
-                    return Ok(v);
-                }
-            }
-            Err(self.err("varint longer than 10 bytes"))
+            crate::varint::read_uvarint(self.b, &mut self.pos).map_err(|e| match e {
+                crate::varint::VarintError::Truncated => self.err("truncated varint"),
+                crate::varint::VarintError::Overlong => self.err("varint longer than 64 bits"),
+            })
         }
 
         fn fixed64(&mut self) -> Result<u64, String> {

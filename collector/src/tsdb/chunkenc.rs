@@ -272,24 +272,7 @@ pub enum ChunkError {
 // Byte-level helpers
 // ---------------------------------------------------------------------------
 
-#[inline]
-fn zigzag(x: i64) -> u64 {
-    ((x << 1) ^ (x >> 63)) as u64
-}
-
-#[inline]
-fn unzigzag(u: u64) -> i64 {
-    ((u >> 1) as i64) ^ -((u & 1) as i64)
-}
-
-#[inline]
-fn put_uvarint(out: &mut Vec<u8>, mut x: u64) {
-    while x >= 0x80 {
-        out.push((x as u8) | 0x80);
-        x >>= 7;
-    }
-    out.push(x as u8);
-}
+use crate::varint::{VarintError, put_uvarint, read_uvarint, unzigzag, zigzag};
 
 #[inline]
 fn put_varint(out: &mut Vec<u8>, x: i64) {
@@ -384,26 +367,15 @@ impl<'a> ByteReader<'a> {
     #[inline]
     fn uvarint(&mut self, what: &'static str) -> Result<u64, ChunkError> {
         let start = self.pos;
-        let mut x = 0u64;
-        for i in 0..10 {
-            let Some(&b) = self.data.get(self.pos) else {
-                return Err(ChunkError::Truncated {
-                    what,
-                    at: self.origin.at(start),
-                });
-            };
-            self.pos += 1;
-            if i == 9 && b > 1 {
-                break;
-            }
-            x |= u64::from(b & 0x7f) << (7 * i);
-            if b < 0x80 {
-                return Ok(x);
-            }
-        }
-        Err(ChunkError::Invalid {
-            what: "varint (longer than 64 bits)",
-            at: self.origin.at(start),
+        read_uvarint(self.data, &mut self.pos).map_err(|e| match e {
+            VarintError::Truncated => ChunkError::Truncated {
+                what,
+                at: self.origin.at(start),
+            },
+            VarintError::Overlong => ChunkError::Invalid {
+                what: "varint (longer than 64 bits)",
+                at: self.origin.at(start),
+            },
         })
     }
 

@@ -28,21 +28,7 @@ pub enum RecordError {
 
 const VERSION: u8 = 1;
 
-fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
+use crate::varint::{VarintError, put_uvarint, read_uvarint, unzigzag, zigzag};
 
 /// Builds one record.
 #[derive(Debug)]
@@ -102,18 +88,10 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn uvarint(&mut self) -> Result<u64, RecordError> {
-        let mut v: u64 = 0;
-        for i in 0..10 {
-            let Some(&byte) = self.b.get(self.pos) else {
-                return Err(RecordError::Truncated(self.pos));
-            };
-            self.pos += 1;
-            v |= u64::from(byte & 0x7f) << (7 * i);
-            if byte < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err(RecordError::Varint(self.pos))
+        read_uvarint(self.b, &mut self.pos).map_err(|e| match e {
+            VarintError::Truncated => RecordError::Truncated(self.pos),
+            VarintError::Overlong => RecordError::Varint(self.pos),
+        })
     }
 }
 
