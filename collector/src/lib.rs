@@ -142,6 +142,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         tsdb: db.clone(),
         engine: promql::Engine {
             lookback: cfg.lookback_delta,
+            ..promql::Engine::new(cfg.lookback_delta)
         },
         registry,
         metrics: metrics.http.clone(),

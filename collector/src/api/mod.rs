@@ -73,6 +73,7 @@ impl From<EvalError> for ApiError {
         match e {
             EvalError::BadData(m) => ApiError::BadData(m),
             EvalError::Execution(m) => ApiError::Execution(m),
+            EvalError::Timeout(m) => ApiError::Unavailable(m),
             EvalError::Storage(e) => ApiError::Internal(e.to_string()),
         }
     }
@@ -80,6 +81,21 @@ impl From<EvalError> for ApiError {
 
 fn success(data: Json) -> Response {
     axum::Json(json!({"status": "success", "data": data})).into_response()
+}
+
+/// A success response with the query's annotations, as Prometheus sends
+/// them (`warnings` and `infos` only when there are any).
+fn success_with_warnings(data: Json, out: &crate::promql::Output) -> Response {
+    let mut body = serde_json::Map::new();
+    body.insert("status".into(), json!("success"));
+    body.insert("data".into(), data);
+    if !out.warnings.is_empty() {
+        body.insert("warnings".into(), json!(out.warnings));
+    }
+    if !out.infos.is_empty() {
+        body.insert("infos".into(), json!(out.infos));
+    }
+    axum::Json(Json::Object(body)).into_response()
 }
 
 /// Formats a sample value as Prometheus does (Go's 'f', -1 formatting).
@@ -141,8 +157,8 @@ async fn query(State(st): State<AppState>, p: Params) -> Result<Response, ApiErr
     let q = p.required("query")?;
     let t = p.time_or_now("time")?;
     let expr = parse_expr(&q)?;
-    let v = blocking(move || Ok(st.engine.instant(&st.tsdb, &expr, t)?)).await?;
-    Ok(success(value_json(&v)))
+    let out = blocking(move || Ok(st.engine.instant(&st.tsdb, &expr, t)?)).await?;
+    Ok(success_with_warnings(value_json(&out.value), &out))
 }
 
 async fn query_range(State(st): State<AppState>, p: Params) -> Result<Response, ApiError> {
@@ -162,8 +178,8 @@ async fn query_range(State(st): State<AppState>, p: Params) -> Result<Response, 
         .duration("step")?
         .ok_or_else(|| ApiError::BadData("invalid parameter \"step\": missing".into()))?;
     let expr = parse_expr(&q)?;
-    let v = blocking(move || Ok(st.engine.range(&st.tsdb, &expr, start, end, step)?)).await?;
-    Ok(success(value_json(&v)))
+    let out = blocking(move || Ok(st.engine.range(&st.tsdb, &expr, start, end, step)?)).await?;
+    Ok(success_with_warnings(value_json(&out.value), &out))
 }
 
 /// The `match[]` selectors of a request as matcher sets.

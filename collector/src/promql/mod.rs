@@ -39,19 +39,49 @@ pub enum Value {
     Matrix(Vec<Series>),
 }
 
+/// What a query returns: its value and the annotations (warnings and
+/// infos, as Prometheus's API reports them).
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// The result.
+    pub value: Value,
+    /// Warnings (e.g. "metric might not be a counter").
+    pub warnings: Vec<String>,
+    /// Infos.
+    pub infos: Vec<String>,
+}
+
 /// Evaluation errors, with Prometheus's error types.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EvalError {
-    /// The query is invalid or unsupported (`bad_data`).
+    /// The query is invalid or unsupported (`bad_data`, HTTP 400).
     #[error("{0}")]
     BadData(String),
-    /// Evaluation failed (`execution`).
+    /// Evaluation failed (`execution`, HTTP 422), including the sample limit.
     #[error("{0}")]
     Execution(String),
+    /// The query ran past its time limit (`timeout`, HTTP 503).
+    #[error("{0}")]
+    Timeout(String),
     /// Storage failed (`internal`).
     #[error("storage: {0}")]
     Storage(#[from] TsdbError),
+}
+
+/// Where the engine reads series from: the storage, or anything that can
+/// select series by matchers in a time range (tests, a commons-scoped view).
+pub trait Queryable: Send + Sync {
+    /// Series matching every matcher with their samples in `[mint, maxt]`
+    /// (ms, inclusive, staleness markers included), sorted by labels;
+    /// series without samples in range are omitted.
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>, TsdbError>;
+}
+
+impl Queryable for Tsdb {
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>, TsdbError> {
+        self.querier(mint, maxt).select(matchers)
+    }
 }
 
 /// Evaluation settings.
@@ -59,6 +89,26 @@ pub enum EvalError {
 pub struct Engine {
     /// How far back an instant selector looks (Prometheus's lookback delta).
     pub lookback: Duration,
+    /// At most this many samples held in memory by one query
+    /// (Prometheus's `--query.max-samples`).
+    pub max_samples: usize,
+    /// Time limit of one query (`--query.timeout`).
+    pub timeout: Duration,
+    /// The step of subqueries that name none (Prometheus uses the global
+    /// evaluation interval, 1m by default).
+    pub default_subquery_step: Duration,
+}
+
+impl Engine {
+    /// An engine with Prometheus's defaults and the given lookback delta.
+    pub fn new(lookback: Duration) -> Self {
+        Engine {
+            lookback,
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+            default_subquery_step: Duration::from_secs(60),
+        }
+    }
 }
 
 fn ms(d: Duration) -> i64 {
@@ -106,12 +156,16 @@ pub fn matchers_of(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, EvalError> 
 
 impl Engine {
     /// Evaluates `expr` at time `t` (ms).
-    pub fn instant(&self, db: &Tsdb, expr: &Expr, t: i64) -> Result<Value, EvalError> {
+    pub fn instant(&self, db: &dyn Queryable, expr: &Expr, t: i64) -> Result<Output, EvalError> {
+        Ok(Output { value: self.instant_v(db, expr, t)?, warnings: vec![], infos: vec![] })
+    }
+
+    fn instant_v(&self, db: &dyn Queryable, expr: &Expr, t: i64) -> Result<Value, EvalError> {
         match expr {
             Expr::NumberLiteral(n) => Ok(Value::Scalar(t, n.val)),
             Expr::StringLiteral(s) => Ok(Value::String(t, s.val.clone())),
-            Expr::Paren(p) => self.instant(db, &p.expr, t),
-            Expr::Unary(u) => match self.instant(db, &u.expr, t)? {
+            Expr::Paren(p) => self.instant_v(db, &p.expr, t),
+            Expr::Unary(u) => match self.instant_v(db, &u.expr, t)? {
                 Value::Scalar(t, v) => Ok(Value::Scalar(t, -v)),
                 Value::Vector(vs) => Ok(Value::Vector(
                     vs.into_iter()
@@ -130,7 +184,7 @@ impl Engine {
                 let range = ms(m.range);
                 let mut out = Vec::new();
                 for set in matchers_of(&m.vs)? {
-                    for mut s in db.querier(te - range + 1, te).select(&set)? {
+                    for mut s in db.select(&set, te - range + 1, te)? {
                         s.samples.retain(|(_, v)| !csoc_proto::is_stale_nan(*v));
                         if !s.samples.is_empty() {
                             out.push(s);
@@ -148,7 +202,7 @@ impl Engine {
     }
 
     /// Evaluates `expr` at every step from `start` to `end` (ms, inclusive).
-    pub fn range(&self, db: &Tsdb, expr: &Expr, start: i64, end: i64, step: i64) -> Result<Value, EvalError> {
+    pub fn range(&self, db: &dyn Queryable, expr: &Expr, start: i64, end: i64, step: i64) -> Result<Output, EvalError> {
         if step <= 0 {
             return Err(EvalError::BadData(
                 "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
@@ -162,7 +216,7 @@ impl Engine {
         let mut series: std::collections::BTreeMap<Arc<Labels>, Vec<(i64, f64)>> = std::collections::BTreeMap::new();
         let mut t = start;
         while t <= end {
-            match self.instant(db, expr, t)? {
+            match self.instant_v(db, expr, t)? {
                 Value::Vector(v) => {
                     for s in v {
                         series.entry(s.labels).or_default().push((t, s.v));
@@ -177,9 +231,11 @@ impl Engine {
             }
             t += step;
         }
-        Ok(Value::Matrix(
-            series.into_iter().map(|(labels, samples)| Series { labels, samples }).collect(),
-        ))
+        Ok(Output {
+            value: Value::Matrix(series.into_iter().map(|(labels, samples)| Series { labels, samples }).collect()),
+            warnings: vec![],
+            infos: vec![],
+        })
     }
 
     fn effective_time(&self, vs: &VectorSelector, t: i64) -> i64 {
@@ -195,12 +251,12 @@ impl Engine {
         }
     }
 
-    fn vector_selector(&self, db: &Tsdb, vs: &VectorSelector, t: i64) -> Result<Vec<InstantSample>, EvalError> {
+    fn vector_selector(&self, db: &dyn Queryable, vs: &VectorSelector, t: i64) -> Result<Vec<InstantSample>, EvalError> {
         let te = self.effective_time(vs, t);
         let lb = ms(self.lookback);
         let mut out = Vec::new();
         for set in matchers_of(vs)? {
-            for s in db.querier(te - lb + 1, te).select(&set)? {
+            for s in db.select(&set, te - lb + 1, te)? {
                 // The latest sample in (te - lookback, te]; a staleness marker
                 // there means the series is gone.
                 if let Some(&(_, v)) = s.samples.last()
@@ -253,10 +309,8 @@ mod tests {
     }
 
     fn eval(db: &Tsdb, q: &str, t: i64) -> Value {
-        let e = Engine {
-            lookback: Duration::from_secs(300),
-        };
-        e.instant(db, &promql_parser::parser::parse(q).expect("parse"), t).expect("eval")
+        let e = Engine::new(Duration::from_secs(300));
+        e.instant(db, &promql_parser::parser::parse(q).expect("parse"), t).expect("eval").value
     }
 
     #[tokio::test]
@@ -305,9 +359,7 @@ mod tests {
     #[tokio::test]
     async fn unsupported_is_an_error_not_a_wrong_answer() {
         let (_d, db) = db_with(&[("up", "a", 10_000, 1.0)]).await;
-        let e = Engine {
-            lookback: Duration::from_secs(300),
-        };
+        let e = Engine::new(Duration::from_secs(300));
         let err = e
             .instant(&db, &promql_parser::parser::parse("sum(up)").expect("parse"), 10_000)
             .expect_err("unsupported");
@@ -317,12 +369,11 @@ mod tests {
     #[tokio::test]
     async fn range_query_steps() {
         let (_d, db) = db_with(&[("up", "a", 0, 1.0), ("up", "a", 60_000, 2.0)]).await;
-        let e = Engine {
-            lookback: Duration::from_secs(300),
-        };
+        let e = Engine::new(Duration::from_secs(300));
         let Value::Matrix(m) = e
             .range(&db, &promql_parser::parser::parse("up").expect("parse"), 0, 120_000, 30_000)
             .expect("eval")
+            .value
         else {
             panic!("matrix")
         };
