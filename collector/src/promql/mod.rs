@@ -11,7 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use promql_parser::label::MatchOp as PMatchOp;
-use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
+mod aggr;
+mod binop;
+mod eval;
+mod funcs;
+
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::{Expr, VectorSelector};
 
 use crate::tsdb::{Labels, Matcher, Series, Tsdb, TsdbError};
 
@@ -155,50 +161,26 @@ pub fn matchers_of(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, EvalError> 
 }
 
 impl Engine {
-    /// Evaluates `expr` at time `t` (ms).
-    pub fn instant(&self, db: &dyn Queryable, expr: &Expr, t: i64) -> Result<Output, EvalError> {
-        Ok(Output { value: self.instant_v(db, expr, t)?, warnings: vec![], infos: vec![] })
+    fn ctx<'a>(&self, db: &'a dyn Queryable, start: i64, end: i64, step: i64) -> eval::Ctx<'a> {
+        eval::Ctx {
+            db,
+            lookback: ms(self.lookback).max(1),
+            max_samples: self.max_samples,
+            samples: 0,
+            deadline: std::time::Instant::now() + self.timeout,
+            default_subquery_step: ms(self.default_subquery_step).max(1),
+            qstart: start,
+            qend: end,
+            qstep: step,
+            warnings: Vec::new(),
+            infos: Vec::new(),
+        }
     }
 
-    fn instant_v(&self, db: &dyn Queryable, expr: &Expr, t: i64) -> Result<Value, EvalError> {
-        match expr {
-            Expr::NumberLiteral(n) => Ok(Value::Scalar(t, n.val)),
-            Expr::StringLiteral(s) => Ok(Value::String(t, s.val.clone())),
-            Expr::Paren(p) => self.instant_v(db, &p.expr, t),
-            Expr::Unary(u) => match self.instant_v(db, &u.expr, t)? {
-                Value::Scalar(t, v) => Ok(Value::Scalar(t, -v)),
-                Value::Vector(vs) => Ok(Value::Vector(
-                    vs.into_iter()
-                        .map(|s| InstantSample {
-                            labels: Arc::new(drop_name(&s.labels)),
-                            t: s.t,
-                            v: -s.v,
-                        })
-                        .collect(),
-                )),
-                _ => Err(EvalError::BadData("unary minus needs a scalar or an instant vector".into())),
-            },
-            Expr::VectorSelector(vs) => Ok(Value::Vector(self.vector_selector(db, vs, t)?)),
-            Expr::MatrixSelector(m) => {
-                let te = self.effective_time(&m.vs, t);
-                let range = ms(m.range);
-                let mut out = Vec::new();
-                for set in matchers_of(&m.vs)? {
-                    for mut s in db.select(&set, te - range + 1, te)? {
-                        s.samples.retain(|(_, v)| !csoc_proto::is_stale_nan(*v));
-                        if !s.samples.is_empty() {
-                            out.push(s);
-                        }
-                    }
-                }
-                dedup_series(&mut out);
-                Ok(Value::Matrix(out))
-            }
-            other => Err(EvalError::BadData(format!(
-                "not supported yet by csoc-collector's query engine: {} (selectors, offset, @ and literals are)",
-                kind_of(other)
-            ))),
-        }
+    /// Evaluates `expr` at time `t` (ms).
+    pub fn instant(&self, db: &dyn Queryable, expr: &Expr, t: i64) -> Result<Output, EvalError> {
+        let steps = eval::Steps { start: t, end: t, step: 1 };
+        eval::exec(self.ctx(db, t, t, 0), expr, steps, true)
     }
 
     /// Evaluates `expr` at every step from `start` to `end` (ms, inclusive).
@@ -213,81 +195,17 @@ impl Engine {
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
             ));
         }
-        let mut series: std::collections::BTreeMap<Arc<Labels>, Vec<(i64, f64)>> = std::collections::BTreeMap::new();
-        let mut t = start;
-        while t <= end {
-            match self.instant_v(db, expr, t)? {
-                Value::Vector(v) => {
-                    for s in v {
-                        series.entry(s.labels).or_default().push((t, s.v));
-                    }
-                }
-                Value::Scalar(_, v) => series.entry(Arc::new(Vec::new())).or_default().push((t, v)),
-                Value::Matrix(_) | Value::String(..) => {
-                    return Err(EvalError::BadData(
-                        "invalid expression type for range query, must be Scalar or instant Vector".into(),
-                    ));
-                }
-            }
-            t += step;
-        }
-        Ok(Output {
-            value: Value::Matrix(series.into_iter().map(|(labels, samples)| Series { labels, samples }).collect()),
-            warnings: vec![],
-            infos: vec![],
-        })
-    }
-
-    fn effective_time(&self, vs: &VectorSelector, t: i64) -> i64 {
-        let base = match &vs.at {
-            Some(AtModifier::At(st)) => system_time_ms(*st),
-            // start()/end() equal the evaluation time for instant queries.
-            Some(AtModifier::Start) | Some(AtModifier::End) | None => t,
-        };
-        match &vs.offset {
-            Some(Offset::Pos(d)) => base - ms(*d),
-            Some(Offset::Neg(d)) => base + ms(*d),
-            None => base,
-        }
-    }
-
-    fn vector_selector(&self, db: &dyn Queryable, vs: &VectorSelector, t: i64) -> Result<Vec<InstantSample>, EvalError> {
-        let te = self.effective_time(vs, t);
-        let lb = ms(self.lookback);
-        let mut out = Vec::new();
-        for set in matchers_of(vs)? {
-            for s in db.select(&set, te - lb + 1, te)? {
-                // The latest sample in (te - lookback, te]; a staleness marker
-                // there means the series is gone.
-                if let Some(&(_, v)) = s.samples.last()
-                    && !csoc_proto::is_stale_nan(v)
-                {
-                    out.push(InstantSample { labels: s.labels, t, v });
-                }
+        match expr.value_type() {
+            ValueType::Vector | ValueType::Scalar => {}
+            other => {
+                return Err(EvalError::BadData(format!(
+                    "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                    eval::type_name(other)
+                )));
             }
         }
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        out.dedup_by(|a, b| a.labels == b.labels);
-        Ok(out)
-    }
-}
-
-fn dedup_series(v: &mut Vec<Series>) {
-    v.sort_by(|a, b| a.labels.cmp(&b.labels));
-    v.dedup_by(|a, b| a.labels == b.labels);
-}
-
-fn drop_name(l: &Labels) -> Labels {
-    l.iter().filter(|(k, _)| k != "__name__").cloned().collect()
-}
-
-fn kind_of(e: &Expr) -> &'static str {
-    match e {
-        Expr::Aggregate(_) => "aggregations",
-        Expr::Binary(_) => "binary operators",
-        Expr::Subquery(_) => "subqueries",
-        Expr::Call(_) => "function calls",
-        _ => "this expression",
+        let steps = eval::Steps { start, end, step };
+        eval::exec(self.ctx(db, start, end, step), expr, steps, false)
     }
 }
 
@@ -310,7 +228,9 @@ mod tests {
 
     fn eval(db: &Tsdb, q: &str, t: i64) -> Value {
         let e = Engine::new(Duration::from_secs(300));
-        e.instant(db, &promql_parser::parser::parse(q).expect("parse"), t).expect("eval").value
+        e.instant(db, &promql_parser::parser::parse(q).expect("parse"), t)
+            .expect("eval")
+            .value
     }
 
     #[tokio::test]
@@ -356,14 +276,69 @@ mod tests {
         assert!(!v[0].labels.iter().any(|(k, _)| k == "__name__"));
     }
 
+    fn vec_of(v: Value) -> Vec<(String, f64)> {
+        let Value::Vector(v) = v else { panic!("vector, got {v:?}") };
+        let mut out: Vec<(String, f64)> = v
+            .into_iter()
+            .map(|s| (s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","), s.v))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     #[tokio::test]
-    async fn unsupported_is_an_error_not_a_wrong_answer() {
-        let (_d, db) = db_with(&[("up", "a", 10_000, 1.0)]).await;
+    async fn operators_aggregations_and_rates() {
+        // Two counters growing 1/s and 2/s, scraped every 15 s for 10 minutes.
+        let mut samples = Vec::new();
+        for i in 0..=40i64 {
+            samples.push(("req_total", "a", i * 15_000, i as f64 * 15.0));
+            samples.push(("req_total", "b", i * 15_000, i as f64 * 30.0));
+        }
+        let (_d, db) = db_with(&samples).await;
+        let t = 600_000;
+        let r = vec_of(eval(&db, "rate(req_total[5m])", t));
+        assert_eq!(r.len(), 2);
+        assert!((r[0].1 - 1.0).abs() < 1e-9 && (r[1].1 - 2.0).abs() < 1e-9, "{r:?}");
+        assert!(!r[0].0.contains("__name__"), "rate drops the name: {r:?}");
+        let r = vec_of(eval(&db, "sum(rate(req_total[5m]))", t));
+        assert_eq!(r.len(), 1);
+        assert!((r[0].1 - 3.0).abs() < 1e-9);
+        let r = vec_of(eval(&db, r#"req_total{job="b"} / ignoring(job) group_left req_total{job="a"}"#, t));
+        assert_eq!(r, vec![("job=b".to_string(), 2.0)], "many side's labels, name dropped");
+        let r = vec_of(eval(&db, r#"req_total{job="b"} / on() req_total{job="a"}"#, t));
+        assert_eq!(r, vec![(String::new(), 2.0)]);
+        let r = vec_of(eval(&db, "req_total > 700", t));
+        assert_eq!(r, vec![("__name__=req_total,job=b".into(), 1200.0)]);
+        let r = vec_of(eval(&db, "topk(1, req_total)", t));
+        assert_eq!(r[0].1, 1200.0);
+        let Value::Scalar(_, v) = eval(&db, "scalar(count(req_total)) * 2", t) else {
+            panic!("scalar")
+        };
+        assert_eq!(v, 4.0);
+        let r = vec_of(eval(&db, "max_over_time(req_total[1m:15s])", t));
+        assert_eq!(r[0].1, 600.0);
+        let r = vec_of(eval(&db, r#"label_replace(req_total, "x", "$1", "job", "(.)")"#, t));
+        assert!(r[0].0.contains("x=a"), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn errors_are_typed() {
+        let (_d, db) = db_with(&[("up", "a", 10_000, 1.0), ("up", "b", 10_000, 2.0)]).await;
         let e = Engine::new(Duration::from_secs(300));
         let err = e
-            .instant(&db, &promql_parser::parser::parse("sum(up)").expect("parse"), 10_000)
-            .expect_err("unsupported");
-        assert!(err.to_string().contains("aggregations"), "{err}");
+            .instant(&db, &promql_parser::parser::parse("up + on() up").expect("parse"), 10_000)
+            .expect_err("many-to-many");
+        assert!(matches!(err, EvalError::Execution(_)), "{err:?}");
+        let err = e
+            .range(&db, &promql_parser::parser::parse("up[5m]").expect("parse"), 0, 10_000, 1_000)
+            .expect_err("range vector");
+        assert!(matches!(err, EvalError::BadData(_)), "{err:?}");
+        let mut small = Engine::new(Duration::from_secs(300));
+        small.max_samples = 1;
+        let err = small
+            .instant(&db, &promql_parser::parser::parse("up").expect("parse"), 10_000)
+            .expect_err("too many samples");
+        assert!(err.to_string().contains("too many samples"), "{err}");
     }
 
     #[tokio::test]
