@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod ingest;
+pub mod metadata;
 pub mod metrics;
 pub mod promql;
 pub mod tsdb;
@@ -110,12 +111,14 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
 
     let servers_stop = CancellationToken::new();
     let auth = Arc::new(auth);
+    let metadata = Arc::new(metadata::MetadataStore::default());
     let remote_write = ingest::remote_write::router(ingest::remote_write::RemoteWriteState {
         tsdb: db.clone(),
         auth: auth.clone(),
         limits: cfg.limits.clone(),
         ingest_metrics: metrics.ingest.clone(),
         metrics: rw_metrics,
+        metadata: metadata.clone(),
     });
     let ingest = ingest::IngestService::new(
         db.clone(),
@@ -124,7 +127,8 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         cfg.heartbeat_interval,
         metrics.ingest.clone(),
         servers_stop.clone(),
-    );
+    )
+    .with_metadata(metadata.clone());
     let grpc_stop = servers_stop.clone();
     let grpc_task = tokio::spawn(async move {
         let res = tonic::transport::Server::builder()
@@ -138,16 +142,19 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     });
 
     let ready = Arc::new(AtomicBool::new(false));
+    let engine = promql::Engine {
+        lookback: cfg.lookback_delta,
+        ..promql::Engine::new(cfg.lookback_delta)
+    };
     let state = api::AppState {
         tsdb: db.clone(),
-        engine: promql::Engine {
-            lookback: cfg.lookback_delta,
-            ..promql::Engine::new(cfg.lookback_delta)
-        },
+        status: Arc::new(api::StatusInfo::new(&cfg, &engine)),
+        engine,
         registry,
         metrics: metrics.http.clone(),
         ready: ready.clone(),
         admin_enabled: cfg.enable_admin_api,
+        metadata,
     };
     let http_stop = servers_stop.clone();
     let app = api::router(state, remote_write);

@@ -1,16 +1,28 @@
-//! The HTTP API: Prometheus's `/api/v1` (same parameters, GET and POST form,
-//! same JSON shapes and error types), `/metrics`, `/-/healthy`, `/-/ready`.
-//! This module only translates HTTP; evaluation is in `promql`, data in
-//! `tsdb`.
+//! The HTTP API: Prometheus's `/api/v1` (same parameters, GET and POST form
+//! where Prometheus takes POST, same JSON shapes and error types),
+//! `/federate`, `/metrics`, `/-/healthy`, `/-/ready`. This module only
+//! translates HTTP; evaluation is in `promql`, data in `tsdb`.
+//!
+//! | file | endpoints |
+//! |---|---|
+//! | `query.rs` | `query`, `query_range`, `query_exemplars`, `format_query`, `parse_query` |
+//! | `series.rs` | `series`, `labels`, `label/<name>/values`, `metadata` |
+//! | `status.rs` | `status/buildinfo`, `status/runtimeinfo`, `status/flags`, `status/tsdb` |
+//! | `federate.rs` | `/federate` |
+//! | `params.rs` | parameter parsing (times, durations, limits) |
 
+mod federate;
 mod params;
+mod query;
+mod series;
+mod status;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Path, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -18,10 +30,13 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 use serde_json::{Value as Json, json};
 
+use crate::metadata::MetadataStore;
 use crate::metrics::HttpMetrics;
 use crate::promql::{Engine, EvalError, Value};
 use crate::tsdb::{Labels, Matcher, Tsdb};
-pub use params::Params;
+pub use federate::{TEXT_CONTENT_TYPE, go_float};
+pub use params::{Params, fmt_bytes, fmt_duration, parse_duration, parse_time};
+pub use status::StatusInfo;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -38,6 +53,10 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// Whether the admin endpoints are enabled (`--web.enable-admin-api`).
     pub admin_enabled: bool,
+    /// Metric metadata received by the ingest paths (`/api/v1/metadata`).
+    pub metadata: Arc<MetadataStore>,
+    /// Start time, effective flags and retention (`/api/v1/status/*`).
+    pub status: Arc<StatusInfo>,
 }
 
 /// Prometheus's API error types, mapped to status codes in one place.
@@ -53,6 +72,22 @@ pub enum ApiError {
     NotFound(String),
     /// 503 unavailable.
     Unavailable(String),
+    /// 503 timeout.
+    Timeout(String),
+}
+
+impl ApiError {
+    /// The message.
+    pub fn message(self) -> String {
+        match self {
+            ApiError::BadData(m)
+            | ApiError::Execution(m)
+            | ApiError::Internal(m)
+            | ApiError::NotFound(m)
+            | ApiError::Unavailable(m)
+            | ApiError::Timeout(m) => m,
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -63,6 +98,7 @@ impl IntoResponse for ApiError {
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
+            ApiError::Timeout(m) => (StatusCode::SERVICE_UNAVAILABLE, "timeout", m),
         };
         (code, axum::Json(json!({"status": "error", "errorType": typ, "error": msg}))).into_response()
     }
@@ -73,32 +109,42 @@ impl From<EvalError> for ApiError {
         match e {
             EvalError::BadData(m) => ApiError::BadData(m),
             EvalError::Execution(m) => ApiError::Execution(m),
-            EvalError::Timeout(m) => ApiError::Unavailable(m),
+            EvalError::Timeout(m) => ApiError::Timeout(m),
             EvalError::Storage(e) => ApiError::Internal(e.to_string()),
         }
     }
 }
 
-fn success(data: Json) -> Response {
-    axum::Json(json!({"status": "success", "data": data})).into_response()
+impl From<crate::tsdb::TsdbError> for ApiError {
+    fn from(e: crate::tsdb::TsdbError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
 }
 
-/// A success response with the query's annotations, as Prometheus sends
-/// them (`warnings` and `infos` only when there are any).
-fn success_with_warnings(data: Json, out: &crate::promql::Output) -> Response {
+/// The warning Prometheus adds when `limit` cut a result short.
+pub const TRUNCATED: &str = "results truncated due to limit";
+
+fn success(data: Json) -> Response {
+    respond(data, &[], &[])
+}
+
+/// A success response with annotations, as Prometheus sends them
+/// (`warnings` and `infos` only when there are any).
+fn respond(data: Json, warnings: &[String], infos: &[String]) -> Response {
     let mut body = serde_json::Map::new();
     body.insert("status".into(), json!("success"));
     body.insert("data".into(), data);
-    if !out.warnings.is_empty() {
-        body.insert("warnings".into(), json!(out.warnings));
+    if !warnings.is_empty() {
+        body.insert("warnings".into(), json!(warnings));
     }
-    if !out.infos.is_empty() {
-        body.insert("infos".into(), json!(out.infos));
+    if !infos.is_empty() {
+        body.insert("infos".into(), json!(infos));
     }
     axum::Json(Json::Object(body)).into_response()
 }
 
-/// Formats a sample value as Prometheus does (Go's 'f', -1 formatting).
+/// Formats a sample value as Prometheus does in JSON (Go's 'f', -1
+/// formatting).
 pub fn fmt_value(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
@@ -149,127 +195,48 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + S
         .map_err(|e| ApiError::Internal(format!("query task failed: {e}")))?
 }
 
-fn parse_expr(q: &str) -> Result<promql_parser::parser::Expr, ApiError> {
-    promql_parser::parser::parse(q).map_err(|e| ApiError::BadData(format!("invalid parameter \"query\": {e}")))
+/// The `match[]` selectors of a request as matcher sets (a selector with
+/// `or` gives several). Like Prometheus: each must be a plain series
+/// selector, and each set needs a matcher that does not match the empty
+/// string.
+pub(crate) fn match_sets(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
+    let bad = |m: String| ApiError::BadData(format!("invalid parameter \"match[]\": {m}"));
+    let mut sets = Vec::new();
+    for m in p.all("match[]") {
+        let expr = promql_parser::parser::parse(m).map_err(|e| bad(e.to_string()))?;
+        let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
+            return Err(bad(format!("{m:?} is not a series selector")));
+        };
+        if vs.offset.is_some() || vs.at.is_some() {
+            return Err(bad(format!("{m:?}: offset and @ are not allowed in a series selector")));
+        }
+        let has_or = !vs.matchers.or_matchers.is_empty();
+        for set in crate::promql::matchers_of(&vs)? {
+            if has_or && set.is_empty() {
+                // With `or`, the selector's own list is empty and the
+                // alternatives carry the matchers.
+                continue;
+            }
+            if set.iter().all(|x| x.matches(&Labels::new())) {
+                return Err(ApiError::BadData("match[] must contain at least one non-empty matcher".into()));
+            }
+            sets.push(set);
+        }
+    }
+    Ok(sets)
 }
 
-async fn query(State(st): State<AppState>, p: Params) -> Result<Response, ApiError> {
-    let q = p.required("query")?;
-    let t = p.time_or_now("time")?;
-    let expr = parse_expr(&q)?;
-    let out = blocking(move || Ok(st.engine.instant(&st.tsdb, &expr, t)?)).await?;
-    Ok(success_with_warnings(value_json(&out.value), &out))
-}
-
-async fn query_range(State(st): State<AppState>, p: Params) -> Result<Response, ApiError> {
-    let q = p.required("query")?;
-    let start = p
-        .time("start")?
-        .ok_or_else(|| ApiError::BadData("invalid parameter \"start\": missing".into()))?;
-    let end = p
-        .time("end")?
-        .ok_or_else(|| ApiError::BadData("invalid parameter \"end\": missing".into()))?;
+/// The optional `start`/`end` range of the series and label endpoints
+/// (unbounded when absent); `end` must not be before `start`.
+fn optional_range(p: &Params) -> Result<(i64, i64), ApiError> {
+    let start = p.time("start")?.unwrap_or(i64::MIN);
+    let end = p.time("end")?.unwrap_or(i64::MAX);
     if end < start {
         return Err(ApiError::BadData(
             "invalid parameter \"end\": end timestamp must not be before start time".into(),
         ));
     }
-    let step = p
-        .duration("step")?
-        .ok_or_else(|| ApiError::BadData("invalid parameter \"step\": missing".into()))?;
-    let expr = parse_expr(&q)?;
-    let out = blocking(move || Ok(st.engine.range(&st.tsdb, &expr, start, end, step)?)).await?;
-    Ok(success_with_warnings(value_json(&out.value), &out))
-}
-
-/// The `match[]` selectors of a request as matcher sets.
-fn match_sets(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
-    let mut sets = Vec::new();
-    for m in p.all("match[]") {
-        let expr = promql_parser::parser::parse(m).map_err(|e| ApiError::BadData(format!("invalid parameter \"match[]\": {e}")))?;
-        let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
-            return Err(ApiError::BadData(format!(
-                "invalid parameter \"match[]\": {m:?} is not a series selector"
-            )));
-        };
-        sets.extend(crate::promql::matchers_of(&vs)?);
-    }
-    Ok(sets)
-}
-
-async fn series(State(st): State<AppState>, p: Params) -> Result<Response, ApiError> {
-    let sets = match_sets(&p)?;
-    if sets.is_empty() {
-        return Err(ApiError::BadData("no match[] parameter provided".into()));
-    }
-    let limit = p.limit()?;
-    let start = p.time("start")?.unwrap_or(i64::MIN);
-    let end = p.time("end")?.unwrap_or(i64::MAX);
-    let out = blocking(move || {
-        let q = st.tsdb.querier(start, end);
-        let mut all: Vec<Arc<Labels>> = Vec::new();
-        for set in &sets {
-            if start == i64::MIN && end == i64::MAX {
-                all.extend(q.select_labels(set));
-            } else {
-                all.extend(
-                    q.select(set)
-                        .map_err(|e| ApiError::Internal(e.to_string()))?
-                        .into_iter()
-                        .map(|s| s.labels),
-                );
-            }
-        }
-        all.sort();
-        all.dedup();
-        Ok(all)
-    })
-    .await?;
-    let n = limit.unwrap_or(usize::MAX).min(out.len());
-    Ok(success(Json::Array(out[..n].iter().map(|l| labels_json(l)).collect())))
-}
-
-async fn labels(State(st): State<AppState>, p: Params) -> Result<Response, ApiError> {
-    let sets = match_sets(&p)?;
-    let limit = p.limit()?;
-    let mut names = if sets.is_empty() {
-        st.tsdb.label_names()
-    } else {
-        let q = st.tsdb.querier(i64::MIN, i64::MAX);
-        let mut n: Vec<String> = sets
-            .iter()
-            .flat_map(|s| q.select_labels(s))
-            .flat_map(|l| l.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>())
-            .collect();
-        n.sort();
-        n.dedup();
-        n
-    };
-    names.truncate(limit.unwrap_or(usize::MAX));
-    Ok(success(json!(names)))
-}
-
-async fn label_values(State(st): State<AppState>, Path(name): Path<String>, p: Params) -> Result<Response, ApiError> {
-    if !(name == "__name__" || csoc_agent::config::valid_label_name(&name)) {
-        return Err(ApiError::BadData(format!("invalid label name: {name:?}")));
-    }
-    let sets = match_sets(&p)?;
-    let limit = p.limit()?;
-    let mut values = if sets.is_empty() {
-        st.tsdb.label_values(&name)
-    } else {
-        let q = st.tsdb.querier(i64::MIN, i64::MAX);
-        let mut v: Vec<String> = sets
-            .iter()
-            .flat_map(|s| q.select_labels(s))
-            .filter_map(|l| l.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()))
-            .collect();
-        v.sort();
-        v.dedup();
-        v
-    };
-    values.truncate(limit.unwrap_or(usize::MAX));
-    Ok(success(json!(values)))
+    Ok((start, end))
 }
 
 async fn flush(State(st): State<AppState>) -> Result<Response, ApiError> {
@@ -280,17 +247,6 @@ async fn flush(State(st): State<AppState>) -> Result<Response, ApiError> {
     }
     let stats = st.tsdb.flush().await.map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(success(serde_json::to_value(stats).unwrap_or(Json::Null)))
-}
-
-async fn buildinfo() -> Response {
-    success(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "revision": "",
-        "branch": "",
-        "buildUser": "",
-        "buildDate": "",
-        "goVersion": "",
-    }))
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
@@ -324,16 +280,26 @@ async fn not_found() -> ApiError {
 
 /// The router of the HTTP API; `extra` (routes with their own state, such
 /// as the remote-write receiver) is merged in and shares the request
-/// metrics.
+/// metrics. Methods as in Prometheus: POST (form body) wherever Prometheus
+/// takes it; label values, metadata and status are GET only.
 pub fn router(state: AppState, extra: Router) -> Router {
+    use axum::routing::post;
     Router::new()
-        .route("/api/v1/query", get(query).post(query))
-        .route("/api/v1/query_range", get(query_range).post(query_range))
-        .route("/api/v1/series", get(series).post(series))
-        .route("/api/v1/labels", get(labels).post(labels))
-        .route("/api/v1/label/{name}/values", get(label_values))
-        .route("/api/v1/status/buildinfo", get(buildinfo))
-        .route("/api/v1/admin/tsdb/flush", axum::routing::post(flush).put(flush))
+        .route("/api/v1/query", get(query::query).post(query::query))
+        .route("/api/v1/query_range", get(query::query_range).post(query::query_range))
+        .route("/api/v1/query_exemplars", get(query::query_exemplars).post(query::query_exemplars))
+        .route("/api/v1/format_query", get(query::format_query).post(query::format_query))
+        .route("/api/v1/parse_query", get(query::parse_query).post(query::parse_query))
+        .route("/api/v1/series", get(series::series).post(series::series))
+        .route("/api/v1/labels", get(series::labels).post(series::labels))
+        .route("/api/v1/label/{name}/values", get(series::label_values))
+        .route("/api/v1/metadata", get(series::metadata))
+        .route("/api/v1/status/buildinfo", get(status::buildinfo))
+        .route("/api/v1/status/runtimeinfo", get(status::runtimeinfo))
+        .route("/api/v1/status/flags", get(status::flags))
+        .route("/api/v1/status/tsdb", get(status::tsdb))
+        .route("/api/v1/admin/tsdb/flush", post(flush).put(flush))
+        .route("/federate", get(federate::federate).post(federate::federate))
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(|| async { "csoc-collector is healthy\n" }))
         .route("/-/ready", get(ready))
@@ -356,5 +322,35 @@ mod tests {
         assert_eq!(fmt_value(f64::INFINITY), "+Inf");
         assert_eq!(fmt_value(f64::NEG_INFINITY), "-Inf");
         assert_eq!(fmt_ts(1_700_000_000_123), json!(1700000000.123));
+    }
+
+    fn p(pairs: &[(&str, &str)]) -> Params {
+        Params(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn match_params_are_validated_like_prometheus() {
+        let sets = match_sets(&p(&[("match[]", "up"), ("match[]", r#"{job="a" or job="b"}"#)])).expect("valid");
+        assert_eq!(sets.len(), 3, "`or` gives two sets: {sets:?}");
+        let msg = |q: &str| match match_sets(&p(&[("match[]", q)])) {
+            Err(ApiError::BadData(m)) => m,
+            other => panic!("{q}: expected bad_data, got {other:?}"),
+        };
+        assert!(msg("up{").starts_with("invalid parameter \"match[]\""));
+        assert!(msg("sum(up)").contains("not a series selector"));
+        assert!(msg("up offset 5m").contains("offset"));
+        assert!(msg("up[5m]").contains("not a series selector"));
+        assert!(msg(r#"{job=~".*"}"#).contains("non-empty matcher"));
+        assert!(msg("").starts_with("invalid parameter \"match[]\""));
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(optional_range(&p(&[])).ok(), Some((i64::MIN, i64::MAX)));
+        assert_eq!(optional_range(&p(&[("start", "1"), ("end", "2")])).ok(), Some((1000, 2000)));
+        assert!(matches!(
+            optional_range(&p(&[("start", "2"), ("end", "1")])),
+            Err(ApiError::BadData(_))
+        ));
     }
 }

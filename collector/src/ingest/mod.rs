@@ -32,6 +32,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::AgentAuth;
 use crate::config::Limits;
+use crate::metadata::MetadataStore;
 use crate::metrics::IngestMetrics;
 use crate::tsdb::{AgentKey, CommitOutcome, Labels, SeriesRef, Tsdb};
 
@@ -52,6 +53,7 @@ pub struct IngestService {
     heartbeat: Duration,
     metrics: IngestMetrics,
     shutdown: CancellationToken,
+    metadata: Arc<MetadataStore>,
 }
 
 impl IngestService {
@@ -71,7 +73,15 @@ impl IngestService {
             heartbeat,
             metrics,
             shutdown,
+            metadata: Arc::default(),
         }
+    }
+
+    /// Where the metadata of applied batches is recorded (by default a
+    /// store of its own).
+    pub fn with_metadata(mut self, metadata: Arc<MetadataStore>) -> Self {
+        self.metadata = metadata;
+        self
     }
 
     /// The tonic server wrapping this service.
@@ -339,6 +349,12 @@ impl Session {
             {
                 refs.insert(r, StreamSeries::Known(sr));
             }
+        }
+        if res.is_ok() {
+            let md = b.metadata.iter();
+            self.svc
+                .metadata
+                .record_all(md.map(|m| (m.metric_family_name.as_str(), m.r#type, m.help.as_str(), m.unit.as_str())));
         }
         match res {
             Ok(o) => Ok((o, n as u64)),

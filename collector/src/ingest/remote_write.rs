@@ -23,6 +23,7 @@ use prometheus_client::registry::Registry;
 
 use crate::auth::AgentAuth;
 use crate::config::Limits;
+use crate::metadata::MetadataStore;
 use crate::metrics::IngestMetrics;
 use crate::tsdb::Tsdb;
 
@@ -75,6 +76,8 @@ pub struct RemoteWriteState {
     pub ingest_metrics: IngestMetrics,
     /// Receiver metrics.
     pub metrics: RemoteWriteMetrics,
+    /// Where the requests' metric metadata is recorded.
+    pub metadata: Arc<MetadataStore>,
 }
 
 /// The receiver's route.
@@ -216,6 +219,46 @@ mod wire {
         }
     }
 
+    /// One decoded `MetricMetadata`.
+    #[derive(Debug, Default, PartialEq)]
+    pub struct Metadata<'a> {
+        /// Type number (prompb's `MetricType`).
+        pub typ: i32,
+        /// Family name.
+        pub family: &'a str,
+        /// Help text.
+        pub help: &'a str,
+        /// Unit.
+        pub unit: &'a str,
+    }
+
+    /// The `MetricMetadata` entries of a request, in order.
+    pub fn metadata(buf: &[u8]) -> Result<Vec<Metadata<'_>>, String> {
+        let mut r = Reader::new(buf, 0);
+        let mut out = Vec::new();
+        while !r.done() {
+            let (field, wire) = r.key()?;
+            if field == 3 && wire == 2 {
+                let (b, at) = r.bytes()?;
+                let mut m = Reader::new(b, at);
+                let mut md = Metadata::default();
+                while !m.done() {
+                    match m.key()? {
+                        (1, 0) => md.typ = m.varint()? as i32,
+                        (2, 2) => md.family = m.str()?,
+                        (4, 2) => md.help = m.str()?,
+                        (5, 2) => md.unit = m.str()?,
+                        (_, w) => m.skip(w)?,
+                    }
+                }
+                out.push(md);
+            } else {
+                r.skip(wire)?;
+            }
+        }
+        Ok(out)
+    }
+
     /// Calls `f(index, series)` for every `TimeSeries` of the request, in
     /// order; stops at the first error (of decoding or of `f`).
     pub fn for_each_series<'a>(buf: &'a [u8], mut f: impl FnMut(usize, &Series<'a>) -> Result<(), String>) -> Result<(), String> {
@@ -335,6 +378,13 @@ async fn write(State(st): State<RemoteWriteState>, headers: HeaderMap, body: Byt
         Ok(r) => r,
         Err(msg) => return reply(m, StatusCode::BAD_REQUEST, msg),
     };
+    let metadata = match wire::metadata(&raw) {
+        Ok(md) => md,
+        Err(msg) => return reply(m, StatusCode::BAD_REQUEST, msg),
+    };
+    let record_metadata = || {
+        st.metadata.record_all(metadata.iter().map(|d| (d.family, d.typ, d.help, d.unit)));
+    };
     m.drop_items("native_histogram", histograms);
     m.drop_items("exemplar", exemplars);
     if histograms > 0 {
@@ -342,10 +392,12 @@ async fn write(State(st): State<RemoteWriteState>, headers: HeaderMap, body: Byt
     }
     let n = app.len() as u64;
     if n == 0 {
+        record_metadata();
         return reply(m, StatusCode::NO_CONTENT, String::new());
     }
     match app.commit().await {
         Ok(_) => {
+            record_metadata();
             st.ingest_metrics.stored(&commons, n);
             m.request(StatusCode::NO_CONTENT);
             StatusCode::NO_CONTENT.into_response()
@@ -378,6 +430,7 @@ mod tests {
             limits: Limits::default(),
             ingest_metrics: metrics.ingest,
             metrics: RemoteWriteMetrics::new(&mut reg),
+            metadata: Arc::default(),
         };
         (d, tsdb, router(st))
     }
@@ -536,6 +589,57 @@ mod tests {
         let s = stored(&tsdb);
         assert_eq!(s.len(), 1, "unsorted labels from the sender map to one series");
         assert_eq!(s[0].samples, vec![(1000, 1000.0), (2000, 2000.0)]);
+    }
+
+    #[tokio::test]
+    async fn metadata_is_recorded_also_from_metadata_only_requests() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let mut reg = Registry::default();
+        let tsdb = Tsdb::open(d.path(), &crate::tsdb::TsdbOptions::default(), &mut reg).expect("open");
+        let mut auth = AgentAuth::default();
+        auth.add_token("alpha", TOKEN);
+        let store = Arc::new(MetadataStore::default());
+        let app = router(RemoteWriteState {
+            tsdb,
+            auth: Arc::new(auth),
+            limits: Limits::default(),
+            ingest_metrics: crate::metrics::CollectorMetrics::new(&mut reg).ingest,
+            metrics: RemoteWriteMetrics::new(&mut reg),
+            metadata: store.clone(),
+        });
+        // Prometheus sends metadata in requests of their own, without samples.
+        let req = WriteRequest {
+            metadata: vec![MetricMetadata {
+                r#type: 1,
+                metric_family_name: "http_requests_total".into(),
+                help: "Requests.".into(),
+                unit: String::new(),
+            }],
+            ..Default::default()
+        };
+        let bytes = req.encode_to_vec();
+        let decoded = wire::metadata(&bytes).expect("decode");
+        assert_eq!(decoded.len(), 1);
+        assert_eq!(
+            (decoded[0].typ, decoded[0].family, decoded[0].help),
+            (1, "http_requests_total", "Requests.")
+        );
+        let (code, msg) = post(&app, Some(TOKEN), body(&req)).await;
+        assert_eq!(code, StatusCode::NO_CONTENT, "{msg}");
+        let q = store.query(Some("http_requests_total"), None, None);
+        assert_eq!(q.len(), 1);
+        assert_eq!((q[0].1[0].typ, q[0].1[0].help.as_str()), ("counter", "Requests."));
+        // Not from a refused request.
+        let other = WriteRequest {
+            metadata: vec![MetricMetadata {
+                r#type: 2,
+                metric_family_name: "sneaky".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(post(&app, None, body(&other)).await.0, StatusCode::UNAUTHORIZED);
+        assert!(store.query(Some("sneaky"), None, None).is_empty());
     }
 
     #[tokio::test]

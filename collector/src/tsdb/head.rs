@@ -191,6 +191,65 @@ impl Head {
     }
 }
 
+/// What the head holds, for `/api/v1/status/tsdb`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeadStats {
+    /// Chunks in memory: open chunks, out-of-order buffers and closed
+    /// chunks not yet persisted.
+    pub chunks: usize,
+    /// Lowest timestamp in memory.
+    pub min_time: Option<i64>,
+    /// Highest timestamp in memory.
+    pub max_time: Option<i64>,
+}
+
+impl Head {
+    /// Chunks and time bounds of what is in memory (read-only).
+    pub fn stats(&self) -> HeadStats {
+        let mut st = HeadStats::default();
+        let mut see = |lo: i64, hi: i64| {
+            st.chunks += 1;
+            st.min_time = Some(st.min_time.map_or(lo, |m| m.min(lo)));
+            st.max_time = Some(st.max_time.map_or(hi, |m| m.max(hi)));
+        };
+        for s in self.series.iter().flatten() {
+            if let (Some(lo), Some(hi)) = (s.open.min_time(), s.open.max_time()) {
+                see(lo, hi);
+            }
+            if let (Some(lo), Some(hi)) = (s.ooo.first(), s.ooo.last()) {
+                see(lo.0, hi.0);
+            }
+        }
+        for p in &self.pending {
+            if let (Some(lo), Some(hi)) = (p.samples.first(), p.samples.last()) {
+                see(lo.0, hi.0);
+            }
+        }
+        st
+    }
+
+    /// Adds to `out` the ids of the series with data in memory that
+    /// overlaps `[mint, maxt]` (chunk granularity for open and pending
+    /// chunks, exact for out-of-order buffers). Read-only.
+    pub fn ids_overlapping(&self, mint: i64, maxt: i64, out: &mut std::collections::HashSet<i64>) {
+        let overlaps = |lo: i64, hi: i64| hi >= mint && lo <= maxt;
+        for (i, s) in self.series.iter().enumerate() {
+            let Some(s) = s else { continue };
+            let open = matches!((s.open.min_time(), s.open.max_time()), (Some(lo), Some(hi)) if overlaps(lo, hi));
+            if open || s.ooo.iter().any(|p| p.0 >= mint && p.0 <= maxt) {
+                out.insert(i as i64);
+            }
+        }
+        for p in &self.pending {
+            if let (Some(lo), Some(hi)) = (p.samples.first(), p.samples.last())
+                && overlaps(lo.0, hi.0)
+            {
+                out.insert(p.series_id);
+            }
+        }
+    }
+}
+
 /// Sorts samples gathered oldest-write-first by time and keeps, for each
 /// timestamp, the last write.
 pub fn merge_last_write_wins(samples: &mut Vec<(i64, f64)>) {
@@ -262,6 +321,32 @@ mod tests {
         let mut v = vec![(2, 1.0), (1, 1.0), (2, 2.0), (3, 3.0), (2, 3.0)];
         merge_last_write_wins(&mut v);
         assert_eq!(v, vec![(1, 1.0), (2, 3.0), (3, 3.0)]);
+    }
+
+    #[test]
+    fn stats_and_overlap_are_read_only_views() {
+        let mut h = head_with(1);
+        h.ensure(2);
+        h.ensure(3);
+        assert_eq!(h.stats(), HeadStats::default());
+        for i in 0..(CHUNK_SAMPLES as i64 + 2) {
+            h.append(1, 1_000 + i, 1.0, 1);
+        }
+        h.append(1, 5, 1.0, 2); // out of order
+        h.append(2, 50_000, 1.0, 2);
+        let st = h.stats();
+        assert_eq!(st.chunks, 4, "one pending, two open, one ooo buffer: {st:?}");
+        assert_eq!((st.min_time, st.max_time), (Some(5), Some(50_000)));
+        let mut ids = std::collections::HashSet::new();
+        h.ids_overlapping(0, 10, &mut ids);
+        assert_eq!(ids, [1].into(), "the ooo sample");
+        ids.clear();
+        h.ids_overlapping(40_000, 60_000, &mut ids);
+        assert_eq!(ids, [2].into());
+        ids.clear();
+        h.ids_overlapping(1_000, 1_001, &mut ids);
+        assert_eq!(ids, [1].into(), "the pending chunk");
+        assert_eq!(read(&h, 1).len(), CHUNK_SAMPLES + 3, "nothing changed");
     }
 
     #[test]

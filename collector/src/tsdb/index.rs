@@ -221,6 +221,71 @@ impl Index {
     }
 }
 
+/// Cardinality statistics of the index, as Prometheus's
+/// `/api/v1/status/tsdb` reports them: each list holds the `limit` largest
+/// entries, largest first (ties by name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexStats {
+    /// Number of series.
+    pub num_series: usize,
+    /// Number of distinct (label name, label value) pairs.
+    pub num_label_pairs: usize,
+    /// Series per metric name.
+    pub series_count_by_metric_name: Vec<(String, u64)>,
+    /// Distinct values per label name.
+    pub label_value_count_by_label_name: Vec<(String, u64)>,
+    /// Bytes of the distinct values per label name.
+    pub memory_in_bytes_by_label_name: Vec<(String, u64)>,
+    /// Series per `name=value` pair.
+    pub series_count_by_label_value_pair: Vec<(String, u64)>,
+}
+
+/// The `limit` largest entries, largest first, ties by name.
+fn top(mut v: Vec<(String, u64)>, limit: usize) -> Vec<(String, u64)> {
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v.truncate(limit);
+    v
+}
+
+impl Index {
+    /// Cardinality statistics from the postings (read-only).
+    pub fn stats(&self, limit: usize) -> IndexStats {
+        let mut by_metric = Vec::new();
+        let mut values_by_name = Vec::with_capacity(self.postings.len());
+        let mut bytes_by_name = Vec::with_capacity(self.postings.len());
+        let mut by_pair = Vec::new();
+        let mut pairs = 0usize;
+        for (&k, vals) in &self.postings {
+            let name = self.syms.str(k);
+            let mut bytes = 0u64;
+            let mut n = 0u64;
+            for (&v, ids) in vals {
+                if ids.is_empty() {
+                    continue;
+                }
+                n += 1;
+                let value = self.syms.str(v);
+                bytes += value.len() as u64;
+                if name == "__name__" {
+                    by_metric.push((value.to_string(), ids.len() as u64));
+                }
+                by_pair.push((format!("{name}={value}"), ids.len() as u64));
+            }
+            pairs += n as usize;
+            values_by_name.push((name.to_string(), n));
+            bytes_by_name.push((name.to_string(), bytes));
+        }
+        IndexStats {
+            num_series: self.count,
+            num_label_pairs: pairs,
+            series_count_by_metric_name: top(by_metric, limit),
+            label_value_count_by_label_name: top(values_by_name, limit),
+            memory_in_bytes_by_label_name: top(bytes_by_name, limit),
+            series_count_by_label_value_pair: top(by_pair, limit),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,5 +324,26 @@ mod tests {
         assert_eq!(ix.label_names(), vec!["__name__", "job"]);
         assert_eq!(ix.label_values("job"), vec!["a", "b"]);
         assert!(ix.label_values("nope").is_empty());
+    }
+
+    #[test]
+    fn stats_count_series_values_and_bytes() {
+        let mut ix = Index::default();
+        ix.insert(1, l(&[("__name__", "up"), ("job", "a")]));
+        ix.insert(2, l(&[("__name__", "up"), ("job", "bb")]));
+        ix.insert(3, l(&[("__name__", "down"), ("job", "a")]));
+        let st = ix.stats(10);
+        assert_eq!(st.num_series, 3);
+        assert_eq!(st.num_label_pairs, 4, "__name__=up, __name__=down, job=a, job=bb");
+        let s = |v: &[(&str, u64)]| v.iter().map(|(k, n)| (k.to_string(), *n)).collect::<Vec<_>>();
+        assert_eq!(st.series_count_by_metric_name, s(&[("up", 2), ("down", 1)]));
+        assert_eq!(st.label_value_count_by_label_name, s(&[("__name__", 2), ("job", 2)]));
+        assert_eq!(st.memory_in_bytes_by_label_name, s(&[("__name__", 6), ("job", 3)]));
+        assert_eq!(
+            st.series_count_by_label_value_pair,
+            s(&[("__name__=up", 2), ("job=a", 2), ("__name__=down", 1), ("job=bb", 1)])
+        );
+        assert_eq!(ix.stats(1).series_count_by_label_value_pair, s(&[("__name__=up", 2)]));
+        assert_eq!(Index::default().stats(10), IndexStats::default());
     }
 }

@@ -42,8 +42,9 @@ use prometheus_client::registry::Registry;
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
+pub use head::HeadStats;
 use head::{Head, merge_last_write_wins};
-pub use index::Index;
+pub use index::{Index, IndexStats};
 pub use retention::Retention;
 use writer::{Key, Msg, WriteReq, Writer};
 
@@ -201,6 +202,18 @@ pub struct FlushStats {
     pub windows_compacted: usize,
     /// Time taken.
     pub seconds: f64,
+}
+
+/// Chunks and time bounds of everything stored (memory and disk), for
+/// `/api/v1/status/tsdb`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    /// Chunks in memory and in the database.
+    pub chunks: u64,
+    /// Lowest sample timestamp (chunk granularity), if any data.
+    pub min_time: Option<i64>,
+    /// Highest sample timestamp (chunk granularity), if any data.
+    pub max_time: Option<i64>,
 }
 
 /// Storage metrics (`csoc_collector_tsdb_*`).
@@ -440,6 +453,31 @@ impl Tsdb {
     /// All values of a label.
     pub fn label_values(&self, name: &str) -> Vec<String> {
         self.read_index().label_values(name)
+    }
+
+    /// Cardinality statistics of the label index; lists hold the `limit`
+    /// largest entries (read-only).
+    pub fn index_stats(&self, limit: usize) -> IndexStats {
+        self.read_index().stats(limit)
+    }
+
+    /// Chunks and time bounds of everything stored, in memory and on disk
+    /// (read-only; scans the chunks table).
+    pub fn storage_stats(&self) -> Result<StorageStats, TsdbError> {
+        let head = self.shared.head.read().unwrap_or_else(|p| p.into_inner()).stats();
+        let conn = self.reader()?;
+        let row = conn.query_row(sqlite::CHUNK_STATS, [], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, Option<i64>>(2)?))
+        });
+        self.put_reader(conn);
+        let (n, lo, hi) = row?;
+        let min = |a: Option<i64>, b: Option<i64>| a.into_iter().chain(b).min();
+        let max = |a: Option<i64>, b: Option<i64>| a.into_iter().chain(b).max();
+        Ok(StorageStats {
+            chunks: n.max(0) as u64 + head.chunks as u64,
+            min_time: min(lo, head.min_time),
+            max_time: max(hi, head.max_time),
+        })
     }
 
     /// Stops the writer after it has committed everything queued and
@@ -688,6 +726,42 @@ impl Querier {
         v.sort();
         v
     }
+
+    /// Labels of the series matching every matcher that have data in the
+    /// querier's range, sorted. Like Prometheus's series and label APIs,
+    /// this works at chunk granularity (a series whose chunk overlaps the
+    /// range counts) and decodes no samples.
+    pub fn select_labels_in_range(&self, matchers: &[Matcher]) -> Result<Vec<Arc<Labels>>, TsdbError> {
+        let ids: Vec<(i64, Arc<Labels>)> = {
+            let idx = self.tsdb.read_index();
+            idx.select(matchers)
+                .into_iter()
+                .filter_map(|id| idx.labels(id).map(|l| (id, l)))
+                .collect()
+        };
+        let mut in_memory = std::collections::HashSet::new();
+        self.tsdb
+            .shared
+            .head
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .ids_overlapping(self.mint, self.maxt, &mut in_memory);
+        let conn = self.tsdb.reader()?;
+        let res = (|| -> Result<Vec<Arc<Labels>>, TsdbError> {
+            let mut stmt = conn.prepare_cached(sqlite::SERIES_HAS_CHUNK_IN)?;
+            let mut out = Vec::new();
+            for (id, labels) in ids {
+                if in_memory.contains(&id) || stmt.exists(params![id, self.mint, self.maxt])? {
+                    out.push(labels);
+                }
+            }
+            Ok(out)
+        })();
+        self.tsdb.put_reader(conn);
+        let mut out = res?;
+        out.sort();
+        Ok(out)
+    }
 }
 
 fn encode_labels(l: &Labels) -> String {
@@ -776,6 +850,33 @@ mod tests {
             .expect("select");
         assert_eq!(s.len(), 1, "b has nothing in range");
         assert_eq!(s[0].samples, vec![(15_000, 7.0), (30_000, 2.0)]);
+    }
+
+    #[tokio::test]
+    async fn stats_and_series_in_range_cover_memory_and_disk() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let db = open(d.path());
+        let a = labels("m", &[("k", "a")]);
+        let b = labels("m", &[("k", "b")]);
+        write(&db, &[(&a, 1_000, 1.0), (&a, 2_000, 1.0)]).await;
+        db.flush().await.expect("flush"); // a is on disk only
+        write(&db, &[(&b, 50_000, 1.0)]).await; // b in memory only
+        let st = db.storage_stats().expect("stats");
+        assert_eq!((st.min_time, st.max_time), (Some(1_000), Some(50_000)));
+        assert!(st.chunks >= 2, "{st:?}");
+        assert_eq!(db.index_stats(10).num_series, 2);
+        let m = [Matcher::equal("__name__", "m")];
+        let names = |v: Vec<Arc<Labels>>| v.iter().map(|l| l[1].1.clone()).collect::<Vec<_>>();
+        assert_eq!(names(db.querier(0, 1_500).select_labels_in_range(&m).expect("in range")), ["a"]);
+        assert_eq!(
+            names(db.querier(40_000, 60_000).select_labels_in_range(&m).expect("in range")),
+            ["b"]
+        );
+        assert_eq!(
+            names(db.querier(i64::MIN, i64::MAX).select_labels_in_range(&m).expect("all")),
+            ["a", "b"]
+        );
+        assert!(db.querier(3_000, 4_000).select_labels_in_range(&m).expect("none").is_empty());
     }
 
     #[tokio::test]

@@ -129,6 +129,10 @@ pub const MAX_SERIES_ID: &str = "SELECT coalesce(max(id), 0) FROM series";
 pub const INSERT_CHUNK: &str = "INSERT INTO chunks(series_id, mint, maxt, data) VALUES (?1, ?2, ?3, ?4)";
 /// Chunks of one series overlapping [mint, maxt], in persistence order.
 pub const SELECT_CHUNKS: &str = "SELECT data FROM chunks WHERE series_id = ?1 AND maxt >= ?2 AND mint <= ?3 ORDER BY id";
+/// Whether a series has a chunk overlapping [mint, maxt].
+pub const SERIES_HAS_CHUNK_IN: &str = "SELECT 1 FROM chunks WHERE series_id = ?1 AND maxt >= ?2 AND mint <= ?3 LIMIT 1";
+/// Number of persisted chunks and their time bounds.
+pub const CHUNK_STATS: &str = "SELECT count(*), min(mint), max(maxt) FROM chunks";
 /// Adds a WAL record.
 pub const INSERT_WAL: &str = "INSERT INTO wal(data) VALUES (?1)";
 /// WAL records from a row on, in order.

@@ -1,0 +1,204 @@
+//! `/federate`, as Prometheus serves it: for each series matching any
+//! `match[]` selector, the latest sample within the lookback delta before
+//! now (staleness markers skipped), in the text exposition format 0.0.4
+//! with timestamps, one `# TYPE <name> untyped` line per metric name,
+//! sorted by metric name (then labels). A Prometheus scrapes it with
+//! `honor_labels: true` to pull the fleet's series into itself.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{AppState, Params, match_sets};
+use crate::tsdb::Labels;
+
+/// Content type of the text exposition format 0.0.4.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+fn plain(code: StatusCode, msg: String) -> Response {
+    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg + "\n").into_response()
+}
+
+/// The handler (GET, and POST with a form body).
+pub async fn federate(State(st): State<AppState>, p: Params) -> Response {
+    let sets = match match_sets(&p) {
+        Ok(s) => s,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, e.message()),
+    };
+    if sets.is_empty() {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "no match[] parameter provided: /federate needs at least one series selector, e.g. match[]={job=\"node\"}".into(),
+        );
+    }
+    let now = csoc_agent::util::now_ms();
+    let lookback = st.engine.lookback.as_millis() as i64;
+    let res = tokio::task::spawn_blocking(move || -> Result<String, String> {
+        let q = st.tsdb.querier(now - lookback + 1, now);
+        let mut latest: Vec<(Arc<Labels>, i64, f64)> = Vec::new();
+        for set in &sets {
+            for s in q.select(set).map_err(|e| e.to_string())? {
+                if let Some(&(t, v)) = s.samples.last()
+                    && !csoc_proto::is_stale_nan(v)
+                {
+                    latest.push((s.labels, t, v));
+                }
+            }
+        }
+        Ok(render(latest))
+    })
+    .await;
+    match res {
+        Ok(Ok(body)) => (StatusCode::OK, [(header::CONTENT_TYPE, TEXT_CONTENT_TYPE)], body).into_response(),
+        Ok(Err(e)) => plain(StatusCode::INTERNAL_SERVER_ERROR, format!("federation failed: {e}")),
+        Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, format!("federation task failed: {e}")),
+    }
+}
+
+fn name_of(l: &Labels) -> &str {
+    l.iter().find(|(k, _)| k == "__name__").map(|(_, v)| v.as_str()).unwrap_or("")
+}
+
+/// Renders samples (labels, ms, value) as the text format 0.0.4: grouped
+/// by metric name, sorted, duplicates (one series matched by two
+/// selectors) once; nameless series are skipped, as Prometheus does.
+pub fn render(mut samples: Vec<(Arc<Labels>, i64, f64)>) -> String {
+    samples.retain(|(l, _, _)| !name_of(l).is_empty());
+    samples.sort_by(|a, b| name_of(&a.0).cmp(name_of(&b.0)).then_with(|| a.0.cmp(&b.0)));
+    samples.dedup_by(|a, b| a.0 == b.0);
+    let mut out = String::with_capacity(samples.len() * 96);
+    let mut last: Option<&str> = None;
+    for (labels, t, v) in &samples {
+        let name = name_of(labels);
+        if last != Some(name) {
+            let _ = writeln!(out, "# TYPE {name} untyped");
+            last = Some(name);
+        }
+        out.push_str(name);
+        let mut first = true;
+        for (k, val) in labels.iter().filter(|(k, _)| k != "__name__") {
+            out.push(if first { '{' } else { ',' });
+            first = false;
+            out.push_str(k);
+            out.push_str("=\"");
+            escape_label_value(val, &mut out);
+            out.push('"');
+        }
+        if !first {
+            out.push('}');
+        }
+        let _ = writeln!(out, " {} {t}", go_float(*v));
+    }
+    out
+}
+
+/// Escapes a label value for the text format: backslash, double quote and
+/// line feed.
+pub fn escape_label_value(v: &str, out: &mut String) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str(r"\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str(r"\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A float as the Prometheus client library writes it in the text format
+/// (Go's `strconv.FormatFloat(v, 'g', -1, 64)`: the shortest digits that
+/// round-trip, exponent form below 1e-4 and from 1e6 up), with `NaN`,
+/// `+Inf` and `-Inf`.
+pub fn go_float(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0".into() } else { "0".into() };
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits: `d.ddde<exp>`.
+    let e = format!("{v:e}");
+    let Some((mantissa, exp)) = e.split_once('e') else { return e };
+    let Ok(exp) = exp.parse::<i32>() else { return e };
+    if !(-4..6).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{mantissa}e{sign}{:02}", exp.unsigned_abs());
+    }
+    format!("{v}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(pairs: &[(&str, &str)]) -> Arc<Labels> {
+        let mut v: Labels = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        v.sort();
+        Arc::new(v)
+    }
+
+    #[test]
+    fn floats_format_like_go() {
+        assert_eq!(go_float(1.0), "1");
+        assert_eq!(go_float(0.52), "0.52");
+        assert_eq!(go_float(-3.25), "-3.25");
+        assert_eq!(go_float(123456.0), "123456");
+        assert_eq!(go_float(999999.5), "999999.5");
+        assert_eq!(go_float(1e6), "1e+06");
+        assert_eq!(go_float(16710004736.0), "1.6710004736e+10");
+        assert_eq!(go_float(1e21), "1e+21");
+        assert_eq!(go_float(1.5e300), "1.5e+300");
+        assert_eq!(go_float(0.0001), "0.0001");
+        assert_eq!(go_float(0.00001), "1e-05");
+        assert_eq!(go_float(-2.5e-7), "-2.5e-07");
+        assert_eq!(go_float(f64::MIN_POSITIVE), "2.2250738585072014e-308");
+        assert_eq!(go_float(0.0), "0");
+        assert_eq!(go_float(-0.0), "-0");
+        assert_eq!(go_float(f64::NAN), "NaN");
+        assert_eq!(go_float(f64::INFINITY), "+Inf");
+        assert_eq!(go_float(f64::NEG_INFINITY), "-Inf");
+        for v in [0.1, 1.0 / 3.0, 1e-5, 6.02e23, 12345.678, 9007199254740993.0] {
+            assert_eq!(go_float(v).parse::<f64>().ok(), Some(v), "round trip of {v}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut s = String::new();
+        escape_label_value("a\\b\"c\nd é", &mut s);
+        assert_eq!(s, r#"a\\b\"c\nd é"#);
+    }
+
+    #[test]
+    fn renders_grouped_sorted_and_deduplicated() {
+        let out = render(vec![
+            (l(&[("__name__", "up"), ("job", "b")]), 2_000, 0.0),
+            (
+                l(&[("__name__", "node_load1"), ("path", "C:\\x"), ("q", "say \"hi\"\n")]),
+                1_000,
+                0.25,
+            ),
+            (l(&[("__name__", "up"), ("job", "a")]), 1_500, 1.0),
+            (l(&[("__name__", "up"), ("job", "a")]), 1_500, 1.0),
+            (l(&[("job", "nameless")]), 1_000, 1.0),
+            (l(&[("__name__", "bare")]), 3_000, 1e-9),
+        ]);
+        assert_eq!(
+            out,
+            "# TYPE bare untyped\n\
+             bare 1e-09 3000\n\
+             # TYPE node_load1 untyped\n\
+             node_load1{path=\"C:\\\\x\",q=\"say \\\"hi\\\"\\n\"} 0.25 1000\n\
+             # TYPE up untyped\n\
+             up{job=\"a\"} 1 1500\n\
+             up{job=\"b\"} 0 2000\n"
+        );
+        assert_eq!(render(Vec::new()), "");
+    }
+}
