@@ -235,7 +235,8 @@ fn query_api_errors_have_prometheus_shapes() -> anyhow::Result<()> {
     assert_eq!(code, 200);
     assert_eq!(
         v["data"],
-        serde_json::json!({"resultType": "scalar", "result": [1700000000.0, "42"]})
+        serde_json::json!({"resultType": "scalar", "result": [1700000000, "42"]}),
+        "whole seconds are written as integers, as Prometheus does"
     );
     // POST form, as Grafana sends it.
     let r = reqwest::blocking::Client::new()
@@ -244,7 +245,7 @@ fn query_api_errors_have_prometheus_shapes() -> anyhow::Result<()> {
         .send()?;
     assert_eq!(r.status().as_u16(), 200);
     let v: serde_json::Value = r.json()?;
-    assert_eq!(v["data"]["result"], serde_json::json!([1700000000.0, "7"]));
+    assert_eq!(v["data"]["result"], serde_json::json!([1700000000, "7"]));
     Ok(())
 }
 

@@ -3,4 +3,5 @@
 //! per area.
 
 mod e2e;
+mod interop;
 mod storage;

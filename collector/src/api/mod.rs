@@ -157,8 +157,13 @@ pub fn fmt_value(v: f64) -> String {
     }
 }
 
+/// A timestamp as Prometheus writes it: seconds as a JSON number, whole
+/// seconds without a fraction (`1700000000`), else with milliseconds
+/// (`1700000000.123`).
 fn fmt_ts(t: i64) -> Json {
-    // Seconds with millisecond precision, as a JSON number.
+    if t % 1000 == 0 {
+        return Json::from(t / 1000);
+    }
     let secs = t as f64 / 1000.0;
     serde_json::Number::from_f64(secs).map(Json::Number).unwrap_or(Json::Null)
 }
@@ -322,6 +327,9 @@ mod tests {
         assert_eq!(fmt_value(f64::INFINITY), "+Inf");
         assert_eq!(fmt_value(f64::NEG_INFINITY), "-Inf");
         assert_eq!(fmt_ts(1_700_000_000_123), json!(1700000000.123));
+        assert_eq!(fmt_ts(1_700_000_000_500), json!(1700000000.5));
+        assert_eq!(fmt_ts(1_700_000_000_000).to_string(), "1700000000");
+        assert_eq!(fmt_ts(-1_500), json!(-1.5));
     }
 
     fn p(pairs: &[(&str, &str)]) -> Params {
