@@ -4,4 +4,5 @@
 
 mod e2e;
 mod interop;
+mod promql_conformance;
 mod storage;
