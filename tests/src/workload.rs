@@ -5,7 +5,9 @@
 //! (`../shared/data/node_exporter.prom`, 507 samples). The workload has T
 //! targets; each exposes every series of the file with three more labels,
 //! `instance="target-<i>:9100"`, `job="node"` and `commons="bench-<i % 4>"`,
-//! and is "scraped" every interval (15 s). Round r of target i is stamped
+//! and is "scraped" every interval (15 s). [`Workload::with_request_histogram`]
+//! adds a classic histogram of request durations per target (for the query
+//! benchmark's `histogram_quantile`). Round r of target i is stamped
 //! `start + r * interval + offset(i) + jitter(i, r)`: each target has a fixed,
 //! deterministic offset of 0..=4 ms (targets are not all stamped on the same
 //! millisecond), and, when [`WorkloadOptions::round_jitter_ms`] is not 0, each
@@ -382,7 +384,39 @@ pub enum Model {
         /// Probability of 1.
         p: f64,
     },
+    /// One series of the optional request-duration histogram
+    /// ([`Workload::with_request_histogram`]): grows by the round's requests
+    /// of service `service` (an index into [`HISTOGRAM_SERVICES`]), which
+    /// all the family's series of a target share, so buckets stay cumulative.
+    Histogram {
+        /// Index into [`HISTOGRAM_SERVICES`].
+        service: usize,
+        /// Which series of the family.
+        part: HistogramPart,
+    },
 }
+
+/// A series of a classic histogram family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistogramPart {
+    /// `_bucket` with `le` = [`HISTOGRAM_BUCKETS`]`[i]`, or `+Inf` for
+    /// `i == HISTOGRAM_BUCKETS.len()`.
+    Bucket(usize),
+    /// `_sum` (seconds).
+    Sum,
+    /// `_count`.
+    Count,
+}
+
+/// Name of the optional request-duration histogram family.
+pub const HISTOGRAM_NAME: &str = "gen3_http_request_duration_seconds";
+
+/// Upper bounds of its buckets, +Inf aside (Prometheus's default buckets).
+pub const HISTOGRAM_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Its services (`service` label): name, median request duration (s),
+/// mean requests per 15 s.
+pub const HISTOGRAM_SERVICES: &[(&str, f64, f64)] = &[("fence", 0.045, 9.0), ("indexd", 0.012, 24.0)];
 
 /// One series of the workload, per target.
 #[derive(Clone, Debug, PartialEq)]
@@ -480,6 +514,49 @@ impl Workload {
         &self.opts
     }
 
+    /// Adds a classic histogram of HTTP request durations to every target,
+    /// after the exposition's series (which keep their values):
+    /// `gen3_http_request_duration_seconds_bucket` with the `le` bounds of
+    /// [`HISTOGRAM_BUCKETS`] and `+Inf`, `_sum` and `_count`, for each
+    /// `service` of [`HISTOGRAM_SERVICES`] (14 series per service). Each
+    /// round a target serves a noisy number of requests per service, with
+    /// log-normal durations and a slow tail; all start at 0. Calling it
+    /// twice adds nothing more.
+    pub fn with_request_histogram(mut self) -> Workload {
+        if self.series.iter().any(|s| matches!(s.model, Model::Histogram { .. })) {
+            return self;
+        }
+        for (service, (svc, _, _)) in HISTOGRAM_SERVICES.iter().enumerate() {
+            let spec = |suffix: &str, le: Option<String>, part: HistogramPart, precision: Precision| {
+                let mut labels = vec![("service".to_string(), svc.to_string())];
+                if let Some(le) = le {
+                    labels.push(("le".to_string(), le));
+                }
+                SeriesSpec {
+                    name: format!("{HISTOGRAM_NAME}{suffix}"),
+                    labels,
+                    metric_type: MetricType::Histogram,
+                    start: 0.0,
+                    precision,
+                    model: Model::Histogram { service, part },
+                }
+            };
+            for i in 0..=HISTOGRAM_BUCKETS.len() {
+                let le = HISTOGRAM_BUCKETS.get(i).map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+                self.series
+                    .push(spec("_bucket", Some(le), HistogramPart::Bucket(i), Precision::Step(1.0)));
+            }
+            self.series.push(spec("_sum", None, HistogramPart::Sum, Precision::Decimals(6)));
+            self.series.push(spec("_count", None, HistogramPart::Count, Precision::Step(1.0)));
+        }
+        self
+    }
+
+    /// The `commons` label of `target`'s series: `bench-<target % 4>`.
+    pub fn commons(target: usize) -> String {
+        format!("bench-{}", target % 4)
+    }
+
     /// Number of targets.
     pub fn targets(&self) -> usize {
         self.opts.targets
@@ -509,7 +586,7 @@ impl Workload {
         labels.extend(s.labels.iter().cloned());
         labels.push(("instance".to_string(), format!("target-{target}:9100")));
         labels.push(("job".to_string(), "node".to_string()));
-        labels.push(("commons".to_string(), format!("bench-{}", target % 4)));
+        labels.push(("commons".to_string(), Workload::commons(target)));
         labels.sort_by(|a, b| a.0.cmp(&b.0));
         labels
     }
@@ -533,6 +610,7 @@ impl Workload {
         let warm_rounds = (hash2(tseed, 1) % 5760) as f64;
         let mut rngs = Vec::with_capacity(self.series.len());
         let mut values = Vec::with_capacity(self.series.len());
+        let has_histogram = self.series.iter().any(|s| matches!(s.model, Model::Histogram { .. }));
         for (i, s) in self.series.iter().enumerate() {
             rngs.push(SplitMix64::new(hash2(tseed, i as u64 + 2)));
             values.push(match s.model {
@@ -546,7 +624,45 @@ impl Workload {
             round: 0,
             values,
             rngs,
+            requests: if has_histogram {
+                vec![Requests::default(); HISTOGRAM_SERVICES.len()]
+            } else {
+                Vec::new()
+            },
+            requests_rng: SplitMix64::new(hash2(tseed, 0x6869_7374)),
         }
+    }
+}
+
+/// One round's requests of one service (histogram workload).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Requests {
+    /// Requests per bucket (not cumulative), the last one above every bound.
+    per_bucket: [u64; HISTOGRAM_BUCKETS.len() + 1],
+    /// Their total duration, seconds.
+    sum: f64,
+}
+
+impl Requests {
+    /// Draws a round: a noisy number of requests around `rate`, durations
+    /// log-normal around `median`, one in a hundred ten times slower.
+    fn draw(median: f64, rate: f64, rng: &mut SplitMix64) -> Requests {
+        let mut r = Requests::default();
+        let n = (rate * (1.0 + 0.35 * rng.normal())).round().max(0.0) as u64;
+        for _ in 0..n {
+            let mut d = median * (0.9 * rng.normal()).exp();
+            if rng.chance(0.01) {
+                d *= 10.0;
+            }
+            let i = HISTOGRAM_BUCKETS.iter().position(|&b| d <= b).unwrap_or(HISTOGRAM_BUCKETS.len());
+            r.per_bucket[i] += 1;
+            r.sum += d;
+        }
+        r
+    }
+
+    fn count(&self) -> u64 {
+        self.per_bucket.iter().sum()
     }
 }
 
@@ -558,6 +674,9 @@ pub struct TargetGen<'w> {
     round: u64,
     values: Vec<f64>,
     rngs: Vec<SplitMix64>,
+    /// This round's requests per histogram service (empty: no histogram).
+    requests: Vec<Requests>,
+    requests_rng: SplitMix64,
 }
 
 impl TargetGen<'_> {
@@ -582,16 +701,22 @@ impl TargetGen<'_> {
         let w = self.workload;
         let ts = w.timestamp(self.target, self.round);
         let first = self.round == 0;
+        if !first {
+            for (r, &(_, median, rate)) in self.requests.iter_mut().zip(HISTOGRAM_SERVICES) {
+                *r = Requests::draw(median, rate, &mut self.requests_rng);
+            }
+        }
         for ((s, v), rng) in w.series.iter().zip(self.values.iter_mut()).zip(self.rngs.iter_mut()) {
-            *v = next_value(s, *v, first, ts, rng);
+            *v = next_value(s, *v, first, ts, rng, &self.requests);
         }
         self.round += 1;
         ts
     }
 }
 
-/// The value of series `s` this round, given last round's `v`.
-fn next_value(s: &SeriesSpec, v: f64, first: bool, ts: i64, rng: &mut SplitMix64) -> f64 {
+/// The value of series `s` this round, given last round's `v` (and, for
+/// histogram series, the round's `requests` per service).
+fn next_value(s: &SeriesSpec, v: f64, first: bool, ts: i64, rng: &mut SplitMix64, requests: &[Requests]) -> f64 {
     let prec = s.precision;
     match s.model {
         Model::Constant => v,
@@ -599,6 +724,15 @@ fn next_value(s: &SeriesSpec, v: f64, first: bool, ts: i64, rng: &mut SplitMix64
         Model::Noisy { rel } => prec.apply((s.start * (1.0 + rel * rng.normal())).abs()).max(prec.step()),
         Model::Sparse { p } => f64::from(u8::from(rng.chance(p))),
         _ if first => v,
+        Model::Histogram { service, part } => {
+            let Some(r) = requests.get(service) else { return v };
+            let inc = match part {
+                HistogramPart::Bucket(i) => r.per_bucket[..=i.min(HISTOGRAM_BUCKETS.len())].iter().sum::<u64>() as f64,
+                HistogramPart::Count => r.count() as f64,
+                HistogramPart::Sum => r.sum,
+            };
+            prec.apply(v + inc).max(v)
+        }
         Model::Counter { mean, p, noise } => {
             let step = prec.step();
             let inc = if step > 0.0 && mean / p < step {
@@ -1163,6 +1297,49 @@ node_time_seconds 1.7952885075870302e+09
         for (t, v) in ts.iter().zip(&vals) {
             let lag = *t as f64 / 1000.0 - v[clock];
             assert!((0.0019..0.0041).contains(&lag), "lag {lag}");
+        }
+    }
+
+    #[test]
+    fn the_request_histogram_is_cumulative_and_leaves_the_other_series_alone() {
+        let plain = small(2, 7);
+        let w = small(2, 7).with_request_histogram().with_request_histogram();
+        let n = plain.series_per_target();
+        let per_service = HISTOGRAM_BUCKETS.len() + 3;
+        assert_eq!(w.series_per_target(), n + HISTOGRAM_SERVICES.len() * per_service);
+        let (ts0, vals0) = run(&plain, 1, 300);
+        let (ts, vals) = run(&w, 1, 300);
+        assert_eq!(ts0, ts);
+        for (a, b) in vals0.iter().zip(&vals) {
+            assert_eq!(a[..], b[..n], "the exposition's series keep their values");
+        }
+        let labels = w.labels(1, n + HISTOGRAM_BUCKETS.len());
+        assert!(labels.contains(&("le".to_string(), "+Inf".to_string())), "{labels:?}");
+        assert!(labels.contains(&("service".to_string(), "fence".to_string())), "{labels:?}");
+        assert!(w.labels(1, n + 7).contains(&("le".to_string(), "1".to_string())));
+        assert_eq!(vals[0][n..], vec![0.0; w.series_per_target() - n][..], "starts at 0");
+        for svc in 0..HISTOGRAM_SERVICES.len() {
+            let base = n + svc * per_service;
+            for (r, v) in vals.iter().enumerate() {
+                let buckets = &v[base..base + HISTOGRAM_BUCKETS.len() + 1];
+                assert!(buckets.windows(2).all(|p| p[0] <= p[1]), "round {r}: {buckets:?}");
+                assert_eq!(buckets[HISTOGRAM_BUCKETS.len()], v[base + per_service - 1], "+Inf == count");
+                if r > 0 {
+                    let prev = &vals[r - 1][base..base + per_service];
+                    assert!(prev.iter().zip(&v[base..base + per_service]).all(|(a, b)| a <= b), "monotonic");
+                }
+            }
+            let last = &vals[299][base..base + per_service];
+            let count = last[per_service - 1];
+            let (_, median, rate) = HISTOGRAM_SERVICES[svc];
+            assert!((count / 299.0 - rate).abs() < rate * 0.1, "{count} requests in 299 rounds");
+            // About half the requests are below the median.
+            let i = HISTOGRAM_BUCKETS
+                .iter()
+                .position(|&b| b >= median)
+                .expect("a bucket above the median");
+            assert!(last[i] / count > 0.4 && last[i - 1] / count < 0.6, "{last:?}");
+            assert!(last[per_service - 2] / count > median * 0.8, "sum {}", last[per_service - 2]);
         }
     }
 

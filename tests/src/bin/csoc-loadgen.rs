@@ -86,6 +86,15 @@ struct Args {
     /// Number of targets (507 series each).
     #[arg(long, default_value_t = 200)]
     targets: usize,
+    /// Send only the targets of this commons (target i is commons
+    /// bench-<i % 4>), e.g. one run per commons with that commons' token.
+    #[arg(long, value_name = "NAME")]
+    commons: Option<String>,
+    /// Add a classic histogram to every target
+    /// (gen3_http_request_duration_seconds_bucket/_sum/_count, 2 services,
+    /// 28 series).
+    #[arg(long)]
+    request_histogram: bool,
     /// Number of rounds (scrapes) per target.
     #[arg(long)]
     rounds: u64,
@@ -650,10 +659,20 @@ fn now_ms() -> i64 {
 
 /// Runs the load; returns the summary's fields and the run's error, if any.
 async fn run_load(args: Arc<Args>, wl: Arc<Workload>) -> (serde_json::Value, Option<anyhow::Error>) {
-    let workers = args.concurrency.min(args.targets);
+    let selected: Vec<usize> = (0..args.targets)
+        .filter(|&t| args.commons.as_ref().is_none_or(|c| *c == Workload::commons(t)))
+        .collect();
+    if selected.is_empty() {
+        let e = anyhow::anyhow!("no target of the {} is in commons {:?}", args.targets, args.commons);
+        return (serde_json::json!({}), Some(e));
+    }
+    let workers = args.concurrency.min(selected.len());
     let shared = Arc::new(Shared::new(workers));
-    let assignment: Vec<Vec<usize>> = (0..workers).map(|w| (w..args.targets).step_by(workers).collect()).collect();
-    let expected = wl.samples_per_round() as u64 * args.rounds;
+    let assignment: Vec<Vec<usize>> = (0..workers)
+        .map(|w| selected.iter().copied().skip(w).step_by(workers).collect())
+        .collect();
+    let series = wl.series_per_target() * selected.len();
+    let expected = series as u64 * args.rounds;
 
     // Open every gRPC stream before the clock starts.
     let mut streams = Vec::new();
@@ -770,7 +789,8 @@ async fn run_load(args: Arc<Args>, wl: Arc<Workload>) -> (serde_json::Value, Opt
         "mode": args.mode.name(),
         "url": args.url,
         "targets": args.targets,
-        "series": wl.samples_per_round(),
+        "targets_sent": selected.len(),
+        "series": series,
         "rounds": args.rounds,
         "batch_samples": args.batch_samples,
         "concurrency": workers,
@@ -812,6 +832,7 @@ fn run() -> anyhow::Result<()> {
             round_jitter_ms: args.jitter_ms,
         },
     )?;
+    let wl = if args.request_histogram { wl.with_request_histogram() } else { wl };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
