@@ -1318,7 +1318,7 @@ node_time_seconds 1.7952885075870302e+09
         assert!(labels.contains(&("service".to_string(), "fence".to_string())), "{labels:?}");
         assert!(w.labels(1, n + 7).contains(&("le".to_string(), "1".to_string())));
         assert_eq!(vals[0][n..], vec![0.0; w.series_per_target() - n][..], "starts at 0");
-        for svc in 0..HISTOGRAM_SERVICES.len() {
+        for (svc, &(_, median, rate)) in HISTOGRAM_SERVICES.iter().enumerate() {
             let base = n + svc * per_service;
             for (r, v) in vals.iter().enumerate() {
                 let buckets = &v[base..base + HISTOGRAM_BUCKETS.len() + 1];
@@ -1331,7 +1331,6 @@ node_time_seconds 1.7952885075870302e+09
             }
             let last = &vals[299][base..base + per_service];
             let count = last[per_service - 1];
-            let (_, median, rate) = HISTOGRAM_SERVICES[svc];
             assert!((count / 299.0 - rate).abs() < rate * 0.1, "{count} requests in 299 rounds");
             // About half the requests are below the median.
             let i = HISTOGRAM_BUCKETS

@@ -64,8 +64,9 @@ pub async fn query(State(st): State<AppState>, p: Params) -> Result<Response, Ap
     let t = p.time_or_now("time")?;
     let limit = p.limit()?;
     let engine = engine_for(&st, &p)?;
-    let expr = parse_expr(&p.required("query")?)?;
-    let out = blocking(move || Ok(engine.instant(&st.tsdb, &expr, t)?)).await?;
+    let text = p.required("query")?;
+    let expr = parse_expr(&text)?;
+    let out = blocking(move || Ok(engine.instant_with_text(&st.tsdb, &expr, t, Some(&text))?)).await?;
     Ok(answer(out, limit))
 }
 
@@ -94,8 +95,9 @@ pub async fn query_range(State(st): State<AppState>, p: Params) -> Result<Respon
     }
     let limit = p.limit()?;
     let engine = engine_for(&st, &p)?;
-    let expr = parse_expr(&p.required("query")?)?;
-    let out = blocking(move || Ok(engine.range(&st.tsdb, &expr, start, end, step)?)).await?;
+    let text = p.required("query")?;
+    let expr = parse_expr(&text)?;
+    let out = blocking(move || Ok(engine.range_with_text(&st.tsdb, &expr, start, end, step, Some(&text))?)).await?;
     Ok(answer(out, limit))
 }
 

@@ -90,7 +90,7 @@ pub(super) fn eval_aggregate(cx: &mut Ctx<'_>, a: &AggregateExpr, steps: Steps) 
                 let k_raw = p[i];
                 if op == "limit_ratio" {
                     if k_raw.is_nan() {
-                        return Err(EvalError::Execution(format!("Ratio value is NaN for {op}")));
+                        return Err(EvalError::Execution("Ratio value is NaN".to_string()));
                     }
                     let r = k_raw.clamp(-1.0, 1.0);
                     for &(si, v) in samples {
@@ -106,7 +106,7 @@ pub(super) fn eval_aggregate(cx: &mut Ctx<'_>, a: &AggregateExpr, steps: Steps) 
                     continue;
                 }
                 if k_raw.is_nan() {
-                    return Err(EvalError::Execution(format!("Parameter value is NaN for {op}")));
+                    return Err(EvalError::Execution("Parameter value is NaN".to_string()));
                 }
                 if k_raw >= 9.2e18 || k_raw <= -9.2e18 {
                     return Err(EvalError::Execution(format!("Scalar value {k_raw} overflows int64")));
@@ -241,10 +241,10 @@ pub(super) fn eval_aggregate(cx: &mut Ctx<'_>, a: &AggregateExpr, steps: Steps) 
                 && let Some(p) = &param
                 && p.iter().any(|q| !(0.0..=1.0).contains(q))
             {
-                cx.warnings.push(format!(
-                    "PromQL warning: quantile value should be between 0 and 1, got {}",
-                    p.iter().find(|q| !(0.0..=1.0).contains(*q)).copied().unwrap_or(f64::NAN)
-                ));
+                let bad = p.iter().find(|q| !(0.0..=1.0).contains(*q)).copied().unwrap_or(f64::NAN);
+                if let Some(node) = &a.param {
+                    cx.warn(format!("quantile value should be between 0 and 1, got {}", fmt_float(bad)), node);
+                }
             }
             out.retain(|s| !s.pts.is_empty());
             Ok(Val::Vector(out))
@@ -261,16 +261,8 @@ fn accumulate(op: &str, acc: &mut Acc, v: f64) {
         }
         "avg" => acc.mean.add(v),
         "count" | "group" => acc.count += 1.0,
-        "max" => {
-            if acc.value < v || acc.value.is_nan() {
-                acc.value = v;
-            }
-        }
-        "min" => {
-            if acc.value > v || acc.value.is_nan() {
-                acc.value = v;
-            }
-        }
+        "max" if acc.value < v || acc.value.is_nan() => acc.value = v,
+        "min" if acc.value > v || acc.value.is_nan() => acc.value = v,
         "stddev" | "stdvar" => acc.var.add(v),
         "quantile" => acc.values.push(v),
         _ => {}

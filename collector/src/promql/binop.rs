@@ -326,8 +326,10 @@ fn vector_vector(
     let one_sig: Vec<String> = one.iter().map(|s| sig_of(s, &m.matching)).collect();
     let many_steps = by_step(many, n);
     let one_steps = by_step(one, n);
-    let fill_many = if swapped { m.fill_values.rhs } else { m.fill_values.lhs };
-    let fill_one = if swapped { m.fill_values.lhs } else { m.fill_values.rhs };
+    // As in Prometheus, after group_right's swap fill_left fills the "many"
+    // side and fill_right the "one" side.
+    let fill_many = m.fill_values.lhs;
+    let fill_one = m.fill_values.rhs;
     let one_to_one = matches!(m.card, VectorMatchCardinality::OneToOne);
     let mut out = OutBuilder::new();
     // (many index or MAX, one index or MAX) → output slot.
@@ -364,9 +366,11 @@ fn vector_vector(
             if oi != u32::MAX {
                 used_one.insert(sig);
             }
-            if one_to_one && oi != u32::MAX {
-                if let Some(prev) = matched_many.insert(sig, mi) {
-                    let _ = prev;
+            if one_to_one
+                && oi != u32::MAX
+                && let Some(prev) = matched_many.insert(sig, mi)
+            {
+                {
                     return Err(EvalError::Execution(format!(
                         "found duplicate series for the match group {} on the {} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
                         labels_string(&match_group(&many[mi as usize].labels, &m.matching)),
@@ -422,9 +426,10 @@ fn vector_vector(
                 let slot = match slots.get(&key) {
                     Some(&s) => s,
                     None => {
+                        // Only the one side is there: the result is its
+                        // match group.
                         let os = &one[oi as usize];
-                        let (labels, drop) = result_labels(op, &os.labels, &Vec::new(), m, return_bool);
-                        let s = out.slot(Arc::new(labels), drop || os.drop_name);
+                        let s = out.slot(Arc::new(match_group(&os.labels, &m.matching)), false);
                         slots.insert(key, s);
                         s
                     }

@@ -89,6 +89,8 @@ impl RangeData {
 
 pub(super) struct Ctx<'a> {
     pub db: &'a dyn Queryable,
+    /// The query's text, for annotation positions.
+    pub text: Option<&'a str>,
     pub lookback: i64,
     pub max_samples: usize,
     pub samples: usize,
@@ -181,9 +183,6 @@ pub(super) fn dup_labelset() -> EvalError {
 /// Drops flagged names and merges series that became identical; two points
 /// at one step are an error.
 pub(super) fn cleanup(vs: Vec<Sv>) -> Result<Vec<Sv>, EvalError> {
-    if !vs.iter().any(|s| s.drop_name) {
-        return Ok(vs);
-    }
     let mut out: Vec<Sv> = Vec::with_capacity(vs.len());
     let mut index: HashMap<Arc<Labels>, usize> = HashMap::new();
     for s in vs {
@@ -215,8 +214,13 @@ pub(super) fn cleanup(vs: Vec<Sv>) -> Result<Vec<Sv>, EvalError> {
     Ok(out)
 }
 
+/// Drops the metric name, and with it the `__type__` and `__unit__`
+/// metadata labels that describe it.
 pub(super) fn drop_name(l: &Labels) -> Labels {
-    l.iter().filter(|(k, _)| k != "__name__").cloned().collect()
+    l.iter()
+        .filter(|(k, _)| k != "__name__" && k != "__type__" && k != "__unit__")
+        .cloned()
+        .collect()
 }
 
 pub(super) fn get_label<'l>(l: &'l Labels, name: &str) -> Option<&'l str> {
@@ -237,6 +241,31 @@ impl Ctx<'_> {
             return Err(EvalError::Timeout("query timed out in query execution".into()));
         }
         Ok(())
+    }
+
+    /// " (line:col)" of `node` in the query text: where its canonical form
+    /// first occurs (queries written canonically match exactly); empty if
+    /// it cannot be found.
+    fn position(&self, node: &Expr) -> String {
+        let Some(text) = self.text else { return String::new() };
+        let needle = node.to_string();
+        let Some(at) = text.find(&needle) else { return String::new() };
+        let before = &text[..at];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!(" ({line}:{col})")
+    }
+
+    /// Adds a warning about `node`.
+    pub fn warn(&mut self, msg: String, node: &Expr) {
+        let p = self.position(node);
+        self.warnings.push(format!("PromQL warning: {msg}{p}"));
+    }
+
+    /// Adds an info annotation about `node`.
+    pub fn info(&mut self, msg: String, node: &Expr) {
+        let p = self.position(node);
+        self.infos.push(format!("PromQL info: {msg}{p}"));
     }
 
     pub fn account(&mut self, n: usize) -> Result<(), EvalError> {

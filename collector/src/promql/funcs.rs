@@ -312,7 +312,7 @@ fn string_arg(c: &Call, i: usize) -> Result<String, EvalError> {
     }
 }
 
-fn arg<'c>(c: &'c Call, i: usize) -> Result<&'c Expr, EvalError> {
+fn arg(c: &Call, i: usize) -> Result<&Expr, EvalError> {
     c.args
         .args
         .get(i)
@@ -344,6 +344,17 @@ pub(super) fn eval_call(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val,
     let secs = |i: usize| steps.ts(i) as f64 / 1000.0;
     match name {
         "time" => return Ok(Val::Scalar((0..n).map(secs).collect())),
+        "min_of" | "max_of" => {
+            let a = scalar_arg(cx, c, 0, steps, f64::NAN)?;
+            let b = scalar_arg(cx, c, 1, steps, f64::NAN)?;
+            let min = name == "min_of";
+            return Ok(Val::Scalar(
+                a.iter()
+                    .zip(&b)
+                    .map(|(&x, &y)| if min { go_min(x, y) } else { go_max(x, y) })
+                    .collect(),
+            ));
+        }
         "pi" => return Ok(Val::Scalar(vec![std::f64::consts::PI; n])),
         "start" => return Ok(Val::Scalar(vec![cx.qstart as f64 / 1000.0; n])),
         "end" => return Ok(Val::Scalar(vec![cx.qend as f64 / 1000.0; n])),
@@ -426,6 +437,12 @@ pub(super) fn eval_call(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val,
         "label_join" => return label_join(cx, c, steps),
         "sort" | "sort_desc" => {
             let mut v = cx.eval_vector(arg(c, 0)?, steps)?;
+            if cx.qstep > 0 {
+                cx.warn(
+                    "sort is ineffective for range queries since results are always ordered by labels".into(),
+                    &Expr::Call(c.clone()),
+                );
+            }
             if n == 1 {
                 let desc = name == "sort_desc";
                 v.sort_by(|a, b| {
@@ -443,12 +460,19 @@ pub(super) fn eval_call(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val,
         }
         "sort_by_label" | "sort_by_label_desc" => {
             let mut v = cx.eval_vector(arg(c, 0)?, steps)?;
+            if cx.qstep > 0 {
+                cx.warn(
+                    "sort is ineffective for range queries since results are always ordered by labels".into(),
+                    &Expr::Call(c.clone()),
+                );
+            }
             let mut names = Vec::new();
             for i in 1..c.args.args.len() {
                 names.push(string_arg(c, i)?);
             }
             let desc = name == "sort_by_label_desc";
-            v.sort_by(|a, b| a.labels.cmp(&b.labels));
+            // Ties keep the order of the full label sets (descending for _desc).
+            v.sort_by(|a, b| if desc { b.labels.cmp(&a.labels) } else { a.labels.cmp(&b.labels) });
             v.sort_by(|a, b| {
                 for l in &names {
                     let x = get_label(&a.labels, l).unwrap_or("");
@@ -463,13 +487,9 @@ pub(super) fn eval_call(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val,
             return Ok(Val::Vector(v));
         }
         "histogram_quantile" => return histogram_quantile(cx, c, steps),
-        "histogram_count"
-        | "histogram_sum"
-        | "histogram_avg"
-        | "histogram_stddev"
-        | "histogram_stdvar"
-        | "histogram_fraction"
-        | "histogram_quantiles" => {
+        "histogram_fraction" => return histogram_fraction(cx, c, steps),
+        "histogram_quantiles" => return histogram_quantiles(cx, c, steps),
+        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev" | "histogram_stdvar" => {
             // Native histograms only: float samples are ignored.
             for a in &c.args.args {
                 let _ = cx.eval(a, steps)?;
@@ -536,9 +556,8 @@ pub(super) fn eval_call(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val,
             if let Some(metric) = get_label(&s.labels, "__name__")
                 && !(metric.ends_with("_total") || metric.ends_with("_sum") || metric.ends_with("_count") || metric.ends_with("_bucket"))
             {
-                cx.infos.push(format!(
-                    "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}"
-                ));
+                let msg = format!("metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}");
+                cx.info(msg, arg(c, 0)?);
             }
         }
     }
@@ -666,10 +685,10 @@ pub(super) fn eval_call(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val,
             let q = scalar_arg(cx, c, 0, steps, f64::NAN)?;
             if q.iter().any(|q| !(0.0..=1.0).contains(q)) {
                 let bad = q.iter().copied().find(|q| !(0.0..=1.0).contains(q)).unwrap_or(f64::NAN);
-                cx.warnings.push(format!(
-                    "PromQL warning: quantile value should be between 0 and 1, got {}",
-                    fmt_float(bad)
-                ));
+                cx.warn(
+                    format!("quantile value should be between 0 and 1, got {}", fmt_float(bad)),
+                    arg(c, 0)?,
+                );
             }
             over_range(cx, &rd, steps, false, |w| {
                 let mut vals: Vec<f64> = w.samples.iter().map(|p| p.1).collect();
@@ -678,6 +697,9 @@ pub(super) fn eval_call(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val,
         }
         "mad_over_time" => over_range(cx, &rd, steps, false, |w| {
             let mut vals: Vec<f64> = w.samples.iter().map(|p| p.1).collect();
+            if vals.iter().any(|v| v.is_nan()) {
+                return Ok(Some(f64::NAN));
+            }
             let median = quantile(0.5, &mut vals);
             let mut dev: Vec<f64> = vals.iter().map(|v| (v - median).abs()).collect();
             Ok(Some(quantile(0.5, &mut dev)))
@@ -697,21 +719,17 @@ fn absent_labels(e: &Expr) -> Labels {
         Expr::MatrixSelector(m) => &m.vs.matchers,
         _ => return Vec::new(),
     };
+    // Labels of equality matchers; a name with more than one matcher is
+    // ambiguous and left out.
     let mut out: Labels = Vec::new();
-    let mut dup: Vec<String> = Vec::new();
     for m in &ms.matchers {
-        if m.name == "__name__" {
+        if m.name == "__name__" || !matches!(m.op, promql_parser::label::MatchOp::Equal) {
             continue;
         }
-        if matches!(m.op, promql_parser::label::MatchOp::Equal) {
-            if out.iter().any(|(k, _)| k == &m.name) {
-                dup.push(m.name.clone());
-            } else {
-                out.push((m.name.clone(), m.value.clone()));
-            }
+        if ms.matchers.iter().filter(|o| o.name == m.name).count() == 1 {
+            out.push((m.name.clone(), m.value.clone()));
         }
     }
-    out.retain(|(k, _)| !dup.contains(k));
     out.sort();
     out
 }
@@ -797,26 +815,86 @@ fn parse_le(s: &str) -> Option<f64> {
 }
 
 fn histogram_quantile(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
-    let n = steps.len();
     let phi = scalar_arg(cx, c, 0, steps, f64::NAN)?;
     let v = cx.eval_vector(arg(c, 1)?, steps)?;
     if let Some(bad) = phi.iter().copied().find(|q| !(0.0..=1.0).contains(q)) {
-        cx.warnings.push(format!(
-            "PromQL warning: quantile value should be between 0 and 1, got {}",
-            fmt_float(bad)
-        ));
+        cx.warn(
+            format!("quantile value should be between 0 and 1, got {}", fmt_float(bad)),
+            arg(c, 0)?,
+        );
     }
+    over_buckets(cx, v, arg(c, 1)?, steps, |i, buckets| bucket_quantile(phi[i], buckets))
+}
+
+/// `histogram_quantiles(v, "label", q1, q2, …)`: one series per quantile,
+/// told apart by the label.
+fn histogram_quantiles(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
+    let v = cx.eval_vector(arg(c, 0)?, steps)?;
+    let label = string_arg(c, 1)?;
+    let mut out = Vec::new();
+    for i in 2..c.args.args.len() {
+        let q = scalar_arg(cx, c, i, steps, f64::NAN)?;
+        if let Some(bad) = q.iter().copied().find(|q| !(0.0..=1.0).contains(q)) {
+            cx.warn(
+                format!("quantile value should be between 0 and 1, got {}", fmt_float(bad)),
+                arg(c, i)?,
+            );
+        }
+        let Val::Vector(series) = over_buckets(cx, v.clone(), arg(c, 0)?, steps, |i, buckets| bucket_quantile(q[i], buckets))? else {
+            continue;
+        };
+        let qs = q.first().map_or_else(String::new, |&x| {
+            if x.is_finite() && x.fract() == 0.0 {
+                format!("{x:.1}")
+            } else {
+                fmt_float(x)
+            }
+        });
+        for mut s in series {
+            if get_label(&s.labels, &label).is_some() {
+                return Err(EvalError::Execution(format!(
+                    "label {label:?} already exists on the input of histogram_quantiles"
+                )));
+            }
+            let mut l = (*s.labels).clone();
+            set_label(&mut l, &label, qs.clone());
+            s.labels = Arc::new(l);
+            out.push(s);
+        }
+    }
+    Ok(Val::Vector(out))
+}
+
+fn histogram_fraction(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
+    let lower = scalar_arg(cx, c, 0, steps, f64::NAN)?;
+    let upper = scalar_arg(cx, c, 1, steps, f64::NAN)?;
+    let v = cx.eval_vector(arg(c, 2)?, steps)?;
+    over_buckets(cx, v, arg(c, 2)?, steps, |i, buckets| bucket_fraction(lower[i], upper[i], buckets))
+}
+
+/// Groups classic bucket series (`le`) by their other labels and applies `f`
+/// to each group's buckets at each step.
+fn over_buckets(
+    cx: &mut Ctx<'_>,
+    v: Vec<Sv>,
+    node: &Expr,
+    steps: Steps,
+    mut f: impl FnMut(usize, &mut [(f64, f64)]) -> (f64, bool),
+) -> Result<Val, EvalError> {
+    let n = steps.len();
     // Group the bucket series by their labels without `le`.
-    let mut groups: Vec<(Labels, bool, Vec<(usize, f64)>)> = Vec::new();
+    // (labels without `le`, (series index, bucket bound) of its buckets)
+    let mut groups: Vec<(Labels, Vec<(usize, f64)>)> = Vec::new();
     let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
     for (si, s) in v.iter().enumerate() {
         let le = get_label(&s.labels, "le");
         let Some(bound) = le.and_then(parse_le) else {
             let metric = get_label(&s.labels, "__name__").unwrap_or("");
-            cx.warnings.push(format!(
-                "PromQL warning: bucket label \"le\" is missing or has a malformed value of {:?} for metric name {metric:?}",
+            let msg = format!(
+                "bucket label \"le\" is missing or has a malformed value of {:?} for metric name {metric:?}",
                 le.unwrap_or("")
-            ));
+            );
+            cx.warn(msg, node);
             continue;
         };
         let key: Labels = s.labels.iter().filter(|(k, _)| k != "le").cloned().collect();
@@ -824,14 +902,14 @@ fn histogram_quantile(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, E
             Some(&g) => g,
             None => {
                 index.insert(key.clone(), groups.len());
-                groups.push((key, false, Vec::new()));
+                groups.push((key, Vec::new()));
                 groups.len() - 1
             }
         };
-        groups[gi].2.push((si, bound));
+        groups[gi].1.push((si, bound));
     }
     let mut out = Vec::with_capacity(groups.len());
-    for (labels, _, members) in groups {
+    for (labels, members) in groups {
         // Per step buckets.
         let mut per_step: Vec<Vec<(f64, f64)>> = vec![Vec::new(); n];
         for (si, bound) in &members {
@@ -844,10 +922,13 @@ fn histogram_quantile(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, E
             if buckets.is_empty() {
                 continue;
             }
-            let (q, fixed) = bucket_quantile(phi[i], &mut buckets);
+            let (q, fixed) = f(i, &mut buckets);
             if fixed {
                 let metric = get_label(&labels, "__name__").unwrap_or("");
-                cx.infos.push(format!("PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {metric:?}"));
+                let msg = format!(
+                    "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {metric:?}"
+                );
+                cx.info(msg, node);
             }
             pts.push((i as u32, q));
         }
@@ -864,7 +945,7 @@ fn histogram_quantile(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, E
 
 /// Prometheus's classic-bucket quantile; also says whether the buckets had
 /// to be made monotonic.
-fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> (f64, bool) {
+fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
     if q.is_nan() {
         return (f64::NAN, false);
     }
@@ -874,9 +955,80 @@ fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> (f64, bool) {
     if q > 1.0 {
         return (f64::INFINITY, false);
     }
+    let Some((co, forced)) = prepare_buckets(buckets) else {
+        return (f64::NAN, false);
+    };
+    if co.len() < 2 {
+        return (f64::NAN, forced);
+    }
+    let obs = co[co.len() - 1].1;
+    if obs == 0.0 || obs.is_nan() {
+        return (f64::NAN, forced);
+    }
+    let mut rank = q * obs;
+    let last = co.len() - 1;
+    let b = co[..last].partition_point(|x| x.1 < rank);
+    if b == last {
+        return (co[last - 1].0, forced);
+    }
+    if b == 0 && co[0].0 <= 0.0 {
+        return (co[0].0, forced);
+    }
+    let (mut start, end, mut count) = (0.0, co[b].0, co[b].1);
+    if b > 0 {
+        start = co[b - 1].0;
+        count -= co[b - 1].1;
+        rank -= co[b - 1].1;
+    }
+    (start + (end - start) * (rank / count), forced)
+}
+
+/// Prometheus's classic-bucket fraction of observations in [lower, upper]:
+/// finite buckets interpolate linearly; a bucket of infinite width counts
+/// only when it lies wholly inside.
+fn bucket_fraction(lower: f64, upper: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
+    let Some((co, forced)) = prepare_buckets(buckets) else {
+        return (f64::NAN, false);
+    };
+    let total = co[co.len() - 1].1;
+    if total == 0.0 || total.is_nan() || lower.is_nan() || upper.is_nan() {
+        return (f64::NAN, forced);
+    }
+    if lower >= upper {
+        return (0.0, forced);
+    }
+    let mut sum = 0.0;
+    for (i, &(ub, cum)) in co.iter().enumerate() {
+        let (lb, prev) = if i == 0 {
+            (if ub > 0.0 { 0.0 } else { f64::NEG_INFINITY }, 0.0)
+        } else {
+            (co[i - 1].0, co[i - 1].1)
+        };
+        let cnt = cum - prev;
+        if lb >= upper || ub <= lower {
+            continue;
+        }
+        if ub == f64::INFINITY || lb == f64::NEG_INFINITY {
+            // No interpolation in a bucket of infinite width: it counts when
+            // the range reaches its infinite end.
+            if (ub == f64::INFINITY && upper == f64::INFINITY) || (lb == f64::NEG_INFINITY && lower == f64::NEG_INFINITY) {
+                sum += cnt;
+            }
+        } else if lb >= lower && ub <= upper {
+            sum += cnt;
+        } else {
+            sum += cnt * (ub.min(upper) - lb.max(lower)) / (ub - lb);
+        }
+    }
+    (sum / total, forced)
+}
+
+/// Sorts, checks for the +Inf bucket, coalesces equal bounds and makes the
+/// counts monotonic (ignoring tiny deltas); None without a +Inf bucket.
+fn prepare_buckets(buckets: &mut [(f64, f64)]) -> Option<(Vec<(f64, f64)>, bool)> {
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
-        return (f64::NAN, false);
+        return None;
     }
     // Coalesce equal bounds.
     let mut co: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
@@ -905,29 +1057,7 @@ fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> (f64, bool) {
         }
         prev = cur;
     }
-    if co.len() < 2 {
-        return (f64::NAN, forced);
-    }
-    let obs = co[co.len() - 1].1;
-    if obs == 0.0 || obs.is_nan() {
-        return (f64::NAN, forced);
-    }
-    let mut rank = q * obs;
-    let last = co.len() - 1;
-    let b = co[..last].partition_point(|x| x.1 < rank);
-    if b == last {
-        return (co[last - 1].0, forced);
-    }
-    if b == 0 && co[0].0 <= 0.0 {
-        return (co[0].0, forced);
-    }
-    let (mut start, end, mut count) = (0.0, co[b].0, co[b].1);
-    if b > 0 {
-        start = co[b - 1].0;
-        count -= co[b - 1].1;
-        rank -= co[b - 1].1;
-    }
-    (start + (end - start) * (rank / count), forced)
+    Some((co, forced))
 }
 
 pub(super) fn almost_equal(a: f64, b: f64, eps: f64) -> bool {

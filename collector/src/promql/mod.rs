@@ -161,9 +161,10 @@ pub fn matchers_of(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, EvalError> 
 }
 
 impl Engine {
-    fn ctx<'a>(&self, db: &'a dyn Queryable, start: i64, end: i64, step: i64) -> eval::Ctx<'a> {
+    fn ctx<'a>(&self, db: &'a dyn Queryable, start: i64, end: i64, step: i64, text: Option<&'a str>) -> eval::Ctx<'a> {
         eval::Ctx {
             db,
+            text,
             lookback: ms(self.lookback).max(1),
             max_samples: self.max_samples,
             samples: 0,
@@ -179,12 +180,31 @@ impl Engine {
 
     /// Evaluates `expr` at time `t` (ms).
     pub fn instant(&self, db: &dyn Queryable, expr: &Expr, t: i64) -> Result<Output, EvalError> {
+        self.instant_with_text(db, expr, t, None)
+    }
+
+    /// [`Engine::instant`], with the query's text so that annotations say
+    /// where in it they arise (`… (1:25)`, line:column as Prometheus).
+    pub fn instant_with_text(&self, db: &dyn Queryable, expr: &Expr, t: i64, text: Option<&str>) -> Result<Output, EvalError> {
         let steps = eval::Steps { start: t, end: t, step: 1 };
-        eval::exec(self.ctx(db, t, t, 0), expr, steps, true)
+        eval::exec(self.ctx(db, t, t, 0, text), expr, steps, true)
     }
 
     /// Evaluates `expr` at every step from `start` to `end` (ms, inclusive).
     pub fn range(&self, db: &dyn Queryable, expr: &Expr, start: i64, end: i64, step: i64) -> Result<Output, EvalError> {
+        self.range_with_text(db, expr, start, end, step, None)
+    }
+
+    /// [`Engine::range`], with the query's text (see [`Engine::instant_with_text`]).
+    pub fn range_with_text(
+        &self,
+        db: &dyn Queryable,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+        text: Option<&str>,
+    ) -> Result<Output, EvalError> {
         if step <= 0 {
             return Err(EvalError::BadData(
                 "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
@@ -205,7 +225,7 @@ impl Engine {
             }
         }
         let steps = eval::Steps { start, end, step };
-        eval::exec(self.ctx(db, start, end, step), expr, steps, false)
+        eval::exec(self.ctx(db, start, end, step, text), expr, steps, false)
     }
 }
 
