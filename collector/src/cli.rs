@@ -49,6 +49,9 @@ pub struct Args {
     /// Keep the database under this size, oldest data deleted first, e.g. 10GB [default: no limit].
     #[arg(long, value_name = "SIZE", value_parser = csoc_agent::util::parse_bytes)]
     pub retention_size: Option<u64>,
+    /// Memory for decoded chunks reused by repeated queries, e.g. 1GiB; 0 disables [default: 256MiB].
+    #[arg(long = "storage.chunk-cache-size", value_name = "SIZE", value_parser = csoc_agent::util::parse_bytes)]
+    pub chunk_cache_size: Option<u64>,
     /// Enable the admin endpoints (POST /api/v1/admin/tsdb/flush).
     #[arg(long = "web.enable-admin-api")]
     pub enable_admin_api: bool,
@@ -98,6 +101,9 @@ impl Args {
         }
         if let Some(v) = self.retention_size {
             cfg.retention_size = v;
+        }
+        if let Some(v) = self.chunk_cache_size {
+            cfg.chunk_cache_size = v;
         }
         if self.enable_admin_api {
             cfg.enable_admin_api = true;

@@ -88,6 +88,10 @@ pub struct CollectorConfig {
     /// (`10GB`, `512MiB`; 0 = no limit, the default).
     #[serde(deserialize_with = "csoc_agent::util::de_bytes")]
     pub retention_size: u64,
+    /// Memory for decoded chunks that repeated queries reuse (`256MiB`, the
+    /// default; 0 disables the cache).
+    #[serde(deserialize_with = "csoc_agent::util::de_bytes")]
+    pub chunk_cache_size: u64,
     /// Allow the admin endpoints (`POST /api/v1/admin/tsdb/flush`). Off by
     /// default, as in Prometheus (`--web.enable-admin-api`).
     pub enable_admin_api: bool,
@@ -108,6 +112,7 @@ impl Default for CollectorConfig {
             limits: Limits::default(),
             retention: Duration::from_secs(15 * 86_400),
             retention_size: 0,
+            chunk_cache_size: crate::tsdb::DEFAULT_CHUNK_CACHE_BYTES as u64,
             enable_admin_api: false,
         }
     }

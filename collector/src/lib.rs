@@ -68,6 +68,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
             age: cfg.retention,
             size_bytes: cfg.retention_size,
         },
+        chunk_cache_bytes: usize::try_from(cfg.chunk_cache_size).unwrap_or(usize::MAX),
     };
     let db = tsdb::Tsdb::open(&cfg.data_dir, &tsdb_opts, sub).with_context(|| format!("opening storage in {}", cfg.data_dir.display()))?;
 

@@ -11,6 +11,7 @@
 //! | `federate.rs` | `/federate` |
 //! | `params.rs` | parameter parsing (times, durations, limits) |
 
+mod encode;
 mod federate;
 mod params;
 mod query;
@@ -32,7 +33,7 @@ use serde_json::{Value as Json, json};
 
 use crate::metadata::MetadataStore;
 use crate::metrics::HttpMetrics;
-use crate::promql::{Engine, EvalError, Value};
+use crate::promql::{Engine, EvalError};
 use crate::tsdb::{Labels, Matcher, Tsdb};
 pub use federate::{TEXT_CONTENT_TYPE, go_float};
 pub use params::{Params, fmt_bytes, fmt_duration, parse_duration, parse_time};
@@ -157,41 +158,12 @@ pub fn fmt_value(v: f64) -> String {
     }
 }
 
-/// A timestamp as Prometheus writes it: seconds as a JSON number, whole
-/// seconds without a fraction (`1700000000`), else with milliseconds
-/// (`1700000000.123`).
-fn fmt_ts(t: i64) -> Json {
-    if t % 1000 == 0 {
-        return Json::from(t / 1000);
-    }
-    let secs = t as f64 / 1000.0;
-    serde_json::Number::from_f64(secs).map(Json::Number).unwrap_or(Json::Null)
-}
-
 fn labels_json(l: &Labels) -> Json {
     let mut m = serde_json::Map::new();
     for (k, v) in l {
         m.insert(k.clone(), Json::String(v.clone()));
     }
     Json::Object(m)
-}
-
-fn value_json(v: &Value) -> Json {
-    match v {
-        Value::Scalar(t, v) => json!({"resultType": "scalar", "result": [fmt_ts(*t), fmt_value(*v)]}),
-        Value::String(t, s) => json!({"resultType": "string", "result": [fmt_ts(*t), s]}),
-        Value::Vector(vs) => json!({
-            "resultType": "vector",
-            "result": vs.iter().map(|s| json!({"metric": labels_json(&s.labels), "value": [fmt_ts(s.t), fmt_value(s.v)]})).collect::<Vec<_>>(),
-        }),
-        Value::Matrix(ms) => json!({
-            "resultType": "matrix",
-            "result": ms.iter().map(|s| json!({
-                "metric": labels_json(&s.labels),
-                "values": s.samples.iter().map(|(t, v)| json!([fmt_ts(*t), fmt_value(*v)])).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-        }),
-    }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
@@ -326,10 +298,6 @@ mod tests {
         assert_eq!(fmt_value(f64::NAN), "NaN");
         assert_eq!(fmt_value(f64::INFINITY), "+Inf");
         assert_eq!(fmt_value(f64::NEG_INFINITY), "-Inf");
-        assert_eq!(fmt_ts(1_700_000_000_123), json!(1700000000.123));
-        assert_eq!(fmt_ts(1_700_000_000_500), json!(1700000000.5));
-        assert_eq!(fmt_ts(1_700_000_000_000).to_string(), "1700000000");
-        assert_eq!(fmt_ts(-1_500), json!(-1.5));
     }
 
     fn p(pairs: &[(&str, &str)]) -> Params {

@@ -8,7 +8,7 @@ use axum::response::Response;
 use promql_parser::parser::Expr;
 use serde_json::{Value as Json, json};
 
-use super::{ApiError, AppState, Params, TRUNCATED, blocking, respond, success, value_json};
+use super::{ApiError, AppState, Params, TRUNCATED, blocking, success};
 use crate::promql::{Engine, Value};
 
 /// Prometheus's cap on the points per series of a range query.
@@ -55,7 +55,8 @@ fn answer(mut out: crate::promql::Output, limit: Option<usize>) -> Response {
     if truncate(&mut out.value, limit) {
         out.warnings.push(TRUNCATED.into());
     }
-    respond(value_json(&out.value), &out.warnings, &out.infos)
+    let body = super::encode::query_body(&out.value, &out.warnings, &out.infos);
+    axum::response::IntoResponse::into_response(([(axum::http::header::CONTENT_TYPE, "application/json")], body))
 }
 
 /// `GET|POST /api/v1/query`: `query`, `time`, `timeout`, `limit`,

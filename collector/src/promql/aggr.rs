@@ -184,6 +184,57 @@ pub(super) fn eval_aggregate(cx: &mut Ctx<'_>, a: &AggregateExpr, steps: Steps) 
             }
             Ok(Val::Vector(out.series))
         }
+        "sum" | "count" | "group" | "min" | "max" | "avg" if glabels.len().saturating_mul(n) <= 8_000_000 => {
+            // Series by series into one accumulator per (group, step): the
+            // same order of additions as step by step, without building
+            // per-step vectors.
+            let cells = glabels.len() * n;
+            let mut val = vec![0.0f64; cells];
+            let mut comp = vec![0.0f64; cells];
+            let mut cnt = vec![0u32; cells];
+            let mut means: Vec<Mean> = if op == "avg" { vec![Mean::default(); cells] } else { Vec::new() };
+            for (si, s) in input.iter().enumerate() {
+                let base = gid[si] * n;
+                for &(i, v) in &s.pts {
+                    let k = base + i as usize;
+                    match op.as_str() {
+                        "sum" => (val[k], comp[k]) = kahan_inc(v, val[k], comp[k]),
+                        "min" if cnt[k] == 0 || val[k] > v || val[k].is_nan() => val[k] = v,
+                        "max" if cnt[k] == 0 || val[k] < v || val[k].is_nan() => val[k] = v,
+                        "avg" => means[k].add(v),
+                        _ => {}
+                    }
+                    cnt[k] += 1;
+                }
+            }
+            let mut out = Vec::with_capacity(glabels.len());
+            for (g, l) in glabels.iter().enumerate() {
+                let mut pts = Vec::new();
+                for i in 0..n {
+                    let k = g * n + i;
+                    if cnt[k] == 0 {
+                        continue;
+                    }
+                    let v = match op.as_str() {
+                        "sum" => val[k] + comp[k],
+                        "count" => cnt[k] as f64,
+                        "group" => 1.0,
+                        "avg" => means[k].value(),
+                        _ => val[k],
+                    };
+                    pts.push((i as u32, v));
+                }
+                if !pts.is_empty() {
+                    out.push(Sv {
+                        labels: Arc::new((*l).clone()),
+                        drop_name: gdrop[g],
+                        pts,
+                    });
+                }
+            }
+            cx.account(out.iter().map(|s| s.pts.len()).sum())?;
+            Ok(Val::Vector(out))
+        }
         _ => {
             let mut out: Vec<Sv> = glabels
                 .iter()
@@ -198,9 +249,6 @@ pub(super) fn eval_aggregate(cx: &mut Ctx<'_>, a: &AggregateExpr, steps: Steps) 
             for (i, samples) in per_step.iter().enumerate() {
                 if samples.is_empty() {
                     continue;
-                }
-                for a in accs.iter_mut() {
-                    *a = Acc::default();
                 }
                 let mut touched: Vec<usize> = Vec::new();
                 for &(si, v) in samples {
@@ -217,7 +265,7 @@ pub(super) fn eval_aggregate(cx: &mut Ctx<'_>, a: &AggregateExpr, steps: Steps) 
                     accumulate(&op, acc, v);
                 }
                 touched.sort_unstable();
-                for g in touched {
+                for &g in &touched {
                     let acc = &accs[g];
                     let v = match op.as_str() {
                         "sum" => acc.value + acc.c,
@@ -235,6 +283,9 @@ pub(super) fn eval_aggregate(cx: &mut Ctx<'_>, a: &AggregateExpr, steps: Steps) 
                         other => return Err(EvalError::BadData(format!("unknown aggregation {other:?}"))),
                     };
                     out[g].pts.push((i as u32, v));
+                }
+                for &g in &touched {
+                    accs[g] = Acc::default();
                 }
             }
             if op == "quantile"

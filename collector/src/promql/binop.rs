@@ -324,6 +324,76 @@ fn vector_vector(
     let (many, one) = if swapped { (&r, &l) } else { (&l, &r) };
     let many_sig: Vec<String> = many.iter().map(|s| sig_of(s, &m.matching)).collect();
     let one_sig: Vec<String> = one.iter().map(|s| sig_of(s, &m.matching)).collect();
+    // Fast path: no fill, every signature unique on the "one" side (and on
+    // the "many" side for one-to-one), so each many-side series has at most
+    // one partner for all steps; walk the two point lists together.
+    if m.fill_values.lhs.is_none() && m.fill_values.rhs.is_none() {
+        let mut one_by_sig: HashMap<&str, usize> = HashMap::with_capacity(one.len());
+        let mut unique = one_sig
+            .iter()
+            .enumerate()
+            .all(|(i, sg)| one_by_sig.insert(sg.as_str(), i).is_none());
+        if unique && matches!(m.card, VectorMatchCardinality::OneToOne) {
+            let mut seen: HashSet<&str> = HashSet::with_capacity(many.len());
+            unique = many_sig.iter().all(|sg| seen.insert(sg.as_str()));
+        }
+        if unique {
+            let mut out = OutBuilder::new();
+            for (mi, ms) in many.iter().enumerate() {
+                let Some(&oi) = one_by_sig.get(many_sig[mi].as_str()) else {
+                    continue;
+                };
+                let os = &one[oi];
+                let mut slot = None;
+                let (mut a, mut b) = (0usize, 0usize);
+                while a < ms.pts.len() && b < os.pts.len() {
+                    let (sa, mv) = ms.pts[a];
+                    let (sb, ov) = os.pts[b];
+                    if sa < sb {
+                        a += 1;
+                        continue;
+                    }
+                    if sb < sa {
+                        b += 1;
+                        continue;
+                    }
+                    a += 1;
+                    b += 1;
+                    let (lv, rv) = if swapped { (ov, mv) } else { (mv, ov) };
+                    let (mut value, keep) = apply(op, lv, rv);
+                    if return_bool {
+                        value = if keep { 1.0 } else { 0.0 };
+                    } else if !keep {
+                        continue;
+                    }
+                    let s = *slot.get_or_insert_with(|| {
+                        let (labels, drop) = result_labels(op, &ms.labels, &os.labels, m, return_bool);
+                        out.slot(Arc::new(labels), drop || ms.drop_name)
+                    });
+                    if !out.push(s, sa, value) {
+                        return Err(EvalError::Execution(if one_to_one_card(m) {
+                            "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into()
+                        } else {
+                            "multiple matches for labels: grouping labels must ensure unique matches".into()
+                        }));
+                    }
+                }
+            }
+            // Points of one output series may come from several pairs in
+            // step order per pair only; keep them sorted.
+            for s in &mut out.series {
+                if !s.pts.windows(2).all(|w| w[0].0 < w[1].0) {
+                    s.pts.sort_by_key(|p| p.0);
+                    if s.pts.windows(2).any(|w| w[0].0 == w[1].0) {
+                        return Err(EvalError::Execution(
+                            "multiple matches for labels: grouping labels must ensure unique matches".into(),
+                        ));
+                    }
+                }
+            }
+            return Ok(out.series);
+        }
+    }
     let many_steps = by_step(many, n);
     let one_steps = by_step(one, n);
     // As in Prometheus, after group_right's swap fill_left fills the "many"
@@ -443,6 +513,10 @@ fn vector_vector(
         }
     }
     Ok(out.series)
+}
+
+fn one_to_one_card(m: &BinModifier) -> bool {
+    matches!(m.card, VectorMatchCardinality::OneToOne)
 }
 
 fn match_group(labels: &Labels, matching: &Option<LabelModifier>) -> Labels {

@@ -321,8 +321,18 @@ impl Ctx<'_> {
         let mut out = Vec::with_capacity(series.len());
         for s in series {
             let mut pts = Vec::new();
+            // Cursor over the samples; the reference times only move
+            // forward (or stay, with `@`).
+            let mut idx = 0usize;
+            let mut prev = i64::MIN;
             for (i, &t) in te.iter().enumerate() {
-                let idx = s.samples.partition_point(|p| p.0 <= t);
+                if t < prev {
+                    idx = 0;
+                }
+                prev = t;
+                while idx < s.samples.len() && s.samples[idx].0 <= t {
+                    idx += 1;
+                }
                 if idx == 0 {
                     continue;
                 }

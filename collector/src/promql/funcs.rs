@@ -169,8 +169,25 @@ fn over_range(
             cx.check_deadline()?;
         }
         let mut pts = Vec::new();
+        // A sliding window: the steps' window ends only move forward (with
+        // `@` they stay put), so two cursors find each window in O(1).
+        let samples = &s.samples;
+        let (mut lo, mut hi) = (0usize, 0usize);
+        let mut prev_te = i64::MIN;
         for i in 0..n {
-            let w = rd.window(si, i);
+            let te = rd.te[i];
+            if te < prev_te {
+                lo = 0;
+                hi = 0;
+            }
+            prev_te = te;
+            while hi < samples.len() && samples[hi].0 <= te {
+                hi += 1;
+            }
+            while lo < hi && samples[lo].0 <= te - rd.range {
+                lo += 1;
+            }
+            let w = &samples[lo..hi];
             if w.is_empty() {
                 continue;
             }

@@ -153,9 +153,16 @@ pub fn matchers_of(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, EvalError> 
         }
         Ok(out)
     };
-    let mut sets = vec![conv(&vs.matchers.matchers)?];
+    // With `or` (`{a="x" or b="y"}`) the alternatives carry every matcher
+    // and the plain list is empty: an empty set would match everything.
+    if vs.matchers.or_matchers.is_empty() {
+        return Ok(vec![conv(&vs.matchers.matchers)?]);
+    }
+    let mut sets = Vec::with_capacity(vs.matchers.or_matchers.len());
     for alt in &vs.matchers.or_matchers {
-        sets.push(conv(alt)?);
+        let mut all = vs.matchers.matchers.clone();
+        all.extend(alt.iter().cloned());
+        sets.push(conv(&all)?);
     }
     Ok(sets)
 }

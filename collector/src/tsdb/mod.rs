@@ -21,6 +21,7 @@
 //! timestamp) is idempotent, the last write wins; staleness markers are
 //! stored bit-exactly.
 
+mod chunk_cache;
 pub mod chunkenc;
 mod compact;
 mod head;
@@ -181,10 +182,24 @@ pub enum CommitOutcome {
 }
 
 /// Storage settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TsdbOptions {
     /// Retention by age and size.
     pub retention: Retention,
+    /// Bytes of decoded chunks kept for repeated queries (0: none).
+    pub chunk_cache_bytes: usize,
+}
+
+/// The default decoded-chunk cache: 256 MiB.
+pub const DEFAULT_CHUNK_CACHE_BYTES: usize = 256 << 20;
+
+impl Default for TsdbOptions {
+    fn default() -> Self {
+        TsdbOptions {
+            retention: Retention::default(),
+            chunk_cache_bytes: DEFAULT_CHUNK_CACHE_BYTES,
+        }
+    }
 }
 
 /// What a flush did.
@@ -232,6 +247,9 @@ struct TsdbMetrics {
     retention_deleted: Counter,
     wal_replayed_samples: Counter,
     compactions: Counter,
+    chunk_cache_bytes: Gauge,
+    chunk_cache_hits: Counter,
+    chunk_cache_misses: Counter,
 }
 
 impl TsdbMetrics {
@@ -250,8 +268,23 @@ impl TsdbMetrics {
             retention_deleted: Counter::default(),
             wal_replayed_samples: Counter::default(),
             compactions: Counter::default(),
+            chunk_cache_bytes: Gauge::default(),
+            chunk_cache_hits: Counter::default(),
+            chunk_cache_misses: Counter::default(),
         };
         let r = reg.sub_registry_with_prefix("tsdb");
+        r.register_with_unit(
+            "chunk_cache_size",
+            "Decoded chunks held for repeated queries",
+            prometheus_client::registry::Unit::Bytes,
+            m.chunk_cache_bytes.clone(),
+        );
+        r.register(
+            "chunk_cache_hits",
+            "Chunk reads served decoded from the cache",
+            m.chunk_cache_hits.clone(),
+        );
+        r.register("chunk_cache_misses", "Chunk reads that had to decode", m.chunk_cache_misses.clone());
         r.register("samples_appended", "Samples durably written", m.samples_appended.clone());
         r.register("series_created", "Series created", m.series_created.clone());
         r.register("series", "Series in the index", m.series.clone());
@@ -302,6 +335,7 @@ struct Shared {
     index: RwLock<Index>,
     head: RwLock<Head>,
     readers: Mutex<Vec<Connection>>,
+    chunk_cache: chunk_cache::ChunkCache,
     metrics: TsdbMetrics,
 }
 
@@ -348,6 +382,7 @@ impl Tsdb {
             index: RwLock::new(index),
             head: RwLock::new(head),
             readers: Mutex::new(Vec::new()),
+            chunk_cache: chunk_cache::ChunkCache::new(opts.chunk_cache_bytes),
             metrics,
         });
         let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(256);
@@ -699,8 +734,34 @@ impl Querier {
                         .get_ref(0)?
                         .as_blob()
                         .map_err(|e| TsdbError::Corrupt(format!("chunk of series {id}: {e}")))?;
-                    let decoded = chunkenc::decode_block(data).map_err(|e| TsdbError::Corrupt(format!("chunk of series {id}: {e}")))?;
-                    samples.extend(decoded.into_iter().filter(|p| p.0 >= self.mint && p.0 <= self.maxt));
+                    let key = chunk_cache::key_of(data);
+                    let shared = &self.tsdb.shared;
+                    let decoded = match shared.chunk_cache.get(key) {
+                        Some(d) => {
+                            shared.metrics.chunk_cache_hits.inc();
+                            d
+                        }
+                        None => {
+                            shared.metrics.chunk_cache_misses.inc();
+                            let d = chunkenc::decode_block(data).map_err(|e| TsdbError::Corrupt(format!("chunk of series {id}: {e}")))?;
+                            if !d.windows(2).all(|w| w[0].0 <= w[1].0) {
+                                // Not in time order (never written so, but the
+                                // format allows it): filter, do not cache.
+                                samples.extend(d.into_iter().filter(|p| p.0 >= self.mint && p.0 <= self.maxt));
+                                continue;
+                            }
+                            let d = Arc::new(d);
+                            shared.chunk_cache.put(key, d.clone());
+                            shared.metrics.chunk_cache_bytes.set(shared.chunk_cache.bytes() as i64);
+                            d
+                        }
+                    };
+                    // Samples are in time order within a chunk: copy only the range.
+                    let lo = decoded.partition_point(|p| p.0 < self.mint);
+                    let hi = decoded.partition_point(|p| p.0 <= self.maxt);
+                    if lo < hi {
+                        samples.extend_from_slice(&decoded[lo..hi]);
+                    }
                 }
                 if let Some(mem) = in_memory.remove(&id) {
                     samples.extend(mem);
@@ -948,6 +1009,7 @@ mod tests {
                 age: Duration::from_secs(3600),
                 size_bytes: 0,
             },
+            ..TsdbOptions::default()
         };
         let db = Tsdb::open(d.path(), &opts, &mut Registry::default()).expect("open");
         let now = now_ms();
@@ -969,6 +1031,7 @@ mod tests {
                 age: Duration::from_secs(365 * 86_400),
                 size_bytes: limit,
             },
+            ..TsdbOptions::default()
         };
         let db = Tsdb::open(d.path(), &opts, &mut Registry::default()).expect("open");
         let now = now_ms();
