@@ -43,6 +43,12 @@ pub struct Args {
     /// How far back instant queries look for a sample [default: 5m].
     #[arg(long = "query.lookback-delta", value_name = "DURATION", value_parser = parse_duration)]
     pub lookback_delta: Option<std::time::Duration>,
+    /// Time limit of one query [default: 2m].
+    #[arg(long = "query.timeout", value_name = "DURATION", value_parser = parse_duration)]
+    pub query_timeout: Option<std::time::Duration>,
+    /// At most this many samples held in memory by one query [default: 50000000].
+    #[arg(long = "query.max-samples", value_name = "N")]
+    pub query_max_samples: Option<usize>,
     /// Delete data older than this, e.g. 30d [default: 15d].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub retention: Option<std::time::Duration>,
@@ -95,6 +101,12 @@ impl Args {
         }
         if let Some(v) = self.lookback_delta {
             cfg.lookback_delta = v;
+        }
+        if let Some(v) = self.query_timeout {
+            cfg.query_timeout = v;
+        }
+        if let Some(v) = self.query_max_samples {
+            cfg.query_max_samples = v;
         }
         if let Some(v) = self.retention {
             cfg.retention = v;

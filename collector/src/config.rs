@@ -74,6 +74,13 @@ pub struct CollectorConfig {
     /// How far back an instant query looks for a sample (default 5m).
     #[serde(deserialize_with = "de_duration")]
     pub lookback_delta: Duration,
+    /// Time limit of one query (default 2m); a query past it fails with
+    /// Prometheus's `timeout` error.
+    #[serde(deserialize_with = "de_duration")]
+    pub query_timeout: Duration,
+    /// At most this many samples held in memory by one query (default
+    /// 50,000,000); more fails the query with an `execution` error.
+    pub query_max_samples: usize,
     /// How often the collector sends a heartbeat on an idle stream (default 15s).
     #[serde(deserialize_with = "de_duration")]
     pub heartbeat_interval: Duration,
@@ -107,6 +114,8 @@ impl Default for CollectorConfig {
             local_agent: false,
             local_agent_interval: Duration::from_secs(15),
             lookback_delta: Duration::from_secs(300),
+            query_timeout: Duration::from_secs(120),
+            query_max_samples: 50_000_000,
             heartbeat_interval: Duration::from_secs(15),
             log_format: LogFormat::Text,
             limits: Limits::default(),
@@ -182,6 +191,12 @@ impl CollectorConfig {
             field: field.into(),
             message,
         };
+        if self.query_timeout < Duration::from_millis(1) {
+            return Err(inv("query_timeout", "must be positive".into()));
+        }
+        if self.query_max_samples == 0 {
+            return Err(inv("query_max_samples", "must be at least 1".into()));
+        }
         if self.lookback_delta < Duration::from_secs(1) {
             return Err(inv("lookback_delta", "must be at least 1s".into()));
         }

@@ -144,7 +144,8 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
 
     let ready = Arc::new(AtomicBool::new(false));
     let engine = promql::Engine {
-        lookback: cfg.lookback_delta,
+        timeout: cfg.query_timeout,
+        max_samples: cfg.query_max_samples,
         ..promql::Engine::new(cfg.lookback_delta)
     };
     let state = api::AppState {

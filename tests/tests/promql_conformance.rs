@@ -54,7 +54,7 @@ const FLOORS: &[(&str, usize)] = &[
     ("start_timestamps.test", 2),
     ("subquery.test", 32),
     ("trig_functions.test", 19),
-    ("type_and_unit.test", 54),
+    ("type_and_unit.test", 57),
 ];
 
 /// csoc-collector's engine on a real `Tsdb` in a temporary directory.

@@ -191,14 +191,14 @@ fn signature(labels: &Labels, matching: &Option<LabelModifier>) -> String {
         }
         Some(LabelModifier::Exclude(ign)) => {
             for (k, v) in labels {
-                if k != "__name__" && !ign.labels.iter().any(|n| n == k) {
+                if !is_name_label(k) && !ign.labels.iter().any(|n| n == k) {
                     add(k, v);
                 }
             }
         }
         None => {
             for (k, v) in labels {
-                if k != "__name__" {
+                if !is_name_label(k) {
                     add(k, v);
                 }
             }
@@ -515,6 +515,12 @@ fn vector_vector(
     Ok(out.series)
 }
 
+/// The name and the metadata labels that go with it (`__type__`,
+/// `__unit__`) are not part of a matching signature.
+fn is_name_label(k: &str) -> bool {
+    k == "__name__" || k == "__type__" || k == "__unit__"
+}
+
 fn one_to_one_card(m: &BinModifier) -> bool {
     matches!(m.card, VectorMatchCardinality::OneToOne)
 }
@@ -524,9 +530,9 @@ fn match_group(labels: &Labels, matching: &Option<LabelModifier>) -> Labels {
         Some(LabelModifier::Include(on)) => labels.iter().filter(|(k, _)| on.labels.iter().any(|n| n == k)).cloned().collect(),
         Some(LabelModifier::Exclude(ign)) => labels
             .iter()
-            .filter(|(k, _)| k != "__name__" && !ign.labels.iter().any(|n| n == k))
+            .filter(|(k, _)| !is_name_label(k) && !ign.labels.iter().any(|n| n == k))
             .cloned()
             .collect(),
-        None => labels.iter().filter(|(k, _)| k != "__name__").cloned().collect(),
+        None => labels.iter().filter(|(k, _)| !is_name_label(k)).cloned().collect(),
     }
 }
