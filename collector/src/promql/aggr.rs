@@ -71,7 +71,8 @@ pub(super) fn eval_aggregate(cx: &mut Ctx<'_>, a: &AggregateExpr, steps: Steps) 
             gdrop[gid[si]] = true;
         }
     }
-    let per_step = by_step(&input, n);
+    // Per-step lists, only for the branches that work step by step.
+    let per_step = || by_step(&input, n);
     match op.as_str() {
         "topk" | "bottomk" | "limitk" | "limit_ratio" => {
             let p = param.ok_or_else(|| EvalError::BadData(format!("{op} needs a parameter")))?;
@@ -86,7 +87,7 @@ pub(super) fn eval_aggregate(cx: &mut Ctx<'_>, a: &AggregateExpr, steps: Steps) 
             // The order of the selected samples at the (single) step of an
             // instant query: topk/bottomk return them sorted.
             let mut order: Vec<u32> = Vec::new();
-            for (i, samples) in per_step.iter().enumerate() {
+            for (i, samples) in per_step().iter().enumerate() {
                 let k_raw = p[i];
                 if op == "limit_ratio" {
                     if k_raw.is_nan() {
@@ -161,7 +162,7 @@ pub(super) fn eval_aggregate(cx: &mut Ctx<'_>, a: &AggregateExpr, steps: Steps) 
                 return Err(EvalError::Execution(format!("invalid label name {label:?}")));
             }
             let mut out = OutBuilder::new();
-            for (i, samples) in per_step.iter().enumerate() {
+            for (i, samples) in per_step().iter().enumerate() {
                 let mut counts: Vec<(Labels, f64)> = Vec::new();
                 let mut idx: HashMap<Labels, usize> = HashMap::new();
                 for &(si, v) in samples {
@@ -246,7 +247,7 @@ pub(super) fn eval_aggregate(cx: &mut Ctx<'_>, a: &AggregateExpr, steps: Steps) 
                 })
                 .collect();
             let mut accs: Vec<Acc> = vec![Acc::default(); glabels.len()];
-            for (i, samples) in per_step.iter().enumerate() {
+            for (i, samples) in per_step().iter().enumerate() {
                 if samples.is_empty() {
                     continue;
                 }

@@ -371,7 +371,10 @@ impl Ctx<'_> {
                     .select(&m.vs, lo - range + 1, hi)?
                     .into_iter()
                     .filter_map(|mut s| {
-                        s.samples.retain(|p| !csoc_proto::is_stale_nan(p.1));
+                        // Staleness markers are rare: look before rewriting.
+                        if s.samples.iter().any(|p| csoc_proto::is_stale_nan(p.1)) {
+                            s.samples.retain(|p| !csoc_proto::is_stale_nan(p.1));
+                        }
                         (!s.samples.is_empty()).then_some(Ms {
                             labels: s.labels,
                             drop_name: false,

@@ -152,71 +152,156 @@ pub(super) struct Win<'a> {
     /// The step's own time (ms).
     pub ts: i64,
     pub step: usize,
+    /// Which series of the range data, and where the window starts in its
+    /// samples (for functions that keep per-series state across steps).
+    pub series: usize,
+    pub offset: usize,
 }
 
-fn over_range(
-    cx: &mut Ctx<'_>,
-    rd: &RangeData,
-    steps: Steps,
-    keep_name: bool,
-    mut f: impl FnMut(&Win<'_>) -> Result<Option<f64>, EvalError>,
-) -> Result<Vec<Sv>, EvalError> {
-    let mut out = Vec::with_capacity(rd.series.len());
+/// Applies a window function to every series at every step. Large inputs
+/// are split by series over the machine's cores (as VictoriaMetrics does;
+/// Prometheus evaluates on one): `make` gives each worker its own function,
+/// so functions may keep per-series state.
+fn over_range<F, M>(cx: &mut Ctx<'_>, rd: &RangeData, steps: Steps, keep_name: bool, make: M) -> Result<Vec<Sv>, EvalError>
+where
+    M: Fn() -> F + Sync,
+    F: FnMut(&Win<'_>) -> Result<Option<f64>, EvalError>,
+{
     let n = steps.len();
-    let mut produced = 0usize;
-    for (si, s) in rd.series.iter().enumerate() {
-        if si % 64 == 0 {
-            cx.check_deadline()?;
-        }
-        let mut pts = Vec::new();
-        // A sliding window: the steps' window ends only move forward (with
-        // `@` they stay put), so two cursors find each window in O(1).
-        let samples = &s.samples;
-        let (mut lo, mut hi) = (0usize, 0usize);
-        let mut prev_te = i64::MIN;
-        for i in 0..n {
-            let te = rd.te[i];
-            if te < prev_te {
-                lo = 0;
-                hi = 0;
+    let work: usize = rd.series.iter().map(|s| s.samples.len()).sum::<usize>() + rd.series.len() * n;
+    let threads = if work >= PARALLEL_WORK && rd.series.len() > 1 {
+        std::thread::available_parallelism()
+            .map_or(1, |p| p.get())
+            .min(8)
+            .min(rd.series.len())
+    } else {
+        1
+    };
+    let deadline = cx.deadline;
+    let run = |from: usize, to: usize| -> Result<Vec<Sv>, EvalError> {
+        let mut f = make();
+        let mut out = Vec::with_capacity(to - from);
+        for si in from..to {
+            let s = &rd.series[si];
+            if si % 64 == 0 && std::time::Instant::now() > deadline {
+                return Err(EvalError::Timeout("query timed out in query execution".into()));
             }
-            prev_te = te;
-            while hi < samples.len() && samples[hi].0 <= te {
-                hi += 1;
-            }
-            while lo < hi && samples[lo].0 <= te - rd.range {
-                lo += 1;
-            }
-            let w = &samples[lo..hi];
-            if w.is_empty() {
-                continue;
-            }
-            let win = Win {
-                samples: w,
-                range_start: rd.te[i] - rd.range,
-                range_end: rd.te[i],
-                range_secs: rd.range as f64 / 1000.0,
-                ts: steps.ts(i),
-                step: i,
-            };
-            if let Some(v) = f(&win)? {
-                pts.push((i as u32, v));
+            if let Some(sv) = window_series(rd, si, s, steps, keep_name, &mut f)? {
+                out.push(sv);
             }
         }
-        if !pts.is_empty() {
-            produced += pts.len();
-            out.push(Sv {
-                labels: s.labels.clone(),
-                drop_name: s.drop_name || !keep_name,
-                pts,
-            });
+        Ok(out)
+    };
+    let out: Vec<Sv> = if threads <= 1 {
+        run(0, rd.series.len())?
+    } else {
+        let per = rd.series.len().div_ceil(threads);
+        let parts: Vec<Result<Vec<Sv>, EvalError>> = std::thread::scope(|sc| {
+            let run = &run;
+            let handles: Vec<_> = (0..threads)
+                .map(|k| {
+                    let (from, to) = (k * per, ((k + 1) * per).min(rd.series.len()));
+                    sc.spawn(move || run(from, to))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(EvalError::Execution("a query worker panicked".into())))
+                })
+                .collect()
+        });
+        let mut out = Vec::with_capacity(rd.series.len());
+        for p in parts {
+            out.extend(p?);
         }
-    }
-    cx.account(produced)?;
+        out
+    };
+    cx.account(out.iter().map(|s| s.pts.len()).sum())?;
     Ok(out)
 }
 
-fn extrapolated_rate(w: &Win<'_>, is_counter: bool, is_rate: bool) -> Option<f64> {
+/// Work (samples plus series × steps) from which `over_range` uses every core.
+const PARALLEL_WORK: usize = 400_000;
+
+/// One series of [`over_range`].
+fn window_series<F>(
+    rd: &RangeData,
+    si: usize,
+    s: &super::eval::Ms,
+    steps: Steps,
+    keep_name: bool,
+    f: &mut F,
+) -> Result<Option<Sv>, EvalError>
+where
+    F: FnMut(&Win<'_>) -> Result<Option<f64>, EvalError>,
+{
+    let n = steps.len();
+    let mut pts = Vec::with_capacity(n.min(s.samples.len() + 1));
+    // A sliding window: the steps' window ends only move forward (with
+    // `@` they stay put), so two cursors find each window in O(1).
+    let samples = &s.samples;
+    let (mut lo, mut hi) = (0usize, 0usize);
+    let mut prev_te = i64::MIN;
+    for i in 0..n {
+        let te = rd.te[i];
+        if te < prev_te {
+            lo = 0;
+            hi = 0;
+        }
+        prev_te = te;
+        while hi < samples.len() && samples[hi].0 <= te {
+            hi += 1;
+        }
+        while lo < hi && samples[lo].0 <= te - rd.range {
+            lo += 1;
+        }
+        let w = &samples[lo..hi];
+        if w.is_empty() {
+            continue;
+        }
+        let win = Win {
+            samples: w,
+            range_start: te - rd.range,
+            range_end: te,
+            range_secs: rd.range as f64 / 1000.0,
+            ts: steps.ts(i),
+            step: i,
+            series: si,
+            offset: lo,
+        };
+        if let Some(v) = f(&win)? {
+            pts.push((i as u32, v));
+        }
+    }
+    Ok((!pts.is_empty()).then(|| Sv {
+        labels: s.labels.clone(),
+        drop_name: s.drop_name || !keep_name,
+        pts,
+    }))
+}
+
+/// Per series, the indices `j` of its samples where a counter reset
+/// (`v[j] < v[j-1]`): most series have none, so a window's reset
+/// correction costs a binary search instead of a walk over the window.
+fn reset_indices(rd: &RangeData) -> Vec<Vec<u32>> {
+    rd.series
+        .iter()
+        .map(|s| {
+            let mut r = Vec::new();
+            let v = &s.samples;
+            for j in 1..v.len() {
+                if v[j].1 < v[j - 1].1 {
+                    r.push(j as u32);
+                }
+            }
+            r
+        })
+        .collect()
+}
+
+pub(super) fn extrapolated_rate(w: &Win<'_>, resets: Option<&[Vec<u32>]>, is_counter: bool, is_rate: bool) -> Option<f64> {
     let s = w.samples;
     if s.len() < 2 {
         return None;
@@ -224,12 +309,28 @@ fn extrapolated_rate(w: &Win<'_>, is_counter: bool, is_rate: bool) -> Option<f64
     let (first, last) = (s[0], s[s.len() - 1]);
     let mut result = last.1 - first.1;
     if is_counter {
-        let mut prev = first.1;
-        for &(_, v) in &s[1..] {
-            if v < prev {
-                result += prev;
+        match resets.map(|r| r[w.series].as_slice()) {
+            Some(r) => {
+                // Resets at window positions 1..len, in order (the same
+                // additions as the walk below).
+                let from = r.partition_point(|&j| (j as usize) <= w.offset);
+                for &j in &r[from..] {
+                    let k = j as usize - w.offset;
+                    if k >= s.len() {
+                        break;
+                    }
+                    result += s[k - 1].1;
+                }
             }
-            prev = v;
+            None => {
+                let mut prev = first.1;
+                for &(_, v) in &s[1..] {
+                    if v < prev {
+                        result += prev;
+                    }
+                    prev = v;
+                }
+            }
         }
     }
     let mut to_start = (first.0 - w.range_start) as f64 / 1000.0;
@@ -579,123 +680,187 @@ pub(super) fn eval_call(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val,
         }
     }
     let out = match name {
-        "rate" => over_range(cx, &rd, steps, false, |w| Ok(extrapolated_rate(w, true, true)))?,
-        "increase" => over_range(cx, &rd, steps, false, |w| Ok(extrapolated_rate(w, true, false)))?,
-        "delta" => over_range(cx, &rd, steps, false, |w| Ok(extrapolated_rate(w, false, false)))?,
-        "irate" => over_range(cx, &rd, steps, false, |w| Ok(instant_value(w, true)))?,
-        "idelta" => over_range(cx, &rd, steps, false, |w| Ok(instant_value(w, false)))?,
-        "deriv" => over_range(cx, &rd, steps, false, |w| {
-            Ok((w.samples.len() >= 2).then(|| linear_regression(w.samples, w.samples[0].0).0))
+        "rate" | "increase" => {
+            let resets = reset_indices(&rd);
+            let is_rate = name == "rate";
+            over_range(cx, &rd, steps, false, || {
+                |w: &Win<'_>| Ok(extrapolated_rate(w, Some(&resets), true, is_rate))
+            })?
+        }
+        "delta" => over_range(cx, &rd, steps, false, || |w: &Win<'_>| Ok(extrapolated_rate(w, None, false, false)))?,
+        "irate" => over_range(cx, &rd, steps, false, || |w: &Win<'_>| Ok(instant_value(w, true)))?,
+        "idelta" => over_range(cx, &rd, steps, false, || |w: &Win<'_>| Ok(instant_value(w, false)))?,
+        "deriv" => over_range(cx, &rd, steps, false, || {
+            |w: &Win<'_>| Ok((w.samples.len() >= 2).then(|| linear_regression(w.samples, w.samples[0].0).0))
         })?,
         "predict_linear" => {
             let d = scalar_arg(cx, c, 1, steps, 0.0)?;
-            over_range(cx, &rd, steps, false, |w| {
-                Ok((w.samples.len() >= 2).then(|| {
-                    let (slope, intercept) = linear_regression(w.samples, w.ts);
-                    slope * d[w.step] + intercept
-                }))
+            over_range(cx, &rd, steps, false, || {
+                |w: &Win<'_>| {
+                    Ok((w.samples.len() >= 2).then(|| {
+                        let (slope, intercept) = linear_regression(w.samples, w.ts);
+                        slope * d[w.step] + intercept
+                    }))
+                }
             })?
         }
         "double_exponential_smoothing" | "holt_winters" => {
             let sf = scalar_arg(cx, c, 1, steps, f64::NAN)?;
             let tf = scalar_arg(cx, c, 2, steps, f64::NAN)?;
-            over_range(cx, &rd, steps, false, |w| {
-                let (sf, tf) = (sf[w.step], tf[w.step]);
-                if !(sf > 0.0 && sf < 1.0) {
-                    return Err(EvalError::Execution(format!(
-                        "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
-                    )));
-                }
-                if !(tf > 0.0 && tf < 1.0) {
-                    return Err(EvalError::Execution(format!(
-                        "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
-                    )));
-                }
-                let s = w.samples;
-                if s.len() < 2 {
-                    return Ok(None);
-                }
-                let (mut s0, mut s1) = (0.0, s[0].1);
-                let mut b = s[1].1 - s[0].1;
-                for (i, &(_, v)) in s.iter().enumerate().skip(1) {
-                    let x = sf * v;
-                    if i > 1 {
-                        b = tf * (s1 - s0) + (1.0 - tf) * b;
+            over_range(cx, &rd, steps, false, || {
+                |w: &Win<'_>| {
+                    let (sf, tf) = (sf[w.step], tf[w.step]);
+                    if !(sf > 0.0 && sf < 1.0) {
+                        return Err(EvalError::Execution(format!(
+                            "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
+                        )));
                     }
-                    let y = (1.0 - sf) * (s1 + b);
-                    s0 = s1;
-                    s1 = x + y;
+                    if !(tf > 0.0 && tf < 1.0) {
+                        return Err(EvalError::Execution(format!(
+                            "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
+                        )));
+                    }
+                    let s = w.samples;
+                    if s.len() < 2 {
+                        return Ok(None);
+                    }
+                    let (mut s0, mut s1) = (0.0, s[0].1);
+                    let mut b = s[1].1 - s[0].1;
+                    for (i, &(_, v)) in s.iter().enumerate().skip(1) {
+                        let x = sf * v;
+                        if i > 1 {
+                            b = tf * (s1 - s0) + (1.0 - tf) * b;
+                        }
+                        let y = (1.0 - sf) * (s1 + b);
+                        s0 = s1;
+                        s1 = x + y;
+                    }
+                    Ok(Some(s1))
                 }
-                Ok(Some(s1))
             })?
         }
         "changes" | "resets" => {
             let resets = name == "resets";
-            over_range(cx, &rd, steps, false, |w| {
-                let mut count = 0.0;
-                let mut prev = w.samples[0].1;
-                for &(_, v) in &w.samples[1..] {
-                    if resets {
-                        if v < prev {
+            over_range(cx, &rd, steps, false, || {
+                |w: &Win<'_>| {
+                    let mut count = 0.0;
+                    let mut prev = w.samples[0].1;
+                    for &(_, v) in &w.samples[1..] {
+                        if resets {
+                            if v < prev {
+                                count += 1.0;
+                            }
+                        } else if v != prev && !(v.is_nan() && prev.is_nan()) {
                             count += 1.0;
                         }
-                    } else if v != prev && !(v.is_nan() && prev.is_nan()) {
-                        count += 1.0;
+                        prev = v;
                     }
-                    prev = v;
+                    Ok(Some(count))
                 }
-                Ok(Some(count))
             })?
         }
-        "avg_over_time" => over_range(cx, &rd, steps, false, |w| {
-            let mut m = Mean::default();
-            for &(_, v) in w.samples {
-                m.add(v);
+        "avg_over_time" => over_range(cx, &rd, steps, false, || {
+            |w: &Win<'_>| {
+                let mut m = Mean::default();
+                for &(_, v) in w.samples {
+                    m.add(v);
+                }
+                Ok(Some(m.value()))
             }
-            Ok(Some(m.value()))
         })?,
-        "sum_over_time" => over_range(cx, &rd, steps, false, |w| {
-            let (mut s, mut c) = (0.0, 0.0);
-            for &(_, v) in w.samples {
-                (s, c) = kahan_inc(v, s, c);
+        "sum_over_time" => over_range(cx, &rd, steps, false, || {
+            |w: &Win<'_>| {
+                let (mut s, mut c) = (0.0, 0.0);
+                for &(_, v) in w.samples {
+                    (s, c) = kahan_inc(v, s, c);
+                }
+                Ok(Some(s + c))
             }
-            Ok(Some(s + c))
         })?,
-        "count_over_time" => over_range(cx, &rd, steps, false, |w| Ok(Some(w.samples.len() as f64)))?,
-        "present_over_time" => over_range(cx, &rd, steps, false, |_| Ok(Some(1.0)))?,
-        "last_over_time" => over_range(cx, &rd, steps, true, |w| Ok(w.samples.last().map(|p| p.1)))?,
-        "first_over_time" => over_range(cx, &rd, steps, true, |w| Ok(w.samples.first().map(|p| p.1)))?,
-        "ts_of_last_over_time" => over_range(cx, &rd, steps, false, |w| Ok(w.samples.last().map(|p| p.0 as f64 / 1000.0)))?,
-        "ts_of_first_over_time" => over_range(cx, &rd, steps, false, |w| Ok(w.samples.first().map(|p| p.0 as f64 / 1000.0)))?,
-        "max_over_time" | "min_over_time" | "ts_of_max_over_time" | "ts_of_min_over_time" => {
+        "count_over_time" => over_range(cx, &rd, steps, false, || |w: &Win<'_>| Ok(Some(w.samples.len() as f64)))?,
+        "present_over_time" => over_range(cx, &rd, steps, false, || |_: &Win<'_>| Ok(Some(1.0)))?,
+        "last_over_time" => over_range(cx, &rd, steps, true, || |w: &Win<'_>| Ok(w.samples.last().map(|p| p.1)))?,
+        "first_over_time" => over_range(cx, &rd, steps, true, || |w: &Win<'_>| Ok(w.samples.first().map(|p| p.1)))?,
+        "ts_of_last_over_time" => over_range(cx, &rd, steps, false, || {
+            |w: &Win<'_>| Ok(w.samples.last().map(|p| p.0 as f64 / 1000.0))
+        })?,
+        "ts_of_first_over_time" => over_range(cx, &rd, steps, false, || {
+            |w: &Win<'_>| Ok(w.samples.first().map(|p| p.0 as f64 / 1000.0))
+        })?,
+        "max_over_time" | "min_over_time" => {
+            // A monotonic deque of sample indices per series: each sample
+            // enters and leaves once. NaN never wins unless the window has
+            // nothing else (then NaN), as Prometheus's comparison does.
+            let max = name == "max_over_time";
+            let series = &rd.series;
+            over_range(cx, &rd, steps, false, || {
+                let mut dq: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
+                let (mut cur, mut last_lo, mut last_hi) = (usize::MAX, 0usize, 0usize);
+                move |w: &Win<'_>| {
+                    let all = &series[w.series].samples;
+                    let (lo, hi) = (w.offset, w.offset + w.samples.len());
+                    if w.series != cur || lo < last_lo || hi < last_hi {
+                        dq.clear();
+                        cur = w.series;
+                        last_hi = lo;
+                    }
+                    for j in last_hi.max(lo)..hi {
+                        let v = all[j].1;
+                        if v.is_nan() {
+                            continue;
+                        }
+                        while let Some(&b) = dq.back() {
+                            let bv = all[b].1;
+                            if (max && bv <= v) || (!max && bv >= v) {
+                                dq.pop_back();
+                            } else {
+                                break;
+                            }
+                        }
+                        dq.push_back(j);
+                    }
+                    while dq.front().is_some_and(|&f| f < lo) {
+                        dq.pop_front();
+                    }
+                    last_lo = lo;
+                    last_hi = hi;
+                    Ok(Some(dq.front().map_or(f64::NAN, |&f| all[f].1)))
+                }
+            })?
+        }
+        "ts_of_max_over_time" | "ts_of_min_over_time" => {
             let max = name.contains("max");
             let ts = name.starts_with("ts_of");
-            over_range(cx, &rd, steps, false, |w| {
-                let (mut bt, mut bv) = w.samples[0];
-                for &(t, v) in &w.samples[1..] {
-                    let better = if max {
-                        if ts { v >= bv } else { v > bv }
-                    } else if ts {
-                        v <= bv
-                    } else {
-                        v < bv
-                    };
-                    if better || bv.is_nan() {
-                        bt = t;
-                        bv = v;
+            over_range(cx, &rd, steps, false, || {
+                |w: &Win<'_>| {
+                    let (mut bt, mut bv) = w.samples[0];
+                    for &(t, v) in &w.samples[1..] {
+                        let better = if max {
+                            if ts { v >= bv } else { v > bv }
+                        } else if ts {
+                            v <= bv
+                        } else {
+                            v < bv
+                        };
+                        if better || bv.is_nan() {
+                            bt = t;
+                            bv = v;
+                        }
                     }
+                    Ok(Some(if ts { bt as f64 / 1000.0 } else { bv }))
                 }
-                Ok(Some(if ts { bt as f64 / 1000.0 } else { bv }))
             })?
         }
         "stddev_over_time" | "stdvar_over_time" => {
             let dev = name == "stddev_over_time";
-            over_range(cx, &rd, steps, false, |w| {
-                let mut var = Var::default();
-                for &(_, v) in w.samples {
-                    var.add(v);
+            over_range(cx, &rd, steps, false, || {
+                |w: &Win<'_>| {
+                    let mut var = Var::default();
+                    for &(_, v) in w.samples {
+                        var.add(v);
+                    }
+                    Ok(Some(if dev { var.value().sqrt() } else { var.value() }))
                 }
-                Ok(Some(if dev { var.value().sqrt() } else { var.value() }))
             })?
         }
         "quantile_over_time" => {
@@ -707,19 +872,23 @@ pub(super) fn eval_call(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val,
                     arg(c, 0)?,
                 );
             }
-            over_range(cx, &rd, steps, false, |w| {
-                let mut vals: Vec<f64> = w.samples.iter().map(|p| p.1).collect();
-                Ok(Some(quantile(q[w.step], &mut vals)))
+            over_range(cx, &rd, steps, false, || {
+                |w: &Win<'_>| {
+                    let mut vals: Vec<f64> = w.samples.iter().map(|p| p.1).collect();
+                    Ok(Some(quantile(q[w.step], &mut vals)))
+                }
             })?
         }
-        "mad_over_time" => over_range(cx, &rd, steps, false, |w| {
-            let mut vals: Vec<f64> = w.samples.iter().map(|p| p.1).collect();
-            if vals.iter().any(|v| v.is_nan()) {
-                return Ok(Some(f64::NAN));
+        "mad_over_time" => over_range(cx, &rd, steps, false, || {
+            |w: &Win<'_>| {
+                let mut vals: Vec<f64> = w.samples.iter().map(|p| p.1).collect();
+                if vals.iter().any(|v| v.is_nan()) {
+                    return Ok(Some(f64::NAN));
+                }
+                let median = quantile(0.5, &mut vals);
+                let mut dev: Vec<f64> = vals.iter().map(|v| (v - median).abs()).collect();
+                Ok(Some(quantile(0.5, &mut dev)))
             }
-            let median = quantile(0.5, &mut vals);
-            let mut dev: Vec<f64> = vals.iter().map(|v| (v - median).abs()).collect();
-            Ok(Some(quantile(0.5, &mut dev)))
         })?,
         other => {
             return Err(EvalError::BadData(format!(

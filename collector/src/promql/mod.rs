@@ -348,6 +348,135 @@ mod tests {
         assert!(r[0].0.contains("x=a"), "{r:?}");
     }
 
+    /// Series held in memory, for tests of the engine alone.
+    struct Mem(Vec<Series>);
+
+    impl Queryable for Mem {
+        fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>, TsdbError> {
+            Ok(self
+                .0
+                .iter()
+                .filter(|s| matchers.iter().all(|m| m.matches(&s.labels)))
+                .map(|s| Series {
+                    labels: s.labels.clone(),
+                    samples: s.samples.iter().copied().filter(|p| p.0 >= mint && p.0 <= maxt).collect(),
+                })
+                .filter(|s| !s.samples.is_empty())
+                .collect())
+        }
+    }
+
+    #[test]
+    fn sliding_max_min_and_rate_resets_match_a_plain_walk() {
+        // A noisy counter with resets, gaps and NaNs.
+        let mut x = 7u64;
+        let mut next = || {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x >> 33
+        };
+        let mut samples = Vec::new();
+        let mut c = 0.0;
+        let mut t = 0i64;
+        for _ in 0..2000 {
+            t += 5_000 + (next() % 20_000) as i64;
+            c = if next() % 50 == 0 {
+                (next() % 10) as f64
+            } else {
+                c + (next() % 100) as f64
+            };
+            samples.push((t, if next() % 97 == 0 { f64::NAN } else { c }));
+        }
+        let labels = Arc::new(vec![("__name__".to_string(), "x_total".to_string())]);
+        let db = Mem(vec![Series {
+            labels,
+            samples: samples.clone(),
+        }]);
+        let e = Engine::new(Duration::from_secs(300));
+        let range = 420_000i64;
+        let (start, end, step) = (range, t, 60_000);
+        for (q, f) in [
+            ("max_over_time(x_total[7m])", 0),
+            ("min_over_time(x_total[7m])", 1),
+            ("increase(x_total[7m])", 2),
+        ] {
+            let Value::Matrix(m) = e
+                .range(&db, &promql_parser::parser::parse(q).expect("parse"), start, end, step)
+                .expect("eval")
+                .value
+            else {
+                panic!("matrix")
+            };
+            let got: std::collections::HashMap<i64, f64> = m.first().map(|s| s.samples.iter().copied().collect()).unwrap_or_default();
+            let mut ts = start;
+            while ts <= end {
+                let w: Vec<(i64, f64)> = samples.iter().copied().filter(|p| p.0 > ts - range && p.0 <= ts).collect();
+                let want = match f {
+                    0 | 1 => w.first().map(|first| {
+                        w.iter().fold(first.1, |acc, p| {
+                            let better = if f == 0 { p.1 > acc } else { p.1 < acc };
+                            if better || acc.is_nan() { p.1 } else { acc }
+                        })
+                    }),
+                    // The plain walk over the window (no reset index).
+                    _ => funcs::extrapolated_rate(
+                        &funcs::Win {
+                            samples: &w,
+                            range_start: ts - range,
+                            range_end: ts,
+                            range_secs: range as f64 / 1000.0,
+                            ts,
+                            step: 0,
+                            series: 0,
+                            offset: 0,
+                        },
+                        None,
+                        true,
+                        false,
+                    ),
+                };
+                match (want, got.get(&ts)) {
+                    (None, None) => {}
+                    (Some(a), Some(&b)) => assert!(a == b || (a.is_nan() && b.is_nan()), "{q} at {ts}: want {a}, got {b}"),
+                    (a, b) => panic!("{q} at {ts}: want {a:?}, got {b:?}"),
+                }
+                ts += step;
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_windows_equal_series_by_series() {
+        // Enough work to split over the cores: 60 series x 6000 samples.
+        let series: Vec<Series> = (0..60)
+            .map(|k| Series {
+                labels: Arc::new(vec![("__name__".to_string(), "c_total".to_string()), ("i".to_string(), format!("{k:02}"))]),
+                samples: (0..6000i64).map(|j| (j * 15_000, ((j * (k + 1)) % 977) as f64)).collect(),
+            })
+            .collect();
+        let db = Mem(series);
+        let e = Engine::new(Duration::from_secs(300));
+        let (start, end, step) = (600_000, 6000 * 15_000, 60_000);
+        let run = |q: &str| {
+            let Value::Matrix(m) = e.range(&db, &promql_parser::parser::parse(q).expect("parse"), start, end, step).expect("eval").value else {
+                panic!("matrix")
+            };
+            m
+        };
+        for f in ["rate", "max_over_time"] {
+            let all = run(&format!("{f}(c_total[5m])"));
+            assert_eq!(all.len(), 60);
+            for (k, s) in all.iter().enumerate() {
+                let one = run(&format!("{f}(c_total{{i=\"{k:02}\"}}[5m])"));
+                assert_eq!(one.len(), 1);
+                assert_eq!(one[0].labels, s.labels);
+                assert_eq!(one[0].samples.len(), s.samples.len(), "{f} series {k}");
+                for (a, b) in one[0].samples.iter().zip(&s.samples) {
+                    assert!(a.0 == b.0 && (a.1 == b.1 || (a.1.is_nan() && b.1.is_nan())), "{f} series {k}: {a:?} vs {b:?}");
+                }
+            }
+        }
+    }
+
     #[tokio::test]
     async fn errors_are_typed() {
         let (_d, db) = db_with(&[("up", "a", 10_000, 1.0), ("up", "b", 10_000, 2.0)]).await;
