@@ -282,26 +282,20 @@ where
     }))
 }
 
-/// Per series, the indices `j` of its samples where a counter reset
+/// The indices `j` of a series' samples where a counter resets
 /// (`v[j] < v[j-1]`): most series have none, so a window's reset
 /// correction costs a binary search instead of a walk over the window.
-fn reset_indices(rd: &RangeData) -> Vec<Vec<u32>> {
-    rd.series
-        .iter()
-        .map(|s| {
-            let mut r = Vec::new();
-            let v = &s.samples;
-            for j in 1..v.len() {
-                if v[j].1 < v[j - 1].1 {
-                    r.push(j as u32);
-                }
-            }
-            r
-        })
-        .collect()
+fn reset_indices(v: &[(i64, f64)]) -> Vec<u32> {
+    let mut r = Vec::new();
+    for j in 1..v.len() {
+        if v[j].1 < v[j - 1].1 {
+            r.push(j as u32);
+        }
+    }
+    r
 }
 
-pub(super) fn extrapolated_rate(w: &Win<'_>, resets: Option<&[Vec<u32>]>, is_counter: bool, is_rate: bool) -> Option<f64> {
+pub(super) fn extrapolated_rate(w: &Win<'_>, resets: Option<&[u32]>, is_counter: bool, is_rate: bool) -> Option<f64> {
     let s = w.samples;
     if s.len() < 2 {
         return None;
@@ -309,7 +303,7 @@ pub(super) fn extrapolated_rate(w: &Win<'_>, resets: Option<&[Vec<u32>]>, is_cou
     let (first, last) = (s[0], s[s.len() - 1]);
     let mut result = last.1 - first.1;
     if is_counter {
-        match resets.map(|r| r[w.series].as_slice()) {
+        match resets {
             Some(r) => {
                 // Resets at window positions 1..len, in order (the same
                 // additions as the walk below).
@@ -681,10 +675,18 @@ pub(super) fn eval_call(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val,
     }
     let out = match name {
         "rate" | "increase" => {
-            let resets = reset_indices(&rd);
             let is_rate = name == "rate";
+            let series = &rd.series;
             over_range(cx, &rd, steps, false, || {
-                |w: &Win<'_>| Ok(extrapolated_rate(w, Some(&resets), true, is_rate))
+                // The series' resets, found when the worker reaches it.
+                let (mut cur, mut resets) = (usize::MAX, Vec::new());
+                move |w: &Win<'_>| {
+                    if w.series != cur {
+                        cur = w.series;
+                        resets = reset_indices(&series[cur].samples);
+                    }
+                    Ok(extrapolated_rate(w, Some(&resets), true, is_rate))
+                }
             })?
         }
         "delta" => over_range(cx, &rd, steps, false, || |w: &Win<'_>| Ok(extrapolated_rate(w, None, false, false)))?,

@@ -449,7 +449,10 @@ mod tests {
         // Enough work to split over the cores: 60 series x 6000 samples.
         let series: Vec<Series> = (0..60)
             .map(|k| Series {
-                labels: Arc::new(vec![("__name__".to_string(), "c_total".to_string()), ("i".to_string(), format!("{k:02}"))]),
+                labels: Arc::new(vec![
+                    ("__name__".to_string(), "c_total".to_string()),
+                    ("i".to_string(), format!("{k:02}")),
+                ]),
                 samples: (0..6000i64).map(|j| (j * 15_000, ((j * (k + 1)) % 977) as f64)).collect(),
             })
             .collect();
@@ -457,7 +460,11 @@ mod tests {
         let e = Engine::new(Duration::from_secs(300));
         let (start, end, step) = (600_000, 6000 * 15_000, 60_000);
         let run = |q: &str| {
-            let Value::Matrix(m) = e.range(&db, &promql_parser::parser::parse(q).expect("parse"), start, end, step).expect("eval").value else {
+            let Value::Matrix(m) = e
+                .range(&db, &promql_parser::parser::parse(q).expect("parse"), start, end, step)
+                .expect("eval")
+                .value
+            else {
                 panic!("matrix")
             };
             m
@@ -471,7 +478,10 @@ mod tests {
                 assert_eq!(one[0].labels, s.labels);
                 assert_eq!(one[0].samples.len(), s.samples.len(), "{f} series {k}");
                 for (a, b) in one[0].samples.iter().zip(&s.samples) {
-                    assert!(a.0 == b.0 && (a.1 == b.1 || (a.1.is_nan() && b.1.is_nan())), "{f} series {k}: {a:?} vs {b:?}");
+                    assert!(
+                        a.0 == b.0 && (a.1 == b.1 || (a.1.is_nan() && b.1.is_nan())),
+                        "{f} series {k}: {a:?} vs {b:?}"
+                    );
                 }
             }
         }
