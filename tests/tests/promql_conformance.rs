@@ -42,7 +42,7 @@ const FLOORS: &[(&str, usize)] = &[
     ("fill-modifier.test", 46),
     ("functions.test", 334),
     ("histograms.test", 91),
-    ("info.test", 0),
+    ("info.test", 44),
     ("limit.test", 0),
     ("literals.test", 25),
     ("name_label_dropping.test", 30),
