@@ -290,13 +290,9 @@ pub(super) fn eval_aggregate(cx: &mut Ctx<'_>, a: &AggregateExpr, steps: Steps) 
                 }
             }
             if op == "quantile"
-                && let Some(p) = &param
-                && p.iter().any(|q| !(0.0..=1.0).contains(q))
+                && let (Some(p), Some(node)) = (&param, &a.param)
             {
-                let bad = p.iter().find(|q| !(0.0..=1.0).contains(*q)).copied().unwrap_or(f64::NAN);
-                if let Some(node) = &a.param {
-                    cx.warn(format!("quantile value should be between 0 and 1, got {}", fmt_float(bad)), node);
-                }
+                cx.warn_quantile(p, node);
             }
             out.retain(|s| !s.pts.is_empty());
             Ok(Val::Vector(out))

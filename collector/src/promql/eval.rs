@@ -262,6 +262,14 @@ impl Ctx<'_> {
         self.warnings.push(format!("PromQL warning: {msg}{p}"));
     }
 
+    /// Warns when a quantile parameter (one value per step) leaves [0, 1].
+    pub fn warn_quantile(&mut self, q: &[f64], node: &Expr) {
+        if let Some(bad) = q.iter().copied().find(|q| !(0.0..=1.0).contains(q)) {
+            let msg = format!("quantile value should be between 0 and 1, got {}", super::funcs::fmt_float(bad));
+            self.warn(msg, node);
+        }
+    }
+
     /// Adds an info annotation about `node`.
     pub fn info(&mut self, msg: String, node: &Expr) {
         let p = self.position(node);

@@ -863,13 +863,7 @@ pub(super) fn eval_call(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val,
         }
         "quantile_over_time" => {
             let q = scalar_arg(cx, c, 0, steps, f64::NAN)?;
-            if q.iter().any(|q| !(0.0..=1.0).contains(q)) {
-                let bad = q.iter().copied().find(|q| !(0.0..=1.0).contains(q)).unwrap_or(f64::NAN);
-                cx.warn(
-                    format!("quantile value should be between 0 and 1, got {}", fmt_float(bad)),
-                    arg(c, 0)?,
-                );
-            }
+            cx.warn_quantile(&q, arg(c, 0)?);
             over_range(cx, &rd, steps, false, || {
                 |w: &Win<'_>| {
                     let mut vals: Vec<f64> = w.samples.iter().map(|p| p.1).collect();
@@ -926,6 +920,17 @@ fn set_label(l: &mut Labels, name: &str, value: String) {
     }
 }
 
+/// Sets (or, empty, deletes) label `dst` of a series; a series whose name
+/// is set explicitly keeps it even if an earlier operation dropped it.
+fn relabel(s: &mut Sv, dst: &str, value: String) {
+    let mut l = (*s.labels).clone();
+    set_label(&mut l, dst, value);
+    if dst == "__name__" {
+        s.drop_name = false;
+    }
+    s.labels = Arc::new(l);
+}
+
 fn label_replace(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
     let v = cx.eval_vector(arg(c, 0)?, steps)?;
     let dst = string_arg(c, 1)?;
@@ -945,15 +950,7 @@ fn label_replace(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalEr
         if let Some(caps) = re.captures(&sv) {
             let mut res = String::new();
             caps.expand(&repl, &mut res);
-            let mut l = (*s.labels).clone();
-            if s.drop_name && dst != "__name__" {
-                // keep the flag; the name goes at the end
-            }
-            set_label(&mut l, &dst, res);
-            if dst == "__name__" {
-                s.drop_name = false;
-            }
-            s.labels = Arc::new(l);
+            relabel(&mut s, &dst, res);
         }
         out.push(s);
     }
@@ -977,12 +974,7 @@ fn label_join(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError
     for mut s in v {
         let joined: Vec<&str> = srcs.iter().map(|n| get_label(&s.labels, n).unwrap_or("")).collect();
         let value = joined.join(&sep);
-        let mut l = (*s.labels).clone();
-        set_label(&mut l, &dst, value);
-        if dst == "__name__" {
-            s.drop_name = false;
-        }
-        s.labels = Arc::new(l);
+        relabel(&mut s, &dst, value);
         out.push(s);
     }
     Ok(Val::Vector(out))
@@ -1001,12 +993,7 @@ fn parse_le(s: &str) -> Option<f64> {
 fn histogram_quantile(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
     let phi = scalar_arg(cx, c, 0, steps, f64::NAN)?;
     let v = cx.eval_vector(arg(c, 1)?, steps)?;
-    if let Some(bad) = phi.iter().copied().find(|q| !(0.0..=1.0).contains(q)) {
-        cx.warn(
-            format!("quantile value should be between 0 and 1, got {}", fmt_float(bad)),
-            arg(c, 0)?,
-        );
-    }
+    cx.warn_quantile(&phi, arg(c, 0)?);
     over_buckets(cx, v, arg(c, 1)?, steps, |i, buckets| bucket_quantile(phi[i], buckets))
 }
 
@@ -1172,12 +1159,7 @@ fn histogram_quantiles(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, 
     let mut out = Vec::new();
     for i in 2..c.args.args.len() {
         let q = scalar_arg(cx, c, i, steps, f64::NAN)?;
-        if let Some(bad) = q.iter().copied().find(|q| !(0.0..=1.0).contains(q)) {
-            cx.warn(
-                format!("quantile value should be between 0 and 1, got {}", fmt_float(bad)),
-                arg(c, i)?,
-            );
-        }
+        cx.warn_quantile(&q, arg(c, i)?);
         let Val::Vector(series) = over_buckets(cx, v.clone(), arg(c, 0)?, steps, |i, buckets| bucket_quantile(q[i], buckets))? else {
             continue;
         };
