@@ -145,18 +145,8 @@ fn respond(data: Json, warnings: &[String], infos: &[String]) -> Response {
 }
 
 /// Formats a sample value as Prometheus does in JSON (Go's 'f', -1
-/// formatting).
-pub fn fmt_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
-    }
-}
+/// formatting): the engine's formatter.
+pub use crate::promql::fmt_float as fmt_value;
 
 fn labels_json(l: &Labels) -> Json {
     let mut m = serde_json::Map::new();

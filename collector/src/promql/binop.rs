@@ -360,22 +360,15 @@ fn vector_vector(
                     a += 1;
                     b += 1;
                     let (lv, rv) = if swapped { (ov, mv) } else { (mv, ov) };
-                    let (mut value, keep) = apply(op, lv, rv);
-                    if return_bool {
-                        value = if keep { 1.0 } else { 0.0 };
-                    } else if !keep {
+                    let Some(value) = combine(op, lv, rv, return_bool) else {
                         continue;
-                    }
+                    };
                     let s = *slot.get_or_insert_with(|| {
                         let (labels, drop) = result_labels(op, &ms.labels, &os.labels, m, return_bool);
                         out.slot(Arc::new(labels), drop || ms.drop_name)
                     });
                     if !out.push(s, sa, value) {
-                        return Err(EvalError::Execution(if one_to_one_card(m) {
-                            "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into()
-                        } else {
-                            "multiple matches for labels: grouping labels must ensure unique matches".into()
-                        }));
+                        return Err(multiple_matches(one_to_one_card(m)));
                     }
                 }
             }
@@ -385,9 +378,7 @@ fn vector_vector(
                 if !s.pts.windows(2).all(|w| w[0].0 < w[1].0) {
                     s.pts.sort_by_key(|p| p.0);
                     if s.pts.windows(2).any(|w| w[0].0 == w[1].0) {
-                        return Err(EvalError::Execution(
-                            "multiple matches for labels: grouping labels must ensure unique matches".into(),
-                        ));
+                        return Err(multiple_matches(false));
                     }
                 }
             }
@@ -451,12 +442,9 @@ fn vector_vector(
                 }
             }
             let (lv, rv) = if swapped { (ov, mv) } else { (mv, ov) };
-            let (mut value, keep) = apply(op, lv, rv);
-            if return_bool {
-                value = if keep { 1.0 } else { 0.0 };
-            } else if !keep {
+            let Some(value) = combine(op, lv, rv, return_bool) else {
                 continue;
-            }
+            };
             let key = (mi, oi);
             let slot = match slots.get(&key) {
                 Some(&s) => s,
@@ -471,11 +459,7 @@ fn vector_vector(
                 }
             };
             if !out.push(slot, i as u32, value) {
-                return Err(EvalError::Execution(if one_to_one {
-                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into()
-                } else {
-                    "multiple matches for labels: grouping labels must ensure unique matches".into()
-                }));
+                return Err(multiple_matches(one_to_one));
             }
         }
         // The one side's unmatched samples, when the many side has a fill value.
@@ -486,12 +470,9 @@ fn vector_vector(
                     continue;
                 }
                 let (lv, rv) = if swapped { (ov, f) } else { (f, ov) };
-                let (mut value, keep) = apply(op, lv, rv);
-                if return_bool {
-                    value = if keep { 1.0 } else { 0.0 };
-                } else if !keep {
+                let Some(value) = combine(op, lv, rv, return_bool) else {
                     continue;
-                }
+                };
                 let key = (u32::MAX, oi);
                 let slot = match slots.get(&key) {
                     Some(&s) => s,
@@ -505,9 +486,7 @@ fn vector_vector(
                     }
                 };
                 if !out.push(slot, i as u32, value) {
-                    return Err(EvalError::Execution(
-                        "multiple matches for labels: grouping labels must ensure unique matches".into(),
-                    ));
+                    return Err(multiple_matches(false));
                 }
             }
         }
@@ -519,6 +498,26 @@ fn vector_vector(
 /// `__unit__`) are not part of a matching signature.
 fn is_name_label(k: &str) -> bool {
     k == "__name__" || k == "__type__" || k == "__unit__"
+}
+
+/// The result of `op` on two matched values, None when a comparison
+/// without `bool` filters the pair out.
+fn combine(op: Op, lv: f64, rv: f64, return_bool: bool) -> Option<f64> {
+    let (value, keep) = apply(op, lv, rv);
+    if return_bool {
+        Some(if keep { 1.0 } else { 0.0 })
+    } else {
+        keep.then_some(value)
+    }
+}
+
+/// Two results of a vector match with the same labels at one step.
+fn multiple_matches(one_to_one: bool) -> EvalError {
+    EvalError::Execution(if one_to_one {
+        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into()
+    } else {
+        "multiple matches for labels: grouping labels must ensure unique matches".into()
+    })
 }
 
 fn one_to_one_card(m: &BinModifier) -> bool {

@@ -122,8 +122,9 @@ pub(super) fn quantile(q: f64, values: &mut [f64]) -> f64 {
     values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
 }
 
-/// Go's `strconv.FormatFloat(v, 'f', -1, 64)`.
-pub(super) fn fmt_float(v: f64) -> String {
+/// Go's `strconv.FormatFloat(v, 'f', -1, 64)`, as Prometheus writes sample
+/// values in JSON and label values in `count_values`.
+pub fn fmt_float(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v == f64::INFINITY {
@@ -511,39 +512,15 @@ pub(super) fn eval_call(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val,
         "absent" => {
             let v = cx.eval_vector(arg(c, 0)?, steps)?;
             let per = by_step(&v, n);
-            let labels = absent_labels(arg(c, 0)?);
-            let pts: Vec<(u32, f64)> = per
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.is_empty())
-                .map(|(i, _)| (i as u32, 1.0))
-                .collect();
-            return Ok(Val::Vector(if pts.is_empty() {
-                Vec::new()
-            } else {
-                vec![Sv {
-                    labels: Arc::new(labels),
-                    drop_name: false,
-                    pts,
-                }]
-            }));
+            let empty: Vec<usize> = (0..n).filter(|&i| per[i].is_empty()).collect();
+            return Ok(absent_result(arg(c, 0)?, empty));
         }
         "absent_over_time" => {
             let rd = cx.range_data(arg(c, 0)?, steps)?;
-            let labels = absent_labels(arg(c, 0)?);
-            let pts: Vec<(u32, f64)> = (0..n)
+            let empty: Vec<usize> = (0..n)
                 .filter(|&i| (0..rd.series.len()).all(|si| rd.window(si, i).is_empty()))
-                .map(|i| (i as u32, 1.0))
                 .collect();
-            return Ok(Val::Vector(if pts.is_empty() {
-                Vec::new()
-            } else {
-                vec![Sv {
-                    labels: Arc::new(labels),
-                    drop_name: false,
-                    pts,
-                }]
-            }));
+            return Ok(absent_result(arg(c, 0)?, empty));
         }
         "label_replace" => return label_replace(cx, c, steps),
         "label_join" => return label_join(cx, c, steps),
@@ -889,6 +866,19 @@ pub(super) fn eval_call(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val,
         }
     };
     Ok(Val::Vector(out))
+}
+
+/// `absent` / `absent_over_time`: 1 at the steps where the argument has
+/// nothing, labelled from its equality matchers.
+fn absent_result(e: &Expr, empty_steps: Vec<usize>) -> Val {
+    if empty_steps.is_empty() {
+        return Val::Vector(Vec::new());
+    }
+    Val::Vector(vec![Sv {
+        labels: Arc::new(absent_labels(e)),
+        drop_name: false,
+        pts: empty_steps.into_iter().map(|i| (i as u32, 1.0)).collect(),
+    }])
 }
 
 fn absent_labels(e: &Expr) -> Labels {

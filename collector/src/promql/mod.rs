@@ -16,6 +16,8 @@ mod binop;
 mod eval;
 mod funcs;
 
+pub use funcs::fmt_float;
+
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{Expr, VectorSelector};
 
