@@ -164,31 +164,11 @@ if ! "$loadgen" --help | grep -q -- '--request-histogram'; then
   exit 2
 fi
 
-find_bin() { # PACKAGE NAME: the program NAME, from PATH or from the package's file list
-  command -v "$2" 2>/dev/null || { dpkg -L "$1" 2>/dev/null | grep -m1 "/bin/$2\$"; } || true
-}
-vm_bin="" prom_bin=""
-if has vm || has prom; then
-  vm_bin=$(find_bin victoria-metrics victoria-metrics)
-  prom_bin=$(find_bin prometheus prometheus)
-  if { has vm && [ -z "$vm_bin" ]; } || { has prom && [ -z "$prom_bin" ]; }; then
-    log "installing victoria-metrics and prometheus with apt-get"
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -q >&2
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q victoria-metrics prometheus >&2
-    vm_bin=$(find_bin victoria-metrics victoria-metrics)
-    prom_bin=$(find_bin prometheus prometheus)
-  fi
-  if has vm && [ -z "$vm_bin" ]; then log "no victoria-metrics binary"; exit 2; fi
-  if has prom && [ -z "$prom_bin" ]; then log "no prometheus binary"; exit 2; fi
-fi
-pkg_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
+# shellcheck source=tests/bench/lib.sh
+source "$root/tests/bench/lib.sh"
+find_peers
 
-for name in prometheus victoria-metrics csoc-collector; do
-  others=$(pgrep -x "$name" 2>/dev/null | paste -sd, - || true)
-  [ -n "$others" ] && log "warning: another $name is running (PID $others); it shares the CPU with the benchmark"
-done
+warn_other_servers
 
 # --- process helpers ----------------------------------------------------------
 work=$(mktemp -d "${TMPDIR:-/tmp}/query-bench.XXXXXX")
@@ -204,13 +184,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 next_port=$port_base
-take_port() { # sets PORT to a free port at or after next_port
-  while ! port_free "$next_port"; do next_port=$((next_port + 1)); done
-  PORT=$next_port
-  next_port=$((next_port + 1))
-}
 
 printf 'global:\n  scrape_interval: 15s\nscrape_configs: []\n' >"$work/prometheus.yml"
 # One token per commons, in the collector's config file (not on a command line).
@@ -284,10 +258,6 @@ stop_server() {
 
 alive() { [ -n "${PID[$1]:-}" ] && kill -0 "${PID[$1]}" 2>/dev/null; }
 
-metric_sum() { # URL METRIC: sum of the metric's samples in a /metrics page
-  curl -sf "$1" | awk -v m="$2" '$1 == m || index($1, m "{") == 1 {s += $NF} END {printf "%.0f\n", s}'
-}
-
 # wait_quiet URL METRICS...: until the sum of each metric is unchanged for
 # quiet_secs (Prometheus: compactions) or settle_timeout passes.
 wait_quiet() {
@@ -324,10 +294,6 @@ settle() {
     csoc)
       curl -sf -o /dev/null -XPOST "$url/api/v1/admin/tsdb/flush" || log "csoc: POST /api/v1/admin/tsdb/flush failed; querying without it" ;;
   esac
-}
-
-field() { # KEY LINE: value of KEY=VALUE in a loadgen summary line
-  tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k {print substr($0, length(k) + 2); exit}'
 }
 
 # One start time for every system (identical data), on a whole minute, so

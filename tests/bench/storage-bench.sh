@@ -132,33 +132,11 @@ fi
 [ -x "$loadgen" ] || { log "no $loadgen (run without --no-build)"; exit 2; }
 if [ -z "$csoc_problem" ] && [ ! -x "$collector" ]; then csoc_problem="no $collector"; fi
 
-find_bin() { # PACKAGE NAME: the program NAME, from PATH or from the package's file list
-  command -v "$2" 2>/dev/null || { dpkg -L "$1" 2>/dev/null | grep -m1 "/bin/$2\$"; } || true
-}
-vm_bin="" prom_bin=""
-if has vm || has prom; then
-  vm_bin=$(find_bin victoria-metrics victoria-metrics)
-  prom_bin=$(find_bin prometheus prometheus)
-  if { has vm && [ -z "$vm_bin" ]; } || { has prom && [ -z "$prom_bin" ]; }; then
-    log "installing victoria-metrics and prometheus with apt-get"
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -q >&2
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q victoria-metrics prometheus >&2
-    vm_bin=$(find_bin victoria-metrics victoria-metrics)
-    prom_bin=$(find_bin prometheus prometheus)
-  fi
-  if has vm && [ -z "$vm_bin" ]; then log "no victoria-metrics binary"; exit 2; fi
-  if has prom && [ -z "$prom_bin" ]; then log "no prometheus binary"; exit 2; fi
-fi
-pkg_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
+# shellcheck source=tests/bench/lib.sh
+source "$root/tests/bench/lib.sh"
+find_peers
 
-# Installing the packages may start their system services; they would compete
-# for the CPU. Say so (they are not ours to stop).
-for name in prometheus victoria-metrics csoc-collector; do
-  others=$(pgrep -x "$name" 2>/dev/null | paste -sd, - || true)
-  [ -n "$others" ] && log "warning: another $name is running (PID $others); it shares the CPU with the benchmark"
-done
+warn_other_servers
 
 # --- process helpers ----------------------------------------------------------
 work=$(mktemp -d "${TMPDIR:-/tmp}/storage-bench.XXXXXX")
@@ -176,13 +154,7 @@ trap 'exit 130' INT TERM
 clk_tck=$(getconf CLK_TCK)
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 next_port=$port_base
-take_port() { # sets PORT to a free port at or after next_port
-  while ! port_free "$next_port"; do next_port=$((next_port + 1)); done
-  PORT=$next_port
-  next_port=$((next_port + 1))
-}
 
 printf 'global:\n  scrape_interval: 15s\nscrape_configs: []\n' >"$work/prometheus.yml"
 token="bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -240,10 +212,6 @@ stop_server() {
     kill -KILL "$pid" 2>/dev/null || true
   fi
   wait "$pid" 2>/dev/null || true
-}
-
-metric_sum() { # URL METRIC: sum of the metric's samples in a /metrics page
-  curl -sf "$1" | awk -v m="$2" '$1 == m || index($1, m "{") == 1 {s += $NF} END {printf "%.0f\n", s}'
 }
 
 # wait_quiet URL METRICS...: until the sum of each metric is unchanged for
@@ -306,10 +274,6 @@ targets_seen() {
   else
     echo "?"
   fi
-}
-
-field() { # KEY LINE: value of KEY=VALUE in a loadgen summary line
-  tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k {print substr($0, length(k) + 2); exit}'
 }
 
 # record SCENARIO SYSTEM RUN STATUS SAMPLES SECONDS RATE CPU LG_CPU HWM_KIB RSS0_KIB RSS1_KIB DISK DATADIR SERIES CHECK
