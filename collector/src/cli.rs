@@ -61,6 +61,30 @@ pub struct Args {
     /// Enable the admin endpoints (POST /api/v1/admin/tsdb/flush).
     #[arg(long = "web.enable-admin-api")]
     pub enable_admin_api: bool,
+    /// Prometheus rule file or glob (repeatable; added to the file's rule_files).
+    #[arg(long = "rules", value_name = "GLOB")]
+    pub rules: Vec<String>,
+    /// Alertmanager base URL that receives the alerts (repeatable).
+    #[arg(long = "alertmanager", value_name = "URL")]
+    pub alertmanagers: Vec<String>,
+    /// Evaluation interval of rule groups that set none [default: 1m].
+    #[arg(long = "evaluation-interval", value_name = "DURATION", value_parser = parse_duration)]
+    pub evaluation_interval: Option<std::time::Duration>,
+    /// Minimum time before re-sending a firing alert to Alertmanager [default: 1m].
+    #[arg(long = "rules.alert.resend-delay", value_name = "DURATION", value_parser = parse_duration)]
+    pub alert_resend_delay: Option<std::time::Duration>,
+    /// The URL users reach the collector at (alert links) [default: http://<http-listen>].
+    #[arg(long = "web.external-url", value_name = "URL")]
+    pub external_url: Option<String>,
+    /// A label added to every alert sent, NAME=VALUE (repeatable).
+    #[arg(long = "external-label", value_name = "NAME=VALUE")]
+    pub external_labels: Vec<String>,
+    /// How often the collector stores its own metrics (job csoc-collector); 0 disables [default: 15s].
+    #[arg(long = "self-scrape-interval", value_name = "DURATION", value_parser = parse_duration_or_zero)]
+    pub self_scrape_interval: Option<std::time::Duration>,
+    /// Run the rule unit tests in FILE (promtool's test format) and exit.
+    #[arg(long = "test-rules", value_name = "FILE")]
+    pub test_rules: Vec<PathBuf>,
     /// Log format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -120,6 +144,27 @@ impl Args {
         if self.enable_admin_api {
             cfg.enable_admin_api = true;
         }
+        cfg.rule_files.extend(self.rules.iter().cloned());
+        cfg.alertmanagers.extend(self.alertmanagers.iter().cloned());
+        if let Some(v) = self.evaluation_interval {
+            cfg.evaluation_interval = v;
+        }
+        if let Some(v) = self.alert_resend_delay {
+            cfg.alert_resend_delay = v;
+        }
+        if let Some(v) = self.self_scrape_interval {
+            cfg.self_scrape_interval = v;
+        }
+        if let Some(v) = &self.external_url {
+            cfg.external_url = Some(v.clone());
+        }
+        for l in &self.external_labels {
+            let (k, v) = l
+                .split_once('=')
+                .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+                .context("--external-label: expected NAME=VALUE")?;
+            cfg.external_labels.insert(k.to_string(), v.to_string());
+        }
         if let Some(v) = self.log_format {
             cfg.log_format = v;
         }
@@ -127,11 +172,31 @@ impl Args {
     }
 }
 
+fn parse_duration_or_zero(s: &str) -> Result<std::time::Duration, String> {
+    if s.trim() == "0" {
+        Ok(std::time::Duration::ZERO)
+    } else {
+        parse_duration(s)
+    }
+}
+
 /// Runs the collector binary; returns when it has shut down.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
+    if !args.test_rules.is_empty() {
+        let ok = crate::rules::unittest::run_files(&args.test_rules, &mut std::io::stdout())?;
+        if !ok {
+            anyhow::bail!("rule unit tests failed");
+        }
+        return Ok(());
+    }
     if args.check_config {
         cfg.validate()?;
+        let (paths, files) = crate::rules::load(&cfg.rule_files).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (p, f) in paths.iter().zip(&files) {
+            let n: usize = f.groups.iter().map(|g| g.rules.len()).sum();
+            println!("{}: {n} rules found", p.display());
+        }
         println!("config OK");
         return Ok(());
     }

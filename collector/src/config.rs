@@ -102,6 +102,30 @@ pub struct CollectorConfig {
     /// Allow the admin endpoints (`POST /api/v1/admin/tsdb/flush`). Off by
     /// default, as in Prometheus (`--web.enable-admin-api`).
     pub enable_admin_api: bool,
+    /// Rule files (paths or globs), as Prometheus's `rule_files`.
+    pub rule_files: Vec<String>,
+    /// Evaluation interval of rule groups that set none (default 1m).
+    #[serde(deserialize_with = "de_duration")]
+    pub evaluation_interval: Duration,
+    /// Minimum time before a firing alert is re-sent to Alertmanager
+    /// (default 1m, Prometheus's `--rules.alert.resend-delay`).
+    #[serde(deserialize_with = "de_duration")]
+    pub alert_resend_delay: Duration,
+    /// Labels added to every alert sent (and `$externalLabels` in templates).
+    pub external_labels: std::collections::BTreeMap<String, String>,
+    /// The collector's URL as users reach it (alert links, `$externalURL`;
+    /// default `http://<http_listen>`).
+    pub external_url: Option<String>,
+    /// Alertmanager base URLs that receive the alerts (API v2).
+    pub alertmanagers: Vec<String>,
+    /// Built-in receivers (webhook, Slack, PagerDuty) for teams without an
+    /// Alertmanager.
+    pub receivers: Vec<crate::notify::ReceiverConfig>,
+    /// How often the collector stores its own metrics (job
+    /// "csoc-collector"), including each agent's last contact (default
+    /// 15s; 0 disables).
+    #[serde(deserialize_with = "de_duration")]
+    pub self_scrape_interval: Duration,
 }
 
 impl Default for CollectorConfig {
@@ -123,6 +147,14 @@ impl Default for CollectorConfig {
             retention_size: 0,
             chunk_cache_size: crate::tsdb::DEFAULT_CHUNK_CACHE_BYTES as u64,
             enable_admin_api: false,
+            rule_files: Vec::new(),
+            evaluation_interval: Duration::from_secs(60),
+            alert_resend_delay: Duration::from_secs(60),
+            external_labels: Default::default(),
+            external_url: None,
+            alertmanagers: Vec::new(),
+            receivers: Vec::new(),
+            self_scrape_interval: Duration::from_secs(15),
         }
     }
 }
@@ -184,6 +216,15 @@ impl CollectorConfig {
         Ok(auth)
     }
 
+    /// The external URL: as configured, or `http://<http_listen>`.
+    pub fn external_url(&self) -> String {
+        self.external_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.http_listen))
+            .trim_end_matches('/')
+            .to_string()
+    }
+
     /// Checks every value; returns the first problem.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.agent_auth()?;
@@ -211,6 +252,29 @@ impl CollectorConfig {
         }
         if self.retention < Duration::from_secs(60) {
             return Err(inv("retention", "must be at least 1m".into()));
+        }
+        if self.evaluation_interval < Duration::from_millis(100) {
+            return Err(inv("evaluation_interval", "must be at least 100ms".into()));
+        }
+        for (k, v) in &self.external_labels {
+            if !csoc_agent::config::valid_label_name(k) || v.is_empty() {
+                return Err(inv("external_labels", format!("{k:?}={v:?}: invalid label name or empty value")));
+            }
+        }
+        if let Some(u) = &self.external_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(inv("external_url", format!("{u:?} must start with http:// or https://")));
+        }
+        for (i, u) in self.alertmanagers.iter().enumerate() {
+            crate::notify::alertmanager::alerts_endpoint(u).map_err(|e| inv(&format!("alertmanagers[{i}]"), e))?;
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, r) in self.receivers.iter().enumerate() {
+            r.validate().map_err(|e| inv(&format!("receivers[{i}]"), e))?;
+            if !names.insert(r.name.clone()) {
+                return Err(inv(&format!("receivers[{i}]"), format!("receiver name {:?} is used twice", r.name)));
+            }
         }
         if self.limits.max_batch_bytes < 1024 {
             return Err(inv("limits.max_batch_bytes", "must be at least 1KiB".into()));

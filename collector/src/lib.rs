@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! ingest (gRPC) ──Appender──► tsdb (SQLite) ◄──Querier── promql ◄── api (HTTP)
+//!                                ▲    └──────Querier── rules ──► notify
+//!                                └──── results, ALERTS ──┘
 //! ```
 //! `main.rs` parses flags; [`run`] starts everything in dependency order and
 //! stops it in reverse.
@@ -14,7 +16,10 @@ pub mod config;
 pub mod ingest;
 pub mod metadata;
 pub mod metrics;
+pub mod notify;
 pub mod promql;
+pub mod rules;
+pub mod selfmon;
 pub mod tsdb;
 pub mod varint;
 
@@ -63,6 +68,8 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     let sub = registry.sub_registry_with_prefix("csoc_collector");
     let metrics = metrics::CollectorMetrics::new(sub);
     let rw_metrics = ingest::remote_write::RemoteWriteMetrics::new(sub);
+    let rule_metrics = rules::RuleMetrics::new(sub);
+    let notify_metrics = notify::NotifyMetrics::new(sub);
     let tsdb_opts = tsdb::TsdbOptions {
         retention: tsdb::Retention {
             age: cfg.retention,
@@ -71,6 +78,11 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         chunk_cache_bytes: usize::try_from(cfg.chunk_cache_size).unwrap_or(usize::MAX),
     };
     let db = tsdb::Tsdb::open(&cfg.data_dir, &tsdb_opts, sub).with_context(|| format!("opening storage in {}", cfg.data_dir.display()))?;
+
+    let seeded = selfmon::seed_last_seen(&db, &metrics.ingest);
+    if seeded > 0 {
+        tracing::info!(agents = seeded, "last contact of known agents read from storage");
+    }
 
     let mut auth = cfg.agent_auth()?;
     if auth.is_empty() {
@@ -146,8 +158,37 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     let engine = promql::Engine {
         timeout: cfg.query_timeout,
         max_samples: cfg.query_max_samples,
+        default_subquery_step: cfg.evaluation_interval,
         ..promql::Engine::new(cfg.lookback_delta)
     };
+    let external_url = cfg.external_url();
+    let rules_stop = CancellationToken::new();
+    let notifier = notify::Notifier::start(
+        &notify::NotifyConfig {
+            alertmanagers: cfg.alertmanagers.clone(),
+            receivers: cfg.receivers.clone(),
+            external_url: external_url.clone(),
+            state_path: cfg.data_dir.join("notify-state.json"),
+        },
+        notify_metrics,
+        rules_stop.clone(),
+    )?;
+    let rule_manager = rules::RuleManager::new(
+        rules::RulesConfig {
+            patterns: cfg.rule_files.clone(),
+            default_interval: cfg.evaluation_interval,
+            resend_delay: cfg.alert_resend_delay,
+            external_labels: cfg.external_labels.clone(),
+            external_url,
+            state_path: cfg.data_dir.join("rules-state.json"),
+        },
+        engine.clone(),
+        db.clone(),
+        notifier,
+        rule_metrics,
+        rules_stop.clone(),
+    )?;
+    let self_registry = registry.clone();
     let state = api::AppState {
         tsdb: db.clone(),
         status: Arc::new(api::StatusInfo::new(&cfg, &engine)),
@@ -157,6 +198,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         ready: ready.clone(),
         admin_enabled: cfg.enable_admin_api,
         metadata,
+        rules: rule_manager.clone(),
     };
     let http_stop = servers_stop.clone();
     let app = api::router(state, remote_write);
@@ -171,6 +213,18 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
 
     let agent_stop = CancellationToken::new();
     let agent_task = local_agent.map(|a| tokio::spawn(a.run(agent_stop.clone())));
+
+    rule_manager.start();
+    spawn_sighup_reload(rule_manager.clone(), rules_stop.clone());
+    let selfmon_task = (!cfg.self_scrape_interval.is_zero()).then(|| {
+        tokio::spawn(selfmon::run(
+            db.clone(),
+            self_registry,
+            loopback_for(bound.http).to_string(),
+            cfg.self_scrape_interval,
+            rules_stop.clone(),
+        ))
+    });
 
     ready.store(true, Ordering::Release);
     tracing::info!(
@@ -191,6 +245,11 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     if let Some(t) = agent_task {
         let _ = t.await;
     }
+    rules_stop.cancel();
+    if let Some(t) = selfmon_task {
+        let _ = t.await;
+    }
+    rule_manager.save_state();
     servers_stop.cancel();
     let _ = grpc_task.await;
     let _ = http_task.await;
@@ -198,4 +257,30 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     let _ = tokio::task::spawn_blocking(move || db2.close()).await;
     tracing::info!(elapsed = ?stopping.elapsed(), "csoc-collector stopped");
     Ok(())
+}
+
+/// Reloads the rules on SIGHUP (Unix), as Prometheus does.
+fn spawn_sighup_reload(rules: Arc<rules::RuleManager>, stop: CancellationToken) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with POST /-/reload");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                got = hup.recv() => if got.is_none() { return },
+            }
+            tracing::info!("SIGHUP: reloading rules");
+            if let Err(e) = rules.reload().await {
+                tracing::error!(error = %e, "reload on SIGHUP failed; the previous rules keep running");
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (rules, stop);
 }

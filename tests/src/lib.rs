@@ -7,10 +7,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
+use csoc_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
+use prost::Message;
 use serde_json::Value;
 
-pub mod promqltest;
 pub mod workload;
 
 /// The workspace root.
@@ -263,4 +264,201 @@ pub fn mem_total_bytes() -> f64 {
         .and_then(|v| v.parse().ok())
         .expect("MemTotal in /proc/meminfo");
     kb * 1024.0
+}
+
+/// A remote-write series from label pairs and (ms, value) samples.
+pub fn series(labels: &[(&str, &str)], samples: Vec<(i64, f64)>) -> TimeSeries {
+    TimeSeries {
+        labels: labels
+            .iter()
+            .map(|(k, v)| Label {
+                name: k.to_string(),
+                value: v.to_string(),
+            })
+            .collect(),
+        samples: samples.into_iter().map(|(t, v)| Sample { value: v, timestamp: t }).collect(),
+        ..Default::default()
+    }
+}
+
+/// Sends a remote-write request with a bearer token; expects 204.
+pub fn remote_write(base: &str, token: &str, req: &WriteRequest) -> anyhow::Result<()> {
+    let body = snap::raw::Encoder::new().compress_vec(&req.encode_to_vec())?;
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{base}/api/v1/write"))
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .header("Authorization", format!("Bearer {token}"))
+        .timeout(Duration::from_secs(10))
+        .body(body)
+        .send()?;
+    let code = r.status().as_u16();
+    ensure!(code == 204, "remote write: HTTP {code}: {}", r.text().unwrap_or_default());
+    Ok(())
+}
+
+/// The path of `name` in PATH; `None` (with a message) when missing, or a
+/// panic under `CSOC_REQUIRE_INTEROP=1`.
+pub fn program(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|f| f.is_file()));
+    if found.is_none() {
+        let msg = format!("{name} not found in PATH (Debian/Ubuntu: apt-get install prometheus)");
+        if std::env::var("CSOC_REQUIRE_INTEROP").as_deref() == Ok("1") {
+            panic!("{msg}, and CSOC_REQUIRE_INTEROP=1 forbids skipping");
+        }
+        eprintln!("SKIPPED: {msg}");
+    }
+    found
+}
+
+/// Runs a program to completion within `timeout` (killed by its PID
+/// otherwise); returns stdout, failing on a non-zero exit.
+pub fn run(dir: &Path, program: &Path, args: &[String], timeout: Duration) -> anyhow::Result<String> {
+    let out_path = dir.join("run.stdout");
+    let err_path = dir.join("run.stderr");
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path)?)
+        .stderr(std::fs::File::create(&err_path)?)
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{} {args:?} did not finish within {timeout:?}", program.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = std::fs::read_to_string(&out_path)?;
+    let err = std::fs::read_to_string(&err_path)?;
+    ensure!(
+        status.success(),
+        "{} {args:?}: {status}\nstdout: {out}\nstderr: {err}",
+        program.display()
+    );
+    Ok(out)
+}
+
+/// A webhook receiver on 127.0.0.1 for tests: records every JSON body
+/// POSTed to it (with its arrival time), and can be told to answer 500 to
+/// the next requests. Stops on drop.
+pub struct WebhookSink {
+    /// Its URL.
+    pub url: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<(std::time::SystemTime, String, Value)>>>,
+    fail_next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl WebhookSink {
+    /// Starts the receiver on a free port.
+    pub fn start() -> anyhow::Result<WebhookSink> {
+        Self::start_on("127.0.0.1:0")
+    }
+
+    /// Starts the receiver on `addr`.
+    pub fn start_on(addr: &str) -> anyhow::Result<WebhookSink> {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let url = format!("http://{}/hook", listener.local_addr()?);
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let fail_next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (rx, fx, sx) = (received.clone(), fail_next.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !sx.load(Ordering::Relaxed) {
+                let (stream, _) = match listener.accept() {
+                    Ok(x) => x,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                };
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reader = BufReader::new(match stream.try_clone() {
+                    Ok(s) => s,
+                    Err(_) => continue,
+                });
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    continue;
+                }
+                let mut len = 0usize;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':')
+                        && k.eq_ignore_ascii_case("content-length")
+                    {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; len];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let failing = fx.load(Ordering::SeqCst) > 0;
+                let status = if failing {
+                    fx.fetch_sub(1, Ordering::SeqCst);
+                    "500 Internal Server Error"
+                } else {
+                    if let Ok(v) = serde_json::from_slice::<Value>(&body)
+                        && let Ok(mut r) = rx.lock()
+                    {
+                        r.push((std::time::SystemTime::now(), path, v));
+                    }
+                    "200 OK"
+                };
+                let mut w = stream;
+                let _ = write!(w, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+        });
+        Ok(WebhookSink {
+            url,
+            received,
+            fail_next,
+            stop,
+        })
+    }
+
+    /// Every JSON body accepted so far, oldest first.
+    pub fn received(&self) -> Vec<Value> {
+        self.received
+            .lock()
+            .map(|r| r.iter().map(|x| x.2.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Bodies with their arrival times and request paths.
+    pub fn received_at(&self) -> Vec<(std::time::SystemTime, String, Value)> {
+        self.received.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Answer HTTP 500 to the next `n` requests.
+    pub fn fail_next(&self, n: usize) {
+        self.fail_next.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Waits until a body satisfies `pred`; returns it.
+    pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+        wait_for(what, timeout, || self.received().into_iter().find(|v| pred(v)))
+    }
+}
+
+impl Drop for WebhookSink {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }

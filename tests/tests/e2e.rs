@@ -17,7 +17,10 @@ fn value(sample: &serde_json::Value) -> f64 {
 #[test]
 fn agent_process_ships_true_host_values_under_its_tokens_commons() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let c = Collector::start(dir.path(), &["--agent-token", &format!("alpha={TOKEN}")])?;
+    let c = Collector::start(
+        dir.path(),
+        &["--agent-token", &format!("alpha={TOKEN}"), "--self-scrape-interval", "1s"],
+    )?;
     // The agent claims to be "beta"; its token says "alpha", and the token wins.
     let (mut agent, agent_metrics) = start_agent(
         dir.path(),
@@ -77,6 +80,14 @@ fn agent_process_ships_true_host_values_under_its_tokens_commons() -> anyhow::Re
         cm.contains(r#"csoc_collector_agent_last_seen_timestamp_seconds{commons="alpha""#),
         "{cm}"
     );
+    // ... and it is stored (the collector's self-scrape), so a rule can
+    // page when the agent falls silent.
+    let silent_for = wait_for("the agent's last contact in storage", Duration::from_secs(15), || {
+        c.query(r#"time() - csoc_collector_agent_last_seen_timestamp_seconds{commons="alpha",job="csoc-collector"}"#)
+            .ok()
+            .filter(|r| r.len() == 1)
+    })?;
+    assert!(value(&silent_for[0]) < 30.0, "{silent_for:?}");
 
     // Graceful stop: exit 0, spool flushed.
     let st = agent.terminate()?;

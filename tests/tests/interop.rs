@@ -10,14 +10,12 @@
 //! on 127.0.0.1, every wait is bounded, every process is stopped by PID.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-use anyhow::{Context, bail, ensure};
-use csoc_proto::prometheus::{Label, MetricMetadata, Sample, TimeSeries, WriteRequest};
+use anyhow::{Context, ensure};
+use csoc_proto::prometheus::{MetricMetadata, WriteRequest};
 use csoc_tests::*;
-use prost::Message;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "interop-token-0123456789abcdef";
@@ -66,20 +64,6 @@ fn secs(ms: i64) -> String {
     format!("{s}")
 }
 
-fn series(labels: &[(&str, &str)], samples: Vec<(i64, f64)>) -> TimeSeries {
-    TimeSeries {
-        labels: labels
-            .iter()
-            .map(|(k, v)| Label {
-                name: k.to_string(),
-                value: v.to_string(),
-            })
-            .collect(),
-        samples: samples.into_iter().map(|(t, v)| Sample { value: v, timestamp: t }).collect(),
-        ..Default::default()
-    }
-}
-
 fn meta(name: &str, typ: i32, help: &str) -> MetricMetadata {
     MetricMetadata {
         r#type: typ,
@@ -87,21 +71,6 @@ fn meta(name: &str, typ: i32, help: &str) -> MetricMetadata {
         help: help.into(),
         unit: String::new(),
     }
-}
-
-fn remote_write(base: &str, req: &WriteRequest) -> anyhow::Result<()> {
-    let body = snap::raw::Encoder::new().compress_vec(&req.encode_to_vec())?;
-    let r = reqwest::blocking::Client::new()
-        .post(format!("{base}/api/v1/write"))
-        .header("Content-Encoding", "snappy")
-        .header("Content-Type", "application/x-protobuf")
-        .header("Authorization", format!("Bearer {TOKEN}"))
-        .timeout(Duration::from_secs(10))
-        .body(body)
-        .send()?;
-    let code = r.status().as_u16();
-    ensure!(code == 204, "remote write: HTTP {code}: {}", r.text().unwrap_or_default());
-    Ok(())
 }
 
 /// Starts a collector and writes, for the POINTS steps ending at the last
@@ -148,56 +117,8 @@ fn fixture() -> anyhow::Result<Fixture> {
             meta("http_requests_total", 1, "Requests served."),
         ],
     };
-    remote_write(&c.http, &req)?;
+    remote_write(&c.http, TOKEN, &req)?;
     Ok(Fixture { dir, c, last })
-}
-
-/// The path of `name` in PATH; `None` (with a message) when missing, or a
-/// panic under `CSOC_REQUIRE_INTEROP=1`.
-fn program(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|f| f.is_file()));
-    if found.is_none() {
-        let msg = format!("{name} not found in PATH (Debian/Ubuntu: apt-get install prometheus)");
-        if std::env::var("CSOC_REQUIRE_INTEROP").as_deref() == Ok("1") {
-            panic!("{msg}, and CSOC_REQUIRE_INTEROP=1 forbids skipping");
-        }
-        eprintln!("SKIPPED: {msg}");
-    }
-    found
-}
-
-/// Runs a program to completion within `timeout` (killed by its PID
-/// otherwise); returns stdout, failing on a non-zero exit.
-fn run(dir: &Path, program: &Path, args: &[String], timeout: Duration) -> anyhow::Result<String> {
-    let out_path = dir.join("run.stdout");
-    let err_path = dir.join("run.stderr");
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path)?)
-        .stderr(std::fs::File::create(&err_path)?)
-        .spawn()
-        .with_context(|| format!("starting {}", program.display()))?;
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(st) = child.try_wait()? {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{} {args:?} did not finish within {timeout:?}", program.display());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let out = std::fs::read_to_string(&out_path)?;
-    let err = std::fs::read_to_string(&err_path)?;
-    ensure!(
-        status.success(),
-        "{} {args:?}: {status}\nstdout: {out}\nstderr: {err}",
-        program.display()
-    );
-    Ok(out)
 }
 
 fn promtool(f: &Fixture, promtool: &Path, args: &[&str]) -> anyhow::Result<Value> {

@@ -2,7 +2,9 @@
 //! separate processes on free 127.0.0.1 ports. One test binary, one module
 //! per area.
 
+mod alerting;
 mod e2e;
 mod interop;
 mod promql_conformance;
+mod promqltest;
 mod storage;

@@ -3,7 +3,7 @@
 //! csoc-collector's query engine on the real storage (a fresh SQLite TSDB
 //! per file and after every `clear`). Prints a per-file table and fails
 //! when a file passes fewer evals than its floor in [`FLOORS`], so a
-//! regression shows. The runner is `csoc_tests::promqltest`.
+//! regression shows. The runner is `promqltest` (tests/tests/promqltest.rs).
 //!
 //! ```sh
 //! cargo test -p csoc-tests --test e2e promql_conformance -- --nocapture
@@ -25,9 +25,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::promqltest::{self, Backend, FileReport, Labels, QValue, QueryOutput};
 use csoc_collector::promql::{Engine, Output, Value};
 use csoc_collector::tsdb::{Tsdb, TsdbOptions};
-use csoc_tests::promqltest::{self, Backend, FileReport, Labels, QValue, QueryOutput};
 use prometheus_client::registry::Registry;
 use promql_parser::parser::Expr;
 

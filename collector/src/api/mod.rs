@@ -9,12 +9,14 @@
 //! | `series.rs` | `series`, `labels`, `label/<name>/values`, `metadata` |
 //! | `status.rs` | `status/buildinfo`, `status/runtimeinfo`, `status/flags`, `status/tsdb` |
 //! | `federate.rs` | `/federate` |
+//! | `rules.rs` | `rules`, `alerts`, `/-/reload` |
 //! | `params.rs` | parameter parsing (times, durations, limits) |
 
 mod encode;
 mod federate;
 mod params;
 mod query;
+pub mod rules;
 mod series;
 mod status;
 
@@ -58,6 +60,8 @@ pub struct AppState {
     pub metadata: Arc<MetadataStore>,
     /// Start time, effective flags and retention (`/api/v1/status/*`).
     pub status: Arc<StatusInfo>,
+    /// The rule groups (`/api/v1/rules`, `/api/v1/alerts`, `/-/reload`).
+    pub rules: Arc<crate::rules::RuleManager>,
 }
 
 /// Prometheus's API error types, mapped to status codes in one place.
@@ -266,6 +270,9 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .route("/api/v1/status/flags", get(status::flags))
         .route("/api/v1/status/tsdb", get(status::tsdb))
         .route("/api/v1/admin/tsdb/flush", post(flush).put(flush))
+        .route("/api/v1/rules", get(rules::rules).post(rules::rules))
+        .route("/api/v1/alerts", get(rules::alerts))
+        .route("/-/reload", post(rules::reload).put(rules::reload))
         .route("/federate", get(federate::federate).post(federate::federate))
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(|| async { "csoc-collector is healthy\n" }))

@@ -17,6 +17,7 @@ mod eval;
 mod funcs;
 
 pub use funcs::fmt_float;
+pub mod notation;
 
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{Expr, VectorSelector};
@@ -89,6 +90,51 @@ pub trait Queryable: Send + Sync {
 impl Queryable for Tsdb {
     fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>, TsdbError> {
         self.querier(mint, maxt).select(matchers)
+    }
+}
+
+/// Series held in memory: for tests, and for rule unit tests
+/// (`csoc-collector --test-rules`), which load their input series here.
+#[derive(Debug, Default, Clone)]
+pub struct MemStore {
+    series: std::collections::BTreeMap<Labels, Vec<(i64, f64)>>,
+}
+
+impl MemStore {
+    /// A store holding `series`.
+    pub fn from_series(series: Vec<Series>) -> Self {
+        let mut m = MemStore::default();
+        for s in series {
+            for (t, v) in &s.samples {
+                m.add(&s.labels, *t, *v);
+            }
+        }
+        m
+    }
+
+    /// Adds a sample (`labels` sorted by name); a sample at an existing
+    /// timestamp replaces it.
+    pub fn add(&mut self, labels: &Labels, t: i64, v: f64) {
+        let samples = self.series.entry(labels.clone()).or_default();
+        match samples.binary_search_by_key(&t, |p| p.0) {
+            Ok(i) => samples[i].1 = v,
+            Err(i) => samples.insert(i, (t, v)),
+        }
+    }
+}
+
+impl Queryable for MemStore {
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>, TsdbError> {
+        Ok(self
+            .series
+            .iter()
+            .filter(|(l, _)| matchers.iter().all(|m| m.matches(l)))
+            .map(|(l, samples)| Series {
+                labels: Arc::new(l.clone()),
+                samples: samples.iter().copied().filter(|p| p.0 >= mint && p.0 <= maxt).collect(),
+            })
+            .filter(|s| !s.samples.is_empty())
+            .collect())
     }
 }
 
@@ -350,24 +396,6 @@ mod tests {
         assert!(r[0].0.contains("x=a"), "{r:?}");
     }
 
-    /// Series held in memory, for tests of the engine alone.
-    struct Mem(Vec<Series>);
-
-    impl Queryable for Mem {
-        fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>, TsdbError> {
-            Ok(self
-                .0
-                .iter()
-                .filter(|s| matchers.iter().all(|m| m.matches(&s.labels)))
-                .map(|s| Series {
-                    labels: s.labels.clone(),
-                    samples: s.samples.iter().copied().filter(|p| p.0 >= mint && p.0 <= maxt).collect(),
-                })
-                .filter(|s| !s.samples.is_empty())
-                .collect())
-        }
-    }
-
     #[test]
     fn sliding_max_min_and_rate_resets_match_a_plain_walk() {
         // A noisy counter with resets, gaps and NaNs.
@@ -389,7 +417,7 @@ mod tests {
             samples.push((t, if next() % 97 == 0 { f64::NAN } else { c }));
         }
         let labels = Arc::new(vec![("__name__".to_string(), "x_total".to_string())]);
-        let db = Mem(vec![Series {
+        let db = MemStore::from_series(vec![Series {
             labels,
             samples: samples.clone(),
         }]);
@@ -458,7 +486,7 @@ mod tests {
                 samples: (0..6000i64).map(|j| (j * 15_000, ((j * (k + 1)) % 977) as f64)).collect(),
             })
             .collect();
-        let db = Mem(series);
+        let db = MemStore::from_series(series);
         let e = Engine::new(Duration::from_secs(300));
         let (start, end, step) = (600_000, 6000 * 15_000, 60_000);
         let run = |q: &str| {

@@ -1,0 +1,400 @@
+//! Notifications: alerts from [`crate::rules`] go to
+//! - Alertmanagers (`--alertmanager URL`, repeatable), through the API v2,
+//!   each with its own queue (Prometheus's notifier: batches of up to 256,
+//!   oldest dropped past 10,000 queued, resends driven by the rules);
+//! - built-in receivers for teams without an Alertmanager (`receivers:` in
+//!   the config file): webhook (Alertmanager's webhook JSON), Slack incoming
+//!   webhook, PagerDuty Events API v2. Each has label matchers, `group_by`,
+//!   `group_wait`, `group_interval`, `repeat_interval` with Alertmanager's
+//!   meaning, retries with backoff, and runs in its own task so one failing
+//!   receiver never delays the others. What each receiver last sent per
+//!   group is kept in `notify-state.json`, so a restart does not page again.
+
+pub mod alertmanager;
+pub mod dispatch;
+pub mod integrations;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use csoc_agent::util::de_duration;
+
+type LabelSet = Vec<(String, String)>;
+
+/// An alert as notifiers see it. Times are ms since the epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    /// Labels (external labels included).
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// When it started firing.
+    pub starts_at: i64,
+    /// When it resolved, or until when it is valid if still firing.
+    pub ends_at: i64,
+    /// Link to the expression.
+    pub generator_url: String,
+}
+
+impl Alert {
+    /// Resolved at `now_ms`.
+    pub fn resolved(&self, now_ms: i64) -> bool {
+        self.ends_at != 0 && self.ends_at <= now_ms
+    }
+
+    /// Stable fingerprint of the labels.
+    pub fn fingerprint(&self) -> String {
+        let labels: Vec<(String, String)> = self.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        crate::rules::group::fingerprint(&labels)
+    }
+}
+
+/// A webhook receiver (Alertmanager's webhook payload, version 4).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where to POST.
+    pub url: String,
+    /// Optional `Authorization: Bearer` token.
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    /// At most this many alerts per message (0 = all); the rest are
+    /// counted in `truncatedAlerts`.
+    #[serde(default)]
+    pub max_alerts: usize,
+}
+
+/// A Slack incoming webhook.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// The incoming-webhook URL (a secret: never logged).
+    pub api_url: String,
+    /// Channel override.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Username override.
+    #[serde(default)]
+    pub username: Option<String>,
+}
+
+/// PagerDuty Events API v2.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerDutyConfig {
+    /// The integration's routing key (a secret: never logged).
+    pub routing_key: String,
+    /// Events API endpoint (default https://events.pagerduty.com/v2/enqueue).
+    #[serde(default = "default_pd_url")]
+    pub url: String,
+}
+
+fn default_pd_url() -> String {
+    "https://events.pagerduty.com/v2/enqueue".into()
+}
+
+/// One built-in receiver: which alerts, how they are grouped and timed,
+/// and where they go (exactly one of `webhook`, `slack`, `pagerduty`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    /// Name (in metrics, logs and payloads).
+    pub name: String,
+    /// Label matchers the alert must all satisfy, PromQL style:
+    /// `severity="critical"`, `commons=~"prod-.*"`. None = every alert.
+    #[serde(default)]
+    pub matchers: Vec<String>,
+    /// Labels that split alerts into notifications (default: alertname
+    /// and commons); `["..."]` groups by every label.
+    #[serde(default = "default_group_by")]
+    pub group_by: Vec<String>,
+    /// Wait before the first notification of a new group (default 30s).
+    #[serde(default = "default_group_wait", deserialize_with = "de_duration")]
+    pub group_wait: Duration,
+    /// Wait before notifying about changes to a group (default 5m).
+    #[serde(default = "default_group_interval", deserialize_with = "de_duration")]
+    pub group_interval: Duration,
+    /// Wait before repeating an unchanged notification (default 4h).
+    #[serde(default = "default_repeat_interval", deserialize_with = "de_duration")]
+    pub repeat_interval: Duration,
+    /// Also notify when alerts resolve (default: true for webhook and
+    /// PagerDuty, false for Slack, as Alertmanager).
+    #[serde(default)]
+    pub send_resolved: Option<bool>,
+    /// Webhook target.
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
+    /// Slack target.
+    #[serde(default)]
+    pub slack: Option<SlackConfig>,
+    /// PagerDuty target.
+    #[serde(default)]
+    pub pagerduty: Option<PagerDutyConfig>,
+}
+
+impl std::fmt::Debug for ReceiverConfig {
+    // Secrets (Slack URLs, routing keys, tokens) stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiverConfig")
+            .field("name", &self.name)
+            .field("matchers", &self.matchers)
+            .field("group_by", &self.group_by)
+            .field("integration", &self.integration_name())
+            .finish()
+    }
+}
+
+fn default_group_by() -> Vec<String> {
+    vec!["alertname".into(), "commons".into()]
+}
+fn default_group_wait() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_group_interval() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_repeat_interval() -> Duration {
+    Duration::from_secs(4 * 3600)
+}
+
+impl ReceiverConfig {
+    /// `webhook`, `slack` or `pagerduty`.
+    pub fn integration_name(&self) -> &'static str {
+        if self.slack.is_some() {
+            "slack"
+        } else if self.pagerduty.is_some() {
+            "pagerduty"
+        } else {
+            "webhook"
+        }
+    }
+
+    /// Whether resolutions are sent.
+    pub fn sends_resolved(&self) -> bool {
+        self.send_resolved.unwrap_or(self.slack.is_none())
+    }
+
+    /// Checks the receiver; the error names the problem.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty() {
+            return Err("name must be set".into());
+        }
+        let n = [self.webhook.is_some(), self.slack.is_some(), self.pagerduty.is_some()]
+            .iter()
+            .filter(|x| **x)
+            .count();
+        if n != 1 {
+            return Err(format!("receiver {:?}: give exactly one of webhook, slack or pagerduty", self.name));
+        }
+        let url = self
+            .webhook
+            .as_ref()
+            .map(|w| w.url.as_str())
+            .or(self.slack.as_ref().map(|s| s.api_url.as_str()))
+            .or(self.pagerduty.as_ref().map(|p| p.url.as_str()))
+            .unwrap_or_default();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!("receiver {:?}: the URL must start with http:// or https://", self.name));
+        }
+        if let Some(p) = &self.pagerduty
+            && p.routing_key.trim().is_empty()
+        {
+            return Err(format!("receiver {:?}: pagerduty.routing_key must be set", self.name));
+        }
+        if self.group_interval.is_zero() || self.repeat_interval.is_zero() {
+            return Err(format!(
+                "receiver {:?}: group_interval and repeat_interval must be positive",
+                self.name
+            ));
+        }
+        dispatch::parse_matchers(&self.matchers).map_err(|e| format!("receiver {:?}: {e}", self.name))?;
+        for l in &self.group_by {
+            if l != "..." && !csoc_agent::config::valid_label_name(l) {
+                return Err(format!("receiver {:?}: group_by: invalid label name {l:?}", self.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Notification metrics.
+#[derive(Clone)]
+pub struct NotifyMetrics {
+    /// Notifications delivered, by receiver and integration.
+    pub sent: Family<LabelSet, Counter>,
+    /// Notifications that failed after all retries.
+    pub failed: Family<LabelSet, Counter>,
+    /// Delivery attempts that will be retried.
+    pub retries: Family<LabelSet, Counter>,
+    /// Alerts sent to each Alertmanager.
+    pub am_sent: Family<LabelSet, Counter>,
+    /// Alerts whose sending to an Alertmanager failed.
+    pub am_errors: Family<LabelSet, Counter>,
+    /// Alerts dropped because a queue was full.
+    pub dropped: Family<LabelSet, Counter>,
+    /// Alerts waiting per Alertmanager.
+    pub am_queue: Family<LabelSet, Gauge>,
+}
+
+impl NotifyMetrics {
+    /// Registers under the given (collector) registry.
+    pub fn new(reg: &mut Registry) -> Self {
+        let m = NotifyMetrics {
+            sent: Family::default(),
+            failed: Family::default(),
+            retries: Family::default(),
+            am_sent: Family::default(),
+            am_errors: Family::default(),
+            dropped: Family::default(),
+            am_queue: Family::default(),
+        };
+        reg.register(
+            "notifications_sent",
+            "Notifications delivered, by receiver and integration",
+            m.sent.clone(),
+        );
+        reg.register(
+            "notifications_failed",
+            "Notifications that failed after all retries, by receiver and integration",
+            m.failed.clone(),
+        );
+        reg.register(
+            "notification_retries",
+            "Notification attempts retried, by receiver",
+            m.retries.clone(),
+        );
+        reg.register("alertmanager_alerts_sent", "Alerts sent to each Alertmanager", m.am_sent.clone());
+        reg.register(
+            "alertmanager_alerts_errors",
+            "Alerts whose sending to an Alertmanager failed",
+            m.am_errors.clone(),
+        );
+        reg.register(
+            "notifications_dropped",
+            "Alerts dropped because a queue was full",
+            m.dropped.clone(),
+        );
+        reg.register(
+            "alertmanager_queue_length",
+            "Alerts waiting to be sent, per Alertmanager",
+            m.am_queue.clone(),
+        );
+        m
+    }
+}
+
+/// Settings of the notifier.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// Alertmanager base URLs.
+    pub alertmanagers: Vec<String>,
+    /// Built-in receivers.
+    pub receivers: Vec<ReceiverConfig>,
+    /// The collector's external URL (in payloads).
+    pub external_url: String,
+    /// Where receivers keep what they last sent.
+    pub state_path: PathBuf,
+}
+
+/// Hands alerts to every Alertmanager and receiver.
+pub struct Notifier {
+    ams: Vec<Arc<alertmanager::AmQueue>>,
+    receivers: Vec<dispatch::ReceiverHandle>,
+}
+
+impl Notifier {
+    /// A notifier that sends nowhere (no Alertmanager, no receiver).
+    pub fn none() -> Arc<Self> {
+        Arc::new(Notifier {
+            ams: Vec::new(),
+            receivers: Vec::new(),
+        })
+    }
+
+    /// Starts one task per Alertmanager and per receiver.
+    pub fn start(cfg: &NotifyConfig, metrics: NotifyMetrics, shutdown: CancellationToken) -> anyhow::Result<Arc<Self>> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .user_agent(concat!("csoc-collector/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let mut ams = Vec::new();
+        for url in &cfg.alertmanagers {
+            ams.push(alertmanager::AmQueue::start(
+                url,
+                client.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            )?);
+        }
+        let log = Arc::new(dispatch::NotificationLog::open(cfg.state_path.clone()));
+        let mut receivers = Vec::new();
+        for r in &cfg.receivers {
+            r.validate().map_err(|e| anyhow::anyhow!("receivers: {e}"))?;
+            receivers.push(dispatch::ReceiverHandle::start(
+                r.clone(),
+                client.clone(),
+                cfg.external_url.clone(),
+                log.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            )?);
+        }
+        if !ams.is_empty() || !receivers.is_empty() {
+            tracing::info!(alertmanagers = ams.len(), receivers = receivers.len(), "notifier started");
+        }
+        Ok(Arc::new(Notifier { ams, receivers }))
+    }
+
+    /// Queues alerts for every destination; never blocks.
+    pub fn send(&self, alerts: Vec<Alert>) {
+        if alerts.is_empty() {
+            return;
+        }
+        for am in &self.ams {
+            am.push(&alerts);
+        }
+        for r in &self.receivers {
+            r.push(&alerts);
+        }
+    }
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn rfc3339(ms: i64) -> String {
+    let t = if ms >= 0 {
+        std::time::UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        std::time::UNIX_EPOCH
+    };
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A URL without user info or query (for labels and logs).
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "<invalid url>".into(),
+    }
+}
