@@ -59,6 +59,10 @@ pub struct Args {
     /// Log format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Probe the Gen3 commons at this URL (https://data.example.org): turns on
+    /// the gen3_status source with this base_url.
+    #[arg(long, value_name = "URL")]
+    pub gen3_url: Option<String>,
 }
 
 impl Args {
@@ -105,6 +109,10 @@ impl Args {
         }
         if let Some(v) = self.log_format {
             cfg.log_format = v;
+        }
+        if let Some(v) = &self.gen3_url {
+            cfg.sources.gen3_status.enabled = true;
+            cfg.sources.gen3_status.base_url = v.clone();
         }
         Ok(cfg)
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::sources::gen3_status::Gen3StatusConfig;
 use crate::sources::host::HostConfig;
 use crate::util::{LogFormat, de_bytes, de_duration};
 
@@ -88,6 +89,9 @@ pub struct AgentConfig {
 pub struct SourcesConfig {
     /// The host source (node_exporter-compatible host metrics).
     pub host: HostConfig,
+    /// The gen3_status source (health, version and TLS expiry of each Gen3
+    /// service; off unless enabled or `--gen3-url` is given).
+    pub gen3_status: Gen3StatusConfig,
 }
 
 impl Default for AgentConfig {
@@ -183,6 +187,17 @@ impl AgentConfig {
             field: "sources.host".into(),
             message: e.to_string(),
         })?;
+        if self.sources.gen3_status.enabled {
+            self.sources.gen3_status.validate(self.interval)?;
+            // Reads ca_file and builds the HTTP clients.
+            crate::sources::gen3_status::Gen3StatusSource::new(&self.sources.gen3_status).map_err(|e| match e {
+                crate::sources::gen3_status::Gen3StatusError::Config(c) => c,
+                other => ConfigError::Invalid {
+                    field: "sources.gen3_status".into(),
+                    message: other.to_string(),
+                },
+            })?;
+        }
         Ok(())
     }
 

@@ -60,6 +60,12 @@ impl Agent {
         if cfg.sources.host.enabled {
             sources.push(("host".into(), Box::new(sources::host::HostSource::new(&cfg.sources.host)?)));
         }
+        if cfg.sources.gen3_status.enabled {
+            sources.push((
+                "gen3_status".into(),
+                Box::new(sources::gen3_status::Gen3StatusSource::new(&cfg.sources.gen3_status)?),
+            ));
+        }
         let agent_name = cfg.agent_name.clone().unwrap_or_else(config::hostname);
         Ok(Agent {
             cfg,
