@@ -79,7 +79,11 @@ fn meta(name: &str, typ: i32, help: &str) -> MetricMetadata {
 /// per step, and a series whose label value needs escaping; plus metadata.
 fn fixture() -> anyhow::Result<Fixture> {
     let dir = tempfile::tempdir()?;
-    let c = Collector::start(dir.path(), &["--agent-token", &format!("interop={TOKEN}")])?;
+    // Only the written data: the collector's own metrics stay out of storage.
+    let c = Collector::start(
+        dir.path(),
+        &["--agent-token", &format!("interop={TOKEN}"), "--self-scrape-interval", "0"],
+    )?;
     let now = now_ms();
     let last = now - now % STEP_MS;
     let times: Vec<i64> = (0..POINTS).map(|i| last - (POINTS - 1 - i) * STEP_MS).collect();

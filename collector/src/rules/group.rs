@@ -423,7 +423,8 @@ fn expand(
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(template = %tv.name, error = %e, "expanding alert template failed");
-            format!("<error expanding template: {e}>")
+            // Prometheus's wording, so that existing tooling recognises it.
+            format!("<error expanding template: error executing template {}: {e}>", t.name())
         }
     }
 }
