@@ -75,17 +75,23 @@ cleanup() {
 trap cleanup EXIT
 
 port=19400
-next_port() { port=$((port + 1)); while ! port_free "$port"; do port=$((port + 1)); done; echo "$port"; }
-sink_port=$(next_port); fake_port=$(next_port); http_port=$(next_port); grpc_port=$(next_port)
-agent_port=$(next_port); prom_port=$(next_port); bb_port=$(next_port); am1_port=$(next_port); am2_port=$(next_port)
-am1_cluster=$(next_port); am2_cluster=$(next_port)
+# assign_ports VAR...: each VAR gets the next free port from 19401 on.
+assign_ports() {
+  local v
+  for v in "$@"; do
+    port=$((port + 1))
+    while ! port_free "$port"; do port=$((port + 1)); done
+    printf -v "$v" '%s' "$port"
+  done
+}
+assign_ports sink_port fake_port http_port grpc_port agent_port prom_port bb_port am1_port am2_port am1_cluster am2_cluster
 
 # service → public health path through revproxy (../shared/gen3/SERVICES.md).
-services=(fence indexd sheepdog peregrine metadata guppy audit requestor wts manifestservice sower hatchery)
+services=(fence indexd sheepdog peregrine metadata guppy audit requestor wts manifestservice)
 declare -A path=(
   [fence]=/user/_status [indexd]=/index/_status [sheepdog]=/api/_status [peregrine]=/peregrine/_status
   [metadata]=/mds/_status [guppy]=/guppy/_status [audit]=/audit/_status [requestor]=/requestor/_status
-  [wts]=/wts/_status [manifestservice]=/manifests/_status [sower]=/job/_status [hatchery]=/lw-workspace/_status
+  [wts]=/wts/_status [manifestservice]=/manifests/_status
 )
 [ "$trials" -le "${#services[@]}" ] || { log "at most ${#services[@]} trials (one service each)"; exit 2; }
 
@@ -183,10 +189,10 @@ pids+=($!)
 log "waiting for both systems to see every service up"
 ready() {
   local n
-  n=$(curl -sf "http://127.0.0.1:$http_port/api/v1/query" --data-urlencode 'query=count(gen3_service_up == 1)' | jq -r '.data.result[0].value[1] // 0')
-  [ "$n" -ge "$trials" ] || return 1
-  n=$(curl -sf "http://127.0.0.1:$prom_port/api/v1/query" --data-urlencode 'query=count(probe_success == 1)' | jq -r '.data.result[0].value[1] // 0')
-  [ "$n" -ge "$trials" ]
+  n=$(curl -sf "http://127.0.0.1:$http_port/api/v1/query" --data-urlencode 'query=count(gen3_service_up == 1)' | jq -r '.data.result[0].value[1] // 0' || echo 0)
+  [ "${n:-0}" -ge "$trials" ] || return 1
+  n=$(curl -sf "http://127.0.0.1:$prom_port/api/v1/query" --data-urlencode 'query=count(probe_success == 1)' | jq -r '.data.result[0].value[1] // 0' || echo 0)
+  [ "${n:-0}" -ge "$trials" ]
 }
 for _ in $(seq 1 120); do ready && break; sleep 1; done
 ready || { log "not ready after 120 s; logs in $work"; keep=1; exit 1; }
@@ -194,8 +200,8 @@ sleep 6
 
 now_ms() { date +%s%3N; }
 arrival() { # PATH SERVICE: arrival ms of the first firing notification for SERVICE at PATH
-  jq -r --arg p "/$1" --arg s "$2" 'select(.path == $p and .status == "firing" and any(.alerts[]; .service == $s)) | .at_ms' \
-    "$work/sink.jsonl" 2>/dev/null | head -1
+  jq -rR --arg p "/$1" --arg s "$2" 'fromjson? | select(.path == $p and .status == "firing" and any(.alerts[]; .service == $s)) | .at_ms' \
+    "$work/sink.jsonl" 2>/dev/null | head -1 || true
 }
 systems=(csoc am-wait0 am-default)
 declare -A lat

@@ -21,6 +21,43 @@ use serde_json::Value;
 
 const TOKEN: &str = "alerting-token-0123456789abcdef";
 
+/// Receivers of the end-to-end test (HOOK and BASE are the sink's URLs):
+/// a webhook, PagerDuty and Slack (both pointed at the sink: neither
+/// service can run here), one whose endpoint refuses connections, and one
+/// whose matchers match nothing.
+const RECEIVERS: &str = r#"receivers:
+  - name: hook
+    matchers: ['severity="critical"']
+    group_by: [alertname, commons]
+    group_wait: 1s
+    group_interval: 2s
+    repeat_interval: 1h
+    webhook:
+      url: HOOK
+  - name: pd
+    group_wait: 1s
+    group_interval: 2s
+    pagerduty:
+      routing_key: pd-routing-key-0123
+      url: BASE/pd
+  - name: chat
+    group_wait: 1s
+    group_interval: 2s
+    slack:
+      api_url: BASE/slack
+      channel: '#gen3'
+  - name: dead
+    group_wait: 1s
+    group_interval: 2s
+    webhook:
+      url: http://127.0.0.1:1/refused
+  - name: quiet
+    matchers: ['severity="info"']
+    group_wait: 0s
+    webhook:
+      url: BASE/quiet
+"#;
+
 const RULES: &str = r#"groups:
   - name: e2e
     interval: 1s
@@ -99,10 +136,9 @@ fn rules_alert_through_a_webhook_across_restart_and_reload() -> anyhow::Result<(
     let cfg = dir.path().join("collector.yml");
     std::fs::write(
         &cfg,
-        format!(
-            "receivers:\n  - name: hook\n    matchers: ['severity=\"critical\"']\n    group_by: [alertname, commons]\n    group_wait: 1s\n    group_interval: 2s\n    repeat_interval: 1h\n    webhook:\n      url: {}\n",
-            sink.url
-        ),
+        RECEIVERS
+            .replace("HOOK", &sink.url)
+            .replace("BASE", sink.url.trim_end_matches("/hook")),
     )?;
     let (cfg_s, rules_s, tok) = (cfg.display().to_string(), rules.display().to_string(), format!("e2e={TOKEN}"));
     let args = collector_args(&cfg_s, &rules_s, &tok);
@@ -111,7 +147,11 @@ fn rules_alert_through_a_webhook_across_restart_and_reload() -> anyhow::Result<(
 
     // Down: the alert fires and the webhook gets Alertmanager's payload.
     write_up(&c, 0.0)?;
-    let firing = sink.wait_for("a firing notification", Duration::from_secs(30), |v| status_of(v) == "firing")?;
+    // (A receiver whose endpoint refuses connections retries on its own
+    // and delays nobody.)
+    let firing = sink.wait_for("a firing notification", Duration::from_secs(30), |v| {
+        status_of(v) == "firing" && v["receiver"] == "hook"
+    })?;
     assert_eq!(firing["version"], "4");
     assert_eq!(firing["receiver"], "hook");
     assert_eq!(firing["groupLabels"]["alertname"], "ServiceDown");
@@ -123,6 +163,23 @@ fn rules_alert_through_a_webhook_across_restart_and_reload() -> anyhow::Result<(
     assert!(
         a["generatorURL"].as_str().is_some_and(|u| u.contains("/graph?g0.expr=test_up")),
         "{a}"
+    );
+
+    // PagerDuty gets a trigger with a dedup key, Slack a message; the
+    // receiver whose matchers don't match gets nothing.
+    let trigger = sink.wait_for("a PagerDuty trigger", Duration::from_secs(30), |v| v["event_action"] == "trigger")?;
+    assert_eq!(trigger["routing_key"], "pd-routing-key-0123");
+    assert_eq!(trigger["payload"]["severity"], "critical");
+    assert_eq!(trigger["payload"]["source"], "e2e");
+    let dedup = trigger["dedup_key"].clone();
+    assert!(dedup.as_str().is_some_and(|k| k.len() == 64), "{trigger}");
+    let chat = sink.wait_for("a Slack message", Duration::from_secs(30), |v| v["channel"] == "#gen3")?;
+    assert_eq!(chat["attachments"][0]["title"], "[FIRING:1] ServiceDown e2e");
+    assert!(
+        chat["attachments"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("fence in e2e is down")),
+        "{chat}"
     );
 
     // The API and the stored series agree.
@@ -168,18 +225,40 @@ fn rules_alert_through_a_webhook_across_restart_and_reload() -> anyhow::Result<(
     sink.fail_next(2);
     write_up(&c, 1.0)?;
     let resolved = sink.wait_for("a resolved notification", Duration::from_secs(30), |v| status_of(v) == "resolved")?;
+    let resolve = sink.wait_for("a PagerDuty resolve", Duration::from_secs(30), |v| v["event_action"] == "resolve")?;
+    assert_eq!(resolve["dedup_key"], dedup, "one incident from trigger to resolve");
     assert_eq!(resolved["alerts"][0]["status"], "resolved");
     assert_ne!(resolved["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
     let (_, m) = get_text(&format!("{}/metrics", c.http))?;
     // group_interval is 2s here, so the first flush gives up after one
     // retry (counted as failed) and the next flush delivers.
-    let retries = metric_value(&m, "csoc_collector_notification_retries_total").unwrap_or(0.0);
-    let failed = metric_value(&m, "csoc_collector_notifications_failed_total").unwrap_or(0.0);
+    // (The two failures fall on the webhook and PagerDuty receivers, which
+    // send resolutions; Slack does not by default.)
+    let sum = |name: &str| -> f64 {
+        m.lines()
+            .filter(|l| l.starts_with(name) && (l.contains(r#"receiver="hook""#) || l.contains(r#"receiver="pd""#)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let retries = sum("csoc_collector_notification_retries_total");
+    let failed = sum("csoc_collector_notifications_failed_total");
     assert!(retries >= 1.0 && retries + failed >= 2.0, "retries {retries}, failed {failed}: {m}");
     assert!(metric_value(&m, "csoc_collector_notifications_sent_total").unwrap_or(0.0) >= 1.0);
     wait_for("no active alert", Duration::from_secs(10), || {
         alerts(&c).ok().filter(|a| a.is_empty())
     })?;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with(r#"csoc_collector_notifications_failed_total{receiver="dead""#)),
+        "the dead receiver's failures are counted: {m}"
+    );
+    let paths: Vec<String> = sink.received_at().into_iter().map(|(_, p, _)| p).collect();
+    assert!(!paths.iter().any(|p| p == "/quiet"), "{paths:?}");
+    assert_eq!(
+        paths.iter().filter(|p| *p == "/slack").count(),
+        1,
+        "Slack gets no resolution by default: {paths:?}"
+    );
 
     // A broken file: the reload fails, names the place, keeps the rules.
     std::fs::write(&rules, RULES.replace("expr: test_up == 0", "expr: test_up =="))?;
