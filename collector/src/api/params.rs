@@ -192,36 +192,7 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
 /// A Prometheus duration string (`1y2w3d4h5m6s7ms`: units in this order,
 /// each at most once, integers), in ms.
 fn prometheus_duration_ms(s: &str) -> Option<i64> {
-    const UNITS: [(&str, i64); 7] = [
-        ("y", 365 * 86_400_000),
-        ("w", 7 * 86_400_000),
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-        ("ms", 1),
-    ];
-    let mut rest = s;
-    let mut next_unit = 0usize;
-    let mut total: i64 = 0;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let n: i64 = rest.get(..digits)?.parse().ok()?;
-        rest = &rest[digits..];
-        let letters = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit = &rest[..letters];
-        rest = &rest[letters..];
-        let i = UNITS.iter().position(|(u, _)| *u == unit)?;
-        if i < next_unit {
-            return None;
-        }
-        next_unit = i + 1;
-        total = total.checked_add(n.checked_mul(UNITS[i].1)?)?;
-    }
-    Some(total)
+    crate::promql::notation::parse_duration(s).ok().filter(|ms| *ms >= 0)
 }
 
 /// Formats ms as a Prometheus duration string (`15d`, `1h30m`, `0s`).

@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use promql_parser::parser::Expr;
@@ -226,29 +226,10 @@ fn kind_of(v: &serde_yaml_ng::Value) -> &'static str {
 /// Parses a Prometheus duration (`1h30m`, `2d`, `1w`, `0`), as rule files
 /// and promtool's test files write them.
 pub fn parse_prom_duration(s: &str) -> Result<Duration, String> {
-    static RE: LazyLock<regex::Regex> = LazyLock::new(|| {
-        regex::Regex::new(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$").expect("static regex")
-    });
-    let s = s.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
+    match crate::promql::notation::parse_duration(s.trim()) {
+        Ok(ms) if ms >= 0 => Ok(Duration::from_millis(ms as u64)),
+        _ => Err(format!("not a valid duration string: {:?}", s.trim())),
     }
-    let caps = match RE.captures(s) {
-        Some(c) if !s.is_empty() => c,
-        _ => return Err(format!("not a valid duration string: {s:?}")),
-    };
-    const UNIT_MS: [u64; 7] = [365 * 86_400_000, 7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1_000, 1];
-    let mut total: u64 = 0;
-    for (i, unit) in UNIT_MS.iter().enumerate() {
-        if let Some(m) = caps.get(i + 1) {
-            let n: u64 = m.as_str().parse().map_err(|_| format!("duration {s:?} is too large"))?;
-            total = n
-                .checked_mul(*unit)
-                .and_then(|x| total.checked_add(x))
-                .ok_or_else(|| format!("duration {s:?} is too large"))?;
-        }
-    }
-    Ok(Duration::from_millis(total))
 }
 
 /// Whether `s` is a valid metric name.
