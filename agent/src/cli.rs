@@ -60,9 +60,17 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
     /// Probe the Gen3 commons at this URL (https://data.example.org): turns on
-    /// the gen3_status source with this base_url.
+    /// the gen3_status source with this base_url (and so gen3_usage).
     #[arg(long, value_name = "URL")]
     pub gen3_url: Option<String>,
+    /// Run one round of every enabled source and exit (with --print); no
+    /// collector connection, no spool.
+    #[arg(long, requires = "print")]
+    pub once: bool,
+    /// With --once: print what would be sent, labels stamped, in the
+    /// Prometheus text format to stdout. Exit 1 if a source failed entirely.
+    #[arg(long, requires = "once")]
+    pub print: bool,
 }
 
 impl Args {
@@ -105,6 +113,12 @@ impl Args {
             let (k, v) = kv
                 .split_once('=')
                 .with_context(|| format!("--external-label {kv:?}: expected NAME=VALUE"))?;
+            if !crate::config::valid_label_name(k) || k.starts_with("__") {
+                anyhow::bail!("--external-label {kv:?}: {k:?} is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)");
+            }
+            if k == "commons" {
+                anyhow::bail!("--external-label {kv:?}: \"commons\" is set by the collector from the agent's token");
+            }
             cfg.external_labels.insert(k.to_string(), v.to_string());
         }
         if let Some(v) = self.log_format {
@@ -128,6 +142,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     crate::util::init_logging(cfg.log_format);
+    if args.once {
+        return run_once(&cfg);
+    }
     // One thread is plenty for the agent's work and keeps its footprint small.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -147,4 +164,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let _ = http.await;
         res
     })
+}
+
+/// `--once --print`: one round of every source to stdout.
+fn run_once(cfg: &AgentConfig) -> anyhow::Result<()> {
+    use std::io::Write;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let res = rt.block_on(crate::once::collect_once(cfg))?;
+    let text = crate::once::exposition(&res.frames);
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).context("writing to stdout")?;
+    out.flush().context("writing to stdout")?;
+    drop(out);
+    if !res.failures.is_empty() {
+        for f in &res.failures {
+            eprintln!("csoc-agent: {f}");
+        }
+        // 1: a source failed entirely (2 is kept for errors before any round).
+        std::process::exit(1);
+    }
+    Ok(())
 }

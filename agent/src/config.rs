@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::sources::gen3_status::Gen3StatusConfig;
+use crate::sources::gen3_usage::Gen3UsageConfig;
 use crate::sources::host::HostConfig;
 use crate::util::{LogFormat, de_bytes, de_duration};
 
@@ -92,6 +93,10 @@ pub struct SourcesConfig {
     /// The gen3_status source (health, version and TLS expiry of each Gen3
     /// service; off unless enabled or `--gen3-url` is given).
     pub gen3_status: Gen3StatusConfig,
+    /// The gen3_usage source (indexd `_stats` and the other unauthenticated
+    /// counts; runs whenever a Gen3 base URL or namespace is configured,
+    /// every 5m by default).
+    pub gen3_usage: Gen3UsageConfig,
 }
 
 impl Default for AgentConfig {
@@ -194,6 +199,15 @@ impl AgentConfig {
                 crate::sources::gen3_status::Gen3StatusError::Config(c) => c,
                 other => ConfigError::Invalid {
                     field: "sources.gen3_status".into(),
+                    message: other.to_string(),
+                },
+            })?;
+        }
+        if self.sources.gen3_usage.active(&self.sources.gen3_status) {
+            crate::sources::gen3_usage::Gen3UsageSource::new(&self.sources.gen3_usage, &self.sources.gen3_status).map_err(|e| match e {
+                crate::sources::gen3_usage::Gen3UsageError::Config(c) => c,
+                other => ConfigError::Invalid {
+                    field: "sources.gen3_usage".into(),
                     message: other.to_string(),
                 },
             })?;

@@ -15,6 +15,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod once;
 pub mod pipeline;
 pub mod shipper;
 pub mod sources;
@@ -37,6 +38,30 @@ use crate::shipper::{Shipper, ShipperConfig};
 use crate::sources::{Source, SourceContext};
 use crate::spool::Spool;
 
+/// The enabled sources of `cfg`, by name.
+pub fn build_sources(cfg: &AgentConfig) -> anyhow::Result<Vec<(String, Box<dyn Source>)>> {
+    let mut sources: Vec<(String, Box<dyn Source>)> = Vec::new();
+    if cfg.sources.host.enabled {
+        sources.push(("host".into(), Box::new(sources::host::HostSource::new(&cfg.sources.host)?)));
+    }
+    if cfg.sources.gen3_status.enabled {
+        sources.push((
+            "gen3_status".into(),
+            Box::new(sources::gen3_status::Gen3StatusSource::new(&cfg.sources.gen3_status)?),
+        ));
+    }
+    if cfg.sources.gen3_usage.active(&cfg.sources.gen3_status) {
+        sources.push((
+            "gen3_usage".into(),
+            Box::new(sources::gen3_usage::Gen3UsageSource::new(
+                &cfg.sources.gen3_usage,
+                &cfg.sources.gen3_status,
+            )?),
+        ));
+    }
+    Ok(sources)
+}
+
 /// A configured agent, ready to run.
 pub struct Agent {
     cfg: AgentConfig,
@@ -56,16 +81,7 @@ impl Agent {
         let metrics = AgentMetrics::new(registry);
         let spool = Spool::open(&cfg.spool_dir, cfg.spool_max_bytes, Some(metrics.shipper.clone()))
             .with_context(|| format!("opening the spool in {}", cfg.spool_dir.display()))?;
-        let mut sources: Vec<(String, Box<dyn Source>)> = Vec::new();
-        if cfg.sources.host.enabled {
-            sources.push(("host".into(), Box::new(sources::host::HostSource::new(&cfg.sources.host)?)));
-        }
-        if cfg.sources.gen3_status.enabled {
-            sources.push((
-                "gen3_status".into(),
-                Box::new(sources::gen3_status::Gen3StatusSource::new(&cfg.sources.gen3_status)?),
-            ));
-        }
+        let sources = build_sources(&cfg)?;
         let agent_name = cfg.agent_name.clone().unwrap_or_else(config::hostname);
         Ok(Agent {
             cfg,
@@ -123,10 +139,7 @@ impl Agent {
         drop(tx);
 
         // Pipeline: frames → spool. Ends when every source has stopped.
-        let pipeline = Pipeline {
-            external_labels: cfg.external_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            instance: agent_name.clone(),
-        };
+        let pipeline = Pipeline::new(&cfg, &agent_name);
         let p_spool = spool.clone();
         let p_wake = wake.clone();
         let pipeline_task = tokio::spawn(async move {

@@ -22,9 +22,18 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Stamps labels and encodes `frame` into batches of at most
-    /// [`MAX_BATCH_SAMPLES`] samples (without seq: the spool assigns it).
-    pub fn encode(&self, mut frame: Frame) -> Vec<WriteBatch> {
+    /// The pipeline of an agent named `agent_name` with `cfg`'s external
+    /// labels.
+    pub fn new(cfg: &crate::config::AgentConfig, agent_name: &str) -> Self {
+        Pipeline {
+            external_labels: cfg.external_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            instance: agent_name.to_string(),
+        }
+    }
+
+    /// Stamps the external labels and the default `instance` on every
+    /// sample of `frame` (labels a sample already has are kept).
+    pub fn stamp(&self, frame: &mut Frame) {
         for s in &mut frame.samples {
             for (k, v) in &self.external_labels {
                 if !has_label(&s.labels, k) {
@@ -35,6 +44,12 @@ impl Pipeline {
                 set_label(&mut s.labels, "instance", &self.instance);
             }
         }
+    }
+
+    /// Stamps labels and encodes `frame` into batches of at most
+    /// [`MAX_BATCH_SAMPLES`] samples (without seq: the spool assigns it).
+    pub fn encode(&self, mut frame: Frame) -> Vec<WriteBatch> {
+        self.stamp(&mut frame);
         let metadata: Vec<MetricMetadata> = frame
             .metadata
             .iter()

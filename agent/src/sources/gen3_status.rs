@@ -64,15 +64,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Url;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
+use super::gen3_http::{CaError, client_builder, de_opt_duration, fetch, invalid, join, parse_http_url, read_ca_roots};
 use super::{BoxFuture, Source, SourceContext};
 use crate::config::ConfigError;
 use crate::model::{Frame, MetricKind};
-use crate::util::parse_duration;
 
 /// A Gen3 service the source knows how to probe (SERVICES.md, tables A and B).
 #[derive(Debug, Clone, Copy)]
@@ -331,11 +331,6 @@ impl Default for ServiceConfig {
     }
 }
 
-fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let s = Option::<String>::deserialize(d)?;
-    s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom)).transpose()
-}
-
 /// One resolved probe target.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
@@ -354,28 +349,6 @@ pub struct Target {
 
 const FIELD: &str = "sources.gen3_status";
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
-}
-
-/// Parses an http(s) URL with a host.
-fn parse_http_url(field: &str, s: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(s.trim()).map_err(|e| invalid(field, format!("{s:?} is not a URL: {e} (example: https://data.example.org)")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid(field, format!("{s:?}: only http:// and https:// URLs can be probed")));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(invalid(field, format!("{s:?} has no host")));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid(field, format!("{s:?}: a base URL takes no query or fragment")));
-    }
-    Ok(url)
-}
-
 fn check_path(field: &str, p: &str) -> Result<(), ConfigError> {
     if !p.starts_with('/') || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid(
@@ -384,10 +357,6 @@ fn check_path(field: &str, p: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
-}
-
-fn join(base: &str, path: &str) -> String {
-    format!("{}{}", base.trim_end_matches('/'), path)
 }
 
 impl Gen3StatusConfig {
@@ -634,101 +603,6 @@ pub struct Round {
     pub cert_error: Option<String>,
 }
 
-struct Fetched {
-    status: u16,
-    body: Vec<u8>,
-    cert: Option<Vec<u8>>,
-    /// A transport error (before or after the status line).
-    error: Option<(&'static str, String)>,
-    duration: f64,
-    ts_ms: i64,
-}
-
-/// Whether `err` is, or wraps through `io::Error`s, a rustls error.
-fn is_tls_error(err: &(dyn std::error::Error + 'static)) -> bool {
-    if err.is::<rustls::Error>() {
-        return true;
-    }
-    // io::Error::source() skips the error it wraps (tokio-rustls wraps the
-    // rustls error in one, the connector that in another): look inside.
-    match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
-        Some(inner) => is_tls_error(inner),
-        None => false,
-    }
-}
-
-/// The error kind of a failed request.
-fn classify(e: &reqwest::Error) -> &'static str {
-    if e.is_timeout() {
-        return "timeout";
-    }
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if is_tls_error(err) {
-            return "tls";
-        }
-        cur = err.source();
-    }
-    if e.is_connect() { "connect" } else { "request" }
-}
-
-/// The error and its causes on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
-
-async fn fetch(client: &reqwest::Client, url: &str, timeout: Duration) -> Fetched {
-    let start = Instant::now();
-    let mut out = Fetched {
-        status: 0,
-        body: Vec::new(),
-        cert: None,
-        error: None,
-        duration: 0.0,
-        ts_ms: 0,
-    };
-    match client.get(url).timeout(timeout).send().await {
-        Ok(mut resp) => {
-            out.status = resp.status().as_u16();
-            out.cert = resp
-                .extensions()
-                .get::<reqwest::tls::TlsInfo>()
-                .and_then(|i| i.peer_certificate())
-                .map(<[u8]>::to_vec);
-            loop {
-                match resp.chunk().await {
-                    Ok(Some(c)) => {
-                        let room = BODY_LIMIT - out.body.len();
-                        out.body.extend_from_slice(&c[..c.len().min(room)]);
-                        if out.body.len() >= BODY_LIMIT {
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        out.error = Some((classify(&e), error_chain(&e)));
-                        break;
-                    }
-                }
-            }
-        }
-        Err(e) => out.error = Some((classify(&e), error_chain(&e))),
-    }
-    out.duration = start.elapsed().as_secs_f64();
-    out.ts_ms = crate::util::now_ms();
-    out
-}
-
 /// Whether a body is an HTML page (leading whitespace and BOM skipped).
 fn looks_like_html(body: &[u8]) -> bool {
     let b = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
@@ -767,11 +641,11 @@ pub fn cert_not_after(der: &[u8]) -> Result<i64, String> {
 async fn probe(client: reqwest::Client, t: Target, timeout: Duration) -> (ProbeOutcome, Option<Vec<u8>>) {
     let version = async {
         match &t.version_url {
-            Some(u) => Some(fetch(&client, u, timeout).await),
+            Some(u) => Some(fetch(&client, u, timeout, BODY_LIMIT).await),
             None => None,
         }
     };
-    let (h, v) = tokio::join!(fetch(&client, &t.health_url, timeout), version);
+    let (h, v) = tokio::join!(fetch(&client, &t.health_url, timeout, BODY_LIMIT), version);
     let error = if let Some(e) = h.error {
         Some(e)
     } else if !(200..300).contains(&h.status) {
@@ -821,26 +695,12 @@ impl Gen3StatusSource {
         let (targets, skipped) = cfg.targets()?;
         let mut roots = Vec::new();
         if let Some(p) = &cfg.ca_file {
-            let pem = std::fs::read(p).map_err(|source| Gen3StatusError::CaFile { path: p.clone(), source })?;
-            roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| Gen3StatusError::CaPem {
-                path: p.clone(),
-                message: error_chain(&e),
+            roots = read_ca_roots(p).map_err(|e| match e {
+                CaError::Read(source) => Gen3StatusError::CaFile { path: p.clone(), source },
+                CaError::Pem(message) => Gen3StatusError::CaPem { path: p.clone(), message },
             })?;
-            if roots.is_empty() {
-                return Err(Gen3StatusError::CaPem {
-                    path: p.clone(),
-                    message: "no PEM certificate in the file".into(),
-                });
-            }
         }
-        let builder = || {
-            // The time limit is set per request (it depends on the interval).
-            reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent(cfg.user_agent.clone())
-                .tls_info(true)
-                .pool_max_idle_per_host(4)
-        };
+        let builder = || client_builder(&cfg.user_agent);
         let mut b = builder();
         for r in roots {
             b = b.add_root_certificate(r);
@@ -957,7 +817,7 @@ impl Gen3StatusSource {
             let der = match cert_der {
                 Some(d) => Ok((d, crate::util::now_ms())),
                 None => {
-                    let r = fetch(&cp.client, &cp.url, timeout).await;
+                    let r = fetch(&cp.client, &cp.url, timeout, BODY_LIMIT).await;
                     match (r.cert, r.error) {
                         (Some(d), _) => Ok((d, r.ts_ms)),
                         (None, Some((_, e))) => Err(e),
@@ -1058,6 +918,8 @@ mod tests {
     use axum::http::{StatusCode, Uri, header};
     use axum::response::{IntoResponse, Response};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use std::time::Instant;
 
     use super::*;
 

@@ -7,7 +7,9 @@
 //! exposes as `csoc_agent_source_samples_total` and
 //! `csoc_agent_source_errors_total`.
 
+pub mod gen3_http;
 pub mod gen3_status;
+pub mod gen3_usage;
 pub mod host;
 
 use std::future::Future;

@@ -43,10 +43,28 @@
 //!   and revproxy's body through revproxy; version and other endpoints stay
 //!   up, as they do when only the database is gone.
 //!
+//! **TLS faults.** With `--tls-listen ADDR` the same answers are also served
+//! over HTTPS on a second port, with a certificate chosen by `--tls-cert`
+//! (default `valid-ca`) or at run time (`POST /_fake/tls?mode=expired`, on
+//! either port; new connections only, so a client that keeps its connection
+//! alive keeps the old certificate until it reconnects):
+//!
+//! - `valid-ca`: a leaf for `127.0.0.1` and `localhost`, valid until
+//!   2040-06-30, signed by a CA generated at start, whose certificate
+//!   `--tls-ca-out PATH` writes (PEM) so a client can trust it;
+//! - `self-signed`: a self-signed leaf for the same names, valid until
+//!   2039-12-31 (no CA vouches for it);
+//! - `expired`: a leaf signed by the same CA, valid 2020-01-01 to 2021-01-01.
+//!
+//! `GET /_fake/state` gives the mode and each certificate's `not_after` (s
+//! since the epoch) under `tls`.
+//!
 //! ```text
 //! csoc-fake-gen3 [--listen 127.0.0.1:0] [--fixtures DIR] [--slow-delay 10s] [--max-inflight 256]
+//!                [--tls-listen 127.0.0.1:0] [--tls-cert valid-ca|self-signed|expired] [--tls-ca-out PATH]
 //! ```
-//! The first line on stdout is `listening on http://ADDR`. Only loopback
+//! The first line on stdout is `listening on http://ADDR`, then, with
+//! `--tls-listen`, `listening on https://ADDR`. Only loopback
 //! addresses are accepted unless `--allow-remote`. At most `--max-inflight`
 //! requests are answered at once (503 beyond). Stops on SIGINT or SIGTERM.
 
@@ -93,6 +111,42 @@ struct Args {
     /// Allow listening on a non-loopback address (the fake has no authentication).
     #[arg(long)]
     allow_remote: bool,
+    /// Also serve HTTPS on this address (port 0: any free port).
+    #[arg(long, value_name = "ADDR")]
+    tls_listen: Option<SocketAddr>,
+    /// Certificate the HTTPS port presents at start.
+    #[arg(long, value_enum, default_value = "valid-ca")]
+    tls_cert: TlsMode,
+    /// Write the generated CA certificate (PEM) here.
+    #[arg(long, value_name = "PATH")]
+    tls_ca_out: Option<PathBuf>,
+}
+
+/// Which certificate the HTTPS port presents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TlsMode {
+    /// A leaf signed by the generated CA.
+    ValidCa,
+    /// A self-signed leaf.
+    SelfSigned,
+    /// A leaf signed by the CA that expired on 2021-01-01.
+    Expired,
+}
+
+impl TlsMode {
+    const ALL: [TlsMode; 3] = [TlsMode::ValidCa, TlsMode::SelfSigned, TlsMode::Expired];
+
+    fn name(self) -> &'static str {
+        match self {
+            TlsMode::ValidCa => "valid-ca",
+            TlsMode::SelfSigned => "self-signed",
+            TlsMode::Expired => "expired",
+        }
+    }
+
+    fn parse(s: &str) -> Option<TlsMode> {
+        TlsMode::ALL.into_iter().find(|m| m.name() == s)
+    }
 }
 
 /// `500ms`, `2s`, `1m` or a number of milliseconds; at most [`MAX_DELAY`].
@@ -208,6 +262,8 @@ struct App {
     default_delay: Duration,
     inflight: Semaphore,
     max_inflight: usize,
+    /// The HTTPS certificates, when `--tls-listen` is given.
+    tls: Option<Arc<tls::Certs>>,
 }
 
 /// The health path of a service (SERVICES.md table A).
@@ -350,6 +406,7 @@ fn load(dir: &Path, default_delay: Duration, max_inflight: usize) -> anyhow::Res
         default_delay,
         inflight: Semaphore::new(max_inflight),
         max_inflight,
+        tls: None,
     })
 }
 
@@ -451,7 +508,11 @@ fn state_json(app: &App) -> Value {
             (name.clone(), v)
         })
         .collect();
-    json!({ "services": services, "default_slow_delay_ms": app.default_delay.as_millis() as u64 })
+    let mut v = json!({ "services": services, "default_slow_delay_ms": app.default_delay.as_millis() as u64 });
+    if let Some(t) = &app.tls {
+        v["tls"] = t.state();
+    }
+    v
 }
 
 async fn state(State(app): State<Arc<App>>) -> Json<Value> {
@@ -492,6 +553,21 @@ async fn fault(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, Stri
     Json(json!({ "service": service, "mode": mode.name(), "delay_ms": delay.as_millis() as u64 })).into_response()
 }
 
+async fn tls_mode(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let Some(certs) = &app.tls else {
+        return text(StatusCode::BAD_REQUEST, "no HTTPS port (start with --tls-listen)\n".into());
+    };
+    let Some(mode) = q.get("mode").and_then(|m| TlsMode::parse(m)) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "missing or unknown ?mode= (valid-ca, self-signed, expired)\n".into(),
+        );
+    };
+    certs.set(mode);
+    eprintln!("fake-gen3: TLS certificate → {}", mode.name());
+    Json(certs.state()).into_response()
+}
+
 async fn reset(State(app): State<Arc<App>>) -> Json<Value> {
     for st in app.services.values() {
         st.mode.store(Mode::Ok as u8, Ordering::Relaxed);
@@ -509,14 +585,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.max_inflight == 0 {
         bail!("--max-inflight must be at least 1");
     }
+    if let Some(t) = args.tls_listen
+        && !t.ip().is_loopback()
+        && !args.allow_remote
+    {
+        bail!("--tls-listen {t}: not a loopback address (add --allow-remote to listen there anyway)");
+    }
     let dir = args.fixtures.clone().unwrap_or_else(default_fixtures);
-    let app = Arc::new(load(&dir, args.slow_delay, args.max_inflight).with_context(|| format!("loading fixtures from {}", dir.display()))?);
+    let mut app = load(&dir, args.slow_delay, args.max_inflight).with_context(|| format!("loading fixtures from {}", dir.display()))?;
+    if args.tls_listen.is_some() {
+        let certs = tls::Certs::generate(args.tls_cert).context("generating the TLS certificates")?;
+        if let Some(p) = &args.tls_ca_out {
+            std::fs::write(p, certs.ca_pem.as_bytes()).with_context(|| format!("writing the CA certificate to {}", p.display()))?;
+        }
+        app.tls = Some(Arc::new(certs));
+    }
+    let app = Arc::new(app);
     let router = Router::new()
         .route("/_fake/fault", post(fault))
         .route("/_fake/reset", post(reset))
         .route("/_fake/state", get(state))
+        .route("/_fake/tls", post(tls_mode))
         .fallback(fixtures)
-        .with_state(app);
+        .with_state(app.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -526,11 +617,193 @@ async fn run(args: Args) -> anyhow::Result<()> {
         writeln!(out, "listening on http://{addr}").context("writing to stdout")?;
         out.flush().context("writing to stdout")?;
     }
+    let https = match (args.tls_listen, &app.tls) {
+        (Some(t), Some(certs)) => {
+            let l = tls::TlsListener::bind(t, certs.clone()).await?;
+            let taddr = l.addr;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "listening on https://{taddr}").context("writing to stdout")?;
+            out.flush().context("writing to stdout")?;
+            let r = router.clone();
+            Some(tokio::spawn(async move { axum::serve(l, r).await }))
+        }
+        _ => None,
+    };
     tokio::select! {
         r = axum::serve(listener, router) => r.context("serving")?,
         _ = shutdown_signal() => {}
     }
+    if let Some(h) = https {
+        h.abort();
+    }
     Ok(())
+}
+
+/// The HTTPS side: generated certificates, switchable at run time, and an
+/// axum listener doing the TLS handshakes.
+mod tls {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::time::Duration;
+
+    use anyhow::Context;
+    use serde_json::{Value, json};
+    use tokio::sync::mpsc;
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+    use tokio_rustls::rustls::sign::CertifiedKey;
+
+    use super::TlsMode;
+
+    /// The three certificates and the one in use.
+    #[derive(Debug)]
+    pub struct Certs {
+        /// The CA certificate (PEM).
+        pub ca_pem: String,
+        keys: [Arc<CertifiedKey>; 3],
+        not_after: [i64; 3],
+        mode: AtomicU8,
+    }
+
+    fn names() -> Vec<String> {
+        vec!["127.0.0.1".to_string(), "localhost".to_string()]
+    }
+
+    fn certified(cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> anyhow::Result<Arc<CertifiedKey>> {
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let signer = rustls::crypto::ring::sign::any_supported_type(&der).context("signing key")?;
+        Ok(Arc::new(CertifiedKey::new(vec![CertificateDer::from(cert.der().to_vec())], signer)))
+    }
+
+    impl Certs {
+        /// Generates a CA and the three leaves; `mode` is in use first.
+        pub fn generate(mode: TlsMode) -> anyhow::Result<Certs> {
+            let ca_key = rcgen::KeyPair::generate()?;
+            let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+            ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            ca.distinguished_name.push(rcgen::DnType::CommonName, "csoc-fake-gen3 test CA");
+            ca.not_before = rcgen::date_time_ymd(2019, 1, 1);
+            ca.not_after = rcgen::date_time_ymd(2045, 1, 1);
+            let ca = ca.self_signed(&ca_key)?;
+            let leaf = |from: (i32, u8, u8), to: (i32, u8, u8)| -> anyhow::Result<(rcgen::CertificateParams, rcgen::KeyPair)> {
+                let mut p = rcgen::CertificateParams::new(names())?;
+                p.distinguished_name.push(rcgen::DnType::CommonName, "127.0.0.1");
+                p.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+                p.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
+                Ok((p, rcgen::KeyPair::generate()?))
+            };
+            let (vp, vk) = leaf((2020, 1, 1), (2040, 6, 30))?;
+            let (sp, sk) = leaf((2020, 1, 1), (2039, 12, 31))?;
+            let (ep, ek) = leaf((2020, 1, 1), (2021, 1, 1))?;
+            let not_after = [
+                vp.not_after.unix_timestamp(),
+                sp.not_after.unix_timestamp(),
+                ep.not_after.unix_timestamp(),
+            ];
+            let valid = vp.signed_by(&vk, &ca, &ca_key)?;
+            let self_signed = sp.self_signed(&sk)?;
+            let expired = ep.signed_by(&ek, &ca, &ca_key)?;
+            Ok(Certs {
+                ca_pem: ca.pem(),
+                keys: [certified(&valid, &vk)?, certified(&self_signed, &sk)?, certified(&expired, &ek)?],
+                not_after,
+                mode: AtomicU8::new(index(mode) as u8),
+            })
+        }
+
+        /// Switches the certificate of new connections.
+        pub fn set(&self, mode: TlsMode) {
+            self.mode.store(index(mode) as u8, Ordering::Relaxed);
+        }
+
+        /// The mode and each certificate's notAfter, JSON.
+        pub fn state(&self) -> Value {
+            let cur = TlsMode::ALL[usize::from(self.mode.load(Ordering::Relaxed)).min(2)];
+            let certs: serde_json::Map<String, Value> = TlsMode::ALL
+                .iter()
+                .map(|m| (m.name().to_string(), json!({ "not_after": self.not_after[index(*m)] })))
+                .collect();
+            json!({ "mode": cur.name(), "certs": certs })
+        }
+    }
+
+    fn index(m: TlsMode) -> usize {
+        match m {
+            TlsMode::ValidCa => 0,
+            TlsMode::SelfSigned => 1,
+            TlsMode::Expired => 2,
+        }
+    }
+
+    impl ResolvesServerCert for Certs {
+        fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+            self.keys.get(usize::from(self.mode.load(Ordering::Relaxed))).cloned()
+        }
+    }
+
+    /// Accepts TCP connections and hands axum those whose handshake
+    /// succeeded (handshakes run concurrently, each within 10s).
+    pub struct TlsListener {
+        rx: mpsc::Receiver<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, SocketAddr)>,
+        /// The bound address.
+        pub addr: SocketAddr,
+    }
+
+    impl TlsListener {
+        pub async fn bind(addr: SocketAddr, certs: Arc<Certs>) -> anyhow::Result<TlsListener> {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .context("TLS versions")?
+                .with_no_client_auth()
+                .with_cert_resolver(certs);
+            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            let addr = listener.local_addr().context("local address")?;
+            let (tx, rx) = mpsc::channel(64);
+            tokio::spawn(async move {
+                loop {
+                    let (tcp, peer) = match listener.accept().await {
+                        Ok(x) => x,
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    };
+                    let acceptor = acceptor.clone();
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                    });
+                }
+            });
+            Ok(TlsListener { rx, addr })
+        }
+    }
+
+    impl axum::serve::Listener for TlsListener {
+        type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+        type Addr = SocketAddr;
+
+        async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+            match self.rx.recv().await {
+                Some(x) => x,
+                // The accept task never ends while the process runs.
+                None => std::future::pending().await,
+            }
+        }
+
+        fn local_addr(&self) -> std::io::Result<SocketAddr> {
+            Ok(self.addr)
+        }
+    }
 }
 
 async fn shutdown_signal() {
