@@ -22,8 +22,9 @@ pub fn workspace() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// Path of a workspace binary, built (once per test run) in the same profile
-/// as the tests.
+/// Path of a workspace binary (csoc-agent, csoc-collector, csoc-fake-gen3),
+/// built (once per test run, one cargo invocation) in the same profile as the
+/// tests.
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
@@ -31,7 +32,8 @@ pub fn bin(name: &str) -> PathBuf {
         let cargo = option_env!("CARGO").unwrap_or("cargo");
         let mut cmd = Command::new(cargo);
         cmd.current_dir(workspace())
-            .args(["build", "--quiet", "-p", "csoc-agent", "-p", "csoc-collector", "--bins"]);
+            .args(["build", "--quiet", "-p", "csoc-agent", "-p", "csoc-collector", "-p", "csoc-tests"])
+            .args(["--bin", "csoc-agent", "--bin", "csoc-collector", "--bin", "csoc-fake-gen3"]);
         if release {
             cmd.arg("--release");
         }
@@ -241,6 +243,57 @@ pub fn start_agent(dir: &Path, name: &str, collector: &str, extra: &[&str]) -> a
     args.extend(extra.iter().map(|s| s.to_string()));
     let p = Proc::start(dir, name, &bin("csoc-agent"), &args)?;
     Ok((p, format!("http://127.0.0.1:{port}/metrics")))
+}
+
+/// A running csoc-fake-gen3 (fixture commons with faults).
+pub struct FakeGen3 {
+    /// The process.
+    pub proc: Proc,
+    /// Its plain-HTTP base URL.
+    pub http: String,
+    /// Its HTTPS base URL, when started with `--tls-listen`.
+    pub https: Option<String>,
+}
+
+impl FakeGen3 {
+    /// Starts the fake on free loopback ports with `extra` flags (e.g.
+    /// `--tls-listen 127.0.0.1:0 --tls-cert expired`), logging to
+    /// `<dir>/<name>.log`; waits for its `listening on` lines.
+    pub fn start(dir: &Path, name: &str, extra: &[&str]) -> anyhow::Result<FakeGen3> {
+        let mut args: Vec<String> = vec!["--listen".into(), "127.0.0.1:0".into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let tls = extra.contains(&"--tls-listen");
+        let proc = Proc::start(dir, name, &bin("csoc-fake-gen3"), &args)?;
+        let (http, https) = wait_for(&format!("{name} listening"), Duration::from_secs(30), || {
+            let log = proc.log_text();
+            let find = |scheme: &str| {
+                log.lines()
+                    .find_map(|l| l.strip_prefix("listening on ").filter(|u| u.starts_with(scheme)))
+                    .map(str::to_string)
+            };
+            let http = find("http://")?;
+            match (tls, find("https://")) {
+                (true, None) => None,
+                (_, https) => Some((http, https)),
+            }
+        })?;
+        Ok(FakeGen3 { proc, http, https })
+    }
+
+    /// Switches a service's fault mode (`ok`, `down`, `slow`, `500`).
+    pub fn fault(&self, service: &str, mode: &str) -> anyhow::Result<()> {
+        let r = reqwest::blocking::Client::new()
+            .post(format!("{}/_fake/fault?service={service}&mode={mode}", self.http))
+            .timeout(Duration::from_secs(10))
+            .send()?;
+        ensure!(r.status().is_success(), "fault {service}={mode}: HTTP {}", r.status());
+        Ok(())
+    }
+
+    /// `GET /_fake/state`.
+    pub fn state(&self) -> anyhow::Result<Value> {
+        Ok(get_json(&format!("{}/_fake/state", self.http))?.1)
+    }
 }
 
 /// The value of one sample line `name{...} value` in an exposition (the

@@ -4,6 +4,7 @@
 
 mod alerting;
 mod e2e;
+mod gen3;
 mod interop;
 mod promql_conformance;
 mod promqltest;

@@ -632,6 +632,90 @@ mod tests {
         assert_eq!(parse_indexd_stats(&serde_json::json!({"fileCount": -1, "totalFileSize": 0})), None);
     }
 
+    /// A commons answering the public usage paths from the fixtures, with
+    /// peregrine refusing anonymous callers (403).
+    async fn serve() -> String {
+        use axum::http::{StatusCode, Uri};
+        async fn answer(uri: Uri) -> (StatusCode, Vec<u8>) {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/gen3/fixtures/status");
+            let file = match uri.path() {
+                "/index/_stats" => "indexd._stats.json",
+                "/ga4gh/drs/v1/service-info" => "indexd.drs-service-info.json",
+                "/mds/aggregate/commons" => "metadata.aggregate-commons.json",
+                "/hatchery/allCosts" => "hatchery.allCosts.json",
+                "/api/search/datasets" => return (StatusCode::FORBIDDEN, b"{}".to_vec()),
+                "/mds/metadata" => {
+                    // Two full pages of 2, then one GUID.
+                    let offset: usize = uri
+                        .query()
+                        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("offset=")))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    let body = match offset {
+                        0 => r#"["a","b"]"#,
+                        2 => r#"["c","d"]"#,
+                        _ => r#"["e"]"#,
+                    };
+                    return (StatusCode::OK, body.as_bytes().to_vec());
+                }
+                _ => return (StatusCode::NOT_FOUND, Vec::new()),
+            };
+            (StatusCode::OK, std::fs::read(dir.join(file)).unwrap_or_default())
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, axum::Router::new().fallback(answer)).await;
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_refused_endpoint_is_an_error_and_the_others_report() {
+        let base = serve().await;
+        let status = Gen3StatusConfig {
+            base_url: base.clone(),
+            ..Default::default()
+        };
+        let cfg = Gen3UsageConfig {
+            hatchery_url: Some(format!("{base}/hatchery")),
+            discovery_page_size: 2,
+            timeout: Some(Duration::from_secs(5)),
+            ..Default::default()
+        };
+        let src = Gen3UsageSource::new(&cfg, &status).expect("valid");
+        let r = src.collect("gen3_usage").await;
+        let get = |name: &str| {
+            r.frame
+                .samples
+                .iter()
+                .find(|s| s.labels.iter().any(|(k, v)| k == "__name__" && v == name))
+                .map(|s| s.value)
+        };
+        assert_eq!(get("gen3_indexd_files"), Some(1_842_217.0));
+        assert_eq!(get("gen3_indexd_size_bytes"), Some(412_877_613_095_342.0));
+        assert_eq!(get("gen3_drs_objects"), Some(1_842_217.0));
+        assert_eq!(get("gen3_mds_aggregate_commons"), Some(2.0));
+        assert_eq!(get("gen3_hatchery_workspaces"), Some(2.0));
+        assert_eq!(get("gen3_discovery_studies"), Some(5.0), "pages followed");
+        assert_eq!(get("gen3_peregrine_projects"), None, "403: nothing emitted");
+        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+        assert_eq!((r.errors[0].endpoint, r.errors[0].kind), ("peregrine_datasets", "forbidden"));
+        assert!(
+            r.frame
+                .metadata
+                .iter()
+                .any(|m| m.name == "gen3_indexd_size_bytes" && m.unit == "bytes")
+        );
+        // Compliance: runs, emits, counts.
+        let frame = crate::sources::test_util::run_and_assert_source_compliance(
+            Box::new(Gen3UsageSource::new(&cfg, &status).expect("valid")),
+            "gen3_usage",
+        )
+        .await;
+        assert_eq!(frame.source, "gen3_usage");
+    }
+
     #[test]
     fn runs_with_a_base_url_and_validates() {
         let mut status = Gen3StatusConfig::default();
