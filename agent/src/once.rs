@@ -142,6 +142,9 @@ fn format_value(v: f64) -> String {
     }
 }
 
+/// The series of one family: label pairs (without `__name__`) → (value, ms).
+type Family<'a> = BTreeMap<Vec<(&'a str, &'a str)>, (f64, i64)>;
+
 /// The frames in the Prometheus text exposition format 0.0.4.
 pub fn exposition(frames: &[Frame]) -> String {
     let mut meta: BTreeMap<&str, &Metadata> = BTreeMap::new();
@@ -151,7 +154,7 @@ pub fn exposition(frames: &[Frame]) -> String {
         }
     }
     // name → (label pairs without __name__ → (value, ts)); the last sample of a series wins.
-    let mut fams: BTreeMap<&str, BTreeMap<Vec<(&str, &str)>, (f64, i64)>> = BTreeMap::new();
+    let mut fams: BTreeMap<&str, Family<'_>> = BTreeMap::new();
     for f in frames {
         for s in &f.samples {
             let name = s.labels.iter().find(|(k, _)| k == "__name__").map_or("", |(_, v)| v.as_str());
