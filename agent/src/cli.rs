@@ -63,6 +63,10 @@ pub struct Args {
     /// the gen3_status source with this base_url.
     #[arg(long, value_name = "URL")]
     pub gen3_url: Option<String>,
+    /// Tail revproxy's JSON access log at this path (nginx's file or the
+    /// kubelet's CRI file): turns on the revproxy_log source with this path.
+    #[arg(long, value_name = "PATH")]
+    pub revproxy_log: Option<PathBuf>,
 }
 
 impl Args {
@@ -113,6 +117,10 @@ impl Args {
         if let Some(v) = &self.gen3_url {
             cfg.sources.gen3_status.enabled = true;
             cfg.sources.gen3_status.base_url = v.clone();
+        }
+        if let Some(v) = &self.revproxy_log {
+            cfg.sources.revproxy_log.enabled = true;
+            cfg.sources.revproxy_log.path = v.clone();
         }
         Ok(cfg)
     }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::sources::gen3_status::Gen3StatusConfig;
 use crate::sources::host::HostConfig;
+use crate::sources::revproxy_log::RevproxyLogConfig;
 use crate::util::{LogFormat, de_bytes, de_duration};
 
 /// Errors in the configuration.
@@ -92,6 +93,9 @@ pub struct SourcesConfig {
     /// The gen3_status source (health, version and TLS expiry of each Gen3
     /// service; off unless enabled or `--gen3-url` is given).
     pub gen3_status: Gen3StatusConfig,
+    /// The revproxy_log source (tails revproxy's JSON access log; off unless
+    /// enabled or `--revproxy-log PATH` is given).
+    pub revproxy_log: RevproxyLogConfig,
 }
 
 impl Default for AgentConfig {
@@ -197,6 +201,9 @@ impl AgentConfig {
                     message: other.to_string(),
                 },
             })?;
+        }
+        if self.sources.revproxy_log.enabled {
+            self.sources.revproxy_log.validate()?;
         }
         Ok(())
     }

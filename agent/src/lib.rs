@@ -66,6 +66,15 @@ impl Agent {
                 Box::new(sources::gen3_status::Gen3StatusSource::new(&cfg.sources.gen3_status)?),
             ));
         }
+        if cfg.sources.revproxy_log.enabled {
+            sources.push((
+                "revproxy_log".into(),
+                Box::new(sources::revproxy_log::RevproxyLogSource::new(
+                    &cfg.sources.revproxy_log,
+                    &cfg.spool_dir,
+                )?),
+            ));
+        }
         let agent_name = cfg.agent_name.clone().unwrap_or_else(config::hostname);
         Ok(Agent {
             cfg,
