@@ -59,18 +59,20 @@ pub fn unescape_nginx(line: &[u8]) -> Cow<'_, [u8]> {
     let mut i = 0;
     while i < line.len() {
         let b = line[i];
-        if b == b'\\' && i + 3 < line.len() && line[i + 1] == b'x' {
-            if let (Some(h), Some(l)) = (hex(line[i + 2]), hex(line[i + 3])) {
-                let v = h << 4 | l;
-                match v {
-                    b'"' => out.extend_from_slice(b"\\\""),
-                    b'\\' => out.extend_from_slice(b"\\\\"),
-                    0..=0x1f => out.extend_from_slice(format!("\\u{v:04x}").as_bytes()),
-                    _ => out.push(v),
-                }
-                i += 4;
-                continue;
+        if b == b'\\'
+            && i + 3 < line.len()
+            && line[i + 1] == b'x'
+            && let (Some(h), Some(l)) = (hex(line[i + 2]), hex(line[i + 3]))
+        {
+            let v = h << 4 | l;
+            match v {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                0..=0x1f => out.extend_from_slice(format!("\\u{v:04x}").as_bytes()),
+                _ => out.push(v),
             }
+            i += 4;
+            continue;
         }
         out.push(b);
         i += 1;

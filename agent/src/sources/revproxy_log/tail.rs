@@ -207,7 +207,7 @@ impl Tailer {
             Some(o) => (o.dev, o.ino, hex(&o.fingerprint)),
             None => (0, 0, String::new()),
         };
-        State {
+        let st = State {
             version: 1,
             path: self.opts.path.clone(),
             dev,
@@ -216,7 +216,10 @@ impl Tailer {
             offset: self.offset,
             skipping: self.skipping,
             counters: self.counters.clone(),
-        }
+        };
+        // The saved copy has the user list; the live one keeps its map only.
+        self.counters.users.seen = Vec::new();
+        st
     }
 
     /// Reads what is new. Returns the number of bytes consumed.
