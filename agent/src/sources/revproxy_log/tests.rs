@@ -414,6 +414,34 @@ async fn revproxy_source_compliance() {
     // The state was saved before the frame was sent.
     let st = load_state(&dir.path().join("revproxy_log.state")).expect("load").expect("saved");
     assert_eq!(st.counters.downloads, 135);
+    // A restarted source continues from the state: nothing counted twice.
+    append(&cfg.path, &rec("fence", 200, "/user/data/download/dg.1/x"));
+    let src = RevproxyLogSource::new(&cfg, dir.path()).expect("valid");
+    let frame = crate::sources::test_util::run_and_assert_source_compliance(Box::new(src), "revproxy_log").await;
+    let v = |name: &str, l: (&str, &str)| {
+        frame
+            .samples
+            .iter()
+            .find(|s| s.labels.iter().any(|(k, v)| k == "__name__" && v == name) && s.labels.iter().any(|(k, v)| k == l.0 && v == l.1))
+            .map(|s| s.value)
+    };
+    assert_eq!(v("gen3_downloads_total", ("job", "gen3")), Some(136.0));
+    assert_eq!(v("gen3_revproxy_log_lines_total", ("result", "ok")), Some(2017.0));
+}
+
+#[test]
+fn revproxy_start_at_end_counts_only_new_lines() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("access.log");
+    append(&f, &rec("fence", 200, "/user/user").repeat(3));
+    let mut o = opts(&f);
+    o.start_at_end = true;
+    let mut t = Tailer::new(o, None);
+    t.poll().expect("poll");
+    assert_eq!(lines(&t, "ok"), 0);
+    append(&f, &rec("fence", 200, "/user/user"));
+    t.poll().expect("poll");
+    assert_eq!(lines(&t, "ok"), 1);
 }
 
 /// Throughput: `cargo test --release -p csoc-agent --lib revproxy_log::tests::bench -- --ignored --nocapture`
