@@ -1,5 +1,22 @@
 //! Following the access log file: offsets, rotation, truncation, partial
 //! lines, CRI chunks, and the state file.
+//!
+//! - Offset: the first byte not yet counted. Only complete lines move it: a
+//!   last line without its newline, or CRI `P` chunks without their `F`, are
+//!   re-read at the next poll. Lines over `max_line_bytes` count as
+//!   `too_long` and are skipped to their newline (memory stays below
+//!   `max_line_bytes` + one 256 KiB read).
+//! - File identity: dev + inode + the first 256 bytes. Each poll stats the
+//!   path: another inode means rotation by rename (the old file, still
+//!   open, is read to its end, then the new one from 0); a size below the
+//!   offset or different first bytes mean truncation (copytruncate, or
+//!   truncated and rewritten between polls): read again from 0.
+//! - State: offset, identity and all counters in one JSON file, written
+//!   atomically (temporary file, fsync, rename) before each frame is sent.
+//!   On start the state is used only if it names the same path; if the file
+//!   at the path is another one (rotated while the agent was stopped), a
+//!   file with the saved inode in the same directory (the renamed, not yet
+//!   compressed one) is finished first.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
