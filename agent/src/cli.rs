@@ -71,6 +71,10 @@ pub struct Args {
     /// Prometheus text format to stdout. Exit 1 if a source failed entirely.
     #[arg(long, requires = "once")]
     pub print: bool,
+    /// Tail revproxy's JSON access log at this path (nginx's file or the
+    /// kubelet's CRI file): turns on the revproxy_log source with this path.
+    #[arg(long, value_name = "PATH")]
+    pub revproxy_log: Option<PathBuf>,
 }
 
 impl Args {
@@ -127,6 +131,10 @@ impl Args {
         if let Some(v) = &self.gen3_url {
             cfg.sources.gen3_status.enabled = true;
             cfg.sources.gen3_status.base_url = v.clone();
+        }
+        if let Some(v) = &self.revproxy_log {
+            cfg.sources.revproxy_log.enabled = true;
+            cfg.sources.revproxy_log.path = v.clone();
         }
         Ok(cfg)
     }

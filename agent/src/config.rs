@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::sources::gen3_status::Gen3StatusConfig;
 use crate::sources::gen3_usage::Gen3UsageConfig;
 use crate::sources::host::HostConfig;
+use crate::sources::revproxy_log::RevproxyLogConfig;
 use crate::util::{LogFormat, de_bytes, de_duration};
 
 /// Errors in the configuration.
@@ -97,6 +98,9 @@ pub struct SourcesConfig {
     /// counts; runs whenever a Gen3 base URL or namespace is configured,
     /// every 5m by default).
     pub gen3_usage: Gen3UsageConfig,
+    /// The revproxy_log source (tails revproxy's JSON access log; off unless
+    /// enabled or `--revproxy-log PATH` is given).
+    pub revproxy_log: RevproxyLogConfig,
 }
 
 impl Default for AgentConfig {
@@ -211,6 +215,9 @@ impl AgentConfig {
                     message: other.to_string(),
                 },
             })?;
+        }
+        if self.sources.revproxy_log.enabled {
+            self.sources.revproxy_log.validate()?;
         }
         Ok(())
     }

@@ -1,0 +1,308 @@
+//! The `revproxy_log` source: tails revproxy's (nginx) JSON access log
+//! (`shared/gen3/revproxy-log.md`) and reports request, latency, byte,
+//! login, download and active-user metrics, all with `job="gen3"`:
+//!
+//! | metric | labels | meaning |
+//! |---|---|---|
+//! | `gen3_http_requests_total` | service, code, method | requests |
+//! | `gen3_http_request_duration_seconds_{bucket,sum,count}` | service (, le) | `$request_time` histogram; buckets 5ms…300s |
+//! | `gen3_http_response_bytes_total` | service | `$body_bytes_sent` |
+//! | `gen3_logins_total` | idp | successful login callbacks (`GET /user/login/<idp>/login`, `/user/login/ras/callback`, answered 3xx; `shib` → `itrust`) |
+//! | `gen3_downloads_total` | | signed URLs issued: `GET /user/data/download/…` and DRS `…/objects/…/access…` answered 2xx/3xx |
+//! | `gen3_active_users` | window=5m\|1h\|1d | distinct authenticated `user_id` in the window |
+//! | `gen3_revproxy_log_lines_total` | result=ok\|malformed\|too_long | the source's own health |
+//! | `gen3_revproxy_log_file_changes_total` | kind=rotated\|truncated | rotations and truncations seen |
+//!
+//! `service` is `proxy_service`, except that a `noproxy` record with an
+//! upstream (revproxy forwarded it: sheepdog's `/api/`, `/peregrine/_version`)
+//! is named after the upstream host (`sheepdog-service.<ns>…` → `sheepdog`);
+//! records revproxy refused itself (empty upstream) stay `noproxy`. Label
+//! values are bounded: at most `max_services` services (then `other`), 32
+//! idps, methods outside the standard nine are `other`.
+//!
+//! Counters are cumulative since the state file began and are saved with
+//! the read offset; samples carry the emission time. Active users are
+//! counted by log time: users (FNV-1a hashes of `user_id`) with their last
+//! `date_access`, at most `max_users` of them (≈40 bytes each; when full,
+//! users unseen for a day go first, then the least recently seen). The
+//! windows end at the newest record's time, or at the current time when the
+//! source has caught up with the file.
+//!
+//! Lines are read as nginx writes them or as kubelet's CRI files hold them
+//! (`<time> stdout F <line>`, `P` chunks reassembled); `\xHH` escapes are
+//! decoded. Malformed lines (error-log lines mixed in, truncated records,
+//! foreign JSON) are counted and skipped. See [`tail`] for rotation,
+//! truncation and the state file.
+
+pub mod parse;
+pub mod stats;
+pub mod tail;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Deserializer};
+
+use super::{BoxFuture, Source, SourceContext};
+use crate::config::ConfigError;
+use crate::util::{de_bytes, de_duration, parse_duration};
+pub use tail::Format;
+use tail::{TailOptions, Tailer};
+
+const FIELD: &str = "sources.revproxy_log";
+
+/// Where to start in a file seen for the first time (no state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    /// Count the whole existing file.
+    #[default]
+    Beginning,
+    /// Count only lines written from now on.
+    End,
+}
+
+/// Configuration of the `revproxy_log` source (`sources.revproxy_log`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevproxyLogConfig {
+    /// Tail the log at all (default false; `--revproxy-log PATH` turns it on).
+    pub enabled: bool,
+    /// The access log: a file nginx writes, or the kubelet's CRI file
+    /// (`/var/log/containers/revproxy-deployment-…_<ns>_revproxy-….log`).
+    pub path: PathBuf,
+    /// `auto` (default: CRI lines recognised by their prefix), `json`, `cri`.
+    pub format: Format,
+    /// How often the file is checked for new lines (default 1s).
+    #[serde(deserialize_with = "de_duration")]
+    pub poll_interval: Duration,
+    /// How often the counters are saved and sent; default the agent's interval.
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub interval: Option<Duration>,
+    /// The offset and counters file; default `<spool_dir>/revproxy_log.state`.
+    pub state_file: Option<PathBuf>,
+    /// Longest line kept (default 64KiB); longer ones count as too_long.
+    #[serde(deserialize_with = "de_bytes")]
+    pub max_line_bytes: u64,
+    /// Most bytes read per poll (default 32MiB), so a backlog is read in steps.
+    #[serde(deserialize_with = "de_bytes")]
+    pub max_read_bytes: u64,
+    /// Without state, start at the `beginning` (default) or `end` of the file.
+    pub start_at: StartAt,
+    /// Distinct `service` label values (default 200); more become `other`.
+    pub max_services: usize,
+    /// Distinct users tracked for gen3_active_users (default 100000).
+    pub max_users: usize,
+    /// Value of the `job` label (default `gen3`).
+    pub job: String,
+}
+
+impl Default for RevproxyLogConfig {
+    fn default() -> Self {
+        RevproxyLogConfig {
+            enabled: false,
+            path: PathBuf::new(),
+            format: Format::Auto,
+            poll_interval: Duration::from_secs(1),
+            interval: None,
+            state_file: None,
+            max_line_bytes: 64 << 10,
+            max_read_bytes: 32 << 20,
+            start_at: StartAt::Beginning,
+            max_services: 200,
+            max_users: 100_000,
+            job: "gen3".into(),
+        }
+    }
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom)).transpose()
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: format!("{FIELD}.{field}"),
+        message: message.into(),
+    }
+}
+
+impl RevproxyLogConfig {
+    /// Checks every value; errors name the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.path.as_os_str().is_empty() {
+            return Err(invalid("path", "required when the source is enabled (or use --revproxy-log PATH)"));
+        }
+        if self.poll_interval < Duration::from_millis(10) || self.poll_interval > Duration::from_secs(3600) {
+            return Err(invalid("poll_interval", format!("{:?} is outside 10ms..1h", self.poll_interval)));
+        }
+        if let Some(i) = self.interval
+            && i < Duration::from_millis(100)
+        {
+            return Err(invalid("interval", format!("{i:?} is below the minimum of 100ms")));
+        }
+        if !(1024..=16 << 20).contains(&self.max_line_bytes) {
+            return Err(invalid("max_line_bytes", format!("{} is outside 1KiB..16MiB", self.max_line_bytes)));
+        }
+        if self.max_read_bytes < 2 * self.max_line_bytes {
+            return Err(invalid(
+                "max_read_bytes",
+                format!(
+                    "{} must be at least twice max_line_bytes ({})",
+                    self.max_read_bytes, self.max_line_bytes
+                ),
+            ));
+        }
+        if !(1..=100_000).contains(&self.max_services) {
+            return Err(invalid("max_services", format!("{} is outside 1..100000", self.max_services)));
+        }
+        if !(1..=10_000_000).contains(&self.max_users) {
+            return Err(invalid("max_users", format!("{} is outside 1..10000000", self.max_users)));
+        }
+        if self.job.is_empty() {
+            return Err(invalid("job", "must not be empty"));
+        }
+        if let Some(p) = &self.state_file
+            && p.as_os_str().is_empty()
+        {
+            return Err(invalid("state_file", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// The state file: `state_file`, or `revproxy_log.state` in the spool.
+    pub fn state_path(&self, spool_dir: &Path) -> PathBuf {
+        self.state_file.clone().unwrap_or_else(|| spool_dir.join("revproxy_log.state"))
+    }
+
+    fn tail_options(&self) -> TailOptions {
+        TailOptions {
+            path: self.path.clone(),
+            format: self.format,
+            max_line_bytes: self.max_line_bytes as usize,
+            max_read_bytes: self.max_read_bytes,
+            start_at_end: self.start_at == StartAt::End,
+            limits: stats::Limits {
+                max_services: self.max_services,
+                max_users: self.max_users,
+            },
+        }
+    }
+}
+
+/// The source.
+pub struct RevproxyLogSource {
+    cfg: RevproxyLogConfig,
+    state_path: PathBuf,
+}
+
+impl RevproxyLogSource {
+    /// Validates `cfg`; `spool_dir` is where the state goes by default.
+    pub fn new(cfg: &RevproxyLogConfig, spool_dir: &Path) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        Ok(RevproxyLogSource {
+            cfg: cfg.clone(),
+            state_path: cfg.state_path(spool_dir),
+        })
+    }
+}
+
+fn lock(t: &Mutex<Tailer>) -> std::sync::MutexGuard<'_, Tailer> {
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Saves the state and builds the frame (in that order: what is sent has
+/// been saved, so a restart never goes back below a sent value).
+fn save_and_frame(t: &mut Tailer, state_path: &Path, source: &str, job: &str) -> (crate::model::Frame, Option<std::io::Error>) {
+    let st = t.state();
+    let err = tail::save_state(state_path, &st).err();
+    let now = crate::util::now_ms();
+    let newest = t.counters.users.newest;
+    let end = if t.caught_up { newest.max(now / 1000) } else { newest };
+    (t.counters.frame(source, job, now, end), err)
+}
+
+impl Source for RevproxyLogSource {
+    fn run(self: Box<Self>, cx: SourceContext) -> BoxFuture {
+        Box::pin(async move {
+            let interval = self.cfg.interval.unwrap_or(cx.interval);
+            let state = match tail::load_state(&self.state_path) {
+                Ok(s) => s,
+                Err(e) => {
+                    cx.error("state");
+                    tracing::warn!(source = %cx.name, file = %self.state_path.display(), error = %e, "unreadable state file: starting over");
+                    None
+                }
+            };
+            tracing::info!(
+                source = %cx.name,
+                path = %self.cfg.path.display(),
+                state = %self.state_path.display(),
+                resumed = state.is_some(),
+                "revproxy_log tailing"
+            );
+            let opts = self.cfg.tail_options();
+            let tailer = Arc::new(Mutex::new(Tailer::new(opts, state)));
+            let mut tick = tokio::time::interval(self.cfg.poll_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_emit: Option<Instant> = None;
+            let mut last_err: Option<String> = None;
+            loop {
+                tokio::select! {
+                    _ = cx.shutdown.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let t = tailer.clone();
+                let emit = last_emit.is_none_or(|l| l.elapsed() >= interval);
+                let path = self.state_path.clone();
+                let (name, job) = (cx.name.clone(), self.cfg.job.clone());
+                let res = tokio::task::spawn_blocking(move || {
+                    let mut g = lock(&t);
+                    let polled = g.poll();
+                    let out = emit.then(|| save_and_frame(&mut g, &path, &name, &job));
+                    (polled, out)
+                })
+                .await;
+                let Ok((polled, out)) = res else {
+                    cx.error("panic");
+                    break;
+                };
+                match polled {
+                    Ok(_) => last_err = None,
+                    Err(e) => {
+                        cx.error("read");
+                        let msg = e.to_string();
+                        if last_err.as_deref() != Some(msg.as_str()) {
+                            tracing::warn!(source = %cx.name, path = %self.cfg.path.display(), error = %msg, "cannot read the access log");
+                        }
+                        last_err = Some(msg);
+                    }
+                }
+                if let Some((frame, save_err)) = out {
+                    last_emit = Some(Instant::now());
+                    if let Some(e) = save_err {
+                        cx.error("state");
+                        tracing::warn!(source = %cx.name, file = %self.state_path.display(), error = %e, "cannot save the state");
+                    }
+                    if !cx.emit(frame).await {
+                        break;
+                    }
+                }
+            }
+            let t = tailer.clone();
+            let path = self.state_path.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let st = lock(&t).state();
+                if let Err(e) = tail::save_state(&path, &st) {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot save the revproxy_log state");
+                }
+            })
+            .await;
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,492 @@
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+
+use serde_json::Value;
+
+use super::stats::Limits;
+use super::tail::{State, load_state, save_state};
+use super::*;
+
+fn fixtures() -> PathBuf {
+    let m = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let a = m.join("../../shared/gen3/fixtures");
+    if a.exists() { a } else { m.join("../shared/gen3/fixtures") }
+}
+
+fn expected() -> Value {
+    let b = std::fs::read(fixtures().join("revproxy-access.expected.json")).expect("expected.json");
+    serde_json::from_slice(&b).expect("json")
+}
+
+fn opts(path: &Path) -> TailOptions {
+    TailOptions {
+        path: path.to_path_buf(),
+        format: Format::Auto,
+        max_line_bytes: 64 << 10,
+        max_read_bytes: 32 << 20,
+        start_at_end: false,
+        limits: Limits {
+            max_services: 200,
+            max_users: 100_000,
+        },
+    }
+}
+
+fn tail_all(path: &Path) -> Tailer {
+    let mut t = Tailer::new(opts(path), None);
+    t.poll().expect("poll");
+    t
+}
+
+fn lines(t: &Tailer, r: &str) -> u64 {
+    t.counters.lines.get(r).copied().unwrap_or(0)
+}
+
+fn total_requests(t: &mut Tailer) -> u64 {
+    t.counters.requests().iter().map(|r| r.3).sum()
+}
+
+fn append(path: &Path, text: &str) {
+    let mut f = OpenOptions::new().create(true).append(true).open(path).expect("open");
+    f.write_all(text.as_bytes()).expect("write");
+}
+
+fn fixture_lines() -> Vec<String> {
+    let s = std::fs::read_to_string(fixtures().join("revproxy-access.jsonl")).expect("fixture");
+    s.lines().map(str::to_string).collect()
+}
+
+/// A valid record for `svc` with `status`.
+fn rec(svc: &str, status: u16, uri: &str) -> String {
+    format!(
+        "{{\"gen3log\": \"nginx\", \"date_access\": \"2026-08-21T14:00:17+00:00\", \"user_id\": \"uid:1,a@b\", \"request_id\": \"x\", \"session_id\": \"x\", \"visitor_id\": \"x\", \"network_client_ip\": \"1.2.3.4\", \"network_bytes_write\": 10, \"response_secs\": 0.020, \"http_status_code\": {status}, \"http_request\": \"{uri}\", \"http_verb\": \"GET\", \"http_referer\": \"-\", \"http_useragent\": \"-\", \"http_upstream\": \"http://{svc}-service.ns\", \"proxy_service\": \"{svc}\", \"message\": \"GET {uri} HTTP/1.1\" }}\n"
+    )
+}
+
+#[test]
+fn revproxy_fixture_counts_match_expected() {
+    let exp = expected();
+    let path = fixtures().join("revproxy-access.jsonl");
+    let mut t = tail_all(&path);
+    // Lines.
+    let malformed: u64 = exp["malformed_lines"]
+        .as_object()
+        .expect("obj")
+        .values()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert_eq!(lines(&t, "ok"), exp["records"].as_u64().expect("records"));
+    assert_eq!(lines(&t, "malformed"), malformed);
+    assert_eq!(
+        lines(&t, "ok") + lines(&t, "malformed"),
+        exp["total_lines"].as_u64().expect("total")
+    );
+    // Requests by service and status class, under the service-label rule.
+    let mut got: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
+    for (svc, code, _m, n) in t.counters.requests() {
+        *got.entry(svc).or_default().entry(format!("{}xx", &code[..1])).or_default() += n;
+        *by_status.entry(code).or_default() += n;
+    }
+    let want: BTreeMap<String, BTreeMap<String, u64>> =
+        serde_json::from_value(exp["by_service"]["requests_by_class"].clone()).expect("by_service");
+    assert_eq!(got, want);
+    let want_status: BTreeMap<String, u64> = serde_json::from_value(exp["by_status"].clone()).expect("by_status");
+    assert_eq!(by_status, want_status);
+    // Bytes: equal per proxy_service where no record was renamed; the
+    // renamed ones (noproxy → sheepdog, peregrine) add up.
+    let bp = &exp["by_proxy_service"];
+    let bytes = |s: &str| t.counters.services.get(s).map_or(0, |s| s.bytes);
+    for (svc, v) in bp.as_object().expect("obj") {
+        if svc != "noproxy" && svc != "peregrine" {
+            assert_eq!(bytes(svc), v["bytes"].as_u64().expect("bytes"), "{svc}");
+        }
+    }
+    assert_eq!(
+        bytes("noproxy") + bytes("sheepdog") + bytes("peregrine"),
+        bp["noproxy"]["bytes"].as_u64().expect("b") + bp["peregrine"]["bytes"].as_u64().expect("b")
+    );
+    // Histogram counts = requests; max latencies land in the right buckets.
+    for (svc, s) in &t.counters.services {
+        assert_eq!(s.buckets.iter().sum::<u64>(), got[svc].values().sum::<u64>(), "{svc}");
+    }
+    // indexd's 400.014 s timeout is beyond the last finite bucket (300 s).
+    assert!(t.counters.services["indexd"].buckets[stats::BUCKETS_MS.len()] >= 1);
+    // Logins and downloads.
+    let want_logins: BTreeMap<String, u64> = serde_json::from_value(exp["logins"]["successful_by_idp"].clone()).expect("idp");
+    assert_eq!(t.counters.logins, want_logins);
+    let dl: u64 = exp["presigned_urls_issued"]
+        .as_object()
+        .expect("obj")
+        .values()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert_eq!(t.counters.downloads, dl);
+    // Distinct users, at the last record's time.
+    let last = parse::parse_time(exp["last_record"].as_str().expect("last")).expect("time");
+    let users = exp["authenticated_users"].as_u64().expect("users") as usize;
+    assert_eq!(t.counters.users.count(last, 86_400), users);
+    assert_eq!(t.counters.users.count(last, 3600), users);
+    assert!(t.counters.users.count(last, 300) < users);
+
+    // Independent count with serde_json over the strictly valid lines: each
+    // (proxy_service, status) count is ours minus the hex-escaped records.
+    let mut indep: BTreeMap<(String, u64), u64> = BTreeMap::new();
+    let mut indep_bytes = 0;
+    for l in fixture_lines() {
+        let Ok(v) = serde_json::from_str::<Value>(&l) else { continue };
+        if v["gen3log"] != "nginx" {
+            continue;
+        }
+        let svc = v["proxy_service"].as_str().expect("svc").to_string();
+        *indep.entry((svc, v["http_status_code"].as_u64().expect("code"))).or_default() += 1;
+        indep_bytes += v["network_bytes_write"].as_u64().expect("bytes");
+    }
+    let mut ours: BTreeMap<(String, u64), u64> = BTreeMap::new();
+    for (svc, code, _m, n) in t.counters.requests() {
+        let svc = if svc == "sheepdog" { "noproxy".to_string() } else { svc };
+        *ours.entry((svc, code.parse().expect("code"))).or_default() += n;
+    }
+    // Undo the peregrine renaming using the raw counts: noproxy+peregrine merged.
+    let merge = |m: &BTreeMap<(String, u64), u64>| -> BTreeMap<(String, u64), u64> {
+        let mut o = BTreeMap::new();
+        for ((s, c), n) in m {
+            let s = if s == "peregrine" { "noproxy".to_string() } else { s.clone() };
+            *o.entry((s, *c)).or_default() += n;
+        }
+        o
+    };
+    let (ours, indep) = (merge(&ours), merge(&indep));
+    let mut diff = 0;
+    for (k, n) in &ours {
+        let i = indep.get(k).copied().unwrap_or(0);
+        assert!(*n >= i, "{k:?}: ours {n} < independent {i}");
+        diff += n - i;
+    }
+    assert_eq!(diff, exp["records_with_nginx_hex_escapes"].as_u64().expect("hex"));
+    let all_bytes: u64 = t.counters.services.values().map(|s| s.bytes).sum();
+    assert!(all_bytes >= indep_bytes);
+    assert_eq!(total_requests(&mut t), exp["records"].as_u64().expect("records"));
+}
+
+#[test]
+fn revproxy_cri_file_equals_plain_lines() {
+    let cri = fixtures().join("revproxy-access.cri.log");
+    let text = std::fs::read_to_string(&cri).expect("cri");
+    let n_lines = text.lines().count();
+    let partials = text.lines().filter(|l| l.split(' ').nth(2) == Some("P")).count();
+    assert!(partials >= 1, "the fixture has a split line");
+    let mut c = tail_all(&cri);
+    // The same records, as plain lines.
+    let dir = tempfile::tempdir().expect("tmp");
+    let plain = dir.path().join("plain.log");
+    let first: Vec<String> = fixture_lines().into_iter().take(n_lines - partials).collect();
+    std::fs::write(&plain, first.join("\n") + "\n").expect("write");
+    let mut p = tail_all(&plain);
+    assert!(lines(&c, "ok") > 50);
+    assert_eq!(c.counters.lines, p.counters.lines);
+    assert_eq!(c.counters.requests(), p.counters.requests());
+    assert_eq!(c.counters.logins, p.counters.logins);
+    // A CRI record split across polls waits for its F chunk.
+    let f = dir.path().join("cri.log");
+    let l = rec("fence", 200, "/user/user");
+    let (a, b) = l.trim_end().split_at(100);
+    append(&f, &format!("2026-08-21T14:00:17.1Z stdout P {a}\n"));
+    let mut t = tail_all(&f);
+    assert_eq!(lines(&t, "ok"), 0);
+    let st = t.state();
+    append(&f, &format!("2026-08-21T14:00:17.1Z stdout F {b}\n"));
+    t.poll().expect("poll");
+    assert_eq!(lines(&t, "ok"), 1);
+    // A restart from the state saved mid-record reassembles it too.
+    let mut r = Tailer::new(opts(&f), Some(st));
+    r.poll().expect("poll");
+    assert_eq!((lines(&r, "ok"), lines(&r, "malformed")), (1, 0));
+}
+
+#[test]
+fn revproxy_partial_and_malformed_and_too_long_lines() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("access.log");
+    let l = rec("fence", 200, "/user/user");
+    let (a, b) = l.split_at(70);
+    append(&f, a);
+    let mut t = tail_all(&f);
+    assert_eq!((lines(&t, "ok"), lines(&t, "malformed")), (0, 0), "partial line waits");
+    append(&f, b);
+    t.poll().expect("poll");
+    assert_eq!((lines(&t, "ok"), lines(&t, "malformed")), (1, 0));
+    append(
+        &f,
+        "2026/08/21 14:37:12 [error] 24#24: *1 connect() failed\n\n{\"level\":\"info\"}\n{\"gen3log\": \"nginx\", \"date\n",
+    );
+    append(&f, &format!("{{\"gen3log\": \"nginx\", \"x\": \"{}\" }}\n", "a".repeat(70 << 10)));
+    append(&f, &"b".repeat(100 << 10)); // unterminated, over the limit
+    t.poll().expect("poll");
+    append(&f, &format!("{}\n", "b".repeat(10)));
+    append(&f, &rec("indexd", 500, "/index/x"));
+    t.poll().expect("poll");
+    assert_eq!(lines(&t, "ok"), 2);
+    assert_eq!(lines(&t, "malformed"), 4);
+    assert_eq!(lines(&t, "too_long"), 2);
+    assert_eq!(total_requests(&mut t), 2);
+}
+
+#[test]
+fn revproxy_rotation_and_truncation() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("access.log");
+    append(&f, &rec("fence", 200, "/user/user").repeat(3));
+    let mut t = tail_all(&f);
+    assert_eq!(lines(&t, "ok"), 3);
+    // Lines written just before the rename are read from the old file.
+    append(&f, &rec("fence", 200, "/user/user").repeat(2));
+    std::fs::rename(&f, dir.path().join("access.log.1")).expect("rename");
+    t.poll().expect("poll while the path is missing");
+    append(&f, &rec("indexd", 200, "/index/x").repeat(4));
+    t.poll().expect("poll");
+    assert_eq!(lines(&t, "ok"), 9);
+    assert_eq!(t.counters.services["indexd"].buckets.iter().sum::<u64>(), 4);
+    // Rename while the old file has unread lines and the new one exists.
+    append(&f, &rec("indexd", 200, "/index/x"));
+    std::fs::rename(&f, dir.path().join("access.log.2")).expect("rename");
+    append(&f, &rec("guppy", 200, "/guppy/graphql"));
+    t.poll().expect("poll");
+    assert_eq!(lines(&t, "ok"), 11);
+    assert_eq!(t.counters.files.get("rotated"), Some(&2));
+    // copytruncate: emptied in place, then written again.
+    std::fs::write(&f, "").expect("truncate");
+    t.poll().expect("poll");
+    append(&f, &rec("wts", 200, "/wts/x").repeat(2));
+    t.poll().expect("poll");
+    assert_eq!(lines(&t, "ok"), 13);
+    // Truncated and regrown past the offset between two polls: the
+    // fingerprint of the first bytes differs.
+    append(&f, &rec("wts", 200, "/wts/x").repeat(5));
+    t.poll().expect("poll");
+    std::fs::write(&f, rec("arborist", 204, "/authz/mapping?a=1").repeat(9)).expect("rewrite");
+    t.poll().expect("poll");
+    assert_eq!(lines(&t, "ok"), 27);
+    assert_eq!(t.counters.services["arborist"].buckets.iter().sum::<u64>(), 9);
+    assert_eq!(t.counters.files.get("truncated"), Some(&2));
+}
+
+#[test]
+fn revproxy_restart_from_saved_state() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("access.log");
+    let sf = dir.path().join("spool/revproxy_log.state");
+    let all = fixture_lines();
+    let (head, tail) = all.split_at(1000);
+    // Half the file plus half a line.
+    let half = &tail[0][..tail[0].len() / 2];
+    append(&f, &(head.join("\n") + "\n" + half));
+    let mut t = tail_all(&f);
+    save_state(&sf, &t.state()).expect("save");
+    let saved = t.state();
+    drop(t);
+    // Written while the agent was down.
+    append(&f, &tail[0][half.len()..]);
+    append(&f, &("\n".to_string() + &tail[1..].join("\n") + "\n"));
+    let st: State = load_state(&sf).expect("load").expect("some");
+    assert_eq!(st.offset, saved.offset);
+    let mut r = Tailer::new(opts(&f), Some(st));
+    r.poll().expect("poll");
+    let mut whole = tail_all(&fixtures().join("revproxy-access.jsonl"));
+    assert_eq!(r.counters.lines, whole.counters.lines, "no skip, no double count");
+    assert_eq!(r.counters.requests(), whole.counters.requests());
+    assert_eq!(r.counters.logins, whole.counters.logins);
+    assert_eq!(r.counters.downloads, whole.counters.downloads);
+    let last = parse::parse_time("2026-08-21T14:59:55+00:00").expect("t");
+    assert_eq!(r.counters.users.count(last, 86_400), whole.counters.users.count(last, 86_400));
+
+    // Rotated while down: the renamed file is finished first.
+    save_state(&sf, &r.state()).expect("save");
+    append(&f, &rec("fence", 200, "/user/user"));
+    std::fs::rename(&f, dir.path().join("access.log.1")).expect("rename");
+    append(&f, &rec("fence", 200, "/user/user").repeat(2));
+    let mut r2 = Tailer::new(opts(&f), load_state(&sf).expect("load"));
+    r2.poll().expect("poll");
+    assert_eq!(lines(&r2, "ok"), lines(&whole, "ok") + 3);
+    // A state for another path is ignored.
+    let other = dir.path().join("other.log");
+    append(&other, &rec("fence", 200, "/user/user"));
+    let r3 = {
+        let mut t = Tailer::new(opts(&other), load_state(&sf).expect("load"));
+        t.poll().expect("poll");
+        t
+    };
+    assert_eq!(lines(&r3, "ok"), 1);
+}
+
+#[test]
+fn revproxy_active_users_are_bounded() {
+    let mut w = stats::UserWindow::default();
+    for i in 0..1000 {
+        w.see(&format!("uid:{i},u{i}"), 1000 + i, 100);
+    }
+    let n = w.count(2000, 86_400);
+    assert!((90..=100).contains(&n), "{n}");
+    // The most recent users are kept.
+    w.see("uid:999,u999", 1999, 100);
+    assert_eq!(w.count(2000, 86_400), n);
+    assert_eq!(w.count(2000, 5), 4, "seen at 1996..=1999");
+}
+
+#[test]
+fn revproxy_config_and_flag() {
+    let y = "sources:\n  revproxy_log:\n    enabled: true\n    path: /var/log/revproxy.log\n    poll_interval: 500ms\n    max_line_bytes: 32KiB\n    format: cri\n    start_at: end\n";
+    let c = crate::config::AgentConfig::from_yaml(y, Path::new("a.yml")).expect("parse");
+    let r = &c.sources.revproxy_log;
+    assert_eq!(r.poll_interval, Duration::from_millis(500));
+    assert_eq!(r.max_line_bytes, 32 << 10);
+    assert_eq!(r.format, Format::Cri);
+    assert_eq!(r.state_path(Path::new("/sp")), Path::new("/sp/revproxy_log.state"));
+    c.validate().expect("valid");
+    let e = crate::config::AgentConfig::from_yaml("sources:\n  revproxy_log:\n    pth: x\n", Path::new("a.yml")).expect_err("unknown");
+    assert!(e.to_string().contains("pth"), "{e}");
+    let mut c = crate::config::AgentConfig::default();
+    c.sources.revproxy_log.enabled = true;
+    assert!(c.validate().expect_err("path").to_string().contains("sources.revproxy_log.path"));
+    c.sources.revproxy_log.path = "/x".into();
+    c.sources.revproxy_log.max_line_bytes = 10;
+    assert!(
+        c.validate()
+            .expect_err("size")
+            .to_string()
+            .contains("sources.revproxy_log.max_line_bytes")
+    );
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/agent.yml");
+    let c = crate::config::AgentConfig::from_file(&example).expect("example parses");
+    c.validate().expect("example is valid");
+    use clap::Parser;
+    let args = crate::cli::Args::try_parse_from(["csoc-agent", "--revproxy-log", "/var/log/r.log"]).expect("flags");
+    let c = args.resolve().expect("resolve");
+    assert!(c.sources.revproxy_log.enabled);
+    assert_eq!(c.sources.revproxy_log.path, Path::new("/var/log/r.log"));
+    c.validate().expect("valid");
+}
+
+#[tokio::test]
+async fn revproxy_source_compliance() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("access.log");
+    std::fs::copy(fixtures().join("revproxy-access.jsonl"), &f).expect("copy");
+    let cfg = RevproxyLogConfig {
+        enabled: true,
+        path: f,
+        poll_interval: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let src = RevproxyLogSource::new(&cfg, dir.path()).expect("valid");
+    let frame = crate::sources::test_util::run_and_assert_source_compliance(Box::new(src), "revproxy_log").await;
+    let get = |name: &str, l: &[(&str, &str)]| {
+        frame
+            .samples
+            .iter()
+            .find(|s| {
+                s.labels.iter().any(|(k, v)| k == "__name__" && v == name)
+                    && l.iter().all(|(k, v)| s.labels.iter().any(|(k2, v2)| k2 == k && v2 == v))
+            })
+            .map(|s| s.value)
+    };
+    assert_eq!(
+        get(
+            "gen3_http_requests_total",
+            &[("service", "sheepdog"), ("code", "200"), ("method", "GET")]
+        )
+        .map(|v| v > 0.0),
+        Some(true)
+    );
+    assert_eq!(get("gen3_logins_total", &[("idp", "google")]), Some(18.0));
+    assert_eq!(get("gen3_downloads_total", &[]), Some(135.0));
+    assert_eq!(get("gen3_revproxy_log_lines_total", &[("result", "malformed")]), Some(12.0));
+    assert_eq!(
+        get("gen3_http_request_duration_seconds_bucket", &[("service", "wts"), ("le", "+Inf")]),
+        Some(13.0)
+    );
+    assert!(get("gen3_active_users", &[("window", "1d")]).is_some());
+    for s in &frame.samples {
+        let n = &s.labels[0].1;
+        assert!(frame.metadata.iter().any(|m| n.starts_with(&m.name)), "{n} has metadata");
+    }
+    // The state was saved before the frame was sent.
+    let st = load_state(&dir.path().join("revproxy_log.state")).expect("load").expect("saved");
+    assert_eq!(st.counters.downloads, 135);
+    // A restarted source continues from the state: nothing counted twice.
+    append(&cfg.path, &rec("fence", 200, "/user/data/download/dg.1/x"));
+    let src = RevproxyLogSource::new(&cfg, dir.path()).expect("valid");
+    let frame = crate::sources::test_util::run_and_assert_source_compliance(Box::new(src), "revproxy_log").await;
+    let v = |name: &str, l: (&str, &str)| {
+        frame
+            .samples
+            .iter()
+            .find(|s| s.labels.iter().any(|(k, v)| k == "__name__" && v == name) && s.labels.iter().any(|(k, v)| k == l.0 && v == l.1))
+            .map(|s| s.value)
+    };
+    assert_eq!(v("gen3_downloads_total", ("job", "gen3")), Some(136.0));
+    assert_eq!(v("gen3_revproxy_log_lines_total", ("result", "ok")), Some(2017.0));
+}
+
+#[test]
+fn revproxy_start_at_end_counts_only_new_lines() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("access.log");
+    append(&f, &rec("fence", 200, "/user/user").repeat(3));
+    let mut o = opts(&f);
+    o.start_at_end = true;
+    let mut t = Tailer::new(o, None);
+    t.poll().expect("poll");
+    assert_eq!(lines(&t, "ok"), 0);
+    append(&f, &rec("fence", 200, "/user/user"));
+    t.poll().expect("poll");
+    assert_eq!(lines(&t, "ok"), 1);
+}
+
+/// Throughput: `cargo test --release -p csoc-agent --lib revproxy_log::tests::bench -- --ignored --nocapture`
+/// (REVPROXY_BENCH_LINES, default 1000000). Reports CPU time (utime+stime).
+#[test]
+#[ignore]
+fn bench() {
+    let n: usize = std::env::var("REVPROXY_BENCH_LINES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("access.log");
+    let src = fixture_lines();
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&f).expect("create"));
+        for i in 0..n {
+            w.write_all(src[i % src.len()].as_bytes()).expect("w");
+            w.write_all(b"\n").expect("w");
+        }
+    }
+    let bytes = std::fs::metadata(&f).expect("md").len();
+    let cpu = || -> f64 {
+        let s = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+        let rest = &s[s.rfind(')').expect(")") + 2..];
+        let v: Vec<&str> = rest.split(' ').collect();
+        let ticks: f64 = v[11].parse::<f64>().expect("utime") + v[12].parse::<f64>().expect("stime");
+        ticks / rustix::param::clock_ticks_per_second() as f64
+    };
+    let wall = Instant::now();
+    let c0 = cpu();
+    let mut t = Tailer::new(opts(&f), None);
+    loop {
+        if t.poll().expect("poll") == 0 {
+            break;
+        }
+    }
+    let c1 = cpu();
+    let total: u64 = t.counters.lines.values().sum();
+    assert_eq!(total as usize, n);
+    let secs = c1 - c0;
+    println!(
+        "revproxy_log bench: {n} lines, {:.1} MiB, cpu {secs:.2} s (utime+stime), wall {:.2} s, {:.0} lines/s per core",
+        bytes as f64 / 1048576.0,
+        wall.elapsed().as_secs_f64(),
+        n as f64 / secs
+    );
+}
