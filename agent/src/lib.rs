@@ -62,7 +62,10 @@ pub fn build_sources(cfg: &AgentConfig) -> anyhow::Result<Vec<(String, Box<dyn S
     if cfg.sources.revproxy_log.enabled {
         sources.push((
             "revproxy_log".into(),
-            Box::new(sources::revproxy_log::RevproxyLogSource::new(&cfg.sources.revproxy_log, &cfg.spool_dir)?),
+            Box::new(sources::revproxy_log::RevproxyLogSource::new(
+                &cfg.sources.revproxy_log,
+                &cfg.spool_dir,
+            )?),
         ));
     }
     Ok(sources)

@@ -283,3 +283,79 @@ fn once_print_writes_the_text_format_with_help_and_type() -> anyhow::Result<()> 
     }
     Ok(())
 }
+
+/// The sum of the values of an instant vector, by one label.
+fn sums_by(c: &Collector, q: &str, label: &str) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    Ok(c.query(q)?
+        .iter()
+        .map(|s| (s["metric"][label].as_str().unwrap_or("").to_string(), value(s) as u64))
+        .collect())
+}
+
+#[test]
+fn revproxy_log_counts_reach_the_collector_once_across_appends_and_a_restart() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let fixtures = workspace().join("../shared/gen3/fixtures");
+    let expected: Value = serde_json::from_slice(&std::fs::read(fixtures.join("revproxy-access.expected.json"))?)?;
+    let log = dir.path().join("revproxy.log");
+    let lines = std::fs::read_to_string(fixtures.join("revproxy-access.jsonl"))?;
+    std::fs::write(&log, &lines)?;
+    let c = Collector::start(dir.path(), &["--agent-token", &format!("alpha={TOKEN}")])?;
+    let cfg = write_config(dir.path(), "agent.yml", "sources:\n  host: {enabled: false}\n")?;
+    let log_s = log.display().to_string();
+    let args = ["--token", TOKEN, "--config", &cfg, "--interval", "1s", "--revproxy-log", &log_s];
+    let (mut agent, _) = start_agent(dir.path(), "agent", &c.grpc, &args)?;
+
+    // Every record of the fixture, counted once, per service as
+    // revproxy-access.expected.json says (the service-label rule applied).
+    let records = expected["records"].as_u64().unwrap_or(0);
+    wait_value(&c, "sum(gen3_http_requests_total)", |v| v as u64 == records)?;
+    let want: std::collections::BTreeMap<String, u64> = expected["by_service"]["requests_by_class"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(svc, classes)| {
+            (
+                svc.clone(),
+                classes.as_object().into_iter().flatten().filter_map(|(_, n)| n.as_u64()).sum(),
+            )
+        })
+        .collect();
+    assert_eq!(sums_by(&c, "sum by (service) (gen3_http_requests_total)", "service")?, want);
+    let logins: std::collections::BTreeMap<String, u64> = serde_json::from_value(expected["logins"]["successful_by_idp"].clone())?;
+    assert_eq!(sums_by(&c, "sum by (idp) (gen3_logins_total)", "idp")?, logins);
+    let downloads: u64 = expected["presigned_urls_issued"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, n)| n.as_u64())
+        .sum();
+    wait_value(&c, "sum(gen3_downloads_total)", |v| v as u64 == downloads)?;
+    let hist = c.query("sum(gen3_http_request_duration_seconds_count)")?;
+    assert_eq!(hist.first().map(value), Some(records as f64), "{hist:?}");
+
+    // Two more records (a partial line first): counted once each.
+    let extra: Vec<&str> = lines
+        .lines()
+        .filter(|l| l.contains("\"proxy_service\": \"fence\""))
+        .take(2)
+        .collect();
+    assert_eq!(extra.len(), 2);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log)?;
+    use std::io::Write;
+    let (head, tail) = extra[0].split_at(40);
+    f.write_all(head.as_bytes())?;
+    f.flush()?;
+    std::thread::sleep(Duration::from_secs(2));
+    f.write_all(format!("{tail}\n{}\n", extra[1]).as_bytes())?;
+    f.flush()?;
+    wait_value(&c, "sum(gen3_http_requests_total)", |v| v as u64 == records + 2)?;
+
+    // A restart of the agent neither skips nor double-counts.
+    agent.terminate()?;
+    let (_agent, _) = start_agent(dir.path(), "agent", &c.grpc, &args)?;
+    std::thread::sleep(Duration::from_secs(4));
+    let after = c.query("sum(gen3_http_requests_total)")?;
+    assert_eq!(after.first().map(value), Some((records + 2) as f64), "{after:?}");
+    Ok(())
+}
