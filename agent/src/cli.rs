@@ -63,6 +63,10 @@ pub struct Args {
     /// the gen3_status source with this base_url.
     #[arg(long, value_name = "URL")]
     pub gen3_url: Option<String>,
+    /// Scrape a Prometheus/OpenMetrics endpoint, [JOB=]URL (repeatable; job
+    /// "scrape" unless given): adds a static target to sources.scrape.
+    #[arg(long = "scrape", value_name = "[JOB=]URL")]
+    pub scrape: Vec<String>,
 }
 
 impl Args {
@@ -113,6 +117,12 @@ impl Args {
         if let Some(v) = &self.gen3_url {
             cfg.sources.gen3_status.enabled = true;
             cfg.sources.gen3_status.base_url = v.clone();
+        }
+        for job in crate::sources::scrape::jobs_from_flags(&self.scrape).map_err(anyhow::Error::msg)? {
+            match cfg.sources.scrape.jobs.iter_mut().find(|j| j.job_name == job.job_name) {
+                Some(j) => j.static_configs.extend(job.static_configs),
+                None => cfg.sources.scrape.jobs.push(job),
+            }
         }
         Ok(cfg)
     }

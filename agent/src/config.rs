@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::sources::gen3_status::Gen3StatusConfig;
 use crate::sources::host::HostConfig;
+use crate::sources::scrape::ScrapeConfig;
 use crate::util::{LogFormat, de_bytes, de_duration};
 
 /// Errors in the configuration.
@@ -92,6 +93,9 @@ pub struct SourcesConfig {
     /// The gen3_status source (health, version and TLS expiry of each Gen3
     /// service; off unless enabled or `--gen3-url` is given).
     pub gen3_status: Gen3StatusConfig,
+    /// The scrape source (Prometheus text/OpenMetrics targets; runs when
+    /// `jobs` is not empty or `--scrape` is given).
+    pub scrape: ScrapeConfig,
 }
 
 impl Default for AgentConfig {
@@ -198,6 +202,7 @@ impl AgentConfig {
                 },
             })?;
         }
+        crate::sources::scrape::ScrapeSource::new(&self.sources.scrape, self.interval)?;
         Ok(())
     }
 

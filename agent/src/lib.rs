@@ -16,6 +16,8 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod relabel;
+pub mod scrape;
 pub mod shipper;
 pub mod sources;
 pub mod spool;
@@ -64,6 +66,12 @@ impl Agent {
             sources.push((
                 "gen3_status".into(),
                 Box::new(sources::gen3_status::Gen3StatusSource::new(&cfg.sources.gen3_status)?),
+            ));
+        }
+        if !cfg.sources.scrape.jobs.is_empty() {
+            sources.push((
+                "scrape".into(),
+                Box::new(sources::scrape::ScrapeSource::new(&cfg.sources.scrape, cfg.interval)?),
             ));
         }
         let agent_name = cfg.agent_name.clone().unwrap_or_else(config::hostname);

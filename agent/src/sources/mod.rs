@@ -9,6 +9,7 @@
 
 pub mod gen3_status;
 pub mod host;
+pub mod scrape;
 
 use std::future::Future;
 use std::pin::Pin;
