@@ -800,3 +800,243 @@ impl<'a> Cursor<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn prom(s: &str) -> Exposition {
+        parse(s, Format::Prometheus).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn om(s: &str) -> Exposition {
+        parse(s, Format::OpenMetrics).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn get<'a>(s: &'a ParsedSample, k: &str) -> &'a str {
+        s.labels.iter().find(|(n, _)| n == k).map_or("", |(_, v)| v.as_str())
+    }
+
+    fn shared(p: &str) -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared").join(p);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(Format::from_content_type("text/plain; version=0.0.4; charset=utf-8"), Format::Prometheus);
+        assert_eq!(Format::from_content_type("text/plain; version=1.0.0; charset=utf-8"), Format::Prometheus);
+        assert_eq!(
+            Format::from_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            Format::OpenMetrics
+        );
+        assert_eq!(Format::from_content_type(""), Format::Prometheus);
+    }
+
+    #[test]
+    fn text_format_basics() {
+        let e = prom(concat!(
+            "# HELP http_requests_total The total number of HTTP requests.\n",
+            "# TYPE http_requests_total counter\n",
+            "http_requests_total{method=\"post\",code=\"200\"} 1027 1395066363000\n",
+            "http_requests_total{method=\"post\",code=\"400\",}    3 1395066363000\n",
+            "\n",
+            "# A normal comment.\n",
+            "msdos_file_access_time_seconds{path=\"C:\\\\DIR\\\\FILE.TXT\",error=\"Cannot find file:\\n\\\"FILE.TXT\\\"\"} 1.458255915e9\n",
+            "metric_without_timestamp_and_labels 12.47\n",
+            "something_weird{problem=\"division by zero\"} +Inf -3982045\n",
+            "nan_metric NaN\n",
+            "neg -Inf\n",
+            "go_style 7.0180807763e+06\n",
+            "# HELP escaped a \\\\ b \\n c\n",
+            "escaped 1\n",
+        ));
+        assert_eq!(e.samples.len(), 9);
+        assert_eq!(e.samples[0].timestamp_ms, Some(1395066363000));
+        assert_eq!(get(&e.samples[1], "code"), "400");
+        assert_eq!(get(&e.samples[2], "path"), "C:\\DIR\\FILE.TXT");
+        assert_eq!(get(&e.samples[2], "error"), "Cannot find file:\n\"FILE.TXT\"");
+        assert_eq!(e.samples[2].value, 1.458255915e9);
+        assert_eq!(e.samples[4].value, f64::INFINITY);
+        assert_eq!(e.samples[4].timestamp_ms, Some(-3982045));
+        assert!(e.samples[5].value.is_nan());
+        assert_eq!(e.samples[6].value, f64::NEG_INFINITY);
+        assert_eq!(e.samples[7].value, 7018080.7763);
+        // Labels are sorted with __name__ first.
+        assert_eq!(e.samples[0].labels[0].0, "__name__");
+        assert_eq!(e.samples[0].labels[1].0, "code");
+        assert_eq!(
+            e.metadata[0],
+            Metadata {
+                name: "http_requests_total".into(),
+                kind: MetricKind::Counter,
+                help: "The total number of HTTP requests.".into(),
+                unit: String::new()
+            }
+        );
+        assert_eq!(e.metadata[1].help, "a \\ b \n c");
+    }
+
+    #[test]
+    fn histograms_and_summaries() {
+        let e = prom(concat!(
+            "# TYPE h histogram\n",
+            "h_bucket{le=\"0.05\"} 24054\n",
+            "h_bucket{le=\"+Inf\"} 144320\n",
+            "h_sum 53423\n",
+            "h_count 144320\n",
+            "# TYPE s summary\n",
+            "s{quantile=\"0.5\"} 4773\n",
+            "s{quantile=\"0.99\"} NaN\n",
+            "s_sum 1.7560473e+07\n",
+            "s_count 2693\n",
+        ));
+        assert_eq!(e.samples.len(), 8);
+        assert_eq!(e.metadata.len(), 2);
+        assert_eq!(e.metadata[0].kind, MetricKind::Histogram);
+        assert_eq!(e.metadata[1].kind, MetricKind::Summary);
+    }
+
+    #[test]
+    fn fence_fixtures_parse_completely() {
+        for (f, samples, fams) in [
+            ("gen3/fixtures/fence-metrics.prom", 42, 1),
+            ("gen3/fixtures/fence-metrics.start.prom", 40, 1),
+            ("gen3/fixtures/presigned-url-fence-metrics.prom", 84, 2),
+            ("gen3/fixtures/presigned-url-fence-metrics.start.prom", 74, 2),
+        ] {
+            let e = parse(&shared(f), Format::Prometheus).unwrap_or_else(|e| panic!("{f}: {e}"));
+            assert_eq!(e.samples.len(), samples, "{f}");
+            assert_eq!(e.metadata.len(), fams, "{f}");
+        }
+    }
+
+    #[test]
+    fn node_exporter_parses_completely() {
+        let text = shared("data/node_exporter.prom");
+        let e = prom(&text);
+        assert_eq!(e.samples.len(), 507);
+        assert_eq!(e.metadata.len(), 283);
+        assert!(e.samples.iter().any(|s| s.labels[0].1 == "node_cpu_seconds_total"));
+        // Every sample line's value round-trips.
+        let first = e.samples.iter().find(|s| s.labels[0].1 == "go_goroutines").expect("go_goroutines");
+        assert!(first.value > 0.0);
+    }
+
+    #[test]
+    fn openmetrics_examples() {
+        let e = om(concat!(
+            "# TYPE acme_http_router_request_seconds summary\n",
+            "# UNIT acme_http_router_request_seconds seconds\n",
+            "# HELP acme_http_router_request_seconds Latency though all of ACME's HTTP request router.\n",
+            "acme_http_router_request_seconds_sum{path=\"/api/v1\",method=\"GET\"} 9036.32\n",
+            "acme_http_router_request_seconds_count{path=\"/api/v1\",method=\"GET\"} 807283.0\n",
+            "acme_http_router_request_seconds_created{path=\"/api/v1\",method=\"GET\"} 1605281325.0\n",
+            "# TYPE foo counter\n",
+            "foo_total 17.0 1520879607.789 # {id=\"counter-test\"} 5\n",
+            "foo_created 1520872607.123\n",
+            "# TYPE h histogram\n",
+            "h_bucket{le=\"0.01\"} 0\n",
+            "h_bucket{le=\"+Inf\"} 17 # {trace_id=\"KOO5S4vxi0o\"} 0.67 1520879602.4\n",
+            "h_count 17\n",
+            "h_sum 324789.3\n",
+            "# TYPE gh gaugehistogram\n",
+            "gh_bucket{le=\"+Inf\"} 1\n",
+            "gh_gcount 1\n",
+            "gh_gsum 2\n",
+            "# TYPE b info\n",
+            "b_info{version=\"1.2\"} 1\n",
+            "# TYPE ss stateset\n",
+            "ss{ss=\"a\"} 1\n",
+            "ss{ss=\"b\"} 0\n",
+            "plain 1\n",
+            "# EOF\n",
+        ));
+        assert_eq!(e.samples.len(), 16);
+        let foo = &e.samples[3];
+        assert_eq!(foo.labels[0].1, "foo_total");
+        assert_eq!(foo.timestamp_ms, Some(1520879607789));
+        let m = &e.metadata;
+        assert_eq!(m[0].unit, "seconds");
+        assert_eq!(m[0].kind, MetricKind::Summary);
+        assert_eq!(m[1].name, "foo_total");
+        assert_eq!(m[1].kind, MetricKind::Counter);
+        assert_eq!(m[3].kind, MetricKind::GaugeHistogram);
+        assert_eq!(m[4].kind, MetricKind::Info);
+        assert_eq!(m[5].kind, MetricKind::StateSet);
+        // Without the trailing newline too.
+        assert_eq!(om("a 1\n# EOF").samples.len(), 1);
+    }
+
+    fn bad(fmt: Format, text: &str) -> ParseError {
+        match parse(text, fmt) {
+            Ok(e) => panic!("{text:?} parsed: {e:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[track_caller]
+    fn check(fmt: Format, text: &str, line: usize, column: usize, kind: ErrorKind) {
+        let e = bad(fmt, text);
+        assert_eq!((e.line, e.column, &e.kind), (line, column, &kind), "{text:?}: {e}");
+        let shown = e.to_string();
+        assert!(shown.starts_with(&format!("line {line} column {column}: ")), "{shown}");
+    }
+
+    #[test]
+    fn every_error_names_line_and_column() {
+        use ErrorKind as K;
+        let p = Format::Prometheus;
+        let o = Format::OpenMetrics;
+        check(p, "ok 1\n1abc 2\n", 2, 1, K::InvalidMetricName);
+        check(p, "a-b 1\n", 1, 2, K::InvalidMetricName);
+        check(p, "a{1x=\"v\"} 1\n", 1, 3, K::InvalidLabelName);
+        check(p, "a{x\"v\"} 1\n", 1, 4, K::Expected("'='"));
+        check(p, "a{x=v} 1\n", 1, 5, K::Expected("'\"' to open the label value"));
+        check(p, "a{x=\"v} 1\n", 1, 10, K::UnterminatedLabelValue);
+        check(p, "a{x=\"v\\t\"} 1\n", 1, 7, K::InvalidEscape('t'));
+        check(p, "a{x=\"1\",x=\"2\"} 1\n", 1, 9, K::DuplicateLabel("x".into()));
+        check(p, "a{__name__=\"b\"} 1\n", 1, 3, K::ReservedLabel);
+        check(p, "a{x=\"1\" y=\"2\"} 1\n", 1, 9, K::Expected("',' or '}'"));
+        check(p, "a 1x\n", 1, 3, K::InvalidValue("1x".into()));
+        check(p, "a\n", 1, 2, K::Expected("whitespace before the value"));
+        check(p, "a infinity\n", 1, 3, K::InvalidValue("infinity".into()));
+        check(p, "a 1 1.5\n", 1, 5, K::InvalidTimestamp("1.5".into()));
+        check(p, "a 1 2 3\n", 1, 7, K::TrailingText);
+        check(p, "a 1 # {x=\"y\"} 1\n", 1, 5, K::InvalidComment);
+        check(p, "# TYPE a foo\n", 1, 10, K::UnknownType("foo".into()));
+        check(p, "# TYPE a info\n", 1, 10, K::UnknownType("info".into()));
+        check(p, "# TYPE a gauge\n# TYPE a gauge\n", 2, 3, K::DuplicateMetadata("TYPE", "a".into()));
+        check(p, "# HELP a x\n# HELP a y\n", 2, 3, K::DuplicateMetadata("HELP", "a".into()));
+        check(p, "a 1\n# TYPE a gauge\n", 2, 3, K::TypeAfterSamples("a".into()));
+        check(p, "# TYPE a gauge\na 1\n# TYPE b gauge\n# HELP a again\n", 4, 8, K::FamilyNotContiguous("a".into()));
+        check(p, "# HELP a x \\q\n", 1, 12, K::InvalidEscape('q'));
+        check(p, "# TYPE h histogram\nh_bucket 1\n", 2, 9, K::InvalidLe);
+        check(p, "# TYPE h histogram\nh_bucket{le=\"x\"} 1\n", 2, 9, K::InvalidLe);
+        check(p, "# TYPE s summary\ns 1\n", 2, 2, K::InvalidQuantile);
+        assert_eq!(
+            parse_bytes(b"ok 1\nab\xff 1\n", p).expect_err("utf8"),
+            ParseError {
+                line: 2,
+                column: 3,
+                kind: K::InvalidUtf8
+            }
+        );
+        // OpenMetrics.
+        check(o, "a 1\n", 2, 1, K::MissingEof);
+        check(o, "a 1\n# EOF\nb 1\n", 3, 1, K::AfterEof);
+        check(o, "a 1\n\n# EOF\n", 2, 1, K::BlankLine);
+        check(o, "# free comment\n# EOF\n", 1, 3, K::InvalidComment);
+        check(o, "#TYPE a gauge\n# EOF\n", 1, 2, K::InvalidComment);
+        check(o, "# TYPE a_seconds gauge\n# UNIT a_seconds bytes\n# EOF\n", 2, 8, K::UnitMismatch("a_seconds".into()));
+        check(o, "# TYPE a counter\na 1\n# EOF\n", 2, 1, K::NameNotInFamily("a".into()));
+        check(o, "# TYPE a untyped\n# EOF\n", 1, 10, K::UnknownType("untyped".into()));
+        check(o, "a 1\nb 1\na 2\n# EOF\n", 3, 1, K::FamilyNotContiguous("a".into()));
+        check(o, "a{x=\"1\",} 1\n# EOF\n", 1, 9, K::Expected("a label name after ','"));
+        check(o, "a  1\n# EOF\n", 1, 3, K::InvalidValue(String::new()));
+        check(o, "a 1 xyz\n# EOF\n", 1, 5, K::InvalidTimestamp("xyz".into()));
+        check(o, "a 1 # x\n# EOF\n", 1, 7, K::Expected("'{' to open the exemplar's labels"));
+        check(o, "a 1 # {x=\"y\"} z\n# EOF\n", 1, 15, K::InvalidValue("z".into()));
+    }
+}
