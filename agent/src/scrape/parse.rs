@@ -825,8 +825,14 @@ mod tests {
 
     #[test]
     fn content_types() {
-        assert_eq!(Format::from_content_type("text/plain; version=0.0.4; charset=utf-8"), Format::Prometheus);
-        assert_eq!(Format::from_content_type("text/plain; version=1.0.0; charset=utf-8"), Format::Prometheus);
+        assert_eq!(
+            Format::from_content_type("text/plain; version=0.0.4; charset=utf-8"),
+            Format::Prometheus
+        );
+        assert_eq!(
+            Format::from_content_type("text/plain; version=1.0.0; charset=utf-8"),
+            Format::Prometheus
+        );
         assert_eq!(
             Format::from_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8"),
             Format::OpenMetrics
@@ -1007,10 +1013,22 @@ mod tests {
         check(p, "a 1 # {x=\"y\"} 1\n", 1, 5, K::InvalidComment);
         check(p, "# TYPE a foo\n", 1, 10, K::UnknownType("foo".into()));
         check(p, "# TYPE a info\n", 1, 10, K::UnknownType("info".into()));
-        check(p, "# TYPE a gauge\n# TYPE a gauge\n", 2, 3, K::DuplicateMetadata("TYPE", "a".into()));
+        check(
+            p,
+            "# TYPE a gauge\n# TYPE a gauge\n",
+            2,
+            3,
+            K::DuplicateMetadata("TYPE", "a".into()),
+        );
         check(p, "# HELP a x\n# HELP a y\n", 2, 3, K::DuplicateMetadata("HELP", "a".into()));
         check(p, "a 1\n# TYPE a gauge\n", 2, 3, K::TypeAfterSamples("a".into()));
-        check(p, "# TYPE a gauge\na 1\n# TYPE b gauge\n# HELP a again\n", 4, 8, K::FamilyNotContiguous("a".into()));
+        check(
+            p,
+            "# TYPE a gauge\na 1\n# TYPE b gauge\n# HELP a again\n",
+            4,
+            8,
+            K::FamilyNotContiguous("a".into()),
+        );
         check(p, "# HELP a x \\q\n", 1, 12, K::InvalidEscape('q'));
         check(p, "# TYPE h histogram\nh_bucket 1\n", 2, 9, K::InvalidLe);
         check(p, "# TYPE h histogram\nh_bucket{le=\"x\"} 1\n", 2, 9, K::InvalidLe);
@@ -1029,7 +1047,13 @@ mod tests {
         check(o, "a 1\n\n# EOF\n", 2, 1, K::BlankLine);
         check(o, "# free comment\n# EOF\n", 1, 3, K::InvalidComment);
         check(o, "#TYPE a gauge\n# EOF\n", 1, 2, K::InvalidComment);
-        check(o, "# TYPE a_seconds gauge\n# UNIT a_seconds bytes\n# EOF\n", 2, 8, K::UnitMismatch("a_seconds".into()));
+        check(
+            o,
+            "# TYPE a_seconds gauge\n# UNIT a_seconds bytes\n# EOF\n",
+            2,
+            8,
+            K::UnitMismatch("a_seconds".into()),
+        );
         check(o, "# TYPE a counter\na 1\n# EOF\n", 2, 1, K::NameNotInFamily("a".into()));
         check(o, "# TYPE a untyped\n# EOF\n", 1, 10, K::UnknownType("untyped".into()));
         check(o, "a 1\nb 1\na 2\n# EOF\n", 3, 1, K::FamilyNotContiguous("a".into()));
