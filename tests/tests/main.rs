@@ -7,4 +7,5 @@ mod e2e;
 mod interop;
 mod promql_conformance;
 mod promqltest;
+mod scrape_interop;
 mod storage;
