@@ -1285,6 +1285,37 @@ mod tests {
     }
 
     #[test]
+    fn example_config_job_is_valid() {
+        // deploy/examples/agent.yml documents one job in comments: uncomment it.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/agent.yml");
+        let text = std::fs::read_to_string(&path).expect("example");
+        let mut yaml = String::from("jobs:\n");
+        let mut on = false;
+        for l in text.lines() {
+            if l.trim() == "jobs: []" {
+                on = true;
+                continue;
+            }
+            if on {
+                match l.strip_prefix("    #") {
+                    Some(rest) if !rest.starts_with(' ') || rest.starts_with("  ") => {
+                        let code = rest.split("  #").next().unwrap_or("");
+                        yaml.push_str(code.trim_end());
+                        yaml.push('\n');
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let cfg: ScrapeConfig = serde_yaml_ng::from_str(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        assert_eq!(cfg.jobs.len(), 1, "{yaml}");
+        assert_eq!(cfg.jobs[0].metric_relabel_configs.len(), 1);
+        cfg.validate(Duration::from_secs(15)).expect("valid");
+        let whole = crate::config::AgentConfig::from_file(&path).expect("example parses");
+        assert!(whole.sources.scrape.jobs.is_empty());
+    }
+
+    #[test]
     fn config_errors_name_the_field() {
         let err = |y: &str| {
             ScrapeSource::new(&job(y), Duration::from_secs(15))
