@@ -432,15 +432,13 @@ pub fn parse(text: &str, fmt: Format) -> Result<Exposition, ParseError> {
                 .is_some_and(|suffix| f.typ.suffixes(fmt).contains(&suffix))
         });
         if !belongs {
-            if om {
-                // An OpenMetrics sample outside any declared family must be a
-                // family of its own (type unknown), unless its name shows it
-                // belongs to a family declared with another type.
-                if let Some(f) = fam.as_ref().filter(|f| name.starts_with(f.name.as_str()) && f.typed) {
-                    let _ = f;
-                    c.pos = 0;
-                    return Err(c.err(ErrorKind::NameNotInFamily(name.to_string())));
-                }
+            // An OpenMetrics sample named exactly as a declared family whose
+            // type needs a suffix (a counter's `_total`, an info's `_info`,
+            // a histogram's `_bucket`...) is an error; any other name
+            // outside the current family starts a family of its own.
+            if om && fam.as_ref().is_some_and(|f| f.typed && f.name == name) {
+                c.pos = 0;
+                return Err(c.err(ErrorKind::NameNotInFamily(name.to_string())));
             }
             if !seen_family(&mut fam, &mut seen, &mut out, name, fmt) && om {
                 c.pos = 0;
@@ -1055,6 +1053,8 @@ mod tests {
             K::UnitMismatch("a_seconds".into()),
         );
         check(o, "# TYPE a counter\na 1\n# EOF\n", 2, 1, K::NameNotInFamily("a".into()));
+        check(o, "# TYPE a info\na 1\n# EOF\n", 2, 1, K::NameNotInFamily("a".into()));
+        assert_eq!(om("# TYPE a gauge\na 1\nab 2\na_b 3\n# EOF\n").samples.len(), 3);
         check(o, "# TYPE a untyped\n# EOF\n", 1, 10, K::UnknownType("untyped".into()));
         check(o, "a 1\nb 1\na 2\n# EOF\n", 3, 1, K::FamilyNotContiguous("a".into()));
         check(o, "a{x=\"1\",} 1\n# EOF\n", 1, 9, K::Expected("a label name after ','"));

@@ -739,7 +739,11 @@ fn offset(key: u64, interval: Duration) -> Duration {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos() as u64;
-    let want = key % n;
+    // Mixed with the host name, as Prometheus does, so that two agents
+    // scraping one target do not scrape it at the same instant.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    crate::config::hostname().hash(&mut h);
+    let want = (key ^ h.finish()) % n;
     Duration::from_nanos((want + n - now % n) % n)
 }
 
