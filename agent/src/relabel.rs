@@ -104,19 +104,10 @@ impl TryFrom<RawRelabelConfig> for RelabelConfig {
         if needs_target && target.is_empty() {
             return Err(format!("target_label is required for action {name}"));
         }
-        match action {
-            Action::Replace => {
-                // A template like "${1}_x" is checked after expansion.
-                if !target.contains('$') && !valid_label_name(&target) {
-                    return Err(format!("target_label: {target:?} is not a valid label name"));
-                }
-            }
-            Action::HashMod | Action::Lowercase | Action::Uppercase | Action::KeepEqual | Action::DropEqual => {
-                if !valid_label_name(&target) {
-                    return Err(format!("target_label: {target:?} is not a valid label name"));
-                }
-            }
-            _ => {}
+        // For replace, a template like "${1}_x" is checked after expansion.
+        let templated = action == Action::Replace && target.contains('$');
+        if needs_target && !templated && !valid_label_name(&target) {
+            return Err(format!("target_label: {target:?} is not a valid label name"));
         }
         if action == Action::HashMod && r.modulus.unwrap_or(0) == 0 {
             return Err("modulus is required (and non-zero) for action hashmod".into());
@@ -337,7 +328,8 @@ mod tests {
     fn hashmod_matches_prometheus() {
         // Expected values computed independently (Python):
         // int.from_bytes(hashlib.md5(b"foo").digest()[8:], "big").
-        assert_eq!(hashmod("foo", u64::MAX), 0xedef_654f_ccc4_a4d8_u64 % u64::MAX);
+        assert_eq!(hashmod("foo", u64::MAX), 0xedef_654f_ccc4_a4d8_u64);
+        assert_eq!(hashmod("foo", 10), 0xedef_654f_ccc4_a4d8_u64 % 10);
         assert_eq!(hashmod("foo;bar", 1000), 750);
         let c = cfgs("- source_labels: [a, b]\n  target_label: shard\n  modulus: 1000\n  action: hashmod\n");
         let mut l = ls(&[("a", "foo"), ("b", "bar")]);
