@@ -605,6 +605,9 @@ pub struct Scraped {
     pub metadata: Vec<crate::model::Metadata>,
     /// Samples in the exposition.
     pub scraped: usize,
+    /// Per sample, the hash of its labels when it is tracked for staleness
+    /// (`None`: it has its own timestamp).
+    pub tracked: Vec<Option<u64>>,
 }
 
 /// Attaches the target's labels to an exposed sample's (Prometheus's
@@ -682,6 +685,7 @@ async fn scrape_once(job: &Job, target: &Target, ts: i64) -> Result<Scraped, Str
     let exp = parse_bytes(&body, Format::from_content_type(&ct)).map_err(|e| format!("{}: {e}", target.url))?;
     let scraped = exp.samples.len();
     let mut samples = Vec::with_capacity(scraped);
+    let mut tracked = Vec::with_capacity(scraped);
     let mut seen: HashSet<u64> = HashSet::with_capacity(scraped);
     for s in exp.samples {
         let mut labels = s.labels;
@@ -693,12 +697,19 @@ async fn scrape_once(job: &Job, target: &Target, ts: i64) -> Result<Scraped, Str
         // reports the rest as duplicates).
         let mut h = std::collections::hash_map::DefaultHasher::new();
         labels.hash(&mut h);
-        if !seen.insert(h.finish()) {
+        let hash = h.finish();
+        if !seen.insert(hash) {
             continue;
         }
         let timestamp_ms = match s.timestamp_ms {
-            Some(t) if job.cfg.honor_timestamps => t,
-            _ => ts,
+            Some(t) if job.cfg.honor_timestamps => {
+                tracked.push(None);
+                t
+            }
+            _ => {
+                tracked.push(Some(hash));
+                ts
+            }
         };
         samples.push(Sample {
             labels,
@@ -718,6 +729,7 @@ async fn scrape_once(job: &Job, target: &Target, ts: i64) -> Result<Scraped, Str
         samples,
         metadata: exp.metadata,
         scraped,
+        tracked,
     })
 }
 
@@ -789,7 +801,8 @@ async fn target_loop(job: Arc<Job>, target: Target, cx: SourceContext, removed: 
 /// What a target loop remembers between scrapes (for staleness).
 #[derive(Default)]
 pub struct LoopState {
-    prev: HashSet<Labels>,
+    /// Series of the last successful scrape, by label hash.
+    prev: HashMap<u64, Labels>,
     reported: bool,
 }
 
@@ -800,22 +813,26 @@ impl LoopState {
         let mut f = Frame::new(source);
         let (up, scraped, post, added) = match res {
             Ok(s) => {
-                let mut cur = HashSet::with_capacity(s.samples.len());
+                // Labels are cloned only for series new since the last scrape.
+                let mut cur = HashMap::with_capacity(s.samples.len());
                 let mut added = 0usize;
-                for smp in &s.samples {
-                    if smp.timestamp_ms == ts {
-                        if !self.prev.contains(&smp.labels) {
+                for (smp, h) in s.samples.iter().zip(&s.tracked) {
+                    let Some(h) = *h else { continue };
+                    let labels = match self.prev.remove(&h) {
+                        Some(l) => l,
+                        None => {
                             added += 1;
+                            smp.labels.clone()
                         }
-                        cur.insert(smp.labels.clone());
-                    }
+                    };
+                    cur.insert(h, labels);
                 }
                 let post = s.samples.len();
                 f.samples = s.samples;
                 f.metadata = s.metadata;
-                for gone in self.prev.difference(&cur) {
+                for (_, gone) in self.prev.drain() {
                     f.samples.push(Sample {
-                        labels: gone.clone(),
+                        labels: gone,
                         timestamp_ms: ts,
                         value: stale_nan(),
                     });
@@ -824,7 +841,7 @@ impl LoopState {
                 (1.0, s.scraped, post, added)
             }
             Err(_) => {
-                for gone in self.prev.drain() {
+                for (_, gone) in self.prev.drain() {
                     f.samples.push(Sample {
                         labels: gone,
                         timestamp_ms: ts,
@@ -845,7 +862,7 @@ impl LoopState {
     /// Staleness markers for everything the target reported (it is gone).
     pub fn target_gone(&mut self, target: &Target, ts: i64, source: &str) -> Frame {
         let mut f = Frame::new(source);
-        for gone in self.prev.drain() {
+        for (_, gone) in self.prev.drain() {
             f.samples.push(Sample {
                 labels: gone,
                 timestamp_ms: ts,
