@@ -1259,6 +1259,41 @@ mod tests {
     }
 
     #[test]
+    fn series_with_own_timestamps_are_not_marked_stale() {
+        let target = Target {
+            url: "http://t/metrics".into(),
+            labels: vec![("instance".into(), "t".into()), ("job".into(), "j".into())],
+        };
+        let sample = |name: &str, ts: i64| Sample {
+            labels: vec![("__name__".into(), name.into())],
+            timestamp_ms: ts,
+            value: 1.0,
+        };
+        let mut st = LoopState::default();
+        let first = Scraped {
+            samples: vec![sample("a", 1000), sample("b", 5)],
+            metadata: Vec::new(),
+            scraped: 2,
+            tracked: vec![Some(1), None],
+        };
+        let f = st.after_scrape(&target, 1000, Duration::from_millis(1), Ok(first), "s");
+        assert_eq!(val(&f, "scrape_series_added"), Some(1.0));
+        let empty = Scraped {
+            samples: Vec::new(),
+            metadata: Vec::new(),
+            scraped: 0,
+            tracked: Vec::new(),
+        };
+        let f = st.after_scrape(&target, 2000, Duration::from_millis(1), Ok(empty), "s");
+        assert!(is_stale(val(&f, "a")));
+        assert_eq!(val(&f, "b"), None);
+        // The target goes away: its report series go stale.
+        let f = st.target_gone(&target, 3000, "s");
+        assert!(is_stale(val(&f, "up")) && is_stale(val(&f, "scrape_duration_seconds")));
+        assert_eq!(f.samples.len(), 5);
+    }
+
+    #[test]
     fn merge_labels_as_prometheus() {
         let target: Labels = vec![("instance".into(), "t:1".into()), ("job".into(), "j".into())];
         let mut l: Labels = vec![("__name__".into(), "m".into()), ("job".into(), "".into())];
