@@ -75,6 +75,10 @@ pub struct Args {
     /// kubelet's CRI file): turns on the revproxy_log source with this path.
     #[arg(long, value_name = "PATH")]
     pub revproxy_log: Option<PathBuf>,
+    /// Scrape a Prometheus/OpenMetrics endpoint, [JOB=]URL (repeatable; job
+    /// "scrape" unless given): adds a static target to sources.scrape.
+    #[arg(long = "scrape", value_name = "[JOB=]URL")]
+    pub scrape: Vec<String>,
 }
 
 impl Args {
@@ -135,6 +139,12 @@ impl Args {
         if let Some(v) = &self.revproxy_log {
             cfg.sources.revproxy_log.enabled = true;
             cfg.sources.revproxy_log.path = v.clone();
+        }
+        for job in crate::sources::scrape::jobs_from_flags(&self.scrape).map_err(anyhow::Error::msg)? {
+            match cfg.sources.scrape.jobs.iter_mut().find(|j| j.job_name == job.job_name) {
+                Some(j) => j.static_configs.extend(job.static_configs),
+                None => cfg.sources.scrape.jobs.push(job),
+            }
         }
         Ok(cfg)
     }

@@ -13,6 +13,7 @@ use crate::sources::gen3_status::Gen3StatusConfig;
 use crate::sources::gen3_usage::Gen3UsageConfig;
 use crate::sources::host::HostConfig;
 use crate::sources::revproxy_log::RevproxyLogConfig;
+use crate::sources::scrape::ScrapeConfig;
 use crate::util::{LogFormat, de_bytes, de_duration};
 
 /// Errors in the configuration.
@@ -101,6 +102,9 @@ pub struct SourcesConfig {
     /// The revproxy_log source (tails revproxy's JSON access log; off unless
     /// enabled or `--revproxy-log PATH` is given).
     pub revproxy_log: RevproxyLogConfig,
+    /// The scrape source (Prometheus text/OpenMetrics targets; runs when
+    /// `jobs` is not empty or `--scrape` is given).
+    pub scrape: ScrapeConfig,
 }
 
 impl Default for AgentConfig {
@@ -219,6 +223,7 @@ impl AgentConfig {
         if self.sources.revproxy_log.enabled {
             self.sources.revproxy_log.validate()?;
         }
+        crate::sources::scrape::ScrapeSource::new(&self.sources.scrape, self.interval)?;
         Ok(())
     }
 

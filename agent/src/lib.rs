@@ -17,6 +17,8 @@ pub mod metrics;
 pub mod model;
 pub mod once;
 pub mod pipeline;
+pub mod relabel;
+pub mod scrape;
 pub mod shipper;
 pub mod sources;
 pub mod spool;

@@ -11,6 +11,16 @@ pub enum MetricKind {
     Counter,
     /// A value that goes up and down.
     Gauge,
+    /// Buckets, sum and count (scraped expositions).
+    Histogram,
+    /// OpenMetrics gauge histogram.
+    GaugeHistogram,
+    /// Quantiles, sum and count (scraped expositions).
+    Summary,
+    /// OpenMetrics info.
+    Info,
+    /// OpenMetrics state set.
+    StateSet,
     /// Unknown or untyped.
     Unknown,
 }

@@ -180,7 +180,10 @@ pub fn exposition(frames: &[Frame]) -> String {
                 let t = match m.kind {
                     MetricKind::Counter => "counter",
                     MetricKind::Gauge => "gauge",
-                    MetricKind::Unknown => "untyped",
+                    MetricKind::Histogram => "histogram",
+                    MetricKind::Summary => "summary",
+                    // Not in the 0.0.4 text format.
+                    MetricKind::GaugeHistogram | MetricKind::Info | MetricKind::StateSet | MetricKind::Unknown => "untyped",
                 };
                 let _ = writeln!(out, "# TYPE {name} {t}");
             }

@@ -58,6 +58,11 @@ impl Pipeline {
                 r#type: match m.kind {
                     MetricKind::Counter => MetricType::Counter,
                     MetricKind::Gauge => MetricType::Gauge,
+                    MetricKind::Histogram => MetricType::Histogram,
+                    MetricKind::GaugeHistogram => MetricType::GaugeHistogram,
+                    MetricKind::Summary => MetricType::Summary,
+                    MetricKind::Info => MetricType::Info,
+                    MetricKind::StateSet => MetricType::Stateset,
                     MetricKind::Unknown => MetricType::Unknown,
                 } as i32,
                 help: m.help.clone(),

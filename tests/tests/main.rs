@@ -8,4 +8,5 @@ mod gen3;
 mod interop;
 mod promql_conformance;
 mod promqltest;
+mod scrape_interop;
 mod storage;

@@ -12,6 +12,7 @@ pub mod gen3_status;
 pub mod gen3_usage;
 pub mod host;
 pub mod revproxy_log;
+pub mod scrape;
 
 use std::future::Future;
 use std::pin::Pin;

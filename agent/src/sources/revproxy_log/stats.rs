@@ -248,7 +248,7 @@ impl Counters {
         );
         f.meta(
             "gen3_http_request_duration_seconds",
-            MetricKind::Unknown,
+            MetricKind::Histogram,
             "Histogram of revproxy request durations ($request_time).",
             "seconds",
         );
