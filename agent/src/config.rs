@@ -80,6 +80,11 @@ pub struct AgentConfig {
     /// `environment: prod`). `commons` cannot be set here: the collector sets
     /// it.
     pub external_labels: BTreeMap<String, String>,
+    /// Relabelling applied by the pipeline to every sample of every source
+    /// after the external labels and `instance` are stamped (Prometheus's
+    /// `relabel_configs` syntax and actions; a sample that is dropped or
+    /// loses `__name__` is not sent).
+    pub relabel_configs: Vec<crate::relabel::RelabelConfig>,
     /// `text` (default) or `json`.
     pub log_format: LogFormat,
     /// Per-source settings.
@@ -120,6 +125,7 @@ impl Default for AgentConfig {
             spool_dir: PathBuf::from("./csoc-agent-spool"),
             spool_max_bytes: 256 << 20,
             external_labels: BTreeMap::new(),
+            relabel_configs: Vec::new(),
             log_format: LogFormat::Text,
             sources: SourcesConfig::default(),
         }

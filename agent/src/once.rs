@@ -226,6 +226,7 @@ mod tests {
         let p = Pipeline {
             external_labels: vec![("environment".into(), "prod".into())],
             instance: "agent-1".into(),
+            relabel: Vec::new(),
         };
         p.stamp(&mut f);
         let text = exposition(&[f]);

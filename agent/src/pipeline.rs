@@ -19,6 +19,8 @@ pub struct Pipeline {
     pub external_labels: Vec<(String, String)>,
     /// Default `instance` label (the agent's name) when a source set none.
     pub instance: String,
+    /// Applied to every sample after stamping (`relabel_configs`).
+    pub relabel: Vec<crate::relabel::RelabelConfig>,
 }
 
 impl Pipeline {
@@ -28,13 +30,16 @@ impl Pipeline {
         Pipeline {
             external_labels: cfg.external_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             instance: agent_name.to_string(),
+            relabel: cfg.relabel_configs.clone(),
         }
     }
 
     /// Stamps the external labels and the default `instance` on every
-    /// sample of `frame` (labels a sample already has are kept).
+    /// sample of `frame` (labels a sample already has are kept), then applies
+    /// `relabel_configs`, dropping the samples they drop or leave without a
+    /// metric name.
     pub fn stamp(&self, frame: &mut Frame) {
-        for s in &mut frame.samples {
+        frame.samples.retain_mut(|s| {
             for (k, v) in &self.external_labels {
                 if !has_label(&s.labels, k) {
                     set_label(&mut s.labels, k, v);
@@ -43,7 +48,8 @@ impl Pipeline {
             if !has_label(&s.labels, "instance") {
                 set_label(&mut s.labels, "instance", &self.instance);
             }
-        }
+            self.relabel.is_empty() || (crate::relabel::relabel(&mut s.labels, &self.relabel) && has_label(&s.labels, "__name__"))
+        });
     }
 
     /// Stamps labels and encodes `frame` into batches of at most
@@ -111,6 +117,7 @@ mod tests {
         let p = Pipeline {
             external_labels: vec![("environment".into(), "prod".into()), ("job".into(), "ignored".into())],
             instance: "host-1".into(),
+            relabel: Vec::new(),
         };
         let mut f = Frame::new("t");
         f.meta("m_total", MetricKind::Counter, "help", "");
@@ -137,10 +144,28 @@ mod tests {
     }
 
     #[test]
+    fn relabel_configs_rewrite_and_drop_samples() {
+        let cfg: crate::config::AgentConfig = crate::config::AgentConfig::from_yaml(
+            "relabel_configs:\n  - {source_labels: [__name__], regex: 'go_.*', action: drop}\n  - {source_labels: [instance], target_label: node, regex: '(.*):\\d+', replacement: $1}\n  - {regex: job, action: labeldrop}\n",
+            std::path::Path::new("a.yml"),
+        )
+        .expect("valid config");
+        let p = Pipeline::new(&cfg, "host-1");
+        let mut f = Frame::new("t");
+        f.push("go_goroutines", &[("job", "x")], 1, 1.0);
+        f.push("up", &[("job", "x"), ("instance", "10.0.0.1:9100")], 1, 1.0);
+        p.stamp(&mut f);
+        assert_eq!(f.samples.len(), 1, "go_* dropped");
+        let l: Vec<(&str, &str)> = f.samples[0].labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(l, [("__name__", "up"), ("instance", "10.0.0.1:9100"), ("node", "10.0.0.1")]);
+    }
+
+    #[test]
     fn large_frames_are_split() {
         let p = Pipeline {
             external_labels: vec![],
             instance: "i".into(),
+            relabel: Vec::new(),
         };
         let mut f = Frame::new("t");
         for i in 0..(MAX_BATCH_SAMPLES + 5) {
