@@ -70,6 +70,12 @@ pub fn build_sources(cfg: &AgentConfig) -> anyhow::Result<Vec<(String, Box<dyn S
             )?),
         ));
     }
+    if !cfg.sources.scrape.jobs.is_empty() {
+        sources.push((
+            "scrape".into(),
+            Box::new(sources::scrape::ScrapeSource::new(&cfg.sources.scrape, cfg.interval)?),
+        ));
+    }
     Ok(sources)
 }
 
