@@ -130,18 +130,6 @@ fn escape_help(s: &str) -> String {
     s.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
-fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        v.to_string()
-    }
-}
-
 /// The series of one family: label pairs (without `__name__`) → (value, ms).
 type Family<'a> = BTreeMap<Vec<(&'a str, &'a str)>, (f64, i64)>;
 
@@ -206,7 +194,7 @@ pub fn exposition(frames: &[Frame]) -> String {
                 }
                 out.push('}');
             }
-            let _ = writeln!(out, " {} {ts}", format_value(v));
+            let _ = writeln!(out, " {} {ts}", crate::util::fmt_float(v));
         }
     }
     out

@@ -199,6 +199,21 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
     capped.mul_f64(frac)
 }
 
+/// A sample value as Prometheus writes it (Go's
+/// `strconv.FormatFloat(v, 'f', -1, 64)` for finite values; `NaN`, `+Inf`,
+/// `-Inf`): in the text format and in the collector's JSON.
+pub fn fmt_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
