@@ -19,93 +19,6 @@ use crate::tsdb::{Labels, Matcher, Tsdb};
 /// The metric that records each agent's last contact.
 pub const LAST_SEEN: &str = "csoc_collector_agent_last_seen_timestamp_seconds";
 
-/// One sample of an exposition: name, labels (as written), value.
-pub type ExpoSample = (String, Vec<(String, String)>, f64);
-
-/// Parses the text exposition the collector's registry produces
-/// (OpenMetrics text without exemplars): (name, labels, value) per
-/// sample. Lines it cannot read are skipped.
-pub fn parse_exposition(text: &str) -> Vec<ExpoSample> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if let Some(s) = parse_line(line) {
-            out.push(s);
-        }
-    }
-    out
-}
-
-fn parse_line(line: &str) -> Option<ExpoSample> {
-    let name_end = line.find(['{', ' '])?;
-    let name = line[..name_end].to_string();
-    let mut rest = &line[name_end..];
-    let mut labels = Vec::new();
-    if let Some(r) = rest.strip_prefix('{') {
-        let (l, end) = parse_more_labels(r)?;
-        labels = l;
-        rest = &r[end..];
-    }
-    let value = rest.split_whitespace().next()?;
-    let v = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        "NaN" => f64::NAN,
-        x => x.parse().ok()?,
-    };
-    Some((name, labels, v))
-}
-
-/// Reads `k="v",k2="v2"}` (after the `{`); returns the labels and the index after `}`.
-fn parse_more_labels(s: &str) -> Option<(Vec<(String, String)>, usize)> {
-    let b = s.as_bytes();
-    let mut i = 0;
-    let mut out = Vec::new();
-    loop {
-        if *b.get(i)? == b'}' {
-            return Some((out, i + 1));
-        }
-        let eq = s[i..].find('=')? + i;
-        let name = s[i..eq].trim().to_string();
-        if *b.get(eq + 1)? != b'"' {
-            return None;
-        }
-        i = eq + 2;
-        let mut value = String::new();
-        loop {
-            match *b.get(i)? {
-                b'\\' => {
-                    match *b.get(i + 1)? {
-                        b'n' => value.push('\n'),
-                        b'"' => value.push('"'),
-                        b'\\' => value.push('\\'),
-                        other => {
-                            value.push('\\');
-                            value.push(other as char);
-                        }
-                    }
-                    i += 2;
-                }
-                b'"' => {
-                    i += 1;
-                    break;
-                }
-                _ => {
-                    let ch = s[i..].chars().next()?;
-                    value.push(ch);
-                    i += ch.len_utf8();
-                }
-            }
-        }
-        out.push((name, value));
-        if b.get(i) == Some(&b',') {
-            i += 1;
-        }
-    }
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -117,16 +30,18 @@ fn now_ms() -> i64 {
 pub async fn scrape_once(db: &Tsdb, registry: &Registry, instance: &str, t: i64) -> Result<usize, String> {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, registry).map_err(|e| e.to_string())?;
+    // The registry writes OpenMetrics text; the agent's scrape parser reads it.
+    let exposition = csoc_agent::scrape::parse::parse(&text, csoc_agent::scrape::parse::Format::OpenMetrics)
+        .map_err(|e| format!("parsing the collector's own metrics: {e}"))?;
     let mut app = db.appender();
     let mut n = 0;
-    for (name, labels, v) in parse_exposition(&text) {
-        let mut l: Labels = labels;
+    for s in exposition.samples {
+        let mut l: Labels = s.labels;
         l.retain(|(k, _)| k != "job" && k != "instance");
-        l.push(("__name__".into(), name));
         l.push(("job".into(), "csoc-collector".into()));
         l.push(("instance".into(), instance.to_string()));
         l.sort();
-        app.append(Arc::new(l), t, v);
+        app.append(Arc::new(l), t, s.value);
         n += 1;
     }
     app.commit().await.map_err(|e| e.to_string())?;
@@ -182,16 +97,24 @@ pub fn seed_last_seen(db: &Tsdb, ingest: &IngestMetrics) -> usize {
 mod tests {
     use super::*;
 
-    #[test]
-    fn reads_the_registrys_text() {
-        let text = "# HELP a A.\n# TYPE a gauge\na 1.5\nb_total{x=\"1\",y=\"q\\\"uo\\\\te\\n\"} 3\nc_bucket{le=\"+Inf\"} 2\nd NaN\nbad{x=} 1\n# EOF\n";
-        let got = parse_exposition(text);
-        assert_eq!(got.len(), 4, "{got:?}");
-        assert_eq!(got[0], ("a".into(), vec![], 1.5));
-        assert_eq!(got[1].0, "b_total");
-        assert_eq!(got[1].1, vec![("x".into(), "1".into()), ("y".into(), "q\"uo\\te\n".into())]);
-        assert_eq!(got[1].2, 3.0);
-        assert_eq!(got[2].1, vec![("le".into(), "+Inf".into())]);
-        assert!(got[3].2.is_nan());
+    #[tokio::test]
+    async fn the_registrys_metrics_are_stored_with_job_and_instance() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut reg = Registry::default();
+        let db = Tsdb::open(dir.path(), &crate::tsdb::TsdbOptions::default(), &mut reg).expect("open");
+        let metrics = crate::metrics::CollectorMetrics::new(reg.sub_registry_with_prefix("csoc_collector"));
+        metrics.ingest.seen("alpha", "agent-1");
+        let n = scrape_once(&db, &reg, "127.0.0.1:9300", 1_000).await.expect("scrape");
+        assert!(n > 0);
+        let got = db
+            .querier(0, 2_000)
+            .select(&[Matcher::equal("__name__", LAST_SEEN), Matcher::equal("commons", "alpha")])
+            .expect("select");
+        assert_eq!(got.len(), 1, "{got:?}");
+        let l = &got[0].labels;
+        assert!(l.contains(&("job".to_string(), "csoc-collector".to_string())), "{l:?}");
+        assert!(l.contains(&("instance".to_string(), "127.0.0.1:9300".to_string())), "{l:?}");
+        assert!(l.contains(&("agent".to_string(), "agent-1".to_string())), "{l:?}");
+        assert!(got[0].samples[0].1 > 1.0e9, "a Unix time");
     }
 }
