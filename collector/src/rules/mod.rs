@@ -133,7 +133,8 @@ pub struct RuleManager {
     metrics: RuleMetrics,
     running: Mutex<Running>,
     reload_lock: tokio::sync::Mutex<()>,
-    save_lock: Mutex<()>,
+    /// Serialises saves; holds the last body written.
+    save_lock: Mutex<Vec<u8>>,
     shutdown: CancellationToken,
 }
 
@@ -200,7 +201,7 @@ impl RuleManager {
                 files,
             }),
             reload_lock: tokio::sync::Mutex::new(()),
-            save_lock: Mutex::new(()),
+            save_lock: Mutex::new(Vec::new()),
             shutdown,
         });
         mgr.metrics.reload_ok.set(1);
@@ -379,11 +380,11 @@ impl RuleManager {
             .set(firing);
     }
 
-    /// Writes every group's alerts to the state file.
+    /// Writes every group's alerts to the state file when they changed.
     pub fn save_state(&self) {
-        let _one = self.save_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.save_lock.lock().unwrap_or_else(|p| p.into_inner());
         let groups = self.groups();
-        if let Err(e) = state::save(&self.cfg.state_path, &groups) {
+        if let Err(e) = state::save(&self.cfg.state_path, &groups, &mut last) {
             tracing::error!(path = %self.cfg.state_path.display(), error = %e, "saving alert state failed");
         }
     }

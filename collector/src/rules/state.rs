@@ -73,8 +73,10 @@ pub fn load(path: &Path) -> Result<SavedAlerts, String> {
     Ok(out)
 }
 
-/// Writes every group's alerts, atomically (temporary file, fsync, rename).
-pub fn save(path: &Path, groups: &[Arc<Group>]) -> std::io::Result<()> {
+/// Writes every group's alerts, atomically (temporary file, fsync, rename),
+/// unless they are byte for byte what `last` holds (the previous write);
+/// `last` is updated after a write.
+pub fn save(path: &Path, groups: &[Arc<Group>], last: &mut Vec<u8>) -> std::io::Result<()> {
     let mut saved = Saved {
         version: VERSION,
         groups: Vec::new(),
@@ -106,11 +108,16 @@ pub fn save(path: &Path, groups: &[Arc<Group>]) -> std::io::Result<()> {
         });
     }
     let body = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
+    if body == *last {
+        return Ok(());
+    }
     let tmp = path.with_extension("json.tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&body)?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    *last = body;
+    Ok(())
 }
