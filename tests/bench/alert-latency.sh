@@ -36,7 +36,6 @@ while [ $# -gt 0 ]; do
   shift
 done
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
-has() { true; }
 # shellcheck source=tests/bench/lib.sh
 . tests/bench/lib.sh
 

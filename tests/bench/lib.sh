@@ -61,3 +61,24 @@ metric_sum() { # URL METRIC: sum of the metric's samples in a /metrics page
 field() { # KEY LINE: value of KEY=VALUE in a loadgen summary line
   tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k {print substr($0, length(k) + 2); exit}'
 }
+
+# release_bins: with build=1, builds release csoc-collector and csoc-loadgen
+# into CARGO_TARGET_DIR (or target/); sets target_dir, loadgen, collector, and
+# csoc_problem (non-empty when the collector is unavailable: the peers are
+# then benchmarked alone). Exits 2 without csoc-loadgen.
+release_bins() {
+  target_dir=${CARGO_TARGET_DIR:-$root/target}
+  loadgen=$target_dir/release/csoc-loadgen
+  collector=$target_dir/release/csoc-collector
+  csoc_problem=""
+  if [ "$build" = 1 ]; then
+    log "building release csoc-collector and csoc-loadgen (into $target_dir)"
+    if ! cargo build --release -p csoc-collector -p csoc-tests --bins >&2; then
+      csoc_problem="csoc-collector did not build"
+      log "$csoc_problem; building csoc-loadgen alone and benchmarking the peers only"
+      cargo build --release -p csoc-tests --bin csoc-loadgen >&2
+    fi
+  fi
+  [ -x "$loadgen" ] || { log "no $loadgen (run without --no-build)"; exit 2; }
+  if [ -z "$csoc_problem" ] && [ ! -x "$collector" ]; then csoc_problem="no $collector"; fi
+}

@@ -144,28 +144,15 @@ for tool in curl jq awk timeout; do
 done
 
 # --- binaries -----------------------------------------------------------------
+# shellcheck source=tests/bench/lib.sh
+source "$root/tests/bench/lib.sh"
 cd "$root"
-target_dir=${CARGO_TARGET_DIR:-$root/target}
-loadgen=$target_dir/release/csoc-loadgen
-collector=$target_dir/release/csoc-collector
-csoc_problem=""
-if [ "$build" = 1 ]; then
-  log "building release csoc-collector and csoc-loadgen (into $target_dir)"
-  if ! cargo build --release -p csoc-collector -p csoc-tests --bins >&2; then
-    csoc_problem="csoc-collector did not build"
-    log "$csoc_problem; building csoc-loadgen alone and benchmarking the peers only"
-    cargo build --release -p csoc-tests --bin csoc-loadgen >&2
-  fi
-fi
-[ -x "$loadgen" ] || { log "no $loadgen (run without --no-build)"; exit 2; }
-if [ -z "$csoc_problem" ] && [ ! -x "$collector" ]; then csoc_problem="no $collector"; fi
+release_bins
 if ! "$loadgen" --help | grep -q -- '--request-histogram'; then
   log "$loadgen has no --request-histogram (an old build? run without --no-build)"
   exit 2
 fi
 
-# shellcheck source=tests/bench/lib.sh
-source "$root/tests/bench/lib.sh"
 find_peers
 
 warn_other_servers
