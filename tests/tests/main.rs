@@ -8,5 +8,6 @@ mod gen3;
 mod interop;
 mod promql_conformance;
 mod promqltest;
+mod reliability;
 mod scrape_interop;
 mod storage;

@@ -211,6 +211,27 @@ impl Session {
         self.tx.send(Ok(CollectorMessage { msg: Some(msg) })).await.is_ok()
     }
 
+    /// A frame that could not be read: a frame that does not decode
+    /// (not protobuf, invalid UTF-8 in a string, oversized) is refused with
+    /// `INVALID_ARGUMENT` naming the problem, logged and counted; a stream
+    /// the agent dropped is only logged at debug level.
+    async fn frame_error(&self, e: &Status) {
+        let undecodable = matches!(
+            e.code(),
+            tonic::Code::Internal | tonic::Code::OutOfRange | tonic::Code::InvalidArgument
+        );
+        if undecodable {
+            self.svc.metrics.refused("bad_frame");
+            tracing::warn!(peer = %self.peer, commons = %self.commons, "closed an agent stream: undecodable frame: {}", e.message());
+            let _ = self
+                .tx
+                .send(Err(Status::invalid_argument(format!("undecodable frame: {}", e.message()))))
+                .await;
+        } else {
+            tracing::debug!(peer = %self.peer, error = %e, "agent stream failed");
+        }
+    }
+
     async fn run(self, mut inbound: Streaming<AgentMessage>) {
         let hello = match tokio::time::timeout(Duration::from_secs(15), inbound.message()).await {
             Ok(Ok(Some(AgentMessage {
@@ -223,7 +244,7 @@ impl Session {
             }
             Ok(Ok(None)) => return,
             Ok(Err(e)) => {
-                tracing::debug!(peer = %self.peer, error = %e, "agent stream failed before Hello");
+                self.frame_error(&e).await;
                 return;
             }
             Err(_) => {
@@ -279,7 +300,10 @@ impl Session {
                     let msg = match msg {
                         Ok(Some(m)) => m,
                         Ok(None) => break "agent closed the stream".into(),
-                        Err(e) => break format!("stream error: {}", e.message()),
+                        Err(e) => {
+                            self.frame_error(&e).await;
+                            break format!("stream error: {}", e.message());
+                        }
                     };
                     m.seen(&self.commons, &agent);
                     match msg.msg {
