@@ -497,6 +497,32 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid_and_states_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/collector.yml");
+        let c = CollectorConfig::from_file(&path).expect("example parses");
+        c.validate().expect("example is valid");
+        let d = CollectorConfig::default();
+        assert_eq!(c.limits.named(), d.limits.named(), "the example's limits are the defaults");
+        // The commented api_tokens examples parse too, once uncommented.
+        let text = std::fs::read_to_string(&path).expect("read");
+        let start = text.find("api_tokens: []").expect("api_tokens");
+        let block: Vec<&str> = text[start..].lines().skip(1).take_while(|l| l.starts_with("#  ")).collect();
+        let yaml = format!(
+            "api_tokens:\n{}\n",
+            block
+                .iter()
+                .map(|l| l.trim_start_matches('#').split("  #").next().unwrap_or_default().trim_end().replace("5e88...64 hex digits", &"ab".repeat(32)))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("c.yml");
+        std::fs::write(&p, &yaml).expect("write");
+        let c = CollectorConfig::from_file(&p).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        assert_eq!(c.api_auth().expect("valid").len(), 2);
+    }
+
+    #[test]
     fn limits_from_flags() {
         let mut l = Limits::default();
         l.set("max_series_per_agent=1_000").expect("set");
