@@ -68,6 +68,14 @@ const RETENTION_EVERY: Duration = Duration::from_secs(300);
 const COMPACT_EVERY: Duration = Duration::from_secs(30);
 /// Windows merged per compaction transaction (bounds the pause of ingest).
 const COMPACT_BATCH: usize = 256;
+/// Most closed head chunks persisted by one transaction while ingesting.
+/// Series that started together close their chunks together (200,000
+/// series at one sample per second close 200,000 chunks in the same
+/// second); persisting them all in the next group commit held every ack
+/// behind one multi-second transaction. In slices, the backlog drains over
+/// the following commits and ticks while acks keep flowing. (Flush and
+/// shutdown persist everything.)
+const PERSIST_BUDGET: usize = 8192;
 
 /// The writer's state.
 pub struct Writer {
@@ -145,7 +153,7 @@ impl Writer {
                     let _ = reply.send(self.retention().map_err(|e| e.to_string()));
                 }
                 Some(Msg::Stop) => {
-                    if let Err(e) = self.persist_only() {
+                    if let Err(e) = self.persist_only(usize::MAX) {
                         tracing::error!(error = %e, "persisting pending chunks at shutdown failed; the WAL still holds them");
                     }
                     return;
@@ -225,7 +233,7 @@ impl Writer {
     > {
         let shared = self.shared.clone();
         let tx = self.conn.transaction()?;
-        let persisted = persist_pending(&tx, &shared)?;
+        let persisted = persist_pending(&tx, &shared, PERSIST_BUDGET)?;
         let mut outcomes = Vec::with_capacity(group.len());
         let mut applied: Applied = Vec::new();
         let mut new_series: Vec<(i64, Arc<Labels>)> = Vec::new();
@@ -299,15 +307,16 @@ impl Writer {
         Ok((outcomes, applied, new_series, persisted, wal_id, pending_seq))
     }
 
-    /// Persists pending chunks in a transaction of their own.
-    fn persist_only(&mut self) -> Result<usize, rusqlite::Error> {
+    /// Persists up to `limit` pending chunks, oldest first, in a
+    /// transaction of their own.
+    fn persist_only(&mut self, limit: usize) -> Result<usize, rusqlite::Error> {
         let has_pending = !self.shared.head.read().unwrap_or_else(|p| p.into_inner()).pending.is_empty();
         if !has_pending {
             return Ok(0);
         }
         let shared = self.shared.clone();
         let tx = self.conn.transaction()?;
-        let n = persist_pending(&tx, &shared)?;
+        let n = persist_pending(&tx, &shared, limit)?;
         tx.commit()?;
         let mut head = shared.head.write().unwrap_or_else(|p| p.into_inner());
         head.drop_pending(n);
@@ -335,7 +344,7 @@ impl Writer {
                 tracing::debug!(series = n, "closed idle head chunks");
             }
         }
-        if let Err(e) = self.persist_only() {
+        if let Err(e) = self.persist_only(PERSIST_BUDGET) {
             tracing::error!(error = %e, "persisting head chunks failed; will retry");
         }
         if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
@@ -448,7 +457,7 @@ impl Writer {
             let n = head.close_older_than(i64::MAX);
             (n, head.pending.iter().map(|p| p.samples.len()).sum::<usize>())
         };
-        let chunks = self.persist_only()?;
+        let chunks = self.persist_only(usize::MAX)?;
         let wal_rows = self.checkpoint()?;
         let mut compacted = CompactStats::default();
         loop {
@@ -475,11 +484,11 @@ impl Writer {
     }
 }
 
-/// Writes the head's pending chunks in `tx`; returns how many (the caller
+/// Writes the oldest `limit` of the head's pending chunks in `tx`; returns how many (the caller
 /// drops exactly that many from the head after the commit).
-fn persist_pending(tx: &Transaction<'_>, shared: &Shared) -> Result<usize, rusqlite::Error> {
+fn persist_pending(tx: &Transaction<'_>, shared: &Shared, limit: usize) -> Result<usize, rusqlite::Error> {
     let head = shared.head.read().unwrap_or_else(|p| p.into_inner());
-    let n = head.pending.len();
+    let n = head.pending.len().min(limit);
     if n == 0 {
         return Ok(0);
     }
