@@ -62,10 +62,18 @@ pub struct CollectorConfig {
     pub data_dir: PathBuf,
     /// Address of the HTTP API, /metrics and UI (default 127.0.0.1:9300).
     pub http_listen: SocketAddr,
+    /// HTTPS for the HTTP API (off unless set; see `crate::tls`).
+    pub http_tls: Option<crate::tls::HttpTlsConfig>,
     /// Address of the gRPC ingest (default 127.0.0.1:9301).
     pub grpc_listen: SocketAddr,
+    /// TLS, and optionally client certificates, on the gRPC ingest (off
+    /// unless set; see `crate::tls`).
+    pub grpc_tls: Option<crate::tls::GrpcTlsConfig>,
     /// Agent tokens. With none, every remote agent is refused.
     pub agent_tokens: Vec<AgentToken>,
+    /// Agent client certificate names mapped to commons (needs
+    /// `grpc_tls.client_ca_file`).
+    pub agent_certs: Vec<crate::tls::AgentCert>,
     /// Also run an agent in-process watching this host as commons "local".
     pub local_agent: bool,
     /// Collection interval of the local agent (default 15s).
@@ -133,8 +141,11 @@ impl Default for CollectorConfig {
         CollectorConfig {
             data_dir: PathBuf::from("./csoc-data"),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 9300)),
+            http_tls: None,
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 9301)),
+            grpc_tls: None,
             agent_tokens: Vec::new(),
+            agent_certs: Vec::new(),
             local_agent: false,
             local_agent_interval: Duration::from_secs(15),
             lookback_delta: Duration::from_secs(300),
@@ -216,11 +227,13 @@ impl CollectorConfig {
         Ok(auth)
     }
 
-    /// The external URL: as configured, or `http://<http_listen>`.
+    /// The external URL: as configured, or `http://<http_listen>`
+    /// (`https://` with `http_tls`).
     pub fn external_url(&self) -> String {
+        let scheme = if self.http_tls.is_some() { "https" } else { "http" };
         self.external_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.http_listen))
+            .unwrap_or_else(|| format!("{scheme}://{}", self.http_listen))
             .trim_end_matches('/')
             .to_string()
     }
@@ -228,6 +241,7 @@ impl CollectorConfig {
     /// Checks every value; returns the first problem.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.agent_auth()?;
+        self.validate_tls()?;
         let inv = |field: &str, message: String| ConfigError::Invalid {
             field: field.into(),
             message,

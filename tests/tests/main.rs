@@ -10,3 +10,4 @@ mod promql_conformance;
 mod promqltest;
 mod scrape_interop;
 mod storage;
+mod tls;
