@@ -31,7 +31,6 @@ use std::time::Instant;
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CollectorConfig;
@@ -161,43 +160,21 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     .with_metadata(metadata.clone())
     .with_peer_policy(peer_policy);
     let grpc_stop = servers_stop.clone();
-    let grpc_incoming = match &grpc_tls {
-        Some(t) => {
-            let client_certs = if !t.client_certs {
-                "not asked for"
-            } else if cfg.grpc_tls.as_ref().is_some_and(|g| g.client_auth == tls::ClientAuth::Require) {
-                "required"
-            } else {
-                "optional (or a token)"
-            };
-            tracing::info!(client_certs, "gRPC ingest uses TLS");
-            let stop = servers_stop.clone();
-            tls::accept::Incoming::Tls(tls::accept::spawn(
-                grpc_listener,
-                t.server.clone(),
-                tls::accept::Role::Grpc,
-                Some(metrics.ingest.clone()),
-                stop,
-            )?)
-        }
-        None => tls::accept::Incoming::Plain(grpc_listener),
-    };
+    if let Some(t) = &grpc_tls {
+        tracing::info!(client_certs = t.client_certs_mode(), "gRPC ingest uses TLS");
+    }
+    let grpc_incoming = tls::accept::incoming(
+        grpc_listener,
+        grpc_tls.as_ref().map(|t| t.server.clone()),
+        tls::accept::Role::Grpc,
+        Some(metrics.ingest.clone()),
+        servers_stop.clone(),
+    )?;
     let grpc_task = tokio::spawn(async move {
         let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .add_service(ingest.into_server());
-        let res = match grpc_incoming {
-            tls::accept::Incoming::Tls(incoming) => {
-                server
-                    .serve_with_incoming_shutdown(incoming.into_stream(), grpc_stop.cancelled())
-                    .await
-            }
-            tls::accept::Incoming::Plain(listener) => {
-                server
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), grpc_stop.cancelled())
-                    .await
-            }
-        };
+        let res = tls::accept::serve_grpc(server, grpc_incoming, grpc_stop).await;
         if let Err(e) = res {
             tracing::error!(error = %e, "gRPC server failed");
         }
@@ -251,32 +228,12 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     };
     let http_stop = servers_stop.clone();
     let app = api::router(state, remote_write);
-    let http_incoming = match http_tls {
-        Some(t) => {
-            tracing::info!("HTTP API uses TLS");
-            tls::accept::Incoming::Tls(tls::accept::spawn(
-                http_listener,
-                t,
-                tls::accept::Role::Http,
-                None,
-                servers_stop.clone(),
-            )?)
-        }
-        None => tls::accept::Incoming::Plain(http_listener),
-    };
+    if http_tls.is_some() {
+        tracing::info!("HTTP API uses TLS");
+    }
+    let http_incoming = tls::accept::incoming(http_listener, http_tls, tls::accept::Role::Http, None, servers_stop.clone())?;
     let http_task = tokio::spawn(async move {
-        let res = match http_incoming {
-            tls::accept::Incoming::Tls(incoming) => {
-                axum::serve(incoming, app)
-                    .with_graceful_shutdown(async move { http_stop.cancelled().await })
-                    .await
-            }
-            tls::accept::Incoming::Plain(listener) => {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { http_stop.cancelled().await })
-                    .await
-            }
-        };
+        let res = tls::accept::serve_http(app, http_incoming, http_stop).await;
         if let Err(e) = res {
             tracing::error!(error = %e, "HTTP server failed");
         }

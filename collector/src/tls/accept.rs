@@ -44,6 +44,53 @@ pub enum Incoming {
     Tls(TlsIncoming),
 }
 
+/// `listener` as is (`tls` None) or behind the TLS accept loop.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    role: Role,
+    metrics: Option<IngestMetrics>,
+    stop: CancellationToken,
+) -> std::io::Result<Incoming> {
+    Ok(match tls {
+        Some(config) => Incoming::Tls(spawn(listener, config, role, metrics, stop)?),
+        None => Incoming::Plain(listener),
+    })
+}
+
+/// Serves gRPC on `incoming` until `stop`.
+pub async fn serve_grpc(
+    server: tonic::transport::server::Router,
+    incoming: Incoming,
+    stop: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    match incoming {
+        Incoming::Tls(tls) => server.serve_with_incoming_shutdown(tls.into_stream(), stop.cancelled()).await,
+        Incoming::Plain(l) => {
+            server
+                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(l), stop.cancelled())
+                .await
+        }
+    }
+}
+
+/// Serves HTTP on `incoming` until `stop` (graceful: requests in progress
+/// finish).
+pub async fn serve_http(app: axum::Router, incoming: Incoming, stop: CancellationToken) -> std::io::Result<()> {
+    match incoming {
+        Incoming::Tls(tls) => {
+            axum::serve(tls, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+        Incoming::Plain(l) => {
+            axum::serve(l, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+    }
+}
+
 /// Connections whose handshake finished.
 pub struct TlsIncoming {
     rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
@@ -151,21 +198,28 @@ fn log_failure(role: Role, peer: SocketAddr, err: &std::io::Error, refused_cert:
     if let Some(m) = metrics {
         m.refused(reason);
     }
-    let hint = match rustls_error(err) {
-        Some(rustls::Error::InvalidMessage(_)) => {
-            " (not a TLS client? an agent needs an https:// collector URL when the collector has grpc_tls)"
-        }
-        Some(rustls::Error::InvalidCertificate(_)) => {
-            " (the agent's certificate must be issued by grpc_tls.client_ca_file, be valid now and allow client authentication)"
-        }
-        _ => "",
-    };
-    match (role, refused_cert) {
-        (Role::Grpc, Some(names)) => {
-            tracing::warn!(peer = %peer, client_cert = %names, error = %err, "refused an agent's TLS handshake: client certificate rejected{hint}")
-        }
-        (Role::Grpc, None) => tracing::warn!(peer = %peer, error = %err, "refused an agent's TLS handshake{hint}"),
-        (Role::Http, _) => tracing::info!(peer = %peer, error = %err, "HTTPS handshake failed"),
+    if role == Role::Http {
+        tracing::info!(peer = %peer, error = %err, "HTTPS handshake failed");
+        return;
+    }
+    match (rustls_error(err), refused_cert) {
+        (Some(rustls::Error::InvalidCertificate(_)), names) => tracing::warn!(
+            peer = %peer,
+            client_cert = %names.unwrap_or("(unreadable)"),
+            error = %err,
+            "refused an agent's TLS handshake: client certificate rejected (it must be issued by grpc_tls.client_ca_file, be valid now and allow client authentication)"
+        ),
+        (Some(rustls::Error::InvalidMessage(_)), _) => tracing::warn!(
+            peer = %peer,
+            error = %err,
+            "refused a connection on the gRPC port: not TLS (an agent needs an https:// collector URL when the collector has grpc_tls)"
+        ),
+        (Some(rustls::Error::AlertReceived(_)), _) => tracing::warn!(
+            peer = %peer,
+            error = %err,
+            "an agent ended the TLS handshake: it does not accept the collector's certificate (its --tls-ca must be the CA that issued grpc_tls.cert_file, and the host it connects to, or its --tls-server-name, a name in that certificate)"
+        ),
+        _ => tracing::warn!(peer = %peer, error = %err, "an agent's TLS handshake failed"),
     }
 }
 

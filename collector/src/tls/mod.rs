@@ -180,6 +180,19 @@ pub struct GrpcTls {
     pub leaf: CertificateDer<'static>,
     /// Whether client certificates are asked for (a client CA is set).
     pub client_certs: bool,
+    /// `client_auth: require`.
+    pub require: bool,
+}
+
+impl GrpcTls {
+    /// What agents must present, for the startup log.
+    pub fn client_certs_mode(&self) -> &'static str {
+        match (self.client_certs, self.require) {
+            (false, _) => "not asked for",
+            (true, false) => "optional (a certificate or a token)",
+            (true, true) => "required",
+        }
+    }
 }
 
 /// Builds the gRPC server configuration: reads and checks every file.
@@ -224,6 +237,7 @@ pub fn grpc_server(cfg: &GrpcTlsConfig) -> Result<GrpcTls, ConfigError> {
         server: Arc::new(server),
         leaf,
         client_certs: cfg.client_ca_file.is_some(),
+        require: cfg.client_auth == ClientAuth::Require,
     })
 }
 
