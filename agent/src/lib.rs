@@ -212,7 +212,14 @@ impl Agent {
         let _ = pipeline_task.await;
         drain.cancel();
         let _ = shipper_task.await;
-        tracing::info!("csoc-agent stopped");
+        let m = &metrics.shipper;
+        tracing::info!(
+            samples_spooled = m.spooled_samples.get(),
+            samples_acked = m.samples_acked.get(),
+            samples_dropped = m.spool_dropped_samples.get(),
+            spool_batches_left = m.spool_batches.get(),
+            "csoc-agent stopped"
+        );
         Ok(())
     }
 }

@@ -62,6 +62,8 @@ pub struct ShipperMetrics {
     pub spool_dropped_batches: Counter,
     /// Samples in batches dropped because the spool was full.
     pub spool_dropped_samples: Counter,
+    /// Samples written to the spool (everything collected, for delivery).
+    pub spooled_samples: Counter,
     /// Time from sending a batch to its Ack.
     pub ack_latency: Histogram,
 }
@@ -111,6 +113,7 @@ impl AgentMetrics {
             spool_bytes: Gauge::default(),
             spool_dropped_batches: Counter::default(),
             spool_dropped_samples: Counter::default(),
+            spooled_samples: Counter::default(),
             ack_latency: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
         };
         reg.register(
@@ -168,6 +171,11 @@ impl AgentMetrics {
             "spool_dropped_samples",
             "Samples in batches dropped because the spool was full",
             shipper.spool_dropped_samples.clone(),
+        );
+        reg.register(
+            "spooled_samples",
+            "Samples written to the spool for delivery (every sample collected)",
+            shipper.spooled_samples.clone(),
         );
         reg.register_with_unit(
             "ack_latency",

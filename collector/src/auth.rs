@@ -78,6 +78,80 @@ impl AgentAuth {
     }
 }
 
+/// What an API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read: queries, series, labels, rules, alerts, federation.
+    Read,
+    /// Read everything, plus `/-/reload` and the admin endpoints.
+    Admin,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "read" => Ok(Role::Read),
+            "admin" => Ok(Role::Admin),
+            _ => Err(format!("role {s:?} must be read or admin")),
+        }
+    }
+}
+
+/// Who made an API request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's name (for logs; never the token).
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// The one commons it may see, if scoped.
+    pub commons: Option<String>,
+}
+
+/// The API token table. Empty: the API is open (as Prometheus's is).
+#[derive(Clone, Default)]
+pub struct ApiAuth {
+    entries: Vec<([u8; 32], Principal)>,
+}
+
+impl std::fmt::Debug for ApiAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.entries.iter().map(|(_, p)| p.name.as_str()).collect();
+        f.debug_struct("ApiAuth").field("tokens", &names).finish_non_exhaustive()
+    }
+}
+
+impl ApiAuth {
+    /// Adds a token given by its SHA-256 digest.
+    pub fn add_digest(&mut self, digest: [u8; 32], principal: Principal) {
+        self.entries.push((digest, principal));
+    }
+
+    /// True when no API token is configured (the API is open).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The principal of a token, comparing every entry in constant time.
+    pub fn authenticate(&self, token: &str) -> Option<&Principal> {
+        let d = digest(token);
+        let mut found = None;
+        for (e, p) in &self.entries {
+            if ct_eq(e, &d) && found.is_none() {
+                found = Some(p);
+            }
+        }
+        found
+    }
+}
+
 /// Extracts the token from an `authorization: Bearer <token>` value.
 pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
@@ -103,6 +177,22 @@ mod tests {
         assert_eq!(a.authenticate("s3cret-c"), None);
         assert_eq!(a.authenticate(""), None);
         assert!(!format!("{a:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn api_tokens_carry_role_and_scope() {
+        let mut a = ApiAuth::default();
+        let p = Principal {
+            name: "grafana-alpha".into(),
+            role: Role::Read,
+            commons: Some("alpha".into()),
+        };
+        a.add_digest(digest("tok-alpha-0123456789"), p.clone());
+        assert_eq!(a.authenticate("tok-alpha-0123456789"), Some(&p));
+        assert_eq!(a.authenticate("tok-alpha-012345678"), None);
+        assert!(!format!("{a:?}").contains("tok-alpha"));
+        assert_eq!("admin".parse::<Role>(), Ok(Role::Admin));
+        assert!("root".parse::<Role>().is_err());
     }
 
     #[test]

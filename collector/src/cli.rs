@@ -34,6 +34,11 @@ pub struct Args {
     /// An agent presenting TOKEN is commons COMMONS (repeatable; added to the file's agent_tokens).
     #[arg(long = "agent-token", value_name = "COMMONS=TOKEN")]
     pub agent_tokens: Vec<String>,
+    /// An API read token, NAME=TOKEN:ROLE[:commons=COMMONS] with ROLE read or admin (repeatable;
+    /// added to the file's api_tokens). With any, every API request needs one; a commons-scoped
+    /// token only ever sees that commons' series.
+    #[arg(long = "api-token", value_name = "NAME=TOKEN:ROLE[:commons=C]")]
+    pub api_tokens: Vec<String>,
     /// Also run an agent in-process, watching this host as commons "local".
     #[arg(long)]
     pub local_agent: bool,
@@ -85,6 +90,10 @@ pub struct Args {
     /// Run the rule unit tests in FILE (promtool's test format) and exit.
     #[arg(long = "test-rules", value_name = "FILE")]
     pub test_rules: Vec<PathBuf>,
+    /// Set an ingest limit, NAME=VALUE (repeatable), e.g. max_series_per_agent=500000;
+    /// names as under `limits:` in the config file.
+    #[arg(long = "limit", value_name = "NAME=VALUE")]
+    pub limits: Vec<String>,
     /// Log format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -138,6 +147,10 @@ impl Args {
                 token_sha256: None,
             });
         }
+        for t in &self.api_tokens {
+            cfg.api_tokens
+                .push(crate::config::ApiToken::parse_flag(t).map_err(anyhow::Error::msg)?);
+        }
         if self.local_agent {
             cfg.local_agent = true;
         }
@@ -185,6 +198,9 @@ impl Args {
                 .filter(|(k, v)| !k.is_empty() && !v.is_empty())
                 .context("--external-label: expected NAME=VALUE")?;
             cfg.external_labels.insert(k.to_string(), v.to_string());
+        }
+        for l in &self.limits {
+            cfg.limits.set(l).map_err(anyhow::Error::msg)?;
         }
         if let Some(v) = self.log_format {
             cfg.log_format = v;

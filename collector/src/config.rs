@@ -28,6 +28,77 @@ pub struct AgentToken {
     pub token_sha256: Option<String>,
 }
 
+/// One API token (reads of the HTTP API).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// A name for logs (never the token).
+    pub name: String,
+    /// The token itself; prefer `token_sha256`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The token's SHA-256 digest, hex (`printf %s TOKEN | sha256sum`).
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    /// `read` or `admin`.
+    pub role: crate::auth::Role,
+    /// With a commons, the token only ever sees that commons' series.
+    #[serde(default)]
+    pub commons: Option<String>,
+}
+
+impl ApiToken {
+    /// Parses `NAME=TOKEN:ROLE[:commons=C]` (`--api-token`).
+    pub fn parse_flag(spec: &str) -> Result<ApiToken, String> {
+        let usage = "--api-token: expected NAME=TOKEN:ROLE[:commons=COMMONS], ROLE read or admin";
+        let (name, rest) = spec.split_once('=').ok_or_else(|| usage.to_string())?;
+        let mut parts = rest.split(':');
+        let token = parts.next().unwrap_or_default();
+        let role = parts.next().ok_or_else(|| usage.to_string())?;
+        let commons = match parts.next() {
+            None => None,
+            Some(c) => Some(
+                c.strip_prefix("commons=")
+                    .ok_or_else(|| format!("{usage}: {c:?} is not commons=COMMONS"))?
+                    .to_string(),
+            ),
+        };
+        if parts.next().is_some() || name.is_empty() || token.is_empty() {
+            return Err(usage.to_string());
+        }
+        Ok(ApiToken {
+            name: name.to_string(),
+            token: Some(token.to_string()),
+            token_sha256: None,
+            role: role.parse().map_err(|e| format!("--api-token {name}: {e}"))?,
+            commons,
+        })
+    }
+}
+
+/// A token or its digest, checked: the digest.
+fn token_digest(field: &str, what: &str, token: &Option<String>, sha: &Option<String>) -> Result<[u8; 32], ConfigError> {
+    let inv = |message: String| ConfigError::Invalid {
+        field: field.to_string(),
+        message,
+    };
+    match (token, sha) {
+        (Some(tok), None) => {
+            if tok.len() < 16 {
+                return Err(inv(format!(
+                    "the token of {what} is shorter than 16 characters; use a long random one (openssl rand -hex 32)"
+                )));
+            }
+            Ok(crate::auth::digest(tok))
+        }
+        (None, Some(hexd)) => hex::decode(hexd.trim())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| inv("token_sha256 must be 64 hex digits".into())),
+        _ => Err(inv("give exactly one of token or token_sha256".into())),
+    }
+}
+
 /// Limits on what agents may send.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -41,6 +112,58 @@ pub struct Limits {
     pub max_label_name_length: usize,
     /// Longest label value (bytes, default 4096).
     pub max_label_value_length: usize,
+    /// Most active series one agent may write (series written within the
+    /// last hour; default 1,000,000; 0 = no limit).
+    pub max_series_per_agent: usize,
+    /// Samples per second one agent may send, averaged (a token bucket
+    /// holding `max_samples_per_second * 10` samples, so a replay after an
+    /// outage drains in bursts; default 200,000; 0 = no limit). A batch over
+    /// the rate gets a retryable Nack and the agent sends it again later.
+    pub max_samples_per_second: u64,
+    /// Most agent streams open at once (default 2,000; 0 = no limit).
+    pub max_concurrent_agents: usize,
+}
+
+impl Limits {
+    /// Every limit by the name its rejections and metrics use.
+    pub fn named(&self) -> [(&'static str, f64); 7] {
+        [
+            ("max_batch_bytes", self.max_batch_bytes as f64),
+            ("max_labels_per_series", self.max_labels_per_series as f64),
+            ("max_label_name_length", self.max_label_name_length as f64),
+            ("max_label_value_length", self.max_label_value_length as f64),
+            ("max_series_per_agent", self.max_series_per_agent as f64),
+            ("max_samples_per_second", self.max_samples_per_second as f64),
+            ("max_concurrent_agents", self.max_concurrent_agents as f64),
+        ]
+    }
+
+    /// Sets one limit from `NAME=VALUE` (`--limit`); sizes take units.
+    pub fn set(&mut self, spec: &str) -> Result<(), String> {
+        let (name, value) = spec
+            .split_once('=')
+            .map(|(n, v)| (n.trim(), v.trim()))
+            .ok_or_else(|| format!("--limit {spec:?}: expected NAME=VALUE"))?;
+        let num = |v: &str| -> Result<u64, String> {
+            v.replace('_', "")
+                .parse::<u64>()
+                .map_err(|_| format!("--limit {name}: {v:?} is not a whole number"))
+        };
+        match name {
+            "max_batch_bytes" => self.max_batch_bytes = csoc_agent::util::parse_bytes(value).map_err(|e| format!("--limit {name}: {e}"))?,
+            "max_labels_per_series" => self.max_labels_per_series = num(value)? as usize,
+            "max_label_name_length" => self.max_label_name_length = num(value)? as usize,
+            "max_label_value_length" => self.max_label_value_length = num(value)? as usize,
+            "max_series_per_agent" => self.max_series_per_agent = num(value)? as usize,
+            "max_samples_per_second" => self.max_samples_per_second = num(value)?,
+            "max_concurrent_agents" => self.max_concurrent_agents = num(value)? as usize,
+            _ => {
+                let names: Vec<&str> = self.named().iter().map(|(n, _)| *n).collect();
+                return Err(format!("--limit: unknown limit {name:?} (known: {})", names.join(", ")));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for Limits {
@@ -50,6 +173,9 @@ impl Default for Limits {
             max_labels_per_series: 64,
             max_label_name_length: 256,
             max_label_value_length: 4096,
+            max_series_per_agent: 1_000_000,
+            max_samples_per_second: 200_000,
+            max_concurrent_agents: 2_000,
         }
     }
 }
@@ -74,6 +200,9 @@ pub struct CollectorConfig {
     /// Agent client certificate names mapped to commons (needs
     /// `grpc_tls.client_ca_file`).
     pub agent_certs: Vec<crate::tls::AgentCert>,
+    /// API tokens for reading the HTTP API. With none, the API is open to
+    /// whoever reaches its address (loopback by default).
+    pub api_tokens: Vec<ApiToken>,
     /// Also run an agent in-process watching this host as commons "local".
     pub local_agent: bool,
     /// Collection interval of the local agent (default 15s).
@@ -146,6 +275,7 @@ impl Default for CollectorConfig {
             grpc_tls: None,
             agent_tokens: Vec::new(),
             agent_certs: Vec::new(),
+            api_tokens: Vec::new(),
             local_agent: false,
             local_agent_interval: Duration::from_secs(15),
             lookback_delta: Duration::from_secs(300),
@@ -193,36 +323,48 @@ impl CollectorConfig {
                     message: format!("commons {:?} must be 1-128 letters, digits, '-', '_' or '.'", t.commons),
                 });
             }
-            match (&t.token, &t.token_sha256) {
-                (Some(tok), None) => {
-                    if tok.len() < 16 {
-                        return Err(ConfigError::Invalid {
-                            field,
-                            message: format!(
-                                "the token of commons {:?} is shorter than 16 characters; use a long random one (openssl rand -hex 32)",
-                                t.commons
-                            ),
-                        });
-                    }
-                    auth.add_token(&t.commons, tok)
+            let d = token_digest(&field, &format!("commons {:?}", t.commons), &t.token, &t.token_sha256)?;
+            auth.add_digest(&t.commons, d);
+        }
+        Ok(auth)
+    }
+
+    /// Checks the API tokens and builds their table.
+    pub fn api_auth(&self) -> Result<crate::auth::ApiAuth, ConfigError> {
+        let mut auth = crate::auth::ApiAuth::default();
+        let mut names = std::collections::HashSet::new();
+        for (i, t) in self.api_tokens.iter().enumerate() {
+            let field = format!("api_tokens[{i}]");
+            let inv = |message: String| ConfigError::Invalid {
+                field: field.clone(),
+                message,
+            };
+            if t.name.is_empty() || t.name.len() > 128 || t.name.chars().any(|c| c.is_control()) {
+                return Err(inv(format!("name {:?} must be 1-128 printable characters", t.name)));
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err(inv(format!("the name {:?} is used twice", t.name)));
+            }
+            if let Some(c) = &t.commons {
+                if !valid_commons(c) {
+                    return Err(inv(format!("commons {c:?} must be 1-128 letters, digits, '-', '_' or '.'")));
                 }
-                (None, Some(hexd)) => {
-                    let bytes = hex::decode(hexd.trim())
-                        .ok()
-                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                        .ok_or_else(|| ConfigError::Invalid {
-                            field: field.clone(),
-                            message: "token_sha256 must be 64 hex digits".into(),
-                        })?;
-                    auth.add_digest(&t.commons, bytes)
-                }
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        field,
-                        message: "give exactly one of token or token_sha256".into(),
-                    });
+                if t.role == crate::auth::Role::Admin {
+                    return Err(inv(format!(
+                        "token {:?}: an admin token cannot be scoped to a commons (admin sees and reloads everything)",
+                        t.name
+                    )));
                 }
             }
+            let d = token_digest(&field, &format!("API token {:?}", t.name), &t.token, &t.token_sha256)?;
+            auth.add_digest(
+                d,
+                crate::auth::Principal {
+                    name: t.name.clone(),
+                    role: t.role,
+                    commons: t.commons.clone(),
+                },
+            );
         }
         Ok(auth)
     }
@@ -242,6 +384,7 @@ impl CollectorConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.agent_auth()?;
         self.validate_tls()?;
+        self.api_auth()?;
         let inv = |field: &str, message: String| ConfigError::Invalid {
             field: field.into(),
             message,
@@ -319,6 +462,94 @@ mod tests {
         let auth = c.agent_auth().expect("auth");
         assert_eq!(auth.authenticate("bbbbbbbbbbbbbbbbbbbbbb"), Some("b"));
         assert_eq!(auth.authenticate("aaaaaaaaaaaaaaaaaaaa"), Some("a"));
+    }
+
+    #[test]
+    fn api_tokens_from_flags_and_file() {
+        let t = ApiToken::parse_flag("grafana-alpha=0123456789abcdef0123:read:commons=alpha").expect("flag");
+        assert_eq!(
+            (t.name.as_str(), t.role, t.commons.as_deref()),
+            ("grafana-alpha", crate::auth::Role::Read, Some("alpha"))
+        );
+        let t = ApiToken::parse_flag("ops=0123456789abcdef0123:admin").expect("flag");
+        assert_eq!((t.role, t.commons), (crate::auth::Role::Admin, None));
+        for bad in [
+            "x",
+            "x=tok",
+            "x=tok:root",
+            "x=tok:read:alpha",
+            "=tok:read",
+            "x=:read",
+            "x=t:read:commons=a:more",
+        ] {
+            assert!(ApiToken::parse_flag(bad).is_err(), "{bad}");
+        }
+        let c = parse(&format!(
+            "api_tokens:\n  - {{name: g, role: read, commons: alpha, token_sha256: {}}}\n  - {{name: ops, role: admin, token: 0123456789abcdef0123}}\n",
+            hex::encode(crate::auth::digest("scoped-token-0123456789"))
+        ))
+        .expect("parse");
+        let auth = c.api_auth().expect("valid");
+        assert_eq!(
+            auth.authenticate("scoped-token-0123456789").and_then(|p| p.commons.as_deref()),
+            Some("alpha")
+        );
+        assert_eq!(
+            auth.authenticate("0123456789abcdef0123").map(|p| p.role),
+            Some(crate::auth::Role::Admin)
+        );
+        let e = parse("api_tokens:\n  - {name: ops, role: admin, commons: a, token: 0123456789abcdef0123}\n")
+            .expect("parse")
+            .validate()
+            .expect_err("scoped admin");
+        assert!(
+            e.to_string().contains("api_tokens[0]") && e.to_string().contains("cannot be scoped"),
+            "{e}"
+        );
+        let e = parse("api_tokens:\n  - {name: g, role: reader, token: 0123456789abcdef0123}\n").expect_err("bad role");
+        assert!(e.to_string().contains("reader"), "{e}");
+    }
+
+    #[test]
+    fn the_example_file_is_valid_and_states_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/collector.yml");
+        let c = CollectorConfig::from_file(&path).expect("example parses");
+        c.validate().expect("example is valid");
+        let d = CollectorConfig::default();
+        assert_eq!(c.limits.named(), d.limits.named(), "the example's limits are the defaults");
+        // The commented api_tokens examples parse too, once uncommented.
+        let text = std::fs::read_to_string(&path).expect("read");
+        let start = text.find("api_tokens: []").expect("api_tokens");
+        let block: Vec<&str> = text[start..].lines().skip(1).take_while(|l| l.starts_with("#  ")).collect();
+        let yaml = format!(
+            "api_tokens:\n{}\n",
+            block
+                .iter()
+                .map(|l| l
+                    .trim_start_matches('#')
+                    .split("  #")
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end()
+                    .replace("5e88...64 hex digits", &"ab".repeat(32)))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("c.yml");
+        std::fs::write(&p, &yaml).expect("write");
+        let c = CollectorConfig::from_file(&p).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        assert_eq!(c.api_auth().expect("valid").len(), 2);
+    }
+
+    #[test]
+    fn limits_from_flags() {
+        let mut l = Limits::default();
+        l.set("max_series_per_agent=1_000").expect("set");
+        l.set("max_batch_bytes=4MiB").expect("set");
+        assert_eq!((l.max_series_per_agent, l.max_batch_bytes), (1000, 4 << 20));
+        assert!(l.set("max_series=1").expect_err("unknown").contains("max_series_per_agent"));
+        assert!(l.set("max_series_per_agent=lots").is_err());
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     let rw_metrics = ingest::remote_write::RemoteWriteMetrics::new(sub);
     let rule_metrics = rules::RuleMetrics::new(sub);
     let notify_metrics = notify::NotifyMetrics::new(sub);
+    let limit_metrics = ingest::limits::LimitMetrics::new(sub, &cfg.limits);
+    let limiter = Arc::new(ingest::limits::Limiter::new(cfg.limits.clone(), limit_metrics.clone()));
     let tsdb_opts = tsdb::TsdbOptions {
         retention: tsdb::Retention {
             age: cfg.retention,
@@ -84,6 +86,12 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         tracing::info!(agents = seeded, "last contact of known agents read from storage");
     }
 
+    let api_auth = cfg.api_auth()?;
+    if api_auth.is_empty() {
+        tracing::info!(listen = %cfg.http_listen, "no API tokens configured: the HTTP API is open to whoever reaches its address");
+    } else {
+        tracing::info!(tokens = api_auth.len(), "API tokens loaded: every API request needs one");
+    }
     let mut auth = cfg.agent_auth()?;
     let grpc_tls = cfg.grpc_tls.as_ref().map(tls::grpc_server).transpose()?;
     let http_tls = cfg.http_tls.as_ref().map(tls::http_server).transpose()?;
@@ -148,6 +156,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         ingest_metrics: metrics.ingest.clone(),
         metrics: rw_metrics,
         metadata: metadata.clone(),
+        limit_metrics,
     });
     let ingest = ingest::IngestService::new(
         db.clone(),
@@ -158,7 +167,8 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         servers_stop.clone(),
     )
     .with_metadata(metadata.clone())
-    .with_peer_policy(peer_policy);
+    .with_peer_policy(peer_policy)
+    .with_limiter(limiter);
     let grpc_stop = servers_stop.clone();
     if let Some(t) = &grpc_tls {
         tracing::info!(client_certs = t.client_certs_mode(), "gRPC ingest uses TLS");
@@ -225,6 +235,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         admin_enabled: cfg.enable_admin_api,
         metadata,
         rules: rule_manager.clone(),
+        api_auth: Arc::new(api_auth),
     };
     let http_stop = servers_stop.clone();
     let app = api::router(state, remote_write);

@@ -65,6 +65,8 @@ pub struct HttpMetrics {
     pub requests: Family<LabelSet, Counter>,
     /// Request latency by handler.
     pub duration: Family<LabelSet, Histogram>,
+    /// Requests refused by API authentication, by reason.
+    pub refused: Family<LabelSet, Counter>,
 }
 
 impl HttpMetrics {
@@ -74,6 +76,11 @@ impl HttpMetrics {
             .get_or_create(&ls(&[("handler", handler), ("code", &code.to_string())]))
             .inc();
         self.duration.get_or_create(&ls(&[("handler", handler)])).observe(secs);
+    }
+
+    /// Counts a request refused by API authentication.
+    pub fn refused(&self, reason: &str) {
+        self.refused.get_or_create(&ls(&[("reason", reason)])).inc();
     }
 }
 
@@ -122,7 +129,13 @@ impl CollectorMetrics {
         let http = HttpMetrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(|| Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0])),
+            refused: Family::default(),
         };
+        reg.register(
+            "http_refused_requests",
+            "HTTP API requests refused by API token checks, by reason (unauthorized, forbidden)",
+            http.refused.clone(),
+        );
         reg.register("http_requests", "HTTP requests by handler and status code", http.requests.clone());
         reg.register_with_unit(
             "http_request_duration",

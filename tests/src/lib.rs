@@ -12,6 +12,7 @@ use csoc_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
 use prost::Message;
 use serde_json::Value;
 
+pub mod grpc;
 pub mod workload;
 
 /// The workspace root.
@@ -33,7 +34,16 @@ pub fn bin(name: &str) -> PathBuf {
         let mut cmd = Command::new(cargo);
         cmd.current_dir(workspace())
             .args(["build", "--quiet", "-p", "csoc-agent", "-p", "csoc-collector", "-p", "csoc-tests"])
-            .args(["--bin", "csoc-agent", "--bin", "csoc-collector", "--bin", "csoc-fake-gen3"]);
+            .args([
+                "--bin",
+                "csoc-agent",
+                "--bin",
+                "csoc-collector",
+                "--bin",
+                "csoc-fake-gen3",
+                "--bin",
+                "csoc-agentsim",
+            ]);
         if release {
             cmd.arg("--release");
         }

@@ -8,6 +8,7 @@ mod gen3;
 mod interop;
 mod promql_conformance;
 mod promqltest;
+mod reliability;
 mod scrape_interop;
 mod storage;
 mod tls;

@@ -222,7 +222,9 @@ fn mtls_agents_are_mapped_to_commons_and_bad_certificates_are_refused() -> anyho
         ),
     ];
     for (p, says) in bad {
-        wait_for(&format!("{} to log {says:?}", p.log.display()), Duration::from_secs(30), || {
+        // Agents back off exponentially after each refusal; 60 s leaves room
+        // for a loaded machine.
+        wait_for(&format!("{} to log {says:?}", p.log.display()), Duration::from_secs(60), || {
             p.log_text().contains(says).then_some(())
         })
         .map_err(|e| anyhow::anyhow!("{e}\n{}", p.log_text()))?;

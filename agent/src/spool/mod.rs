@@ -253,6 +253,9 @@ impl Spool {
         self.total_bytes += bytes;
         self.entries.insert(seq, Entry { path, bytes, samples });
         self.update_gauges();
+        if let Some(m) = &self.metrics {
+            m.spooled_samples.inc_by(samples);
+        }
         Ok(seq)
     }
 

@@ -8,6 +8,7 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +24,7 @@ fn plain(code: StatusCode, msg: String) -> Response {
 }
 
 /// The handler (GET, and POST with a form body).
-pub async fn federate(State(st): State<AppState>, p: Params) -> Response {
+pub async fn federate(State(st): State<AppState>, Extension(access): Extension<super::access::Access>, p: Params) -> Response {
     let sets = match match_sets(&p) {
         Ok(s) => s,
         Err(e) => return plain(StatusCode::BAD_REQUEST, e.message()),
@@ -34,6 +35,7 @@ pub async fn federate(State(st): State<AppState>, p: Params) -> Response {
             "no match[] parameter provided: /federate needs at least one series selector, e.g. match[]={job=\"node\"}".into(),
         );
     }
+    let sets = access.restrict(sets);
     let now = csoc_agent::util::now_ms();
     let lookback = st.engine.lookback.as_millis() as i64;
     let res = tokio::task::spawn_blocking(move || -> Result<String, String> {

@@ -12,6 +12,7 @@
 //! | `rules.rs` | `rules`, `alerts`, `/-/reload` |
 //! | `params.rs` | parameter parsing (times, durations, limits) |
 
+pub mod access;
 mod encode;
 mod federate;
 mod params;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub status: Arc<StatusInfo>,
     /// The rule groups (`/api/v1/rules`, `/api/v1/alerts`, `/-/reload`).
     pub rules: Arc<crate::rules::RuleManager>,
+    /// API tokens; empty: the API is open.
+    pub api_auth: Arc<crate::auth::ApiAuth>,
 }
 
 /// Prometheus's API error types, mapped to status codes in one place.
@@ -280,6 +283,7 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .with_state(state.clone())
         .merge(extra)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), access::authorize))
         .layer(axum::middleware::from_fn_with_state(state, track))
 }
 

@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::response::Response;
 use promql_parser::parser::Expr;
 use serde_json::{Value as Json, json};
 
+use super::access::{Access, Scoped};
 use super::{ApiError, AppState, Params, TRUNCATED, blocking, success};
 use crate::promql::{Engine, Value};
 
@@ -61,19 +63,19 @@ fn answer(mut out: crate::promql::Output, limit: Option<usize>) -> Response {
 
 /// `GET|POST /api/v1/query`: `query`, `time`, `timeout`, `limit`,
 /// `lookback_delta`.
-pub async fn query(State(st): State<AppState>, p: Params) -> Result<Response, ApiError> {
+pub async fn query(State(st): State<AppState>, Extension(access): Extension<Access>, p: Params) -> Result<Response, ApiError> {
     let t = p.time_or_now("time")?;
     let limit = p.limit()?;
     let engine = engine_for(&st, &p)?;
     let text = p.required("query")?;
     let expr = parse_expr(&text)?;
-    let out = blocking(move || Ok(engine.instant_with_text(&st.tsdb, &expr, t, Some(&text))?)).await?;
+    let out = blocking(move || Ok(engine.instant_with_text(&Scoped::new(&st.tsdb, &access), &expr, t, Some(&text))?)).await?;
     Ok(answer(out, limit))
 }
 
 /// `GET|POST /api/v1/query_range`: `query`, `start`, `end`, `step`,
 /// `timeout`, `limit`, `lookback_delta`.
-pub async fn query_range(State(st): State<AppState>, p: Params) -> Result<Response, ApiError> {
+pub async fn query_range(State(st): State<AppState>, Extension(access): Extension<Access>, p: Params) -> Result<Response, ApiError> {
     let start = p.required_time("start")?;
     let end = p.required_time("end")?;
     if end < start {
@@ -98,7 +100,11 @@ pub async fn query_range(State(st): State<AppState>, p: Params) -> Result<Respon
     let engine = engine_for(&st, &p)?;
     let text = p.required("query")?;
     let expr = parse_expr(&text)?;
-    let out = blocking(move || Ok(engine.range_with_text(&st.tsdb, &expr, start, end, step, Some(&text))?)).await?;
+    let out = blocking(move || {
+        let db = Scoped::new(&st.tsdb, &access);
+        Ok(engine.range_with_text(&db, &expr, start, end, step, Some(&text))?)
+    })
+    .await?;
     Ok(answer(out, limit))
 }
 

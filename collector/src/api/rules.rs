@@ -1,11 +1,13 @@
 //! `/api/v1/rules`, `/api/v1/alerts` and `POST /-/reload`, in Prometheus's
 //! shapes (Grafana's alert list and rule browser read them).
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json, json};
 
+use super::access::Access;
 use super::{ApiError, AppState, Params, success};
 use crate::rules::file::RuleKind;
 use crate::rules::group::{Alert, AlertState, Group};
@@ -90,7 +92,7 @@ impl RuleFilter {
     }
 }
 
-fn group_json(g: &Group, f: &RuleFilter) -> Option<Json> {
+fn group_json(g: &Group, f: &RuleFilter, access: &Access) -> Option<Json> {
     if (!f.groups.is_empty() && !f.groups.contains(&g.spec.name)) || (!f.files.is_empty() && !f.files.contains(&g.spec.file)) {
         return None;
     }
@@ -111,7 +113,7 @@ fn group_json(g: &Group, f: &RuleFilter) -> Option<Json> {
                 if f.kind == Some("recording") {
                     continue;
                 }
-                let mut alerts: Vec<&Alert> = r.active.values().filter(|a| active(a)).collect();
+                let mut alerts: Vec<&Alert> = r.active.values().filter(|a| active(a) && access.sees(&a.labels)).collect();
                 alerts.sort_by(|a, b| a.labels.cmp(&b.labels));
                 let state = if alerts.iter().any(|a| a.state == AlertState::Firing) {
                     "firing"
@@ -168,19 +170,19 @@ fn group_json(g: &Group, f: &RuleFilter) -> Option<Json> {
 }
 
 /// `GET /api/v1/rules`.
-pub async fn rules(State(st): State<AppState>, p: Params) -> Result<Response, ApiError> {
+pub async fn rules(State(st): State<AppState>, Extension(access): Extension<Access>, p: Params) -> Result<Response, ApiError> {
     let f = RuleFilter::from(&p)?;
-    let groups: Vec<Json> = st.rules.groups().iter().filter_map(|g| group_json(g, &f)).collect();
+    let groups: Vec<Json> = st.rules.groups().iter().filter_map(|g| group_json(g, &f, &access)).collect();
     Ok(success(json!({ "groups": groups })))
 }
 
 /// `GET /api/v1/alerts`: every pending and firing alert.
-pub async fn alerts(State(st): State<AppState>) -> Result<Response, ApiError> {
+pub async fn alerts(State(st): State<AppState>, Extension(access): Extension<Access>) -> Result<Response, ApiError> {
     let mut out = Vec::new();
     for g in st.rules.groups() {
         let s = g.state();
         for r in &s.rules {
-            out.extend(r.active.values().filter(|a| active(a)).map(alert_json));
+            out.extend(r.active.values().filter(|a| active(a) && access.sees(&a.labels)).map(alert_json));
         }
     }
     Ok(success(json!({ "alerts": out })))

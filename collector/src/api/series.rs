@@ -11,10 +11,12 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use serde_json::{Value as Json, json};
 
+use super::access::Access;
 use super::{ApiError, AppState, Params, TRUNCATED, blocking, labels_json, match_sets, optional_range, respond, success};
 use crate::tsdb::{Labels, Matcher};
 
@@ -46,23 +48,23 @@ fn limited<T>(mut v: Vec<T>, limit: Option<usize>) -> (Vec<T>, Vec<String>) {
 }
 
 /// `GET|POST /api/v1/series`: `match[]` (required), `start`, `end`, `limit`.
-pub async fn series(State(st): State<AppState>, p: Params) -> Result<Response, ApiError> {
+pub async fn series(State(st): State<AppState>, Extension(access): Extension<Access>, p: Params) -> Result<Response, ApiError> {
     if p.all("match[]").next().is_none() {
         return Err(ApiError::BadData("no match[] parameter provided".into()));
     }
     let limit = p.limit()?;
     let (start, end) = optional_range(&p)?;
-    let sets = match_sets(&p)?;
+    let sets = access.restrict(match_sets(&p)?);
     let all = blocking(move || series_in_range(&st, &sets, start, end)).await?;
     let (out, warnings) = limited(all, limit);
     Ok(respond(Json::Array(out.iter().map(|l| labels_json(l)).collect()), &warnings, &[]))
 }
 
 /// `GET|POST /api/v1/labels`: `match[]`, `start`, `end`, `limit`.
-pub async fn labels(State(st): State<AppState>, p: Params) -> Result<Response, ApiError> {
+pub async fn labels(State(st): State<AppState>, Extension(access): Extension<Access>, p: Params) -> Result<Response, ApiError> {
     let limit = p.limit()?;
     let (start, end) = optional_range(&p)?;
-    let sets = match_sets(&p)?;
+    let sets = access.restrict(match_sets(&p)?);
     let names = blocking(move || {
         let all = series_in_range(&st, &sets, start, end)?;
         let names: BTreeSet<&str> = all.iter().flat_map(|l| l.iter().map(|(k, _)| k.as_str())).collect();
@@ -74,7 +76,12 @@ pub async fn labels(State(st): State<AppState>, p: Params) -> Result<Response, A
 }
 
 /// `GET /api/v1/label/<name>/values`: `match[]`, `start`, `end`, `limit`.
-pub async fn label_values(State(st): State<AppState>, Path(name): Path<String>, p: Params) -> Result<Response, ApiError> {
+pub async fn label_values(
+    State(st): State<AppState>,
+    Extension(access): Extension<Access>,
+    Path(name): Path<String>,
+    p: Params,
+) -> Result<Response, ApiError> {
     if !(name == "__name__" || csoc_agent::config::valid_label_name(&name)) {
         return Err(ApiError::BadData(format!("invalid label name: {name:?}")));
     }
@@ -86,6 +93,7 @@ pub async fn label_values(State(st): State<AppState>, Path(name): Path<String>, 
         // a regex that needs a character.
         sets.push(vec![Matcher::regex(&name, ".+", false)?]);
     }
+    let sets = access.restrict(sets);
     let values = blocking(move || {
         let all = series_in_range(&st, &sets, start, end)?;
         let values: BTreeSet<&str> = all

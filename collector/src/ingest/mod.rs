@@ -18,6 +18,7 @@
 //!
 //! `remote_write.rs` is the same for Prometheus remote write 1.0 over HTTP.
 
+pub mod limits;
 mod peer;
 pub mod remote_write;
 
@@ -37,16 +38,18 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::AgentAuth;
 use crate::config::Limits;
+use crate::ingest::limits::{LimitError, Limiter, StreamSlot, series_hash};
 use crate::metadata::MetadataStore;
 use crate::metrics::IngestMetrics;
 use crate::tsdb::{AgentKey, CommitOutcome, Labels, SeriesRef, Tsdb};
 
 /// A stream ref's series: its storage ref once known (then its labels are
 /// not kept), else its labels.
+/// Each with the hash the series limit counts it by.
 #[derive(Debug, Clone)]
 enum StreamSeries {
-    Known(SeriesRef),
-    Pending(Arc<Labels>),
+    Known(SeriesRef, u64),
+    Pending(Arc<Labels>, u64),
 }
 
 /// The gRPC service.
@@ -60,6 +63,7 @@ pub struct IngestService {
     shutdown: CancellationToken,
     metadata: Arc<MetadataStore>,
     peer_policy: Arc<crate::tls::PeerPolicy>,
+    limiter: Arc<Limiter>,
 }
 
 impl IngestService {
@@ -72,6 +76,7 @@ impl IngestService {
         metrics: IngestMetrics,
         shutdown: CancellationToken,
     ) -> Self {
+        let limiter = Arc::new(Limiter::new(limits.clone(), Default::default()));
         IngestService {
             tsdb,
             auth,
@@ -81,7 +86,15 @@ impl IngestService {
             shutdown,
             metadata: Arc::default(),
             peer_policy: Arc::default(),
+            limiter,
         }
+    }
+
+    /// The limiter enforcing the per-agent limits (by default one of its
+    /// own with unregistered metrics).
+    pub fn with_limiter(mut self, limiter: Arc<Limiter>) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     /// Where the metadata of applied batches is recorded (by default a
@@ -100,7 +113,9 @@ impl IngestService {
 
     /// The tonic server wrapping this service.
     pub fn into_server(self) -> IngestServer<Self> {
-        let max = self.limits.max_batch_bytes as usize + 4096;
+        // Batches up to twice the limit are decoded so that the Nack can name
+        // the limit; past that, tonic refuses the frame.
+        let max = (self.limits.max_batch_bytes as usize).saturating_mul(2) + 4096;
         IngestServer::new(self).max_decoding_message_size(max)
     }
 }
@@ -140,6 +155,13 @@ impl Ingest for IngestService {
             },
         };
         self.check_cert_token(cert.as_ref(), header, &commons, &peer)?;
+        let slot = match self.limiter.open_stream(&commons) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(peer = %peer, commons = %commons, "refused an agent stream: {}", e.message);
+                return Err(Status::resource_exhausted(e.message));
+            }
+        };
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let session = Session {
@@ -147,6 +169,8 @@ impl Ingest for IngestService {
             commons,
             peer,
             tx,
+            _slot: slot,
+            applied: Default::default(),
         };
         tokio::spawn(session.run(inbound));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -158,6 +182,10 @@ struct Session {
     commons: String,
     peer: String,
     tx: mpsc::Sender<Result<CollectorMessage, Status>>,
+    _slot: StreamSlot,
+    /// The highest seq applied for this agent identity (from Welcome, then
+    /// each applied batch).
+    applied: std::sync::atomic::AtomicU64,
 }
 
 /// A rejected batch.
@@ -185,9 +213,40 @@ impl Reject {
     }
 }
 
+impl From<LimitError> for Reject {
+    fn from(e: LimitError) -> Self {
+        Reject {
+            code: NackCode::Limit,
+            message: e.message,
+            retryable: e.retryable,
+        }
+    }
+}
+
 impl Session {
     async fn send(&self, msg: CollectorMsg) -> bool {
         self.tx.send(Ok(CollectorMessage { msg: Some(msg) })).await.is_ok()
+    }
+
+    /// A frame that could not be read: a frame that does not decode
+    /// (not protobuf, invalid UTF-8 in a string, oversized) is refused with
+    /// `INVALID_ARGUMENT` naming the problem, logged and counted; a stream
+    /// the agent dropped is only logged at debug level.
+    async fn frame_error(&self, e: &Status) {
+        let undecodable = matches!(
+            e.code(),
+            tonic::Code::Internal | tonic::Code::OutOfRange | tonic::Code::InvalidArgument
+        );
+        if undecodable {
+            self.svc.metrics.refused("bad_frame");
+            tracing::warn!(peer = %self.peer, commons = %self.commons, "closed an agent stream: undecodable frame: {}", e.message());
+            let _ = self
+                .tx
+                .send(Err(Status::invalid_argument(format!("undecodable frame: {}", e.message()))))
+                .await;
+        } else {
+            tracing::debug!(peer = %self.peer, error = %e, "agent stream failed");
+        }
     }
 
     async fn run(self, mut inbound: Streaming<AgentMessage>) {
@@ -202,7 +261,7 @@ impl Session {
             }
             Ok(Ok(None)) => return,
             Ok(Err(e)) => {
-                tracing::debug!(peer = %self.peer, error = %e, "agent stream failed before Hello");
+                self.frame_error(&e).await;
                 return;
             }
             Err(_) => {
@@ -225,6 +284,7 @@ impl Session {
                 return;
             }
         };
+        self.applied.store(last_applied, std::sync::atomic::Ordering::Relaxed);
         let welcome = Welcome {
             last_applied_seq: last_applied,
             config_version: 0,
@@ -257,7 +317,10 @@ impl Session {
                     let msg = match msg {
                         Ok(Some(m)) => m,
                         Ok(None) => break "agent closed the stream".into(),
-                        Err(e) => break format!("stream error: {}", e.message()),
+                        Err(e) => {
+                            self.frame_error(&e).await;
+                            break format!("stream error: {}", e.message());
+                        }
                     };
                     m.seen(&self.commons, &agent);
                     match msg.msg {
@@ -314,6 +377,15 @@ impl Session {
 
     /// Validates, converts and commits one batch.
     async fn apply(&self, key: &AgentKey, refs: &mut HashMap<u64, StreamSeries>, b: WriteBatch) -> Result<(CommitOutcome, u64), Reject> {
+        let limits = &self.svc.limits;
+        let size = prost::Message::encoded_len(&b) as u64;
+        if size > limits.max_batch_bytes {
+            self.svc.limiter.metrics().rejected("max_batch_bytes", &self.commons);
+            return Err(Reject::limit(format!(
+                "batch of {size} bytes exceeds max_batch_bytes {}",
+                limits.max_batch_bytes
+            )));
+        }
         let n = b.refs.len();
         if b.timestamps_ms.len() != n || b.values.len() != n {
             return Err(Reject::invalid(format!(
@@ -323,22 +395,29 @@ impl Session {
                 b.values.len()
             )));
         }
-        let limits = &self.svc.limits;
         let mut defs: HashMap<u64, StreamSeries> = HashMap::with_capacity(b.new_series.len());
         for (i, d) in b.new_series.into_iter().enumerate() {
             let labels =
                 validate_series(d.labels.into_iter().map(|l| (l.name, l.value)), &self.commons, limits).map_err(|(lim, msg)| {
                     let msg = format!("new_series[{i}] (ref {}): {msg}", d.r#ref);
-                    if lim { Reject::limit(msg) } else { Reject::invalid(msg) }
+                    match lim {
+                        Some(name) => {
+                            self.svc.limiter.metrics().rejected(name, &self.commons);
+                            Reject::limit(msg)
+                        }
+                        None => Reject::invalid(msg),
+                    }
                 })?;
+            let h = series_hash(&labels);
             let st = match self.svc.tsdb.series_ref(&labels) {
-                Some(r) => StreamSeries::Known(r),
-                None => StreamSeries::Pending(Arc::new(labels)),
+                Some(r) => StreamSeries::Known(r, h),
+                None => StreamSeries::Pending(Arc::new(labels), h),
             };
             defs.insert(d.r#ref, st);
         }
         let mut app = self.svc.tsdb.appender();
         let mut pending: Vec<u64> = Vec::new();
+        let mut used: Vec<u64> = Vec::with_capacity(n);
         for i in 0..n {
             let r = b.refs[i];
             let series = defs
@@ -346,12 +425,21 @@ impl Session {
                 .or_else(|| refs.get(&r))
                 .ok_or_else(|| Reject::invalid(format!("sample {i} uses ref {r}, which no SeriesDef on this stream defines")))?;
             match series {
-                StreamSeries::Known(sr) => app.append_ref(*sr, b.timestamps_ms[i], b.values[i]),
-                StreamSeries::Pending(labels) => {
+                StreamSeries::Known(sr, h) => {
+                    app.append_ref(*sr, b.timestamps_ms[i], b.values[i]);
+                    used.push(*h);
+                }
+                StreamSeries::Pending(labels, h) => {
                     app.append(labels.clone(), b.timestamps_ms[i], b.values[i]);
                     pending.push(r);
+                    used.push(*h);
                 }
             }
+        }
+        // A batch already applied (a re-send after a crash) is acknowledged
+        // without counting against the limits again.
+        if b.seq > self.applied.load(std::sync::atomic::Ordering::Relaxed) {
+            self.svc.limiter.admit(&key.commons, &key.agent, &used)?;
         }
         app.set_applied_seq(key.clone(), b.seq);
         // The batch is valid: its definitions join the stream's table even if
@@ -361,10 +449,11 @@ impl Session {
         // Series created by this commit are now known: keep only their refs.
         pending.dedup();
         for r in pending {
-            if let Some(StreamSeries::Pending(labels)) = refs.get(&r)
+            if let Some(StreamSeries::Pending(labels, h)) = refs.get(&r)
                 && let Some(sr) = self.svc.tsdb.series_ref(labels)
             {
-                refs.insert(r, StreamSeries::Known(sr));
+                let h = *h;
+                refs.insert(r, StreamSeries::Known(sr, h));
             }
         }
         if res.is_ok() {
@@ -372,6 +461,9 @@ impl Session {
             self.svc
                 .metadata
                 .record_all(md.map(|m| (m.metric_family_name.as_str(), m.r#type, m.help.as_str(), m.unit.as_str())));
+        }
+        if let Ok(CommitOutcome::Applied) = res {
+            self.applied.fetch_max(b.seq, std::sync::atomic::Ordering::Relaxed);
         }
         match res {
             Ok(o) => Ok((o, n as u64)),
@@ -402,13 +494,13 @@ pub fn valid_metric_name(s: &str) -> bool {
         && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
 }
 
-/// Checks a series' labels, sorts them and stamps `commons`. The error says
-/// whether a limit (true) or validity (false) was broken.
+/// Checks a series' labels, sorts them and stamps `commons`. The error
+/// names the limit broken, if it was a limit rather than invalid labels.
 pub(crate) fn validate_series(
     labels: impl IntoIterator<Item = (String, String)>,
     commons: &str,
     limits: &Limits,
-) -> Result<Labels, (bool, String)> {
+) -> Result<Labels, (Option<&'static str>, String)> {
     let labels = labels.into_iter();
     let mut out: Labels = Vec::with_capacity(labels.size_hint().0 + 1);
     for (name, value) in labels {
@@ -418,7 +510,7 @@ pub(crate) fn validate_series(
         }
         if l.name.len() > limits.max_label_name_length {
             return Err((
-                true,
+                Some("max_label_name_length"),
                 format!(
                     "label name of {} bytes exceeds max_label_name_length {}",
                     l.name.len(),
@@ -428,7 +520,7 @@ pub(crate) fn validate_series(
         }
         if l.value.len() > limits.max_label_value_length {
             return Err((
-                true,
+                Some("max_label_value_length"),
                 format!(
                     "label {:?} has a value of {} bytes, over max_label_value_length {}",
                     l.name,
@@ -438,7 +530,7 @@ pub(crate) fn validate_series(
             ));
         }
         if l.name != "__name__" && !valid_label_name(&l.name) {
-            return Err((false, format!("invalid label name {:?}", l.name)));
+            return Err((None, format!("invalid label name {:?}", l.name)));
         }
         if l.value.is_empty() {
             // An empty label value is the same as no label.
@@ -450,17 +542,17 @@ pub(crate) fn validate_series(
     out.sort_by(|a, b| a.0.cmp(&b.0));
     for w in out.windows(2) {
         if w[0].0 == w[1].0 {
-            return Err((false, format!("duplicate label name {:?}", w[0].0)));
+            return Err((None, format!("duplicate label name {:?}", w[0].0)));
         }
     }
     match out.iter().find(|(k, _)| k == "__name__") {
-        None => return Err((false, "no __name__ label".into())),
-        Some((_, v)) if !valid_metric_name(v) => return Err((false, format!("invalid metric name {v:?}"))),
+        None => return Err((None, "no __name__ label".into())),
+        Some((_, v)) if !valid_metric_name(v) => return Err((None, format!("invalid metric name {v:?}"))),
         _ => {}
     }
     if out.len() > limits.max_labels_per_series {
         return Err((
-            true,
+            Some("max_labels_per_series"),
             format!("{} labels exceed max_labels_per_series {}", out.len(), limits.max_labels_per_series),
         ));
     }
@@ -508,6 +600,9 @@ mod tests {
         assert!(f(vec![l("__name__", "up"), l("a", "x"), l("a", "y")]).contains("duplicate"));
         let many: Vec<Label> = (0..70).map(|i| l(&format!("l{i}"), "v")).chain([l("__name__", "m")]).collect();
         let (limit, msg) = validate_series(pairs(many), "c", &lim).expect_err("limit");
-        assert!(limit && msg.contains("max_labels_per_series"), "{msg}");
+        assert!(
+            limit == Some("max_labels_per_series") && msg.contains("max_labels_per_series"),
+            "{msg}"
+        );
     }
 }

@@ -78,6 +78,8 @@ pub struct RemoteWriteState {
     pub metrics: RemoteWriteMetrics,
     /// Where the requests' metric metadata is recorded.
     pub metadata: Arc<MetadataStore>,
+    /// Where label-limit rejections are counted.
+    pub limit_metrics: super::limits::LimitMetrics,
 }
 
 /// The receiver's route.
@@ -115,7 +117,12 @@ fn build(st: &RemoteWriteState, commons: &str, raw: &[u8]) -> Result<(crate::tsd
         let owned = ts.labels.iter().map(|(k, v)| (k.to_string(), v.to_string()));
         let labels = super::validate_series(owned, commons, &st.limits)
             .map(Arc::new)
-            .map_err(|(_, msg)| format!("timeseries[{i}]: {msg}; nothing of this request was stored"))?;
+            .map_err(|(lim, msg)| {
+                if let Some(l) = lim {
+                    st.limit_metrics.rejected(l, commons);
+                }
+                format!("timeseries[{i}]: {msg}; nothing of this request was stored")
+            })?;
         for &(t, v) in &ts.samples {
             app.append(labels.clone(), t, v);
         }
@@ -425,6 +432,7 @@ mod tests {
         auth.add_token("alpha", TOKEN);
         let metrics = crate::metrics::CollectorMetrics::new(&mut reg);
         let st = RemoteWriteState {
+            limit_metrics: Default::default(),
             tsdb: tsdb.clone(),
             auth: Arc::new(auth),
             limits: Limits::default(),
@@ -600,6 +608,7 @@ mod tests {
         auth.add_token("alpha", TOKEN);
         let store = Arc::new(MetadataStore::default());
         let app = router(RemoteWriteState {
+            limit_metrics: Default::default(),
             tsdb,
             auth: Arc::new(auth),
             limits: Limits::default(),

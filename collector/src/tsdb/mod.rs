@@ -161,6 +161,18 @@ pub struct Series {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SeriesRef(i64);
 
+/// What has been applied for one agent identity (`Tsdb::agent_ledger`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// The identity.
+    pub key: AgentKey,
+    /// The last batch seq applied.
+    pub seq: u64,
+    /// Samples applied, ever, committed in the same transactions as the
+    /// samples themselves: a batch applied twice would count twice.
+    pub samples: u64,
+}
+
 /// Identity of an agent's delivery stream, for exactly-once application.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AgentKey {
@@ -417,6 +429,28 @@ impl Tsdb {
             mint,
             maxt,
         }
+    }
+
+    /// Every agent identity's ledger: last seq applied and samples applied.
+    pub fn agent_ledger(&self) -> Result<Vec<LedgerEntry>, TsdbError> {
+        let conn = self.reader()?;
+        let out = (|| {
+            let mut st = conn.prepare_cached(sqlite::SELECT_AGENT_LEDGER)?;
+            let rows = st.query_map([], |r| {
+                Ok(LedgerEntry {
+                    key: AgentKey {
+                        commons: r.get(0)?,
+                        agent: r.get(1)?,
+                        epoch: r.get::<_, i64>(2)? as u64,
+                    },
+                    seq: r.get::<_, i64>(3)? as u64,
+                    samples: r.get::<_, i64>(4)? as u64,
+                })
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()
+        })();
+        self.put_reader(conn);
+        Ok(out?)
     }
 
     /// The last batch seq applied for an agent identity (0 when none).
@@ -994,6 +1028,10 @@ mod tests {
         assert_eq!(db.applied_seq(&key).expect("seq"), 2);
         assert_eq!(db.applied_seq(&AgentKey { epoch: 8, ..key.clone() }).expect("seq"), 0);
         assert_eq!(read(&db, &[Matcher::equal("__name__", "m")])[0].samples.len(), 2);
+        // The ledger counts what was applied, not what was re-sent.
+        let ledger = db.agent_ledger().expect("ledger");
+        assert_eq!(ledger.len(), 1);
+        assert_eq!((ledger[0].seq, ledger[0].samples), (2, 2));
     }
 
     #[tokio::test]

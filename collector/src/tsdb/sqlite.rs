@@ -13,7 +13,9 @@
 //!   INDEX chunks_by_series(series_id, maxt)
 //!   INDEX chunks_by_level(level, maxt)      -- retention, compaction candidates
 //! wal(id INTEGER PRIMARY KEY, data BLOB)    -- record.rs records, one per group commit
-//! agent_seq(commons, agent, epoch, seq, updated_ms, PRIMARY KEY(commons, agent, epoch))
+//! agent_seq(commons, agent, epoch, seq, updated_ms, samples, PRIMARY KEY(commons, agent, epoch))
+//!                                           -- samples: applied by this identity, ever (the
+//!                                           -- exactly-once ledger: updated with the data)
 //! ```
 //! One database file in WAL journal mode with `synchronous=FULL` (a commit
 //! is durable when it returns) and `auto_vacuum=INCREMENTAL`
@@ -52,6 +54,7 @@ CREATE TABLE IF NOT EXISTS agent_seq (
     epoch INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL,
+    samples INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (commons, agent, epoch)
 );
 ";
@@ -90,7 +93,20 @@ pub fn open_writer(path: &std::path::Path) -> Result<Connection, TsdbError> {
                 params![SCHEMA_VERSION.to_string()],
             )?;
         }
-        Some(v) if v == SCHEMA_VERSION.to_string() => conn.execute_batch(SCHEMA)?,
+        Some(v) if v == SCHEMA_VERSION.to_string() => {
+            conn.execute_batch(SCHEMA)?;
+            // Databases from before the samples ledger: add its column.
+            let has_ledger: bool = conn
+                .query_row(
+                    "SELECT count(*) FROM pragma_table_info('agent_seq') WHERE name = 'samples'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n > 0)?;
+            if !has_ledger {
+                conn.execute_batch("ALTER TABLE agent_seq ADD COLUMN samples INTEGER NOT NULL DEFAULT 0")?;
+            }
+        }
         Some(v) => {
             return Err(TsdbError::Schema(format!(
                 "{} has schema version {v}, this collector understands {SCHEMA_VERSION}",
@@ -146,8 +162,11 @@ pub const TRUNCATE_WAL_FROM: &str = "DELETE FROM wal WHERE id >= ?1";
 /// The applied seq of an agent identity.
 pub const SELECT_AGENT_SEQ: &str = "SELECT seq FROM agent_seq WHERE commons = ?1 AND agent = ?2 AND epoch = ?3";
 /// Records an applied seq.
-pub const UPSERT_AGENT_SEQ: &str = "INSERT INTO agent_seq(commons, agent, epoch, seq, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-    ON CONFLICT(commons, agent, epoch) DO UPDATE SET seq = excluded.seq, updated_ms = excluded.updated_ms";
+pub const UPSERT_AGENT_SEQ: &str = "INSERT INTO agent_seq(commons, agent, epoch, seq, updated_ms, samples) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+    ON CONFLICT(commons, agent, epoch) DO UPDATE SET seq = excluded.seq, updated_ms = excluded.updated_ms,
+    samples = agent_seq.samples + excluded.samples";
+/// Every agent identity's ledger.
+pub const SELECT_AGENT_LEDGER: &str = "SELECT commons, agent, epoch, seq, samples FROM agent_seq ORDER BY commons, agent, epoch";
 /// Deletes chunks that end before a time (retention by age).
 pub const DELETE_CHUNKS_BEFORE: &str = "DELETE FROM chunks WHERE level IN (0, 1) AND maxt < ?1";
 /// The oldest chunks (retention by size).

@@ -254,7 +254,8 @@ impl Writer {
                         outcomes.push(CommitOutcome::AlreadyApplied);
                         continue;
                     }
-                    upd_seq.execute(params![key.commons, key.agent, key.epoch as i64, *seq as i64, now])?;
+                    let n = req.samples.len() as i64;
+                    upd_seq.execute(params![key.commons, key.agent, key.epoch as i64, *seq as i64, now, n])?;
                     pending_seq.insert(key.clone(), *seq);
                 }
                 applied.reserve(req.samples.len());

@@ -1,0 +1,271 @@
+//! Who may read what: API tokens (`--api-token NAME=TOKEN:ROLE[:commons=C]`).
+//!
+//! With no API token configured the API is open, as Prometheus's is (the
+//! default listen address is loopback). With any, every request but
+//! `/-/healthy`, `/-/ready` and the remote-write receiver (which takes agent
+//! tokens) needs `Authorization: Bearer <token>` (or HTTP basic auth with
+//! the token as password, for tools that only speak basic auth):
+//!
+//! | endpoint | needs |
+//! |---|---|
+//! | `/-/reload`, `/api/v1/admin/*` | an admin token |
+//! | `/metrics`, `/api/v1/status/tsdb` (they name every commons) | a token without a commons scope |
+//! | everything else | any token |
+//!
+//! A token scoped to commons C only ever sees C's series: the middleware
+//! puts an [`Access`] in the request, and every handler that reads series
+//! adds `commons="C"` to every selector it evaluates: the engine reads
+//! through [`Scoped`], and series, labels, label values and `/federate` add
+//! the matcher to each `match[]` set. Alerts (in `/api/v1/alerts` and
+//! `/api/v1/rules`) are filtered to those labelled with C.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+use crate::auth::{Principal, Role};
+use crate::promql::Queryable;
+use crate::tsdb::{Matcher, Series, TsdbError};
+
+/// The caller of a request, as the handlers see it.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// `None`: the API is open (no tokens configured).
+    pub principal: Option<Arc<Principal>>,
+}
+
+impl Access {
+    /// The commons this caller is limited to, if any.
+    pub fn scope(&self) -> Option<&str> {
+        self.principal.as_ref().and_then(|p| p.commons.as_deref())
+    }
+
+    /// The matcher every selector of this caller gets, if scoped.
+    pub fn matcher(&self) -> Option<Matcher> {
+        self.scope().map(|c| Matcher::equal("commons", c))
+    }
+
+    /// `sets` with the scope's matcher added to each; scoped and with no
+    /// sets (all series), the scope alone.
+    pub fn restrict(&self, mut sets: Vec<Vec<Matcher>>) -> Vec<Vec<Matcher>> {
+        if let Some(m) = self.matcher() {
+            if sets.is_empty() {
+                sets.push(Vec::new());
+            }
+            for s in &mut sets {
+                s.push(m.clone());
+            }
+        }
+        sets
+    }
+
+    /// Whether this caller may see an alert with these labels.
+    pub fn sees(&self, labels: &[(String, String)]) -> bool {
+        match self.scope() {
+            None => true,
+            Some(c) => labels.iter().any(|(k, v)| k == "commons" && v == c),
+        }
+    }
+}
+
+/// A [`Queryable`] that only ever returns one commons' series.
+pub struct Scoped<'a> {
+    inner: &'a dyn Queryable,
+    matcher: Option<Matcher>,
+}
+
+impl<'a> Scoped<'a> {
+    /// `inner` as `access` may see it.
+    pub fn new(inner: &'a dyn Queryable, access: &Access) -> Self {
+        Scoped {
+            inner,
+            matcher: access.matcher(),
+        }
+    }
+}
+
+impl Queryable for Scoped<'_> {
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>, TsdbError> {
+        match &self.matcher {
+            None => self.inner.select(matchers, mint, maxt),
+            Some(m) => {
+                let mut all = Vec::with_capacity(matchers.len() + 1);
+                all.extend_from_slice(matchers);
+                all.push(m.clone());
+                self.inner.select(&all, mint, maxt)
+            }
+        }
+    }
+}
+
+/// The token of a request: `Authorization: Bearer T`, or basic auth with
+/// password T.
+fn token_of(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    if let Some(t) = crate::auth::bearer(v) {
+        return Some(t.to_string());
+    }
+    let (scheme, b64) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64_decode(b64.trim())?;
+    let s = String::from_utf8(raw).ok()?;
+    let (_, password) = s.split_once(':')?;
+    (!password.is_empty()).then(|| password.to_string())
+}
+
+/// Standard base64 (with or without padding).
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes().filter(|&c| c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+fn refuse(st: &AppState, code: StatusCode, reason: &str, msg: String) -> Response {
+    st.metrics.refused(reason);
+    let mut resp = (code, axum::Json(json!({"status": "error", "errorType": reason, "error": msg}))).into_response();
+    if code == StatusCode::UNAUTHORIZED
+        && let Ok(v) = header::HeaderValue::from_str("Bearer realm=\"csoc-collector\"")
+    {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// The middleware: authenticates, checks the endpoint's requirement, and
+/// hands the handlers an [`Access`].
+pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let open_path = matches!(path.as_str(), "/-/healthy" | "/-/ready" | "/api/v1/write");
+    if st.api_auth.is_empty() || open_path {
+        req.extensions_mut().insert(Access::default());
+        return next.run(req).await;
+    }
+    let Some(token) = token_of(req.headers()) else {
+        return refuse(
+            &st,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this collector requires an API token: send Authorization: Bearer <token>".into(),
+        );
+    };
+    let Some(p) = st.api_auth.authenticate(&token).cloned() else {
+        tracing::warn!(path = %path, "refused an API request: token not recognised");
+        return refuse(&st, StatusCode::UNAUTHORIZED, "unauthorized", "API token not recognised".into());
+    };
+    let admin_only = path == "/-/reload" || path.starts_with("/api/v1/admin/");
+    if admin_only && p.role != Role::Admin {
+        tracing::warn!(path = %path, token = %p.name, "refused an API request: needs an admin token");
+        return refuse(
+            &st,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{path} needs an admin token; token {:?} has role read", p.name),
+        );
+    }
+    let unscoped_only = path == "/metrics" || path == "/api/v1/status/tsdb";
+    if unscoped_only && let Some(c) = &p.commons {
+        tracing::warn!(path = %path, token = %p.name, "refused an API request: needs a token without a commons scope");
+        return refuse(
+            &st,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{path} shows every commons; token {:?} is limited to commons {c:?}", p.name),
+        );
+    }
+    req.extensions_mut().insert(Access {
+        principal: Some(Arc::new(p)),
+    });
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_auth_password_is_the_token() {
+        let mut h = HeaderMap::new();
+        // "grafana:s3cret-token" in base64.
+        h.insert(header::AUTHORIZATION, "Basic Z3JhZmFuYTpzM2NyZXQtdG9rZW4=".parse().expect("header"));
+        assert_eq!(token_of(&h).as_deref(), Some("s3cret-token"));
+        h.insert(header::AUTHORIZATION, "Bearer abc".parse().expect("header"));
+        assert_eq!(token_of(&h).as_deref(), Some("abc"));
+        h.insert(header::AUTHORIZATION, "Basic !!!".parse().expect("header"));
+        assert_eq!(token_of(&h), None);
+        assert_eq!(base64_decode("aGk"), Some(b"hi".to_vec()));
+    }
+
+    #[test]
+    fn scoped_access_adds_the_commons_matcher_everywhere() {
+        let open = Access::default();
+        let scoped = Access {
+            principal: Some(Arc::new(Principal {
+                name: "g".into(),
+                role: Role::Read,
+                commons: Some("alpha".into()),
+            })),
+        };
+        let up = vec![vec![Matcher::equal("__name__", "up")]];
+        let names = |sets: &[Vec<Matcher>]| -> Vec<Vec<(String, String)>> {
+            sets.iter()
+                .map(|s| s.iter().map(|m| (m.name.clone(), m.value.clone())).collect())
+                .collect()
+        };
+        assert_eq!(names(&open.restrict(up.clone())), names(&up));
+        let r = names(&scoped.restrict(up));
+        assert_eq!(
+            r[0],
+            vec![
+                ("__name__".to_string(), "up".to_string()),
+                ("commons".to_string(), "alpha".to_string())
+            ]
+        );
+        assert_eq!(
+            names(&scoped.restrict(Vec::new())),
+            vec![vec![("commons".to_string(), "alpha".to_string())]]
+        );
+        let a = vec![("commons".to_string(), "alpha".to_string())];
+        let b = vec![("commons".to_string(), "beta".to_string())];
+        assert!(scoped.sees(&a) && !scoped.sees(&b) && !scoped.sees(&[]));
+        assert!(open.sees(&b));
+
+        // The engine's reads go through Scoped: another commons' series
+        // cannot be selected, whatever the query says.
+        let s = |c: &str| Series {
+            labels: Arc::new(vec![("__name__".into(), "up".into()), ("commons".into(), c.into())]),
+            samples: vec![(1000, 1.0)],
+        };
+        let store = crate::promql::MemStore::from_series(vec![s("alpha"), s("beta")]);
+        let q = Scoped::new(&store, &scoped);
+        let got = q.select(&[Matcher::equal("commons", "beta")], 0, 2000).expect("select");
+        assert!(got.is_empty(), "{got:?}");
+        let got = q.select(&[Matcher::equal("__name__", "up")], 0, 2000).expect("select");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].labels[1].1, "alpha");
+    }
+}
