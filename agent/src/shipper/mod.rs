@@ -427,6 +427,14 @@ fn status_end(s: tonic::Status) -> StreamEnd {
     if let Some(t) = tls_end(&s) {
         return t;
     }
+    // A plain-text HTTP/2 client reads a TLS server's alert record as a
+    // frame header announcing a frame of over a megabyte.
+    if s.to_string().contains("FRAME_SIZE_ERROR") {
+        return StreamEnd::Tls(format!(
+            "this http:// URL reaches a port that answers with something other than HTTP/2, likely TLS ({}: FRAME_SIZE_ERROR); if the collector has grpc_tls, use an https:// collector URL",
+            s.message()
+        ));
+    }
     match s.code() {
         Code::Unauthenticated => StreamEnd::Unauthenticated(s.message().to_string()),
         Code::PermissionDenied => StreamEnd::PermissionDenied(s.message().to_string()),
