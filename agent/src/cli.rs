@@ -79,6 +79,18 @@ pub struct Args {
     /// "scrape" unless given): adds a static target to sources.scrape.
     #[arg(long = "scrape", value_name = "[JOB=]URL")]
     pub scrape: Vec<String>,
+    /// With an https:// collector: CA certificate(s), PEM, the collector's certificate must chain to [default: the Mozilla roots].
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// With an https:// collector: this agent's client certificate, PEM (mutual TLS; with --tls-key). The token becomes optional.
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert, PEM.
+    #[arg(long = "tls-key", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// The name the collector's certificate must be issued for [default: the host of --collector].
+    #[arg(long = "tls-server-name", value_name = "NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 impl Args {
@@ -139,6 +151,18 @@ impl Args {
         if let Some(v) = &self.revproxy_log {
             cfg.sources.revproxy_log.enabled = true;
             cfg.sources.revproxy_log.path = v.clone();
+        }
+        if let Some(v) = &self.tls_ca {
+            cfg.tls.ca_file = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_cert {
+            cfg.tls.cert_file = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_key {
+            cfg.tls.key_file = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_server_name {
+            cfg.tls.server_name = Some(v.clone());
         }
         for job in crate::sources::scrape::jobs_from_flags(&self.scrape).map_err(anyhow::Error::msg)? {
             match cfg.sources.scrape.jobs.iter_mut().find(|j| j.job_name == job.job_name) {

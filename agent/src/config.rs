@@ -87,6 +87,9 @@ pub struct AgentConfig {
     pub relabel_configs: Vec<crate::relabel::RelabelConfig>,
     /// `text` (default) or `json`.
     pub log_format: LogFormat,
+    /// TLS to the collector (used with an `https://` collector URL): the CA
+    /// to trust, this agent's client certificate and key, the server name.
+    pub tls: crate::tls::TlsConfig,
     /// Per-source settings.
     pub sources: SourcesConfig,
 }
@@ -127,6 +130,7 @@ impl Default for AgentConfig {
             external_labels: BTreeMap::new(),
             relabel_configs: Vec::new(),
             log_format: LogFormat::Text,
+            tls: crate::tls::TlsConfig::default(),
             sources: SourcesConfig::default(),
         }
     }
@@ -152,18 +156,19 @@ impl AgentConfig {
     /// Checks every value; returns the first problem.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let url = self.collector.trim();
-        if url.starts_with("https://") {
+        let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
             return Err(ConfigError::Invalid {
                 field: "collector".into(),
-                message: format!("{url}: TLS to the collector is not supported by this version; use http:// on a trusted network"),
-            });
-        }
-        let Some(rest) = url.strip_prefix("http://") else {
-            return Err(ConfigError::Invalid {
-                field: "collector".into(),
-                message: format!("{url:?} is not a URL like http://collector:9301"),
+                message: format!("{url:?} is not a URL like http://collector:9301 or https://collector:9301"),
             });
         };
+        if url.starts_with("http://") && !self.tls.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "tls".into(),
+                message: format!("TLS settings are given but the collector URL {url:?} is http://; use https:// to connect with TLS"),
+            });
+        }
+        self.client_tls()?;
         if rest.trim_end_matches('/').is_empty() {
             return Err(ConfigError::Invalid {
                 field: "collector".into(),
@@ -231,6 +236,15 @@ impl AgentConfig {
         }
         crate::sources::scrape::ScrapeSource::new(&self.sources.scrape, self.interval)?;
         Ok(())
+    }
+
+    /// The TLS settings for an `https://` collector URL, files read and
+    /// checked (None for `http://`).
+    pub fn client_tls(&self) -> Result<Option<crate::tls::ClientTls>, ConfigError> {
+        if !self.collector.trim().starts_with("https://") {
+            return Ok(None);
+        }
+        crate::tls::ClientTls::from_config(&self.tls).map(Some)
     }
 
     /// The token, read from `token_file` if that is how it is given.

@@ -22,6 +22,7 @@ pub mod scrape;
 pub mod shipper;
 pub mod sources;
 pub mod spool;
+pub mod tls;
 pub mod util;
 
 use std::sync::{Arc, Mutex};
@@ -83,6 +84,7 @@ pub fn build_sources(cfg: &AgentConfig) -> anyhow::Result<Vec<(String, Box<dyn S
 pub struct Agent {
     cfg: AgentConfig,
     token: Option<String>,
+    tls: Option<tls::ClientTls>,
     agent_name: String,
     metrics: AgentMetrics,
     spool: Arc<Mutex<Spool>>,
@@ -95,6 +97,7 @@ impl Agent {
     pub fn new(cfg: AgentConfig, registry: &mut Registry) -> anyhow::Result<Self> {
         cfg.validate()?;
         let token = cfg.resolve_token()?;
+        let tls = cfg.client_tls()?;
         let metrics = AgentMetrics::new(registry);
         let spool = Spool::open(&cfg.spool_dir, cfg.spool_max_bytes, Some(metrics.shipper.clone()))
             .with_context(|| format!("opening the spool in {}", cfg.spool_dir.display()))?;
@@ -103,6 +106,7 @@ impl Agent {
         Ok(Agent {
             cfg,
             token,
+            tls,
             agent_name,
             metrics,
             spool: Arc::new(Mutex::new(spool)),
@@ -116,12 +120,19 @@ impl Agent {
         self.token = Some(token);
     }
 
+    /// Overrides the TLS settings (the collector's `--local-agent` pins the
+    /// certificate its collector serves).
+    pub fn set_tls(&mut self, tls: tls::ClientTls) {
+        self.tls = Some(tls);
+    }
+
     /// Runs until `shutdown` is cancelled; then stops the sources, spools what
     /// they collected and sends it (within the flush timeout).
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Agent {
             cfg,
             token,
+            tls,
             agent_name,
             metrics,
             spool,
@@ -136,8 +147,10 @@ impl Agent {
             sources = ?sources.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
             "csoc-agent starting"
         );
-        if token.is_none() {
-            tracing::warn!("no token configured (--token, CSOC_AGENT_TOKEN or token_file): the collector will refuse this agent");
+        if token.is_none() && !tls.as_ref().is_some_and(tls::ClientTls::has_client_cert) {
+            tracing::warn!(
+                "no token (--token, CSOC_AGENT_TOKEN or token_file) and no client certificate (--tls-cert, --tls-key) configured: the collector will refuse this agent"
+            );
         }
         let wake = Arc::new(Notify::new());
         let (tx, mut rx) = mpsc::channel::<Frame>(64);
@@ -176,6 +189,7 @@ impl Agent {
             ShipperConfig {
                 collector: cfg.collector.clone(),
                 token,
+                tls,
                 agent_name,
                 hostname,
                 claimed_commons: cfg.commons_name.clone().unwrap_or_default(),

@@ -97,6 +97,27 @@ pub struct Args {
     /// Log format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// TLS on the gRPC ingest: the collector's certificate chain, PEM (with --grpc-tls-key).
+    #[arg(long = "grpc-tls-cert", value_name = "FILE")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// TLS on the gRPC ingest: the private key of --grpc-tls-cert, PEM.
+    #[arg(long = "grpc-tls-key", value_name = "FILE")]
+    pub grpc_tls_key: Option<PathBuf>,
+    /// CA certificate(s), PEM, that issue agent client certificates: asks agents for one and verifies it.
+    #[arg(long = "grpc-tls-client-ca", value_name = "FILE")]
+    pub grpc_tls_client_ca: Option<PathBuf>,
+    /// Whether agents must present a client certificate (optional: a certificate or a token) [default: optional].
+    #[arg(long = "grpc-tls-client-auth", value_name = "MODE", value_enum)]
+    pub grpc_tls_client_auth: Option<crate::tls::ClientAuth>,
+    /// An agent whose verified certificate has NAME as subject CN, DNS or URI name is commons COMMONS (repeatable; added to the file's agent_certs).
+    #[arg(long = "agent-cert", value_name = "COMMONS=NAME", value_parser = crate::tls::names::parse_agent_cert_flag)]
+    pub agent_certs: Vec<crate::tls::AgentCert>,
+    /// HTTPS for the HTTP API: the certificate chain, PEM (with --http-tls-key).
+    #[arg(long = "http-tls-cert", value_name = "FILE")]
+    pub http_tls_cert: Option<PathBuf>,
+    /// HTTPS for the HTTP API: the private key of --http-tls-cert, PEM.
+    #[arg(long = "http-tls-key", value_name = "FILE")]
+    pub http_tls_key: Option<PathBuf>,
 }
 
 impl Args {
@@ -184,7 +205,41 @@ impl Args {
         if let Some(v) = self.log_format {
             cfg.log_format = v;
         }
+        self.apply_tls(&mut cfg);
         Ok(cfg)
+    }
+
+    /// The TLS flags over the file's `grpc_tls`, `http_tls` and `agent_certs`.
+    fn apply_tls(&self, cfg: &mut CollectorConfig) {
+        if self.grpc_tls_cert.is_some()
+            || self.grpc_tls_key.is_some()
+            || self.grpc_tls_client_ca.is_some()
+            || self.grpc_tls_client_auth.is_some()
+        {
+            let t = cfg.grpc_tls.get_or_insert_with(Default::default);
+            if let Some(v) = &self.grpc_tls_cert {
+                t.cert_file = Some(v.clone());
+            }
+            if let Some(v) = &self.grpc_tls_key {
+                t.key_file = Some(v.clone());
+            }
+            if let Some(v) = &self.grpc_tls_client_ca {
+                t.client_ca_file = Some(v.clone());
+            }
+            if let Some(v) = self.grpc_tls_client_auth {
+                t.client_auth = v;
+            }
+        }
+        cfg.agent_certs.extend(self.agent_certs.iter().cloned());
+        if self.http_tls_cert.is_some() || self.http_tls_key.is_some() {
+            let t = cfg.http_tls.get_or_insert_with(Default::default);
+            if let Some(v) = &self.http_tls_cert {
+                t.cert_file = Some(v.clone());
+            }
+            if let Some(v) = &self.http_tls_key {
+                t.key_file = Some(v.clone());
+            }
+        }
     }
 }
 

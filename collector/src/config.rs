@@ -188,10 +188,18 @@ pub struct CollectorConfig {
     pub data_dir: PathBuf,
     /// Address of the HTTP API, /metrics and UI (default 127.0.0.1:9300).
     pub http_listen: SocketAddr,
+    /// HTTPS for the HTTP API (off unless set; see `crate::tls`).
+    pub http_tls: Option<crate::tls::HttpTlsConfig>,
     /// Address of the gRPC ingest (default 127.0.0.1:9301).
     pub grpc_listen: SocketAddr,
+    /// TLS, and optionally client certificates, on the gRPC ingest (off
+    /// unless set; see `crate::tls`).
+    pub grpc_tls: Option<crate::tls::GrpcTlsConfig>,
     /// Agent tokens. With none, every remote agent is refused.
     pub agent_tokens: Vec<AgentToken>,
+    /// Agent client certificate names mapped to commons (needs
+    /// `grpc_tls.client_ca_file`).
+    pub agent_certs: Vec<crate::tls::AgentCert>,
     /// API tokens for reading the HTTP API. With none, the API is open to
     /// whoever reaches its address (loopback by default).
     pub api_tokens: Vec<ApiToken>,
@@ -262,8 +270,11 @@ impl Default for CollectorConfig {
         CollectorConfig {
             data_dir: PathBuf::from("./csoc-data"),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 9300)),
+            http_tls: None,
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 9301)),
+            grpc_tls: None,
             agent_tokens: Vec::new(),
+            agent_certs: Vec::new(),
             api_tokens: Vec::new(),
             local_agent: false,
             local_agent_interval: Duration::from_secs(15),
@@ -358,11 +369,13 @@ impl CollectorConfig {
         Ok(auth)
     }
 
-    /// The external URL: as configured, or `http://<http_listen>`.
+    /// The external URL: as configured, or `http://<http_listen>`
+    /// (`https://` with `http_tls`).
     pub fn external_url(&self) -> String {
+        let scheme = if self.http_tls.is_some() { "https" } else { "http" };
         self.external_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.http_listen))
+            .unwrap_or_else(|| format!("{scheme}://{}", self.http_listen))
             .trim_end_matches('/')
             .to_string()
     }
@@ -370,6 +383,7 @@ impl CollectorConfig {
     /// Checks every value; returns the first problem.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.agent_auth()?;
+        self.validate_tls()?;
         self.api_auth()?;
         let inv = |field: &str, message: String| ConfigError::Invalid {
             field: field.into(),
@@ -511,7 +525,13 @@ mod tests {
             "api_tokens:\n{}\n",
             block
                 .iter()
-                .map(|l| l.trim_start_matches('#').split("  #").next().unwrap_or_default().trim_end().replace("5e88...64 hex digits", &"ab".repeat(32)))
+                .map(|l| l
+                    .trim_start_matches('#')
+                    .split("  #")
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end()
+                    .replace("5e88...64 hex digits", &"ab".repeat(32)))
                 .collect::<Vec<_>>()
                 .join("\n")
         );

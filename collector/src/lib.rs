@@ -20,6 +20,7 @@ pub mod notify;
 pub mod promql;
 pub mod rules;
 pub mod selfmon;
+pub mod tls;
 pub mod tsdb;
 pub mod varint;
 
@@ -30,7 +31,6 @@ use std::time::Instant;
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CollectorConfig;
@@ -93,7 +93,17 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         tracing::info!(tokens = api_auth.len(), "API tokens loaded: every API request needs one");
     }
     let mut auth = cfg.agent_auth()?;
-    if auth.is_empty() {
+    let grpc_tls = cfg.grpc_tls.as_ref().map(tls::grpc_server).transpose()?;
+    let http_tls = cfg.http_tls.as_ref().map(tls::http_server).transpose()?;
+    let mut peer_policy = tls::PeerPolicy {
+        certs: tls::CertMap::new(&cfg.agent_certs)?,
+        require_cert: cfg.grpc_tls.as_ref().is_some_and(|t| t.client_auth == tls::ClientAuth::Require),
+        internal_token: None,
+    };
+    if !peer_policy.certs.is_empty() {
+        tracing::info!(names = peer_policy.certs.len(), "agent certificate names loaded");
+    }
+    if auth.is_empty() && peer_policy.certs.is_empty() {
         tracing::warn!(
             "no agent tokens configured: every remote agent will be refused. Add one with --agent-token COMMONS=TOKEN (repeatable) or agent_tokens in the config file"
         );
@@ -117,8 +127,10 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     if cfg.local_agent {
         let token = format!("{:016x}{:016x}", csoc_agent::util::random_u64(), csoc_agent::util::random_u64());
         auth.add_token(LOCAL_COMMONS, &token);
+        peer_policy.internal_token = Some(auth::digest(&token));
+        let scheme = if grpc_tls.is_some() { "https" } else { "http" };
         let acfg = csoc_agent::config::AgentConfig {
-            collector: format!("http://{}", loopback_for(bound.grpc)),
+            collector: format!("{scheme}://{}", loopback_for(bound.grpc)),
             commons_name: Some(LOCAL_COMMONS.into()),
             interval: cfg.local_agent_interval,
             spool_dir: cfg.data_dir.join("local-agent-spool"),
@@ -126,6 +138,10 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         };
         let mut agent = csoc_agent::Agent::new(acfg, &mut registry).context("starting the local agent")?;
         agent.set_token(token);
+        if let Some(t) = &grpc_tls {
+            // In-process: trust exactly the certificate this collector serves.
+            agent.set_tls(csoc_agent::tls::ClientTls::pinned(t.leaf.clone()));
+        }
         local_agent = Some(agent);
     }
     let registry = Arc::new(registry);
@@ -151,14 +167,24 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         servers_stop.clone(),
     )
     .with_metadata(metadata.clone())
+    .with_peer_policy(peer_policy)
     .with_limiter(limiter);
     let grpc_stop = servers_stop.clone();
+    if let Some(t) = &grpc_tls {
+        tracing::info!(client_certs = t.client_certs_mode(), "gRPC ingest uses TLS");
+    }
+    let grpc_incoming = tls::accept::incoming(
+        grpc_listener,
+        grpc_tls.as_ref().map(|t| t.server.clone()),
+        tls::accept::Role::Grpc,
+        Some(metrics.ingest.clone()),
+        servers_stop.clone(),
+    )?;
     let grpc_task = tokio::spawn(async move {
-        let res = tonic::transport::Server::builder()
+        let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-            .add_service(ingest.into_server())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), grpc_stop.cancelled())
-            .await;
+            .add_service(ingest.into_server());
+        let res = tls::accept::serve_grpc(server, grpc_incoming, grpc_stop).await;
         if let Err(e) = res {
             tracing::error!(error = %e, "gRPC server failed");
         }
@@ -213,10 +239,12 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     };
     let http_stop = servers_stop.clone();
     let app = api::router(state, remote_write);
+    if http_tls.is_some() {
+        tracing::info!("HTTP API uses TLS");
+    }
+    let http_incoming = tls::accept::incoming(http_listener, http_tls, tls::accept::Role::Http, None, servers_stop.clone())?;
     let http_task = tokio::spawn(async move {
-        let res = axum::serve(http_listener, app)
-            .with_graceful_shutdown(async move { http_stop.cancelled().await })
-            .await;
+        let res = tls::accept::serve_http(app, http_incoming, http_stop).await;
         if let Err(e) = res {
             tracing::error!(error = %e, "HTTP server failed");
         }

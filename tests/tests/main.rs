@@ -11,3 +11,4 @@ mod promqltest;
 mod reliability;
 mod scrape_interop;
 mod storage;
+mod tls;

@@ -35,6 +35,9 @@ pub struct ShipperConfig {
     pub collector: String,
     /// Bearer token, if any.
     pub token: Option<String>,
+    /// TLS settings (for an `https://` collector URL; the Mozilla roots
+    /// when None).
+    pub tls: Option<crate::tls::ClientTls>,
     /// This agent's name (sent in Hello).
     pub agent_name: String,
     /// The host name (sent in Hello).
@@ -63,6 +66,16 @@ enum StreamEnd {
     Unauthenticated(String),
     #[error("the collector denied this agent: {0}")]
     PermissionDenied(String),
+    #[error(
+        "the collector did not accept this agent ({0}); check the client certificate (--tls-cert) and the token if any, and that the collector maps them (--agent-cert COMMONS=NAME, --agent-token COMMONS=TOKEN)"
+    )]
+    CertUnauthenticated(String),
+    #[error("the collector's certificate is not trusted: {0}")]
+    ServerUntrusted(String),
+    #[error("the collector refused our client certificate: {0}")]
+    ClientCertRefused(String),
+    #[error("TLS with the collector failed: {0}")]
+    Tls(String),
     #[error("collector stream failed: {0}")]
     Status(tonic::Status),
     #[error("the collector closed the stream")]
@@ -87,6 +100,10 @@ impl StreamEnd {
             StreamEnd::Connect { .. } => "connect",
             StreamEnd::Unauthenticated(_) => "unauthenticated",
             StreamEnd::PermissionDenied(_) => "permission_denied",
+            StreamEnd::CertUnauthenticated(_) => "unauthenticated",
+            StreamEnd::ServerUntrusted(_) => "tls_server_untrusted",
+            StreamEnd::ClientCertRefused(_) => "tls_client_cert_refused",
+            StreamEnd::Tls(_) => "tls",
             StreamEnd::Status(_) => "stream_error",
             StreamEnd::Closed => "closed",
             StreamEnd::NoWelcome(_) => "no_welcome",
@@ -138,6 +155,9 @@ impl Shipper {
             let end = match res {
                 Ok(()) => break,
                 Err(StreamEnd::Shutdown) => break,
+                Err(StreamEnd::Unauthenticated(m)) if self.cfg.tls.as_ref().is_some_and(crate::tls::ClientTls::has_client_cert) => {
+                    StreamEnd::CertUnauthenticated(m)
+                }
                 Err(e) => e,
             };
             self.metrics.connect_failed(end.reason());
@@ -151,7 +171,12 @@ impl Shipper {
             };
             attempt = attempt.saturating_add(1);
             match &end {
-                StreamEnd::Unauthenticated(_) | StreamEnd::PermissionDenied(_) | StreamEnd::FinalNack { .. } => {
+                StreamEnd::Unauthenticated(_)
+                | StreamEnd::CertUnauthenticated(_)
+                | StreamEnd::PermissionDenied(_)
+                | StreamEnd::ServerUntrusted(_)
+                | StreamEnd::ClientCertRefused(_)
+                | StreamEnd::FinalNack { .. } => {
                     tracing::error!(collector = %self.cfg.collector, retry_in = ?delay, "{end}")
                 }
                 _ => tracing::warn!(collector = %self.cfg.collector, retry_in = ?delay, "{end}"),
@@ -185,8 +210,19 @@ impl Shipper {
             .tcp_keepalive(Some(Duration::from_secs(60)))
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20));
+        let endpoint = if url.starts_with("https://") {
+            let tls = self
+                .cfg
+                .tls
+                .clone()
+                .map_or_else(|| crate::tls::ClientTls::from_config(&Default::default()), Ok);
+            let tls = tls.map_err(|e| connect_err(e.to_string()))?;
+            tls.apply(endpoint).map_err(|e| connect_err(error_chain(&e)))?
+        } else {
+            endpoint
+        };
         let channel = tokio::select! {
-            r = endpoint.connect() => r.map_err(|e| connect_err(error_chain(&e)))?,
+            r = endpoint.connect() => r.map_err(|e| tls_end(&e).unwrap_or_else(|| connect_err(error_chain(&e))))?,
             _ = drain.cancelled() => return Err(StreamEnd::Shutdown),
         };
         let mut client = IngestClient::new(channel).max_decoding_message_size(16 << 20);
@@ -378,7 +414,27 @@ fn wire_len(b: &WriteBatch) -> u64 {
     prost::Message::encoded_len(b) as u64
 }
 
+/// A TLS failure as the stream's end, if `e` is one.
+fn tls_end(e: &(dyn std::error::Error + 'static)) -> Option<StreamEnd> {
+    crate::tls::classify(e).map(|f| match f {
+        crate::tls::TlsFailure::ServerUntrusted(m) => StreamEnd::ServerUntrusted(m),
+        crate::tls::TlsFailure::ClientCertRefused(m) => StreamEnd::ClientCertRefused(m),
+        crate::tls::TlsFailure::Other(m) => StreamEnd::Tls(m),
+    })
+}
+
 fn status_end(s: tonic::Status) -> StreamEnd {
+    if let Some(t) = tls_end(&s) {
+        return t;
+    }
+    // A plain-text HTTP/2 client reads a TLS server's alert record as a
+    // frame header announcing a frame of over a megabyte.
+    if s.to_string().contains("FRAME_SIZE_ERROR") {
+        return StreamEnd::Tls(format!(
+            "this http:// URL reaches a port that answers with something other than HTTP/2, likely TLS ({}: FRAME_SIZE_ERROR); if the collector has grpc_tls, use an https:// collector URL",
+            s.message()
+        ));
+    }
     match s.code() {
         Code::Unauthenticated => StreamEnd::Unauthenticated(s.message().to_string()),
         Code::PermissionDenied => StreamEnd::PermissionDenied(s.message().to_string()),

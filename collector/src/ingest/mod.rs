@@ -7,6 +7,10 @@
 //! The commons of every series is the one the token maps to; whatever label
 //! the agent sent is overwritten.
 //!
+//! With `grpc_tls` and a client CA, a verified client certificate mapped to
+//! a commons authenticates a stream too, alone or with a token that must
+//! agree with it (`peer.rs`; semantics in `crate::tls`).
+//!
 //! Each batch is validated as a whole before anything of it is written; an
 //! invalid batch gets a `Nack` and changes nothing (not even the stream's
 //! ref table). A valid batch is committed with its seq in one transaction
@@ -15,6 +19,7 @@
 //! `remote_write.rs` is the same for Prometheus remote write 1.0 over HTTP.
 
 pub mod limits;
+mod peer;
 pub mod remote_write;
 
 use std::collections::HashMap;
@@ -57,6 +62,7 @@ pub struct IngestService {
     metrics: IngestMetrics,
     shutdown: CancellationToken,
     metadata: Arc<MetadataStore>,
+    peer_policy: Arc<crate::tls::PeerPolicy>,
     limiter: Arc<Limiter>,
 }
 
@@ -79,6 +85,7 @@ impl IngestService {
             metrics,
             shutdown,
             metadata: Arc::default(),
+            peer_policy: Arc::default(),
             limiter,
         }
     }
@@ -94,6 +101,13 @@ impl IngestService {
     /// store of its own).
     pub fn with_metadata(mut self, metadata: Arc<MetadataStore>) -> Self {
         self.metadata = metadata;
+        self
+    }
+
+    /// How client certificates authenticate streams (by default: they do
+    /// not; see `crate::tls`).
+    pub fn with_peer_policy(mut self, policy: crate::tls::PeerPolicy) -> Self {
+        self.peer_policy = Arc::new(policy);
         self
     }
 
@@ -117,7 +131,9 @@ impl Ingest for IngestService {
     async fn connect(&self, req: Request<Streaming<AgentMessage>>) -> Result<Response<Self::ConnectStream>, Status> {
         let peer = peer_str(req.remote_addr());
         let header = req.metadata().get(csoc_proto::AUTHORIZATION_HEADER).and_then(|v| v.to_str().ok());
+        let cert = self.cert_identity(req.peer_certs().as_deref().map(Vec::as_slice), header, &peer)?;
         let commons = match header.and_then(crate::auth::bearer) {
+            None if cert.is_some() => cert.as_ref().map(|c| c.commons.clone()).unwrap_or_default(),
             None => {
                 self.metrics.refused("no_token");
                 tracing::warn!(peer = %peer, "refused an agent stream: no bearer token (the agent needs --token; map it here with --agent-token COMMONS=TOKEN)");
@@ -138,6 +154,7 @@ impl Ingest for IngestService {
                 }
             },
         };
+        self.check_cert_token(cert.as_ref(), header, &commons, &peer)?;
         let slot = match self.limiter.open_stream(&commons) {
             Ok(s) => s,
             Err(e) => {
