@@ -1107,8 +1107,10 @@ mod tests {
         let path = d.path().join("csoc.db");
         let before = std::fs::metadata(&path).expect("size").len();
         assert!(before > limit * 2, "test data too small: {before}");
-        let deleted = db.apply_retention().await.expect("retention");
-        assert!(deleted > 0);
+        // May delete nothing when the writer's own periodic retention (first
+        // run 10 s after open) got there first on a slow machine; the sizes
+        // below show that data was deleted either way.
+        db.apply_retention().await.expect("retention");
         db.flush().await.expect("checkpoint");
         let after = std::fs::metadata(&path).expect("size").len();
         assert!(after <= limit + 256 * 1024, "file {after} bytes, limit {limit}");
