@@ -92,12 +92,13 @@ fn invalid(field: &str, message: String) -> ConfigError {
     }
 }
 
-fn read(field: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+/// Reads a file named by config field `field`.
+pub fn read_file(field: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
     std::fs::read(path).map_err(|e| invalid(field, format!("cannot read {}: {e}", path.display())))
 }
 
 /// The PEM certificates of a file, each checked to be X.509.
-fn check_certs(field: &str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+pub fn parse_certs(field: &str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let mut certs = Vec::new();
     for (i, c) in CertificateDer::pem_slice_iter(pem).enumerate() {
         let c = c.map_err(|e| invalid(field, format!("{}: PEM certificate #{}: {e}", path.display(), i + 1)))?;
@@ -114,7 +115,33 @@ fn check_certs(field: &str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDe
     Ok(certs)
 }
 
-fn provider() -> Arc<CryptoProvider> {
+/// The PEM private key of a file.
+pub fn parse_key(field: &str, path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, ConfigError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => invalid(
+            field,
+            format!(
+                "{}: no PEM private key (-----BEGIN PRIVATE KEY-----, RSA PRIVATE KEY or EC PRIVATE KEY) in the file",
+                path.display()
+            ),
+        ),
+        e => invalid(field, format!("{}: {e}", path.display())),
+    })
+}
+
+/// Reads the PEM certificates of `path` (`field` names it in errors); each
+/// must be valid X.509.
+pub fn read_certs(field: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    parse_certs(field, path, &read_file(field, path)?)
+}
+
+/// Reads the PEM private key of `path`.
+pub fn read_key(field: &str, path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
+    parse_key(field, path, &read_file(field, path)?)
+}
+
+/// The crypto provider of every TLS configuration (ring).
+pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -123,8 +150,8 @@ impl ClientTls {
     pub fn from_config(cfg: &TlsConfig) -> Result<ClientTls, ConfigError> {
         let trust = match &cfg.ca_file {
             Some(p) => {
-                let pem = read("tls.ca_file", p)?;
-                check_certs("tls.ca_file", p, &pem)?;
+                let pem = read_file("tls.ca_file", p)?;
+                parse_certs("tls.ca_file", p, &pem)?;
                 Trust::Ca(Certificate::from_pem(pem))
             }
             None => Trust::WebPki,
@@ -134,19 +161,10 @@ impl ClientTls {
             (Some(_), None) => return Err(invalid("tls.key_file", "is required with tls.cert_file (--tls-key)".into())),
             (None, Some(_)) => return Err(invalid("tls.cert_file", "is required with tls.key_file (--tls-cert)".into())),
             (Some(cp), Some(kp)) => {
-                let cert_pem = read("tls.cert_file", cp)?;
-                let certs = check_certs("tls.cert_file", cp, &cert_pem)?;
-                let key_pem = read("tls.key_file", kp)?;
-                let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
-                    rustls::pki_types::pem::Error::NoItemsFound => invalid(
-                        "tls.key_file",
-                        format!(
-                            "{}: no PEM private key (-----BEGIN PRIVATE KEY-----, RSA PRIVATE KEY or EC PRIVATE KEY) in the file",
-                            kp.display()
-                        ),
-                    ),
-                    e => invalid("tls.key_file", format!("{}: {e}", kp.display())),
-                })?;
+                let cert_pem = read_file("tls.cert_file", cp)?;
+                let certs = parse_certs("tls.cert_file", cp, &cert_pem)?;
+                let key_pem = read_file("tls.key_file", kp)?;
+                let key = parse_key("tls.key_file", kp, &key_pem)?;
                 let signing = provider()
                     .key_provider
                     .load_private_key(key)

@@ -30,12 +30,10 @@ pub mod accept;
 pub mod names;
 
 use std::cell::RefCell;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ServerConfig, WebPkiClientVerifier};
@@ -88,45 +86,7 @@ fn invalid(field: &str, message: String) -> ConfigError {
     }
 }
 
-/// The crypto provider of every TLS configuration here (ring).
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// Reads the PEM certificates of `path` (`field` names it in errors); each
-/// must be valid X.509.
-pub fn read_certs(field: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let pem = std::fs::read(path).map_err(|e| invalid(field, format!("cannot read {}: {e}", path.display())))?;
-    let mut certs = Vec::new();
-    for (i, c) in CertificateDer::pem_slice_iter(&pem).enumerate() {
-        let c = c.map_err(|e| invalid(field, format!("{}: PEM certificate #{}: {e}", path.display(), i + 1)))?;
-        x509_parser::parse_x509_certificate(&c)
-            .map_err(|e| invalid(field, format!("{}: certificate #{} is not valid X.509: {e}", path.display(), i + 1)))?;
-        certs.push(c);
-    }
-    if certs.is_empty() {
-        return Err(invalid(
-            field,
-            format!("{}: no PEM certificate (-----BEGIN CERTIFICATE-----) in the file", path.display()),
-        ));
-    }
-    Ok(certs)
-}
-
-/// Reads the PEM private key of `path`.
-pub fn read_key(field: &str, path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
-    let pem = std::fs::read(path).map_err(|e| invalid(field, format!("cannot read {}: {e}", path.display())))?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => invalid(
-            field,
-            format!(
-                "{}: no PEM private key (-----BEGIN PRIVATE KEY-----, RSA PRIVATE KEY or EC PRIVATE KEY) in the file",
-                path.display()
-            ),
-        ),
-        e => invalid(field, format!("{}: {e}", path.display())),
-    })
-}
+pub use csoc_agent::tls::{provider, read_certs, read_key};
 
 /// A certificate chain and its key, checked to belong together.
 fn read_identity(
