@@ -192,15 +192,7 @@ impl Collector {
 
     /// As [`Collector::start`] on given ports (to restart on the same ones).
     pub fn start_on(dir: &Path, http_port: u16, grpc_port: u16, extra: &[&str]) -> anyhow::Result<Collector> {
-        let mut args: Vec<String> = vec![
-            "--data-dir".into(),
-            dir.join("data").display().to_string(),
-            "--http-listen".into(),
-            format!("127.0.0.1:{http_port}"),
-            "--grpc-listen".into(),
-            format!("127.0.0.1:{grpc_port}"),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
+        let args = collector_args(dir, http_port, grpc_port, extra);
         let proc = Proc::start(dir, "collector", &bin("csoc-collector"), &args)?;
         let c = Collector {
             proc,
@@ -222,6 +214,21 @@ impl Collector {
         }
         Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
     }
+}
+
+/// A collector's arguments: data in `<dir>/data`, HTTP and gRPC on the
+/// given loopback ports, then `extra`.
+pub fn collector_args(dir: &Path, http_port: u16, grpc_port: u16, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--data-dir".into(),
+        dir.join("data").display().to_string(),
+        "--http-listen".into(),
+        format!("127.0.0.1:{http_port}"),
+        "--grpc-listen".into(),
+        format!("127.0.0.1:{grpc_port}"),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
 }
 
 /// Percent-encodes a query parameter value.
