@@ -281,7 +281,7 @@ fn mtls_agents_are_mapped_to_commons_and_bad_certificates_are_refused() -> anyho
 /// Starts a collector whose HTTP API speaks TLS; waits until it is ready.
 fn start_https_collector(dir: &Path, client: &reqwest::blocking::Client, extra: &[&str]) -> anyhow::Result<(Proc, String, String)> {
     let (http_port, grpc_port) = (free_port(), free_port());
-    let args = collector_args(dir, http_port, grpc_port, extra);
+    let args = csoc_tests::collector_args(dir, http_port, grpc_port, extra);
     let proc = Proc::start(dir, "collector", &bin("csoc-collector"), &args)?;
     let http = format!("https://127.0.0.1:{http_port}");
     wait_for("collector /-/ready over HTTPS", Duration::from_secs(30), || {
