@@ -60,6 +60,8 @@ echo "$report"
 acked=$(echo "$report" | python3 -c 'import json,sys; print(json.load(sys.stdin)["samples_acked"])')
 stored=$(curl -fs "http://127.0.0.1:$hp/api/v1/query" --data-urlencode 'query=sum(count_over_time(csoc_sim_value{job="load"}[1h]))' |
   python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)')
+# Where the time went: the collector's group-commit latency histogram.
+curl -fs "http://127.0.0.1:$hp/metrics" | grep -E '^csoc_collector_tsdb_commit_duration_seconds_(bucket|sum|count)' >&2 || true
 rss=$(awk '/VmHWM/ {print $2}' "/proc/$cpid/status")
 cpu=$(awk '{print ($14+$15)/100}' "/proc/$cpid/stat")
 log "samples acked $acked, stored $stored; collector peak RSS $((rss / 1024)) MiB, CPU ${cpu}s"
