@@ -47,8 +47,15 @@ fn provisioned_datasource_uid() -> anyhow::Result<String> {
     let d = &ds[0];
     ensure!(d["type"] == "prometheus", "{}: type prometheus: {d}", path.display());
     ensure!(d["access"] == "proxy", "{}: access proxy: {d}", path.display());
-    ensure!(d["url"] == "http://127.0.0.1:9300", "{}: the collector's default address: {d}", path.display());
-    let uid = d["uid"].as_str().filter(|u| !u.is_empty()).context("the data source has a fixed uid")?;
+    ensure!(
+        d["url"] == "http://127.0.0.1:9300",
+        "{}: the collector's default address: {d}",
+        path.display()
+    );
+    let uid = d["uid"]
+        .as_str()
+        .filter(|u| !u.is_empty())
+        .context("the data source has a fixed uid")?;
     Ok(uid.to_string())
 }
 
@@ -203,7 +210,10 @@ fn grafana_dashboards_are_well_formed() -> anyhow::Result<()> {
                 // Rates and windows follow the dashboard's resolution.
                 for c in range.captures_iter(expr) {
                     if !c[1].starts_with("$__") {
-                        bad(format!("panel {title:?}: window [{}] is not $__rate_interval/$__range: {expr}", &c[1]));
+                        bad(format!(
+                            "panel {title:?}: window [{}] is not $__rate_interval/$__range: {expr}",
+                            &c[1]
+                        ));
                     }
                 }
                 // Every panel follows the commons variable, except the
@@ -378,11 +388,11 @@ fn check_query(c: &Collector, q: &Query, picks: &BTreeMap<&str, Pick>) -> anyhow
         let result = v["data"]["result"].as_array().cloned().unwrap_or_default();
         ensure!(!result.is_empty(), "{e}\n  empty result");
         let finite = result.iter().any(|s| {
-            s["values"].as_array().into_iter().flatten().any(|p| {
-                p[1].as_str()
-                    .and_then(|x| x.parse::<f64>().ok())
-                    .is_some_and(f64::is_finite)
-            })
+            s["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p[1].as_str().and_then(|x| x.parse::<f64>().ok()).is_some_and(f64::is_finite))
         });
         ensure!(finite, "{e}\n  no finite value in {} series", result.len());
     }
@@ -547,10 +557,22 @@ fn grafana_every_dashboard_query_evaluates_and_returns_data() -> anyhow::Result<
         "a series over the label limit is refused: {refused:?}"
     );
     for (what, q) in [
-        ("Gen3ServiceDown firing", r#"ALERTS{alertname="Gen3ServiceDown", alertstate="firing", service="fence"}"#),
-        ("a notification sent", r#"csoc_collector_notifications_sent_total{receiver="ops"} > 0"#),
-        ("a notification failed", r#"csoc_collector_notifications_failed_total{receiver="broken"} > 0"#),
-        ("the limit rejection stored", r#"csoc_collector_limit_rejections_total{commons="alpha"} > 0"#),
+        (
+            "Gen3ServiceDown firing",
+            r#"ALERTS{alertname="Gen3ServiceDown", alertstate="firing", service="fence"}"#,
+        ),
+        (
+            "a notification sent",
+            r#"csoc_collector_notifications_sent_total{receiver="ops"} > 0"#,
+        ),
+        (
+            "a notification failed",
+            r#"csoc_collector_notifications_failed_total{receiver="broken"} > 0"#,
+        ),
+        (
+            "the limit rejection stored",
+            r#"csoc_collector_limit_rejections_total{commons="alpha"} > 0"#,
+        ),
         ("the TLS expiry", "gen3_tls_cert_expiry_timestamp_seconds"),
         ("indexd counts", "gen3_indexd_files"),
         ("the local agent's hosts", r#"node_time_seconds{commons="local"}"#),
@@ -572,7 +594,10 @@ fn grafana_every_dashboard_query_evaluates_and_returns_data() -> anyhow::Result<
         ("All", BTreeMap::from([("commons", Pick::All), ("environment", Pick::All)])),
         (
             "commons=alpha, environment=test",
-            BTreeMap::from([("commons", Pick::Values(vec![COMMONS])), ("environment", Pick::Values(vec![ENVIRONMENT]))]),
+            BTreeMap::from([
+                ("commons", Pick::Values(vec![COMMONS])),
+                ("environment", Pick::Values(vec![ENVIRONMENT])),
+            ]),
         ),
         (
             "commons=alpha+local, environment=All",
