@@ -482,6 +482,7 @@ fn grafana_every_dashboard_query_evaluates_and_returns_data() -> anyhow::Result<
     let rules = fast_rule_pack(dir.path())?;
     let cfg_s = cfg.display().to_string();
     let token_arg = format!("{COMMONS}={TOKEN}");
+    eprintln!("fake and sink: {:.1}s", started.elapsed().as_secs_f64());
     let c = Collector::start(
         dir.path(),
         &[
@@ -542,6 +543,7 @@ fn grafana_every_dashboard_query_evaluates_and_returns_data() -> anyhow::Result<
     wait_for("fence probed up", WAIT, || {
         c.query(r#"gen3_service_up{service="fence"} == 1"#).ok().filter(|r| !r.is_empty())
     })?;
+    eprintln!("fence up: {:.1}s", started.elapsed().as_secs_f64());
     fake.fault("fence", "down")?;
     // A remote-write request over the label limit: refused and counted.
     let mut labels: Vec<(String, String)> = vec![("__name__".into(), "csoc_grafana_test".into())];
@@ -578,6 +580,7 @@ fn grafana_every_dashboard_query_evaluates_and_returns_data() -> anyhow::Result<
         ("the local agent's hosts", r#"node_time_seconds{commons="local"}"#),
     ] {
         wait_for(what, WAIT, || c.query(q).ok().filter(|r| !r.is_empty()))?;
+        eprintln!("{what}: {:.1}s", started.elapsed().as_secs_f64());
     }
     // Persist the head, so that the storage panels see chunks written and
     // the queries below read chunks (the chunk cache's hit ratio).
