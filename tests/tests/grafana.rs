@@ -294,13 +294,17 @@ fn all_queries(dashboards: &[(String, Value)]) -> anyhow::Result<Vec<Query>> {
                     expr: selector,
                     label: Some(label),
                 }),
-                None if q.starts_with("query_result(") => out.push(Query {
-                    dashboard: name.clone(),
-                    panel,
-                    expr: Some(q["query_result(".len()..q.len() - 1].to_string()),
-                    label: None,
-                }),
-                None => bail!("{name}: variable query {q:?}: not label_values(...) or query_result(...)"),
+                None => {
+                    let Some(expr) = q.trim().strip_prefix("query_result(").and_then(|r| r.strip_suffix(')')) else {
+                        bail!("{name}: variable query {q:?}: not label_values(...) or query_result(...)");
+                    };
+                    out.push(Query {
+                        dashboard: name.clone(),
+                        panel,
+                        expr: Some(expr.to_string()),
+                        label: None,
+                    })
+                }
             }
         }
     }
