@@ -5,6 +5,7 @@
 mod alerting;
 mod e2e;
 mod gen3;
+mod grafana;
 mod interop;
 mod promql_conformance;
 mod promqltest;
