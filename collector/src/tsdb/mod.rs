@@ -260,6 +260,8 @@ struct TsdbMetrics {
     wal_replayed_samples: Counter,
     compactions: Counter,
     chunk_cache_bytes: Gauge,
+    storage_bytes: Gauge,
+    wal_bytes: Gauge,
     chunk_cache_hits: Counter,
     chunk_cache_misses: Counter,
 }
@@ -281,10 +283,24 @@ impl TsdbMetrics {
             wal_replayed_samples: Counter::default(),
             compactions: Counter::default(),
             chunk_cache_bytes: Gauge::default(),
+            storage_bytes: Gauge::default(),
+            wal_bytes: Gauge::default(),
             chunk_cache_hits: Counter::default(),
             chunk_cache_misses: Counter::default(),
         };
         let r = reg.sub_registry_with_prefix("tsdb");
+        r.register_with_unit(
+            "storage_size",
+            "Size of the database on disk (csoc.db and SQLite's -wal file), updated every 5 s",
+            prometheus_client::registry::Unit::Bytes,
+            m.storage_bytes.clone(),
+        );
+        r.register_with_unit(
+            "wal_size",
+            "Size of the write-ahead log records not yet truncated (samples not yet in persisted chunks), updated every 5 s",
+            prometheus_client::registry::Unit::Bytes,
+            m.wal_bytes.clone(),
+        );
         r.register_with_unit(
             "chunk_cache_size",
             "Decoded chunks held for repeated queries",

@@ -155,6 +155,8 @@ pub const INSERT_WAL: &str = "INSERT INTO wal(data) VALUES (?1)";
 pub const SELECT_WAL_FROM: &str = "SELECT id, data FROM wal WHERE id >= ?1 ORDER BY id LIMIT 256";
 /// Number of WAL records.
 pub const COUNT_WAL: &str = "SELECT count(*), coalesce(max(id), 0) FROM wal";
+/// Bytes of the WAL records.
+pub const WAL_BYTES: &str = "SELECT coalesce(sum(length(data)), 0) FROM wal";
 /// Drops WAL records below a row.
 pub const TRUNCATE_WAL_BELOW: &str = "DELETE FROM wal WHERE id < ?1";
 /// Drops WAL records from a row on (a torn tail).

@@ -331,6 +331,18 @@ impl Writer {
         let below = watermark.unwrap_or(self.last_wal_id + 1);
         let n = self.conn.execute(sqlite::TRUNCATE_WAL_BELOW, params![below as i64])?;
         self.shared.metrics.wal_truncated.inc_by(n as u64);
+        let m = &self.shared.metrics;
+        let wal: i64 = self.conn.query_row(sqlite::WAL_BYTES, [], |r| r.get(0))?;
+        m.wal_bytes.set(wal);
+        let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let journal = self
+            .conn
+            .path()
+            .and_then(|p| std::fs::metadata(format!("{p}-wal")).ok())
+            .map(|md| md.len() as i64)
+            .unwrap_or(0);
+        m.storage_bytes.set(page_size * pages + journal);
         Ok(n)
     }
 
