@@ -14,6 +14,8 @@
 //!
 //! `remote_write.rs` is the same for Prometheus remote write 1.0 over HTTP.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod remote_write;
 
 use std::collections::HashMap;
