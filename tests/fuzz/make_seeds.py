@@ -162,3 +162,7 @@ bad = (frame(batch(1, [(1, [("__name__", "up"), ("bad-name", "x")])], [(1, 1000,
        + frame(batch(2, [], [(9, 1000, 1.0)]))
        + frame(batch(3, [(1, [("__name__", "up"), ("commons", "evil")])], [(1, 1000, 1.0), (1, 500, 2.0)])))
 put("seeds/ingest_frames/rejects", bad)
+# Regression seed: a series' first sample near i64::MIN, the next positive
+# (overflowed the head's chunk-span check, collector/src/tsdb/head.rs).
+put("seeds/ingest_frames/extreme_timestamps",
+    frame(batch(1, [(1, [("__name__", "up")])], [(1, -(1 << 63) + 1, 1.0), (1, 1000, 2.0)])))
