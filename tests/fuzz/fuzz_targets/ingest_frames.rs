@@ -85,10 +85,10 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let mut guard = ENV.lock().unwrap_or_else(|p| p.into_inner());
-    if guard.as_ref().is_some_and(|e| e.applied >= RENEW_AFTER) {
-        if let Some(old) = guard.take() {
-            old.tsdb.close();
-        }
+    if guard.as_ref().is_some_and(|e| e.applied >= RENEW_AFTER)
+        && let Some(old) = guard.take()
+    {
+        old.tsdb.close();
     }
     let env = guard.get_or_insert_with(Env::open);
     let stream = STREAM.fetch_add(1, Ordering::Relaxed);
