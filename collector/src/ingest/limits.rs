@@ -133,6 +133,15 @@ impl std::fmt::Debug for LimitMetricsHandle {
 #[derive(Debug)]
 pub struct StreamSlot(Arc<AtomicUsize>);
 
+impl StreamSlot {
+    /// A slot counted in `counter` outside any limiter (test harnesses).
+    #[doc(hidden)]
+    pub fn unlimited(counter: Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        StreamSlot(counter)
+    }
+}
+
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);

@@ -18,6 +18,8 @@
 //!
 //! `remote_write.rs` is the same for Prometheus remote write 1.0 over HTTP.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 mod peer;
 pub mod remote_write;

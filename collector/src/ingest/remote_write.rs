@@ -137,7 +137,7 @@ fn build(st: &RemoteWriteState, commons: &str, raw: &[u8]) -> Result<(crate::tsd
 /// decoding allocates nothing per label. Field numbers and wire types are
 /// those of prometheus/prompb (see `proto/proto/prometheus/remote.proto`);
 /// unknown fields are skipped as protobuf requires.
-mod wire {
+pub(crate) mod wire {
     /// One decoded `TimeSeries`, reused between series.
     #[derive(Default)]
     pub struct Series<'a> {
@@ -150,6 +150,9 @@ mod wire {
         /// Exemplars seen (not decoded).
         pub exemplars: u64,
     }
+
+    /// Deepest nesting of skipped groups (prost allows as many).
+    const MAX_GROUP_DEPTH: usize = 100;
 
     struct Reader<'a> {
         b: &'a [u8],
@@ -209,11 +212,29 @@ mod wire {
             Ok((k >> 3, (k & 7) as u8))
         }
 
-        fn skip(&mut self, wire: u8) -> Result<(), String> {
+        /// Skips the value of field `field` sent with wire type `wire`. A
+        /// group (wire type 3, deprecated but still valid protobuf) is skipped
+        /// up to its matching end tag, as prost and Go's decoders do.
+        fn skip(&mut self, field: u64, wire: u8) -> Result<(), String> {
             match wire {
                 0 => self.varint().map(|_| ()),
                 1 => self.fixed64().map(|_| ()),
                 2 => self.bytes().map(|_| ()),
+                3 => {
+                    let mut open = vec![field];
+                    while let Some(&top) = open.last() {
+                        match self.key()? {
+                            (f, 3) if open.len() < MAX_GROUP_DEPTH => open.push(f),
+                            (_, 3) => return Err(self.err("groups nested too deep")),
+                            (f, 4) if f == top => {
+                                open.pop();
+                            }
+                            (_, 4) => return Err(self.err("end-group tag does not match its group")),
+                            (f, w) => self.skip(f, w)?,
+                        }
+                    }
+                    Ok(())
+                }
                 5 => {
                     if self.pos + 4 > self.b.len() {
                         return Err(self.err("truncated fixed32"));
@@ -255,12 +276,12 @@ mod wire {
                         (2, 2) => md.family = m.str()?,
                         (4, 2) => md.help = m.str()?,
                         (5, 2) => md.unit = m.str()?,
-                        (_, w) => m.skip(w)?,
+                        (f, w) => m.skip(f, w)?,
                     }
                 }
                 out.push(md);
             } else {
-                r.skip(wire)?;
+                r.skip(field, wire)?;
             }
         }
         Ok(out)
@@ -284,7 +305,7 @@ mod wire {
                 f(i, &ts)?;
                 i += 1;
             } else {
-                r.skip(wire)?;
+                r.skip(field, wire)?;
             }
         }
         Ok(())
@@ -303,7 +324,7 @@ mod wire {
                         match l.key()? {
                             (1, 2) => name = l.str()?,
                             (2, 2) => value = l.str()?,
-                            (_, w) => l.skip(w)?,
+                            (f, w) => l.skip(f, w)?,
                         }
                     }
                     ts.labels.push((name, value));
@@ -316,20 +337,20 @@ mod wire {
                         match s.key()? {
                             (1, 1) => v = f64::from_bits(s.fixed64()?),
                             (2, 0) => t = s.varint()? as i64,
-                            (_, w) => s.skip(w)?,
+                            (f, w) => s.skip(f, w)?,
                         }
                     }
                     ts.samples.push((t, v));
                 }
                 (3, 2) => {
-                    r.skip(2)?;
+                    r.skip(3, 2)?;
                     ts.exemplars += 1;
                 }
                 (4, 2) => {
-                    r.skip(2)?;
+                    r.skip(4, 2)?;
                     ts.histograms += 1;
                 }
-                (_, w) => r.skip(w)?,
+                (f, w) => r.skip(f, w)?,
             }
         }
         Ok(())
@@ -339,6 +360,21 @@ mod wire {
 fn reply(m: &RemoteWriteMetrics, code: StatusCode, msg: String) -> Response {
     m.request(code);
     (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg + "\n").into_response()
+}
+
+/// Snappy-decompresses a request body (block format), refusing one that
+/// announces more than [`MAX_DECODED`] bytes before allocating for it.
+pub(crate) fn decompress(body: &[u8]) -> Result<Vec<u8>, (StatusCode, String)> {
+    let decoded_len = snap::raw::decompress_len(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("snappy: {e}")))?;
+    if decoded_len > MAX_DECODED {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("decompressed body of {decoded_len} bytes exceeds {MAX_DECODED}"),
+        ));
+    }
+    snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("snappy: {e}")))
 }
 
 async fn write(State(st): State<RemoteWriteState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -366,20 +402,9 @@ async fn write(State(st): State<RemoteWriteState>, headers: HeaderMap, body: Byt
             format!("unsupported Content-Encoding {enc:?}: remote write 1.0 uses snappy"),
         );
     }
-    let decoded_len = match snap::raw::decompress_len(&body) {
-        Ok(n) => n,
-        Err(e) => return reply(m, StatusCode::BAD_REQUEST, format!("snappy: {e}")),
-    };
-    if decoded_len > MAX_DECODED {
-        return reply(
-            m,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("decompressed body of {decoded_len} bytes exceeds {MAX_DECODED}"),
-        );
-    }
-    let raw = match snap::raw::Decoder::new().decompress_vec(&body) {
+    let raw = match decompress(&body) {
         Ok(r) => r,
-        Err(e) => return reply(m, StatusCode::BAD_REQUEST, format!("snappy: {e}")),
+        Err((code, msg)) => return reply(m, code, msg),
     };
     let (app, histograms, exemplars) = match build(&st, &commons, &raw) {
         Ok(r) => r,
@@ -581,6 +606,50 @@ mod tests {
         }
         let err = wire::for_each_series(&[0x0a, 0x05, 0x0a, 0x03, 0x0a, 0x01, 0xff], |_, _| Ok(())).expect_err("bad utf-8");
         assert!(err.contains("UTF-8") && err.contains("byte 6"), "{err}");
+    }
+
+    /// Found by the `remote_write` fuzz target: unknown fields sent as groups
+    /// (wire types 3/4) are valid protobuf that prost skips; the decoder
+    /// refused them ("unsupported wire type 3").
+    #[test]
+    fn unknown_groups_are_skipped_like_prost() {
+        let count = |b: &[u8]| {
+            let mut n = 0;
+            wire::for_each_series(b, |_, ts| {
+                n += ts.samples.len();
+                Ok(())
+            })
+            .map(|_| n)
+        };
+        // The fuzzer's input: an empty group, field 5.
+        assert_eq!(count(&[0x2b, 0x2c]), Ok(0));
+        assert!(WriteRequest::decode(&[0x2b, 0x2c][..]).is_ok());
+        // A group holding fields of every wire type and a nested group, at
+        // the top level and inside a TimeSeries before its sample.
+        let group = [
+            0x2b, 0x08, 0x01, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0x1a, 0x01, 0xff, 0x25, 0, 0, 0, 0, 0x33, 0x34, 0x2c,
+        ];
+        let sample = [0x12, 0x0b, 0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0x10, 0x01];
+        let mut ts = group.to_vec();
+        ts.extend_from_slice(&sample);
+        let mut req = group.to_vec();
+        req.push(0x0a);
+        req.push(ts.len() as u8);
+        req.extend_from_slice(&ts);
+        assert_eq!(count(&req), Ok(1));
+        let reference = WriteRequest::decode(req.as_slice()).expect("prost");
+        assert_eq!(reference.timeseries[0].samples, vec![Sample { value: 1.0, timestamp: 1 }]);
+        assert!(wire::metadata(&req).is_ok());
+        // Refused: an end without a start, a mismatched end, an unterminated
+        // group, and nesting deeper than prost's limit.
+        for bad in [&[0x2c][..], &[0x2b, 0x34], &[0x2b, 0x08, 0x01]] {
+            assert!(count(bad).is_err(), "{bad:?}");
+            assert!(WriteRequest::decode(bad).is_err(), "{bad:?}");
+        }
+        let deep: Vec<u8> = std::iter::repeat_n(0x2b, 101).chain(std::iter::repeat_n(0x2c, 101)).collect();
+        assert!(count(&deep).expect_err("too deep").contains("nested too deep"));
+        let ok: Vec<u8> = std::iter::repeat_n(0x2b, 100).chain(std::iter::repeat_n(0x2c, 100)).collect();
+        assert_eq!(count(&ok), Ok(0));
     }
 
     #[tokio::test]

@@ -80,7 +80,7 @@ impl Head {
         }
         let in_order = s.open.max_time().is_none_or(|m| t > m);
         if in_order {
-            let full = s.open.len() >= CHUNK_SAMPLES || s.open.min_time().is_some_and(|m| t - m > MAX_CHUNK_SPAN_MS);
+            let full = s.open.len() >= CHUNK_SAMPLES || s.open.min_time().is_some_and(|m| t.saturating_sub(m) > MAX_CHUNK_SPAN_MS);
             if full {
                 self.close(id);
                 if let Some(Some(s)) = self.series.get_mut(i) {
@@ -286,6 +286,20 @@ mod tests {
         h.collect(id, i64::MIN, i64::MAX, &mut v);
         merge_last_write_wins(&mut v);
         v
+    }
+
+    /// Found with the `ingest_frames` fuzz harness: a series whose first
+    /// sample is near `i64::MIN` and whose next is positive overflowed the
+    /// chunk-span check (a panic of the writer thread where overflow checks
+    /// are on). The span is now saturated: the chunk is closed as too long.
+    #[test]
+    fn extreme_timestamps_do_not_overflow_the_span_check() {
+        let mut h = head_with(1);
+        for (t, wal) in [(i64::MIN + 1, 1), (1000, 2), (i64::MAX, 3)] {
+            assert!(h.append(1, t, 1.0, wal));
+        }
+        assert_eq!(read(&h, 1), vec![(i64::MIN + 1, 1.0), (1000, 1.0), (i64::MAX, 1.0)]);
+        assert_eq!(h.pending.len(), 2, "each sample after a too-long span closes the open chunk");
     }
 
     #[test]
