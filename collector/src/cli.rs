@@ -72,6 +72,11 @@ pub struct Args {
     /// Alertmanager base URL that receives the alerts (repeatable).
     #[arg(long = "alertmanager", value_name = "URL")]
     pub alertmanagers: Vec<String>,
+    /// Also send everything stored to this Prometheus remote-write endpoint
+    /// (repeatable; e.g. http://vm:8428/api/v1/write). Authentication, TLS,
+    /// headers and queue settings go in the config file's remote_write list.
+    #[arg(long = "remote-write", value_name = "URL")]
+    pub remote_write: Vec<String>,
     /// Evaluation interval of rule groups that set none [default: 1m].
     #[arg(long = "evaluation-interval", value_name = "DURATION", value_parser = parse_duration)]
     pub evaluation_interval: Option<std::time::Duration>,
@@ -180,6 +185,7 @@ impl Args {
         }
         cfg.rule_files.extend(self.rules.iter().cloned());
         cfg.alertmanagers.extend(self.alertmanagers.iter().cloned());
+        cfg.remote_write.extend(self.remote_write.iter().map(|u| crate::remote::RemoteWriteConfig::with_url(u)));
         if let Some(v) = self.evaluation_interval {
             cfg.evaluation_interval = v;
         }

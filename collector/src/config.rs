@@ -263,6 +263,9 @@ pub struct CollectorConfig {
     /// 15s; 0 disables).
     #[serde(deserialize_with = "de_duration")]
     pub self_scrape_interval: Duration,
+    /// Remote-write targets (Mimir, Thanos Receive, Cortex,
+    /// VictoriaMetrics, Prometheus): everything stored is also sent there.
+    pub remote_write: Vec<crate::remote::RemoteWriteConfig>,
 }
 
 impl Default for CollectorConfig {
@@ -296,6 +299,7 @@ impl Default for CollectorConfig {
             alertmanagers: Vec::new(),
             receivers: Vec::new(),
             self_scrape_interval: Duration::from_secs(15),
+            remote_write: Vec::new(),
         }
     }
 }
@@ -425,6 +429,16 @@ impl CollectorConfig {
         }
         for (i, u) in self.alertmanagers.iter().enumerate() {
             crate::notify::alertmanager::alerts_endpoint(u).map_err(|e| inv(&format!("alertmanagers[{i}]"), e))?;
+        }
+        let mut rw_names = std::collections::HashSet::new();
+        for (i, r) in self.remote_write.iter().enumerate() {
+            r.validate().map_err(|e| inv(&format!("remote_write[{i}]"), e))?;
+            if !rw_names.insert(r.effective_name()) {
+                return Err(inv(
+                    &format!("remote_write[{i}]"),
+                    format!("name {:?} is used twice; give each target a distinct name", r.effective_name()),
+                ));
+            }
         }
         let mut names = std::collections::HashSet::new();
         for (i, r) in self.receivers.iter().enumerate() {

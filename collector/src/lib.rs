@@ -18,6 +18,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod notify;
 pub mod promql;
+pub mod remote;
 pub mod rules;
 pub mod selfmon;
 pub mod tls;
@@ -37,6 +38,9 @@ use crate::config::CollectorConfig;
 
 /// The commons name of the in-process agent (`--local-agent`).
 pub const LOCAL_COMMONS: &str = "local";
+
+/// How long a stopping collector keeps sending to remote-write targets.
+const REMOTE_FLUSH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where a listener actually bound (useful with port 0 in tests).
 #[derive(Debug, Clone, Copy)]
@@ -72,14 +76,20 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     let notify_metrics = notify::NotifyMetrics::new(sub);
     let limit_metrics = ingest::limits::LimitMetrics::new(sub, &cfg.limits);
     let limiter = Arc::new(ingest::limits::Limiter::new(cfg.limits.clone(), limit_metrics.clone()));
+    let remotes = remote::Remotes::prepare(&cfg.remote_write, &cfg.data_dir, &cfg.external_labels, remote::RemoteMetrics::new(sub))?;
     let tsdb_opts = tsdb::TsdbOptions {
         retention: tsdb::Retention {
             age: cfg.retention,
             size_bytes: cfg.retention_size,
         },
         chunk_cache_bytes: usize::try_from(cfg.chunk_cache_size).unwrap_or(usize::MAX),
+        wal_holds: remotes.holds(),
     };
     let db = tsdb::Tsdb::open(&cfg.data_dir, &tsdb_opts, sub).with_context(|| format!("opening storage in {}", cfg.data_dir.display()))?;
+
+    let remote_stop = CancellationToken::new();
+    let remote_drain = CancellationToken::new();
+    let remote_tasks = remotes.start(&db, remote_stop.clone(), remote_drain.clone());
 
     let seeded = selfmon::seed_last_seen(&db, &metrics.ingest);
     if seeded > 0 {
@@ -292,6 +302,19 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     servers_stop.cancel();
     let _ = grpc_task.await;
     let _ = http_task.await;
+    if !remotes.is_empty() {
+        // A few seconds to send what is left; the rest waits in the WAL.
+        remote_drain.cancel();
+        let deadline = tokio::time::Instant::now() + REMOTE_FLUSH_DEADLINE;
+        for t in remote_tasks {
+            let abort = t.abort_handle();
+            if tokio::time::timeout_at(deadline, t).await.is_err() {
+                remote_stop.cancel();
+                abort.abort();
+            }
+        }
+    }
+    remote_stop.cancel();
     let db2 = db.clone();
     let _ = tokio::task::spawn_blocking(move || db2.close()).await;
     tracing::info!(elapsed = ?stopping.elapsed(), "csoc-collector stopped");

@@ -29,6 +29,7 @@ mod index;
 mod record;
 pub mod retention;
 mod sqlite;
+pub mod wal_tail;
 mod writer;
 
 use std::collections::HashMap;
@@ -47,6 +48,8 @@ pub use head::HeadStats;
 use head::{Head, merge_last_write_wins};
 pub use index::{Index, IndexStats};
 pub use retention::Retention;
+pub use wal_tail::{WalHold, WalRecord};
+use wal_tail::WalRows;
 use writer::{Key, Msg, WriteReq, Writer};
 
 /// A label set sorted by name, including `__name__`.
@@ -200,6 +203,9 @@ pub struct TsdbOptions {
     pub retention: Retention,
     /// Bytes of decoded chunks kept for repeated queries (0: none).
     pub chunk_cache_bytes: usize,
+    /// Consumers of the WAL (remote write): records they have not handled
+    /// are kept (see `wal_tail`).
+    pub wal_holds: Vec<Arc<WalHold>>,
 }
 
 /// The default decoded-chunk cache: 256 MiB.
@@ -210,6 +216,7 @@ impl Default for TsdbOptions {
         TsdbOptions {
             retention: Retention::default(),
             chunk_cache_bytes: DEFAULT_CHUNK_CACHE_BYTES,
+            wal_holds: Vec::new(),
         }
     }
 }
@@ -365,6 +372,10 @@ struct Shared {
     readers: Mutex<Vec<Connection>>,
     chunk_cache: chunk_cache::ChunkCache,
     metrics: TsdbMetrics,
+    /// Samples and bytes of each WAL row.
+    wal_rows: Mutex<WalRows>,
+    /// The last WAL id committed, for consumers waiting for more.
+    wal_last: tokio::sync::watch::Sender<u64>,
 }
 
 /// The storage. Cheap to clone.
@@ -401,7 +412,8 @@ impl Tsdb {
             }
         }
         let next_series_id: i64 = conn.query_row(sqlite::MAX_SERIES_ID, [], |r| r.get::<_, i64>(0))? + 1;
-        let last_wal_id = replay_wal(&conn, &mut head, &metrics)?;
+        let mut wal_rows = WalRows::default();
+        let last_wal_id = replay_wal(&conn, &mut head, &metrics, &mut wal_rows)?;
         metrics.series.set(index.len() as i64);
         metrics.head_samples.set(head.samples_in_memory() as i64);
         tracing::info!(path = %path.display(), series = index.len(), elapsed = ?started.elapsed(), "storage opened");
@@ -412,6 +424,8 @@ impl Tsdb {
             readers: Mutex::new(Vec::new()),
             chunk_cache: chunk_cache::ChunkCache::new(opts.chunk_cache_bytes),
             metrics,
+            wal_rows: Mutex::new(wal_rows),
+            wal_last: tokio::sync::watch::channel(last_wal_id).0,
         });
         let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(256);
         let writer = Writer::new(conn, shared.clone(), opts.clone(), next_series_id, last_wal_id);
@@ -436,6 +450,48 @@ impl Tsdb {
             samples: Vec::new(),
             seq: None,
         }
+    }
+
+    /// Up to `max_records` WAL records after id `after`, in order (for
+    /// remote write; see `wal_tail`). A record that does not decode is an
+    /// error naming it.
+    pub fn read_wal(&self, after: u64, max_records: usize) -> Result<Vec<WalRecord>, TsdbError> {
+        let conn = self.reader()?;
+        let rows = (|| {
+            let mut st = conn.prepare_cached(sqlite::SELECT_WAL_AFTER)?;
+            let rows = st.query_map(params![i64::try_from(after).unwrap_or(i64::MAX), max_records as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()
+        })();
+        self.put_reader(conn);
+        let mut out = Vec::new();
+        for (id, data) in rows? {
+            let mut samples = Vec::new();
+            record::decode(&data, |sid, t, v| samples.push((sid, t, v))).map_err(|e| TsdbError::Corrupt(format!("wal record {id}: {e}")))?;
+            out.push(WalRecord { id: id as u64, samples });
+        }
+        Ok(out)
+    }
+
+    /// The labels of a series id.
+    pub fn series_labels(&self, id: i64) -> Option<Arc<Labels>> {
+        self.read_index().labels(id)
+    }
+
+    /// The last WAL record id committed.
+    pub fn last_wal_id(&self) -> u64 {
+        *self.shared.wal_last.borrow()
+    }
+
+    /// Changes whenever a WAL record is committed (the value is its id).
+    pub fn wal_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.wal_last.subscribe()
+    }
+
+    /// (samples, bytes) of the WAL records after `pos`.
+    pub fn wal_backlog(&self, pos: u64) -> (u64, u64) {
+        self.shared.wal_rows.lock().unwrap_or_else(|p| p.into_inner()).above(pos)
     }
 
     /// A querier over `[mint, maxt]` (ms, inclusive).
@@ -627,10 +683,12 @@ impl Tsdb {
 /// Replays the WAL into the head; returns the last WAL row id. A record
 /// that does not decode ends the replay: it and every later row are
 /// deleted with a warning (a torn tail), never a refusal to start.
-fn replay_wal(conn: &Connection, head: &mut Head, metrics: &TsdbMetrics) -> Result<u64, TsdbError> {
+fn replay_wal(conn: &Connection, head: &mut Head, metrics: &TsdbMetrics, wal_rows: &mut WalRows) -> Result<u64, TsdbError> {
     let (rows, max_id): (i64, i64) = conn.query_row(sqlite::COUNT_WAL, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    // Ids never repeat: a checkpoint that emptied the WAL left the last one in meta.
+    let kept: i64 = conn.query_row(sqlite::SELECT_WAL_LAST_ID, [], |r| r.get(0)).unwrap_or(0);
     if rows == 0 {
-        return Ok(max_id as u64);
+        return Ok(max_id.max(kept).max(0) as u64);
     }
     tracing::info!(records = rows, "replaying the WAL");
     let started = Instant::now();
@@ -654,11 +712,15 @@ fn replay_wal(conn: &Connection, head: &mut Head, metrics: &TsdbMetrics) -> Resu
                     unknown += 1;
                 }
             });
-            if let Err(e) = res {
-                let dropped: i64 = conn.execute(sqlite::TRUNCATE_WAL_FROM, params![id])? as i64;
-                tracing::warn!(record = id, error = %e, dropped_records = dropped, "torn WAL tail: truncated it (samples in it were never acknowledged)");
-                break 'outer;
-            }
+            let count = match res {
+                Ok(n) => n,
+                Err(e) => {
+                    let dropped: i64 = conn.execute(sqlite::TRUNCATE_WAL_FROM, params![id])? as i64;
+                    tracing::warn!(record = id, error = %e, dropped_records = dropped, "torn WAL tail: truncated it (samples in it were never acknowledged)");
+                    break 'outer;
+                }
+            };
+            wal_rows.insert(id as u64, count, data.len());
             done += 1;
             if last_log.elapsed() >= Duration::from_secs(2) {
                 last_log = Instant::now();
@@ -672,7 +734,7 @@ fn replay_wal(conn: &Connection, head: &mut Head, metrics: &TsdbMetrics) -> Resu
     metrics.wal_replayed_samples.inc_by(samples);
     tracing::info!(records = done, samples, elapsed = ?started.elapsed(), "WAL replayed");
     let max: i64 = conn.query_row(sqlite::COUNT_WAL, [], |r| r.get(1))?;
-    Ok(max.max(0) as u64)
+    Ok(max.max(kept).max(0) as u64)
 }
 
 /// See [`Tsdb::resolver`].

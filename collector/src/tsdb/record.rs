@@ -66,6 +66,11 @@ impl RecordEncoder {
         self.count += 1;
     }
 
+    /// Samples pushed.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
     /// True when empty.
     pub fn is_empty(&self) -> bool {
         self.count == 0

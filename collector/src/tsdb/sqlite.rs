@@ -1,7 +1,7 @@
 //! The SQLite schema and every SQL statement of the storage.
 //!
 //! ```sql
-//! meta(key PRIMARY KEY, value)              -- schema_version
+//! meta(key PRIMARY KEY, value)              -- schema_version; wal_last_id (ids never repeat)
 //! series(id INTEGER PRIMARY KEY, labels)    -- labels: JSON [[name,value],...] sorted by name;
 //!                                           -- unique by construction (the in-memory index
 //!                                           -- is consulted before a series is created)
@@ -12,7 +12,8 @@
 //!                                           -- a closed head chunk, 1 = compacted (compact.rs)
 //!   INDEX chunks_by_series(series_id, maxt)
 //!   INDEX chunks_by_level(level, maxt)      -- retention, compaction candidates
-//! wal(id INTEGER PRIMARY KEY, data BLOB)    -- record.rs records, one per group commit
+//! wal(id INTEGER PRIMARY KEY, data BLOB)    -- record.rs records, one per group commit; ids only
+//!                                           -- grow (remote write saves positions in them)
 //! agent_seq(commons, agent, epoch, seq, updated_ms, samples, PRIMARY KEY(commons, agent, epoch))
 //!                                           -- samples: applied by this identity, ever (the
 //!                                           -- exactly-once ledger: updated with the data)
@@ -150,7 +151,14 @@ pub const SERIES_HAS_CHUNK_IN: &str = "SELECT 1 FROM chunks WHERE series_id = ?1
 /// Number of persisted chunks and their time bounds.
 pub const CHUNK_STATS: &str = "SELECT count(*), min(mint), max(maxt) FROM chunks";
 /// Adds a WAL record.
-pub const INSERT_WAL: &str = "INSERT INTO wal(data) VALUES (?1)";
+pub const INSERT_WAL: &str = "INSERT INTO wal(id, data) VALUES (?1, ?2)";
+/// WAL records after a row, in order, at most ?2.
+pub const SELECT_WAL_AFTER: &str = "SELECT id, data FROM wal WHERE id > ?1 ORDER BY id LIMIT ?2";
+/// The highest WAL id ever written (kept when a checkpoint empties the WAL).
+pub const SELECT_WAL_LAST_ID: &str = "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'wal_last_id'";
+/// Records the highest WAL id ever written.
+pub const UPSERT_WAL_LAST_ID: &str = "INSERT INTO meta(key, value) VALUES ('wal_last_id', ?1)
+    ON CONFLICT(key) DO UPDATE SET value = excluded.value";
 /// WAL records from a row on, in order.
 pub const SELECT_WAL_FROM: &str = "SELECT id, data FROM wal WHERE id >= ?1 ORDER BY id LIMIT 256";
 /// Number of WAL records.

@@ -27,7 +27,7 @@ use super::compact::{self, CompactStats};
 use super::head::MAX_CHUNK_SPAN_MS;
 use super::record::RecordEncoder;
 use super::retention::{age_cutoff, size_excess};
-use super::{AgentKey, CommitOutcome, FlushStats, Labels, Shared, TsdbOptions, encode_labels, now_ms, sqlite};
+use super::{AgentKey, CommitOutcome, FlushStats, Labels, Shared, TsdbOptions, encode_labels, now_ms, sqlite, wal_tail};
 
 /// A sample's series: known by id (resolved by the appender) or new.
 pub enum Key {
@@ -85,6 +85,8 @@ pub struct Writer {
     next_series_id: i64,
     applied: HashMap<AgentKey, u64>,
     last_wal_id: u64,
+    /// The WAL row of the transaction in flight: (id, samples, bytes).
+    wal_row: Option<(u64, u64, usize)>,
     last_checkpoint: Instant,
     last_close_idle: Instant,
     last_retention: Instant,
@@ -106,6 +108,7 @@ impl Writer {
             next_series_id,
             applied: HashMap::new(),
             last_wal_id,
+            wal_row: None,
             last_checkpoint: now,
             last_close_idle: now,
             last_retention: now - RETENTION_EVERY + Duration::from_secs(10),
@@ -177,6 +180,9 @@ impl Writer {
                 self.applied.extend(pending_seq);
                 if wal_id > 0 {
                     self.last_wal_id = wal_id;
+                    if let Some((id, count, bytes)) = self.wal_row.take() {
+                        self.shared.wal_rows.lock().unwrap_or_else(|p| p.into_inner()).insert(id, count, bytes);
+                    }
                 }
                 if !new_series.is_empty() {
                     let mut idx = self.shared.index.write().unwrap_or_else(|p| p.into_inner());
@@ -196,6 +202,9 @@ impl Writer {
                     }
                     m.head_samples.set(head.samples_in_memory() as i64);
                 }
+                if wal_id > 0 {
+                    self.shared.wal_last.send_replace(wal_id);
+                }
                 m.samples_appended.inc_by(applied.len() as u64);
                 m.chunks_persisted.inc_by(persisted as u64);
                 for (req, o) in group.into_iter().zip(outcomes) {
@@ -209,6 +218,7 @@ impl Writer {
                 tracing::error!(error = %e, appenders = n, "storage commit failed; nothing of these batches was applied");
                 // Series ids handed out in the failed transaction are simply skipped.
                 self.applied.clear();
+                self.wal_row = None;
                 for req in group {
                     let _ = req.reply.send(Err(e.to_string()));
                 }
@@ -299,8 +309,14 @@ impl Writer {
         let wal_id = if rec.is_empty() {
             0
         } else {
-            tx.execute(sqlite::INSERT_WAL, params![rec.finish()])?;
-            tx.last_insert_rowid() as u64
+            // Ids chosen here, not by SQLite: they must never repeat, even
+            // after a checkpoint emptied the table.
+            let id = self.last_wal_id + 1;
+            let count = rec.len();
+            let data = rec.finish();
+            tx.execute(sqlite::INSERT_WAL, params![id as i64, &data])?;
+            self.wal_row = Some((id, count, data.len()));
+            id
         };
         tx.commit()?;
         self.shared.metrics.series_created.inc_by(new_series.len() as u64);
@@ -325,11 +341,27 @@ impl Writer {
         Ok(n)
     }
 
-    /// Deletes WAL rows that nothing in memory needs any more.
+    /// Deletes WAL rows that nothing in memory and no WAL consumer (remote
+    /// write, within its backlog limit) needs any more.
     fn checkpoint(&mut self) -> Result<usize, rusqlite::Error> {
         let watermark = self.shared.head.read().unwrap_or_else(|p| p.into_inner()).wal_watermark();
-        let below = watermark.unwrap_or(self.last_wal_id + 1);
-        let n = self.conn.execute(sqlite::TRUNCATE_WAL_BELOW, params![below as i64])?;
+        let mut below = watermark.unwrap_or(self.last_wal_id + 1);
+        {
+            let rows = self.shared.wal_rows.lock().unwrap_or_else(|p| p.into_inner());
+            for h in &self.opts.wal_holds {
+                rows.enforce(h);
+            }
+        }
+        if let Some(needed) = wal_tail::WalRows::needed_from(&self.opts.wal_holds) {
+            below = below.min(needed);
+        }
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(sqlite::TRUNCATE_WAL_BELOW, params![below as i64])?;
+        if n > 0 {
+            tx.execute(sqlite::UPSERT_WAL_LAST_ID, params![self.last_wal_id as i64])?;
+        }
+        tx.commit()?;
+        self.shared.wal_rows.lock().unwrap_or_else(|p| p.into_inner()).remove_below(below);
         self.shared.metrics.wal_truncated.inc_by(n as u64);
         let m = &self.shared.metrics;
         let wal: i64 = self.conn.query_row(sqlite::WAL_BYTES, [], |r| r.get(0))?;

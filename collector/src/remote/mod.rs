@@ -1,0 +1,711 @@
+//! Remote write out: everything the collector stores, sent to Mimir,
+//! Thanos Receive, Cortex, VictoriaMetrics or a Prometheus with the remote
+//! write receiver, with Prometheus's remote write protocol 1.0
+//! (snappy-compressed protobuf `WriteRequest`).
+//!
+//! ```text
+//! tsdb WAL ──read_wal──► queue (one per remote) ──shard by series──► N senders ──HTTP──► receiver
+//!    ▲                      │
+//!    └── WalHold ◄──────────┘ position: last WAL record fully handled
+//! ```
+//! The queue is the WAL itself: the storage keeps every record above a
+//! remote's position (up to `max_backlog` bytes), so an unreachable
+//! receiver loses nothing and a restart resumes from the position saved in
+//! `<data_dir>/remote-write/<name>.json`. Delivery is at least once: a
+//! crash between a send and saving the position sends that batch again,
+//! which receivers take as duplicates of what they hold.
+//!
+//! A batch (a few WAL records) is split by series over `shards` senders
+//! that send concurrently; each series' samples stay in time order within
+//! its shard, and the next batch starts only when every shard is done, so
+//! a series is never sent out of order. Connection errors, 5xx and 429 are
+//! retried with exponential backoff (honouring `Retry-After`); any other
+//! 4xx means the receiver will never take those samples: they are counted
+//! as failed, logged, and the queue moves on.
+
+pub mod config;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{RemoteWriteConfig, redact_url};
+use csoc_proto::prometheus as pb;
+
+use crate::tsdb::wal_tail::UNSET;
+use crate::tsdb::{Labels, Tsdb, WalHold, WalRecord};
+
+type LabelSet = Vec<(String, String)>;
+
+/// WAL records read per round at most.
+const READ_RECORDS: usize = 16;
+/// Series labels cached per remote before the cache is cleared.
+const LABEL_CACHE_MAX: usize = 1 << 20;
+
+/// Remote write metrics (`csoc_collector_remote_storage_*`), by
+/// `remote_name` and `url` (credentials removed).
+#[derive(Clone)]
+pub struct RemoteMetrics {
+    samples: Family<LabelSet, Counter>,
+    failed: Family<LabelSet, Counter>,
+    retried: Family<LabelSet, Counter>,
+    dropped: Family<LabelSet, Counter>,
+    pending: Family<LabelSet, Gauge>,
+    bytes: Family<LabelSet, Counter>,
+    requests: Family<LabelSet, Counter>,
+    highest_sent: Family<LabelSet, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    position: Family<LabelSet, Gauge>,
+    shards: Family<LabelSet, Gauge>,
+    duration: Family<LabelSet, Histogram>,
+}
+
+impl RemoteMetrics {
+    /// Registers the metrics.
+    pub fn new(reg: &mut Registry) -> Self {
+        let m = RemoteMetrics {
+            samples: Family::default(),
+            failed: Family::default(),
+            retried: Family::default(),
+            dropped: Family::default(),
+            pending: Family::default(),
+            bytes: Family::default(),
+            requests: Family::default(),
+            highest_sent: Family::default(),
+            position: Family::default(),
+            shards: Family::default(),
+            duration: Family::new_with_constructor(|| Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])),
+        };
+        reg.register("remote_storage_samples", "Samples sent and accepted by the receiver", m.samples.clone());
+        reg.register(
+            "remote_storage_samples_failed",
+            "Samples the receiver refused with a non-retryable 4xx (not sent again)",
+            m.failed.clone(),
+        );
+        reg.register(
+            "remote_storage_samples_retried",
+            "Samples of requests that failed with a retryable error (connection, 5xx, 429) and were sent again",
+            m.retried.clone(),
+        );
+        reg.register(
+            "remote_storage_samples_dropped",
+            "Samples never sent, by reason: backlog_exceeded (over max_backlog while the receiver was unreachable), relabel (dropped by write_relabel_configs), unknown_series",
+            m.dropped.clone(),
+        );
+        reg.register("remote_storage_samples_pending", "Samples in the WAL not yet sent", m.pending.clone());
+        reg.register("remote_storage_bytes", "Compressed request bytes sent and accepted", m.bytes.clone());
+        reg.register("remote_storage_requests", "Requests by outcome (ok, retry, failed)", m.requests.clone());
+        reg.register(
+            "remote_storage_highest_sent_timestamp_seconds",
+            "Highest sample timestamp sent and accepted",
+            m.highest_sent.clone(),
+        );
+        reg.register("remote_storage_wal_position", "Last WAL record fully handled", m.position.clone());
+        reg.register("remote_storage_shards", "Concurrent senders", m.shards.clone());
+        reg.register(
+            "remote_storage_sent_batch_duration_seconds",
+            "Time of one successful request",
+            m.duration.clone(),
+        );
+        m
+    }
+}
+
+/// The remotes, prepared before the storage opens (their holds go into the
+/// storage options) and started after.
+pub struct Remotes {
+    queues: Vec<Arc<Queue>>,
+}
+
+/// One remote's queue.
+struct Queue {
+    cfg: RemoteWriteConfig,
+    name: String,
+    labels: LabelSet,
+    hold: Arc<WalHold>,
+    state_path: PathBuf,
+    client: reqwest::Client,
+    endpoint: reqwest::Url,
+    auth: Option<Auth>,
+    external_labels: Vec<(String, String)>,
+    metrics: RemoteMetrics,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedPosition {
+    url: String,
+    wal_id: u64,
+}
+
+impl Remotes {
+    /// Builds a queue per target: reads credentials and TLS files, loads the
+    /// saved positions. Errors name the target.
+    pub fn prepare(
+        cfgs: &[RemoteWriteConfig],
+        data_dir: &Path,
+        external_labels: &std::collections::BTreeMap<String, String>,
+        metrics: RemoteMetrics,
+    ) -> anyhow::Result<Self> {
+        let dir = data_dir.join("remote-write");
+        let mut queues = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for (i, cfg) in cfgs.iter().enumerate() {
+            cfg.validate().map_err(|e| anyhow::anyhow!("remote_write[{i}]: {e}"))?;
+            let name = cfg.effective_name();
+            if !names.insert(name.clone()) {
+                anyhow::bail!("remote_write[{i}]: the name {name:?} is used twice; give each target a distinct name");
+            }
+            let q = Queue::new(cfg, &name, &dir, external_labels, metrics.clone()).with_context(|| format!("remote_write[{i}] ({name})"))?;
+            queues.push(Arc::new(q));
+        }
+        if !queues.is_empty() {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        Ok(Remotes { queues })
+    }
+
+    /// The WAL holds, for [`crate::tsdb::TsdbOptions::wal_holds`].
+    pub fn holds(&self) -> Vec<Arc<WalHold>> {
+        self.queues.iter().map(|q| q.hold.clone()).collect()
+    }
+
+    /// Starts one task per remote. New remotes start at the end of the WAL
+    /// (they get data from now on).
+    pub fn start(&self, tsdb: &Tsdb, stop: CancellationToken, drain: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        let last = tsdb.last_wal_id();
+        let mut tasks = Vec::new();
+        for q in &self.queues {
+            let pos = q.hold.position();
+            if pos == UNSET {
+                q.hold.advance(last);
+                tracing::info!(remote = %q.name, url = %redact_url(&q.cfg.url), wal_id = last, "remote write: new target, sending from now on");
+            } else if pos > last {
+                tracing::warn!(remote = %q.name, saved = pos, wal_last = last, "remote write: saved position is past the end of the WAL (a different database?); sending from now on");
+                q.hold.reset_to(last);
+            } else {
+                let (samples, _) = tsdb.wal_backlog(pos);
+                tracing::info!(remote = %q.name, url = %redact_url(&q.cfg.url), wal_id = pos, pending_samples = samples, "remote write: resuming");
+            }
+            q.metrics.shards.get_or_create(&q.labels).set(q.cfg.shards as i64);
+            tasks.push(tokio::spawn(q.clone().run(tsdb.clone(), stop.clone(), drain.clone())));
+        }
+        tasks
+    }
+
+    /// Whether any remote is configured.
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+}
+
+/// Credentials sent with each request.
+enum Auth {
+    Basic(String, String),
+    Bearer(String),
+}
+
+/// How a request ended.
+enum Sent {
+    Ok,
+    Failed,
+    Stopped,
+}
+
+impl Queue {
+    fn new(
+        cfg: &RemoteWriteConfig,
+        name: &str,
+        dir: &Path,
+        external_labels: &std::collections::BTreeMap<String, String>,
+        metrics: RemoteMetrics,
+    ) -> anyhow::Result<Self> {
+        let state_path = dir.join(format!("{name}.json"));
+        let pos = match std::fs::read(&state_path) {
+            Ok(b) => {
+                let s: SavedPosition = serde_json::from_slice(&b).with_context(|| format!("reading {}", state_path.display()))?;
+                s.wal_id
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => UNSET,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", state_path.display())),
+        };
+        let mut endpoint = reqwest::Url::parse(&cfg.url).context("url")?;
+        // Credentials in the URL become basic auth, never part of logs.
+        let mut auth = None;
+        if !endpoint.username().is_empty() {
+            let user = percent_decode(endpoint.username());
+            let pass = endpoint.password().map(percent_decode).unwrap_or_default();
+            auth = Some(Auth::Basic(user, pass));
+            let _ = endpoint.set_username("");
+            let _ = endpoint.set_password(None);
+        }
+        if let Some(b) = &cfg.basic_auth {
+            let pass = match (&b.password, &b.password_file) {
+                (Some(p), _) => p.clone(),
+                (None, Some(f)) => read_secret(f)?,
+                (None, None) => String::new(),
+            };
+            auth = Some(Auth::Basic(b.username.clone(), pass));
+        }
+        if let Some(t) = &cfg.bearer_token {
+            auth = Some(Auth::Bearer(t.clone()));
+        }
+        if let Some(f) = &cfg.bearer_token_file {
+            auth = Some(Auth::Bearer(read_secret(f)?));
+        }
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (k, v) in &cfg.headers {
+            headers.insert(
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()).context("header name")?,
+                reqwest::header::HeaderValue::from_str(v).context("header value")?,
+            );
+        }
+        let mut b = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("csoc-collector/", env!("CARGO_PKG_VERSION")))
+            .default_headers(headers)
+            .pool_max_idle_per_host(cfg.shards);
+        if let Some(t) = &cfg.tls {
+            if let Some(ca) = &t.ca_file {
+                let pem = std::fs::read(ca).with_context(|| format!("tls.ca_file {}", ca.display()))?;
+                for c in reqwest::Certificate::from_pem_bundle(&pem).with_context(|| format!("tls.ca_file {}: not PEM certificates", ca.display()))? {
+                    b = b.add_root_certificate(c);
+                }
+                b = b.tls_built_in_root_certs(false);
+            }
+            if let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) {
+                let mut pem = std::fs::read(cert).with_context(|| format!("tls.cert_file {}", cert.display()))?;
+                pem.push(b'\n');
+                pem.extend(std::fs::read(key).with_context(|| format!("tls.key_file {}", key.display()))?);
+                b = b.identity(reqwest::Identity::from_pem(&pem).context("tls.cert_file/key_file: not a PEM certificate and key")?);
+            }
+            if t.insecure_skip_verify {
+                tracing::warn!(remote = name, "remote write: tls.insecure_skip_verify is set; the receiver's certificate is not checked");
+                b = b.danger_accept_invalid_certs(true);
+            }
+        }
+        let client = b.build().context("building the HTTP client")?;
+        let labels = vec![("remote_name".to_string(), name.to_string()), ("url".to_string(), redact_url(&cfg.url))];
+        Ok(Queue {
+            cfg: cfg.clone(),
+            name: name.to_string(),
+            labels,
+            hold: Arc::new(WalHold::new(name, pos, cfg.max_backlog)),
+            state_path,
+            client,
+            endpoint,
+            auth,
+            external_labels: external_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            metrics,
+        })
+    }
+
+    /// Reads the WAL from the position on and sends it, until `stop`; after
+    /// `drain`, until caught up.
+    async fn run(self: Arc<Self>, tsdb: Tsdb, stop: CancellationToken, drain: CancellationToken) {
+        let mut watch = tsdb.wal_watch();
+        let mut after = self.hold.position();
+        let mut saved = after;
+        let mut cache: HashMap<i64, Option<Arc<Vec<pb::Label>>>> = HashMap::new();
+        let mut reported_drops = (0u64, 0u64);
+        let m = &self.metrics;
+        loop {
+            if stop.is_cancelled() {
+                break;
+            }
+            // The storage may have moved the hold past a backlog over the limit.
+            let held = self.hold.position();
+            if held != UNSET && held > after {
+                after = held;
+            }
+            let drops = self.hold.dropped();
+            if drops.0 > reported_drops.0 {
+                m.dropped.get_or_create(&self.with_reason("backlog_exceeded")).inc_by(drops.0 - reported_drops.0);
+                reported_drops = drops;
+            }
+            let (pending, _) = tsdb.wal_backlog(after);
+            m.pending.get_or_create(&self.labels).set(pending as i64);
+            m.position.get_or_create(&self.labels).set(after as i64);
+            if saved != after {
+                self.save(after).await;
+                saved = after;
+            }
+            let t2 = tsdb.clone();
+            let read = tokio::task::spawn_blocking(move || t2.read_wal(after, READ_RECORDS)).await;
+            let records = match read {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::error!(remote = %self.name, error = %e, "remote write: reading the WAL failed; retrying");
+                    if sleep_or_stop(Duration::from_secs(1), &stop).await {
+                        break;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(remote = %self.name, error = %e, "remote write: WAL reader task failed");
+                    break;
+                }
+            };
+            if records.is_empty() {
+                if drain.is_cancelled() {
+                    break;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = drain.cancelled() => {},
+                    _ = watch.changed() => {},
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+                }
+                continue;
+            }
+            if let Some(first) = records.first()
+                && first.id > after + 1
+            {
+                tracing::warn!(
+                    remote = %self.name,
+                    from = after + 1,
+                    to = first.id - 1,
+                    "remote write: WAL records were removed before they were sent (the target was not configured while they were written)"
+                );
+            }
+            // A batch of whole records, about 10 requests per shard.
+            let target = self.cfg.shards * self.cfg.max_samples_per_send * 10;
+            let mut take = 0;
+            let mut samples = 0;
+            for r in &records {
+                if take > 0 && samples + r.samples.len() > target {
+                    break;
+                }
+                samples += r.samples.len();
+                take += 1;
+            }
+            let batch = &records[..take];
+            let last = batch[batch.len() - 1].id;
+            let shards = self.shard(&tsdb, batch, &mut cache);
+            let sends = shards.into_iter().map(|reqs| {
+                let me = self.clone();
+                let stop = stop.clone();
+                async move {
+                    for (req, n, max_t) in reqs {
+                        match me.send(req, n, &stop).await {
+                            Sent::Ok => {
+                                let g = me.metrics.highest_sent.get_or_create(&me.labels);
+                                if max_t as f64 / 1000.0 > g.get() {
+                                    g.set(max_t as f64 / 1000.0);
+                                }
+                            }
+                            Sent::Failed => {}
+                            Sent::Stopped => return false,
+                        }
+                    }
+                    true
+                }
+            });
+            let done = futures_join_all(sends).await;
+            if !done.iter().all(|d| *d) {
+                break;
+            }
+            after = last;
+            self.hold.advance(last);
+        }
+        let pos = self.hold.position().max(after);
+        if pos != UNSET && pos != saved {
+            self.save(pos).await;
+        }
+        let (pending, _) = tsdb.wal_backlog(pos);
+        tracing::info!(remote = %self.name, wal_id = pos, pending_samples = pending, "remote write stopped");
+    }
+
+    fn with_reason(&self, reason: &str) -> LabelSet {
+        let mut l = self.labels.clone();
+        l.push(("reason".into(), reason.into()));
+        l
+    }
+
+    /// Splits a batch into per-shard lists of encoded requests
+    /// (body, samples, highest timestamp).
+    fn shard(
+        &self,
+        tsdb: &Tsdb,
+        batch: &[WalRecord],
+        cache: &mut HashMap<i64, Option<Arc<Vec<pb::Label>>>>,
+    ) -> Vec<Vec<(Vec<u8>, usize, i64)>> {
+        if cache.len() > LABEL_CACHE_MAX {
+            cache.clear();
+        }
+        let n = self.cfg.shards;
+        // Per shard: series in first-seen order, with their samples.
+        let mut per: Vec<(HashMap<i64, usize>, Vec<(Arc<Vec<pb::Label>>, Vec<(i64, f64)>)>)> = (0..n).map(|_| Default::default()).collect();
+        let (mut unknown, mut relabeled) = (0u64, 0u64);
+        for r in batch {
+            for &(sid, t, v) in &r.samples {
+                let labels = match cache.get(&sid) {
+                    Some(l) => l.clone(),
+                    None => {
+                        let l = match tsdb.series_labels(sid) {
+                            Some(l) => self.wire_labels(&l),
+                            None => {
+                                unknown += 1;
+                                continue;
+                            }
+                        };
+                        cache.insert(sid, l.clone());
+                        l
+                    }
+                };
+                let Some(labels) = labels else {
+                    relabeled += 1;
+                    continue;
+                };
+                let shard = shard_of(sid, n);
+                let (ix, list) = &mut per[shard];
+                let i = *ix.entry(sid).or_insert_with(|| {
+                    list.push((labels, Vec::new()));
+                    list.len() - 1
+                });
+                list[i].1.push((t, v));
+            }
+        }
+        if unknown > 0 {
+            self.metrics.dropped.get_or_create(&self.with_reason("unknown_series")).inc_by(unknown);
+        }
+        if relabeled > 0 {
+            self.metrics.dropped.get_or_create(&self.with_reason("relabel")).inc_by(relabeled);
+        }
+        per.into_iter()
+            .map(|(_, list)| {
+                let mut reqs = Vec::new();
+                let mut cur = pb::WriteRequest::default();
+                let (mut count, mut max_t) = (0usize, i64::MIN);
+                for (labels, mut samples) in list {
+                    // Time order, the last write winning on equal timestamps.
+                    samples.sort_by_key(|s| s.0);
+                    let mut dedup: Vec<(i64, f64)> = Vec::with_capacity(samples.len());
+                    for s in samples {
+                        match dedup.last_mut() {
+                            Some(l) if l.0 == s.0 => *l = s,
+                            _ => dedup.push(s),
+                        }
+                    }
+                    let mut rest = &dedup[..];
+                    while !rest.is_empty() {
+                        let room = self.cfg.max_samples_per_send - count;
+                        let (now, later) = rest.split_at(rest.len().min(room));
+                        max_t = max_t.max(now.last().map(|s| s.0).unwrap_or(i64::MIN));
+                        cur.timeseries.push(pb::TimeSeries {
+                            labels: labels.as_ref().clone(),
+                            samples: now.iter().map(|&(t, v)| pb::Sample { value: v, timestamp: t }).collect(),
+                            ..Default::default()
+                        });
+                        count += now.len();
+                        rest = later;
+                        if count == self.cfg.max_samples_per_send {
+                            reqs.push((encode(&cur), count, max_t));
+                            cur = pb::WriteRequest::default();
+                            (count, max_t) = (0, i64::MIN);
+                        }
+                    }
+                }
+                if count > 0 {
+                    reqs.push((encode(&cur), count, max_t));
+                }
+                reqs
+            })
+            .collect()
+    }
+
+    /// The labels as sent: external labels added (the series' own win),
+    /// then `write_relabel_configs`. None when relabelling drops the series.
+    fn wire_labels(&self, l: &Labels) -> Option<Arc<Vec<pb::Label>>> {
+        let mut labels: Labels = l.clone();
+        let mut added = false;
+        for (k, v) in &self.external_labels {
+            if labels.binary_search_by(|(n, _)| n.as_str().cmp(k)).is_err() {
+                labels.push((k.clone(), v.clone()));
+                added = true;
+            }
+        }
+        if added {
+            labels.sort();
+        }
+        if !self.cfg.write_relabel_configs.is_empty() {
+            if !csoc_agent::relabel::relabel(&mut labels, &self.cfg.write_relabel_configs) {
+                return None;
+            }
+            labels.retain(|(_, v)| !v.is_empty());
+            labels.sort();
+            if !labels.iter().any(|(k, _)| k == "__name__") {
+                return None;
+            }
+        }
+        Some(Arc::new(labels.into_iter().map(|(name, value)| pb::Label { name, value }).collect()))
+    }
+
+    /// Sends one request, retrying what may succeed later.
+    async fn send(&self, body: Vec<u8>, samples: usize, stop: &CancellationToken) -> Sent {
+        let m = &self.metrics;
+        let body = bytes_of(body);
+        let mut backoff = self.cfg.min_backoff;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let started = Instant::now();
+            let mut req = self
+                .client
+                .post(self.endpoint.clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
+                .header(reqwest::header::CONTENT_ENCODING, "snappy")
+                .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                .body(body.clone());
+            match &self.auth {
+                Some(Auth::Basic(u, p)) => req = req.basic_auth(u, Some(p)),
+                Some(Auth::Bearer(t)) => req = req.bearer_auth(t),
+                None => {}
+            }
+            let res = tokio::select! {
+                _ = stop.cancelled() => return Sent::Stopped,
+                r = req.send() => r,
+            };
+            let (why, retry_after) = match res {
+                Ok(resp) if resp.status().is_success() => {
+                    m.samples.get_or_create(&self.labels).inc_by(samples as u64);
+                    m.bytes.get_or_create(&self.labels).inc_by(body.len() as u64);
+                    m.requests.get_or_create(&self.with_outcome("ok")).inc();
+                    m.duration.get_or_create(&self.labels).observe(started.elapsed().as_secs_f64());
+                    if attempt > 1 {
+                        tracing::info!(remote = %self.name, attempts = attempt, "remote write: delivered after retries");
+                    }
+                    return Sent::Ok;
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let retry_after = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    let text = resp.text().await.unwrap_or_default();
+                    let text: String = text.chars().take(512).collect();
+                    let retryable = status.is_server_error() || (status.as_u16() == 429 && self.cfg.retry_on_http_429);
+                    if !retryable {
+                        m.failed.get_or_create(&self.labels).inc_by(samples as u64);
+                        m.requests.get_or_create(&self.with_outcome("failed")).inc();
+                        tracing::warn!(
+                            remote = %self.name,
+                            status = status.as_u16(),
+                            samples,
+                            response = %text.trim(),
+                            "remote write: the receiver refused a request; its samples are not sent again"
+                        );
+                        return Sent::Failed;
+                    }
+                    (format!("HTTP {}: {}", status.as_u16(), text.trim()), retry_after)
+                }
+                Err(e) => (error_chain(&e), None),
+            };
+            m.retried.get_or_create(&self.labels).inc_by(samples as u64);
+            m.requests.get_or_create(&self.with_outcome("retry")).inc();
+            let delay = match retry_after {
+                Some(d) => d.min(Duration::from_secs(300)),
+                None => backoff,
+            };
+            if attempt == 1 || attempt % 20 == 0 {
+                tracing::warn!(remote = %self.name, attempt, error = %why, retry_in = ?delay, "remote write: request failed; retrying");
+            }
+            if sleep_or_stop(delay, stop).await {
+                return Sent::Stopped;
+            }
+            backoff = (backoff * 2).min(self.cfg.max_backoff);
+        }
+    }
+
+    fn with_outcome(&self, outcome: &str) -> LabelSet {
+        let mut l = self.labels.clone();
+        l.push(("outcome".into(), outcome.into()));
+        l
+    }
+
+    /// Saves the position (write and rename; a crash keeps the previous one).
+    async fn save(&self, wal_id: u64) {
+        let path = self.state_path.clone();
+        let body = serde_json::to_vec(&SavedPosition {
+            url: redact_url(&self.cfg.url),
+            wal_id,
+        })
+        .unwrap_or_default();
+        let res = tokio::task::spawn_blocking(move || {
+            let tmp = path.with_extension("json.tmp");
+            std::fs::write(&tmp, &body)?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(remote = %self.name, path = %self.state_path.display(), error = %e, "remote write: cannot save the position"),
+            Err(e) => tracing::error!(remote = %self.name, error = %e, "remote write: saving the position failed"),
+        }
+    }
+}
+
+fn shard_of(series: i64, shards: usize) -> usize {
+    ((series as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % shards
+}
+
+fn encode(req: &pb::WriteRequest) -> Vec<u8> {
+    let raw = req.encode_to_vec();
+    snap::raw::Encoder::new().compress_vec(&raw).unwrap_or_default()
+}
+
+fn bytes_of(v: Vec<u8>) -> axum::body::Bytes {
+    axum::body::Bytes::from(v)
+}
+
+fn read_secret(path: &Path) -> anyhow::Result<String> {
+    let s = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(s.trim_end_matches(['\n', '\r']).to_string())
+}
+
+fn percent_decode(s: &str) -> String {
+    form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// Sleeps; true when `stop` fired first.
+async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
+
+async fn futures_join_all<F: std::future::Future<Output = bool> + Send + 'static>(futs: impl Iterator<Item = F>) -> Vec<bool> {
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.unwrap_or(false));
+    }
+    out
+}

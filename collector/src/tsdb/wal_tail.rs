@@ -1,0 +1,199 @@
+//! Reading the WAL from the outside: the feed of remote write.
+//!
+//! A consumer (one per remote-write target) registers a [`WalHold`] when the
+//! storage opens. The hold is its position: the last WAL record it has
+//! fully handled. The writer's checkpoint never deletes a record above a
+//! hold's position, so records wait in the WAL while a remote is down, up
+//! to the hold's `max_backlog` bytes; past that the oldest unsent records
+//! are given up (the hold jumps forward) and counted in `dropped_samples`.
+//!
+//! WAL record ids only grow, also across restarts and a WAL emptied by a
+//! checkpoint (the highest id is kept in `meta`), so a saved position
+//! stays meaningful.
+//!
+//! [`WalRows`] is the writer's ledger of the records in the table (samples
+//! and bytes per id), so backlogs are summed without reading blobs.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// "Not positioned yet": the hold keeps nothing.
+pub const UNSET: u64 = u64::MAX;
+
+/// A consumer's position in the WAL.
+#[derive(Debug)]
+pub struct WalHold {
+    name: String,
+    pos: AtomicU64,
+    max_backlog: u64,
+    dropped_samples: AtomicU64,
+    dropped_records: AtomicU64,
+}
+
+impl WalHold {
+    /// A hold at `pos` (the last record handled; [`UNSET`] to position it
+    /// later with [`WalHold::advance`]). `max_backlog`: bytes of records
+    /// above the position kept at most.
+    pub fn new(name: &str, pos: u64, max_backlog: u64) -> Self {
+        WalHold {
+            name: name.to_string(),
+            pos: AtomicU64::new(pos),
+            max_backlog,
+            dropped_samples: AtomicU64::new(0),
+            dropped_records: AtomicU64::new(0),
+        }
+    }
+
+    /// The consumer's name (for logs).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The last record handled ([`UNSET`] when not positioned).
+    pub fn position(&self) -> u64 {
+        self.pos.load(Ordering::Acquire)
+    }
+
+    /// Moves the position forward to `id` (never back).
+    pub fn advance(&self, id: u64) {
+        let _ = self
+            .pos
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| (p == UNSET || id > p).then_some(id));
+    }
+
+    /// Sets the position, also backwards (a saved position that is past
+    /// the end of the WAL).
+    pub fn reset_to(&self, id: u64) {
+        self.pos.store(id, Ordering::Release);
+    }
+
+    /// Samples and records given up because the backlog exceeded the limit,
+    /// since the hold was made.
+    pub fn dropped(&self) -> (u64, u64) {
+        (self.dropped_samples.load(Ordering::Acquire), self.dropped_records.load(Ordering::Acquire))
+    }
+}
+
+/// Samples and bytes of each record in the WAL table, by id.
+#[derive(Debug, Default)]
+pub struct WalRows {
+    rows: BTreeMap<u64, (u32, u32)>,
+}
+
+impl WalRows {
+    /// Records a row.
+    pub fn insert(&mut self, id: u64, samples: u64, bytes: usize) {
+        self.rows.insert(id, (u32::try_from(samples).unwrap_or(u32::MAX), u32::try_from(bytes).unwrap_or(u32::MAX)));
+    }
+
+    /// Forgets rows below `id` (deleted by a checkpoint).
+    pub fn remove_below(&mut self, id: u64) {
+        self.rows = self.rows.split_off(&id);
+    }
+
+    /// Forgets rows from `id` on (a torn tail).
+    pub fn remove_from(&mut self, id: u64) {
+        let _ = self.rows.split_off(&id);
+    }
+
+    /// (samples, bytes) of the rows above `pos`.
+    pub fn above(&self, pos: u64) -> (u64, u64) {
+        if pos == UNSET {
+            return (0, 0);
+        }
+        self.rows
+            .range(pos.saturating_add(1)..)
+            .fold((0, 0), |(s, b), (_, (rs, rb))| (s + u64::from(*rs), b + u64::from(*rb)))
+    }
+
+    /// Enforces a hold's backlog limit: when the rows above its position
+    /// exceed `max_backlog` bytes, moves the position past the oldest of
+    /// them until the rest fits, counting what was given up. Returns the
+    /// records given up.
+    pub fn enforce(&self, hold: &WalHold) -> u64 {
+        let pos = hold.position();
+        if pos == UNSET {
+            return 0;
+        }
+        let (_, mut bytes) = self.above(pos);
+        if bytes <= hold.max_backlog {
+            return 0;
+        }
+        let (mut to, mut samples, mut records) = (pos, 0u64, 0u64);
+        for (id, (s, b)) in self.rows.range(pos.saturating_add(1)..) {
+            if bytes <= hold.max_backlog {
+                break;
+            }
+            bytes -= u64::from(*b);
+            samples += u64::from(*s);
+            records += 1;
+            to = *id;
+        }
+        // Only if the consumer did not move meanwhile (it re-checks).
+        if hold.pos.compare_exchange(pos, to, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            hold.dropped_samples.fetch_add(samples, Ordering::AcqRel);
+            hold.dropped_records.fetch_add(records, Ordering::AcqRel);
+            tracing::warn!(
+                consumer = hold.name(),
+                records,
+                samples,
+                max_backlog = hold.max_backlog,
+                "WAL backlog over the limit: the oldest unsent records were given up"
+            );
+            records
+        } else {
+            0
+        }
+    }
+
+    /// The id below which the holds need nothing (rows at or above it are
+    /// kept for some hold).
+    pub fn needed_from(holds: &[std::sync::Arc<WalHold>]) -> Option<u64> {
+        holds
+            .iter()
+            .map(|h| h.position())
+            .filter(|p| *p != UNSET)
+            .map(|p| p.saturating_add(1))
+            .min()
+    }
+}
+
+/// One WAL record's samples, with their series' labels.
+#[derive(Debug, Clone)]
+pub struct WalRecord {
+    /// The record id.
+    pub id: u64,
+    /// (series id, timestamp ms, value), in append order.
+    pub samples: Vec<(i64, i64, f64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backlog_limit_gives_up_the_oldest_and_counts_them() {
+        let mut rows = WalRows::default();
+        for id in 1..=10u64 {
+            rows.insert(id, 100, 1000);
+        }
+        let hold = WalHold::new("r", 2, 5000);
+        assert_eq!(rows.above(2), (800, 8000));
+        assert_eq!(rows.enforce(&hold), 3);
+        assert_eq!(hold.position(), 5);
+        assert_eq!(hold.dropped(), (300, 3));
+        assert_eq!(rows.above(5), (500, 5000));
+        assert_eq!(rows.enforce(&hold), 0, "within the limit now");
+        hold.advance(4);
+        assert_eq!(hold.position(), 5, "never moves back");
+        hold.advance(9);
+        assert_eq!(WalRows::needed_from(&[std::sync::Arc::new(hold)]), Some(10));
+        rows.remove_below(7);
+        assert_eq!(rows.above(0), (400, 4000));
+        rows.remove_from(9);
+        assert_eq!(rows.above(0), (200, 2000));
+        let unset = WalHold::new("u", UNSET, 0);
+        assert_eq!(rows.enforce(&unset), 0);
+        assert_eq!(WalRows::needed_from(&[std::sync::Arc::new(unset)]), None);
+    }
+}
