@@ -185,7 +185,8 @@ impl Args {
         }
         cfg.rule_files.extend(self.rules.iter().cloned());
         cfg.alertmanagers.extend(self.alertmanagers.iter().cloned());
-        cfg.remote_write.extend(self.remote_write.iter().map(|u| crate::remote::RemoteWriteConfig::with_url(u)));
+        cfg.remote_write
+            .extend(self.remote_write.iter().map(|u| crate::remote::RemoteWriteConfig::with_url(u)));
         if let Some(v) = self.evaluation_interval {
             cfg.evaluation_interval = v;
         }

@@ -76,7 +76,12 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     let notify_metrics = notify::NotifyMetrics::new(sub);
     let limit_metrics = ingest::limits::LimitMetrics::new(sub, &cfg.limits);
     let limiter = Arc::new(ingest::limits::Limiter::new(cfg.limits.clone(), limit_metrics.clone()));
-    let remotes = remote::Remotes::prepare(&cfg.remote_write, &cfg.data_dir, &cfg.external_labels, remote::RemoteMetrics::new(sub))?;
+    let remotes = remote::Remotes::prepare(
+        &cfg.remote_write,
+        &cfg.data_dir,
+        &cfg.external_labels,
+        remote::RemoteMetrics::new(sub),
+    )?;
     let tsdb_opts = tsdb::TsdbOptions {
         retention: tsdb::Retention {
             age: cfg.retention,

@@ -10,6 +10,7 @@ mod interop;
 mod promql_conformance;
 mod promqltest;
 mod reliability;
+mod remote_write;
 mod scrape_interop;
 mod storage;
 mod tls;

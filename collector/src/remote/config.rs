@@ -188,7 +188,10 @@ impl RemoteWriteConfig {
             return Err(format!("shards {} must be between 1 and 64", self.shards));
         }
         if !(1..=100_000).contains(&self.max_samples_per_send) {
-            return Err(format!("max_samples_per_send {} must be between 1 and 100000", self.max_samples_per_send));
+            return Err(format!(
+                "max_samples_per_send {} must be between 1 and 100000",
+                self.max_samples_per_send
+            ));
         }
         if self.timeout.is_zero() {
             return Err("timeout must be more than 0s".into());
@@ -198,7 +201,9 @@ impl RemoteWriteConfig {
         }
         for (k, v) in &self.headers {
             if RESERVED_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
-                return Err(format!("headers: {k:?} is set by the sender itself (use basic_auth or bearer_token for Authorization)"));
+                return Err(format!(
+                    "headers: {k:?} is set by the sender itself (use basic_auth or bearer_token for Authorization)"
+                ));
             }
             reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("headers: {k:?} is not a valid header name"))?;
             reqwest::header::HeaderValue::from_str(v).map_err(|_| format!("headers: the value of {k:?} is not a valid header value"))?;
@@ -270,7 +275,10 @@ write_relabel_configs:
             ("url: http://x/\nheaders: {Authorization: x}", "set by the sender"),
             ("url: http://x/\nshards: 0", "shards"),
             ("url: http://x/\nbearer_token: a\nbearer_token_file: /b", "not both"),
-            ("url: http://x/\nbasic_auth: {username: u, password: p, password_file: /f}", "not both"),
+            (
+                "url: http://x/\nbasic_auth: {username: u, password: p, password_file: /f}",
+                "not both",
+            ),
             ("url: http://x/\nmin_backoff: 10s", "min_backoff"),
             ("url: http://x/\nname: 'a/b'", "name"),
             ("url: http://x/\ntls: {cert_file: /c}", "go together"),

@@ -83,9 +83,15 @@ impl RemoteMetrics {
             highest_sent: Family::default(),
             position: Family::default(),
             shards: Family::default(),
-            duration: Family::new_with_constructor(|| Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+            }),
         };
-        reg.register("remote_storage_samples", "Samples sent and accepted by the receiver", m.samples.clone());
+        reg.register(
+            "remote_storage_samples",
+            "Samples sent and accepted by the receiver",
+            m.samples.clone(),
+        );
         reg.register(
             "remote_storage_samples_failed",
             "Samples the receiver refused with a non-retryable 4xx (not sent again)",
@@ -101,9 +107,21 @@ impl RemoteMetrics {
             "Samples never sent, by reason: backlog_exceeded (over max_backlog while the receiver was unreachable), relabel (dropped by write_relabel_configs), unknown_series",
             m.dropped.clone(),
         );
-        reg.register("remote_storage_samples_pending", "Samples in the WAL not yet sent", m.pending.clone());
-        reg.register("remote_storage_bytes", "Compressed request bytes sent and accepted", m.bytes.clone());
-        reg.register("remote_storage_requests", "Requests by outcome (ok, retry, failed)", m.requests.clone());
+        reg.register(
+            "remote_storage_samples_pending",
+            "Samples in the WAL not yet sent",
+            m.pending.clone(),
+        );
+        reg.register(
+            "remote_storage_bytes",
+            "Compressed request bytes sent and accepted",
+            m.bytes.clone(),
+        );
+        reg.register(
+            "remote_storage_requests",
+            "Requests by outcome (ok, retry, failed)",
+            m.requests.clone(),
+        );
         reg.register(
             "remote_storage_highest_sent_timestamp_seconds",
             "Highest sample timestamp sent and accepted",
@@ -164,7 +182,8 @@ impl Remotes {
             if !names.insert(name.clone()) {
                 anyhow::bail!("remote_write[{i}]: the name {name:?} is used twice; give each target a distinct name");
             }
-            let q = Queue::new(cfg, &name, &dir, external_labels, metrics.clone()).with_context(|| format!("remote_write[{i}] ({name})"))?;
+            let q =
+                Queue::new(cfg, &name, &dir, external_labels, metrics.clone()).with_context(|| format!("remote_write[{i}] ({name})"))?;
             queues.push(Arc::new(q));
         }
         if !queues.is_empty() {
@@ -196,6 +215,11 @@ impl Remotes {
                 tracing::info!(remote = %q.name, url = %redact_url(&q.cfg.url), wal_id = pos, pending_samples = samples, "remote write: resuming");
             }
             q.metrics.shards.get_or_create(&q.labels).set(q.cfg.shards as i64);
+            // Present from the start, so a rate() over them sees the first failure.
+            for f in [&q.metrics.samples, &q.metrics.failed, &q.metrics.retried] {
+                let _ = f.get_or_create(&q.labels);
+            }
+            let _ = q.metrics.dropped.get_or_create(&q.with_reason("backlog_exceeded"));
             tasks.push(tokio::spawn(q.clone().run(tsdb.clone(), stop.clone(), drain.clone())));
         }
         tasks
@@ -277,7 +301,9 @@ impl Queue {
         if let Some(t) = &cfg.tls {
             if let Some(ca) = &t.ca_file {
                 let pem = std::fs::read(ca).with_context(|| format!("tls.ca_file {}", ca.display()))?;
-                for c in reqwest::Certificate::from_pem_bundle(&pem).with_context(|| format!("tls.ca_file {}: not PEM certificates", ca.display()))? {
+                for c in reqwest::Certificate::from_pem_bundle(&pem)
+                    .with_context(|| format!("tls.ca_file {}: not PEM certificates", ca.display()))?
+                {
                     b = b.add_root_certificate(c);
                 }
                 b = b.tls_built_in_root_certs(false);
@@ -289,12 +315,18 @@ impl Queue {
                 b = b.identity(reqwest::Identity::from_pem(&pem).context("tls.cert_file/key_file: not a PEM certificate and key")?);
             }
             if t.insecure_skip_verify {
-                tracing::warn!(remote = name, "remote write: tls.insecure_skip_verify is set; the receiver's certificate is not checked");
+                tracing::warn!(
+                    remote = name,
+                    "remote write: tls.insecure_skip_verify is set; the receiver's certificate is not checked"
+                );
                 b = b.danger_accept_invalid_certs(true);
             }
         }
         let client = b.build().context("building the HTTP client")?;
-        let labels = vec![("remote_name".to_string(), name.to_string()), ("url".to_string(), redact_url(&cfg.url))];
+        let labels = vec![
+            ("remote_name".to_string(), name.to_string()),
+            ("url".to_string(), redact_url(&cfg.url)),
+        ];
         Ok(Queue {
             cfg: cfg.clone(),
             name: name.to_string(),
@@ -329,7 +361,9 @@ impl Queue {
             }
             let drops = self.hold.dropped();
             if drops.0 > reported_drops.0 {
-                m.dropped.get_or_create(&self.with_reason("backlog_exceeded")).inc_by(drops.0 - reported_drops.0);
+                m.dropped
+                    .get_or_create(&self.with_reason("backlog_exceeded"))
+                    .inc_by(drops.0 - reported_drops.0);
                 reported_drops = drops;
             }
             let (pending, _) = tsdb.wal_backlog(after);
@@ -476,7 +510,10 @@ impl Queue {
             }
         }
         if unknown > 0 {
-            self.metrics.dropped.get_or_create(&self.with_reason("unknown_series")).inc_by(unknown);
+            self.metrics
+                .dropped
+                .get_or_create(&self.with_reason("unknown_series"))
+                .inc_by(unknown);
         }
         if relabeled > 0 {
             self.metrics.dropped.get_or_create(&self.with_reason("relabel")).inc_by(relabeled);
@@ -547,7 +584,9 @@ impl Queue {
                 return None;
             }
         }
-        Some(Arc::new(labels.into_iter().map(|(name, value)| pb::Label { name, value }).collect()))
+        Some(Arc::new(
+            labels.into_iter().map(|(name, value)| pb::Label { name, value }).collect(),
+        ))
     }
 
     /// Sends one request, retrying what may succeed later.
@@ -651,7 +690,9 @@ impl Queue {
         .await;
         match res {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(remote = %self.name, path = %self.state_path.display(), error = %e, "remote write: cannot save the position"),
+            Ok(Err(e)) => {
+                tracing::error!(remote = %self.name, path = %self.state_path.display(), error = %e, "remote write: cannot save the position")
+            }
             Err(e) => tracing::error!(remote = %self.name, error = %e, "remote write: saving the position failed"),
         }
     }

@@ -48,8 +48,8 @@ pub use head::HeadStats;
 use head::{Head, merge_last_write_wins};
 pub use index::{Index, IndexStats};
 pub use retention::Retention;
-pub use wal_tail::{WalHold, WalRecord};
 use wal_tail::WalRows;
+pub use wal_tail::{WalHold, WalRecord};
 use writer::{Key, Msg, WriteReq, Writer};
 
 /// A label set sorted by name, including `__name__`.
@@ -468,7 +468,8 @@ impl Tsdb {
         let mut out = Vec::new();
         for (id, data) in rows? {
             let mut samples = Vec::new();
-            record::decode(&data, |sid, t, v| samples.push((sid, t, v))).map_err(|e| TsdbError::Corrupt(format!("wal record {id}: {e}")))?;
+            record::decode(&data, |sid, t, v| samples.push((sid, t, v)))
+                .map_err(|e| TsdbError::Corrupt(format!("wal record {id}: {e}")))?;
             out.push(WalRecord { id: id as u64, samples });
         }
         Ok(out)

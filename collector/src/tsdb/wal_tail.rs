@@ -70,7 +70,10 @@ impl WalHold {
     /// Samples and records given up because the backlog exceeded the limit,
     /// since the hold was made.
     pub fn dropped(&self) -> (u64, u64) {
-        (self.dropped_samples.load(Ordering::Acquire), self.dropped_records.load(Ordering::Acquire))
+        (
+            self.dropped_samples.load(Ordering::Acquire),
+            self.dropped_records.load(Ordering::Acquire),
+        )
     }
 }
 
@@ -83,7 +86,10 @@ pub struct WalRows {
 impl WalRows {
     /// Records a row.
     pub fn insert(&mut self, id: u64, samples: u64, bytes: usize) {
-        self.rows.insert(id, (u32::try_from(samples).unwrap_or(u32::MAX), u32::try_from(bytes).unwrap_or(u32::MAX)));
+        self.rows.insert(
+            id,
+            (u32::try_from(samples).unwrap_or(u32::MAX), u32::try_from(bytes).unwrap_or(u32::MAX)),
+        );
     }
 
     /// Forgets rows below `id` (deleted by a checkpoint).

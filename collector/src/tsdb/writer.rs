@@ -181,7 +181,11 @@ impl Writer {
                 if wal_id > 0 {
                     self.last_wal_id = wal_id;
                     if let Some((id, count, bytes)) = self.wal_row.take() {
-                        self.shared.wal_rows.lock().unwrap_or_else(|p| p.into_inner()).insert(id, count, bytes);
+                        self.shared
+                            .wal_rows
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(id, count, bytes);
                     }
                 }
                 if !new_series.is_empty() {
