@@ -1133,6 +1133,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn wal_holds_keep_unsent_records_and_ids_never_repeat() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let m = labels("m", &[]);
+        // No hold: a flush empties the WAL; the ids go on after a reopen.
+        {
+            let db = open(d.path());
+            write(&db, &[(&m, 1, 1.0)]).await;
+            write(&db, &[(&m, 2, 2.0)]).await;
+            assert_eq!(db.last_wal_id(), 2);
+            db.flush().await.expect("flush");
+            assert!(db.read_wal(0, 10).expect("read").is_empty());
+            db.close();
+        }
+        let hold = Arc::new(WalHold::new("r", 2, 1 << 20));
+        let opts = TsdbOptions {
+            wal_holds: vec![hold.clone()],
+            ..TsdbOptions::default()
+        };
+        let db = Tsdb::open(d.path(), &opts, &mut Registry::default()).expect("open");
+        assert_eq!(db.last_wal_id(), 2, "the emptied WAL's last id is remembered");
+        let mut watch = db.wal_watch();
+        write(&db, &[(&m, 3, 3.0), (&m, 4, 4.0)]).await;
+        write(&db, &[(&m, 5, 5.0)]).await;
+        assert!(watch.has_changed().expect("watch"), "consumers are told");
+        // A flush persists everything, but the hold keeps what it has not read.
+        db.flush().await.expect("flush");
+        let recs = db.read_wal(2, 10).expect("read");
+        assert_eq!(recs.iter().map(|r| r.id).collect::<Vec<_>>(), vec![3, 4]);
+        let sid = recs[0].samples[0].0;
+        assert_eq!(recs[0].samples, vec![(sid, 3, 3.0), (sid, 4, 4.0)]);
+        assert_eq!(db.series_labels(sid).as_deref(), Some(&*m));
+        assert_eq!(db.wal_backlog(2), (3, db.wal_backlog(2).1));
+        assert_eq!(db.read_wal(3, 10).expect("read").len(), 1);
+        // Handled up to 3: record 3 goes at the next checkpoint, 4 stays.
+        hold.advance(3);
+        db.flush().await.expect("flush");
+        assert_eq!(db.read_wal(0, 10).expect("read").iter().map(|r| r.id).collect::<Vec<_>>(), vec![4]);
+        assert_eq!(db.wal_backlog(3).0, 1);
+        db.close();
+
+        // A backlog over the limit gives up the oldest records, counted.
+        let tiny = Arc::new(WalHold::new("tiny", 3, 1));
+        let opts = TsdbOptions {
+            wal_holds: vec![tiny.clone()],
+            ..TsdbOptions::default()
+        };
+        let db = Tsdb::open(d.path(), &opts, &mut Registry::default()).expect("reopen");
+        write(&db, &[(&m, 6, 6.0)]).await;
+        db.flush().await.expect("flush");
+        assert_eq!(tiny.position(), 5, "moved past everything over 1 byte");
+        assert_eq!(tiny.dropped(), (2, 2));
+        assert!(db.read_wal(0, 10).expect("read").is_empty());
+        assert_eq!(read(&db, &[Matcher::equal("__name__", "m")])[0].samples.len(), 6, "storage itself lost nothing");
+    }
+
+    #[tokio::test]
     async fn retention_by_age_removes_whole_old_chunks() {
         let d = tempfile::tempdir().expect("tempdir");
         let opts = TsdbOptions {
