@@ -577,3 +577,166 @@ remote_write:
     assert_eq!(metric(&c.http, "csoc_collector_remote_storage_samples_failed_total", "thanos"), 0.0);
     Ok(())
 }
+
+/// A certificate (self-signed, or issued by `ca`) and its key as PEM files
+/// in `dir`: (cert, key) paths.
+fn issue(dir: &Path, name: &str, server: bool, ca: Option<&(rcgen::Certificate, rcgen::KeyPair)>) -> anyhow::Result<(String, String)> {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType};
+    let key = KeyPair::generate()?;
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name.push(DnType::CommonName, name);
+    if server {
+        p.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    } else {
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    }
+    let cert = match ca {
+        Some((c, k)) => p.signed_by(&key, c, k)?,
+        None => p.self_signed(&key)?,
+    };
+    let (c, k) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    std::fs::write(&c, cert.pem())?;
+    std::fs::write(&k, key.serialize_pem())?;
+    Ok((c.display().to_string(), k.display().to_string()))
+}
+
+#[test]
+fn remote_write_into_a_real_prometheus_over_mutual_tls_with_basic_auth_and_a_refused_password() -> anyhow::Result<()> {
+    let Some(prom) = program("prometheus") else { return Ok(()) };
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca_p = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_p.distinguished_name.push(rcgen::DnType::CommonName, "remote-write test CA");
+    let ca_cert = ca_p.self_signed(&ca_key)?;
+    let ca_file = d.join("ca.crt");
+    std::fs::write(&ca_file, ca_cert.pem())?;
+    let ca = (ca_cert, ca_key);
+    let (srv_crt, srv_key) = issue(d, "prometheus", true, Some(&ca))?;
+    let (cli_crt, cli_key) = issue(d, "collector-client", false, Some(&ca))?;
+    // Prometheus's web config: TLS with required client certificates and a
+    // basic-auth user. The bcrypt hash is of "rw-basic-pass", made with
+    // python3 -c "import crypt; print(crypt.crypt('rw-basic-pass', crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))".
+    let web = d.join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: {srv_crt}\n  key_file: {srv_key}\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {}\n\
+             basic_auth_users:\n  csoc: $2b$04$Toto1m7wh77f1fxdPLb8sOaP3Xcmh5s3C7nw.3Z9kdONSY8S.5dcG\n",
+            ca_file.display()
+        ),
+    )?;
+    std::fs::write(d.join("prometheus.yml"), "global:\n  scrape_interval: 1m\n")?;
+    std::fs::write(d.join("good-pass"), "rw-basic-pass\n")?;
+    let port = free_port();
+    let args: Vec<String> = vec![
+        format!("--config.file={}", d.join("prometheus.yml").display()),
+        format!("--storage.tsdb.path={}", d.join("prometheus-data").display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        format!("--web.config.file={}", web.display()),
+        "--web.enable-remote-write-receiver".into(),
+    ];
+    let _p = Proc::start(d, "prometheus", &prom, &args)?;
+    let mut pem = std::fs::read(&cli_crt)?;
+    pem.extend(std::fs::read(&cli_key)?);
+    let client = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca_file)?)?)
+        .identity(reqwest::Identity::from_pem(&pem)?)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let base = format!("https://127.0.0.1:{port}");
+    wait_for("prometheus over TLS", Duration::from_secs(30), || {
+        client
+            .get(format!("{base}/-/ready"))
+            .basic_auth("csoc", Some("rw-basic-pass"))
+            .send()
+            .ok()
+            .filter(|r| r.status().is_success())
+    })?;
+
+    let config = format!(
+        r#"
+remote_write:
+  - url: {base}/api/v1/write
+    name: prom-tls
+    basic_auth: {{username: csoc, password_file: {good}}}
+    tls: {{ca_file: {ca}, cert_file: {cli_crt}, key_file: {cli_key}}}
+  - url: {base}/api/v1/write
+    name: prom-wrong-password
+    basic_auth: {{username: csoc, password: not-the-password}}
+    tls: {{ca_file: {ca}, cert_file: {cli_crt}, key_file: {cli_key}}}
+  - url: {base}/api/v1/write
+    name: prom-no-client-cert
+    basic_auth: {{username: csoc, password_file: {good}}}
+    tls: {{ca_file: {ca}}}
+    min_backoff: 100ms
+    max_backoff: 200ms
+"#,
+        good = d.join("good-pass").display(),
+        ca = ca_file.display(),
+    );
+    let cfg = d.join("collector.yml");
+    std::fs::write(&cfg, config)?;
+    let cfg_s = cfg.display().to_string();
+    let c = Collector::start(
+        d,
+        &[
+            "--config",
+            &cfg_s,
+            "--agent-token",
+            &format!("rw={TOKEN}"),
+            "--self-scrape-interval",
+            "0s",
+        ],
+    )?;
+    let t = now_ms();
+    remote_write(&c.http, TOKEN, &samples_at(&[t]))?;
+    let v = wait_for("the sample in Prometheus over mutual TLS", Duration::from_secs(20), || {
+        let r = client
+            .get(format!("{base}/api/v1/query"))
+            .basic_auth("csoc", Some("rw-basic-pass"))
+            .query(&[
+                ("query", "rwtest_value{instance=\"i3\"}"),
+                ("time", &format!("{:.3}", t as f64 / 1000.0)),
+            ])
+            .send()
+            .ok()?;
+        let v: Value = r.json().ok()?;
+        v["data"]["result"].as_array().filter(|a| !a.is_empty()).map(|a| a[0].clone())
+    })?;
+    assert_eq!(v["metric"]["commons"], "rw");
+    assert_eq!(v["value"][1].as_str().and_then(|s| s.parse::<f64>().ok()), Some(value_of(3, t)));
+    // A wrong password is a 401 from the real receiver: not retried, counted.
+    wait_for("the refused samples counted", Duration::from_secs(20), || {
+        (metric(&c.http, "csoc_collector_remote_storage_samples_failed_total", "prom-wrong-password") >= SERIES as f64).then_some(())
+    })?;
+    assert_eq!(
+        metric(
+            &c.http,
+            "csoc_collector_remote_storage_samples_retried_total",
+            "prom-wrong-password"
+        ),
+        0.0
+    );
+    // No client certificate: the handshake fails, which may heal (retried, kept).
+    wait_for("the failed handshakes retried", Duration::from_secs(20), || {
+        (metric(
+            &c.http,
+            "csoc_collector_remote_storage_samples_retried_total",
+            "prom-no-client-cert",
+        ) >= SERIES as f64)
+            .then_some(())
+    })?;
+    assert_eq!(
+        metric(&c.http, "csoc_collector_remote_storage_samples_pending", "prom-no-client-cert"),
+        SERIES as f64
+    );
+    assert_eq!(
+        metric(&c.http, "csoc_collector_remote_storage_samples_total", "prom-tls"),
+        SERIES as f64
+    );
+    ensure!(!c.proc.log_text().contains("rw-basic-pass") && !c.proc.log_text().contains("not-the-password"));
+    Ok(())
+}

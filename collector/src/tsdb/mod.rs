@@ -1185,7 +1185,11 @@ mod tests {
         assert_eq!(tiny.position(), 5, "moved past everything over 1 byte");
         assert_eq!(tiny.dropped(), (2, 2));
         assert!(db.read_wal(0, 10).expect("read").is_empty());
-        assert_eq!(read(&db, &[Matcher::equal("__name__", "m")])[0].samples.len(), 6, "storage itself lost nothing");
+        assert_eq!(
+            read(&db, &[Matcher::equal("__name__", "m")])[0].samples.len(),
+            6,
+            "storage itself lost nothing"
+        );
     }
 
     #[tokio::test]
