@@ -554,6 +554,26 @@ mod tests {
         std::fs::write(&p, &yaml).expect("write");
         let c = CollectorConfig::from_file(&p).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
         assert_eq!(c.api_auth().expect("valid").len(), 2);
+        // And the commented remote_write examples.
+        let start = text.find("remote_write: []").expect("remote_write");
+        let block: Vec<&str> = text[start..].lines().skip(1).take_while(|l| l.starts_with("#  ")).collect();
+        let uncommented: Vec<&str> = block
+            .iter()
+            .map(|l| l.trim_start_matches('#').split("  #").next().unwrap_or_default().trim_end())
+            .collect();
+        let yaml = format!("remote_write:\n{}\n", uncommented.join("\n"));
+        std::fs::write(&p, &yaml).expect("write");
+        let c = CollectorConfig::from_file(&p).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        c.validate().unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        assert_eq!(c.remote_write.len(), 2);
+        let d = crate::remote::RemoteWriteConfig::with_url("http://x/");
+        let m = &c.remote_write[0];
+        assert_eq!(
+            (m.shards, m.max_samples_per_send, m.max_backlog),
+            (d.shards, d.max_samples_per_send, d.max_backlog)
+        );
+        assert_eq!((m.timeout, m.min_backoff, m.max_backoff), (d.timeout, d.min_backoff, d.max_backoff));
+        assert_eq!(m.headers.get("X-Scope-OrgID").map(String::as_str), Some("csoc"));
     }
 
     #[test]

@@ -372,7 +372,14 @@ pub fn remote_write(base: &str, token: &str, req: &WriteRequest) -> anyhow::Resu
 pub fn program(name: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|f| f.is_file()));
     if found.is_none() {
-        let msg = format!("{name} not found in PATH (Debian/Ubuntu: apt-get install prometheus)");
+        let package = match name {
+            "alertmanager" | "prometheus-alertmanager" => "prometheus-alertmanager",
+            "prometheus-node-exporter" | "node_exporter" => "prometheus-node-exporter",
+            "victoria-metrics" => "victoria-metrics",
+            "blackbox_exporter" | "prometheus-blackbox-exporter" => "prometheus-blackbox-exporter",
+            _ => "prometheus",
+        };
+        let msg = format!("{name} not found in PATH (Debian/Ubuntu: apt-get install {package})");
         if std::env::var("CSOC_REQUIRE_INTEROP").as_deref() == Ok("1") {
             panic!("{msg}, and CSOC_REQUIRE_INTEROP=1 forbids skipping");
         }

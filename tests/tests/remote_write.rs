@@ -338,12 +338,15 @@ struct Seen {
     req: WriteRequest,
 }
 
+/// The answers to give next: (status, Retry-After seconds).
+type Script = Arc<Mutex<Vec<(u16, Option<u64>)>>>;
+
 /// A remote-write receiver on 127.0.0.1 that records requests and answers
 /// from a script (status, Retry-After) before falling back to 204.
 struct RecordingReceiver {
     url: String,
     seen: Arc<Mutex<Vec<Seen>>>,
-    script: Arc<Mutex<Vec<(u16, Option<u64>)>>>,
+    script: Script,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -353,7 +356,7 @@ impl RecordingReceiver {
         listener.set_nonblocking(true)?;
         let url = format!("http://{}", listener.local_addr()?);
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let script: Arc<Mutex<Vec<(u16, Option<u64>)>>> = Arc::new(Mutex::new(Vec::new()));
+        let script: Script = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (sx, sc, st) = (seen.clone(), script.clone(), stop.clone());
         std::thread::spawn(move || {

@@ -237,6 +237,10 @@ enum Auth {
     Bearer(String),
 }
 
+/// One shard's part of a batch: series in first-seen order (with an index
+/// by series id), each with its samples.
+type ShardBatch = (HashMap<i64, usize>, Vec<(Arc<Vec<pb::Label>>, Vec<(i64, f64)>)>);
+
 /// How a request ended.
 enum Sent {
     Ok,
@@ -478,7 +482,7 @@ impl Queue {
         }
         let n = self.cfg.shards;
         // Per shard: series in first-seen order, with their samples.
-        let mut per: Vec<(HashMap<i64, usize>, Vec<(Arc<Vec<pb::Label>>, Vec<(i64, f64)>)>)> = (0..n).map(|_| Default::default()).collect();
+        let mut per: Vec<ShardBatch> = (0..n).map(|_| Default::default()).collect();
         let (mut unknown, mut relabeled) = (0u64, 0u64);
         for r in batch {
             for &(sid, t, v) in &r.samples {
@@ -658,7 +662,7 @@ impl Queue {
                 Some(d) => d.min(Duration::from_secs(300)),
                 None => backoff,
             };
-            if attempt == 1 || attempt % 20 == 0 {
+            if attempt == 1 || attempt.is_multiple_of(20) {
                 tracing::warn!(remote = %self.name, attempt, error = %why, retry_in = ?delay, "remote write: request failed; retrying");
             }
             if sleep_or_stop(delay, stop).await {

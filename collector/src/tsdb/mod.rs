@@ -1153,7 +1153,7 @@ mod tests {
         };
         let db = Tsdb::open(d.path(), &opts, &mut Registry::default()).expect("open");
         assert_eq!(db.last_wal_id(), 2, "the emptied WAL's last id is remembered");
-        let mut watch = db.wal_watch();
+        let watch = db.wal_watch();
         write(&db, &[(&m, 3, 3.0), (&m, 4, 4.0)]).await;
         write(&db, &[(&m, 5, 5.0)]).await;
         assert!(watch.has_changed().expect("watch"), "consumers are told");
