@@ -311,11 +311,13 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         // A few seconds to send what is left; the rest waits in the WAL.
         remote_drain.cancel();
         let deadline = tokio::time::Instant::now() + REMOTE_FLUSH_DEADLINE;
-        for t in remote_tasks {
-            let abort = t.abort_handle();
-            if tokio::time::timeout_at(deadline, t).await.is_err() {
+        for mut t in remote_tasks {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                // Past the deadline: stop retrying; the queue saves its position.
                 remote_stop.cancel();
-                abort.abort();
+                if tokio::time::timeout(std::time::Duration::from_secs(2), &mut t).await.is_err() {
+                    t.abort();
+                }
             }
         }
     }
