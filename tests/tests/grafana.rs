@@ -472,15 +472,16 @@ fn grafana_every_dashboard_query_evaluates_and_returns_data() -> anyhow::Result<
     let https = fake.https.clone().context("the fake's https URL")?;
     let sink = WebhookSink::start()?;
 
-    // The quickstart's collector (--local-agent), fast, with the rule pack and
+    // The quickstart's collector (--local-agent), fast, with the rule pack,
     // two receivers: one that works, one that answers 404 (a failed
-    // notification, not retried).
+    // notification, not retried), and a remote-write target (the sink
+    // answers 200 to anything).
     let cfg = dir.path().join("collector.yml");
     std::fs::write(
         &cfg,
         format!(
-            "receivers:\n  - name: ops\n    group_wait: 1s\n    group_interval: 2s\n    repeat_interval: 1h\n    webhook:\n      url: {}\n  - name: broken\n    group_wait: 1s\n    group_interval: 2s\n    repeat_interval: 1h\n    webhook:\n      url: {}/_no_such_receiver\n",
-            sink.url, fake.http
+            "remote_write:\n  - url: {}/api/v1/write\n    name: archive\nreceivers:\n  - name: ops\n    group_wait: 1s\n    group_interval: 2s\n    repeat_interval: 1h\n    webhook:\n      url: {}\n  - name: broken\n    group_wait: 1s\n    group_interval: 2s\n    repeat_interval: 1h\n    webhook:\n      url: {}/_no_such_receiver\n",
+            sink.url, sink.url, fake.http
         ),
     )?;
     let rules = fast_rule_pack(dir.path())?;
