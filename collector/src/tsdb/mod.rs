@@ -304,7 +304,7 @@ impl TsdbMetrics {
         );
         r.register_with_unit(
             "wal_size",
-            "Size of the write-ahead log records not yet truncated (samples not yet in persisted chunks), updated every 5 s",
+            "Size of the write-ahead log records not yet truncated (samples not yet in persisted chunks, or not yet sent by remote write), updated every 5 s",
             prometheus_client::registry::Unit::Bytes,
             m.wal_bytes.clone(),
         );
@@ -688,6 +688,10 @@ fn replay_wal(conn: &Connection, head: &mut Head, metrics: &TsdbMetrics, wal_row
     let (rows, max_id): (i64, i64) = conn.query_row(sqlite::COUNT_WAL, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
     // Ids never repeat: a checkpoint that emptied the WAL left the last one in meta.
     let kept: i64 = conn.query_row(sqlite::SELECT_WAL_LAST_ID, [], |r| r.get(0)).unwrap_or(0);
+    // Rows below this are kept only for remote write: their samples are in
+    // persisted chunks, so the head does not replay them.
+    let replay_from: i64 = conn.query_row(sqlite::SELECT_WAL_REPLAY_FROM, [], |r| r.get(0)).unwrap_or(0);
+    let mut skipped = 0u64;
     if rows == 0 {
         return Ok(max_id.max(kept).max(0) as u64);
     }
@@ -706,6 +710,13 @@ fn replay_wal(conn: &Connection, head: &mut Head, metrics: &TsdbMetrics, wal_row
         }
         for (id, data) in batch {
             from = id + 1;
+            if id < replay_from
+                && let Ok(n) = record::count(&data)
+            {
+                wal_rows.insert(id as u64, n, data.len());
+                skipped += 1;
+                continue;
+            }
             let res = record::decode(&data, |sid, t, v| {
                 if head.append(sid, t, v, id as u64) {
                     samples += 1;
@@ -733,7 +744,7 @@ fn replay_wal(conn: &Connection, head: &mut Head, metrics: &TsdbMetrics, wal_row
         tracing::warn!(samples = unknown, "WAL samples of unknown series skipped");
     }
     metrics.wal_replayed_samples.inc_by(samples);
-    tracing::info!(records = done, samples, elapsed = ?started.elapsed(), "WAL replayed");
+    tracing::info!(records = done, samples, kept_for_remote_write = skipped, elapsed = ?started.elapsed(), "WAL replayed");
     let max: i64 = conn.query_row(sqlite::COUNT_WAL, [], |r| r.get(1))?;
     Ok(max.max(kept).max(0) as u64)
 }
@@ -1179,7 +1190,15 @@ mod tests {
             wal_holds: vec![tiny.clone()],
             ..TsdbOptions::default()
         };
-        let db = Tsdb::open(d.path(), &opts, &mut Registry::default()).expect("reopen");
+        let mut reg = Registry::default();
+        let db = Tsdb::open(d.path(), &opts, &mut reg).expect("reopen");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).expect("encode");
+        assert!(
+            text.lines().any(|l| l.starts_with("tsdb_head_samples ") && l.ends_with(" 0")),
+            "record 4, kept for remote write only, is not replayed into the head:\n{text}"
+        );
+        assert_eq!(db.wal_backlog(3).0, 1, "but it is still there to send");
         write(&db, &[(&m, 6, 6.0)]).await;
         db.flush().await.expect("flush");
         assert_eq!(tiny.position(), 5, "moved past everything over 1 byte");

@@ -100,6 +100,17 @@ impl Reader<'_> {
     }
 }
 
+/// The sample count in a record's header (without decoding the samples).
+pub fn count(b: &[u8]) -> Result<u64, RecordError> {
+    let Some(&version) = b.first() else {
+        return Err(RecordError::Truncated(0));
+    };
+    if version != VERSION {
+        return Err(RecordError::Version(version));
+    }
+    Reader { b, pos: 1 }.uvarint()
+}
+
 /// Decodes a record, calling `f(series_id, t, v)` for each sample in order.
 /// On error, the samples before the bad one have been passed to `f`.
 pub fn decode(b: &[u8], mut f: impl FnMut(i64, i64, f64)) -> Result<u64, RecordError> {
@@ -146,6 +157,7 @@ mod tests {
         let b = e.finish();
         let mut out = Vec::new();
         assert_eq!(decode(&b, |id, t, v| out.push((id, t, v.to_bits()))), Ok(4));
+        assert_eq!(count(&b), Ok(4));
         let want: Vec<_> = samples.iter().map(|(id, t, v)| (*id, *t, v.to_bits())).collect();
         assert_eq!(out, want);
         // Every truncation is an error, never a panic, and keeps the prefix.

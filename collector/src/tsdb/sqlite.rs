@@ -1,7 +1,8 @@
 //! The SQLite schema and every SQL statement of the storage.
 //!
 //! ```sql
-//! meta(key PRIMARY KEY, value)              -- schema_version; wal_last_id (ids never repeat)
+//! meta(key PRIMARY KEY, value)              -- schema_version; wal_last_id (ids never repeat);
+//!                                           -- wal_replay_from (rows below: for remote write only)
 //! series(id INTEGER PRIMARY KEY, labels)    -- labels: JSON [[name,value],...] sorted by name;
 //!                                           -- unique by construction (the in-memory index
 //!                                           -- is consulted before a series is created)
@@ -156,6 +157,12 @@ pub const INSERT_WAL: &str = "INSERT INTO wal(id, data) VALUES (?1, ?2)";
 pub const SELECT_WAL_AFTER: &str = "SELECT id, data FROM wal WHERE id > ?1 ORDER BY id LIMIT ?2";
 /// The highest WAL id ever written (kept when a checkpoint empties the WAL).
 pub const SELECT_WAL_LAST_ID: &str = "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'wal_last_id'";
+/// The first WAL id the head needs at start (rows below it are only kept
+/// for remote write: their samples are in persisted chunks).
+pub const SELECT_WAL_REPLAY_FROM: &str = "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'wal_replay_from'";
+/// Records where replay starts.
+pub const UPSERT_WAL_REPLAY_FROM: &str = "INSERT INTO meta(key, value) VALUES ('wal_replay_from', ?1)
+    ON CONFLICT(key) DO UPDATE SET value = excluded.value";
 /// Records the highest WAL id ever written.
 pub const UPSERT_WAL_LAST_ID: &str = "INSERT INTO meta(key, value) VALUES ('wal_last_id', ?1)
     ON CONFLICT(key) DO UPDATE SET value = excluded.value";

@@ -87,6 +87,8 @@ pub struct Writer {
     last_wal_id: u64,
     /// The WAL row of the transaction in flight: (id, samples, bytes).
     wal_row: Option<(u64, u64, usize)>,
+    /// The `wal_replay_from` last written to meta.
+    replay_from_saved: u64,
     last_checkpoint: Instant,
     last_close_idle: Instant,
     last_retention: Instant,
@@ -109,6 +111,7 @@ impl Writer {
             applied: HashMap::new(),
             last_wal_id,
             wal_row: None,
+            replay_from_saved: 0,
             last_checkpoint: now,
             last_close_idle: now,
             last_retention: now - RETENTION_EVERY + Duration::from_secs(10),
@@ -349,7 +352,8 @@ impl Writer {
     /// write, within its backlog limit) needs any more.
     fn checkpoint(&mut self) -> Result<usize, rusqlite::Error> {
         let watermark = self.shared.head.read().unwrap_or_else(|p| p.into_inner()).wal_watermark();
-        let mut below = watermark.unwrap_or(self.last_wal_id + 1);
+        let head_needs = watermark.unwrap_or(self.last_wal_id + 1);
+        let mut below = head_needs;
         {
             let rows = self.shared.wal_rows.lock().unwrap_or_else(|p| p.into_inner());
             for h in &self.opts.wal_holds {
@@ -363,6 +367,12 @@ impl Writer {
         let n = tx.execute(sqlite::TRUNCATE_WAL_BELOW, params![below as i64])?;
         if n > 0 {
             tx.execute(sqlite::UPSERT_WAL_LAST_ID, params![self.last_wal_id as i64])?;
+        }
+        // Rows kept below what the head needs are for remote write only: a
+        // restart does not replay them.
+        if below < head_needs && self.replay_from_saved != head_needs {
+            tx.execute(sqlite::UPSERT_WAL_REPLAY_FROM, params![head_needs as i64])?;
+            self.replay_from_saved = head_needs;
         }
         tx.commit()?;
         self.shared.wal_rows.lock().unwrap_or_else(|p| p.into_inner()).remove_below(below);
