@@ -14,7 +14,8 @@
 #
 # Per forwarder: samples accepted, ingest seconds, then drain seconds (from
 # the receiver's start until it has received every accepted sample, by its
-# vm_rows_inserted_total{type="promremotewrite"}), drain samples/s, the
+# vm_rows_inserted_total{type="promremotewrite"}; at most 5 minutes), drain
+# samples/s, the
 # forwarder's CPU seconds during the drain and its peak RSS, and the samples
 # the receiver finally holds (a count query; more than accepted means some
 # were sent twice). Bounded: every wait has a deadline; all on 127.0.0.1;
@@ -98,9 +99,14 @@ bench() {
     results+=("$system: did not start"); return
   fi
   log "$system: loadgen --targets $targets --rounds $rounds, receiver down"
-  local t0=$SECONDS summary
+  # Data time starts now, one round a second: Prometheus forwards only
+  # samples newer than the start of its remote-write queue (backdated data
+  # would never leave it).
+  local summary start_ms
+  start_ms=$(($(date +%s%3N) + 1000))
   summary=$(env "${auth[@]}" timeout -k 10 900 "$loadgen" --mode remote-write --url "http://127.0.0.1:$port/api/v1/write" \
-    --targets "$targets" --rounds "$rounds" --progress-secs 0) || { results+=("$system: loadgen failed"); return; }
+    --targets "$targets" --rounds "$rounds" --start-ms "$start_ms" --interval-ms 1000 --progress-secs 0) ||
+    { results+=("$system: loadgen failed"); return; }
   local accepted ingest_s
   accepted=$(field durable_samples "$summary")
   ingest_s=$(field seconds "$summary")
@@ -113,7 +119,7 @@ bench() {
   c0=$(cpu_ticks "$fpid")
   start_ns=$(date +%s%N)
   wait_http "http://127.0.0.1:$vm_port/health" 60 || { results+=("$system: receiver did not start"); return; }
-  local got=0 deadline=$((SECONDS + 900))
+  local got=0 deadline=$((SECONDS + 300))
   while :; do
     got=$(metric_sum "http://127.0.0.1:$vm_port/metrics" 'vm_rows_inserted_total{type="promremotewrite"}' || echo 0)
     [ "${got:-0}" -ge "$accepted" ] && break
@@ -128,6 +134,7 @@ bench() {
   sleep 2
   local held
   held=$(curl -sf "http://127.0.0.1:$vm_port/api/v1/query" --data-urlencode 'query=sum(count_over_time({__name__!=""}[1d]))' \
+    --data-urlencode "time=$((start_ms / 1000 + rounds + 5))" \
     | sed -n 's/.*"value":\[[^,]*,"\([0-9.e+]*\)".*/\1/p')
   local drain_s cpu rate
   drain_s=$(awk -v a="$start_ns" -v b="$end_ns" 'BEGIN {printf "%.2f", (b - a) / 1e9}')

@@ -36,7 +36,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use prost::Message;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{RemoteWriteConfig, redact_url};
@@ -239,7 +238,7 @@ enum Auth {
 
 /// One shard's part of a batch: series in first-seen order (with an index
 /// by series id), each with its samples.
-type ShardBatch = (HashMap<i64, usize>, Vec<(Arc<Vec<pb::Label>>, Vec<(i64, f64)>)>);
+type ShardBatch = (HashMap<i64, usize>, Vec<(Arc<[u8]>, Vec<(i64, f64)>)>);
 
 /// How a request ended.
 enum Sent {
@@ -351,7 +350,7 @@ impl Queue {
         let mut watch = tsdb.wal_watch();
         let mut after = self.hold.position();
         let mut saved = after;
-        let mut cache: HashMap<i64, Option<Arc<Vec<pb::Label>>>> = HashMap::new();
+        let mut cache: HashMap<i64, Option<Arc<[u8]>>> = HashMap::new();
         let mut reported_drops = (0u64, 0u64);
         let m = &self.metrics;
         loop {
@@ -378,7 +377,9 @@ impl Queue {
                 saved = after;
             }
             let t2 = tsdb.clone();
-            let read = tokio::task::spawn_blocking(move || t2.read_wal(after, READ_RECORDS)).await;
+            // A batch of whole records, about 10 requests per shard.
+            let target = self.cfg.shards * self.cfg.max_samples_per_send * 10;
+            let read = tokio::task::spawn_blocking(move || t2.read_wal(after, READ_RECORDS, target)).await;
             let records = match read {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
@@ -415,18 +416,7 @@ impl Queue {
                     "remote write: WAL records were removed before they were sent (the target was not configured while they were written)"
                 );
             }
-            // A batch of whole records, about 10 requests per shard.
-            let target = self.cfg.shards * self.cfg.max_samples_per_send * 10;
-            let mut take = 0;
-            let mut samples = 0;
-            for r in &records {
-                if take > 0 && samples + r.samples.len() > target {
-                    break;
-                }
-                samples += r.samples.len();
-                take += 1;
-            }
-            let batch = &records[..take];
+            let batch = &records[..];
             let last = batch[batch.len() - 1].id;
             let shards = self.shard(&tsdb, batch, &mut cache);
             let sends = shards.into_iter().map(|reqs| {
@@ -471,12 +461,7 @@ impl Queue {
 
     /// Splits a batch into per-shard lists of encoded requests
     /// (body, samples, highest timestamp).
-    fn shard(
-        &self,
-        tsdb: &Tsdb,
-        batch: &[WalRecord],
-        cache: &mut HashMap<i64, Option<Arc<Vec<pb::Label>>>>,
-    ) -> Vec<Vec<(Vec<u8>, usize, i64)>> {
+    fn shard(&self, tsdb: &Tsdb, batch: &[WalRecord], cache: &mut HashMap<i64, Option<Arc<[u8]>>>) -> Vec<Vec<(Vec<u8>, usize, i64)>> {
         if cache.len() > LABEL_CACHE_MAX {
             cache.clear();
         }
@@ -525,8 +510,7 @@ impl Queue {
         per.into_iter()
             .map(|(_, list)| {
                 let mut reqs = Vec::new();
-                let mut cur = pb::WriteRequest::default();
-                let (mut count, mut max_t) = (0usize, i64::MIN);
+                let mut cur = RequestWriter::default();
                 for (labels, mut samples) in list {
                     // Time order, the last write winning on equal timestamps.
                     samples.sort_by_key(|s| s.0);
@@ -539,25 +523,17 @@ impl Queue {
                     }
                     let mut rest = &dedup[..];
                     while !rest.is_empty() {
-                        let room = self.cfg.max_samples_per_send - count;
+                        let room = self.cfg.max_samples_per_send - cur.samples;
                         let (now, later) = rest.split_at(rest.len().min(room));
-                        max_t = max_t.max(now.last().map(|s| s.0).unwrap_or(i64::MIN));
-                        cur.timeseries.push(pb::TimeSeries {
-                            labels: labels.as_ref().clone(),
-                            samples: now.iter().map(|&(t, v)| pb::Sample { value: v, timestamp: t }).collect(),
-                            ..Default::default()
-                        });
-                        count += now.len();
+                        cur.series(&labels, now);
                         rest = later;
-                        if count == self.cfg.max_samples_per_send {
-                            reqs.push((encode(&cur), count, max_t));
-                            cur = pb::WriteRequest::default();
-                            (count, max_t) = (0, i64::MIN);
+                        if cur.samples == self.cfg.max_samples_per_send {
+                            reqs.push(std::mem::take(&mut cur).finish());
                         }
                     }
                 }
-                if count > 0 {
-                    reqs.push((encode(&cur), count, max_t));
+                if cur.samples > 0 {
+                    reqs.push(cur.finish());
                 }
                 reqs
             })
@@ -566,7 +542,7 @@ impl Queue {
 
     /// The labels as sent: external labels added (the series' own win),
     /// then `write_relabel_configs`. None when relabelling drops the series.
-    fn wire_labels(&self, l: &Labels) -> Option<Arc<Vec<pb::Label>>> {
+    fn wire_labels(&self, l: &Labels) -> Option<Arc<[u8]>> {
         let mut labels: Labels = l.clone();
         let mut added = false;
         for (k, v) in &self.external_labels {
@@ -588,9 +564,7 @@ impl Queue {
                 return None;
             }
         }
-        Some(Arc::new(
-            labels.into_iter().map(|(name, value)| pb::Label { name, value }).collect(),
-        ))
+        Some(encode_labels(&labels))
     }
 
     /// Sends one request, retrying what may succeed later.
@@ -706,9 +680,52 @@ fn shard_of(series: i64, shards: usize) -> usize {
     ((series as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % shards
 }
 
-fn encode(req: &pb::WriteRequest) -> Vec<u8> {
-    let raw = req.encode_to_vec();
-    snap::raw::Encoder::new().compress_vec(&raw).unwrap_or_default()
+/// A series' labels as the wire bytes of `TimeSeries.labels` (field 1,
+/// repeated `Label`), encoded once per series and reused in every request.
+fn encode_labels(labels: &Labels) -> Arc<[u8]> {
+    let mut out = Vec::new();
+    for (name, value) in labels {
+        let l = pb::Label {
+            name: name.clone(),
+            value: value.clone(),
+        };
+        prost::encoding::message::encode(1, &l, &mut out);
+    }
+    out.into()
+}
+
+/// Builds a `WriteRequest` (field 1: repeated `TimeSeries`) from pre-encoded
+/// labels, byte for byte what prost writes for the same message.
+#[derive(Default)]
+struct RequestWriter {
+    buf: Vec<u8>,
+    body: Vec<u8>,
+    samples: usize,
+    max_t: Option<i64>,
+}
+
+impl RequestWriter {
+    /// Adds one `TimeSeries` with `labels` (from [`encode_labels`]) and samples.
+    fn series(&mut self, labels: &[u8], samples: &[(i64, f64)]) {
+        self.body.clear();
+        self.body.extend_from_slice(labels);
+        for &(t, v) in samples {
+            prost::encoding::message::encode(2, &pb::Sample { value: v, timestamp: t }, &mut self.body);
+        }
+        prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut self.buf);
+        prost::encoding::encode_varint(self.body.len() as u64, &mut self.buf);
+        self.buf.extend_from_slice(&self.body);
+        self.samples += samples.len();
+        if let Some(&(t, _)) = samples.last() {
+            self.max_t = Some(self.max_t.map_or(t, |m| m.max(t)));
+        }
+    }
+
+    /// The snappy-compressed request, its sample count and highest timestamp.
+    fn finish(self) -> (Vec<u8>, usize, i64) {
+        let body = snap::raw::Encoder::new().compress_vec(&self.buf).unwrap_or_default();
+        (body, self.samples, self.max_t.unwrap_or(i64::MIN))
+    }
 }
 
 fn bytes_of(v: Vec<u8>) -> axum::body::Bytes {
@@ -753,4 +770,68 @@ async fn futures_join_all<F: std::future::Future<Output = bool> + Send + 'static
         out.push(h.await.unwrap_or(false));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        let mut l: Labels = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        l.sort();
+        l
+    }
+
+    #[test]
+    fn request_writer_matches_prost_byte_for_byte() {
+        let a = labels(&[("__name__", "up"), ("job", "node"), ("instance", "h:9100")]);
+        let b = labels(&[("__name__", "x"), ("commons", "é ü")]);
+        let stale = f64::from_bits(csoc_proto::STALE_NAN_BITS);
+        let mut w = RequestWriter::default();
+        w.series(&encode_labels(&a), &[(1000, 1.0), (2000, -0.0)]);
+        w.series(&encode_labels(&b), &[(1500, stale), (i64::MAX, f64::INFINITY)]);
+        let (body, n, max_t) = w.finish();
+        assert_eq!((n, max_t), (4, i64::MAX));
+        let want = pb::WriteRequest {
+            timeseries: [
+                (&a, vec![(1000, 1.0), (2000, -0.0)]),
+                (&b, vec![(1500, stale), (i64::MAX, f64::INFINITY)]),
+            ]
+            .into_iter()
+            .map(|(l, s)| pb::TimeSeries {
+                labels: l
+                    .iter()
+                    .map(|(k, v)| pb::Label {
+                        name: k.clone(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+                samples: s.into_iter().map(|(t, v)| pb::Sample { value: v, timestamp: t }).collect(),
+                ..Default::default()
+            })
+            .collect(),
+            ..Default::default()
+        };
+        let raw = snap::raw::Decoder::new().decompress_vec(&body).expect("snappy");
+        assert_eq!(raw, want.encode_to_vec());
+        let back = pb::WriteRequest::decode(raw.as_slice()).expect("decodes");
+        assert_eq!(
+            back.timeseries[1].samples[0].value.to_bits(),
+            csoc_proto::STALE_NAN_BITS,
+            "staleness markers survive"
+        );
+    }
+
+    #[test]
+    fn shards_spread_series_and_keep_each_on_one() {
+        let mut counts = [0usize; 4];
+        for id in 1..=4000i64 {
+            let s = shard_of(id, 4);
+            assert_eq!(s, shard_of(id, 4));
+            counts[s] += 1;
+        }
+        assert!(counts.iter().all(|c| *c > 800), "{counts:?}");
+        assert_eq!(shard_of(42, 1), 0);
+    }
 }

@@ -452,27 +452,33 @@ impl Tsdb {
         }
     }
 
-    /// Up to `max_records` WAL records after id `after`, in order (for
-    /// remote write; see `wal_tail`). A record that does not decode is an
-    /// error naming it.
-    pub fn read_wal(&self, after: u64, max_records: usize) -> Result<Vec<WalRecord>, TsdbError> {
+    /// WAL records after id `after`, in order (for remote write; see
+    /// `wal_tail`): at most `max_records`, and no more once `max_samples`
+    /// are reached (at least one record). A record that does not decode is
+    /// an error naming it.
+    pub fn read_wal(&self, after: u64, max_records: usize, max_samples: usize) -> Result<Vec<WalRecord>, TsdbError> {
         let conn = self.reader()?;
-        let rows = (|| {
+        let out = (|| {
             let mut st = conn.prepare_cached(sqlite::SELECT_WAL_AFTER)?;
-            let rows = st.query_map(params![i64::try_from(after).unwrap_or(i64::MAX), max_records as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })?;
-            rows.collect::<Result<Vec<_>, _>>()
+            let mut rows = st.query(params![i64::try_from(after).unwrap_or(i64::MAX), max_records as i64])?;
+            let mut out = Vec::new();
+            let mut total = 0usize;
+            while let Some(row) = rows.next()? {
+                let id: i64 = row.get(0)?;
+                let data = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+                let mut samples = Vec::new();
+                record::decode(data, |sid, t, v| samples.push((sid, t, v)))
+                    .map_err(|e| TsdbError::Corrupt(format!("wal record {id}: {e}")))?;
+                total += samples.len();
+                out.push(WalRecord { id: id as u64, samples });
+                if total >= max_samples {
+                    break;
+                }
+            }
+            Ok::<_, TsdbError>(out)
         })();
         self.put_reader(conn);
-        let mut out = Vec::new();
-        for (id, data) in rows? {
-            let mut samples = Vec::new();
-            record::decode(&data, |sid, t, v| samples.push((sid, t, v)))
-                .map_err(|e| TsdbError::Corrupt(format!("wal record {id}: {e}")))?;
-            out.push(WalRecord { id: id as u64, samples });
-        }
-        Ok(out)
+        out
     }
 
     /// The labels of a series id.
@@ -1154,7 +1160,7 @@ mod tests {
             write(&db, &[(&m, 2, 2.0)]).await;
             assert_eq!(db.last_wal_id(), 2);
             db.flush().await.expect("flush");
-            assert!(db.read_wal(0, 10).expect("read").is_empty());
+            assert!(db.read_wal(0, 10, usize::MAX).expect("read").is_empty());
             db.close();
         }
         let hold = Arc::new(WalHold::new("r", 2, 1 << 20));
@@ -1170,17 +1176,24 @@ mod tests {
         assert!(watch.has_changed().expect("watch"), "consumers are told");
         // A flush persists everything, but the hold keeps what it has not read.
         db.flush().await.expect("flush");
-        let recs = db.read_wal(2, 10).expect("read");
+        let recs = db.read_wal(2, 10, usize::MAX).expect("read");
         assert_eq!(recs.iter().map(|r| r.id).collect::<Vec<_>>(), vec![3, 4]);
         let sid = recs[0].samples[0].0;
         assert_eq!(recs[0].samples, vec![(sid, 3, 3.0), (sid, 4, 4.0)]);
         assert_eq!(db.series_labels(sid).as_deref(), Some(&*m));
         assert_eq!(db.wal_backlog(2), (3, db.wal_backlog(2).1));
-        assert_eq!(db.read_wal(3, 10).expect("read").len(), 1);
+        assert_eq!(db.read_wal(3, 10, usize::MAX).expect("read").len(), 1);
         // Handled up to 3: record 3 goes at the next checkpoint, 4 stays.
         hold.advance(3);
         db.flush().await.expect("flush");
-        assert_eq!(db.read_wal(0, 10).expect("read").iter().map(|r| r.id).collect::<Vec<_>>(), vec![4]);
+        assert_eq!(
+            db.read_wal(0, 10, usize::MAX)
+                .expect("read")
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>(),
+            vec![4]
+        );
         assert_eq!(db.wal_backlog(3).0, 1);
         db.close();
 
@@ -1203,7 +1216,7 @@ mod tests {
         db.flush().await.expect("flush");
         assert_eq!(tiny.position(), 5, "moved past everything over 1 byte");
         assert_eq!(tiny.dropped(), (2, 2));
-        assert!(db.read_wal(0, 10).expect("read").is_empty());
+        assert!(db.read_wal(0, 10, usize::MAX).expect("read").is_empty());
         assert_eq!(
             read(&db, &[Matcher::equal("__name__", "m")])[0].samples.len(),
             6,
