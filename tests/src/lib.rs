@@ -173,6 +173,23 @@ pub fn get_json(url: &str) -> anyhow::Result<(u16, Value)> {
     Ok((code, v))
 }
 
+/// GET a Prometheus-API endpoint with query parameters; fails unless the
+/// answer is 200 with `"status": "success"`.
+pub fn api(base: &str, path: &str, params: &[(&str, &str)]) -> anyhow::Result<Value> {
+    let r = reqwest::blocking::Client::new()
+        .get(format!("{base}{path}"))
+        .query(params)
+        .timeout(Duration::from_secs(10))
+        .send()?;
+    let code = r.status().as_u16();
+    let v: Value = r.json()?;
+    ensure!(
+        code == 200 && v["status"] == "success",
+        "GET {base}{path} {params:?}: HTTP {code}: {v}"
+    );
+    Ok(v)
+}
+
 /// A running collector.
 pub struct Collector {
     /// The process.

@@ -279,21 +279,6 @@ fn start_prometheus(f: &Fixture, prometheus: &Path, matchers: &[&str]) -> anyhow
     Ok(p)
 }
 
-fn api(base: &str, path: &str, params: &[(&str, &str)]) -> anyhow::Result<Value> {
-    let r = reqwest::blocking::Client::new()
-        .get(format!("{base}{path}"))
-        .query(params)
-        .timeout(Duration::from_secs(10))
-        .send()?;
-    let code = r.status().as_u16();
-    let v: Value = r.json()?;
-    ensure!(
-        code == 200 && v["status"] == "success",
-        "GET {base}{path} {params:?}: HTTP {code}: {v}"
-    );
-    Ok(v)
-}
-
 fn post_form(base: &str, path: &str, form: &[(&str, &str)]) -> anyhow::Result<(u16, Value)> {
     let r = reqwest::blocking::Client::new()
         .post(format!("{base}{path}"))

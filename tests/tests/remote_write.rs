@@ -78,18 +78,6 @@ fn metric(base: &str, name: &str, remote: &str) -> f64 {
         .sum()
 }
 
-fn api(base: &str, path: &str, params: &[(&str, &str)]) -> anyhow::Result<Value> {
-    let r = reqwest::blocking::Client::new()
-        .get(format!("{base}{path}"))
-        .query(params)
-        .timeout(Duration::from_secs(10))
-        .send()?;
-    let code = r.status().as_u16();
-    let v: Value = r.json()?;
-    ensure!(code == 200 && v["status"] == "success", "{base}{path} {params:?}: HTTP {code}: {v}");
-    Ok(v)
-}
-
 /// instance → [(t ms, value bits)] of `rwtest_value` in (from, to], raw.
 type Raw = BTreeMap<String, Vec<(i64, u64)>>;
 
@@ -330,6 +318,14 @@ fn remote_write_into_real_prometheus_and_victoriametrics_loses_nothing_across_an
     Ok(())
 }
 
+/// A collector with `cfg`, the test's agent token, and no self-scrape (so
+/// only the test's samples are sent).
+fn start_with_config(dir: &Path, cfg: &Path) -> anyhow::Result<Collector> {
+    let cfg_s = cfg.display().to_string();
+    let token = format!("rw={TOKEN}");
+    Collector::start(dir, &["--config", &cfg_s, "--agent-token", &token, "--self-scrape-interval", "0s"])
+}
+
 /// What the recording receiver saw of one request.
 #[derive(Debug, Clone)]
 struct Seen {
@@ -474,18 +470,7 @@ remote_write:
     );
     let cfg = dir.path().join("collector.yml");
     std::fs::write(&cfg, config)?;
-    let cfg_s = cfg.display().to_string();
-    let c = Collector::start(
-        dir.path(),
-        &[
-            "--config",
-            &cfg_s,
-            "--agent-token",
-            &format!("rw={TOKEN}"),
-            "--self-scrape-interval",
-            "0s",
-        ],
-    )?;
+    let c = start_with_config(dir.path(), &cfg)?;
     for secret in ["s3cret-pass", "thanos-bearer-token"] {
         ensure!(!c.proc.log_text().contains(secret), "a secret in the log");
     }
@@ -682,18 +667,7 @@ remote_write:
     );
     let cfg = d.join("collector.yml");
     std::fs::write(&cfg, config)?;
-    let cfg_s = cfg.display().to_string();
-    let c = Collector::start(
-        d,
-        &[
-            "--config",
-            &cfg_s,
-            "--agent-token",
-            &format!("rw={TOKEN}"),
-            "--self-scrape-interval",
-            "0s",
-        ],
-    )?;
+    let c = start_with_config(d, &cfg)?;
     let t = now_ms();
     remote_write(&c.http, TOKEN, &samples_at(&[t]))?;
     let v = wait_for("the sample in Prometheus over mutual TLS", Duration::from_secs(20), || {

@@ -27,6 +27,7 @@ use tonic::Code;
 
 use crate::metrics::ShipperMetrics;
 use crate::spool::Spool;
+use crate::util::error_chain;
 
 /// Settings of the shipper.
 #[derive(Debug, Clone)]
@@ -444,17 +445,6 @@ fn status_end(s: tonic::Status) -> StreamEnd {
         },
         _ => StreamEnd::Status(s),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Maps batch-local refs to stream refs.

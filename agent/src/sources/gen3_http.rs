@@ -122,20 +122,7 @@ pub(crate) fn classify(e: &reqwest::Error) -> &'static str {
     if e.is_connect() { "connect" } else { "request" }
 }
 
-/// The error and its causes on one line.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
+pub(crate) use crate::util::error_chain;
 
 /// GETs `url` within `timeout`, keeping at most `limit` bytes of the body.
 pub(crate) async fn fetch(client: &reqwest::Client, url: &str, timeout: Duration, limit: usize) -> Fetched {

@@ -52,7 +52,7 @@ use crate::config::{ConfigError, valid_label_name};
 use crate::model::{Frame, Labels, Sample, has_label, set_label, sort_labels};
 use crate::relabel::{RelabelConfig, relabel};
 use crate::scrape::parse::{Format, parse_bytes};
-use crate::util::parse_duration;
+use crate::util::{error_chain, parse_duration};
 
 /// The `Accept` header Prometheus (2.x) sends.
 pub const ACCEPT: &str =
@@ -731,17 +731,6 @@ async fn scrape_once(job: &Job, target: &Target, ts: i64) -> Result<Scraped, Str
         scraped,
         tracked,
     })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 /// Stable offset of a target within its interval (spreads the scrapes).

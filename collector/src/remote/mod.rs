@@ -39,6 +39,7 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{RemoteWriteConfig, redact_url};
+use csoc_agent::util::error_chain;
 use csoc_proto::prometheus as pb;
 
 use crate::tsdb::wal_tail::UNSET;
@@ -742,17 +743,6 @@ fn percent_decode(s: &str) -> String {
         .next()
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default()
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 /// Sleeps; true when `stop` fired first.
