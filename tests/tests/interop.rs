@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, ensure};
+use anyhow::Context;
 use csoc_proto::prometheus::{MetricMetadata, WriteRequest};
 use csoc_tests::*;
 use serde_json::{Value, json};
