@@ -91,10 +91,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         wal_holds: remotes.holds(),
     };
     let db = tsdb::Tsdb::open(&cfg.data_dir, &tsdb_opts, sub).with_context(|| format!("opening storage in {}", cfg.data_dir.display()))?;
-
-    let remote_stop = CancellationToken::new();
-    let remote_drain = CancellationToken::new();
-    let remote_tasks = remotes.start(&db, remote_stop.clone(), remote_drain.clone());
+    remotes.position(&db);
 
     let seeded = selfmon::seed_last_seen(&db, &metrics.ingest);
     if seeded > 0 {
@@ -268,6 +265,10 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     let agent_stop = CancellationToken::new();
     let agent_task = local_agent.map(|a| tokio::spawn(a.run(agent_stop.clone())));
 
+    // Started once nothing below can fail (each task holds the storage).
+    let remote_stop = CancellationToken::new();
+    let remote_drain = CancellationToken::new();
+    let remote_tasks = remotes.start(&db, remote_stop.clone(), remote_drain.clone());
     rule_manager.start();
     spawn_sighup_reload(rule_manager.clone(), rules_stop.clone());
     let selfmon_task = (!cfg.self_scrape_interval.is_zero()).then(|| {

@@ -461,6 +461,7 @@ remote_write:
   - url: {thanos}/api/v1/receive
     name: thanos
     bearer_token_file: {dir}/thanos-token
+    send_out_of_order_samples: true
     min_backoff: 50ms
     max_backoff: 200ms
 "#,
@@ -526,6 +527,25 @@ remote_write:
         Some("Bearer thanos-bearer-token")
     );
     ensure!(!th.headers.contains_key("x-scope-orgid"));
+
+    // 1b. A late sample (older than one sent for its series): not sent where
+    // out-of-order samples are off (a receiver without an out-of-order
+    // window would refuse the whole request), sent where they are on.
+    let late = t0 - 5000;
+    let (mb, tb) = (mimir.seen().len(), thanos.seen().len());
+    remote_write(&c.http, TOKEN, &samples_at(&[late]))?;
+    let has_late = |s: &Seen| s.req.timeseries.iter().any(|t| t.samples.iter().any(|x| x.timestamp == late));
+    wait_for("the late sample at thanos", Duration::from_secs(20), || {
+        thanos.seen()[tb..].iter().any(has_late).then_some(())
+    })?;
+    wait_for("the late samples counted for mimir", Duration::from_secs(20), || {
+        (metric(&c.http, "csoc_collector_remote_storage_samples_dropped_total", "mimir") >= (SERIES - 1) as f64).then_some(())
+    })?;
+    ensure!(!mimir.seen()[mb..].iter().any(has_late), "mimir got no late sample");
+    ensure!(
+        c.proc.log_text().lines().all(|l| !l.contains("refused a request")),
+        "nothing refused so far"
+    );
 
     // 2. 500, then 429 with Retry-After: 1, then success: retried, delivered once.
     *mimir.script.lock().unwrap_or_else(|p| p.into_inner()) = vec![(500, None), (429, Some(1))];
@@ -706,10 +726,10 @@ remote_write:
         ) >= SERIES as f64)
             .then_some(())
     })?;
-    assert_eq!(
-        metric(&c.http, "csoc_collector_remote_storage_samples_pending", "prom-no-client-cert"),
-        SERIES as f64
-    );
+    // The gauges are refreshed every 2 s, also while a batch is retried.
+    wait_for("the unsent samples pending", Duration::from_secs(10), || {
+        (metric(&c.http, "csoc_collector_remote_storage_samples_pending", "prom-no-client-cert") == SERIES as f64).then_some(())
+    })?;
     assert_eq!(
         metric(&c.http, "csoc_collector_remote_storage_samples_total", "prom-tls"),
         SERIES as f64

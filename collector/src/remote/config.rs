@@ -55,6 +55,13 @@ pub struct RemoteWriteConfig {
     /// past that the oldest unsent records are given up (and counted).
     #[serde(default = "default_max_backlog", deserialize_with = "csoc_agent::util::de_bytes")]
     pub max_backlog: u64,
+    /// Also send samples older than the newest already sent for their
+    /// series (late or out-of-order writes). Off by default: Prometheus,
+    /// Thanos Receive and Mimir without an out-of-order window refuse a
+    /// whole request for one such sample. Turn on for VictoriaMetrics or a
+    /// Mimir with `out_of_order_time_window`.
+    #[serde(default)]
+    pub send_out_of_order_samples: bool,
     /// Relabelling applied to each series before it is sent (after the
     /// external labels are added); a dropped series is not sent.
     #[serde(default)]
@@ -159,11 +166,13 @@ impl RemoteWriteConfig {
             max_backoff: default_max_backoff(),
             retry_on_http_429: true,
             max_backlog: default_max_backlog(),
+            send_out_of_order_samples: false,
             write_relabel_configs: Vec::new(),
         }
     }
 
-    /// The name, or `host:port` of the URL.
+    /// The name, or `host:port` of the URL (characters a name may not
+    /// have, as in an IPv6 address, become `_`).
     pub fn effective_name(&self) -> String {
         if let Some(n) = &self.name {
             return n.clone();
@@ -171,6 +180,11 @@ impl RemoteWriteConfig {
         reqwest::Url::parse(&self.url)
             .ok()
             .and_then(|u| u.host_str().map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0))))
+            .map(|n| {
+                n.chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || "-_.:".contains(c) { c } else { '_' })
+                    .collect()
+            })
             .unwrap_or_else(|| "remote".into())
     }
 
@@ -289,5 +303,8 @@ write_relabel_configs:
             assert!(e.contains(want), "{y}: {e}");
         }
         assert!(serde_yaml_ng::from_str::<RemoteWriteConfig>("url: http://x/\nbogus: 1").is_err());
+        let v6 = RemoteWriteConfig::with_url("http://[::1]:9090/api/v1/write");
+        assert_eq!(v6.effective_name(), "_::1_:9090");
+        v6.validate().expect("an IPv6 URL gets a valid default name");
     }
 }

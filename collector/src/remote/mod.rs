@@ -150,6 +150,8 @@ struct Queue {
     name: String,
     labels: LabelSet,
     hold: Arc<WalHold>,
+    /// The in-flight batch end found in the position file at start.
+    resume_inflight: Option<u64>,
     state_path: PathBuf,
     client: reqwest::Client,
     endpoint: reqwest::Url,
@@ -161,7 +163,13 @@ struct Queue {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SavedPosition {
     url: String,
+    /// The last WAL record fully handled.
     wal_id: u64,
+    /// The last record of the batch being sent when this was written: a
+    /// restart sends exactly that batch again, so the requests are the
+    /// same (a receiver that already took one refuses or ignores it whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    inflight_to: Option<u64>,
 }
 
 impl Remotes {
@@ -197,11 +205,10 @@ impl Remotes {
         self.queues.iter().map(|q| q.hold.clone()).collect()
     }
 
-    /// Starts one task per remote. New remotes start at the end of the WAL
-    /// (they get data from now on).
-    pub fn start(&self, tsdb: &Tsdb, stop: CancellationToken, drain: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    /// Positions new remotes at the end of the WAL (they get data from now
+    /// on). Call right after the storage opens, before anything writes.
+    pub fn position(&self, tsdb: &Tsdb) {
         let last = tsdb.last_wal_id();
-        let mut tasks = Vec::new();
         for q in &self.queues {
             let pos = q.hold.position();
             if pos == UNSET {
@@ -214,6 +221,13 @@ impl Remotes {
                 let (samples, _) = tsdb.wal_backlog(pos);
                 tracing::info!(remote = %q.name, url = %redact_url(&q.cfg.url), wal_id = pos, pending_samples = samples, "remote write: resuming");
             }
+        }
+    }
+
+    /// Starts one task per remote.
+    pub fn start(&self, tsdb: &Tsdb, stop: CancellationToken, drain: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        for q in &self.queues {
             q.metrics.shards.get_or_create(&q.labels).set(q.cfg.shards as i64);
             // Present from the start, so a rate() over them sees the first failure.
             for f in [&q.metrics.samples, &q.metrics.failed, &q.metrics.retried] {
@@ -239,7 +253,17 @@ enum Auth {
 
 /// One shard's part of a batch: series in first-seen order (with an index
 /// by series id), each with its samples.
-type ShardBatch = (HashMap<i64, usize>, Vec<(Arc<[u8]>, Vec<(i64, f64)>)>);
+type ShardBatch = (HashMap<i64, usize>, Vec<(i64, Arc<[u8]>, Vec<(i64, f64)>)>);
+
+/// Per series id: its labels as sent (None: dropped by relabelling) and the
+/// newest timestamp sent.
+#[derive(Default)]
+struct SeriesCache(HashMap<i64, Cached>);
+
+struct Cached {
+    labels: Option<Arc<[u8]>>,
+    last_sent: i64,
+}
 
 /// How a request ended.
 enum Sent {
@@ -257,12 +281,17 @@ impl Queue {
         metrics: RemoteMetrics,
     ) -> anyhow::Result<Self> {
         let state_path = dir.join(format!("{name}.json"));
-        let pos = match std::fs::read(&state_path) {
-            Ok(b) => {
-                let s: SavedPosition = serde_json::from_slice(&b).with_context(|| format!("reading {}", state_path.display()))?;
-                s.wal_id
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => UNSET,
+        let (pos, inflight_to) = match std::fs::read(&state_path) {
+            Ok(b) => match serde_json::from_slice::<SavedPosition>(&b) {
+                Ok(s) => (s.wal_id, s.inflight_to.filter(|t| *t > s.wal_id)),
+                Err(e) => {
+                    // Never a reason not to start: resend all the WAL holds
+                    // (at least once) rather than lose it.
+                    tracing::warn!(remote = name, path = %state_path.display(), error = %e, "remote write: the saved position is unreadable; sending everything the WAL still holds");
+                    (0, None)
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (UNSET, None),
             Err(e) => return Err(e).with_context(|| format!("reading {}", state_path.display())),
         };
         let mut endpoint = reqwest::Url::parse(&cfg.url).context("url")?;
@@ -336,6 +365,7 @@ impl Queue {
             name: name.to_string(),
             labels,
             hold: Arc::new(WalHold::new(name, pos, cfg.max_backlog)),
+            resume_inflight: inflight_to,
             state_path,
             client,
             endpoint,
@@ -350,10 +380,10 @@ impl Queue {
     async fn run(self: Arc<Self>, tsdb: Tsdb, stop: CancellationToken, drain: CancellationToken) {
         let mut watch = tsdb.wal_watch();
         let mut after = self.hold.position();
-        let mut saved = after;
-        let mut cache: HashMap<i64, Option<Arc<[u8]>>> = HashMap::new();
-        let mut reported_drops = (0u64, 0u64);
-        let m = &self.metrics;
+        let mut saved = (after, None);
+        let mut cache = SeriesCache::default();
+        let mut resend_to = self.resume_inflight;
+        let gauges = tokio::spawn(self.clone().report(tsdb.clone(), stop.clone()));
         loop {
             if stop.is_cancelled() {
                 break;
@@ -362,25 +392,23 @@ impl Queue {
             let held = self.hold.position();
             if held != UNSET && held > after {
                 after = held;
+                resend_to = None;
             }
-            let drops = self.hold.dropped();
-            if drops.0 > reported_drops.0 {
-                m.dropped
-                    .get_or_create(&self.with_reason("backlog_exceeded"))
-                    .inc_by(drops.0 - reported_drops.0);
-                reported_drops = drops;
+            if saved != (after, None) {
+                self.save(after, None).await;
+                saved = (after, None);
             }
-            let (pending, _) = tsdb.wal_backlog(after);
-            m.pending.get_or_create(&self.labels).set(pending as i64);
-            m.position.get_or_create(&self.labels).set(after as i64);
-            if saved != after {
-                self.save(after).await;
-                saved = after;
-            }
+            // Only published records: their series are in the index.
+            let published = *watch.borrow_and_update();
             let t2 = tsdb.clone();
-            // A batch of whole records, about 10 requests per shard.
-            let target = self.cfg.shards * self.cfg.max_samples_per_send * 10;
-            let read = tokio::task::spawn_blocking(move || t2.read_wal(after, READ_RECORDS, target)).await;
+            // A batch of whole records, about 10 requests per shard; after a
+            // restart, exactly the batch that was in flight.
+            let (upto, target) = match resend_to {
+                Some(to) => (to.min(published), usize::MAX),
+                None => (published, self.cfg.shards * self.cfg.max_samples_per_send * 10),
+            };
+            let read = tokio::task::spawn_blocking(move || t2.read_wal(after, upto, READ_RECORDS, target)).await;
+            resend_to = None;
             let records = match read {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
@@ -409,6 +437,7 @@ impl Queue {
             }
             if let Some(first) = records.first()
                 && first.id > after + 1
+                && self.hold.position() <= after
             {
                 tracing::warn!(
                     remote = %self.name,
@@ -419,6 +448,9 @@ impl Queue {
             }
             let batch = &records[..];
             let last = batch[batch.len() - 1].id;
+            self.hold.set_inflight(last);
+            self.save(after, Some(last)).await;
+            saved = (after, Some(last));
             let shards = self.shard(&tsdb, batch, &mut cache);
             let sends = shards.into_iter().map(|reqs| {
                 let me = self.clone();
@@ -440,18 +472,51 @@ impl Queue {
                 }
             });
             let done = futures_join_all(sends).await;
+            self.hold.set_inflight(0);
             if !done.iter().all(|d| *d) {
                 break;
             }
             after = last;
             self.hold.advance(last);
         }
-        let pos = self.hold.position().max(after);
-        if pos != UNSET && pos != saved {
-            self.save(pos).await;
+        gauges.abort();
+        // Stopped mid-batch: the saved in-flight mark stays, so the next
+        // start sends that batch again, unchanged.
+        let pos = self.hold.position();
+        if pos != UNSET && pos > saved.0 {
+            self.save(pos, None).await;
         }
+        self.update_gauges(&tsdb);
         let (pending, _) = tsdb.wal_backlog(pos);
         tracing::info!(remote = %self.name, wal_id = pos, pending_samples = pending, "remote write stopped");
+    }
+
+    /// Keeps the gauges and the backlog-drop counter current, also while a
+    /// batch is being retried.
+    async fn report(self: Arc<Self>, tsdb: Tsdb, stop: CancellationToken) {
+        loop {
+            self.update_gauges(&tsdb);
+            if sleep_or_stop(Duration::from_secs(2), &stop).await {
+                return;
+            }
+        }
+    }
+
+    fn update_gauges(&self, tsdb: &Tsdb) {
+        let m = &self.metrics;
+        let pos = self.hold.position();
+        if pos == UNSET {
+            return;
+        }
+        let (pending, _) = tsdb.wal_backlog(pos);
+        m.pending.get_or_create(&self.labels).set(pending as i64);
+        m.position.get_or_create(&self.labels).set(pos as i64);
+        let (dropped, _) = self.hold.dropped();
+        let c = m.dropped.get_or_create(&self.with_reason("backlog_exceeded"));
+        let reported = c.get();
+        if dropped > reported {
+            c.inc_by(dropped - reported);
+        }
     }
 
     fn with_reason(&self, reason: &str) -> LabelSet {
@@ -462,57 +527,66 @@ impl Queue {
 
     /// Splits a batch into per-shard lists of encoded requests
     /// (body, samples, highest timestamp).
-    fn shard(&self, tsdb: &Tsdb, batch: &[WalRecord], cache: &mut HashMap<i64, Option<Arc<[u8]>>>) -> Vec<Vec<(Vec<u8>, usize, i64)>> {
-        if cache.len() > LABEL_CACHE_MAX {
-            cache.clear();
+    fn shard(&self, tsdb: &Tsdb, batch: &[WalRecord], cache: &mut SeriesCache) -> Vec<Vec<(Vec<u8>, usize, i64)>> {
+        if cache.0.len() > LABEL_CACHE_MAX {
+            cache.0.clear();
         }
         let n = self.cfg.shards;
         // Per shard: series in first-seen order, with their samples.
         let mut per: Vec<ShardBatch> = (0..n).map(|_| Default::default()).collect();
-        let (mut unknown, mut relabeled) = (0u64, 0u64);
+        let (mut unknown, mut relabeled, mut late) = (0u64, 0u64, 0u64);
         for r in batch {
             for &(sid, t, v) in &r.samples {
-                let labels = match cache.get(&sid) {
-                    Some(l) => l.clone(),
+                let entry = match cache.0.get_mut(&sid) {
+                    Some(e) => e,
                     None => {
-                        let l = match tsdb.series_labels(sid) {
-                            Some(l) => self.wire_labels(&l),
-                            None => {
-                                unknown += 1;
-                                continue;
-                            }
+                        let Some(l) = tsdb.series_labels(sid) else {
+                            unknown += 1;
+                            continue;
                         };
-                        cache.insert(sid, l.clone());
-                        l
+                        cache.0.entry(sid).or_insert(Cached {
+                            labels: self.wire_labels(&l),
+                            last_sent: i64::MIN,
+                        })
                     }
                 };
-                let Some(labels) = labels else {
+                let Some(labels) = entry.labels.clone() else {
                     relabeled += 1;
                     continue;
                 };
+                // Receivers without an out-of-order window refuse a whole
+                // request for one sample older than what they hold.
+                if t <= entry.last_sent && !self.cfg.send_out_of_order_samples {
+                    late += 1;
+                    continue;
+                }
                 let shard = shard_of(sid, n);
                 let (ix, list) = &mut per[shard];
                 let i = *ix.entry(sid).or_insert_with(|| {
-                    list.push((labels, Vec::new()));
+                    list.push((sid, labels, Vec::new()));
                     list.len() - 1
                 });
-                list[i].1.push((t, v));
+                list[i].2.push((t, v));
             }
         }
-        if unknown > 0 {
-            self.metrics
-                .dropped
-                .get_or_create(&self.with_reason("unknown_series"))
-                .inc_by(unknown);
+        for (reason, n) in [("unknown_series", unknown), ("relabel", relabeled), ("out_of_order", late)] {
+            if n > 0 {
+                self.metrics.dropped.get_or_create(&self.with_reason(reason)).inc_by(n);
+            }
         }
-        if relabeled > 0 {
-            self.metrics.dropped.get_or_create(&self.with_reason("relabel")).inc_by(relabeled);
+        // What goes out now is the newest each series has sent.
+        for (_, list) in &per {
+            for (sid, _, samples) in list {
+                if let (Some(e), Some(max)) = (cache.0.get_mut(sid), samples.iter().map(|s| s.0).max()) {
+                    e.last_sent = e.last_sent.max(max);
+                }
+            }
         }
         per.into_iter()
             .map(|(_, list)| {
                 let mut reqs = Vec::new();
                 let mut cur = RequestWriter::default();
-                for (labels, mut samples) in list {
+                for (_, labels, mut samples) in list {
                     // Time order, the last write winning on equal timestamps.
                     samples.sort_by_key(|s| s.0);
                     let mut dedup: Vec<(i64, f64)> = Vec::with_capacity(samples.len());
@@ -612,8 +686,7 @@ impl Queue {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
-                    let text = resp.text().await.unwrap_or_default();
-                    let text: String = text.chars().take(512).collect();
+                    let text = error_body(resp).await;
                     let retryable = status.is_server_error() || (status.as_u16() == 429 && self.cfg.retry_on_http_429);
                     if !retryable {
                         m.failed.get_or_create(&self.labels).inc_by(samples as u64);
@@ -629,12 +702,13 @@ impl Queue {
                     }
                     (format!("HTTP {}: {}", status.as_u16(), text.trim()), retry_after)
                 }
-                Err(e) => (error_chain(&e), None),
+                // Without the URL: its query string may hold a credential.
+                Err(e) => (error_chain(&e.without_url()), None),
             };
             m.retried.get_or_create(&self.labels).inc_by(samples as u64);
             m.requests.get_or_create(&self.with_outcome("retry")).inc();
             let delay = match retry_after {
-                Some(d) => d.min(Duration::from_secs(300)),
+                Some(d) => d.clamp(backoff, Duration::from_secs(300)),
                 None => backoff,
             };
             if attempt == 1 || attempt.is_multiple_of(20) {
@@ -653,18 +727,27 @@ impl Queue {
         l
     }
 
-    /// Saves the position (write and rename; a crash keeps the previous one).
-    async fn save(&self, wal_id: u64) {
+    /// Saves the position and the end of the batch in flight (written,
+    /// synced and renamed: a crash keeps the previous file whole).
+    async fn save(&self, wal_id: u64, inflight_to: Option<u64>) {
         let path = self.state_path.clone();
         let body = serde_json::to_vec(&SavedPosition {
             url: redact_url(&self.cfg.url),
             wal_id,
+            inflight_to,
         })
         .unwrap_or_default();
         let res = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
             let tmp = path.with_extension("json.tmp");
-            std::fs::write(&tmp, &body)?;
-            std::fs::rename(&tmp, &path)
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok::<_, std::io::Error>(())
         })
         .await;
         match res {
@@ -675,6 +758,19 @@ impl Queue {
             Err(e) => tracing::error!(remote = %self.name, error = %e, "remote write: saving the position failed"),
         }
     }
+}
+
+/// The first 512 bytes of an error answer's body, as text.
+async fn error_body(mut resp: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < 512 {
+        match resp.chunk().await {
+            Ok(Some(c)) => body.extend_from_slice(&c),
+            _ => break,
+        }
+    }
+    body.truncate(512);
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 fn shard_of(series: i64, shards: usize) -> usize {
@@ -823,5 +919,43 @@ mod tests {
         }
         assert!(counts.iter().all(|c| *c > 800), "{counts:?}");
         assert_eq!(shard_of(42, 1), 0);
+    }
+}
+
+#[cfg(test)]
+mod position_tests {
+    use super::*;
+
+    fn prepare(dir: &Path) -> Remotes {
+        let cfg = RemoteWriteConfig {
+            name: Some("r".into()),
+            ..RemoteWriteConfig::with_url("http://127.0.0.1:1/api/v1/write")
+        };
+        let mut reg = Registry::default();
+        Remotes::prepare(&[cfg], dir, &Default::default(), RemoteMetrics::new(&mut reg)).expect("prepare")
+    }
+
+    #[test]
+    fn saved_positions_are_read_and_an_unreadable_file_does_not_stop_the_start() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let rw = d.path().join("remote-write");
+        std::fs::create_dir_all(&rw).expect("mkdir");
+        assert_eq!(prepare(d.path()).holds()[0].position(), UNSET, "no file: a new target");
+
+        std::fs::write(
+            rw.join("r.json"),
+            r#"{"url":"http://127.0.0.1:1/api/v1/write","wal_id":41,"inflight_to":57}"#,
+        )
+        .expect("write");
+        let r = prepare(d.path());
+        assert_eq!(r.holds()[0].position(), 41);
+        assert_eq!(r.queues[0].resume_inflight, Some(57), "the batch in flight is sent again, whole");
+
+        std::fs::write(rw.join("r.json"), r#"{"url":"x","wal_id":41}"#).expect("write");
+        assert_eq!(prepare(d.path()).queues[0].resume_inflight, None);
+
+        // A torn file (a crash of an older version, a full disk): resend what the WAL holds.
+        std::fs::write(rw.join("r.json"), "{\"url\":").expect("write");
+        assert_eq!(prepare(d.path()).holds()[0].position(), 0);
     }
 }

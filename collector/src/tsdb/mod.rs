@@ -452,15 +452,21 @@ impl Tsdb {
         }
     }
 
-    /// WAL records after id `after`, in order (for remote write; see
-    /// `wal_tail`): at most `max_records`, and no more once `max_samples`
-    /// are reached (at least one record). A record that does not decode is
-    /// an error naming it.
-    pub fn read_wal(&self, after: u64, max_records: usize, max_samples: usize) -> Result<Vec<WalRecord>, TsdbError> {
+    /// WAL records with ids in `(after, upto]`, in order (for remote write;
+    /// see `wal_tail`): at most `max_records`, and no more once
+    /// `max_samples` are reached (at least one record). Pass
+    /// [`Tsdb::last_wal_id`] (or the value of [`Tsdb::wal_watch`]) as
+    /// `upto`: a record is published there only once its new series are in
+    /// the index. A record that does not decode is an error naming it.
+    pub fn read_wal(&self, after: u64, upto: u64, max_records: usize, max_samples: usize) -> Result<Vec<WalRecord>, TsdbError> {
         let conn = self.reader()?;
         let out = (|| {
             let mut st = conn.prepare_cached(sqlite::SELECT_WAL_AFTER)?;
-            let mut rows = st.query(params![i64::try_from(after).unwrap_or(i64::MAX), max_records as i64])?;
+            let mut rows = st.query(params![
+                i64::try_from(after).unwrap_or(i64::MAX),
+                i64::try_from(upto).unwrap_or(i64::MAX),
+                max_records as i64
+            ])?;
             let mut out = Vec::new();
             let mut total = 0usize;
             while let Some(row) = rows.next()? {
@@ -1160,7 +1166,7 @@ mod tests {
             write(&db, &[(&m, 2, 2.0)]).await;
             assert_eq!(db.last_wal_id(), 2);
             db.flush().await.expect("flush");
-            assert!(db.read_wal(0, 10, usize::MAX).expect("read").is_empty());
+            assert!(db.read_wal(0, u64::MAX, 10, usize::MAX).expect("read").is_empty());
             db.close();
         }
         let hold = Arc::new(WalHold::new("r", 2, 1 << 20));
@@ -1176,18 +1182,18 @@ mod tests {
         assert!(watch.has_changed().expect("watch"), "consumers are told");
         // A flush persists everything, but the hold keeps what it has not read.
         db.flush().await.expect("flush");
-        let recs = db.read_wal(2, 10, usize::MAX).expect("read");
+        let recs = db.read_wal(2, u64::MAX, 10, usize::MAX).expect("read");
         assert_eq!(recs.iter().map(|r| r.id).collect::<Vec<_>>(), vec![3, 4]);
         let sid = recs[0].samples[0].0;
         assert_eq!(recs[0].samples, vec![(sid, 3, 3.0), (sid, 4, 4.0)]);
         assert_eq!(db.series_labels(sid).as_deref(), Some(&*m));
         assert_eq!(db.wal_backlog(2), (3, db.wal_backlog(2).1));
-        assert_eq!(db.read_wal(3, 10, usize::MAX).expect("read").len(), 1);
+        assert_eq!(db.read_wal(3, u64::MAX, 10, usize::MAX).expect("read").len(), 1);
         // Handled up to 3: record 3 goes at the next checkpoint, 4 stays.
         hold.advance(3);
         db.flush().await.expect("flush");
         assert_eq!(
-            db.read_wal(0, 10, usize::MAX)
+            db.read_wal(0, u64::MAX, 10, usize::MAX)
                 .expect("read")
                 .iter()
                 .map(|r| r.id)
@@ -1216,7 +1222,7 @@ mod tests {
         db.flush().await.expect("flush");
         assert_eq!(tiny.position(), 5, "moved past everything over 1 byte");
         assert_eq!(tiny.dropped(), (2, 2));
-        assert!(db.read_wal(0, 10, usize::MAX).expect("read").is_empty());
+        assert!(db.read_wal(0, u64::MAX, 10, usize::MAX).expect("read").is_empty());
         assert_eq!(
             read(&db, &[Matcher::equal("__name__", "m")])[0].samples.len(),
             6,

@@ -153,8 +153,8 @@ pub const SERIES_HAS_CHUNK_IN: &str = "SELECT 1 FROM chunks WHERE series_id = ?1
 pub const CHUNK_STATS: &str = "SELECT count(*), min(mint), max(maxt) FROM chunks";
 /// Adds a WAL record.
 pub const INSERT_WAL: &str = "INSERT INTO wal(id, data) VALUES (?1, ?2)";
-/// WAL records after a row, in order, at most ?2.
-pub const SELECT_WAL_AFTER: &str = "SELECT id, data FROM wal WHERE id > ?1 ORDER BY id LIMIT ?2";
+/// WAL records in (?1, ?2], in order, at most ?3.
+pub const SELECT_WAL_AFTER: &str = "SELECT id, data FROM wal WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3";
 /// The highest WAL id ever written (kept when a checkpoint empties the WAL).
 pub const SELECT_WAL_LAST_ID: &str = "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'wal_last_id'";
 /// The first WAL id the head needs at start (rows below it are only kept

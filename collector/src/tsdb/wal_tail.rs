@@ -25,6 +25,8 @@ pub const UNSET: u64 = u64::MAX;
 pub struct WalHold {
     name: String,
     pos: AtomicU64,
+    /// The last record of the batch being sent (0: none).
+    inflight: AtomicU64,
     max_backlog: u64,
     dropped_samples: AtomicU64,
     dropped_records: AtomicU64,
@@ -38,6 +40,7 @@ impl WalHold {
         WalHold {
             name: name.to_string(),
             pos: AtomicU64::new(pos),
+            inflight: AtomicU64::new(0),
             max_backlog,
             dropped_samples: AtomicU64::new(0),
             dropped_records: AtomicU64::new(0),
@@ -59,6 +62,12 @@ impl WalHold {
         let _ = self
             .pos
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| (p == UNSET || id > p).then_some(id));
+    }
+
+    /// Marks records up to `id` as being sent (0: none): the backlog limit
+    /// does not count them.
+    pub fn set_inflight(&self, id: u64) {
+        self.inflight.store(id, Ordering::Release);
     }
 
     /// Sets the position, also backwards (a saved position that is past
@@ -112,21 +121,28 @@ impl WalRows {
             .fold((0, 0), |(s, b), (_, (rs, rb))| (s + u64::from(*rs), b + u64::from(*rb)))
     }
 
-    /// Enforces a hold's backlog limit: when the rows above its position
-    /// exceed `max_backlog` bytes, moves the position past the oldest of
-    /// them until the rest fits, counting what was given up. Returns the
-    /// records given up.
-    pub fn enforce(&self, hold: &WalHold) -> u64 {
+    /// Enforces a hold's backlog limit. What the hold costs is the rows it
+    /// keeps that nothing else needs: those above its position (and above
+    /// the batch it is sending) and below `head_needs`, the first row the
+    /// head still needs. When they exceed `max_backlog` bytes, the position
+    /// moves past the oldest of them until the rest fits, and what was given
+    /// up is counted. Returns the records given up.
+    pub fn enforce(&self, hold: &WalHold, head_needs: u64) -> u64 {
         let pos = hold.position();
         if pos == UNSET {
             return 0;
         }
-        let (_, mut bytes) = self.above(pos);
+        let from = pos.max(hold.inflight.load(Ordering::Acquire)).saturating_add(1);
+        if from >= head_needs {
+            return 0;
+        }
+        let range = || self.rows.range(from..head_needs);
+        let mut bytes: u64 = range().map(|(_, (_, b))| u64::from(*b)).sum();
         if bytes <= hold.max_backlog {
             return 0;
         }
         let (mut to, mut samples, mut records) = (pos, 0u64, 0u64);
-        for (id, (s, b)) in self.rows.range(pos.saturating_add(1)..) {
+        for (id, (s, b)) in range() {
             if bytes <= hold.max_backlog {
                 break;
             }
@@ -185,11 +201,23 @@ mod tests {
         }
         let hold = WalHold::new("r", 2, 5000);
         assert_eq!(rows.above(2), (800, 8000));
-        assert_eq!(rows.enforce(&hold), 3);
+        assert_eq!(rows.enforce(&hold, 11), 3);
         assert_eq!(hold.position(), 5);
         assert_eq!(hold.dropped(), (300, 3));
         assert_eq!(rows.above(5), (500, 5000));
-        assert_eq!(rows.enforce(&hold), 0, "within the limit now");
+        assert_eq!(rows.enforce(&hold, 11), 0, "within the limit now");
+        // Rows the head needs anyway cost nothing: not counted.
+        let h2 = WalHold::new("h", 0, 3000);
+        assert_eq!(rows.enforce(&h2, 4), 0, "rows 1-3 (3000 bytes) fit; rows 4-10 do not count");
+        assert_eq!(h2.position(), 0);
+        let h3 = WalHold::new("h3", 0, 1500);
+        assert_eq!(rows.enforce(&h3, 4), 2, "rows 1-3 over 1500 bytes: 1 and 2 go");
+        assert_eq!(h3.position(), 2);
+        // The batch being sent is not counted or given up.
+        let h4 = WalHold::new("h4", 0, 1500);
+        h4.set_inflight(2);
+        assert_eq!(rows.enforce(&h4, 4), 0, "only row 3 counts");
+        assert_eq!(h4.position(), 0);
         hold.advance(4);
         assert_eq!(hold.position(), 5, "never moves back");
         hold.advance(9);
@@ -199,7 +227,7 @@ mod tests {
         rows.remove_from(9);
         assert_eq!(rows.above(0), (200, 2000));
         let unset = WalHold::new("u", UNSET, 0);
-        assert_eq!(rows.enforce(&unset), 0);
+        assert_eq!(rows.enforce(&unset, 11), 0);
         assert_eq!(WalRows::needed_from(&[std::sync::Arc::new(unset)]), None);
     }
 }

@@ -357,7 +357,7 @@ impl Writer {
         {
             let rows = self.shared.wal_rows.lock().unwrap_or_else(|p| p.into_inner());
             for h in &self.opts.wal_holds {
-                rows.enforce(h);
+                rows.enforce(h, head_needs);
             }
         }
         if let Some(needed) = wal_tail::WalRows::needed_from(&self.opts.wal_holds) {
