@@ -394,10 +394,6 @@ impl Queue {
                 after = held;
                 resend_to = None;
             }
-            if saved != (after, None) {
-                self.save(after, None).await;
-                saved = (after, None);
-            }
             // Only published records: their series are in the index.
             let published = *watch.borrow_and_update();
             let t2 = tsdb.clone();
@@ -424,6 +420,12 @@ impl Queue {
                 }
             };
             if records.is_empty() {
+                // Caught up: the position alone (while sending, it goes with
+                // the in-flight mark below: one write per batch).
+                if saved != (after, None) {
+                    self.save(after, None).await;
+                    saved = (after, None);
+                }
                 if drain.is_cancelled() {
                     break;
                 }
@@ -728,7 +730,8 @@ impl Queue {
     }
 
     /// Saves the position and the end of the batch in flight (written,
-    /// synced and renamed: a crash keeps the previous file whole).
+    /// synced and renamed: a crash keeps a whole file, the new or the
+    /// previous one). Once per batch, and once when caught up.
     async fn save(&self, wal_id: u64, inflight_to: Option<u64>) {
         let path = self.state_path.clone();
         let body = serde_json::to_vec(&SavedPosition {
@@ -742,12 +745,8 @@ impl Queue {
             let tmp = path.with_extension("json.tmp");
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&body)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            if let Some(dir) = path.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            Ok::<_, std::io::Error>(())
+            f.sync_data()?;
+            std::fs::rename(&tmp, &path)
         })
         .await;
         match res {
