@@ -49,7 +49,7 @@ pub(crate) fn join(base: &str, path: &str) -> String {
 
 /// Why a `ca_file` cannot be used.
 #[derive(Debug)]
-pub(crate) enum CaError {
+pub enum CaError {
     /// The file cannot be read.
     Read(std::io::Error),
     /// It holds no usable certificate.
@@ -57,7 +57,7 @@ pub(crate) enum CaError {
 }
 
 /// Reads the PEM certificates of a `ca_file`.
-pub(crate) fn read_ca_roots(path: &Path) -> Result<Vec<reqwest::Certificate>, CaError> {
+pub fn read_ca_roots(path: &Path) -> Result<Vec<reqwest::Certificate>, CaError> {
     let pem = std::fs::read(path).map_err(CaError::Read)?;
     let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| CaError::Pem(error_chain(&e)))?;
     if roots.is_empty() {

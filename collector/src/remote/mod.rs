@@ -333,10 +333,12 @@ impl Queue {
             .pool_max_idle_per_host(cfg.shards);
         if let Some(t) = &cfg.tls {
             if let Some(ca) = &t.ca_file {
-                let pem = std::fs::read(ca).with_context(|| format!("tls.ca_file {}", ca.display()))?;
-                for c in reqwest::Certificate::from_pem_bundle(&pem)
-                    .with_context(|| format!("tls.ca_file {}: not PEM certificates", ca.display()))?
-                {
+                use csoc_agent::sources::gen3_http::{CaError, read_ca_roots};
+                let roots = read_ca_roots(ca).map_err(|e| match e {
+                    CaError::Read(e) => anyhow::anyhow!("tls.ca_file {}: {e}", ca.display()),
+                    CaError::Pem(m) => anyhow::anyhow!("tls.ca_file {}: {m}", ca.display()),
+                })?;
+                for c in roots {
                     b = b.add_root_certificate(c);
                 }
                 b = b.tls_built_in_root_certs(false);
@@ -647,7 +649,7 @@ impl Queue {
     /// Sends one request, retrying what may succeed later.
     async fn send(&self, body: Vec<u8>, samples: usize, stop: &CancellationToken) -> Sent {
         let m = &self.metrics;
-        let body = bytes_of(body);
+        let body = axum::body::Bytes::from(body);
         let mut backoff = self.cfg.min_backoff;
         let mut attempt = 0u32;
         loop {
@@ -822,10 +824,6 @@ impl RequestWriter {
         let body = snap::raw::Encoder::new().compress_vec(&self.buf).unwrap_or_default();
         (body, self.samples, self.max_t.unwrap_or(i64::MIN))
     }
-}
-
-fn bytes_of(v: Vec<u8>) -> axum::body::Bytes {
-    axum::body::Bytes::from(v)
 }
 
 fn read_secret(path: &Path) -> anyhow::Result<String> {
