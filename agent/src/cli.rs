@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Agent;
 use crate::config::AgentConfig;
-use crate::util::{LogFormat, parse_bytes, parse_duration};
+use csoc_common::duration::{parse_bytes, parse_duration};
+use csoc_common::log::LogFormat;
 
 /// csoc-agent: gathers a Gen3 commons' health and usage and streams it to the
 /// csoc-watch collector.
@@ -133,7 +134,7 @@ impl Args {
             let (k, v) = kv
                 .split_once('=')
                 .with_context(|| format!("--external-label {kv:?}: expected NAME=VALUE"))?;
-            if !crate::config::valid_label_name(k) || k.starts_with("__") {
+            if !csoc_common::labels::valid_label_name(k) || k.starts_with("__") {
                 anyhow::bail!("--external-label {kv:?}: {k:?} is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)");
             }
             if k == "commons" {
@@ -183,7 +184,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("config OK");
         return Ok(());
     }
-    crate::util::init_logging(cfg.log_format);
+    csoc_common::log::init_logging(cfg.log_format);
     if args.once {
         return run_once(&cfg);
     }
@@ -200,7 +201,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         let http = crate::http::serve(http_listen, Arc::new(registry), shutdown.clone()).await?;
         let run = tokio::spawn(agent.run(shutdown.clone()));
-        crate::util::shutdown_signal().await;
+        csoc_common::shutdown::shutdown_signal().await;
         shutdown.cancel();
         let res = run.await.context("agent task")?;
         let _ = http.await;

@@ -14,38 +14,11 @@ use crate::sources::gen3_usage::Gen3UsageConfig;
 use crate::sources::host::HostConfig;
 use crate::sources::revproxy_log::RevproxyLogConfig;
 use crate::sources::scrape::ScrapeConfig;
-use crate::util::{LogFormat, de_bytes, de_duration};
+use csoc_common::duration::{de_bytes, de_duration};
+use csoc_common::labels::valid_label_name;
+use csoc_common::log::LogFormat;
 
-/// Errors in the configuration.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not valid YAML for this config.
-    #[error("config file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong and where (line and column).
-        message: String,
-    },
-    /// A value is invalid.
-    #[error("invalid {field}: {message}")]
-    Invalid {
-        /// The field (as in the file).
-        field: String,
-        /// Why.
-        message: String,
-    },
-}
+pub use csoc_common::config::{ConfigError, parse_yaml, read_yaml, yaml_error};
 
 /// The agent's configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -84,7 +57,7 @@ pub struct AgentConfig {
     /// after the external labels and `instance` are stamped (Prometheus's
     /// `relabel_configs` syntax and actions; a sample that is dropped or
     /// loses `__name__` is not sent).
-    pub relabel_configs: Vec<crate::relabel::RelabelConfig>,
+    pub relabel_configs: Vec<csoc_common::relabel::RelabelConfig>,
     /// `text` (default) or `json`.
     pub log_format: LogFormat,
     /// TLS to the collector (used with an `https://` collector URL): the CA
@@ -134,12 +107,6 @@ impl Default for AgentConfig {
             sources: SourcesConfig::default(),
         }
     }
-}
-
-/// Whether `s` is a valid Prometheus label name.
-pub fn valid_label_name(s: &str) -> bool {
-    let mut c = s.chars();
-    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_') && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
 }
 
 impl AgentConfig {
@@ -261,36 +228,6 @@ impl AgentConfig {
             return Ok(Some(t));
         }
         Ok(self.token.clone().filter(|t| !t.is_empty()))
-    }
-}
-
-/// Reads a YAML config file; an empty file is all defaults. Shared by both
-/// binaries' configs.
-pub fn read_yaml<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse_yaml(&text, path)
-}
-
-/// Parses YAML config text (`path` only names it in errors).
-pub fn parse_yaml<T: serde::de::DeserializeOwned + Default>(text: &str, path: &Path) -> Result<T, ConfigError> {
-    if text.trim().is_empty() {
-        return Ok(T::default());
-    }
-    serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: yaml_error(&e),
-    })
-}
-
-/// A YAML error with its line and column, once.
-pub fn yaml_error(e: &serde_yaml_ng::Error) -> String {
-    let msg = e.to_string();
-    match e.location() {
-        Some(l) if !msg.contains(" line ") => format!("line {} column {}: {msg}", l.line(), l.column()),
-        _ => msg,
     }
 }
 

@@ -6,23 +6,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-/// Content type of prometheus-client's text encoding.
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Encodes `registry` as the body of a `/metrics` response.
-pub fn metrics_response(registry: &Registry) -> axum::response::Response {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, registry) {
-        Ok(()) => ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], body).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}")).into_response(),
-    }
-}
+use csoc_common::http::metrics_response;
 
 async fn metrics(State(reg): State<Arc<Registry>>) -> axum::response::Response {
     metrics_response(&reg)

@@ -17,13 +17,10 @@ pub mod metrics;
 pub mod model;
 pub mod once;
 pub mod pipeline;
-pub mod relabel;
-pub mod scrape;
 pub mod shipper;
 pub mod sources;
 pub mod spool;
 pub mod tls;
-pub mod util;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

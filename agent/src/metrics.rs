@@ -2,6 +2,7 @@
 //! One struct per component, registered into a registry passed in (no
 //! globals), so tests build their own.
 
+use csoc_common::labels::Labels;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -9,13 +10,11 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-type LabelSet = Vec<(String, String)>;
-
 /// Counters every source updates.
 #[derive(Clone, Default)]
 pub struct SourceMetrics {
-    samples: Family<LabelSet, Counter>,
-    errors: Family<LabelSet, Counter>,
+    samples: Family<Labels, Counter>,
+    errors: Family<Labels, Counter>,
 }
 
 impl SourceMetrics {
@@ -47,11 +46,11 @@ pub struct ShipperMetrics {
     /// Samples in acknowledged batches.
     pub samples_acked: Counter,
     /// Batches the collector rejected, by code.
-    pub batches_nacked: Family<LabelSet, Counter>,
+    pub batches_nacked: Family<Labels, Counter>,
     /// Connection attempts.
     pub connect_attempts: Counter,
     /// Failed connection attempts or broken streams, by reason.
-    pub connect_failures: Family<LabelSet, Counter>,
+    pub connect_failures: Family<Labels, Counter>,
     /// 1 while a stream to the collector is up.
     pub connected: Gauge,
     /// Batches waiting in the spool (not yet acknowledged).

@@ -1,42 +1,7 @@
 //! The agent's in-memory data model: samples grouped into frames, as sources
 //! produce them and the pipeline passes them on.
 
-/// A label set, sorted by name, including `__name__`.
-pub type Labels = Vec<(String, String)>;
-
-/// The kind of a metric family, as in the Prometheus/OpenMetrics data model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricKind {
-    /// A monotonically increasing value that resets to zero.
-    Counter,
-    /// A value that goes up and down.
-    Gauge,
-    /// Buckets, sum and count (scraped expositions).
-    Histogram,
-    /// OpenMetrics gauge histogram.
-    GaugeHistogram,
-    /// Quantiles, sum and count (scraped expositions).
-    Summary,
-    /// OpenMetrics info.
-    Info,
-    /// OpenMetrics state set.
-    StateSet,
-    /// Unknown or untyped.
-    Unknown,
-}
-
-/// HELP/TYPE/UNIT information for one metric family.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Metadata {
-    /// Family name (for a counter, with its `_total` suffix).
-    pub name: String,
-    /// Counter, gauge...
-    pub kind: MetricKind,
-    /// One-line description.
-    pub help: String,
-    /// Base unit (`seconds`, `bytes`) or empty.
-    pub unit: String,
-}
+pub use csoc_common::labels::{Labels, Metadata, MetricKind, has_label, set_label, sort_labels};
 
 /// One sample of one series.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,24 +59,6 @@ impl Frame {
             value,
         });
     }
-}
-
-/// Sorts a label set by name (the canonical order on the wire and in storage).
-pub fn sort_labels(l: &mut Labels) {
-    l.sort_by(|a, b| a.0.cmp(&b.0));
-}
-
-/// Sets `name` to `value` in a sorted label set, replacing any existing value.
-pub fn set_label(l: &mut Labels, name: &str, value: &str) {
-    match l.binary_search_by(|(k, _)| k.as_str().cmp(name)) {
-        Ok(i) => l[i].1 = value.to_string(),
-        Err(i) => l.insert(i, (name.to_string(), value.to_string())),
-    }
-}
-
-/// Whether a sorted label set has `name`.
-pub fn has_label(l: &Labels, name: &str) -> bool {
-    l.binary_search_by(|(k, _)| k.as_str().cmp(name)).is_ok()
 }
 
 #[cfg(test)]

@@ -80,7 +80,7 @@ pub async fn collect_once(cfg: &AgentConfig) -> anyhow::Result<OnceResult> {
         frames: Vec::new(),
         failures: Vec::new(),
     };
-    let results = futures_join_all(tasks).await;
+    let results = csoc_common::task::join_all(tasks).await.into_iter().flatten();
     for (name, first) in results {
         match first {
             Ok(Some(mut f)) => {
@@ -96,21 +96,6 @@ pub async fn collect_once(cfg: &AgentConfig) -> anyhow::Result<OnceResult> {
         }
     }
     Ok(out)
-}
-
-/// Awaits every future concurrently, results in order.
-async fn futures_join_all<F: std::future::Future + Send + 'static>(futs: Vec<F>) -> Vec<F::Output>
-where
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
-    }
-    out
 }
 
 /// Escapes a label value (`\`, `"`, newline).
@@ -194,7 +179,7 @@ pub fn exposition(frames: &[Frame]) -> String {
                 }
                 out.push('}');
             }
-            let _ = writeln!(out, " {} {ts}", crate::util::fmt_float(v));
+            let _ = writeln!(out, " {} {ts}", csoc_common::value::fmt_float(v));
         }
     }
     out

@@ -20,7 +20,7 @@ pub struct Pipeline {
     /// Default `instance` label (the agent's name) when a source set none.
     pub instance: String,
     /// Applied to every sample after stamping (`relabel_configs`).
-    pub relabel: Vec<crate::relabel::RelabelConfig>,
+    pub relabel: Vec<csoc_common::relabel::RelabelConfig>,
 }
 
 impl Pipeline {
@@ -48,7 +48,7 @@ impl Pipeline {
             if !has_label(&s.labels, "instance") {
                 set_label(&mut s.labels, "instance", &self.instance);
             }
-            self.relabel.is_empty() || (crate::relabel::relabel(&mut s.labels, &self.relabel) && has_label(&s.labels, "__name__"))
+            self.relabel.is_empty() || (csoc_common::relabel::relabel(&mut s.labels, &self.relabel) && has_label(&s.labels, "__name__"))
         });
     }
 

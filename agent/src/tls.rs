@@ -13,18 +13,19 @@
 //! client's side of the handshake is done), into a sentence that says which
 //! side's certificate is wrong.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{AlertDescription, DigitallySignedStruct, SignatureScheme};
 use serde::Deserialize;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::config::ConfigError;
+use csoc_common::config::invalid;
+use csoc_common::tls::{parse_certs, parse_key, provider, read_file};
 
 /// `tls:` of the agent's config.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -85,66 +86,6 @@ impl std::fmt::Debug for ClientTls {
     }
 }
 
-fn invalid(field: &str, message: String) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.into(),
-        message,
-    }
-}
-
-/// Reads a file named by config field `field`.
-pub fn read_file(field: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path).map_err(|e| invalid(field, format!("cannot read {}: {e}", path.display())))
-}
-
-/// The PEM certificates of a file, each checked to be X.509.
-pub fn parse_certs(field: &str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let mut certs = Vec::new();
-    for (i, c) in CertificateDer::pem_slice_iter(pem).enumerate() {
-        let c = c.map_err(|e| invalid(field, format!("{}: PEM certificate #{}: {e}", path.display(), i + 1)))?;
-        x509_parser::parse_x509_certificate(&c)
-            .map_err(|e| invalid(field, format!("{}: certificate #{} is not valid X.509: {e}", path.display(), i + 1)))?;
-        certs.push(c);
-    }
-    if certs.is_empty() {
-        return Err(invalid(
-            field,
-            format!("{}: no PEM certificate (-----BEGIN CERTIFICATE-----) in the file", path.display()),
-        ));
-    }
-    Ok(certs)
-}
-
-/// The PEM private key of a file.
-pub fn parse_key(field: &str, path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, ConfigError> {
-    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => invalid(
-            field,
-            format!(
-                "{}: no PEM private key (-----BEGIN PRIVATE KEY-----, RSA PRIVATE KEY or EC PRIVATE KEY) in the file",
-                path.display()
-            ),
-        ),
-        e => invalid(field, format!("{}: {e}", path.display())),
-    })
-}
-
-/// Reads the PEM certificates of `path` (`field` names it in errors); each
-/// must be valid X.509.
-pub fn read_certs(field: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    parse_certs(field, path, &read_file(field, path)?)
-}
-
-/// Reads the PEM private key of `path`.
-pub fn read_key(field: &str, path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
-    parse_key(field, path, &read_file(field, path)?)
-}
-
-/// The crypto provider of every TLS configuration (ring).
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 impl ClientTls {
     /// Reads and checks the files of `cfg` (`--check-config` runs this).
     pub fn from_config(cfg: &TlsConfig) -> Result<ClientTls, ConfigError> {
@@ -158,8 +99,8 @@ impl ClientTls {
         };
         let identity = match (&cfg.cert_file, &cfg.key_file) {
             (None, None) => None,
-            (Some(_), None) => return Err(invalid("tls.key_file", "is required with tls.cert_file (--tls-key)".into())),
-            (None, Some(_)) => return Err(invalid("tls.cert_file", "is required with tls.key_file (--tls-cert)".into())),
+            (Some(_), None) => return Err(invalid("tls.key_file", "is required with tls.cert_file (--tls-key)")),
+            (None, Some(_)) => return Err(invalid("tls.cert_file", "is required with tls.key_file (--tls-cert)")),
             (Some(cp), Some(kp)) => {
                 let cert_pem = read_file("tls.cert_file", cp)?;
                 let certs = parse_certs("tls.cert_file", cp, &cert_pem)?;

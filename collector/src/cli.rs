@@ -9,7 +9,8 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgentToken, CollectorConfig};
-use csoc_agent::util::{LogFormat, parse_duration};
+use csoc_common::duration::parse_duration;
+use csoc_common::log::LogFormat;
 
 /// csoc-collector: fleet metrics and alerting for Gen3 data commons. Receives
 /// agent streams, stores time series in SQLite, serves the Prometheus API.
@@ -58,10 +59,10 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub retention: Option<std::time::Duration>,
     /// Keep the database under this size, oldest data deleted first, e.g. 10GB [default: no limit].
-    #[arg(long, value_name = "SIZE", value_parser = csoc_agent::util::parse_bytes)]
+    #[arg(long, value_name = "SIZE", value_parser = csoc_common::duration::parse_bytes)]
     pub retention_size: Option<u64>,
     /// Memory for decoded chunks reused by repeated queries, e.g. 1GiB; 0 disables [default: 256MiB].
-    #[arg(long = "storage.chunk-cache-size", value_name = "SIZE", value_parser = csoc_agent::util::parse_bytes)]
+    #[arg(long = "storage.chunk-cache-size", value_name = "SIZE", value_parser = csoc_common::duration::parse_bytes)]
     pub chunk_cache_size: Option<u64>,
     /// Enable the admin endpoints (POST /api/v1/admin/tsdb/flush).
     #[arg(long = "web.enable-admin-api")]
@@ -90,7 +91,7 @@ pub struct Args {
     #[arg(long = "external-label", value_name = "NAME=VALUE")]
     pub external_labels: Vec<String>,
     /// How often the collector stores its own metrics (job csoc-collector); 0 disables [default: 15s].
-    #[arg(long = "self-scrape-interval", value_name = "DURATION", value_parser = parse_duration_or_zero)]
+    #[arg(long = "self-scrape-interval", value_name = "DURATION", value_parser = parse_duration)]
     pub self_scrape_interval: Option<std::time::Duration>,
     /// Run the rule unit tests in FILE (promtool's test format) and exit.
     #[arg(long = "test-rules", value_name = "FILE")]
@@ -250,14 +251,6 @@ impl Args {
     }
 }
 
-fn parse_duration_or_zero(s: &str) -> Result<std::time::Duration, String> {
-    if s.trim() == "0" {
-        Ok(std::time::Duration::ZERO)
-    } else {
-        parse_duration(s)
-    }
-}
-
 /// Runs the collector binary; returns when it has shut down.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
@@ -278,7 +271,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("config OK");
         return Ok(());
     }
-    csoc_agent::util::init_logging(cfg.log_format);
+    csoc_common::log::init_logging(cfg.log_format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -287,7 +280,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         let s2 = shutdown.clone();
         tokio::spawn(async move {
-            csoc_agent::util::shutdown_signal().await;
+            csoc_common::shutdown::shutdown_signal().await;
             s2.cancel();
         });
         crate::run(cfg, shutdown, |_| {}).await

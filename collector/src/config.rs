@@ -6,12 +6,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use csoc_agent::util::{LogFormat, de_duration};
+use csoc_common::duration::de_duration;
+use csoc_common::log::LogFormat;
 use serde::Deserialize;
 
 use crate::auth::AgentAuth;
 
-pub use csoc_agent::config::ConfigError;
+pub use csoc_common::config::ConfigError;
 
 /// One agent token.
 #[derive(Debug, Clone, Deserialize)]
@@ -104,7 +105,7 @@ fn token_digest(field: &str, what: &str, token: &Option<String>, sha: &Option<St
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest encoded WriteBatch accepted (bytes, default 16MiB).
-    #[serde(deserialize_with = "csoc_agent::util::de_bytes")]
+    #[serde(deserialize_with = "csoc_common::duration::de_bytes")]
     pub max_batch_bytes: u64,
     /// Most labels on one series, `__name__` and `commons` included (default 64).
     pub max_labels_per_series: usize,
@@ -150,7 +151,9 @@ impl Limits {
                 .map_err(|_| format!("--limit {name}: {v:?} is not a whole number"))
         };
         match name {
-            "max_batch_bytes" => self.max_batch_bytes = csoc_agent::util::parse_bytes(value).map_err(|e| format!("--limit {name}: {e}"))?,
+            "max_batch_bytes" => {
+                self.max_batch_bytes = csoc_common::duration::parse_bytes(value).map_err(|e| format!("--limit {name}: {e}"))?
+            }
             "max_labels_per_series" => self.max_labels_per_series = num(value)? as usize,
             "max_label_name_length" => self.max_label_name_length = num(value)? as usize,
             "max_label_value_length" => self.max_label_value_length = num(value)? as usize,
@@ -230,11 +233,11 @@ pub struct CollectorConfig {
     pub retention: Duration,
     /// Keep the database under this size, deleting the oldest data first
     /// (`10GB`, `512MiB`; 0 = no limit, the default).
-    #[serde(deserialize_with = "csoc_agent::util::de_bytes")]
+    #[serde(deserialize_with = "csoc_common::duration::de_bytes")]
     pub retention_size: u64,
     /// Memory for decoded chunks that repeated queries reuse (`256MiB`, the
     /// default; 0 disables the cache).
-    #[serde(deserialize_with = "csoc_agent::util::de_bytes")]
+    #[serde(deserialize_with = "csoc_common::duration::de_bytes")]
     pub chunk_cache_size: u64,
     /// Allow the admin endpoints (`POST /api/v1/admin/tsdb/flush`). Off by
     /// default, as in Prometheus (`--web.enable-admin-api`).
@@ -313,7 +316,7 @@ pub fn valid_commons(s: &str) -> bool {
 impl CollectorConfig {
     /// Reads a YAML config file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        csoc_agent::config::read_yaml(path)
+        csoc_common::config::read_yaml(path)
     }
 
     /// Checks every value and builds the token table.
@@ -418,7 +421,7 @@ impl CollectorConfig {
             return Err(inv("evaluation_interval", "must be at least 100ms".into()));
         }
         for (k, v) in &self.external_labels {
-            if !csoc_agent::config::valid_label_name(k) || v.is_empty() {
+            if !csoc_common::labels::valid_label_name(k) || v.is_empty() {
                 return Err(inv("external_labels", format!("{k:?}={v:?}: invalid label name or empty value")));
             }
         }

@@ -34,6 +34,9 @@ use anyhow::Context;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "local-agent")]
+use csoc_common::retry::random_u64;
+
 use crate::config::CollectorConfig;
 
 /// The commons name of the in-process agent (`--local-agent`).
@@ -63,25 +66,38 @@ fn loopback_for(addr: SocketAddr) -> SocketAddr {
     a
 }
 
-/// Runs the collector until `shutdown` is cancelled. `on_bound` is called
-/// once the listeners are bound.
-pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: impl FnOnce(Bound) + Send) -> anyhow::Result<()> {
-    let started = Instant::now();
-    cfg.validate()?;
-    let mut registry = Registry::default();
-    let sub = registry.sub_registry_with_prefix("csoc_collector");
-    let metrics = metrics::CollectorMetrics::new(sub);
-    let rw_metrics = ingest::remote_write::RemoteWriteMetrics::new(sub);
-    let rule_metrics = rules::RuleMetrics::new(sub);
-    let notify_metrics = notify::NotifyMetrics::new(sub);
-    let limit_metrics = ingest::limits::LimitMetrics::new(sub, &cfg.limits);
-    let limiter = Arc::new(ingest::limits::Limiter::new(cfg.limits.clone(), limit_metrics.clone()));
-    let remotes = remote::Remotes::prepare(
-        &cfg.remote_write,
-        &cfg.data_dir,
-        &cfg.external_labels,
-        remote::RemoteMetrics::new(sub),
-    )?;
+/// The metrics of every component, registered under `csoc_collector_`.
+struct Telemetry {
+    collector: metrics::CollectorMetrics,
+    remote_write_in: ingest::remote_write::RemoteWriteMetrics,
+    rules: rules::RuleMetrics,
+    notify: notify::NotifyMetrics,
+    limits: ingest::limits::LimitMetrics,
+    remote_write_out: remote::RemoteMetrics,
+}
+
+impl Telemetry {
+    fn register(registry: &mut Registry, cfg: &CollectorConfig) -> Telemetry {
+        let sub = registry.sub_registry_with_prefix("csoc_collector");
+        Telemetry {
+            collector: metrics::CollectorMetrics::new(sub),
+            remote_write_in: ingest::remote_write::RemoteWriteMetrics::new(sub),
+            rules: rules::RuleMetrics::new(sub),
+            notify: notify::NotifyMetrics::new(sub),
+            limits: ingest::limits::LimitMetrics::new(sub, &cfg.limits),
+            remote_write_out: remote::RemoteMetrics::new(sub),
+        }
+    }
+}
+
+/// Step 1: the storage, with the remote-write queues' WAL holds in place
+/// before the WAL is replayed.
+fn open_storage(
+    cfg: &CollectorConfig,
+    registry: &mut Registry,
+    remote_metrics: remote::RemoteMetrics,
+) -> anyhow::Result<(tsdb::Tsdb, remote::Remotes)> {
+    let remotes = remote::Remotes::prepare(&cfg.remote_write, &cfg.data_dir, &cfg.external_labels, remote_metrics)?;
     let tsdb_opts = tsdb::TsdbOptions {
         retention: tsdb::Retention {
             age: cfg.retention,
@@ -90,24 +106,33 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         chunk_cache_bytes: usize::try_from(cfg.chunk_cache_size).unwrap_or(usize::MAX),
         wal_holds: remotes.holds(),
     };
+    let sub = registry.sub_registry_with_prefix("csoc_collector");
     let db = tsdb::Tsdb::open(&cfg.data_dir, &tsdb_opts, sub).with_context(|| format!("opening storage in {}", cfg.data_dir.display()))?;
     remotes.position(&db);
+    Ok((db, remotes))
+}
 
-    let seeded = selfmon::seed_last_seen(&db, &metrics.ingest);
-    if seeded > 0 {
-        tracing::info!(agents = seeded, "last contact of known agents read from storage");
-    }
+/// Who may write and read: tokens, certificates and the listeners' TLS.
+struct Security {
+    api_auth: auth::ApiAuth,
+    agent_auth: auth::AgentAuth,
+    grpc_tls: Option<tls::GrpcTls>,
+    http_tls: Option<Arc<rustls::ServerConfig>>,
+    peer_policy: tls::PeerPolicy,
+}
 
+/// Step 2: reads every credential and certificate, and says what it found.
+fn load_security(cfg: &CollectorConfig) -> anyhow::Result<Security> {
     let api_auth = cfg.api_auth()?;
     if api_auth.is_empty() {
         tracing::info!(listen = %cfg.http_listen, "no API tokens configured: the HTTP API is open to whoever reaches its address");
     } else {
         tracing::info!(tokens = api_auth.len(), "API tokens loaded: every API request needs one");
     }
-    let mut auth = cfg.agent_auth()?;
+    let agent_auth = cfg.agent_auth()?;
     let grpc_tls = cfg.grpc_tls.as_ref().map(tls::grpc_server).transpose()?;
     let http_tls = cfg.http_tls.as_ref().map(tls::http_server).transpose()?;
-    let mut peer_policy = tls::PeerPolicy {
+    let peer_policy = tls::PeerPolicy {
         certs: tls::CertMap::new(&cfg.agent_certs)?,
         require_cert: cfg.grpc_tls.as_ref().is_some_and(|t| t.client_auth == tls::ClientAuth::Require),
         internal_token: None,
@@ -115,93 +140,152 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     if !peer_policy.certs.is_empty() {
         tracing::info!(names = peer_policy.certs.len(), "agent certificate names loaded");
     }
-    if auth.is_empty() && peer_policy.certs.is_empty() {
+    if agent_auth.is_empty() && peer_policy.certs.is_empty() {
         tracing::warn!(
             "no agent tokens configured: every remote agent will be refused. Add one with --agent-token COMMONS=TOKEN (repeatable) or agent_tokens in the config file"
         );
     } else {
-        tracing::info!(tokens = auth.len(), "agent tokens loaded");
+        tracing::info!(tokens = agent_auth.len(), "agent tokens loaded");
     }
+    Ok(Security {
+        api_auth,
+        agent_auth,
+        grpc_tls,
+        http_tls,
+        peer_policy,
+    })
+}
 
-    let grpc_listener = tokio::net::TcpListener::bind(cfg.grpc_listen)
+/// Step 3: both listeners, bound before anything is served so that a port
+/// in use stops the start with a clear error.
+async fn bind(cfg: &CollectorConfig) -> anyhow::Result<(tokio::net::TcpListener, tokio::net::TcpListener, Bound)> {
+    let grpc = tokio::net::TcpListener::bind(cfg.grpc_listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} for gRPC ingest: {e} (change --grpc-listen)", cfg.grpc_listen))?;
-    let http_listener = tokio::net::TcpListener::bind(cfg.http_listen)
+    let http = tokio::net::TcpListener::bind(cfg.http_listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} for HTTP: {e} (change --http-listen)", cfg.http_listen))?;
     let bound = Bound {
-        http: http_listener.local_addr()?,
-        grpc: grpc_listener.local_addr()?,
+        http: http.local_addr()?,
+        grpc: grpc.local_addr()?,
     };
+    Ok((grpc, http, bound))
+}
 
-    // The local agent goes through the real gRPC path with an internal token.
-    let mut local_agent = None;
-    if cfg.local_agent {
-        let token = format!("{:016x}{:016x}", csoc_agent::util::random_u64(), csoc_agent::util::random_u64());
-        auth.add_token(LOCAL_COMMONS, &token);
-        peer_policy.internal_token = Some(auth::digest(&token));
-        let scheme = if grpc_tls.is_some() { "https" } else { "http" };
-        let acfg = csoc_agent::config::AgentConfig {
-            collector: format!("{scheme}://{}", loopback_for(bound.grpc)),
-            commons_name: Some(LOCAL_COMMONS.into()),
-            interval: cfg.local_agent_interval,
-            spool_dir: cfg.data_dir.join("local-agent-spool"),
-            ..Default::default()
-        };
-        let mut agent = csoc_agent::Agent::new(acfg, &mut registry).context("starting the local agent")?;
-        agent.set_token(token);
-        if let Some(t) = &grpc_tls {
-            // In-process: trust exactly the certificate this collector serves.
-            agent.set_tls(csoc_agent::tls::ClientTls::pinned(t.leaf.clone()));
-        }
-        local_agent = Some(agent);
+/// The in-process agent of `--local-agent`, not yet running.
+#[cfg(feature = "local-agent")]
+type LocalAgent = csoc_agent::Agent;
+#[cfg(not(feature = "local-agent"))]
+type LocalAgent = std::convert::Infallible;
+
+/// Step 4: the local agent goes through the real gRPC path with an
+/// internal token (and, with TLS, pins this collector's certificate).
+#[cfg(feature = "local-agent")]
+fn prepare_local_agent(
+    cfg: &CollectorConfig,
+    sec: &mut Security,
+    bound: Bound,
+    registry: &mut Registry,
+) -> anyhow::Result<Option<LocalAgent>> {
+    if !cfg.local_agent {
+        return Ok(None);
     }
+    let token = format!("{:016x}{:016x}", random_u64(), random_u64());
+    sec.agent_auth.add_token(LOCAL_COMMONS, &token);
+    sec.peer_policy.internal_token = Some(auth::digest(&token));
+    let scheme = if sec.grpc_tls.is_some() { "https" } else { "http" };
+    let acfg = csoc_agent::config::AgentConfig {
+        collector: format!("{scheme}://{}", loopback_for(bound.grpc)),
+        commons_name: Some(LOCAL_COMMONS.into()),
+        interval: cfg.local_agent_interval,
+        spool_dir: cfg.data_dir.join("local-agent-spool"),
+        ..Default::default()
+    };
+    let mut agent = csoc_agent::Agent::new(acfg, registry).context("starting the local agent")?;
+    agent.set_token(token);
+    if let Some(t) = &sec.grpc_tls {
+        // In-process: trust exactly the certificate this collector serves.
+        agent.set_tls(csoc_agent::tls::ClientTls::pinned(t.leaf.clone()));
+    }
+    Ok(Some(agent))
+}
+
+#[cfg(not(feature = "local-agent"))]
+fn prepare_local_agent(cfg: &CollectorConfig, _: &mut Security, _: Bound, _: &mut Registry) -> anyhow::Result<Option<LocalAgent>> {
+    anyhow::ensure!(
+        !cfg.local_agent,
+        "--local-agent: this csoc-collector was built without the local-agent feature"
+    );
+    Ok(None)
+}
+
+#[cfg(feature = "local-agent")]
+fn spawn_local_agent(agent: Option<LocalAgent>, stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+    agent.map(|a| {
+        tokio::spawn(async move {
+            if let Err(e) = a.run(stop).await {
+                tracing::error!(error = %format!("{e:#}"), "local agent stopped");
+            }
+        })
+    })
+}
+
+#[cfg(not(feature = "local-agent"))]
+fn spawn_local_agent(agent: Option<LocalAgent>, _: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+    agent.map(|never| match never {})
+}
+
+/// Runs the collector until `shutdown` is cancelled. `on_bound` is called
+/// once the listeners are bound.
+///
+/// Start-up runs in dependency order — metrics, storage (WAL replay),
+/// credentials, listeners, the local agent, ingest, rules and notifications,
+/// the HTTP API, remote write and self-monitoring — and shutdown in reverse.
+pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: impl FnOnce(Bound) + Send) -> anyhow::Result<()> {
+    let started = Instant::now();
+    cfg.validate()?;
+    let mut registry = Registry::default();
+    let tm = Telemetry::register(&mut registry, &cfg);
+    let limiter = Arc::new(ingest::limits::Limiter::new(cfg.limits.clone(), tm.limits.clone()));
+    let (db, remotes) = open_storage(&cfg, &mut registry, tm.remote_write_out.clone())?;
+
+    let seeded = selfmon::seed_last_seen(&db, &tm.collector.ingest);
+    if seeded > 0 {
+        tracing::info!(agents = seeded, "last contact of known agents read from storage");
+    }
+
+    let mut sec = load_security(&cfg)?;
+    let (grpc_listener, http_listener, bound) = bind(&cfg).await?;
+    let local_agent = prepare_local_agent(&cfg, &mut sec, bound, &mut registry)?;
     let registry = Arc::new(registry);
 
+    // Ingest: gRPC from agents and the remote-write receiver.
     let servers_stop = CancellationToken::new();
-    let auth = Arc::new(auth);
+    let agent_auth = Arc::new(sec.agent_auth);
     let metadata = Arc::new(metadata::MetadataStore::default());
     let remote_write = ingest::remote_write::router(ingest::remote_write::RemoteWriteState {
         tsdb: db.clone(),
-        auth: auth.clone(),
+        auth: agent_auth.clone(),
         limits: cfg.limits.clone(),
-        ingest_metrics: metrics.ingest.clone(),
-        metrics: rw_metrics,
+        ingest_metrics: tm.collector.ingest.clone(),
+        metrics: tm.remote_write_in,
         metadata: metadata.clone(),
-        limit_metrics,
+        limit_metrics: tm.limits,
     });
-    let ingest = ingest::IngestService::new(
-        db.clone(),
-        auth,
-        cfg.limits.clone(),
-        cfg.heartbeat_interval,
-        metrics.ingest.clone(),
-        servers_stop.clone(),
-    )
-    .with_metadata(metadata.clone())
-    .with_peer_policy(peer_policy)
-    .with_limiter(limiter);
-    let grpc_stop = servers_stop.clone();
-    if let Some(t) = &grpc_tls {
-        tracing::info!(client_certs = t.client_certs_mode(), "gRPC ingest uses TLS");
-    }
-    let grpc_incoming = tls::accept::incoming(
+    let grpc_task = start_grpc(
+        &cfg,
+        &db,
+        agent_auth,
+        sec.peer_policy,
+        limiter,
+        &metadata,
+        &tm.collector,
+        sec.grpc_tls.as_ref(),
         grpc_listener,
-        grpc_tls.as_ref().map(|t| t.server.clone()),
-        tls::accept::Role::Grpc,
-        Some(metrics.ingest.clone()),
-        servers_stop.clone(),
+        &servers_stop,
     )?;
-    let grpc_task = tokio::spawn(async move {
-        let server = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-            .add_service(ingest.into_server());
-        let res = tls::accept::serve_grpc(server, grpc_incoming, grpc_stop).await;
-        if let Err(e) = res {
-            tracing::error!(error = %e, "gRPC server failed");
-        }
-    });
 
+    // Rules and notifications.
     let ready = Arc::new(AtomicBool::new(false));
     let engine = promql::Engine {
         timeout: cfg.query_timeout,
@@ -218,7 +302,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
             external_url: external_url.clone(),
             state_path: cfg.data_dir.join("notify-state.json"),
         },
-        notify_metrics,
+        tm.notify,
         rules_stop.clone(),
     )?;
     let rule_manager = rules::RuleManager::new(
@@ -233,28 +317,30 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         engine.clone(),
         db.clone(),
         notifier,
-        rule_metrics,
+        tm.rules,
         rules_stop.clone(),
     )?;
+
+    // The HTTP API.
     let self_registry = registry.clone();
     let state = api::AppState {
         tsdb: db.clone(),
         status: Arc::new(api::StatusInfo::new(&cfg, &engine)),
         engine,
         registry,
-        metrics: metrics.http.clone(),
+        metrics: tm.collector.http.clone(),
         ready: ready.clone(),
         admin_enabled: cfg.enable_admin_api,
         metadata,
         rules: rule_manager.clone(),
-        api_auth: Arc::new(api_auth),
+        api_auth: Arc::new(sec.api_auth),
     };
     let http_stop = servers_stop.clone();
     let app = api::router(state, remote_write);
-    if http_tls.is_some() {
+    if sec.http_tls.is_some() {
         tracing::info!("HTTP API uses TLS");
     }
-    let http_incoming = tls::accept::incoming(http_listener, http_tls, tls::accept::Role::Http, None, servers_stop.clone())?;
+    let http_incoming = tls::accept::incoming(http_listener, sec.http_tls, tls::accept::Role::Http, None, servers_stop.clone())?;
     let http_task = tokio::spawn(async move {
         let res = tls::accept::serve_http(app, http_incoming, http_stop).await;
         if let Err(e) = res {
@@ -263,7 +349,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     });
 
     let agent_stop = CancellationToken::new();
-    let agent_task = local_agent.map(|a| tokio::spawn(a.run(agent_stop.clone())));
+    let agent_task = spawn_local_agent(local_agent, agent_stop.clone());
 
     // Started once nothing below can fail (each task holds the storage).
     let remote_stop = CancellationToken::new();
@@ -309,24 +395,74 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     let _ = grpc_task.await;
     let _ = http_task.await;
     if !remotes.is_empty() {
-        // A few seconds to send what is left; the rest waits in the WAL.
-        remote_drain.cancel();
-        let deadline = tokio::time::Instant::now() + REMOTE_FLUSH_DEADLINE;
-        for mut t in remote_tasks {
-            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
-                // Past the deadline: stop retrying; the queue saves its position.
-                remote_stop.cancel();
-                if tokio::time::timeout(std::time::Duration::from_secs(2), &mut t).await.is_err() {
-                    t.abort();
-                }
-            }
-        }
+        drain_remote_write(remote_tasks, &remote_stop, &remote_drain).await;
     }
     remote_stop.cancel();
     let db2 = db.clone();
     let _ = tokio::task::spawn_blocking(move || db2.close()).await;
     tracing::info!(elapsed = ?stopping.elapsed(), "csoc-collector stopped");
     Ok(())
+}
+
+/// Step 5: the gRPC ingest server.
+#[allow(clippy::too_many_arguments)]
+fn start_grpc(
+    cfg: &CollectorConfig,
+    db: &tsdb::Tsdb,
+    agent_auth: Arc<auth::AgentAuth>,
+    peer_policy: tls::PeerPolicy,
+    limiter: Arc<ingest::limits::Limiter>,
+    metadata: &Arc<metadata::MetadataStore>,
+    metrics: &metrics::CollectorMetrics,
+    grpc_tls: Option<&tls::GrpcTls>,
+    listener: tokio::net::TcpListener,
+    servers_stop: &CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let ingest = ingest::IngestService::new(
+        db.clone(),
+        agent_auth,
+        cfg.limits.clone(),
+        cfg.heartbeat_interval,
+        metrics.ingest.clone(),
+        servers_stop.clone(),
+    )
+    .with_metadata(metadata.clone())
+    .with_peer_policy(peer_policy)
+    .with_limiter(limiter);
+    if let Some(t) = grpc_tls {
+        tracing::info!(client_certs = t.client_certs_mode(), "gRPC ingest uses TLS");
+    }
+    let incoming = tls::accept::incoming(
+        listener,
+        grpc_tls.map(|t| t.server.clone()),
+        tls::accept::Role::Grpc,
+        Some(metrics.ingest.clone()),
+        servers_stop.clone(),
+    )?;
+    let stop = servers_stop.clone();
+    Ok(tokio::spawn(async move {
+        let server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .add_service(ingest.into_server());
+        if let Err(e) = tls::accept::serve_grpc(server, incoming, stop).await {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    }))
+}
+
+/// At shutdown: a few seconds to send what is left; the rest waits in the WAL.
+async fn drain_remote_write(tasks: Vec<tokio::task::JoinHandle<()>>, stop: &CancellationToken, drain: &CancellationToken) {
+    drain.cancel();
+    let deadline = tokio::time::Instant::now() + REMOTE_FLUSH_DEADLINE;
+    for mut t in tasks {
+        if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+            // Past the deadline: stop retrying; the queue saves its position.
+            stop.cancel();
+            if tokio::time::timeout(std::time::Duration::from_secs(2), &mut t).await.is_err() {
+                t.abort();
+            }
+        }
+    }
 }
 
 /// Reloads the rules on SIGHUP (Unix), as Prometheus does.

@@ -2,6 +2,7 @@
 
 use std::sync::atomic::AtomicU64;
 
+use csoc_common::labels::Labels;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -9,9 +10,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-type LabelSet = Vec<(String, String)>;
-
-fn ls(pairs: &[(&str, &str)]) -> LabelSet {
+fn ls(pairs: &[(&str, &str)]) -> Labels {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
@@ -21,13 +20,13 @@ pub struct IngestMetrics {
     /// Streams currently open.
     pub agents_connected: Gauge,
     /// Last message from each agent, Unix seconds.
-    pub agent_last_seen: Family<LabelSet, Gauge<f64, AtomicU64>>,
+    pub agent_last_seen: Family<Labels, Gauge<f64, AtomicU64>>,
     /// Batches by commons and result (acked, duplicate, nacked).
-    pub batches: Family<LabelSet, Counter>,
+    pub batches: Family<Labels, Counter>,
     /// Samples stored, by commons.
-    pub samples: Family<LabelSet, Counter>,
+    pub samples: Family<Labels, Counter>,
     /// Refused streams, by reason.
-    pub auth_failures: Family<LabelSet, Counter>,
+    pub auth_failures: Family<Labels, Counter>,
 }
 
 impl IngestMetrics {
@@ -62,11 +61,11 @@ impl IngestMetrics {
 #[derive(Clone)]
 pub struct HttpMetrics {
     /// Requests by handler and status code.
-    pub requests: Family<LabelSet, Counter>,
+    pub requests: Family<Labels, Counter>,
     /// Request latency by handler.
-    pub duration: Family<LabelSet, Histogram>,
+    pub duration: Family<Labels, Histogram>,
     /// Requests refused by API authentication, by reason.
-    pub refused: Family<LabelSet, Counter>,
+    pub refused: Family<Labels, Counter>,
 }
 
 impl HttpMetrics {

@@ -15,23 +15,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::IngestMetrics;
 use crate::tsdb::{Labels, Matcher, Tsdb};
+use csoc_common::time::now_ms;
 
 /// The metric that records each agent's last contact.
 pub const LAST_SEEN: &str = "csoc_collector_agent_last_seen_timestamp_seconds";
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Stores one round of the registry's samples at `t`.
 pub async fn scrape_once(db: &Tsdb, registry: &Registry, instance: &str, t: i64) -> Result<usize, String> {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, registry).map_err(|e| e.to_string())?;
     // The registry writes OpenMetrics text; the agent's scrape parser reads it.
-    let exposition = csoc_agent::scrape::parse::parse(&text, csoc_agent::scrape::parse::Format::OpenMetrics)
+    let exposition = csoc_common::exposition::parse(&text, csoc_common::exposition::Format::OpenMetrics)
         .map_err(|e| format!("parsing the collector's own metrics: {e}"))?;
     let mut app = db.appender();
     let mut n = 0;

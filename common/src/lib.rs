@@ -1,5 +1,36 @@
 //! csoc-common: what the csoc-watch agent and collector share, and nothing
-//! either binary owns alone. Dependencies run one way: `csoc-agent` and
-//! `csoc-collector` depend on this crate; it depends on neither.
+//! either binary owns alone.
+//!
+//! Dependencies run one way: `csoc-agent` and `csoc-collector` depend on
+//! this crate; it depends on neither (CI checks this, see the README's
+//! architecture map). Each module has one job:
+//!
+//! | module | job |
+//! |---|---|
+//! | [`labels`] | the label-set type, metric metadata, label and metric name rules |
+//! | [`duration`] | Prometheus durations and byte sizes: parse, print, serde |
+//! | [`calendar`] | civil dates on days since the epoch |
+//! | [`exposition`] | the Prometheus text and OpenMetrics parser |
+//! | [`relabel`] | Prometheus `relabel_configs` |
+//! | [`config`] | the config error type and YAML reading |
+//! | [`tls`] | PEM certificates, keys and CA bundles |
+//! | [`url`] | URLs safe for logs and labels |
+//! | [`http`] | the `/metrics` answer |
+//! | [`log`], [`shutdown`], [`task`], [`time`], [`retry`], [`error`], [`value`] | logging, signals, task joins, the clock, backoff, error chains, values as text |
 
 pub mod calendar;
+pub mod config;
+pub mod duration;
+pub mod error;
+pub mod exposition;
+pub mod http;
+pub mod labels;
+pub mod log;
+pub mod relabel;
+pub mod retry;
+pub mod shutdown;
+pub mod task;
+pub mod time;
+pub mod tls;
+pub mod url;
+pub mod value;

@@ -34,7 +34,7 @@ fn grafana_dir() -> PathBuf {
 
 fn read_yaml(path: &Path) -> anyhow::Result<Value> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    csoc_agent::config::parse_yaml::<Value>(&text, path).map_err(|e| anyhow!("{e}"))
+    csoc_common::config::parse_yaml::<Value>(&text, path).map_err(|e| anyhow!("{e}"))
 }
 
 /// The uid of the provisioned data source (and checks the file).

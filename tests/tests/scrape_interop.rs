@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use csoc_agent::scrape::parse::{Format, parse};
+use csoc_common::exposition::{Format, parse};
 use csoc_tests::*;
 use serde_json::Value;
 

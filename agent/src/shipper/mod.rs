@@ -27,7 +27,7 @@ use tonic::Code;
 
 use crate::metrics::ShipperMetrics;
 use crate::spool::Spool;
-use crate::util::error_chain;
+use csoc_common::error::error_chain;
 
 /// Settings of the shipper.
 #[derive(Debug, Clone)]
@@ -168,7 +168,7 @@ impl Shipper {
             }
             let delay = match &end {
                 StreamEnd::FinalNack { .. } => Duration::from_millis(100),
-                _ => crate::util::backoff(attempt, self.cfg.backoff_base, self.cfg.backoff_max),
+                _ => csoc_common::retry::backoff(attempt, self.cfg.backoff_base, self.cfg.backoff_max),
             };
             attempt = attempt.saturating_add(1);
             match &end {
@@ -397,7 +397,7 @@ impl Shipper {
                         return Err(StreamEnd::Silent(silence_limit));
                     }
                     if last_out.elapsed() >= heartbeat {
-                        let hb = AgentMessage { msg: Some(AgentMsg::Heartbeat(Heartbeat { timestamp_ms: crate::util::now_ms() })) };
+                        let hb = AgentMessage { msg: Some(AgentMsg::Heartbeat(Heartbeat { timestamp_ms: csoc_common::time::now_ms() })) };
                         if tx.send(hb).await.is_err() {
                             return Err(StreamEnd::Closed);
                         }

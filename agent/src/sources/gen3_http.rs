@@ -4,22 +4,16 @@
 //! limit, and to name what went wrong (`timeout`, `connect`, `tls`,
 //! `request`).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use reqwest::Url;
 use serde::{Deserialize, Deserializer};
 
 use crate::config::ConfigError;
-use crate::util::parse_duration;
+use csoc_common::duration::parse_duration;
 
 /// A `ConfigError::Invalid` for `field`.
-pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
-}
+pub(crate) use csoc_common::config::invalid;
 
 /// Deserializes an optional duration (`30s`, `5m`).
 pub(crate) fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -45,25 +39,6 @@ pub(crate) fn parse_http_url(field: &str, s: &str) -> Result<Url, ConfigError> {
 /// `base` (trailing slashes dropped) followed by `path`.
 pub(crate) fn join(base: &str, path: &str) -> String {
     format!("{}{}", base.trim_end_matches('/'), path)
-}
-
-/// Why a `ca_file` cannot be used.
-#[derive(Debug)]
-pub enum CaError {
-    /// The file cannot be read.
-    Read(std::io::Error),
-    /// It holds no usable certificate.
-    Pem(String),
-}
-
-/// Reads the PEM certificates of a `ca_file`.
-pub fn read_ca_roots(path: &Path) -> Result<Vec<reqwest::Certificate>, CaError> {
-    let pem = std::fs::read(path).map_err(CaError::Read)?;
-    let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| CaError::Pem(error_chain(&e)))?;
-    if roots.is_empty() {
-        return Err(CaError::Pem("no PEM certificate in the file".into()));
-    }
-    Ok(roots)
 }
 
 /// The client builder of the Gen3 sources: redirects are not followed, the
@@ -122,7 +97,7 @@ pub(crate) fn classify(e: &reqwest::Error) -> &'static str {
     if e.is_connect() { "connect" } else { "request" }
 }
 
-pub(crate) use crate::util::error_chain;
+pub(crate) use csoc_common::error::error_chain;
 
 /// GETs `url` within `timeout`, keeping at most `limit` bytes of the body.
 pub(crate) async fn fetch(client: &reqwest::Client, url: &str, timeout: Duration, limit: usize) -> Fetched {
@@ -165,6 +140,6 @@ pub(crate) async fn fetch(client: &reqwest::Client, url: &str, timeout: Duration
         Err(e) => out.error = Some((classify(&e), error_chain(&e))),
     }
     out.duration = start.elapsed().as_secs_f64();
-    out.ts_ms = crate::util::now_ms();
+    out.ts_ms = csoc_common::time::now_ms();
     out
 }

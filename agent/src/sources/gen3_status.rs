@@ -69,10 +69,11 @@ use std::time::Duration;
 use reqwest::Url;
 use serde::Deserialize;
 
-use super::gen3_http::{CaError, client_builder, de_opt_duration, fetch, invalid, join, parse_http_url, read_ca_roots};
+use super::gen3_http::{client_builder, de_opt_duration, fetch, invalid, join, parse_http_url};
 use super::{BoxFuture, Source, SourceContext};
 use crate::config::ConfigError;
 use crate::model::{Frame, MetricKind};
+use csoc_common::tls::{CaError, read_ca_roots};
 
 /// A Gen3 service the source knows how to probe (SERVICES.md, tables A and B).
 #[derive(Debug, Clone, Copy)]
@@ -789,7 +790,7 @@ impl Gen3StatusSource {
                         up: false,
                         status: 0,
                         duration: timeout.as_secs_f64(),
-                        ts_ms: crate::util::now_ms(),
+                        ts_ms: csoc_common::time::now_ms(),
                         error: Some(("request", "probe task failed".into())),
                         version: None,
                         version_error: None,
@@ -815,7 +816,7 @@ impl Gen3StatusSource {
         }
         if let Some(cp) = &self.cert {
             let der = match cert_der {
-                Some(d) => Ok((d, crate::util::now_ms())),
+                Some(d) => Ok((d, csoc_common::time::now_ms())),
                 None => {
                     let r = fetch(&cp.client, &cp.url, timeout, BODY_LIMIT).await;
                     match (r.cert, r.error) {
@@ -1085,7 +1086,7 @@ mod tests {
                 "ssjdispatcher"
             ]
         );
-        let before = crate::util::now_ms();
+        let before = csoc_common::time::now_ms();
         let r = src.collect("gen3_status", T).await;
         for o in &r.outcomes {
             assert!(o.up, "{} is down: {:?}", o.service, o.error);

@@ -50,11 +50,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::gen3_http::{CaError, client_builder, de_opt_duration, fetch, invalid, join, parse_http_url, read_ca_roots};
+use super::gen3_http::{client_builder, de_opt_duration, fetch, invalid, join, parse_http_url};
 use super::gen3_status::{BUILTIN_SERVICES, Gen3StatusConfig};
 use super::{BoxFuture, Source, SourceContext};
 use crate::config::ConfigError;
 use crate::model::{Frame, MetricKind};
+use csoc_common::tls::{CaError, read_ca_roots};
 
 const FIELD: &str = "sources.gen3_usage";
 

@@ -246,7 +246,7 @@ impl Source for HostSource {
                     _ = cx.shutdown.cancelled() => break,
                     _ = tick.tick() => {}
                 }
-                let ts = crate::util::now_ms();
+                let ts = csoc_common::time::now_ms();
                 let src = this.clone();
                 // statvfs on a hung network mount can block: collect off the
                 // async threads and give up after one interval.

@@ -48,11 +48,13 @@ use serde::{Deserialize, Deserializer};
 use tokio_util::sync::CancellationToken;
 
 use super::{BoxFuture, Source, SourceContext};
-use crate::config::{ConfigError, valid_label_name};
+use crate::config::ConfigError;
 use crate::model::{Frame, Labels, Sample, has_label, set_label, sort_labels};
-use crate::relabel::{RelabelConfig, relabel};
-use crate::scrape::parse::{Format, parse_bytes};
-use crate::util::{error_chain, parse_duration};
+use csoc_common::duration::parse_duration;
+use csoc_common::error::error_chain;
+use csoc_common::exposition::{Format, parse_bytes};
+use csoc_common::labels::valid_label_name;
+use csoc_common::relabel::{RelabelConfig, relabel};
 
 /// The `Accept` header Prometheus (2.x) sends.
 pub const ACCEPT: &str =
@@ -330,11 +332,11 @@ pub fn populate_target(
         ("__metrics_path__", job.metrics_path.clone()),
         (
             "__scrape_interval__",
-            humantime::format_duration(job.interval(default_interval)).to_string(),
+            csoc_common::duration::format_duration(job.interval(default_interval)),
         ),
         (
             "__scrape_timeout__",
-            humantime::format_duration(job.timeout(default_interval)).to_string(),
+            csoc_common::duration::format_duration(job.timeout(default_interval)),
         ),
     ];
     for (k, v) in defaults {
@@ -763,13 +765,13 @@ async fn target_loop(job: Arc<Job>, target: Target, cx: SourceContext, removed: 
         tokio::select! {
             _ = cx.shutdown.cancelled() => return,
             _ = removed.cancelled() => {
-                let frame = state.target_gone(&target, crate::util::now_ms(), &cx.name);
+                let frame = state.target_gone(&target, csoc_common::time::now_ms(), &cx.name);
                 let _ = cx.emit(frame).await;
                 return;
             }
             _ = tick.tick() => {}
         }
-        let ts = crate::util::now_ms();
+        let ts = csoc_common::time::now_ms();
         let started = Instant::now();
         let res = tokio::select! {
             _ = cx.shutdown.cancelled() => return,

@@ -121,7 +121,7 @@ impl Spool {
                 })?;
                 (e, a, false)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (crate::util::random_u64() >> 1 | 1, 0, true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (csoc_common::retry::random_u64() >> 1 | 1, 0, true),
             Err(e) => return Err(io(&state_path)(e)),
         };
         let mut entries = BTreeMap::new();

@@ -36,7 +36,7 @@ pub async fn federate(State(st): State<AppState>, Extension(access): Extension<s
         );
     }
     let sets = access.restrict(sets);
-    let now = csoc_agent::util::now_ms();
+    let now = csoc_common::time::now_ms();
     let lookback = st.engine.lookback.as_millis() as i64;
     let res = tokio::task::spawn_blocking(move || -> Result<String, String> {
         let q = st.tsdb.querier(now - lookback + 1, now);

@@ -224,7 +224,7 @@ async fn flush(State(st): State<AppState>) -> Result<Response, ApiError> {
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
-    csoc_agent::http::metrics_response(&st.registry)
+    csoc_common::http::metrics_response(&st.registry)
 }
 
 async fn ready(State(st): State<AppState>) -> Response {

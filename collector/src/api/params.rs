@@ -96,7 +96,7 @@ impl Params {
 
     /// A time parameter defaulting to now.
     pub fn time_or_now(&self, key: &str) -> Result<i64, ApiError> {
-        Ok(self.time(key)?.unwrap_or_else(csoc_agent::util::now_ms))
+        Ok(self.time(key)?.unwrap_or_else(csoc_common::time::now_ms))
     }
 
     /// A duration parameter (Prometheus duration or float seconds), in ms.

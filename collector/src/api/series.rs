@@ -82,7 +82,7 @@ pub async fn label_values(
     Path(name): Path<String>,
     p: Params,
 ) -> Result<Response, ApiError> {
-    if !(name == "__name__" || csoc_agent::config::valid_label_name(&name)) {
+    if !(name == "__name__" || csoc_common::labels::valid_label_name(&name)) {
         return Err(ApiError::BadData(format!("invalid label name: {name:?}")));
     }
     let limit = p.limit()?;

@@ -38,21 +38,20 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::config::Limits;
+use csoc_common::labels::Labels;
 
 /// How long a series counts as active after its last sample was received.
 pub const SERIES_IDLE_SECS: u64 = 3600;
-
-type LabelSet = Vec<(String, String)>;
 
 /// The limit metrics.
 #[derive(Clone, Default)]
 pub struct LimitMetrics {
     /// The configured value of each limit.
-    pub limit: Family<LabelSet, Gauge>,
+    pub limit: Family<Labels, Gauge>,
     /// Rejections by limit and commons.
-    pub rejections: Family<LabelSet, Counter>,
+    pub rejections: Family<Labels, Counter>,
     /// Active series per agent.
-    pub active_series: Family<LabelSet, Gauge>,
+    pub active_series: Family<Labels, Gauge>,
 }
 
 impl LimitMetrics {

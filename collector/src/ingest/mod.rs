@@ -19,6 +19,7 @@
 //! `remote_write.rs` is the same for Prometheus remote write 1.0 over HTTP.
 
 #[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod limits;
 mod peer;
@@ -44,6 +45,7 @@ use crate::ingest::limits::{LimitError, Limiter, StreamSlot, series_hash};
 use crate::metadata::MetadataStore;
 use crate::metrics::IngestMetrics;
 use crate::tsdb::{AgentKey, CommitOutcome, Labels, SeriesRef, Tsdb};
+use csoc_common::labels::{valid_label_name, valid_metric_name};
 
 /// A stream ref's series: its storage ref once known (then its labels are
 /// not kept), else its labels.
@@ -361,7 +363,7 @@ impl Session {
                         break format!("agent silent for {:?}", hb * 3);
                     }
                     if last_out.elapsed() >= hb {
-                        if !self.send(CollectorMsg::Heartbeat(Heartbeat { timestamp_ms: csoc_agent::util::now_ms() })).await {
+                        if !self.send(CollectorMsg::Heartbeat(Heartbeat { timestamp_ms: csoc_common::time::now_ms() })).await {
                             break "agent went away".into();
                         }
                         last_out = Instant::now();
@@ -482,18 +484,6 @@ fn agent_name(h: &Hello) -> String {
     let n = if h.agent_name.is_empty() { &h.hostname } else { &h.agent_name };
     let n: String = n.chars().filter(|c| !c.is_control()).take(128).collect();
     if n.is_empty() { "unnamed".into() } else { n }
-}
-
-/// Whether `s` is a valid label name.
-pub fn valid_label_name(s: &str) -> bool {
-    csoc_agent::config::valid_label_name(s)
-}
-
-/// Whether `s` is a valid metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`).
-pub fn valid_metric_name(s: &str) -> bool {
-    let mut c = s.chars();
-    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_' || ch == ':')
-        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
 }
 
 /// Checks a series' labels, sorts them and stamps `commons`. The error

@@ -13,7 +13,8 @@ use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{Alert, NotifyMetrics, redact_url, rfc3339};
+use super::{Alert, NotifyMetrics, rfc3339};
+use csoc_common::url::redact_url;
 
 const MAX_QUEUE: usize = 10_000;
 const MAX_BATCH: usize = 256;

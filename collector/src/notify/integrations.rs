@@ -20,7 +20,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::alertmanager::without_url;
-use super::{Alert, NotifyMetrics, ReceiverConfig, redact_url, rfc3339};
+use super::{Alert, NotifyMetrics, ReceiverConfig, rfc3339};
+use csoc_common::url::redact_url;
 
 /// Where one receiver sends.
 pub struct Integration {

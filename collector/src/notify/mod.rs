@@ -26,9 +26,9 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use csoc_agent::util::de_duration;
-
-type LabelSet = Vec<(String, String)>;
+use csoc_common::duration::de_duration;
+use csoc_common::labels::Labels;
+use csoc_common::time::now_ms;
 
 /// An alert as notifiers see it. Times are ms since the epoch.
 #[derive(Debug, Clone, PartialEq)]
@@ -218,7 +218,7 @@ impl ReceiverConfig {
         }
         dispatch::parse_matchers(&self.matchers).map_err(|e| format!("receiver {:?}: {e}", self.name))?;
         for l in &self.group_by {
-            if l != "..." && !csoc_agent::config::valid_label_name(l) {
+            if l != "..." && !csoc_common::labels::valid_label_name(l) {
                 return Err(format!("receiver {:?}: group_by: invalid label name {l:?}", self.name));
             }
         }
@@ -230,19 +230,19 @@ impl ReceiverConfig {
 #[derive(Clone)]
 pub struct NotifyMetrics {
     /// Notifications delivered, by receiver and integration.
-    pub sent: Family<LabelSet, Counter>,
+    pub sent: Family<Labels, Counter>,
     /// Notifications that failed after all retries.
-    pub failed: Family<LabelSet, Counter>,
+    pub failed: Family<Labels, Counter>,
     /// Delivery attempts that will be retried.
-    pub retries: Family<LabelSet, Counter>,
+    pub retries: Family<Labels, Counter>,
     /// Alerts sent to each Alertmanager.
-    pub am_sent: Family<LabelSet, Counter>,
+    pub am_sent: Family<Labels, Counter>,
     /// Alerts whose sending to an Alertmanager failed.
-    pub am_errors: Family<LabelSet, Counter>,
+    pub am_errors: Family<Labels, Counter>,
     /// Alerts dropped because a queue was full.
-    pub dropped: Family<LabelSet, Counter>,
+    pub dropped: Family<Labels, Counter>,
     /// Alerts waiting per Alertmanager.
-    pub am_queue: Family<LabelSet, Gauge>,
+    pub am_queue: Family<Labels, Gauge>,
 }
 
 impl NotifyMetrics {
@@ -376,25 +376,4 @@ pub fn rfc3339(ms: i64) -> String {
         std::time::UNIX_EPOCH
     };
     humantime::format_rfc3339_millis(t).to_string()
-}
-
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// A URL without user info or query (for labels and logs).
-pub fn redact_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.to_string()
-        }
-        Err(_) => "<invalid url>".into(),
-    }
 }

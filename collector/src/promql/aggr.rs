@@ -158,7 +158,7 @@ pub(super) fn eval_aggregate(cx: &mut Ctx<'_>, a: &AggregateExpr, steps: Steps) 
         }
         "count_values" => {
             let label = label_param.ok_or_else(|| EvalError::BadData("count_values needs a label name".into()))?;
-            if !valid_label_name(&label) {
+            if !csoc_common::labels::valid_utf8_label_name(&label) {
                 return Err(EvalError::Execution(format!("invalid label name {label:?}")));
             }
             let mut out = OutBuilder::new();
@@ -342,8 +342,4 @@ fn ratio_offset(labels: &Labels) -> f64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     drop_name(labels).hash(&mut h);
     h.finish() as f64 / u64::MAX as f64
-}
-
-pub(super) fn valid_label_name(s: &str) -> bool {
-    !s.is_empty() && std::str::from_utf8(s.as_bytes()).is_ok()
 }

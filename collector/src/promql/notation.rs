@@ -4,8 +4,7 @@
 //! promtool's rule unit tests (`input_series`), which
 //! `csoc-collector --test-rules` runs.
 
-/// A label set sorted by name, `__name__` included.
-pub type Labels = Vec<(String, String)>;
+pub use csoc_common::labels::Labels;
 
 /// One value of a series line after expansion.
 #[derive(Debug, Clone, Copy)]

@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use csoc_agent::relabel::RelabelConfig;
-use csoc_agent::util::de_duration;
+use csoc_common::duration::de_duration;
+use csoc_common::relabel::RelabelConfig;
+use csoc_common::url::redact_url;
 use serde::Deserialize;
 
 /// One remote-write target.
@@ -53,7 +54,7 @@ pub struct RemoteWriteConfig {
     pub retry_on_http_429: bool,
     /// Bytes of our WAL kept for this remote while it cannot be reached;
     /// past that the oldest unsent records are given up (and counted).
-    #[serde(default = "default_max_backlog", deserialize_with = "csoc_agent::util::de_bytes")]
+    #[serde(default = "default_max_backlog", deserialize_with = "csoc_common::duration::de_bytes")]
     pub max_backlog: u64,
     /// Also send samples older than the newest already sent for their
     /// series (late or out-of-order writes). Off by default: Prometheus,
@@ -239,20 +240,6 @@ impl RemoteWriteConfig {
             return Err("tls: cert_file and key_file go together".into());
         }
         Ok(())
-    }
-}
-
-/// The URL without user info, query or fragment: safe for labels and logs.
-pub fn redact_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.set_fragment(None);
-            u.to_string()
-        }
-        Err(_) => "<invalid url>".into(),
     }
 }
 

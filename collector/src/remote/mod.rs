@@ -38,14 +38,13 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{RemoteWriteConfig, redact_url};
-use csoc_agent::util::error_chain;
+pub use config::RemoteWriteConfig;
+use csoc_common::error::error_chain;
+use csoc_common::url::redact_url;
 use csoc_proto::prometheus as pb;
 
 use crate::tsdb::wal_tail::UNSET;
 use crate::tsdb::{Labels, Tsdb, WalHold, WalRecord};
-
-type LabelSet = Vec<(String, String)>;
 
 /// WAL records read per round at most.
 const READ_RECORDS: usize = 16;
@@ -56,17 +55,17 @@ const LABEL_CACHE_MAX: usize = 1 << 20;
 /// `remote_name` and `url` (credentials removed).
 #[derive(Clone)]
 pub struct RemoteMetrics {
-    samples: Family<LabelSet, Counter>,
-    failed: Family<LabelSet, Counter>,
-    retried: Family<LabelSet, Counter>,
-    dropped: Family<LabelSet, Counter>,
-    pending: Family<LabelSet, Gauge>,
-    bytes: Family<LabelSet, Counter>,
-    requests: Family<LabelSet, Counter>,
-    highest_sent: Family<LabelSet, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    position: Family<LabelSet, Gauge>,
-    shards: Family<LabelSet, Gauge>,
-    duration: Family<LabelSet, Histogram>,
+    samples: Family<Labels, Counter>,
+    failed: Family<Labels, Counter>,
+    retried: Family<Labels, Counter>,
+    dropped: Family<Labels, Counter>,
+    pending: Family<Labels, Gauge>,
+    bytes: Family<Labels, Counter>,
+    requests: Family<Labels, Counter>,
+    highest_sent: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    position: Family<Labels, Gauge>,
+    shards: Family<Labels, Gauge>,
+    duration: Family<Labels, Histogram>,
 }
 
 impl RemoteMetrics {
@@ -148,7 +147,7 @@ pub struct Remotes {
 struct Queue {
     cfg: RemoteWriteConfig,
     name: String,
-    labels: LabelSet,
+    labels: Labels,
     hold: Arc<WalHold>,
     /// The in-flight batch end found in the position file at start.
     resume_inflight: Option<u64>,
@@ -333,7 +332,7 @@ impl Queue {
             .pool_max_idle_per_host(cfg.shards);
         if let Some(t) = &cfg.tls {
             if let Some(ca) = &t.ca_file {
-                use csoc_agent::sources::gen3_http::{CaError, read_ca_roots};
+                use csoc_common::tls::{CaError, read_ca_roots};
                 let roots = read_ca_roots(ca).map_err(|e| match e {
                     CaError::Read(e) => anyhow::anyhow!("tls.ca_file {}: {e}", ca.display()),
                     CaError::Pem(m) => anyhow::anyhow!("tls.ca_file {}: {m}", ca.display()),
@@ -475,7 +474,11 @@ impl Queue {
                     true
                 }
             });
-            let done = futures_join_all(sends).await;
+            let done: Vec<bool> = csoc_common::task::join_all(sends)
+                .await
+                .into_iter()
+                .map(|d| d.unwrap_or(false))
+                .collect();
             self.hold.set_inflight(0);
             if !done.iter().all(|d| *d) {
                 break;
@@ -523,7 +526,7 @@ impl Queue {
         }
     }
 
-    fn with_reason(&self, reason: &str) -> LabelSet {
+    fn with_reason(&self, reason: &str) -> Labels {
         let mut l = self.labels.clone();
         l.push(("reason".into(), reason.into()));
         l
@@ -634,7 +637,7 @@ impl Queue {
             labels.sort();
         }
         if !self.cfg.write_relabel_configs.is_empty() {
-            if !csoc_agent::relabel::relabel(&mut labels, &self.cfg.write_relabel_configs) {
+            if !csoc_common::relabel::relabel(&mut labels, &self.cfg.write_relabel_configs) {
                 return None;
             }
             labels.retain(|(_, v)| !v.is_empty());
@@ -725,7 +728,7 @@ impl Queue {
         }
     }
 
-    fn with_outcome(&self, outcome: &str) -> LabelSet {
+    fn with_outcome(&self, outcome: &str) -> Labels {
         let mut l = self.labels.clone();
         l.push(("outcome".into(), outcome.into()));
         l
@@ -844,15 +847,6 @@ async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
         _ = stop.cancelled() => true,
         _ = tokio::time::sleep(d) => false,
     }
-}
-
-async fn futures_join_all<F: std::future::Future<Output = bool> + Send + 'static>(futs: impl Iterator<Item = F>) -> Vec<bool> {
-    let handles: Vec<_> = futs.map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        out.push(h.await.unwrap_or(false));
-    }
-    out
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ use promql_parser::parser::Expr;
 use serde::Deserialize;
 
 use super::template::Template;
+use csoc_common::labels::valid_metric_name;
 
 /// One problem in a rule file, as `promtool check rules` words it.
 #[derive(Debug, Clone, PartialEq)]
@@ -230,16 +231,6 @@ pub fn parse_prom_duration(s: &str) -> Result<Duration, String> {
         Ok(ms) if ms >= 0 => Ok(Duration::from_millis(ms as u64)),
         _ => Err(format!("not a valid duration string: {:?}", s.trim())),
     }
-}
-
-/// Whether `s` is a valid metric name.
-pub fn valid_metric_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':' => {}
-        _ => return false,
-    }
-    chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
 /// Where each rule (by order of appearance) and each group starts in the
@@ -459,7 +450,7 @@ fn check_rule(r: RawRule) -> Result<RuleSpec, Vec<String>> {
             problems.push(format!("invalid label name: {k}"));
             continue;
         }
-        if !csoc_agent::config::valid_label_name(&k) {
+        if !csoc_common::labels::valid_label_name(&k) {
             problems.push(format!("invalid label name: {k}"));
             continue;
         }
@@ -467,7 +458,7 @@ fn check_rule(r: RawRule) -> Result<RuleSpec, Vec<String>> {
     }
     let mut annotations = Vec::new();
     for (k, v) in r.annotations.unwrap_or_default() {
-        if !csoc_agent::config::valid_label_name(&k) {
+        if !csoc_common::labels::valid_label_name(&k) {
             problems.push(format!("invalid annotation name: {k}"));
             continue;
         }

@@ -32,9 +32,9 @@ use tokio_util::sync::CancellationToken;
 use crate::notify::{self, Notifier};
 use crate::promql::Engine;
 use crate::tsdb::Tsdb;
+use csoc_common::labels::Labels;
+use csoc_common::time::now_ms;
 use group::{EvalContext, Group};
-
-type LabelSet = Vec<(String, String)>;
 
 /// Settings of the rule manager.
 #[derive(Debug, Clone)]
@@ -56,14 +56,14 @@ pub struct RulesConfig {
 /// Rule metrics (`csoc_collector_rule_*`).
 #[derive(Clone)]
 pub struct RuleMetrics {
-    evaluations: Family<LabelSet, Counter>,
-    failures: Family<LabelSet, Counter>,
-    last_duration: Family<LabelSet, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    last_eval: Family<LabelSet, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    rules: Family<LabelSet, Gauge>,
+    evaluations: Family<Labels, Counter>,
+    failures: Family<Labels, Counter>,
+    last_duration: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    last_eval: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    rules: Family<Labels, Gauge>,
     reload_ok: Gauge,
     reload_time: Gauge<f64, std::sync::atomic::AtomicU64>,
-    alerts: Family<LabelSet, Gauge>,
+    alerts: Family<Labels, Gauge>,
 }
 
 impl RuleMetrics {
@@ -136,13 +136,6 @@ pub struct RuleManager {
     /// Serialises saves; holds the last body written.
     save_lock: Mutex<Vec<u8>>,
     shutdown: CancellationToken,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Loads and checks every rule file named by `patterns` (for

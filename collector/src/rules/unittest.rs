@@ -348,7 +348,7 @@ pub fn run_file(path: &Path, out: &mut dyn Write) -> std::io::Result<bool> {
     writeln!(out, "Unit Testing:  {}", path.display())?;
     let result = (|| -> Result<Vec<String>, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
-        let tf: TestFile = serde_yaml_ng::from_str(&text).map_err(|e| csoc_agent::config::yaml_error(&e))?;
+        let tf: TestFile = serde_yaml_ng::from_str(&text).map_err(|e| csoc_common::config::yaml_error(&e))?;
         let eval_interval = match &tf.evaluation_interval {
             Some(s) => dur_ms(s)?,
             None => 60_000,

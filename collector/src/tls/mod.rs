@@ -86,7 +86,7 @@ fn invalid(field: &str, message: String) -> ConfigError {
     }
 }
 
-pub use csoc_agent::tls::{provider, read_certs, read_key};
+pub use csoc_common::tls::{provider, read_certs, read_key};
 
 /// A certificate chain and its key, checked to belong together.
 fn read_identity(

@@ -44,6 +44,7 @@ use prometheus_client::registry::Registry;
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
+use csoc_common::time::now_ms;
 pub use head::HeadStats;
 use head::{Head, merge_last_write_wins};
 pub use index::{Index, IndexStats};
@@ -52,8 +53,7 @@ use wal_tail::WalRows;
 pub use wal_tail::{WalHold, WalRecord};
 use writer::{Key, Msg, WriteReq, Writer};
 
-/// A label set sorted by name, including `__name__`.
-pub type Labels = Vec<(String, String)>;
+pub use csoc_common::labels::Labels;
 
 /// Errors of the storage.
 #[derive(Debug, thiserror::Error)]
@@ -981,13 +981,6 @@ fn encode_labels(l: &Labels) -> String {
 
 fn decode_labels(s: &str) -> Option<Labels> {
     serde_json::from_str(s).ok()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

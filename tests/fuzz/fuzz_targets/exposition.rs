@@ -8,12 +8,13 @@
 //! - a parsed sample has exactly one valid `__name__`, valid and unique
 //!   label names sorted by name;
 //! - writing the samples back as 0.0.4 text (escaped label values, values
-//!   by `csoc_agent::util::fmt_float`, integer ms timestamps) and parsing
+//!   by `csoc_common::value::fmt_float`, integer ms timestamps) and parsing
 //!   that gives the same samples (values bit for bit, NaN as NaN).
 #![no_main]
 
-use csoc_agent::scrape::parse::{ErrorKind, Exposition, Format, ParseError, parse, parse_bytes};
-use csoc_agent::util::fmt_float;
+use csoc_common::exposition::{ErrorKind, Exposition, Format, ParseError, parse, parse_bytes};
+use csoc_common::labels::{valid_label_name, valid_metric_name};
+use csoc_common::value::fmt_float;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -67,17 +68,6 @@ fn check_error(body: &[u8], fmt: Format, e: &ParseError) {
             "OpenMetrics-only error from the 0.0.4 parser: {e}"
         );
     }
-}
-
-fn valid_metric_name(s: &str) -> bool {
-    let mut c = s.chars();
-    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_' || ch == ':')
-        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
-}
-
-fn valid_label_name(s: &str) -> bool {
-    let mut c = s.chars();
-    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_') && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
 }
 
 fn check_parsed(body: &[u8], fmt: Format, exp: &Exposition) {

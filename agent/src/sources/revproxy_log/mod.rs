@@ -46,7 +46,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::{BoxFuture, Source, SourceContext};
 use crate::config::ConfigError;
-use crate::util::{de_bytes, de_duration, parse_duration};
+use csoc_common::duration::{de_bytes, de_duration, parse_duration};
 pub use tail::Format;
 use tail::{TailOptions, Tailer};
 
@@ -218,7 +218,7 @@ fn lock(t: &Mutex<Tailer>) -> std::sync::MutexGuard<'_, Tailer> {
 fn save_and_frame(t: &mut Tailer, state_path: &Path, source: &str, job: &str) -> (crate::model::Frame, Option<std::io::Error>) {
     let st = t.state();
     let err = tail::save_state(state_path, &st).err();
-    let now = crate::util::now_ms();
+    let now = csoc_common::time::now_ms();
     let newest = t.counters.users.newest;
     let end = if t.caught_up { newest.max(now / 1000) } else { newest };
     (t.counters.frame(source, job, now, end), err)

@@ -1,5 +1,6 @@
 //! Prometheus `relabel_configs` semantics, shared by the scrape source (target
-//! and metric relabelling) and, later, the agent pipeline.
+//! and metric relabelling) the agent pipeline and the collector's
+//! remote-write `write_relabel_configs`.
 //!
 //! A [`RelabelConfig`] is read from YAML with Prometheus's field names and
 //! defaults (`separator: ";"`, `regex: "(.*)"`, `replacement: "$1"`,
@@ -17,8 +18,7 @@ use md5::{Digest, Md5};
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::config::valid_label_name;
-use crate::model::{Labels, set_label};
+use crate::labels::{Labels, set_label, valid_label_name};
 
 /// What a relabel step does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -271,7 +271,7 @@ mod tests {
 
     fn ls(pairs: &[(&str, &str)]) -> Labels {
         let mut l: Labels = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        crate::model::sort_labels(&mut l);
+        crate::labels::sort_labels(&mut l);
         l
     }
 

@@ -24,7 +24,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use crate::model::{Labels, Metadata, MetricKind};
+use crate::labels::{Labels, Metadata, MetricKind};
 
 /// Which text format a body is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -523,7 +523,7 @@ pub fn parse(text: &str, fmt: Format) -> Result<Exposition, ParseError> {
                 return Err(c.err(ErrorKind::TrailingText));
             }
         }
-        crate::model::sort_labels(&mut labels);
+        crate::labels::sort_labels(&mut labels);
         out.samples.push(ParsedSample {
             labels,
             value,
