@@ -3,3 +3,4 @@
 //! `csoc-collector` depend on this crate; it depends on neither.
 
 pub mod calendar;
+pub mod gofmt;
