@@ -10,6 +10,7 @@
 //! | [`labels`] | the label-set type, metric metadata, label and metric name rules |
 //! | [`duration`] | Prometheus durations and byte sizes: parse, print, serde |
 //! | [`calendar`] | civil dates on days since the epoch |
+//! | [`gofmt`] | Go's `strconv.FormatFloat`, which Prometheus's outputs follow |
 //! | [`exposition`] | the Prometheus text and OpenMetrics parser |
 //! | [`relabel`] | Prometheus `relabel_configs` |
 //! | [`config`] | the config error type and YAML reading |
@@ -23,6 +24,7 @@ pub mod config;
 pub mod duration;
 pub mod error;
 pub mod exposition;
+pub mod gofmt;
 pub mod http;
 pub mod labels;
 pub mod log;
