@@ -179,7 +179,7 @@ pub fn exposition(frames: &[Frame]) -> String {
                 }
                 out.push('}');
             }
-            let _ = writeln!(out, " {} {ts}", csoc_common::value::fmt_float(v));
+            let _ = writeln!(out, " {} {ts}", csoc_common::gofmt::format_f(v));
         }
     }
     out

@@ -136,9 +136,61 @@ pub fn format_float(v: f64, fmt: char, prec: i32) -> String {
     out
 }
 
+/// `FormatFloat(v, 'f', -1, 64)`: how Prometheus writes sample values in
+/// its JSON API (`"1234.5"`, `"1e+21"` is `"1000000000000000000000"`).
+/// The same as [`format_float`]`(v, 'f', -1)`, without its digit buffer:
+/// Rust's `Display` for `f64` also prints the shortest round-trip digits
+/// without an exponent.
+pub fn format_f(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// `FormatFloat(v, 'g', -1, 64)`: how Prometheus's client libraries write
+/// values in the text exposition (`/federate`): the exponent form below
+/// 1e-4 and from 1e6 up, as [`format_float`]`(v, 'g', -1)`, faster.
+pub fn format_g(v: f64) -> String {
+    if !v.is_finite() {
+        return format_f(v);
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0".into() } else { "0".into() };
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits: `d.ddde<exp>`.
+    let e = format!("{v:e}");
+    let Some((mantissa, exp)) = e.split_once('e') else { return e };
+    let Ok(exp) = exp.parse::<i32>() else { return e };
+    if !(-4..6).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{mantissa}e{sign}{:02}", exp.unsigned_abs());
+    }
+    format!("{v}")
+}
+
+/// `FormatFloat(v, 'e', -1, 64)`: how Prometheus writes an alert's value
+/// (`1.5e+00`), as [`format_float`]`(v, 'e', -1)`, faster.
+pub fn format_e(v: f64) -> String {
+    if !v.is_finite() {
+        return format_f(v);
+    }
+    let s = format!("{v:e}");
+    let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let sign = if exp < 0 { '-' } else { '+' };
+    format!("{mant}e{sign}{:02}", exp.unsigned_abs())
+}
+
 #[cfg(test)]
 mod tests {
     use super::format_float;
+    use super::{format_e, format_f, format_g};
 
     /// `(v, fmt, prec, Go's strconv.FormatFloat(v, fmt, prec, 64))`.
     fn check(cases: &[(f64, char, i32, &str)]) {
@@ -231,6 +283,46 @@ mod tests {
                     (f64::NEG_INFINITY, fmt, prec, "-Inf"),
                 ]);
             }
+        }
+    }
+
+    #[test]
+    fn fast_forms_equal_format_float() {
+        // Deterministic pseudo-random bit patterns plus edge cases.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut values = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            0.1,
+            1e-4,
+            1e-5,
+            99999.0,
+            1e5,
+            1e6,
+            123456.0,
+            1e20,
+            1e21,
+            1e22,
+            5e-324,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(f64::from_bits(x));
+            values.push((x % 1_000_000) as f64 / 1000.0);
+        }
+        for v in values {
+            assert_eq!(format_f(v), format_float(v, 'f', -1), "{v:e}");
+            assert_eq!(format_g(v), format_float(v, 'g', -1), "{v:e}");
+            assert_eq!(format_e(v), format_float(v, 'e', -1), "{v:e}");
         }
     }
 }

@@ -17,7 +17,7 @@
 //! | [`tls`] | PEM certificates, keys and CA bundles |
 //! | [`url`] | URLs safe for logs and labels |
 //! | [`http`] | the `/metrics` answer |
-//! | [`log`], [`shutdown`], [`task`], [`time`], [`retry`], [`error`], [`value`] | logging, signals, task joins, the clock, backoff, error chains, values as text |
+//! | [`log`], [`shutdown`], [`task`], [`time`], [`retry`], [`error`] | logging, signals, task joins, the clock, backoff, error chains |
 
 pub mod calendar;
 pub mod config;
@@ -35,4 +35,3 @@ pub mod task;
 pub mod time;
 pub mod tls;
 pub mod url;
-pub mod value;

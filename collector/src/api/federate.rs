@@ -5,6 +5,7 @@
 //! sorted by metric name (then labels). A Prometheus scrapes it with
 //! `honor_labels: true` to pull the fleet's series into itself.
 
+use csoc_common::gofmt::format_g;
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -92,7 +93,7 @@ pub fn render(mut samples: Vec<(Arc<Labels>, i64, f64)>) -> String {
         if !first {
             out.push('}');
         }
-        let _ = writeln!(out, " {} {t}", go_float(*v));
+        let _ = writeln!(out, " {} {t}", format_g(*v));
     }
     out
 }
@@ -110,31 +111,6 @@ pub fn escape_label_value(v: &str, out: &mut String) {
     }
 }
 
-/// A float as the Prometheus client library writes it in the text format
-/// (Go's `strconv.FormatFloat(v, 'g', -1, 64)`: the shortest digits that
-/// round-trip, exponent form below 1e-4 and from 1e6 up), with `NaN`,
-/// `+Inf` and `-Inf`.
-pub fn go_float(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
-    }
-    if v == 0.0 {
-        return if v.is_sign_negative() { "-0".into() } else { "0".into() };
-    }
-    // Rust's `{:e}` gives the shortest round-trip digits: `d.ddde<exp>`.
-    let e = format!("{v:e}");
-    let Some((mantissa, exp)) = e.split_once('e') else { return e };
-    let Ok(exp) = exp.parse::<i32>() else { return e };
-    if !(-4..6).contains(&exp) {
-        let sign = if exp < 0 { '-' } else { '+' };
-        return format!("{mantissa}e{sign}{:02}", exp.unsigned_abs());
-    }
-    format!("{v}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,26 +123,26 @@ mod tests {
 
     #[test]
     fn floats_format_like_go() {
-        assert_eq!(go_float(1.0), "1");
-        assert_eq!(go_float(0.52), "0.52");
-        assert_eq!(go_float(-3.25), "-3.25");
-        assert_eq!(go_float(123456.0), "123456");
-        assert_eq!(go_float(999999.5), "999999.5");
-        assert_eq!(go_float(1e6), "1e+06");
-        assert_eq!(go_float(16710004736.0), "1.6710004736e+10");
-        assert_eq!(go_float(1e21), "1e+21");
-        assert_eq!(go_float(1.5e300), "1.5e+300");
-        assert_eq!(go_float(0.0001), "0.0001");
-        assert_eq!(go_float(0.00001), "1e-05");
-        assert_eq!(go_float(-2.5e-7), "-2.5e-07");
-        assert_eq!(go_float(f64::MIN_POSITIVE), "2.2250738585072014e-308");
-        assert_eq!(go_float(0.0), "0");
-        assert_eq!(go_float(-0.0), "-0");
-        assert_eq!(go_float(f64::NAN), "NaN");
-        assert_eq!(go_float(f64::INFINITY), "+Inf");
-        assert_eq!(go_float(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(format_g(1.0), "1");
+        assert_eq!(format_g(0.52), "0.52");
+        assert_eq!(format_g(-3.25), "-3.25");
+        assert_eq!(format_g(123456.0), "123456");
+        assert_eq!(format_g(999999.5), "999999.5");
+        assert_eq!(format_g(1e6), "1e+06");
+        assert_eq!(format_g(16710004736.0), "1.6710004736e+10");
+        assert_eq!(format_g(1e21), "1e+21");
+        assert_eq!(format_g(1.5e300), "1.5e+300");
+        assert_eq!(format_g(0.0001), "0.0001");
+        assert_eq!(format_g(0.00001), "1e-05");
+        assert_eq!(format_g(-2.5e-7), "-2.5e-07");
+        assert_eq!(format_g(f64::MIN_POSITIVE), "2.2250738585072014e-308");
+        assert_eq!(format_g(0.0), "0");
+        assert_eq!(format_g(-0.0), "-0");
+        assert_eq!(format_g(f64::NAN), "NaN");
+        assert_eq!(format_g(f64::INFINITY), "+Inf");
+        assert_eq!(format_g(f64::NEG_INFINITY), "-Inf");
         for v in [0.1, 1.0 / 3.0, 1e-5, 6.02e23, 12345.678, 9007199254740993.0] {
-            assert_eq!(go_float(v).parse::<f64>().ok(), Some(v), "round trip of {v}");
+            assert_eq!(format_g(v).parse::<f64>().ok(), Some(v), "round trip of {v}");
         }
     }
 

@@ -38,7 +38,7 @@ use crate::metadata::MetadataStore;
 use crate::metrics::HttpMetrics;
 use crate::promql::{Engine, EvalError};
 use crate::tsdb::{Labels, Matcher, Tsdb};
-pub use federate::{TEXT_CONTENT_TYPE, go_float};
+pub use federate::TEXT_CONTENT_TYPE;
 pub use params::{Params, fmt_bytes, fmt_duration, parse_duration, parse_time};
 pub use status::StatusInfo;
 

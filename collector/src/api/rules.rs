@@ -5,6 +5,7 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use csoc_common::gofmt::format_e;
 use serde_json::{Value as Json, json};
 
 use super::access::Access;
@@ -20,22 +21,6 @@ fn rfc3339_or_zero(ms: i64) -> String {
     }
 }
 
-/// Go's strconv.FormatFloat(v, 'e', -1, 64), which Prometheus uses for an
-/// alert's value.
-pub fn go_float_e(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
-    }
-    let s = format!("{v:e}");
-    let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let sign = if exp < 0 { '-' } else { '+' };
-    format!("{mant}e{sign}{:02}", exp.abs())
-}
-
 fn alert_json(a: &Alert) -> Json {
     let labels: serde_json::Map<String, Json> = a.labels.iter().map(|(k, v)| (k.clone(), Json::String(v.clone()))).collect();
     let mut o = json!({
@@ -43,7 +28,7 @@ fn alert_json(a: &Alert) -> Json {
         "annotations": a.annotations,
         "state": a.state.as_str(),
         "activeAt": rfc3339_or_zero(a.active_at),
-        "value": go_float_e(a.value),
+        "value": format_e(a.value),
     });
     if a.keep_firing_since != 0 {
         o["keepFiringSince"] = json!(rfc3339_or_zero(a.keep_firing_since));
@@ -211,12 +196,12 @@ mod tests {
 
     #[test]
     fn alert_values_use_gos_e_format() {
-        assert_eq!(go_float_e(1.0), "1e+00");
-        assert_eq!(go_float_e(0.0), "0e+00");
-        assert_eq!(go_float_e(1234.5), "1.2345e+03");
-        assert_eq!(go_float_e(0.00012), "1.2e-04");
-        assert_eq!(go_float_e(-2.5e120), "-2.5e+120");
-        assert_eq!(go_float_e(f64::NAN), "NaN");
-        assert_eq!(go_float_e(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(format_e(1.0), "1e+00");
+        assert_eq!(format_e(0.0), "0e+00");
+        assert_eq!(format_e(1234.5), "1.2345e+03");
+        assert_eq!(format_e(0.00012), "1.2e-04");
+        assert_eq!(format_e(-2.5e120), "-2.5e+120");
+        assert_eq!(format_e(f64::NAN), "NaN");
+        assert_eq!(format_e(f64::NEG_INFINITY), "-Inf");
     }
 }

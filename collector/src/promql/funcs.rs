@@ -125,7 +125,7 @@ pub(super) fn quantile(q: f64, values: &mut [f64]) -> f64 {
 /// Go's `strconv.FormatFloat(v, 'f', -1, 64)`, as Prometheus writes sample
 /// values in JSON and label values in `count_values` (shared with the
 /// agent's text output).
-pub use csoc_common::value::fmt_float;
+pub use csoc_common::gofmt::format_f as fmt_float;
 
 fn go_max(a: f64, b: f64) -> f64 {
     if a.is_nan() || b.is_nan() { f64::NAN } else { a.max(b) }

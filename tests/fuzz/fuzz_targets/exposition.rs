@@ -8,13 +8,13 @@
 //! - a parsed sample has exactly one valid `__name__`, valid and unique
 //!   label names sorted by name;
 //! - writing the samples back as 0.0.4 text (escaped label values, values
-//!   by `csoc_common::value::fmt_float`, integer ms timestamps) and parsing
+//!   by `csoc_common::gofmt::format_f`, integer ms timestamps) and parsing
 //!   that gives the same samples (values bit for bit, NaN as NaN).
 #![no_main]
 
 use csoc_common::exposition::{ErrorKind, Exposition, Format, ParseError, parse, parse_bytes};
 use csoc_common::labels::{valid_label_name, valid_metric_name};
-use csoc_common::value::fmt_float;
+use csoc_common::gofmt::format_f as fmt_float;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
