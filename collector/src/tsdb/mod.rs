@@ -10,7 +10,7 @@
 //! persisted), an inverted label index (`index.rs`), a write-ahead log of
 //! records (`record.rs`) stored as rows of the same SQLite database and
 //! committed before any acknowledgement, with group commit (`writer.rs`),
-//! closed chunks compressed (`chunkenc.rs`) and stored as BLOB rows keyed by
+//! closed chunks compressed (`chunkenc/`) and stored as BLOB rows keyed by
 //! series and time, merged per 24 h window into large blocks by compaction
 //! (`compact.rs`), series and postings tables (`sqlite.rs`), WAL replay at
 //! start with progress logged, and retention by age and size
