@@ -9,6 +9,7 @@
 //! `main.rs` parses flags; [`run`] starts everything in dependency order and
 //! stops it in reverse.
 
+pub mod alert;
 pub mod api;
 pub mod auth;
 pub mod cli;

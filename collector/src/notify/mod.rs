@@ -1,4 +1,4 @@
-//! Notifications: alerts from [`crate::rules`] go to
+//! Notifications: alerts handed to the [`Notifier`] (an [`AlertSink`]) go to
 //! - Alertmanagers (`--alertmanager URL`, repeatable), through the API v2,
 //!   each with its own queue (Prometheus's notifier: batches of up to 256,
 //!   oldest dropped past 10,000 queued, resends driven by the rules);
@@ -14,7 +14,6 @@ pub mod alertmanager;
 pub mod dispatch;
 pub mod integrations;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,33 +29,8 @@ use csoc_common::duration::de_duration;
 use csoc_common::labels::Labels;
 use csoc_common::time::now_ms;
 
-/// An alert as notifiers see it. Times are ms since the epoch.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Alert {
-    /// Labels (external labels included).
-    pub labels: BTreeMap<String, String>,
-    /// Annotations.
-    pub annotations: BTreeMap<String, String>,
-    /// When it started firing.
-    pub starts_at: i64,
-    /// When it resolved, or until when it is valid if still firing.
-    pub ends_at: i64,
-    /// Link to the expression.
-    pub generator_url: String,
-}
-
-impl Alert {
-    /// Resolved at `now_ms`.
-    pub fn resolved(&self, now_ms: i64) -> bool {
-        self.ends_at != 0 && self.ends_at <= now_ms
-    }
-
-    /// Stable fingerprint of the labels.
-    pub fn fingerprint(&self) -> String {
-        let labels: Vec<(String, String)> = self.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        crate::rules::group::fingerprint(&labels)
-    }
-}
+pub use crate::alert::Alert;
+use crate::alert::AlertSink;
 
 /// A webhook receiver (Alertmanager's webhook payload, version 4).
 #[derive(Clone, Deserialize)]
@@ -353,9 +327,11 @@ impl Notifier {
         }
         Ok(Arc::new(Notifier { ams, receivers }))
     }
+}
 
+impl AlertSink for Notifier {
     /// Queues alerts for every destination; never blocks.
-    pub fn send(&self, alerts: Vec<Alert>) {
+    fn send(&self, alerts: Vec<Alert>) {
         if alerts.is_empty() {
             return;
         }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::file::{GroupSpec, RuleKind, RuleSpec, TemplatedValue};
 use super::template::{QuerySample, TemplateData};
+use crate::alert::fnv1a;
 use crate::promql::{Engine, Queryable, Value};
 use crate::tsdb::Labels;
 
@@ -329,28 +330,6 @@ impl Group {
     pub fn is_empty(&self) -> bool {
         self.spec.rules.is_empty()
     }
-}
-
-/// FNV-1a, 64 bit: stable across runs and versions (fingerprints, offsets).
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-/// A label set's fingerprint (hex), as sent in notifications.
-pub fn fingerprint(labels: &[(String, String)]) -> String {
-    let mut buf = Vec::new();
-    for (k, v) in labels {
-        buf.extend_from_slice(k.as_bytes());
-        buf.push(0xff);
-        buf.extend_from_slice(v.as_bytes());
-        buf.push(0xff);
-    }
-    format!("{:016x}", fnv1a(&buf))
 }
 
 /// Runs `expr` as an instant query; scalars become a one-sample vector

@@ -1,7 +1,7 @@
 //! Alerting and recording rules: Prometheus rule files (`--rules GLOB`),
 //! evaluated at each group's interval against the storage; results and
 //! `ALERTS`/`ALERTS_FOR_STATE` written back; alerts handed to
-//! [`crate::notify`]. Reloaded on SIGHUP and `POST /-/reload`; a reload
+//! the [`AlertSink`] it is given (the notifier, in the collector). Reloaded on SIGHUP and `POST /-/reload`; a reload
 //! with a broken file keeps the previous rules running. Alert state is
 //! saved in the data directory after every evaluation, so that a restart
 //! neither forgets a firing alert nor pages it again as new.
@@ -9,7 +9,7 @@
 //! ```text
 //! rule files ──file::load──► Group ──eval (promql)──► samples ──► tsdb
 //!                              │                                   ▲
-//!                              └── alerts to send ──► notify       └ ALERTS, records
+//!                              └── alerts ──► AlertSink (notify)   └ ALERTS, records
 //! ```
 
 pub mod file;
@@ -29,7 +29,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::notify::{self, Notifier};
+use crate::alert::{Alert, AlertSink};
 use crate::promql::Engine;
 use crate::tsdb::Tsdb;
 use csoc_common::labels::Labels;
@@ -129,7 +129,7 @@ pub struct RuleManager {
     cfg: RulesConfig,
     cx: EvalContext,
     tsdb: Tsdb,
-    notifier: Arc<Notifier>,
+    notifier: Arc<dyn AlertSink>,
     metrics: RuleMetrics,
     running: Mutex<Running>,
     reload_lock: tokio::sync::Mutex<()>,
@@ -154,7 +154,7 @@ impl RuleManager {
         cfg: RulesConfig,
         engine: Engine,
         tsdb: Tsdb,
-        notifier: Arc<Notifier>,
+        notifier: Arc<dyn AlertSink>,
         metrics: RuleMetrics,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
@@ -331,7 +331,7 @@ impl RuleManager {
         self.save_state();
     }
 
-    fn to_notification(&self, a: group::Alert, expr: &str) -> notify::Alert {
+    fn to_notification(&self, a: group::Alert, expr: &str) -> Alert {
         let mut labels: BTreeMap<String, String> = a.labels.into_iter().collect();
         for (k, v) in &self.cfg.external_labels {
             labels.entry(k.clone()).or_insert_with(|| v.clone());
@@ -341,7 +341,7 @@ impl RuleManager {
             self.cfg.external_url.trim_end_matches('/'),
             form_urlencoded::byte_serialize(expr.as_bytes()).collect::<String>()
         );
-        notify::Alert {
+        Alert {
             labels,
             annotations: a.annotations,
             starts_at: if a.fired_at != 0 { a.fired_at } else { a.active_at },
