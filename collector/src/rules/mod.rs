@@ -394,3 +394,69 @@ fn build_groups(files: Vec<file::RuleFile>, default_interval: Duration) -> Vec<A
         .map(|g| Arc::new(Group::new(g, default_interval)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::RecordingSink;
+
+    /// The rule manager hands the alerts of an evaluation to the sink it is
+    /// given, with external labels added and a generator URL, and keeps
+    /// resending a firing alert only after the resend delay.
+    #[test]
+    fn alerts_go_to_the_given_sink() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rules = dir.path().join("r.yml");
+        std::fs::write(
+            &rules,
+            "groups:\n- name: g\n  interval: 1s\n  rules:\n  - alert: AlwaysOn\n    expr: vector(1)\n    labels: {severity: page}\n    annotations: {summary: 'value {{ $value }}'}\n",
+        )
+        .expect("write rules");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _enter = rt.enter();
+        let mut reg = Registry::default();
+        let db = crate::tsdb::Tsdb::open(&dir.path().join("data"), &crate::tsdb::TsdbOptions::default(), &mut reg).expect("open");
+        let sink = Arc::new(RecordingSink::default());
+        let mgr = RuleManager::new(
+            RulesConfig {
+                patterns: vec![rules.display().to_string()],
+                default_interval: Duration::from_secs(1),
+                resend_delay: Duration::from_secs(60),
+                external_labels: BTreeMap::from([("environment".to_string(), "test".to_string())]),
+                external_url: "http://csoc.example:9300/".into(),
+                state_path: dir.path().join("rules-state.json"),
+            },
+            Engine::new(Duration::from_secs(300)),
+            db.clone(),
+            sink.clone(),
+            RuleMetrics::new(&mut reg),
+            CancellationToken::new(),
+        )
+        .expect("rule manager");
+        let g = mgr.groups().pop().expect("one group");
+        let t0 = now_ms();
+        mgr.eval_group(&g, t0, rt.handle());
+        let sent = sink.take();
+        assert_eq!(sent.len(), 1, "one batch: {sent:?}");
+        let a = &sent[0][0];
+        assert_eq!(a.labels.get("alertname").map(String::as_str), Some("AlwaysOn"));
+        assert_eq!(a.labels.get("severity").map(String::as_str), Some("page"));
+        assert_eq!(
+            a.labels.get("environment").map(String::as_str),
+            Some("test"),
+            "external label added"
+        );
+        assert_eq!(a.annotations.get("summary").map(String::as_str), Some("value 1"));
+        assert_eq!(a.starts_at, t0);
+        assert!(a.ends_at > t0, "valid until a later time while firing");
+        assert_eq!(a.generator_url, "http://csoc.example:9300/graph?g0.expr=vector%281%29&g0.tab=1");
+        // Within the resend delay nothing new goes out.
+        mgr.eval_group(&g, t0 + 1000, rt.handle());
+        assert!(sink.take().is_empty(), "no resend within resend_delay");
+        db.close();
+    }
+}
