@@ -1,0 +1,263 @@
+//! Rates and trends over a range vector: `rate`, `increase`, `delta`,
+//! `irate`, `idelta`, `deriv`, `predict_linear`,
+//! `double_exponential_smoothing` (`holt_winters`), `changes`, `resets`.
+
+use promql_parser::parser::Call;
+
+use super::stats::kahan_inc;
+use super::window::{Win, over_range};
+use super::{arg, scalar_arg};
+use crate::promql::EvalError;
+use crate::promql::eval::{Ctx, RangeData, Steps, Val, get_label};
+
+/// `rate` (`is_rate`) and `increase`: the extrapolated counter increase,
+/// per second for `rate`.
+pub(super) fn rate(cx: &mut Ctx<'_>, c: &Call, steps: Steps, is_rate: bool) -> Result<Val, EvalError> {
+    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    info_if_not_counter(cx, c, &rd)?;
+    let series = &rd.series;
+    over_range(cx, &rd, steps, false, || {
+        // The series' resets, found when the worker reaches it.
+        let (mut cur, mut resets) = (usize::MAX, Vec::new());
+        move |w: &Win<'_>| {
+            if w.series != cur {
+                cur = w.series;
+                resets = reset_indices(&series[cur].samples);
+            }
+            Ok(extrapolated_rate(w, Some(&resets), true, is_rate))
+        }
+    })
+    .map(Val::Vector)
+}
+
+pub(super) fn delta(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
+    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    over_range(cx, &rd, steps, false, || |w: &Win<'_>| Ok(extrapolated_rate(w, None, false, false))).map(Val::Vector)
+}
+
+/// `irate` (`is_rate`) and `idelta`: from the last two samples.
+pub(super) fn instant(cx: &mut Ctx<'_>, c: &Call, steps: Steps, is_rate: bool) -> Result<Val, EvalError> {
+    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    if is_rate {
+        info_if_not_counter(cx, c, &rd)?;
+    }
+    over_range(cx, &rd, steps, false, || move |w: &Win<'_>| Ok(instant_value(w, is_rate))).map(Val::Vector)
+}
+
+pub(super) fn deriv(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
+    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    over_range(cx, &rd, steps, false, || {
+        |w: &Win<'_>| Ok((w.samples.len() >= 2).then(|| linear_regression(w.samples, w.samples[0].0).0))
+    })
+    .map(Val::Vector)
+}
+
+pub(super) fn predict_linear(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
+    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    let d = scalar_arg(cx, c, 1, steps, 0.0)?;
+    over_range(cx, &rd, steps, false, || {
+        |w: &Win<'_>| {
+            Ok((w.samples.len() >= 2).then(|| {
+                let (slope, intercept) = linear_regression(w.samples, w.ts);
+                slope * d[w.step] + intercept
+            }))
+        }
+    })
+    .map(Val::Vector)
+}
+
+/// `double_exponential_smoothing`, also under its old name `holt_winters`.
+pub(super) fn double_exponential_smoothing(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
+    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    let sf = scalar_arg(cx, c, 1, steps, f64::NAN)?;
+    let tf = scalar_arg(cx, c, 2, steps, f64::NAN)?;
+    over_range(cx, &rd, steps, false, || {
+        |w: &Win<'_>| {
+            let (sf, tf) = (sf[w.step], tf[w.step]);
+            if !(sf > 0.0 && sf < 1.0) {
+                return Err(EvalError::Execution(format!(
+                    "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
+                )));
+            }
+            if !(tf > 0.0 && tf < 1.0) {
+                return Err(EvalError::Execution(format!(
+                    "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
+                )));
+            }
+            let s = w.samples;
+            if s.len() < 2 {
+                return Ok(None);
+            }
+            let (mut s0, mut s1) = (0.0, s[0].1);
+            let mut b = s[1].1 - s[0].1;
+            for (i, &(_, v)) in s.iter().enumerate().skip(1) {
+                let x = sf * v;
+                if i > 1 {
+                    b = tf * (s1 - s0) + (1.0 - tf) * b;
+                }
+                let y = (1.0 - sf) * (s1 + b);
+                s0 = s1;
+                s1 = x + y;
+            }
+            Ok(Some(s1))
+        }
+    })
+    .map(Val::Vector)
+}
+
+/// `changes` and `resets` (`resets`): how often the value changed, or fell.
+pub(super) fn changes(cx: &mut Ctx<'_>, c: &Call, steps: Steps, resets: bool) -> Result<Val, EvalError> {
+    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    over_range(cx, &rd, steps, false, || {
+        move |w: &Win<'_>| {
+            let mut count = 0.0;
+            let mut prev = w.samples[0].1;
+            for &(_, v) in &w.samples[1..] {
+                if resets {
+                    if v < prev {
+                        count += 1.0;
+                    }
+                } else if v != prev && !(v.is_nan() && prev.is_nan()) {
+                    count += 1.0;
+                }
+                prev = v;
+            }
+            Ok(Some(count))
+        }
+    })
+    .map(Val::Vector)
+}
+
+/// The info annotation of `rate`, `increase` and `irate` for each series
+/// whose name does not look like a counter's.
+fn info_if_not_counter(cx: &mut Ctx<'_>, c: &Call, rd: &RangeData) -> Result<(), EvalError> {
+    for s in &rd.series {
+        if let Some(metric) = get_label(&s.labels, "__name__")
+            && !(metric.ends_with("_total") || metric.ends_with("_sum") || metric.ends_with("_count") || metric.ends_with("_bucket"))
+        {
+            let msg = format!("metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}");
+            cx.info(msg, arg(c, 0)?);
+        }
+    }
+    Ok(())
+}
+
+/// The indices `j` of a series' samples where a counter resets
+/// (`v[j] < v[j-1]`): most series have none, so a window's reset
+/// correction costs a binary search instead of a walk over the window.
+fn reset_indices(v: &[(i64, f64)]) -> Vec<u32> {
+    let mut r = Vec::new();
+    for j in 1..v.len() {
+        if v[j].1 < v[j - 1].1 {
+            r.push(j as u32);
+        }
+    }
+    r
+}
+
+pub(in crate::promql) fn extrapolated_rate(w: &Win<'_>, resets: Option<&[u32]>, is_counter: bool, is_rate: bool) -> Option<f64> {
+    let s = w.samples;
+    if s.len() < 2 {
+        return None;
+    }
+    let (first, last) = (s[0], s[s.len() - 1]);
+    let mut result = last.1 - first.1;
+    if is_counter {
+        match resets {
+            Some(r) => {
+                // Resets at window positions 1..len, in order (the same
+                // additions as the walk below).
+                let from = r.partition_point(|&j| (j as usize) <= w.offset);
+                for &j in &r[from..] {
+                    let k = j as usize - w.offset;
+                    if k >= s.len() {
+                        break;
+                    }
+                    result += s[k - 1].1;
+                }
+            }
+            None => {
+                let mut prev = first.1;
+                for &(_, v) in &s[1..] {
+                    if v < prev {
+                        result += prev;
+                    }
+                    prev = v;
+                }
+            }
+        }
+    }
+    let mut to_start = (first.0 - w.range_start) as f64 / 1000.0;
+    let mut to_end = (w.range_end - last.0) as f64 / 1000.0;
+    let sampled = (last.0 - first.0) as f64 / 1000.0;
+    let avg = sampled / (s.len() - 1) as f64;
+    let threshold = avg * 1.1;
+    if to_start >= threshold {
+        to_start = avg / 2.0;
+    }
+    if is_counter && result > 0.0 && first.1 >= 0.0 {
+        let to_zero = sampled * (first.1 / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = avg / 2.0;
+    }
+    let mut factor = (sampled + to_start + to_end) / sampled;
+    if is_rate {
+        factor /= w.range_secs;
+    }
+    Some(result * factor)
+}
+
+fn instant_value(w: &Win<'_>, is_rate: bool) -> Option<f64> {
+    let s = w.samples;
+    if s.len() < 2 {
+        return None;
+    }
+    let (prev, last) = (s[s.len() - 2], s[s.len() - 1]);
+    let mut v = last.1 - prev.1;
+    if is_rate && last.1 < prev.1 {
+        v = last.1;
+    }
+    let dt = last.0 - prev.0;
+    if dt == 0 {
+        return None;
+    }
+    if is_rate {
+        v /= dt as f64 / 1000.0;
+    }
+    Some(v)
+}
+
+/// Least-squares slope and intercept (at `intercept_t`), as Prometheus's
+/// `linearRegression`.
+fn linear_regression(s: &[(i64, f64)], intercept_t: i64) -> (f64, f64) {
+    let (mut n, mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    let init = s[0].1;
+    let mut const_y = true;
+    for (i, &(t, v)) in s.iter().enumerate() {
+        if const_y && i > 0 && v != init {
+            const_y = false;
+        }
+        n += 1.0;
+        let x = (t - intercept_t) as f64 / 1000.0;
+        (sx, cx) = kahan_inc(x, sx, cx);
+        (sy, cy) = kahan_inc(v, sy, cy);
+        (sxy, cxy) = kahan_inc(x * v, sxy, cxy);
+        (sx2, cx2) = kahan_inc(x * x, sx2, cx2);
+    }
+    if const_y {
+        if init.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init);
+    }
+    let (sx, sy, sxy, sx2) = (sx + cx, sy + cy, sxy + cxy, sx2 + cx2);
+    let cov = sxy - sx * sy / n;
+    let var = sx2 - sx * sx / n;
+    let slope = cov / var;
+    let intercept = sy / n - slope * sx / n;
+    (slope, intercept)
+}
