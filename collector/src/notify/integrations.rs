@@ -1,11 +1,7 @@
-//! The receivers' wire formats and delivery:
-//! - webhook: Alertmanager's webhook payload (version "4"), so existing
-//!   webhook receivers work unchanged;
-//! - Slack: an incoming-webhook message with one attachment per
-//!   notification (title `[FIRING:2] Name (commons)`, one line per alert);
-//! - PagerDuty: Events API v2 `trigger` while anything fires and `resolve`
-//!   when all resolved, with a dedup key stable for the group, so
-//!   PagerDuty folds repeats into one incident.
+//! Delivery shared by the built-in receivers: an [`Integration`] (where one
+//! receiver sends) turns a [`Message`] (a group's alerts at one flush) into
+//! its backend's payload (built in `webhook.rs`, `slack.rs`, `pagerduty.rs`)
+//! and POSTs it.
 //!
 //! Delivery retries with exponential backoff (1s doubling to 30s) on
 //! connection errors, 5xx and 429, until the deadline; other 4xx are not
@@ -14,13 +10,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::{Value as Json, json};
-use sha2::Digest;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::alertmanager::without_url;
-use super::{Alert, NotifyMetrics, ReceiverConfig, rfc3339};
+use super::pagerduty::pagerduty_payload;
+use super::slack::slack_payload;
+use super::webhook::webhook_payload;
+use super::{Alert, NotifyMetrics, ReceiverConfig};
 use csoc_common::url::redact_url;
 
 /// Where one receiver sends.
@@ -63,15 +60,15 @@ pub struct Message<'a> {
 }
 
 impl Message<'_> {
-    fn firing(&self) -> impl Iterator<Item = &Alert> {
+    pub(super) fn firing(&self) -> impl Iterator<Item = &Alert> {
         self.alerts.iter().filter(|a| !a.resolved(self.now_ms))
     }
 
-    fn status(&self) -> &'static str {
+    pub(super) fn status(&self) -> &'static str {
         if self.firing().next().is_some() { "firing" } else { "resolved" }
     }
 
-    fn common(&self, f: impl Fn(&Alert) -> &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    pub(super) fn common(&self, f: impl Fn(&Alert) -> &BTreeMap<String, String>) -> BTreeMap<String, String> {
         let mut it = self.alerts.iter();
         let Some(first) = it.next() else {
             return BTreeMap::new();
@@ -85,141 +82,12 @@ impl Message<'_> {
     }
 
     /// `[FIRING:2] Name (label values)` as Alertmanager's default title.
-    fn title(&self) -> String {
+    pub(super) fn title(&self) -> String {
         let n = self.firing().count();
         let head = if n > 0 { format!("[FIRING:{n}]") } else { "[RESOLVED]".to_string() };
         let values: Vec<&str> = self.group_labels.values().map(String::as_str).collect();
         format!("{head} {}", values.join(" "))
     }
-}
-
-/// Alertmanager's webhook payload.
-pub fn webhook_payload(m: &Message<'_>, external_url: &str, max_alerts: usize) -> Json {
-    let take = if max_alerts == 0 {
-        m.alerts.len()
-    } else {
-        max_alerts.min(m.alerts.len())
-    };
-    let alerts: Vec<Json> = m.alerts[..take]
-        .iter()
-        .map(|a| {
-            let resolved = a.resolved(m.now_ms);
-            json!({
-                "status": if resolved { "resolved" } else { "firing" },
-                "labels": a.labels,
-                "annotations": a.annotations,
-                "startsAt": rfc3339(a.starts_at),
-                "endsAt": if resolved { rfc3339(a.ends_at) } else { "0001-01-01T00:00:00Z".to_string() },
-                "generatorURL": a.generator_url,
-                "fingerprint": a.fingerprint(),
-            })
-        })
-        .collect();
-    json!({
-        "receiver": m.receiver,
-        "status": m.status(),
-        "alerts": alerts,
-        "groupLabels": m.group_labels,
-        "commonLabels": m.common(|a| &a.labels),
-        "commonAnnotations": m.common(|a| &a.annotations),
-        "externalURL": external_url,
-        "version": "4",
-        "groupKey": m.group_key,
-        "truncatedAlerts": m.alerts.len() - take,
-    })
-}
-
-/// A Slack incoming-webhook message.
-pub fn slack_payload(m: &Message<'_>, channel: Option<&str>, username: Option<&str>) -> Json {
-    let mut lines = Vec::new();
-    for a in m.alerts {
-        let state = if a.resolved(m.now_ms) { "resolved" } else { "firing" };
-        let summary = a
-            .annotations
-            .get("summary")
-            .cloned()
-            .unwrap_or_else(|| a.labels.get("alertname").cloned().unwrap_or_default());
-        let mut line = format!("• *{summary}* ({state})");
-        if let Some(d) = a.annotations.get("description") {
-            line.push_str(&format!("\n  {d}"));
-        }
-        if let Some(r) = a.annotations.get("runbook_url") {
-            line.push_str(&format!("\n  runbook: {r}"));
-        }
-        lines.push(line);
-    }
-    let title = m.title();
-    let mut body = json!({
-        "text": title,
-        "attachments": [{
-            "color": if m.status() == "firing" { "danger" } else { "good" },
-            "title": title,
-            "fallback": title,
-            "text": lines.join("\n"),
-            "mrkdwn_in": ["text"],
-        }],
-    });
-    if let Some(c) = channel {
-        body["channel"] = json!(c);
-    }
-    if let Some(u) = username {
-        body["username"] = json!(u);
-    }
-    body
-}
-
-/// The PagerDuty dedup key of a group: stable across notifications and
-/// restarts.
-pub fn pagerduty_dedup_key(receiver: &str, group_key: &str) -> String {
-    hex::encode(sha2::Sha256::digest(format!("{receiver}\u{0}{group_key}").as_bytes()))
-}
-
-/// A PagerDuty Events API v2 event.
-pub fn pagerduty_payload(m: &Message<'_>, routing_key: &str, external_url: &str) -> Json {
-    let firing = m.status() == "firing";
-    let severity = m
-        .common(|a| &a.labels)
-        .get("severity")
-        .map(|s| s.to_lowercase())
-        .filter(|s| ["critical", "error", "warning", "info"].contains(&s.as_str()))
-        .unwrap_or_else(|| "error".into());
-    let mut summary = m.title();
-    if let Some(s) = m.common(|a| &a.annotations).get("summary") {
-        summary = format!("{summary}: {s}");
-    }
-    if summary.len() > 1024 {
-        let mut cut = 1021;
-        while !summary.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        summary.truncate(cut);
-        summary.push_str("...");
-    }
-    let details: Vec<Json> = m
-        .alerts
-        .iter()
-        .map(|a| json!({"labels": a.labels, "annotations": a.annotations, "startsAt": rfc3339(a.starts_at)}))
-        .collect();
-    let mut ev = json!({
-        "routing_key": routing_key,
-        "event_action": if firing { "trigger" } else { "resolve" },
-        "dedup_key": pagerduty_dedup_key(m.receiver, m.group_key),
-        "client": "csoc-watch",
-        "client_url": external_url,
-    });
-    if firing {
-        ev["payload"] = json!({
-            "summary": summary,
-            "source": m.group_labels.get("commons").cloned().unwrap_or_else(|| "csoc-watch".into()),
-            "severity": severity,
-            "custom_details": {
-                "num_firing": m.firing().count(),
-                "num_resolved": m.alerts.len() - m.firing().count(),
-                "alerts": details,
-            },
-        });
-    }
-    ev
 }
 
 /// Why a delivery attempt failed.
@@ -349,11 +217,12 @@ pub async fn send_with_retries(
     }
 }
 
+/// What the payload tests of every backend build on.
 #[cfg(test)]
-mod tests {
+pub(super) mod fixtures {
     use super::*;
 
-    fn alert(name: &str, resolved: bool) -> Alert {
+    pub(in crate::notify) fn alert(name: &str, resolved: bool) -> Alert {
         Alert {
             labels: [("alertname", name), ("commons", "a"), ("severity", "critical")]
                 .iter()
@@ -366,7 +235,7 @@ mod tests {
         }
     }
 
-    fn msg<'a>(alerts: &'a [Alert], gl: &'a BTreeMap<String, String>) -> Message<'a> {
+    pub(in crate::notify) fn msg<'a>(alerts: &'a [Alert], gl: &'a BTreeMap<String, String>) -> Message<'a> {
         Message {
             receiver: "r",
             group_key: "r:{commons=\"a\"}",
@@ -374,57 +243,5 @@ mod tests {
             alerts,
             now_ms: 10_000,
         }
-    }
-
-    #[test]
-    fn webhook_payload_has_alertmanagers_shape() {
-        let gl: BTreeMap<String, String> = [("commons".to_string(), "a".to_string())].into();
-        let alerts = [alert("X", false), alert("Y", true)];
-        let p = webhook_payload(&msg(&alerts, &gl), "http://csoc", 1);
-        assert_eq!(p["version"], "4");
-        assert_eq!(p["status"], "firing");
-        assert_eq!(p["receiver"], "r");
-        assert_eq!(p["groupKey"], "r:{commons=\"a\"}");
-        assert_eq!(p["truncatedAlerts"], 1);
-        assert_eq!(p["alerts"].as_array().map(Vec::len), Some(1));
-        assert_eq!(p["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
-        assert_eq!(p["commonLabels"]["severity"], "critical");
-        assert!(p["commonLabels"].get("alertname").is_none(), "alertname differs");
-        let resolved = [alert("Y", true)];
-        let p = webhook_payload(&msg(&resolved, &gl), "http://csoc", 0);
-        assert_eq!(p["status"], "resolved");
-        assert_eq!(p["alerts"][0]["status"], "resolved");
-        assert_eq!(p["alerts"][0]["endsAt"], "1970-01-01T00:00:05.000Z");
-    }
-
-    #[test]
-    fn pagerduty_triggers_then_resolves_with_one_key() {
-        let gl: BTreeMap<String, String> = [("commons".to_string(), "a".to_string())].into();
-        let firing = [alert("X", false)];
-        let p = pagerduty_payload(&msg(&firing, &gl), "key", "http://csoc");
-        assert_eq!(p["event_action"], "trigger");
-        assert_eq!(p["payload"]["severity"], "critical");
-        assert_eq!(p["payload"]["source"], "a");
-        assert!(
-            p["payload"]["summary"]
-                .as_str()
-                .is_some_and(|s| s.starts_with("[FIRING:1] a: X happened"))
-        );
-        let resolved = [alert("X", true)];
-        let q = pagerduty_payload(&msg(&resolved, &gl), "key", "http://csoc");
-        assert_eq!(q["event_action"], "resolve");
-        assert_eq!(p["dedup_key"], q["dedup_key"]);
-        assert!(q.get("payload").is_none());
-    }
-
-    #[test]
-    fn slack_message_lists_alerts() {
-        let gl: BTreeMap<String, String> = [("alertname".to_string(), "X".to_string())].into();
-        let alerts = [alert("X", false)];
-        let p = slack_payload(&msg(&alerts, &gl), Some("#oncall"), None);
-        assert_eq!(p["channel"], "#oncall");
-        assert_eq!(p["attachments"][0]["title"], "[FIRING:1] X");
-        assert_eq!(p["attachments"][0]["color"], "danger");
-        assert!(p["attachments"][0]["text"].as_str().is_some_and(|t| t.contains("X happened")));
     }
 }

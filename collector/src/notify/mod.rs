@@ -9,10 +9,24 @@
 //!   meaning, retries with backoff, and runs in its own task so one failing
 //!   receiver never delays the others. What each receiver last sent per
 //!   group is kept in `notify-state.json`, so a restart does not page again.
+//!
+//! Files:
+//! - `mod.rs`: [`ReceiverConfig`], [`NotifyConfig`], [`NotifyMetrics`] and
+//!   the [`Notifier`] that fans alerts out;
+//! - `alertmanager.rs`: the Alertmanager API v2 queue;
+//! - `dispatch.rs`: a receiver's task: matching, grouping, timing and the
+//!   notification log;
+//! - `integrations.rs`: delivery shared by the receivers (the
+//!   [`Message`](integrations::Message) to send, retries with backoff);
+//! - one file per receiver backend, with its config and payload:
+//!   `webhook.rs`, `slack.rs`, `pagerduty.rs`.
 
 pub mod alertmanager;
 pub mod dispatch;
 pub mod integrations;
+mod pagerduty;
+mod slack;
+mod webhook;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,50 +45,9 @@ use csoc_common::time::now_ms;
 
 pub use crate::alert::Alert;
 use crate::alert::AlertSink;
-
-/// A webhook receiver (Alertmanager's webhook payload, version 4).
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// Where to POST.
-    pub url: String,
-    /// Optional `Authorization: Bearer` token.
-    #[serde(default)]
-    pub bearer_token: Option<String>,
-    /// At most this many alerts per message (0 = all); the rest are
-    /// counted in `truncatedAlerts`.
-    #[serde(default)]
-    pub max_alerts: usize,
-}
-
-/// A Slack incoming webhook.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SlackConfig {
-    /// The incoming-webhook URL (a secret: never logged).
-    pub api_url: String,
-    /// Channel override.
-    #[serde(default)]
-    pub channel: Option<String>,
-    /// Username override.
-    #[serde(default)]
-    pub username: Option<String>,
-}
-
-/// PagerDuty Events API v2.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PagerDutyConfig {
-    /// The integration's routing key (a secret: never logged).
-    pub routing_key: String,
-    /// Events API endpoint (default https://events.pagerduty.com/v2/enqueue).
-    #[serde(default = "default_pd_url")]
-    pub url: String,
-}
-
-fn default_pd_url() -> String {
-    "https://events.pagerduty.com/v2/enqueue".into()
-}
+pub use pagerduty::PagerDutyConfig;
+pub use slack::SlackConfig;
+pub use webhook::WebhookConfig;
 
 /// One built-in receiver: which alerts, how they are grouped and timed,
 /// and where they go (exactly one of `webhook`, `slack`, `pagerduty`).
