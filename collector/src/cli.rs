@@ -263,7 +263,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.check_config {
         cfg.validate()?;
-        let (paths, files) = crate::rules::load(&cfg.rule_files).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (paths, files) = crate::rules::load(&cfg.rule_files)?;
         for (p, f) in paths.iter().zip(&files) {
             let n: usize = f.groups.iter().map(|g| g.rules.len()).sum();
             println!("{}: {n} rules found", p.display());

@@ -320,7 +320,8 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         notifier,
         tm.rules,
         rules_stop.clone(),
-    )?;
+    )
+    .context("loading rule files")?;
 
     // The HTTP API.
     let self_registry = registry.clone();

@@ -65,8 +65,13 @@ pub fn body(alerts: &[Alert]) -> serde_json::Value {
 
 impl AmQueue {
     /// Starts the sender task.
-    pub fn start(base: &str, client: reqwest::Client, metrics: NotifyMetrics, shutdown: CancellationToken) -> anyhow::Result<Arc<Self>> {
-        let endpoint = alerts_endpoint(base).map_err(|e| anyhow::anyhow!(e))?;
+    pub fn start(
+        base: &str,
+        client: reqwest::Client,
+        metrics: NotifyMetrics,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, super::NotifyError> {
+        let endpoint = alerts_endpoint(base).map_err(super::NotifyError::Alertmanager)?;
         let q = Arc::new(AmQueue {
             name: redact_url(&endpoint),
             queue: Mutex::new(VecDeque::new()),

@@ -159,8 +159,8 @@ impl ReceiverHandle {
         log: Arc<NotificationLog>,
         metrics: NotifyMetrics,
         shutdown: CancellationToken,
-    ) -> anyhow::Result<Self> {
-        let matchers = parse_matchers(&cfg.matchers).map_err(|e| anyhow::anyhow!(e))?;
+    ) -> Result<Self, super::NotifyError> {
+        let matchers = parse_matchers(&cfg.matchers).map_err(super::NotifyError::Receiver)?;
         let (tx, rx) = mpsc::channel(1024);
         let integration = Integration::from_config(&cfg, client, external_url);
         let name = cfg.name.clone();

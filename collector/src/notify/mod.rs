@@ -239,6 +239,23 @@ impl NotifyMetrics {
     }
 }
 
+/// Why the notifier cannot start; nothing is sent until the configuration
+/// is fixed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotifyError {
+    /// An `--alertmanager` URL that is not an http(s) URL (credentials
+    /// redacted from the message).
+    #[error("{0}")]
+    Alertmanager(String),
+    /// A receiver's configuration is invalid.
+    #[error("receivers: {0}")]
+    Receiver(String),
+    /// The HTTP client could not be built (TLS roots).
+    #[error("building the notification HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
 /// Settings of the notifier.
 #[derive(Debug, Clone)]
 pub struct NotifyConfig {
@@ -268,11 +285,12 @@ impl Notifier {
     }
 
     /// Starts one task per Alertmanager and per receiver.
-    pub fn start(cfg: &NotifyConfig, metrics: NotifyMetrics, shutdown: CancellationToken) -> anyhow::Result<Arc<Self>> {
+    pub fn start(cfg: &NotifyConfig, metrics: NotifyMetrics, shutdown: CancellationToken) -> Result<Arc<Self>, NotifyError> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .user_agent(concat!("csoc-collector/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .build()
+            .map_err(NotifyError::Client)?;
         let mut ams = Vec::new();
         for url in &cfg.alertmanagers {
             ams.push(alertmanager::AmQueue::start(
@@ -285,7 +303,7 @@ impl Notifier {
         let log = Arc::new(dispatch::NotificationLog::open(cfg.state_path.clone()));
         let mut receivers = Vec::new();
         for r in &cfg.receivers {
-            r.validate().map_err(|e| anyhow::anyhow!("receivers: {e}"))?;
+            r.validate().map_err(NotifyError::Receiver)?;
             receivers.push(dispatch::ReceiverHandle::start(
                 r.clone(),
                 client.clone(),

@@ -138,11 +138,27 @@ pub struct RuleManager {
     shutdown: CancellationToken,
 }
 
+/// Why rule files could not be loaded. Nothing of a failed load runs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RulesError {
+    /// A `--rules` path does not exist or a glob is malformed.
+    #[error("{0}")]
+    Paths(String),
+    /// Files that do not parse or check: every problem, with file, line
+    /// and column, group and rule.
+    #[error(transparent)]
+    Invalid(#[from] file::RuleErrors),
+    /// The loading task died.
+    #[error("loading rule files: {0}")]
+    Task(String),
+}
+
 /// Loads and checks every rule file named by `patterns` (for
 /// `--check-config` and startup).
-pub fn load(patterns: &[String]) -> Result<(Vec<PathBuf>, Vec<file::RuleFile>), String> {
-    let paths = file::expand_globs(patterns)?;
-    let files = file::load_files(&paths).map_err(|e| e.to_string())?;
+pub fn load(patterns: &[String]) -> Result<(Vec<PathBuf>, Vec<file::RuleFile>), RulesError> {
+    let paths = file::expand_globs(patterns).map_err(RulesError::Paths)?;
+    let files = file::load_files(&paths)?;
     Ok((paths, files))
 }
 
@@ -157,8 +173,8 @@ impl RuleManager {
         notifier: Arc<dyn AlertSink>,
         metrics: RuleMetrics,
         shutdown: CancellationToken,
-    ) -> anyhow::Result<Arc<Self>> {
-        let (files, loaded) = load(&cfg.patterns).map_err(|e| anyhow::anyhow!("loading rule files: {e}"))?;
+    ) -> Result<Arc<Self>, RulesError> {
+        let (files, loaded) = load(&cfg.patterns)?;
         let cx = EvalContext {
             engine,
             db: Arc::new(tsdb.clone()),
@@ -239,12 +255,12 @@ impl RuleManager {
 
     /// Re-reads the rule files. On any problem the running rules stay as
     /// they are and the error names the file, line and reason.
-    pub async fn reload(self: &Arc<Self>) -> Result<LoadSummary, String> {
+    pub async fn reload(self: &Arc<Self>) -> Result<LoadSummary, RulesError> {
         let _serial = self.reload_lock.lock().await;
         let patterns = self.cfg.patterns.clone();
         let loaded = tokio::task::spawn_blocking(move || load(&patterns))
             .await
-            .map_err(|e| format!("loading rule files: {e}"))?;
+            .map_err(|e| RulesError::Task(e.to_string()))?;
         let (files, loaded) = match loaded {
             Ok(x) => x,
             Err(e) => {
