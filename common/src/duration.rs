@@ -12,11 +12,42 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-/// A duration or size that does not parse; the message quotes the input
-/// and shows the accepted form.
+/// Why a duration string does not parse. The kinds are those of
+/// Prometheus's `model.ParseDuration`, so that callers that must answer as
+/// Prometheus does (rule templates' `parseDuration`, promtool) can.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DurationError {
+    /// The empty string.
+    #[error("empty duration string")]
+    Empty,
+    /// Not of the form `<int><unit>...` with units in order, each once.
+    #[error("invalid duration {input:?} (Prometheus form: 15s, 1m30s, 2h, 15d, 1w, 500ms)")]
+    Invalid {
+        /// The input.
+        input: String,
+    },
+    /// A unit other than `y w d h m s ms`.
+    #[error("unknown unit {unit:?} in duration {input:?} (units: y w d h m s ms)")]
+    UnknownUnit {
+        /// The unit as written.
+        unit: String,
+        /// The input.
+        input: String,
+    },
+    /// Longer than `i64` milliseconds.
+    #[error("duration {input:?} out of range")]
+    OutOfRange {
+        /// The input.
+        input: String,
+    },
+}
+
+/// A byte size that does not parse; the message quotes the input and shows
+/// the accepted form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct ParseError(String);
+pub struct SizeError(String);
 
 const UNITS: [(&str, i64); 7] = [
     ("y", 365 * 86_400_000),
@@ -29,13 +60,13 @@ const UNITS: [(&str, i64); 7] = [
 ];
 
 /// Parses a Prometheus duration string to milliseconds (never negative).
-pub fn parse_duration_ms(s: &str) -> Result<i64, ParseError> {
-    let bad = || ParseError(format!("invalid duration {s:?} (Prometheus form: 15s, 1m30s, 2h, 15d, 1w, 500ms)"));
+pub fn parse_duration_ms(s: &str) -> Result<i64, DurationError> {
+    let bad = || DurationError::Invalid { input: s.to_string() };
     if s == "0" {
         return Ok(0);
     }
     if s.is_empty() {
-        return Err(ParseError("empty duration string".into()));
+        return Err(DurationError::Empty);
     }
     let mut total: i64 = 0;
     let mut last: Option<usize> = None;
@@ -48,19 +79,31 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, ParseError> {
         let n: i64 = rest[..nd].parse().map_err(|_| bad())?;
         let r = &rest[nd..];
         let nu = r.find(|c: char| c.is_ascii_digit()).unwrap_or(r.len());
-        let idx = UNITS.iter().position(|(u, _)| *u == &r[..nu]).ok_or_else(bad)?;
+        if nu == 0 {
+            return Err(bad());
+        }
+        let idx = UNITS
+            .iter()
+            .position(|(u, _)| *u == &r[..nu])
+            .ok_or_else(|| DurationError::UnknownUnit {
+                unit: r[..nu].to_string(),
+                input: s.to_string(),
+            })?;
         if last.is_some_and(|l| idx <= l) {
             return Err(bad());
         }
         last = Some(idx);
-        total = n.checked_mul(UNITS[idx].1).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
+        total = n
+            .checked_mul(UNITS[idx].1)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| DurationError::OutOfRange { input: s.to_string() })?;
         rest = &r[nu..];
     }
     Ok(total)
 }
 
 /// Parses a Prometheus duration string (surrounding white space ignored).
-pub fn parse_duration(s: &str) -> Result<Duration, ParseError> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let ms = parse_duration_ms(s.trim())?;
     Ok(Duration::from_millis(ms.unsigned_abs()))
 }
@@ -96,13 +139,13 @@ pub fn format_duration(d: Duration) -> String {
 /// Parses a byte size: a plain number of bytes or a number with one of the
 /// units B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of
 /// 1024). `10GB` and `256MiB` are both accepted.
-pub fn parse_bytes(s: &str) -> Result<u64, ParseError> {
+pub fn parse_bytes(s: &str) -> Result<u64, SizeError> {
     let t = s.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num
         .parse()
-        .map_err(|_| ParseError(format!("invalid size {s:?} (examples: 1048576, 512MiB, 10GB)")))?;
+        .map_err(|_| SizeError(format!("invalid size {s:?} (examples: 1048576, 512MiB, 10GB)")))?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "kb" | "k" => 1e3,
@@ -114,13 +157,13 @@ pub fn parse_bytes(s: &str) -> Result<u64, ParseError> {
         "gib" | "gi" => 1024.0 * 1024.0 * 1024.0,
         "tib" | "ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
         other => {
-            return Err(ParseError(format!(
+            return Err(SizeError(format!(
                 "invalid size unit {other:?} in {s:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
             )));
         }
     };
     if !n.is_finite() || n < 0.0 {
-        return Err(ParseError(format!("invalid size {s:?}")));
+        return Err(SizeError(format!("invalid size {s:?}")));
     }
     Ok((n * mult) as u64)
 }
@@ -194,8 +237,23 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} must be refused");
         }
-        assert!(parse_duration("1min").expect_err("1min").to_string().contains("1m30s"));
-        assert!(parse_duration_ms("99999999999999999y").is_err(), "overflow");
+        assert!(
+            parse_duration("soon").expect_err("soon").to_string().contains("1m30s"),
+            "the message shows the form"
+        );
+        assert!(
+            parse_duration("1min")
+                .expect_err("1min")
+                .to_string()
+                .contains("units: y w d h m s ms")
+        );
+        assert!(matches!(
+            parse_duration_ms("99999999999999999y"),
+            Err(DurationError::OutOfRange { .. })
+        ));
+        assert!(matches!(parse_duration_ms("1x"), Err(DurationError::UnknownUnit { unit, .. }) if unit == "x"));
+        assert_eq!(parse_duration_ms(""), Err(DurationError::Empty));
+        assert!(matches!(parse_duration_ms("5"), Err(DurationError::Invalid { .. })));
     }
 
     #[test]

@@ -39,7 +39,7 @@ use crate::metrics::HttpMetrics;
 use crate::promql::{Engine, EvalError};
 use crate::tsdb::{Labels, Matcher, Tsdb};
 pub use federate::TEXT_CONTENT_TYPE;
-pub use params::{Params, fmt_bytes, fmt_duration, parse_duration, parse_time};
+pub use params::{Params, parse_duration, parse_time};
 pub use status::StatusInfo;
 
 /// What the handlers share.

@@ -192,58 +192,13 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
 /// A Prometheus duration string (`1y2w3d4h5m6s7ms`: units in this order,
 /// each at most once, integers), in ms.
 fn prometheus_duration_ms(s: &str) -> Option<i64> {
-    crate::promql::notation::parse_duration(s).ok().filter(|ms| *ms >= 0)
-}
-
-/// Formats ms as a Prometheus duration string (`15d`, `1h30m`, `0s`).
-pub fn fmt_duration(ms: i64) -> String {
-    if ms == 0 {
-        return "0s".into();
-    }
-    let mut out = String::new();
-    let mut rest = ms.unsigned_abs();
-    if ms < 0 {
-        out.push('-');
-    }
-    // Years and weeks only when exact, as Prometheus (`90d`, not `12w6d`).
-    for (unit, len, exact) in [
-        ("y", 365 * 86_400_000u64, true),
-        ("w", 7 * 86_400_000, true),
-        ("d", 86_400_000, false),
-        ("h", 3_600_000, false),
-        ("m", 60_000, false),
-        ("s", 1_000, false),
-        ("ms", 1, false),
-    ] {
-        if rest >= len && (!exact || rest.is_multiple_of(len)) {
-            out.push_str(&format!("{}{unit}", rest / len));
-            rest %= len;
-        }
-    }
-    out
-}
-
-/// Formats a byte count as Prometheus shows sizes (base 2: `512MiB`,
-/// `10GiB`; bytes as `123B`).
-pub fn fmt_bytes(b: u64) -> String {
-    for (unit, len) in [
-        ("EiB", 1u64 << 60),
-        ("PiB", 1 << 50),
-        ("TiB", 1 << 40),
-        ("GiB", 1 << 30),
-        ("MiB", 1 << 20),
-        ("KiB", 1 << 10),
-    ] {
-        if b >= len && b.is_multiple_of(len) {
-            return format!("{}{unit}", b / len);
-        }
-    }
-    format!("{b}B")
+    csoc_common::duration::parse_duration_ms(s).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use csoc_common::duration::{format_bytes as fmt_bytes, format_duration_ms as fmt_duration};
 
     fn p(pairs: &[(&str, &str)]) -> Params {
         Params(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())

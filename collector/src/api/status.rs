@@ -7,10 +7,11 @@ use axum::extract::State;
 use axum::response::Response;
 use serde_json::{Value as Json, json};
 
-use super::{ApiError, AppState, Params, blocking, fmt_bytes, fmt_duration, success};
+use super::{ApiError, AppState, Params, blocking, success};
 use crate::config::CollectorConfig;
 use crate::promql::Engine;
 use crate::tsdb::{IndexStats, StorageStats};
+use csoc_common::duration::{format_bytes as fmt_bytes, format_duration_ms as fmt_duration};
 
 /// What the status endpoints report about the running collector.
 #[derive(Debug, Clone)]

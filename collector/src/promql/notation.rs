@@ -35,46 +35,12 @@ pub fn stale_nan() -> f64 {
 /// `20s500ms`, units `y w d h m s ms` in that order, each at most once) to
 /// milliseconds. A leading `-` (used by start-timestamp offsets) negates.
 pub fn parse_duration(s: &str) -> Result<i64, String> {
-    const UNITS: [(&str, i64); 7] = [
-        ("y", 365 * 86_400_000),
-        ("w", 7 * 86_400_000),
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-        ("ms", 1),
-    ];
-    let bad = || format!("invalid duration {s:?}");
     let (neg, body) = match s.strip_prefix('-') {
         Some(b) => (true, b),
         None => (false, s),
     };
-    if body == "0" {
-        return Ok(0);
-    }
-    if body.is_empty() {
-        return Err(bad());
-    }
-    let mut total: i64 = 0;
-    let mut last: Option<usize> = None;
-    let mut rest = body;
-    while !rest.is_empty() {
-        let nd = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        if nd == 0 {
-            return Err(bad());
-        }
-        let n: i64 = rest[..nd].parse().map_err(|_| bad())?;
-        let r = &rest[nd..];
-        let nu = r.find(|c: char| c.is_ascii_digit()).unwrap_or(r.len());
-        let idx = UNITS.iter().position(|(u, _)| *u == &r[..nu]).ok_or_else(bad)?;
-        if last.is_some_and(|l| idx <= l) {
-            return Err(bad());
-        }
-        last = Some(idx);
-        total = n.checked_mul(UNITS[idx].1).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
-        rest = &r[nu..];
-    }
-    Ok(if neg { -total } else { total })
+    let ms = csoc_common::duration::parse_duration_ms(body).map_err(|_| format!("invalid duration {s:?}"))?;
+    Ok(if neg { -ms } else { ms })
 }
 
 /// Reads a quoted string at the start of `s` (`"…"` or `'…'` with Go's

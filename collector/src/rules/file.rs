@@ -227,10 +227,7 @@ fn kind_of(v: &serde_yaml_ng::Value) -> &'static str {
 /// Parses a Prometheus duration (`1h30m`, `2d`, `1w`, `0`), as rule files
 /// and promtool's test files write them.
 pub fn parse_prom_duration(s: &str) -> Result<Duration, String> {
-    match crate::promql::notation::parse_duration(s.trim()) {
-        Ok(ms) if ms >= 0 => Ok(Duration::from_millis(ms as u64)),
-        _ => Err(format!("not a valid duration string: {:?}", s.trim())),
-    }
+    csoc_common::duration::parse_duration(s).map_err(|_| format!("not a valid duration string: {:?}", s.trim()))
 }
 
 /// Where each rule (by order of appearance) and each group starts in the

@@ -156,7 +156,7 @@ fn fmt_pairs(p: &Pairs) -> String {
 }
 
 fn fmt_ms(ms: i64) -> String {
-    crate::api::fmt_duration(ms)
+    csoc_common::duration::format_duration_ms(ms)
 }
 
 fn same_float(a: f64, b: f64) -> bool {

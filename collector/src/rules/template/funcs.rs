@@ -708,53 +708,13 @@ fn float_to_time(v: f64) -> Result<GoTime, String> {
 
 /// Prometheus's `model.ParseDuration`, in nanoseconds.
 fn parse_prom_duration(s: &str) -> Result<i64, String> {
-    match s {
-        "0" => return Ok(0),
-        "" => return Err("empty duration string".into()),
-        _ => {}
-    }
-    let invalid = || format!("not a valid duration string: {}", go_quote(s));
-    const MS: u64 = 1_000_000;
-    let units: [(&str, u64); 7] = [
-        ("y", 365 * 24 * 3600 * 1000 * MS),
-        ("w", 7 * 24 * 3600 * 1000 * MS),
-        ("d", 24 * 3600 * 1000 * MS),
-        ("h", 3600 * 1000 * MS),
-        ("m", 60 * 1000 * MS),
-        ("s", 1000 * MS),
-        ("ms", MS),
-    ];
-    let mut rest = s;
-    let mut total: u64 = 0;
-    let mut last_unit = 0;
-    while !rest.is_empty() {
-        let nd = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        if nd == 0 {
-            return Err(invalid());
-        }
-        let v: u64 = rest[..nd].parse().map_err(|_| invalid())?;
-        rest = &rest[nd..];
-        let nu = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        if nu == 0 {
-            return Err(invalid());
-        }
-        let unit = &rest[..nu];
-        rest = &rest[nu..];
-        let Some(pos) = units.iter().position(|(u, _)| *u == unit) else {
-            return Err(format!("unknown unit {} in duration {}", go_quote(unit), go_quote(s)));
-        };
-        if pos < last_unit {
-            return Err(invalid());
-        }
-        last_unit = pos + 1;
-        let mult = units[pos].1;
-        if v > (1u64 << 63) / mult {
-            return Err("duration out of range".into());
-        }
-        total += v * mult;
-        if total > i64::MAX as u64 {
-            return Err("duration out of range".into());
-        }
-    }
-    Ok(total as i64)
+    use csoc_common::duration::{DurationError, parse_duration_ms};
+    let ms = parse_duration_ms(s).map_err(|e| match e {
+        DurationError::Empty => "empty duration string".to_string(),
+        DurationError::UnknownUnit { unit, .. } => format!("unknown unit {} in duration {}", go_quote(&unit), go_quote(s)),
+        DurationError::OutOfRange { .. } => "duration out of range".to_string(),
+        _ => format!("not a valid duration string: {}", go_quote(s)),
+    })?;
+    // Go's time.Duration counts nanoseconds.
+    ms.checked_mul(1_000_000).ok_or_else(|| "duration out of range".to_string())
 }
