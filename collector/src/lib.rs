@@ -324,7 +324,8 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     // The HTTP API.
     let self_registry = registry.clone();
     let state = api::AppState {
-        tsdb: db.clone(),
+        storage: Arc::new(db.clone()),
+        tsdb_admin: Arc::new(db.clone()),
         status: Arc::new(api::StatusInfo::new(&cfg, &engine)),
         engine,
         registry,

@@ -502,6 +502,7 @@ mod tests {
     }
 
     fn stored(tsdb: &Tsdb) -> Vec<crate::tsdb::Series> {
+        use crate::tsdb::Queryable;
         tsdb.querier(i64::MIN, i64::MAX)
             .select(&[crate::tsdb::Matcher::regex("__name__", ".+", false).expect("re")])
             .expect("select")

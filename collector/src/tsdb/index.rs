@@ -202,6 +202,7 @@ impl Index {
     }
 
     /// All label names, sorted.
+    #[cfg(test)]
     pub fn label_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.postings.keys().map(|k| self.syms.str(*k).to_string()).collect();
         v.sort();
@@ -209,6 +210,7 @@ impl Index {
     }
 
     /// All values of label `name`, sorted.
+    #[cfg(test)]
     pub fn label_values(&self, name: &str) -> Vec<String> {
         let Some(k) = self.syms.get(name) else { return Vec::new() };
         let mut v: Vec<String> = self

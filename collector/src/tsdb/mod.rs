@@ -29,6 +29,7 @@ mod index;
 mod record;
 pub mod retention;
 mod sqlite;
+mod storage;
 pub mod wal_tail;
 mod writer;
 
@@ -49,6 +50,7 @@ pub use head::HeadStats;
 use head::{Head, merge_last_write_wins};
 pub use index::{Index, IndexStats};
 pub use retention::Retention;
+pub use storage::{BoxFuture, Querier, Queryable, TsdbAdmin};
 use wal_tail::WalRows;
 pub use wal_tail::{WalHold, WalRecord};
 use writer::{Key, Msg, WriteReq, Writer};
@@ -507,15 +509,6 @@ impl Tsdb {
         self.shared.wal_rows.lock().unwrap_or_else(|p| p.into_inner()).above(pos)
     }
 
-    /// A querier over `[mint, maxt]` (ms, inclusive).
-    pub fn querier(&self, mint: i64, maxt: i64) -> Querier {
-        Querier {
-            tsdb: self.clone(),
-            mint,
-            maxt,
-        }
-    }
-
     /// Every agent identity's ledger: last seq applied and samples applied.
     pub fn agent_ledger(&self) -> Result<Vec<LedgerEntry>, TsdbError> {
         let conn = self.reader()?;
@@ -597,16 +590,6 @@ impl Tsdb {
     /// Number of series.
     pub fn series_count(&self) -> usize {
         self.read_index().len()
-    }
-
-    /// All label names.
-    pub fn label_names(&self) -> Vec<String> {
-        self.read_index().label_names()
-    }
-
-    /// All values of a label.
-    pub fn label_values(&self, name: &str) -> Vec<String> {
-        self.read_index().label_values(name)
     }
 
     /// Cardinality statistics of the label index; lists hold the `limit`
@@ -826,18 +809,36 @@ impl Appender {
     pub fn rollback(self) {}
 }
 
-/// Reads series in a time range.
-pub struct Querier {
-    tsdb: Tsdb,
+impl Queryable for Tsdb {
+    fn querier(&self, mint: i64, maxt: i64) -> Box<dyn Querier + '_> {
+        Box::new(TsdbQuerier { tsdb: self, mint, maxt })
+    }
+}
+
+impl TsdbAdmin for Tsdb {
+    fn flush(&self) -> BoxFuture<'_, Result<FlushStats, TsdbError>> {
+        Box::pin(Tsdb::flush(self))
+    }
+
+    fn index_stats(&self, limit: usize) -> IndexStats {
+        Tsdb::index_stats(self, limit)
+    }
+
+    fn storage_stats(&self) -> Result<StorageStats, TsdbError> {
+        Tsdb::storage_stats(self)
+    }
+}
+
+/// The storage's [`Querier`]: the head (memory) merged with the persisted
+/// chunks.
+struct TsdbQuerier<'a> {
+    tsdb: &'a Tsdb,
     mint: i64,
     maxt: i64,
 }
 
-impl Querier {
-    /// Series matching every matcher, with their samples in the querier's
-    /// range (last write wins on equal timestamps), sorted by labels.
-    /// Series without samples in range are omitted.
-    pub fn select(&self, matchers: &[Matcher]) -> Result<Vec<Series>, TsdbError> {
+impl Querier for TsdbQuerier<'_> {
+    fn select(&self, matchers: &[Matcher]) -> Result<Vec<Series>, TsdbError> {
         let ids: Vec<(i64, Arc<Labels>)> = {
             let idx = self.tsdb.read_index();
             idx.select(matchers)
@@ -866,6 +867,41 @@ impl Querier {
         Ok(out)
     }
 
+    /// At chunk granularity, in memory and on disk.
+    fn series(&self, matchers: &[Matcher]) -> Result<Vec<Arc<Labels>>, TsdbError> {
+        let ids: Vec<(i64, Arc<Labels>)> = {
+            let idx = self.tsdb.read_index();
+            idx.select(matchers)
+                .into_iter()
+                .filter_map(|id| idx.labels(id).map(|l| (id, l)))
+                .collect()
+        };
+        let mut in_memory = std::collections::HashSet::new();
+        self.tsdb
+            .shared
+            .head
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .ids_overlapping(self.mint, self.maxt, &mut in_memory);
+        let conn = self.tsdb.reader()?;
+        let res = (|| -> Result<Vec<Arc<Labels>>, TsdbError> {
+            let mut stmt = conn.prepare_cached(sqlite::SERIES_HAS_CHUNK_IN)?;
+            let mut out = Vec::new();
+            for (id, labels) in ids {
+                if in_memory.contains(&id) || stmt.exists(params![id, self.mint, self.maxt])? {
+                    out.push(labels);
+                }
+            }
+            Ok(out)
+        })();
+        self.tsdb.put_reader(conn);
+        let mut out = res?;
+        out.sort();
+        Ok(out)
+    }
+}
+
+impl TsdbQuerier<'_> {
     /// Reads the samples of `ids` from disk (through the decoded-chunk
     /// cache) and merges in what the head holds.
     fn read_series(&self, ids: &[(i64, Arc<Labels>)], in_memory: &HashMap<i64, Vec<(i64, f64)>>) -> Result<Vec<Series>, TsdbError> {
@@ -927,50 +963,6 @@ impl Querier {
         })();
         self.tsdb.put_reader(conn);
         res?;
-        Ok(out)
-    }
-
-    /// Labels of the series matching every matcher (no samples read).
-    pub fn select_labels(&self, matchers: &[Matcher]) -> Vec<Arc<Labels>> {
-        let idx = self.tsdb.read_index();
-        let mut v: Vec<Arc<Labels>> = idx.select(matchers).into_iter().filter_map(|id| idx.labels(id)).collect();
-        v.sort();
-        v
-    }
-
-    /// Labels of the series matching every matcher that have data in the
-    /// querier's range, sorted. Like Prometheus's series and label APIs,
-    /// this works at chunk granularity (a series whose chunk overlaps the
-    /// range counts) and decodes no samples.
-    pub fn select_labels_in_range(&self, matchers: &[Matcher]) -> Result<Vec<Arc<Labels>>, TsdbError> {
-        let ids: Vec<(i64, Arc<Labels>)> = {
-            let idx = self.tsdb.read_index();
-            idx.select(matchers)
-                .into_iter()
-                .filter_map(|id| idx.labels(id).map(|l| (id, l)))
-                .collect()
-        };
-        let mut in_memory = std::collections::HashSet::new();
-        self.tsdb
-            .shared
-            .head
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .ids_overlapping(self.mint, self.maxt, &mut in_memory);
-        let conn = self.tsdb.reader()?;
-        let res = (|| -> Result<Vec<Arc<Labels>>, TsdbError> {
-            let mut stmt = conn.prepare_cached(sqlite::SERIES_HAS_CHUNK_IN)?;
-            let mut out = Vec::new();
-            for (id, labels) in ids {
-                if in_memory.contains(&id) || stmt.exists(params![id, self.mint, self.maxt])? {
-                    out.push(labels);
-                }
-            }
-            Ok(out)
-        })();
-        self.tsdb.put_reader(conn);
-        let mut out = res?;
-        out.sort();
         Ok(out)
     }
 }
@@ -1071,16 +1063,10 @@ mod tests {
         assert_eq!(db.index_stats(10).num_series, 2);
         let m = [Matcher::equal("__name__", "m")];
         let names = |v: Vec<Arc<Labels>>| v.iter().map(|l| l[1].1.clone()).collect::<Vec<_>>();
-        assert_eq!(names(db.querier(0, 1_500).select_labels_in_range(&m).expect("in range")), ["a"]);
-        assert_eq!(
-            names(db.querier(40_000, 60_000).select_labels_in_range(&m).expect("in range")),
-            ["b"]
-        );
-        assert_eq!(
-            names(db.querier(i64::MIN, i64::MAX).select_labels_in_range(&m).expect("all")),
-            ["a", "b"]
-        );
-        assert!(db.querier(3_000, 4_000).select_labels_in_range(&m).expect("none").is_empty());
+        assert_eq!(names(db.querier(0, 1_500).series(&m).expect("in range")), ["a"]);
+        assert_eq!(names(db.querier(40_000, 60_000).series(&m).expect("in range")), ["b"]);
+        assert_eq!(names(db.querier(i64::MIN, i64::MAX).series(&m).expect("all")), ["a", "b"]);
+        assert!(db.querier(3_000, 4_000).series(&m).expect("none").is_empty());
     }
 
     #[tokio::test]
