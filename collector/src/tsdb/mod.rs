@@ -451,62 +451,15 @@ impl Tsdb {
             tsdb: self.clone(),
             samples: Vec::new(),
             seq: None,
+            last: None,
         }
     }
 
-    /// WAL records with ids in `(after, upto]`, in order (for remote write;
-    /// see `wal_tail`): at most `max_records`, and no more once
-    /// `max_samples` are reached (at least one record). Pass
-    /// [`Tsdb::last_wal_id`] (or the value of [`Tsdb::wal_watch`]) as
-    /// `upto`: a record is published there only once its new series are in
-    /// the index. A record that does not decode is an error naming it.
-    pub fn read_wal(&self, after: u64, upto: u64, max_records: usize, max_samples: usize) -> Result<Vec<WalRecord>, TsdbError> {
-        let conn = self.reader()?;
-        let out = (|| {
-            let mut st = conn.prepare_cached(sqlite::SELECT_WAL_AFTER)?;
-            let mut rows = st.query(params![
-                i64::try_from(after).unwrap_or(i64::MAX),
-                i64::try_from(upto).unwrap_or(i64::MAX),
-                max_records as i64
-            ])?;
-            let mut out = Vec::new();
-            let mut total = 0usize;
-            while let Some(row) = rows.next()? {
-                let id: i64 = row.get(0)?;
-                let data = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
-                let mut samples = Vec::new();
-                record::decode(data, |sid, t, v| samples.push((sid, t, v)))
-                    .map_err(|e| TsdbError::Corrupt(format!("wal record {id}: {e}")))?;
-                total += samples.len();
-                out.push(WalRecord { id: id as u64, samples });
-                if total >= max_samples {
-                    break;
-                }
-            }
-            Ok::<_, TsdbError>(out)
-        })();
-        self.put_reader(conn);
-        out
-    }
-
-    /// The labels of a series id.
-    pub fn series_labels(&self, id: i64) -> Option<Arc<Labels>> {
-        self.read_index().labels(id)
-    }
-
-    /// The last WAL record id committed.
-    pub fn last_wal_id(&self) -> u64 {
-        *self.shared.wal_last.borrow()
-    }
-
-    /// Changes whenever a WAL record is committed (the value is its id).
-    pub fn wal_watch(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.shared.wal_last.subscribe()
-    }
-
-    /// (samples, bytes) of the WAL records after `pos`.
-    pub fn wal_backlog(&self, pos: u64) -> (u64, u64) {
-        self.shared.wal_rows.lock().unwrap_or_else(|p| p.into_inner()).above(pos)
+    /// Remote write's reader of the WAL.
+    pub fn wal_reader(&self) -> WalReader {
+        WalReader {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Every agent identity's ledger: last seq applied and samples applied.
@@ -547,18 +500,6 @@ impl Tsdb {
     /// done.
     pub async fn flush(&self) -> Result<FlushStats, TsdbError> {
         self.ask_writer(Msg::Flush).await
-    }
-
-    /// The ref of an existing series (labels sorted, as appended).
-    pub fn series_ref(&self, labels: &Labels) -> Option<SeriesRef> {
-        self.read_index().id_of(labels).map(SeriesRef)
-    }
-
-    /// A lookup of series refs by borrowed labels that holds the index's
-    /// read lock until dropped (for resolving many series in a row; do not
-    /// hold it across an await).
-    pub fn resolver(&self) -> Resolver<'_> {
-        Resolver { idx: self.read_index() }
     }
 
     /// Applies retention now (it also runs every few minutes); returns the
@@ -658,21 +599,102 @@ impl Tsdb {
     }
 
     fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
-        self.shared.index.read().unwrap_or_else(|p| p.into_inner())
+        self.shared.read_index()
     }
 
     fn reader(&self) -> Result<Connection, TsdbError> {
-        if let Some(c) = self.shared.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            return Ok(c);
-        }
-        sqlite::open_reader(&self.shared.path)
+        self.shared.reader()
     }
 
     fn put_reader(&self, c: Connection) {
-        let mut pool = self.shared.readers.lock().unwrap_or_else(|p| p.into_inner());
+        self.shared.put_reader(c)
+    }
+}
+
+impl Shared {
+    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A read-only connection from the pool (or a new one).
+    fn reader(&self) -> Result<Connection, TsdbError> {
+        if let Some(c) = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(c);
+        }
+        sqlite::open_reader(&self.path)
+    }
+
+    /// Gives a connection back to the pool.
+    fn put_reader(&self, c: Connection) {
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
         if pool.len() < 8 {
             pool.push(c);
         }
+    }
+}
+
+/// Remote write's view of the storage (see `wal_tail`): the WAL records
+/// after a position, and the labels of the series they name. Cheap to
+/// clone; it cannot write.
+#[derive(Clone)]
+pub struct WalReader {
+    shared: Arc<Shared>,
+}
+
+impl WalReader {
+    /// WAL records with ids in `(after, upto]`, in order (for remote write;
+    /// see `wal_tail`): at most `max_records`, and no more once
+    /// `max_samples` are reached (at least one record). Pass
+    /// [`WalReader::last_wal_id`] (or the value of [`WalReader::wal_watch`]) as
+    /// `upto`: a record is published there only once its new series are in
+    /// the index. A record that does not decode is an error naming it.
+    pub fn read_wal(&self, after: u64, upto: u64, max_records: usize, max_samples: usize) -> Result<Vec<WalRecord>, TsdbError> {
+        let conn = self.shared.reader()?;
+        let out = (|| {
+            let mut st = conn.prepare_cached(sqlite::SELECT_WAL_AFTER)?;
+            let mut rows = st.query(params![
+                i64::try_from(after).unwrap_or(i64::MAX),
+                i64::try_from(upto).unwrap_or(i64::MAX),
+                max_records as i64
+            ])?;
+            let mut out = Vec::new();
+            let mut total = 0usize;
+            while let Some(row) = rows.next()? {
+                let id: i64 = row.get(0)?;
+                let data = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+                let mut samples = Vec::new();
+                record::decode(data, |sid, t, v| samples.push((sid, t, v)))
+                    .map_err(|e| TsdbError::Corrupt(format!("wal record {id}: {e}")))?;
+                total += samples.len();
+                out.push(WalRecord { id: id as u64, samples });
+                if total >= max_samples {
+                    break;
+                }
+            }
+            Ok::<_, TsdbError>(out)
+        })();
+        self.shared.put_reader(conn);
+        out
+    }
+
+    /// The labels of a series id.
+    pub fn series_labels(&self, id: i64) -> Option<Arc<Labels>> {
+        self.shared.read_index().labels(id)
+    }
+
+    /// The last WAL record id committed.
+    pub fn last_wal_id(&self) -> u64 {
+        *self.shared.wal_last.borrow()
+    }
+
+    /// Changes whenever a WAL record is committed (the value is its id).
+    pub fn wal_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.wal_last.subscribe()
+    }
+
+    /// (samples, bytes) of the WAL records after `pos`.
+    pub fn wal_backlog(&self, pos: u64) -> (u64, u64) {
+        self.shared.wal_rows.lock().unwrap_or_else(|p| p.into_inner()).above(pos)
     }
 }
 
@@ -744,35 +766,71 @@ fn replay_wal(conn: &Connection, head: &mut Head, metrics: &TsdbMetrics, wal_row
     Ok(max.max(kept).max(0) as u64)
 }
 
-/// See [`Tsdb::resolver`].
-pub struct Resolver<'a> {
-    idx: std::sync::RwLockReadGuard<'a, Index>,
-}
-
-impl Resolver<'_> {
-    /// The ref of an existing series given as (name, value) pairs sorted by
-    /// name.
-    pub fn get(&self, pairs: &[(&str, &str)]) -> Option<SeriesRef> {
-        self.idx.id_of_pairs(pairs).map(SeriesRef)
-    }
-}
-
-/// Collects samples to write in one commit. Not shared between tasks.
+/// Collects samples to write in one commit (Prometheus's
+/// `storage.Appender`). Not shared between tasks.
 pub struct Appender {
     tsdb: Tsdb,
     samples: Vec<(Key, i64, f64)>,
     seq: Option<(AgentKey, u64)>,
+    /// The labels of the last `append` and what the index said of them.
+    last: Option<(Arc<Labels>, Option<i64>)>,
+}
+
+/// What a commit did, with the refs of the series it wrote that were
+/// appended without one.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// Applied, or skipped as a batch already applied.
+    pub outcome: CommitOutcome,
+    refs: HashMap<Arc<Labels>, SeriesRef>,
+}
+
+impl Committed {
+    /// The ref of a series for which [`Appender::append`] returned `None`,
+    /// now that the commit wrote it (created it, or found it created by a
+    /// concurrent commit). `None` for other series, and when nothing was
+    /// written (`AlreadyApplied`).
+    pub fn series_ref(&self, labels: &Labels) -> Option<SeriesRef> {
+        self.refs.get(labels).copied()
+    }
 }
 
 impl Appender {
-    /// Adds a sample. `labels` must be sorted by name and include `__name__`.
-    pub fn append(&mut self, labels: Arc<Labels>, t: i64, v: f64) {
-        self.samples.push((Key::New(labels), t, v));
+    /// Adds a sample. `labels` must be sorted by name and include
+    /// `__name__`. Returns the series' ref when the series exists (cache it
+    /// and add later samples with [`Appender::append_ref`]); `None` for a
+    /// series the commit will create, whose ref
+    /// [`Committed::series_ref`] gives after the commit.
+    pub fn append(&mut self, labels: Arc<Labels>, t: i64, v: f64) -> Option<SeriesRef> {
+        let id = match &self.last {
+            Some((l, id)) if Arc::ptr_eq(l, &labels) => *id,
+            _ => {
+                let id = self.tsdb.read_index().id_of(&labels);
+                self.last = Some((labels.clone(), id));
+                id
+            }
+        };
+        match id {
+            Some(id) => {
+                self.samples.push((Key::Id(id), t, v));
+                Some(SeriesRef(id))
+            }
+            None => {
+                self.samples.push((Key::New(labels), t, v));
+                None
+            }
+        }
     }
 
     /// Adds a sample of a series known by its ref (no label lookup).
     pub fn append_ref(&mut self, r: SeriesRef, t: i64, v: f64) {
         self.samples.push((Key::Id(r.0), t, v));
+    }
+
+    /// The ref of an existing series given as borrowed (name, value) pairs
+    /// sorted by name (Prometheus's `GetRef`): no allocation.
+    pub fn get_ref(&self, pairs: &[(&str, &str)]) -> Option<SeriesRef> {
+        self.tsdb.read_index().id_of_pairs(pairs).map(SeriesRef)
     }
 
     /// Records that this commit applies batch `seq` of `key`: if it was
@@ -792,17 +850,20 @@ impl Appender {
     }
 
     /// Writes everything durably (in a group commit with other appenders).
-    pub async fn commit(self) -> Result<CommitOutcome, TsdbError> {
-        let Appender { tsdb, samples, seq } = self;
+    pub async fn commit(self) -> Result<Committed, TsdbError> {
+        let Appender { tsdb, samples, seq, .. } = self;
         let t2 = tsdb.clone();
-        // Known series are resolved in the blocking task, in parallel with
-        // other committers, so the single writer thread only creates new
-        // series.
-        tsdb.ask_writer(move |reply| {
-            let samples = t2.resolve(samples);
-            Msg::Write(WriteReq { samples, seq, reply })
-        })
-        .await
+        // Series created since they were appended are resolved in the
+        // blocking task, in parallel with other committers, so the single
+        // writer thread only creates new series.
+        let (outcome, refs) = tsdb
+            .ask_writer(move |reply| {
+                let samples = t2.resolve(samples);
+                Msg::Write(WriteReq { samples, seq, reply })
+            })
+            .await?;
+        let refs = refs.into_iter().map(|(l, id)| (l, SeriesRef(id))).collect();
+        Ok(Committed { outcome, refs })
     }
 
     /// Drops everything pending.
@@ -995,7 +1056,7 @@ mod tests {
         for (l, t, v) in samples {
             a.append((*l).clone(), *t, *v);
         }
-        assert_eq!(a.commit().await.expect("commit"), CommitOutcome::Applied);
+        assert_eq!(a.commit().await.expect("commit").outcome, CommitOutcome::Applied);
     }
 
     fn read(db: &Tsdb, m: &[Matcher]) -> Vec<Series> {
@@ -1070,6 +1131,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn append_returns_known_refs_and_commit_the_new_ones() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let db = open(d.path());
+        let a = labels("m", &[("k", "a")]);
+        let mut app = db.appender();
+        assert_eq!(app.append(a.clone(), 1, 1.0), None, "a new series has no ref yet");
+        let c = app.commit().await.expect("commit");
+        let r = c.series_ref(&a).expect("the commit created it");
+        let mut app = db.appender();
+        assert_eq!(app.append(a.clone(), 2, 2.0), Some(r));
+        app.append_ref(r, 3, 3.0);
+        let pairs: Vec<(&str, &str)> = a.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(app.get_ref(&pairs), Some(r));
+        let c = app.commit().await.expect("commit");
+        assert_eq!(c.series_ref(&a), None, "appended with its ref");
+        let got = read(&db, &[Matcher::equal("k", "a")]);
+        assert_eq!(got[0].samples, vec![(1, 1.0), (2, 2.0), (3, 3.0)]);
+    }
+
+    #[tokio::test]
     async fn late_samples_for_persisted_chunks_are_kept() {
         let d = tempfile::tempdir().expect("tempdir");
         let db = open(d.path());
@@ -1104,7 +1185,7 @@ mod tests {
             let mut a = db.appender();
             a.append(labels("m", &[]), seq as i64, 1.0);
             a.set_applied_seq(key.clone(), seq);
-            assert_eq!(a.commit().await.expect("commit"), want, "seq {seq}");
+            assert_eq!(a.commit().await.expect("commit").outcome, want, "seq {seq}");
         }
         assert_eq!(db.applied_seq(&key).expect("seq"), 2);
         assert_eq!(db.applied_seq(&AgentKey { epoch: 8, ..key.clone() }).expect("seq"), 0);
@@ -1143,9 +1224,9 @@ mod tests {
             let db = open(d.path());
             write(&db, &[(&m, 1, 1.0)]).await;
             write(&db, &[(&m, 2, 2.0)]).await;
-            assert_eq!(db.last_wal_id(), 2);
+            assert_eq!(db.wal_reader().last_wal_id(), 2);
             db.flush().await.expect("flush");
-            assert!(db.read_wal(0, u64::MAX, 10, usize::MAX).expect("read").is_empty());
+            assert!(db.wal_reader().read_wal(0, u64::MAX, 10, usize::MAX).expect("read").is_empty());
             db.close();
         }
         let hold = Arc::new(WalHold::new("r", 2, 1 << 20));
@@ -1154,32 +1235,33 @@ mod tests {
             ..TsdbOptions::default()
         };
         let db = Tsdb::open(d.path(), &opts, &mut Registry::default()).expect("open");
-        assert_eq!(db.last_wal_id(), 2, "the emptied WAL's last id is remembered");
-        let watch = db.wal_watch();
+        assert_eq!(db.wal_reader().last_wal_id(), 2, "the emptied WAL's last id is remembered");
+        let watch = db.wal_reader().wal_watch();
         write(&db, &[(&m, 3, 3.0), (&m, 4, 4.0)]).await;
         write(&db, &[(&m, 5, 5.0)]).await;
         assert!(watch.has_changed().expect("watch"), "consumers are told");
         // A flush persists everything, but the hold keeps what it has not read.
         db.flush().await.expect("flush");
-        let recs = db.read_wal(2, u64::MAX, 10, usize::MAX).expect("read");
+        let recs = db.wal_reader().read_wal(2, u64::MAX, 10, usize::MAX).expect("read");
         assert_eq!(recs.iter().map(|r| r.id).collect::<Vec<_>>(), vec![3, 4]);
         let sid = recs[0].samples[0].0;
         assert_eq!(recs[0].samples, vec![(sid, 3, 3.0), (sid, 4, 4.0)]);
-        assert_eq!(db.series_labels(sid).as_deref(), Some(&*m));
-        assert_eq!(db.wal_backlog(2), (3, db.wal_backlog(2).1));
-        assert_eq!(db.read_wal(3, u64::MAX, 10, usize::MAX).expect("read").len(), 1);
+        assert_eq!(db.wal_reader().series_labels(sid).as_deref(), Some(&*m));
+        assert_eq!(db.wal_reader().wal_backlog(2), (3, db.wal_reader().wal_backlog(2).1));
+        assert_eq!(db.wal_reader().read_wal(3, u64::MAX, 10, usize::MAX).expect("read").len(), 1);
         // Handled up to 3: record 3 goes at the next checkpoint, 4 stays.
         hold.advance(3);
         db.flush().await.expect("flush");
         assert_eq!(
-            db.read_wal(0, u64::MAX, 10, usize::MAX)
+            db.wal_reader()
+                .read_wal(0, u64::MAX, 10, usize::MAX)
                 .expect("read")
                 .iter()
                 .map(|r| r.id)
                 .collect::<Vec<_>>(),
             vec![4]
         );
-        assert_eq!(db.wal_backlog(3).0, 1);
+        assert_eq!(db.wal_reader().wal_backlog(3).0, 1);
         db.close();
 
         // A backlog over the limit gives up the oldest records, counted.
@@ -1196,12 +1278,12 @@ mod tests {
             text.lines().any(|l| l.starts_with("tsdb_head_samples ") && l.ends_with(" 0")),
             "record 4, kept for remote write only, is not replayed into the head:\n{text}"
         );
-        assert_eq!(db.wal_backlog(3).0, 1, "but it is still there to send");
+        assert_eq!(db.wal_reader().wal_backlog(3).0, 1, "but it is still there to send");
         write(&db, &[(&m, 6, 6.0)]).await;
         db.flush().await.expect("flush");
         assert_eq!(tiny.position(), 5, "moved past everything over 1 byte");
         assert_eq!(tiny.dropped(), (2, 2));
-        assert!(db.read_wal(0, u64::MAX, 10, usize::MAX).expect("read").is_empty());
+        assert!(db.wal_reader().read_wal(0, u64::MAX, 10, usize::MAX).expect("read").is_empty());
         assert_eq!(
             read(&db, &[Matcher::equal("__name__", "m")])[0].samples.len(),
             6,

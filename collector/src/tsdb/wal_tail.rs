@@ -33,6 +33,9 @@ pub struct WalHold {
 }
 
 impl WalHold {
+    /// "Not positioned yet": the hold keeps nothing.
+    pub const UNSET: u64 = UNSET;
+
     /// A hold at `pos` (the last record handled; [`UNSET`] to position it
     /// later with [`WalHold::advance`]). `max_backlog`: bytes of records
     /// above the position kept at most.

@@ -38,14 +38,18 @@ pub enum Key {
     New(Arc<Labels>),
 }
 
+/// The ids of a request's `Key::New` series, as written.
+pub type NewRefs = Vec<(Arc<Labels>, i64)>;
+
 /// A batch of samples to commit.
 pub struct WriteReq {
     /// The samples.
     pub samples: Vec<(Key, i64, f64)>,
     /// The agent batch this applies, if any.
     pub seq: Option<(AgentKey, u64)>,
-    /// Where the outcome goes.
-    pub reply: oneshot::Sender<Result<CommitOutcome, String>>,
+    /// Where the outcome goes, with the ids of the `Key::New` series
+    /// written.
+    pub reply: oneshot::Sender<Result<(CommitOutcome, NewRefs), String>>,
 }
 
 /// Messages to the writer.
@@ -214,11 +218,11 @@ impl Writer {
                 }
                 m.samples_appended.inc_by(applied.len() as u64);
                 m.chunks_persisted.inc_by(persisted as u64);
-                for (req, o) in group.into_iter().zip(outcomes) {
+                for (req, (o, refs)) in group.into_iter().zip(outcomes) {
                     if o == CommitOutcome::AlreadyApplied {
                         m.duplicate_batches.inc();
                     }
-                    let _ = req.reply.send(Ok(o));
+                    let _ = req.reply.send(Ok((o, refs)));
                 }
             }
             Err(e) => {
@@ -239,7 +243,7 @@ impl Writer {
         group: &[WriteReq],
     ) -> Result<
         (
-            Vec<CommitOutcome>,
+            Vec<(CommitOutcome, NewRefs)>,
             Applied,
             Vec<(i64, Arc<Labels>)>,
             usize,
@@ -276,7 +280,7 @@ impl Writer {
                     };
                     if *seq <= last {
                         pending_seq.insert(key.clone(), last);
-                        outcomes.push(CommitOutcome::AlreadyApplied);
+                        outcomes.push((CommitOutcome::AlreadyApplied, Vec::new()));
                         continue;
                     }
                     let n = req.samples.len() as i64;
@@ -284,6 +288,7 @@ impl Writer {
                     pending_seq.insert(key.clone(), *seq);
                 }
                 applied.reserve(req.samples.len());
+                let mut refs: NewRefs = Vec::new();
                 for (key, t, v) in &req.samples {
                     let labels = match key {
                         Key::Id(id) => {
@@ -307,10 +312,13 @@ impl Writer {
                             id
                         }
                     };
+                    if !refs.last().is_some_and(|(l, _)| Arc::ptr_eq(l, labels)) {
+                        refs.push((labels.clone(), id));
+                    }
                     rec.push(id, *t, *v);
                     applied.push((id, *t, *v));
                 }
-                outcomes.push(CommitOutcome::Applied);
+                outcomes.push((CommitOutcome::Applied, refs));
             }
         }
         let wal_id = if rec.is_empty() {
