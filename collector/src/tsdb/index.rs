@@ -148,11 +148,6 @@ impl Index {
         self.count
     }
 
-    /// True when there are no series.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     fn value_of(&self, pairs: &[(u32, u32)], name: Option<u32>) -> &str {
         match name {
             None => "",

@@ -27,7 +27,8 @@ use super::compact::{self, CompactStats};
 use super::head::MAX_CHUNK_SPAN_MS;
 use super::record::RecordEncoder;
 use super::retention::{age_cutoff, size_excess};
-use super::{AgentKey, CommitOutcome, FlushStats, Labels, Shared, TsdbOptions, encode_labels, now_ms, sqlite, wal_tail};
+use super::{AgentKey, CommitOutcome, FlushStats, Labels, Shared, TsdbOptions, encode_labels, sqlite, wal_tail};
+use csoc_common::time::now_ms;
 
 /// A sample's series: known by id (resolved by the appender) or new.
 pub enum Key {
