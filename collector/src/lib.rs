@@ -109,7 +109,7 @@ fn open_storage(
     };
     let sub = registry.sub_registry_with_prefix("csoc_collector");
     let db = tsdb::Tsdb::open(&cfg.data_dir, &tsdb_opts, sub).with_context(|| format!("opening storage in {}", cfg.data_dir.display()))?;
-    remotes.position(&db);
+    remotes.position(&db.wal_reader());
     Ok((db, remotes))
 }
 
@@ -326,7 +326,8 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     // The HTTP API.
     let self_registry = registry.clone();
     let state = api::AppState {
-        tsdb: db.clone(),
+        storage: Arc::new(db.clone()),
+        tsdb_admin: Arc::new(db.clone()),
         status: Arc::new(api::StatusInfo::new(&cfg, &engine)),
         engine,
         registry,
@@ -356,7 +357,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     // Started once nothing below can fail (each task holds the storage).
     let remote_stop = CancellationToken::new();
     let remote_drain = CancellationToken::new();
-    let remote_tasks = remotes.start(&db, remote_stop.clone(), remote_drain.clone());
+    let remote_tasks = remotes.start(&db.wal_reader(), remote_stop.clone(), remote_drain.clone());
     rule_manager.start();
     spawn_sighup_reload(rule_manager.clone(), rules_stop.clone());
     let selfmon_task = (!cfg.self_scrape_interval.is_zero()).then(|| {

@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::IngestMetrics;
-use crate::tsdb::{Labels, Matcher, Tsdb};
+use crate::tsdb::{Labels, Matcher, Queryable, Tsdb};
 use csoc_common::time::now_ms;
 
 /// The metric that records each agent's last contact.

@@ -29,8 +29,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::auth::{Principal, Role};
-use crate::promql::Queryable;
-use crate::tsdb::{Matcher, Series, TsdbError};
+use crate::tsdb::{Labels, Matcher, Querier, Queryable, Series, TsdbError};
 
 /// The caller of a request, as the handlers see it.
 #[derive(Debug, Clone, Default)]
@@ -90,16 +89,41 @@ impl<'a> Scoped<'a> {
 }
 
 impl Queryable for Scoped<'_> {
-    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>, TsdbError> {
-        match &self.matcher {
-            None => self.inner.select(matchers, mint, maxt),
+    fn querier(&self, mint: i64, maxt: i64) -> Box<dyn Querier + '_> {
+        Box::new(ScopedQuerier {
+            inner: self.inner.querier(mint, maxt),
+            matcher: self.matcher.as_ref(),
+        })
+    }
+}
+
+/// A [`Scoped`] querier: the scope's matcher is added to every selection.
+struct ScopedQuerier<'a> {
+    inner: Box<dyn Querier + 'a>,
+    matcher: Option<&'a Matcher>,
+}
+
+impl ScopedQuerier<'_> {
+    fn scoped<'m>(&self, matchers: &'m [Matcher]) -> std::borrow::Cow<'m, [Matcher]> {
+        match self.matcher {
+            None => std::borrow::Cow::Borrowed(matchers),
             Some(m) => {
                 let mut all = Vec::with_capacity(matchers.len() + 1);
                 all.extend_from_slice(matchers);
                 all.push(m.clone());
-                self.inner.select(&all, mint, maxt)
+                std::borrow::Cow::Owned(all)
             }
         }
+    }
+}
+
+impl Querier for ScopedQuerier<'_> {
+    fn select(&self, matchers: &[Matcher]) -> Result<Vec<Series>, TsdbError> {
+        self.inner.select(&self.scoped(matchers))
+    }
+
+    fn series(&self, matchers: &[Matcher]) -> Result<Vec<Arc<Labels>>, TsdbError> {
+        self.inner.series(&self.scoped(matchers))
     }
 }
 
@@ -262,9 +286,9 @@ mod tests {
         };
         let store = crate::promql::MemStore::from_series(vec![s("alpha"), s("beta")]);
         let q = Scoped::new(&store, &scoped);
-        let got = q.select(&[Matcher::equal("commons", "beta")], 0, 2000).expect("select");
+        let got = q.querier(0, 2000).select(&[Matcher::equal("commons", "beta")]).expect("select");
         assert!(got.is_empty(), "{got:?}");
-        let got = q.select(&[Matcher::equal("__name__", "up")], 0, 2000).expect("select");
+        let got = q.querier(0, 2000).select(&[Matcher::equal("__name__", "up")]).expect("select");
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].labels[1].1, "alpha");
     }

@@ -40,7 +40,7 @@ pub async fn federate(State(st): State<AppState>, Extension(access): Extension<s
     let now = csoc_common::time::now_ms();
     let lookback = st.engine.lookback.as_millis() as i64;
     let res = tokio::task::spawn_blocking(move || -> Result<String, String> {
-        let q = st.tsdb.querier(now - lookback + 1, now);
+        let q = st.storage.querier(now - lookback + 1, now);
         let mut latest: Vec<(Arc<Labels>, i64, f64)> = Vec::new();
         for set in &sets {
             for s in q.select(set).map_err(|e| e.to_string())? {

@@ -37,7 +37,7 @@ use serde_json::{Value as Json, json};
 use crate::metadata::MetadataStore;
 use crate::metrics::HttpMetrics;
 use crate::promql::{Engine, EvalError};
-use crate::tsdb::{Labels, Matcher, Tsdb};
+use crate::tsdb::{Labels, Matcher, Queryable, TsdbAdmin};
 pub use federate::TEXT_CONTENT_TYPE;
 pub use params::{Params, parse_duration, parse_time};
 pub use status::StatusInfo;
@@ -45,8 +45,10 @@ pub use status::StatusInfo;
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    /// Storage.
-    pub tsdb: Tsdb,
+    /// Where queries and the series and label endpoints read.
+    pub storage: Arc<dyn Queryable>,
+    /// Storage statistics and the admin flush.
+    pub tsdb_admin: Arc<dyn TsdbAdmin>,
     /// Query engine settings.
     pub engine: Engine,
     /// Registry rendered on /metrics.
@@ -219,7 +221,7 @@ async fn flush(State(st): State<AppState>) -> Result<Response, ApiError> {
             "admin APIs disabled (start with --web.enable-admin-api)".into(),
         ));
     }
-    let stats = st.tsdb.flush().await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    let stats = st.tsdb_admin.flush().await.map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(success(serde_json::to_value(stats).unwrap_or(Json::Null)))
 }
 

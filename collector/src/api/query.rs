@@ -69,7 +69,7 @@ pub async fn query(State(st): State<AppState>, Extension(access): Extension<Acce
     let engine = engine_for(&st, &p)?;
     let text = p.required("query")?;
     let expr = parse_expr(&text)?;
-    let out = blocking(move || Ok(engine.instant_with_text(&Scoped::new(&st.tsdb, &access), &expr, t, Some(&text))?)).await?;
+    let out = blocking(move || Ok(engine.instant_with_text(&Scoped::new(st.storage.as_ref(), &access), &expr, t, Some(&text))?)).await?;
     Ok(answer(out, limit))
 }
 
@@ -101,7 +101,7 @@ pub async fn query_range(State(st): State<AppState>, Extension(access): Extensio
     let text = p.required("query")?;
     let expr = parse_expr(&text)?;
     let out = blocking(move || {
-        let db = Scoped::new(&st.tsdb, &access);
+        let db = Scoped::new(st.storage.as_ref(), &access);
         Ok(engine.range_with_text(&db, &expr, start, end, step, Some(&text))?)
     })
     .await?;

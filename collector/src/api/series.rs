@@ -18,23 +18,36 @@ use serde_json::{Value as Json, json};
 
 use super::access::Access;
 use super::{ApiError, AppState, Params, TRUNCATED, blocking, labels_json, match_sets, optional_range, respond, success};
-use crate::tsdb::{Labels, Matcher};
+use crate::tsdb::{Labels, Matcher, TsdbError};
 
 /// Labels of the series matching any of `sets` (every series when `sets`
 /// is empty) with data in `[start, end]`, sorted and deduplicated.
 fn series_in_range(st: &AppState, sets: &[Vec<Matcher>], start: i64, end: i64) -> Result<Vec<Arc<Labels>>, ApiError> {
-    let q = st.tsdb.querier(start, end);
+    let q = st.storage.querier(start, end);
     let mut all: Vec<Arc<Labels>> = Vec::new();
     if sets.is_empty() {
-        all = q.select_labels_in_range(&[])?;
+        all = q.series(&[])?;
     } else {
         for set in sets {
-            all.extend(q.select_labels_in_range(set)?);
+            all.extend(q.series(set)?);
         }
         all.sort();
         all.dedup();
     }
     Ok(all)
+}
+
+/// The sorted union of `f` over `sets` (`f(&[])`, every series, when
+/// `sets` is empty).
+fn union_over(sets: &[Vec<Matcher>], f: impl Fn(&[Matcher]) -> Result<Vec<String>, TsdbError>) -> Result<Vec<String>, ApiError> {
+    if sets.is_empty() {
+        return Ok(f(&[])?);
+    }
+    let mut all = BTreeSet::new();
+    for set in sets {
+        all.extend(f(set)?);
+    }
+    Ok(all.into_iter().collect())
 }
 
 fn limited<T>(mut v: Vec<T>, limit: Option<usize>) -> (Vec<T>, Vec<String>) {
@@ -66,9 +79,8 @@ pub async fn labels(State(st): State<AppState>, Extension(access): Extension<Acc
     let (start, end) = optional_range(&p)?;
     let sets = access.restrict(match_sets(&p)?);
     let names = blocking(move || {
-        let all = series_in_range(&st, &sets, start, end)?;
-        let names: BTreeSet<&str> = all.iter().flat_map(|l| l.iter().map(|(k, _)| k.as_str())).collect();
-        Ok(names.into_iter().map(str::to_string).collect::<Vec<_>>())
+        let q = st.storage.querier(start, end);
+        union_over(&sets, |set| q.label_names(set))
     })
     .await?;
     let (out, warnings) = limited(names, limit);
@@ -95,12 +107,8 @@ pub async fn label_values(
     }
     let sets = access.restrict(sets);
     let values = blocking(move || {
-        let all = series_in_range(&st, &sets, start, end)?;
-        let values: BTreeSet<&str> = all
-            .iter()
-            .filter_map(|l| l.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str()))
-            .collect();
-        Ok(values.into_iter().map(str::to_string).collect::<Vec<_>>())
+        let q = st.storage.querier(start, end);
+        union_over(&sets, |set| q.label_values(&name, set))
     })
     .await?;
     let (out, warnings) = limited(values, limit);

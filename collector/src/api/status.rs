@@ -136,8 +136,8 @@ pub async fn tsdb(State(st): State<AppState>, p: Params) -> Result<Response, Api
         },
     };
     let body = blocking(move || {
-        let ix = st.tsdb.index_stats(limit);
-        let s = st.tsdb.storage_stats()?;
+        let ix = st.tsdb_admin.index_stats(limit);
+        let s = st.tsdb_admin.storage_stats()?;
         Ok(tsdb_json(&ix, &s))
     })
     .await?;

@@ -413,13 +413,12 @@ impl Session {
                     }
                 })?;
             let h = series_hash(&labels);
-            let st = match self.svc.tsdb.series_ref(&labels) {
-                Some(r) => StreamSeries::Known(r, h),
-                None => StreamSeries::Pending(Arc::new(labels), h),
-            };
-            defs.insert(d.r#ref, st);
+            defs.insert(d.r#ref, StreamSeries::Pending(Arc::new(labels), h));
         }
         let mut app = self.svc.tsdb.appender();
+        // Refs of pending series the appender found in storage; they join
+        // the stream's table once the batch is valid.
+        let mut found: HashMap<u64, SeriesRef> = HashMap::new();
         let mut pending: Vec<u64> = Vec::new();
         let mut used: Vec<u64> = Vec::with_capacity(n);
         for i in 0..n {
@@ -428,15 +427,21 @@ impl Session {
                 .get(&r)
                 .or_else(|| refs.get(&r))
                 .ok_or_else(|| Reject::invalid(format!("sample {i} uses ref {r}, which no SeriesDef on this stream defines")))?;
+            let (t, v) = (b.timestamps_ms[i], b.values[i]);
             match series {
                 StreamSeries::Known(sr, h) => {
-                    app.append_ref(*sr, b.timestamps_ms[i], b.values[i]);
+                    app.append_ref(*sr, t, v);
                     used.push(*h);
                 }
                 StreamSeries::Pending(labels, h) => {
-                    app.append(labels.clone(), b.timestamps_ms[i], b.values[i]);
-                    pending.push(r);
                     used.push(*h);
+                    if let Some(sr) = found.get(&r) {
+                        app.append_ref(*sr, t, v);
+                    } else if let Some(sr) = app.append(labels.clone(), t, v) {
+                        found.insert(r, sr);
+                    } else {
+                        pending.push(r);
+                    }
                 }
             }
         }
@@ -449,13 +454,21 @@ impl Session {
         // The batch is valid: its definitions join the stream's table even if
         // storage fails (the agent re-sends the batch, maybe without them).
         refs.extend(defs);
-        let res = app.commit().await;
-        // Series created by this commit are now known: keep only their refs.
-        pending.dedup();
-        for r in pending {
-            if let Some(StreamSeries::Pending(labels, h)) = refs.get(&r)
-                && let Some(sr) = self.svc.tsdb.series_ref(labels)
-            {
+        let res = app.commit().await.map(|c| {
+            // Series created by this commit are now known too.
+            pending.dedup();
+            for r in pending {
+                if let Some(StreamSeries::Pending(labels, _)) = refs.get(&r)
+                    && let Some(sr) = c.series_ref(labels)
+                {
+                    found.insert(r, sr);
+                }
+            }
+            c.outcome
+        });
+        // Keep only the refs of the series now known.
+        for (r, sr) in found {
+            if let Some(StreamSeries::Pending(_, h)) = refs.get(&r) {
                 let h = *h;
                 refs.insert(r, StreamSeries::Known(sr, h));
             }

@@ -96,7 +96,6 @@ pub fn router(state: RemoteWriteState) -> Router {
 /// the numbers of native histogram samples and exemplars seen.
 fn build(st: &RemoteWriteState, commons: &str, raw: &[u8]) -> Result<(crate::tsdb::Appender, u64, u64), String> {
     let mut app = st.tsdb.appender();
-    let resolver = st.tsdb.resolver();
     let (mut histograms, mut exemplars) = (0u64, 0u64);
     let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(16);
     wire::for_each_series(raw, |i, ts| {
@@ -108,7 +107,7 @@ fn build(st: &RemoteWriteState, commons: &str, raw: &[u8]) -> Result<(crate::tsd
         if !pairs.is_sorted_by(|a, b| a.0 <= b.0) {
             pairs.sort_by(|a, b| a.0.cmp(b.0));
         }
-        if let Some(r) = resolver.get(&pairs) {
+        if let Some(r) = app.get_ref(&pairs) {
             for &(t, v) in &ts.samples {
                 app.append_ref(r, t, v);
             }
@@ -128,7 +127,6 @@ fn build(st: &RemoteWriteState, commons: &str, raw: &[u8]) -> Result<(crate::tsd
         }
         Ok(())
     })?;
-    drop(resolver);
     Ok((app, histograms, exemplars))
 }
 
@@ -502,6 +500,7 @@ mod tests {
     }
 
     fn stored(tsdb: &Tsdb) -> Vec<crate::tsdb::Series> {
+        use crate::tsdb::Queryable;
         tsdb.querier(i64::MIN, i64::MAX)
             .select(&[crate::tsdb::Matcher::regex("__name__", ".+", false).expect("re")])
             .expect("select")

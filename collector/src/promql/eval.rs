@@ -19,8 +19,8 @@ use std::time::Instant;
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
 
-use super::{EvalError, InstantSample, Output, Queryable, Value, matchers_of, ms, system_time_ms};
-use crate::tsdb::{Labels, Series};
+use super::{EvalError, InstantSample, Output, Value, matchers_of, ms, system_time_ms};
+use crate::tsdb::{Labels, Queryable, Series};
 
 /// The steps of an evaluation: `start, start+step, …, end` (ms).
 #[derive(Debug, Clone, Copy)]
@@ -302,8 +302,9 @@ impl Ctx<'_> {
         let mut out = Vec::new();
         let sets = matchers_of(vs)?;
         let n = sets.len();
+        let q = self.db.querier(mint, maxt);
         for set in sets {
-            out.extend(self.db.select(&set, mint, maxt)?);
+            out.extend(q.select(&set)?);
         }
         if n > 1 {
             out.sort_by(|a, b| a.labels.cmp(&b.labels));

@@ -22,7 +22,7 @@ pub mod notation;
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{Expr, VectorSelector};
 
-use crate::tsdb::{Labels, Matcher, Series, Tsdb, TsdbError};
+use crate::tsdb::{Labels, Matcher, Querier, Queryable, Series, TsdbError};
 
 /// A sample of an instant vector.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,21 +78,6 @@ pub enum EvalError {
     Storage(#[from] TsdbError),
 }
 
-/// Where the engine reads series from: the storage, or anything that can
-/// select series by matchers in a time range (tests, a commons-scoped view).
-pub trait Queryable: Send + Sync {
-    /// Series matching every matcher with their samples in `[mint, maxt]`
-    /// (ms, inclusive, staleness markers included), sorted by labels;
-    /// series without samples in range are omitted.
-    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>, TsdbError>;
-}
-
-impl Queryable for Tsdb {
-    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>, TsdbError> {
-        self.querier(mint, maxt).select(matchers)
-    }
-}
-
 /// Series held in memory: for tests, and for rule unit tests
 /// (`csoc-collector --test-rules`), which load their input series here.
 #[derive(Debug, Default, Clone)]
@@ -124,8 +109,35 @@ impl MemStore {
 }
 
 impl Queryable for MemStore {
-    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>, TsdbError> {
+    fn querier(&self, mint: i64, maxt: i64) -> Box<dyn Querier + '_> {
+        Box::new(MemQuerier { store: self, mint, maxt })
+    }
+}
+
+/// A store shared with writers (rule unit tests write rule results back
+/// between evaluations): a querier holds the read lock while it lives.
+impl Queryable for std::sync::RwLock<MemStore> {
+    fn querier(&self, mint: i64, maxt: i64) -> Box<dyn Querier + '_> {
+        Box::new(MemQuerier {
+            store: self.read().unwrap_or_else(|p| p.into_inner()),
+            mint,
+            maxt,
+        })
+    }
+}
+
+/// A [`MemStore`] querier (`S`: a reference or a lock guard).
+struct MemQuerier<S> {
+    store: S,
+    mint: i64,
+    maxt: i64,
+}
+
+impl<S: std::ops::Deref<Target = MemStore>> Querier for MemQuerier<S> {
+    fn select(&self, matchers: &[Matcher]) -> Result<Vec<Series>, TsdbError> {
+        let (mint, maxt) = (self.mint, self.maxt);
         Ok(self
+            .store
             .series
             .iter()
             .filter(|(l, _)| matchers.iter().all(|m| m.matches(l)))
@@ -135,6 +147,10 @@ impl Queryable for MemStore {
             })
             .filter(|s| !s.samples.is_empty())
             .collect())
+    }
+
+    fn series(&self, matchers: &[Matcher]) -> Result<Vec<Arc<Labels>>, TsdbError> {
+        Ok(self.select(matchers)?.into_iter().map(|s| s.labels).collect())
     }
 }
 
@@ -287,6 +303,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tsdb::Tsdb;
     use prometheus_client::registry::Registry;
 
     async fn db_with(samples: &[(&str, &str, i64, f64)]) -> (tempfile::TempDir, Tsdb) {

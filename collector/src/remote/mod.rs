@@ -43,8 +43,9 @@ use csoc_common::error::error_chain;
 use csoc_common::url::redact_url;
 use csoc_proto::prometheus as pb;
 
-use crate::tsdb::wal_tail::UNSET;
-use crate::tsdb::{Labels, Tsdb, WalHold, WalRecord};
+use crate::tsdb::{Labels, WalHold, WalReader, WalRecord};
+
+const UNSET: u64 = WalHold::UNSET;
 
 /// WAL records read per round at most.
 const READ_RECORDS: usize = 16;
@@ -206,8 +207,8 @@ impl Remotes {
 
     /// Positions new remotes at the end of the WAL (they get data from now
     /// on). Call right after the storage opens, before anything writes.
-    pub fn position(&self, tsdb: &Tsdb) {
-        let last = tsdb.last_wal_id();
+    pub fn position(&self, wal: &WalReader) {
+        let last = wal.last_wal_id();
         for q in &self.queues {
             let pos = q.hold.position();
             if pos == UNSET {
@@ -217,14 +218,14 @@ impl Remotes {
                 tracing::warn!(remote = %q.name, saved = pos, wal_last = last, "remote write: saved position is past the end of the WAL (a different database?); sending from now on");
                 q.hold.reset_to(last);
             } else {
-                let (samples, _) = tsdb.wal_backlog(pos);
+                let (samples, _) = wal.wal_backlog(pos);
                 tracing::info!(remote = %q.name, url = %redact_url(&q.cfg.url), wal_id = pos, pending_samples = samples, "remote write: resuming");
             }
         }
     }
 
     /// Starts one task per remote.
-    pub fn start(&self, tsdb: &Tsdb, stop: CancellationToken, drain: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    pub fn start(&self, wal: &WalReader, stop: CancellationToken, drain: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
         for q in &self.queues {
             q.metrics.shards.get_or_create(&q.labels).set(q.cfg.shards as i64);
@@ -233,7 +234,7 @@ impl Remotes {
                 let _ = f.get_or_create(&q.labels);
             }
             let _ = q.metrics.dropped.get_or_create(&q.with_reason("backlog_exceeded"));
-            tasks.push(tokio::spawn(q.clone().run(tsdb.clone(), stop.clone(), drain.clone())));
+            tasks.push(tokio::spawn(q.clone().run(wal.clone(), stop.clone(), drain.clone())));
         }
         tasks
     }
@@ -378,13 +379,13 @@ impl Queue {
 
     /// Reads the WAL from the position on and sends it, until `stop`; after
     /// `drain`, until caught up.
-    async fn run(self: Arc<Self>, tsdb: Tsdb, stop: CancellationToken, drain: CancellationToken) {
-        let mut watch = tsdb.wal_watch();
+    async fn run(self: Arc<Self>, wal: WalReader, stop: CancellationToken, drain: CancellationToken) {
+        let mut watch = wal.wal_watch();
         let mut after = self.hold.position();
         let mut saved = (after, None);
         let mut cache = SeriesCache::default();
         let mut resend_to = self.resume_inflight;
-        let gauges = tokio::spawn(self.clone().report(tsdb.clone(), stop.clone()));
+        let gauges = tokio::spawn(self.clone().report(wal.clone(), stop.clone()));
         loop {
             if stop.is_cancelled() {
                 break;
@@ -397,7 +398,7 @@ impl Queue {
             }
             // Only published records: their series are in the index.
             let published = *watch.borrow_and_update();
-            let t2 = tsdb.clone();
+            let t2 = wal.clone();
             // A batch of whole records, about 10 requests per shard; after a
             // restart, exactly the batch that was in flight.
             let (upto, target) = match resend_to {
@@ -454,7 +455,7 @@ impl Queue {
             self.hold.set_inflight(last);
             self.save(after, Some(last)).await;
             saved = (after, Some(last));
-            let shards = self.shard(&tsdb, batch, &mut cache);
+            let shards = self.shard(&wal, batch, &mut cache);
             let sends = shards.into_iter().map(|reqs| {
                 let me = self.clone();
                 let stop = stop.clone();
@@ -493,29 +494,29 @@ impl Queue {
         if pos != UNSET && pos > saved.0 {
             self.save(pos, None).await;
         }
-        self.update_gauges(&tsdb);
-        let (pending, _) = tsdb.wal_backlog(pos);
+        self.update_gauges(&wal);
+        let (pending, _) = wal.wal_backlog(pos);
         tracing::info!(remote = %self.name, wal_id = pos, pending_samples = pending, "remote write stopped");
     }
 
     /// Keeps the gauges and the backlog-drop counter current, also while a
     /// batch is being retried.
-    async fn report(self: Arc<Self>, tsdb: Tsdb, stop: CancellationToken) {
+    async fn report(self: Arc<Self>, wal: WalReader, stop: CancellationToken) {
         loop {
-            self.update_gauges(&tsdb);
+            self.update_gauges(&wal);
             if sleep_or_stop(Duration::from_secs(2), &stop).await {
                 return;
             }
         }
     }
 
-    fn update_gauges(&self, tsdb: &Tsdb) {
+    fn update_gauges(&self, wal: &WalReader) {
         let m = &self.metrics;
         let pos = self.hold.position();
         if pos == UNSET {
             return;
         }
-        let (pending, _) = tsdb.wal_backlog(pos);
+        let (pending, _) = wal.wal_backlog(pos);
         m.pending.get_or_create(&self.labels).set(pending as i64);
         m.position.get_or_create(&self.labels).set(pos as i64);
         let (dropped, _) = self.hold.dropped();
@@ -534,7 +535,7 @@ impl Queue {
 
     /// Splits a batch into per-shard lists of encoded requests
     /// (body, samples, highest timestamp).
-    fn shard(&self, tsdb: &Tsdb, batch: &[WalRecord], cache: &mut SeriesCache) -> Vec<Vec<(Vec<u8>, usize, i64)>> {
+    fn shard(&self, wal: &WalReader, batch: &[WalRecord], cache: &mut SeriesCache) -> Vec<Vec<(Vec<u8>, usize, i64)>> {
         if cache.0.len() > LABEL_CACHE_MAX {
             cache.0.clear();
         }
@@ -547,7 +548,7 @@ impl Queue {
                 let entry = match cache.0.get_mut(&sid) {
                     Some(e) => e,
                     None => {
-                        let Some(l) = tsdb.series_labels(sid) else {
+                        let Some(l) = wal.series_labels(sid) else {
                             unknown += 1;
                             continue;
                         };

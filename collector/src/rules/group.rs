@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::file::{GroupSpec, RuleKind, RuleSpec, TemplatedValue};
 use super::template::{QuerySample, TemplateData};
 use crate::alert::fnv1a;
-use crate::promql::{Engine, Queryable, Value};
-use crate::tsdb::Labels;
+use crate::promql::{Engine, Value};
+use crate::tsdb::{Labels, Queryable};
 
 /// How long a resolved alert is kept (and re-sent) so that every
 /// Alertmanager learns it resolved (Prometheus's resolvedRetention).

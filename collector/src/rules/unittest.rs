@@ -40,8 +40,8 @@ use serde::Deserialize;
 use super::file::{load_files, parse_prom_duration};
 use super::group::{AlertState, EvalContext, Group};
 use crate::promql::notation::{SeqValue, parse_series_desc, parse_values};
-use crate::promql::{Engine, MemStore, Queryable, Value};
-use crate::tsdb::{Labels, Matcher, Series, TsdbError};
+use crate::promql::{Engine, MemStore, Value};
+use crate::tsdb::{Labels, Querier, Queryable};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,8 +119,8 @@ struct ExpSample {
 struct Shared(RwLock<MemStore>);
 
 impl Queryable for Shared {
-    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>, TsdbError> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).select(matchers, mint, maxt)
+    fn querier(&self, mint: i64, maxt: i64) -> Box<dyn Querier + '_> {
+        self.0.querier(mint, maxt)
     }
 }
 

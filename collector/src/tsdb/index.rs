@@ -148,11 +148,6 @@ impl Index {
         self.count
     }
 
-    /// True when there are no series.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     fn value_of(&self, pairs: &[(u32, u32)], name: Option<u32>) -> &str {
         match name {
             None => "",
@@ -202,6 +197,7 @@ impl Index {
     }
 
     /// All label names, sorted.
+    #[cfg(test)]
     pub fn label_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.postings.keys().map(|k| self.syms.str(*k).to_string()).collect();
         v.sort();
@@ -209,6 +205,7 @@ impl Index {
     }
 
     /// All values of label `name`, sorted.
+    #[cfg(test)]
     pub fn label_values(&self, name: &str) -> Vec<String> {
         let Some(k) = self.syms.get(name) else { return Vec::new() };
         let mut v: Vec<String> = self

@@ -1,9 +1,13 @@
 //! Time-series storage on SQLite, after Prometheus's TSDB.
 //!
 //! The rest of the collector reads and writes only through the seams this
-//! module exports: an [`Appender`] (batched, ends with `commit` or
-//! `rollback`) and a [`Querier`] (scoped to `[mint, maxt]`, `select` by
-//! label matchers).
+//! module exports (`storage.rs`, after Prometheus's
+//! `storage/interface.go`): an [`Appender`] (batched, ends with `commit` or
+//! `rollback`; `append` returns the series' [`SeriesRef`] to cache), a
+//! [`Queryable`] handing out [`Querier`]s (scoped to `[mint, maxt]`,
+//! `select` by label [`Matcher`]s), [`TsdbAdmin`] for statistics and the
+//! admin flush, and a [`WalReader`] for remote write. The PromQL engine,
+//! the rules and the HTTP API see the traits only.
 //!
 //! Inside: an in-memory head (`head.rs`: an open Gorilla chunk and an
 //! out-of-order buffer per series, plus closed chunks waiting to be
@@ -16,44 +20,67 @@
 //! start with progress logged, and retention by age and size
 //! (`retention.rs`). One SQLite file in WAL journal mode.
 //!
+//! Files, by role (as Prometheus's `head.go`, `head_append.go`,
+//! `head_read.go`):
+//!
+//! - `mod.rs`: the types ([`Tsdb`], options, errors, series, stats) and
+//!   this overview;
+//! - `storage.rs`: the contract ([`Queryable`], [`Querier`], [`TsdbAdmin`]);
+//! - `db.rs`: open and WAL replay, flush, retention, close, the applied-seq
+//!   ledger, statistics, the read-connection pool;
+//! - `appender.rs`: [`Appender`] and [`Committed`]; `writer.rs`: the writer
+//!   thread behind it;
+//! - `querier.rs`: the read path, head and persisted chunks merged;
+//! - `matcher.rs`: [`Matcher`] and [`MatchOp`];
+//! - `metrics.rs`: the `csoc_collector_tsdb_*` metrics;
+//! - `wal_tail.rs`: the WAL as remote write reads it ([`WalReader`],
+//!   [`WalHold`]);
+//! - `head.rs`, `index.rs`, `record.rs`, `chunkenc/`, `chunk_cache.rs`,
+//!   `compact.rs`, `retention.rs`, `sqlite.rs`: the internals above.
+//!
 //! Semantics: out-of-order and late samples are accepted (also for time
 //! ranges whose chunks are already persisted); rewriting a (series,
 //! timestamp) is idempotent, the last write wins; staleness markers are
 //! stored bit-exactly.
 
+mod appender;
 mod chunk_cache;
-pub mod chunkenc;
+// Storage writes and reads blocks; the XOR chunk's own serialized form and
+// iterator (Prometheus's chunk API) are exercised by the chunk tests only.
+#[cfg_attr(not(test), allow(dead_code))]
+mod chunkenc;
 mod compact;
+mod db;
 mod head;
 mod index;
+mod matcher;
+mod metrics;
+mod querier;
 mod record;
-pub mod retention;
+mod retention;
 mod sqlite;
-pub mod wal_tail;
+mod storage;
+mod wal_tail;
 mod writer;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
-use rusqlite::{Connection, params};
-use tokio::sync::oneshot;
+use rusqlite::Connection;
 
-use csoc_common::time::now_ms;
-pub use head::HeadStats;
-use head::{Head, merge_last_write_wins};
-pub use index::{Index, IndexStats};
-pub use retention::Retention;
+use head::Head;
+use index::Index;
+use metrics::TsdbMetrics;
 use wal_tail::WalRows;
-pub use wal_tail::{WalHold, WalRecord};
-use writer::{Key, Msg, WriteReq, Writer};
+use writer::Msg;
 
+pub use appender::{Appender, Committed};
 pub use csoc_common::labels::Labels;
+pub use index::IndexStats;
+pub use matcher::{MatchOp, Matcher};
+pub use retention::Retention;
+pub use storage::{BoxFuture, Querier, Queryable, TsdbAdmin};
+pub use wal_tail::{WalHold, WalReader, WalRecord};
 
 /// Errors of the storage.
 #[derive(Debug, thiserror::Error)]
@@ -86,67 +113,6 @@ pub enum TsdbError {
     /// A regex matcher does not compile.
     #[error("invalid regular expression {0:?}: {1}")]
     BadRegex(String, String),
-}
-
-/// How a label matcher compares.
-#[derive(Debug, Clone)]
-pub enum MatchOp {
-    /// `=`
-    Equal,
-    /// `!=`
-    NotEqual,
-    /// `=~` (fully anchored)
-    Re(regex::Regex),
-    /// `!~` (fully anchored)
-    NotRe(regex::Regex),
-}
-
-/// A label matcher. A missing label matches as the empty string, as in
-/// Prometheus.
-#[derive(Debug, Clone)]
-pub struct Matcher {
-    /// Label name.
-    pub name: String,
-    /// Operator.
-    pub op: MatchOp,
-    /// Value or regex source.
-    pub value: String,
-}
-
-impl Matcher {
-    /// `name = value`.
-    pub fn equal(name: &str, value: &str) -> Self {
-        Matcher {
-            name: name.into(),
-            op: MatchOp::Equal,
-            value: value.into(),
-        }
-    }
-
-    /// A regex matcher, anchored at both ends like Prometheus's
-    /// (`^(?s:re)$`). `negate` makes it `!~`.
-    pub fn regex(name: &str, re: &str, negate: bool) -> Result<Self, TsdbError> {
-        let compiled = regex::Regex::new(&format!("^(?s:{re})$")).map_err(|e| TsdbError::BadRegex(re.into(), e.to_string()))?;
-        Ok(Matcher {
-            name: name.into(),
-            op: if negate { MatchOp::NotRe(compiled) } else { MatchOp::Re(compiled) },
-            value: re.into(),
-        })
-    }
-
-    /// Whether a label set matches.
-    pub fn matches(&self, labels: &Labels) -> bool {
-        let v = labels
-            .binary_search_by(|(k, _)| k.as_str().cmp(&self.name))
-            .map(|i| labels[i].1.as_str())
-            .unwrap_or("");
-        match &self.op {
-            MatchOp::Equal => v == self.value,
-            MatchOp::NotEqual => v != self.value,
-            MatchOp::Re(r) => r.is_match(v),
-            MatchOp::NotRe(r) => !r.is_match(v),
-        }
-    }
 }
 
 /// A series with its samples in a time range.
@@ -250,121 +216,6 @@ pub struct StorageStats {
     pub max_time: Option<i64>,
 }
 
-/// Storage metrics (`csoc_collector_tsdb_*`).
-#[derive(Clone)]
-struct TsdbMetrics {
-    samples_appended: Counter,
-    series_created: Counter,
-    series: Gauge,
-    head_samples: Gauge,
-    commits: Counter,
-    commit_batches: Histogram,
-    commit_seconds: Histogram,
-    duplicate_batches: Counter,
-    chunks_persisted: Counter,
-    wal_truncated: Counter,
-    retention_deleted: Counter,
-    wal_replayed_samples: Counter,
-    compactions: Counter,
-    chunk_cache_bytes: Gauge,
-    storage_bytes: Gauge,
-    wal_bytes: Gauge,
-    chunk_cache_hits: Counter,
-    chunk_cache_misses: Counter,
-}
-
-impl TsdbMetrics {
-    fn new(reg: &mut Registry) -> Self {
-        let m = TsdbMetrics {
-            samples_appended: Counter::default(),
-            series_created: Counter::default(),
-            series: Gauge::default(),
-            head_samples: Gauge::default(),
-            commits: Counter::default(),
-            commit_batches: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
-            commit_seconds: Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
-            duplicate_batches: Counter::default(),
-            chunks_persisted: Counter::default(),
-            wal_truncated: Counter::default(),
-            retention_deleted: Counter::default(),
-            wal_replayed_samples: Counter::default(),
-            compactions: Counter::default(),
-            chunk_cache_bytes: Gauge::default(),
-            storage_bytes: Gauge::default(),
-            wal_bytes: Gauge::default(),
-            chunk_cache_hits: Counter::default(),
-            chunk_cache_misses: Counter::default(),
-        };
-        let r = reg.sub_registry_with_prefix("tsdb");
-        r.register_with_unit(
-            "storage_size",
-            "Size of the database on disk (csoc.db and SQLite's -wal file), updated every 5 s",
-            prometheus_client::registry::Unit::Bytes,
-            m.storage_bytes.clone(),
-        );
-        r.register_with_unit(
-            "wal_size",
-            "Size of the write-ahead log records not yet truncated (samples not yet in persisted chunks, or not yet sent by remote write), updated every 5 s",
-            prometheus_client::registry::Unit::Bytes,
-            m.wal_bytes.clone(),
-        );
-        r.register_with_unit(
-            "chunk_cache_size",
-            "Decoded chunks held for repeated queries",
-            prometheus_client::registry::Unit::Bytes,
-            m.chunk_cache_bytes.clone(),
-        );
-        r.register(
-            "chunk_cache_hits",
-            "Chunk reads served decoded from the cache",
-            m.chunk_cache_hits.clone(),
-        );
-        r.register("chunk_cache_misses", "Chunk reads that had to decode", m.chunk_cache_misses.clone());
-        r.register("samples_appended", "Samples durably written", m.samples_appended.clone());
-        r.register("series_created", "Series created", m.series_created.clone());
-        r.register("series", "Series in the index", m.series.clone());
-        r.register(
-            "head_samples",
-            "Samples held in memory (open, out-of-order and unpersisted chunks)",
-            m.head_samples.clone(),
-        );
-        r.register("commits", "SQLite transactions committed (group commits)", m.commits.clone());
-        r.register("commit_appenders", "Appenders committed per transaction", m.commit_batches.clone());
-        r.register_with_unit(
-            "commit_duration",
-            "Time of one group commit",
-            prometheus_client::registry::Unit::Seconds,
-            m.commit_seconds.clone(),
-        );
-        r.register(
-            "duplicate_batches",
-            "Agent batches skipped because their seq was already applied",
-            m.duplicate_batches.clone(),
-        );
-        r.register(
-            "chunks_persisted",
-            "Closed chunks written to the database",
-            m.chunks_persisted.clone(),
-        );
-        r.register(
-            "wal_records_truncated",
-            "WAL records removed after their samples were persisted",
-            m.wal_truncated.clone(),
-        );
-        r.register(
-            "retention_deleted_chunks",
-            "Chunks deleted by retention",
-            m.retention_deleted.clone(),
-        );
-        r.register(
-            "wal_replayed_samples",
-            "Samples replayed from the WAL at start",
-            m.wal_replayed_samples.clone(),
-        );
-        m
-    }
-}
-
 struct Shared {
     path: PathBuf,
     index: RwLock<Index>,
@@ -386,595 +237,6 @@ pub struct Tsdb {
     writer_thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
-impl Tsdb {
-    /// Opens (or creates) `<dir>/csoc.db`, loads the series, replays the
-    /// WAL into the head (logging progress) and starts the writer thread.
-    pub fn open(dir: &Path, opts: &TsdbOptions, registry: &mut Registry) -> Result<Self, TsdbError> {
-        std::fs::create_dir_all(dir).map_err(|source| TsdbError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let path = dir.join("csoc.db");
-        let started = Instant::now();
-        let conn = sqlite::open_writer(&path)?;
-        let metrics = TsdbMetrics::new(registry);
-        let mut index = Index::default();
-        let mut head = Head::default();
-        {
-            let mut stmt = conn.prepare(sqlite::SELECT_ALL_SERIES)?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
-                let id: i64 = row.get(0)?;
-                let text: String = row.get(1)?;
-                let labels = Arc::new(decode_labels(&text).ok_or_else(|| TsdbError::Corrupt(format!("series {id}: labels {text:?}")))?);
-                index.insert(id, labels);
-                head.ensure(id);
-            }
-        }
-        let next_series_id: i64 = conn.query_row(sqlite::MAX_SERIES_ID, [], |r| r.get::<_, i64>(0))? + 1;
-        let mut wal_rows = WalRows::default();
-        let last_wal_id = replay_wal(&conn, &mut head, &metrics, &mut wal_rows)?;
-        metrics.series.set(index.len() as i64);
-        metrics.head_samples.set(head.samples_in_memory() as i64);
-        tracing::info!(path = %path.display(), series = index.len(), elapsed = ?started.elapsed(), "storage opened");
-        let shared = Arc::new(Shared {
-            path,
-            index: RwLock::new(index),
-            head: RwLock::new(head),
-            readers: Mutex::new(Vec::new()),
-            chunk_cache: chunk_cache::ChunkCache::new(opts.chunk_cache_bytes),
-            metrics,
-            wal_rows: Mutex::new(wal_rows),
-            wal_last: tokio::sync::watch::channel(last_wal_id).0,
-        });
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(256);
-        let writer = Writer::new(conn, shared.clone(), opts.clone(), next_series_id, last_wal_id);
-        let handle = std::thread::Builder::new()
-            .name("tsdb-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|source| TsdbError::Dir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        Ok(Tsdb {
-            shared,
-            writer: tx,
-            writer_thread: Arc::new(Mutex::new(Some(handle))),
-        })
-    }
-
-    /// A new appender.
-    pub fn appender(&self) -> Appender {
-        Appender {
-            tsdb: self.clone(),
-            samples: Vec::new(),
-            seq: None,
-        }
-    }
-
-    /// WAL records with ids in `(after, upto]`, in order (for remote write;
-    /// see `wal_tail`): at most `max_records`, and no more once
-    /// `max_samples` are reached (at least one record). Pass
-    /// [`Tsdb::last_wal_id`] (or the value of [`Tsdb::wal_watch`]) as
-    /// `upto`: a record is published there only once its new series are in
-    /// the index. A record that does not decode is an error naming it.
-    pub fn read_wal(&self, after: u64, upto: u64, max_records: usize, max_samples: usize) -> Result<Vec<WalRecord>, TsdbError> {
-        let conn = self.reader()?;
-        let out = (|| {
-            let mut st = conn.prepare_cached(sqlite::SELECT_WAL_AFTER)?;
-            let mut rows = st.query(params![
-                i64::try_from(after).unwrap_or(i64::MAX),
-                i64::try_from(upto).unwrap_or(i64::MAX),
-                max_records as i64
-            ])?;
-            let mut out = Vec::new();
-            let mut total = 0usize;
-            while let Some(row) = rows.next()? {
-                let id: i64 = row.get(0)?;
-                let data = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
-                let mut samples = Vec::new();
-                record::decode(data, |sid, t, v| samples.push((sid, t, v)))
-                    .map_err(|e| TsdbError::Corrupt(format!("wal record {id}: {e}")))?;
-                total += samples.len();
-                out.push(WalRecord { id: id as u64, samples });
-                if total >= max_samples {
-                    break;
-                }
-            }
-            Ok::<_, TsdbError>(out)
-        })();
-        self.put_reader(conn);
-        out
-    }
-
-    /// The labels of a series id.
-    pub fn series_labels(&self, id: i64) -> Option<Arc<Labels>> {
-        self.read_index().labels(id)
-    }
-
-    /// The last WAL record id committed.
-    pub fn last_wal_id(&self) -> u64 {
-        *self.shared.wal_last.borrow()
-    }
-
-    /// Changes whenever a WAL record is committed (the value is its id).
-    pub fn wal_watch(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.shared.wal_last.subscribe()
-    }
-
-    /// (samples, bytes) of the WAL records after `pos`.
-    pub fn wal_backlog(&self, pos: u64) -> (u64, u64) {
-        self.shared.wal_rows.lock().unwrap_or_else(|p| p.into_inner()).above(pos)
-    }
-
-    /// A querier over `[mint, maxt]` (ms, inclusive).
-    pub fn querier(&self, mint: i64, maxt: i64) -> Querier {
-        Querier {
-            tsdb: self.clone(),
-            mint,
-            maxt,
-        }
-    }
-
-    /// Every agent identity's ledger: last seq applied and samples applied.
-    pub fn agent_ledger(&self) -> Result<Vec<LedgerEntry>, TsdbError> {
-        let conn = self.reader()?;
-        let out = (|| {
-            let mut st = conn.prepare_cached(sqlite::SELECT_AGENT_LEDGER)?;
-            let rows = st.query_map([], |r| {
-                Ok(LedgerEntry {
-                    key: AgentKey {
-                        commons: r.get(0)?,
-                        agent: r.get(1)?,
-                        epoch: r.get::<_, i64>(2)? as u64,
-                    },
-                    seq: r.get::<_, i64>(3)? as u64,
-                    samples: r.get::<_, i64>(4)? as u64,
-                })
-            })?;
-            rows.collect::<Result<Vec<_>, _>>()
-        })();
-        self.put_reader(conn);
-        Ok(out?)
-    }
-
-    /// The last batch seq applied for an agent identity (0 when none).
-    pub fn applied_seq(&self, key: &AgentKey) -> Result<u64, TsdbError> {
-        let conn = self.reader()?;
-        let seq: Option<i64> = conn
-            .query_row(sqlite::SELECT_AGENT_SEQ, params![key.commons, key.agent, key.epoch as i64], |r| {
-                r.get(0)
-            })
-            .ok();
-        self.put_reader(conn);
-        Ok(seq.unwrap_or(0) as u64)
-    }
-
-    /// Closes and persists every head chunk and empties the WAL; returns when
-    /// done.
-    pub async fn flush(&self) -> Result<FlushStats, TsdbError> {
-        self.ask_writer(Msg::Flush).await
-    }
-
-    /// The ref of an existing series (labels sorted, as appended).
-    pub fn series_ref(&self, labels: &Labels) -> Option<SeriesRef> {
-        self.read_index().id_of(labels).map(SeriesRef)
-    }
-
-    /// A lookup of series refs by borrowed labels that holds the index's
-    /// read lock until dropped (for resolving many series in a row; do not
-    /// hold it across an await).
-    pub fn resolver(&self) -> Resolver<'_> {
-        Resolver { idx: self.read_index() }
-    }
-
-    /// Applies retention now (it also runs every few minutes); returns the
-    /// number of chunks deleted.
-    pub async fn apply_retention(&self) -> Result<usize, TsdbError> {
-        self.ask_writer(Msg::Retention).await
-    }
-
-    /// Builds a message carrying a reply channel (in a blocking task: the
-    /// builder may do CPU work, and the queue is bounded, so a full queue
-    /// blocks there as back-pressure on ingest), sends it to the writer and
-    /// awaits the answer.
-    async fn ask_writer<T: Send + 'static>(
-        &self,
-        msg: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Msg + Send + 'static,
-    ) -> Result<T, TsdbError> {
-        let (reply, rx) = oneshot::channel();
-        let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || writer.send(msg(reply)).map_err(|_| TsdbError::Closed))
-            .await
-            .map_err(|_| TsdbError::Closed)??;
-        match rx.await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(TsdbError::Write(e)),
-            Err(_) => Err(TsdbError::Closed),
-        }
-    }
-
-    /// Number of series.
-    pub fn series_count(&self) -> usize {
-        self.read_index().len()
-    }
-
-    /// All label names.
-    pub fn label_names(&self) -> Vec<String> {
-        self.read_index().label_names()
-    }
-
-    /// All values of a label.
-    pub fn label_values(&self, name: &str) -> Vec<String> {
-        self.read_index().label_values(name)
-    }
-
-    /// Cardinality statistics of the label index; lists hold the `limit`
-    /// largest entries (read-only).
-    pub fn index_stats(&self, limit: usize) -> IndexStats {
-        self.read_index().stats(limit)
-    }
-
-    /// Chunks and time bounds of everything stored, in memory and on disk
-    /// (read-only; scans the chunks table).
-    pub fn storage_stats(&self) -> Result<StorageStats, TsdbError> {
-        let head = self.shared.head.read().unwrap_or_else(|p| p.into_inner()).stats();
-        let conn = self.reader()?;
-        let row = conn.query_row(sqlite::CHUNK_STATS, [], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, Option<i64>>(2)?))
-        });
-        self.put_reader(conn);
-        let (n, lo, hi) = row?;
-        let min = |a: Option<i64>, b: Option<i64>| a.into_iter().chain(b).min();
-        let max = |a: Option<i64>, b: Option<i64>| a.into_iter().chain(b).max();
-        Ok(StorageStats {
-            chunks: n.max(0) as u64 + head.chunks as u64,
-            min_time: min(lo, head.min_time),
-            max_time: max(hi, head.max_time),
-        })
-    }
-
-    /// Stops the writer after it has committed everything queued and
-    /// persisted pending chunks (what is still open stays in the WAL).
-    pub fn close(&self) {
-        let handle = self.writer_thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let _ = self.writer.send(Msg::Stop);
-        if let Some(h) = handle {
-            let _ = h.join();
-        }
-    }
-
-    /// Series ids for labels the index knows; consecutive samples of one
-    /// series (the same `Arc`) are looked up once.
-    fn resolve(&self, samples: Vec<(Key, i64, f64)>) -> Vec<(Key, i64, f64)> {
-        if samples.iter().all(|(k, _, _)| matches!(k, Key::Id(_))) {
-            return samples;
-        }
-        let idx = self.read_index();
-        let mut out = Vec::with_capacity(samples.len());
-        let mut last: Option<(Arc<Labels>, Option<i64>)> = None;
-        for (key, t, v) in samples {
-            let labels = match key {
-                Key::Id(id) => {
-                    out.push((Key::Id(id), t, v));
-                    continue;
-                }
-                Key::New(l) => l,
-            };
-            let id = match &last {
-                Some((l, id)) if Arc::ptr_eq(l, &labels) => *id,
-                _ => {
-                    let id = idx.id_of(&labels);
-                    last = Some((labels.clone(), id));
-                    id
-                }
-            };
-            out.push((id.map(Key::Id).unwrap_or(Key::New(labels)), t, v));
-        }
-        out
-    }
-
-    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
-        self.shared.index.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn reader(&self) -> Result<Connection, TsdbError> {
-        if let Some(c) = self.shared.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            return Ok(c);
-        }
-        sqlite::open_reader(&self.shared.path)
-    }
-
-    fn put_reader(&self, c: Connection) {
-        let mut pool = self.shared.readers.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < 8 {
-            pool.push(c);
-        }
-    }
-}
-
-/// Replays the WAL into the head; returns the last WAL row id. A record
-/// that does not decode ends the replay: it and every later row are
-/// deleted with a warning (a torn tail), never a refusal to start.
-fn replay_wal(conn: &Connection, head: &mut Head, metrics: &TsdbMetrics, wal_rows: &mut WalRows) -> Result<u64, TsdbError> {
-    let (rows, max_id): (i64, i64) = conn.query_row(sqlite::COUNT_WAL, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    // Ids never repeat: a checkpoint that emptied the WAL left the last one in meta.
-    let kept: i64 = conn.query_row(sqlite::SELECT_WAL_LAST_ID, [], |r| r.get(0)).unwrap_or(0);
-    // Rows below this are kept only for remote write: their samples are in
-    // persisted chunks, so the head does not replay them.
-    let replay_from: i64 = conn.query_row(sqlite::SELECT_WAL_REPLAY_FROM, [], |r| r.get(0)).unwrap_or(0);
-    let mut skipped = 0u64;
-    if rows == 0 {
-        return Ok(max_id.max(kept).max(0) as u64);
-    }
-    tracing::info!(records = rows, "replaying the WAL");
-    let started = Instant::now();
-    let mut last_log = Instant::now();
-    let (mut done, mut samples, mut unknown) = (0i64, 0u64, 0u64);
-    let mut from = 0i64;
-    let mut stmt = conn.prepare(sqlite::SELECT_WAL_FROM)?;
-    'outer: loop {
-        let batch: Vec<(i64, Vec<u8>)> = stmt
-            .query_map(params![from], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        if batch.is_empty() {
-            break;
-        }
-        for (id, data) in batch {
-            from = id + 1;
-            if id < replay_from
-                && let Ok(n) = record::count(&data)
-            {
-                wal_rows.insert(id as u64, n, data.len());
-                skipped += 1;
-                continue;
-            }
-            let res = record::decode(&data, |sid, t, v| {
-                if head.append(sid, t, v, id as u64) {
-                    samples += 1;
-                } else {
-                    unknown += 1;
-                }
-            });
-            let count = match res {
-                Ok(n) => n,
-                Err(e) => {
-                    let dropped: i64 = conn.execute(sqlite::TRUNCATE_WAL_FROM, params![id])? as i64;
-                    tracing::warn!(record = id, error = %e, dropped_records = dropped, "torn WAL tail: truncated it (samples in it were never acknowledged)");
-                    break 'outer;
-                }
-            };
-            wal_rows.insert(id as u64, count, data.len());
-            done += 1;
-            if last_log.elapsed() >= Duration::from_secs(2) {
-                last_log = Instant::now();
-                tracing::info!(records = done, of = rows, samples, "replaying the WAL");
-            }
-        }
-    }
-    if unknown > 0 {
-        tracing::warn!(samples = unknown, "WAL samples of unknown series skipped");
-    }
-    metrics.wal_replayed_samples.inc_by(samples);
-    tracing::info!(records = done, samples, kept_for_remote_write = skipped, elapsed = ?started.elapsed(), "WAL replayed");
-    let max: i64 = conn.query_row(sqlite::COUNT_WAL, [], |r| r.get(1))?;
-    Ok(max.max(kept).max(0) as u64)
-}
-
-/// See [`Tsdb::resolver`].
-pub struct Resolver<'a> {
-    idx: std::sync::RwLockReadGuard<'a, Index>,
-}
-
-impl Resolver<'_> {
-    /// The ref of an existing series given as (name, value) pairs sorted by
-    /// name.
-    pub fn get(&self, pairs: &[(&str, &str)]) -> Option<SeriesRef> {
-        self.idx.id_of_pairs(pairs).map(SeriesRef)
-    }
-}
-
-/// Collects samples to write in one commit. Not shared between tasks.
-pub struct Appender {
-    tsdb: Tsdb,
-    samples: Vec<(Key, i64, f64)>,
-    seq: Option<(AgentKey, u64)>,
-}
-
-impl Appender {
-    /// Adds a sample. `labels` must be sorted by name and include `__name__`.
-    pub fn append(&mut self, labels: Arc<Labels>, t: i64, v: f64) {
-        self.samples.push((Key::New(labels), t, v));
-    }
-
-    /// Adds a sample of a series known by its ref (no label lookup).
-    pub fn append_ref(&mut self, r: SeriesRef, t: i64, v: f64) {
-        self.samples.push((Key::Id(r.0), t, v));
-    }
-
-    /// Records that this commit applies batch `seq` of `key`: if it was
-    /// already applied, the commit writes nothing and says so.
-    pub fn set_applied_seq(&mut self, key: AgentKey, seq: u64) {
-        self.seq = Some((key, seq));
-    }
-
-    /// Number of samples pending.
-    pub fn len(&self) -> usize {
-        self.samples.len()
-    }
-
-    /// True when nothing is pending.
-    pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
-    }
-
-    /// Writes everything durably (in a group commit with other appenders).
-    pub async fn commit(self) -> Result<CommitOutcome, TsdbError> {
-        let Appender { tsdb, samples, seq } = self;
-        let t2 = tsdb.clone();
-        // Known series are resolved in the blocking task, in parallel with
-        // other committers, so the single writer thread only creates new
-        // series.
-        tsdb.ask_writer(move |reply| {
-            let samples = t2.resolve(samples);
-            Msg::Write(WriteReq { samples, seq, reply })
-        })
-        .await
-    }
-
-    /// Drops everything pending.
-    pub fn rollback(self) {}
-}
-
-/// Reads series in a time range.
-pub struct Querier {
-    tsdb: Tsdb,
-    mint: i64,
-    maxt: i64,
-}
-
-impl Querier {
-    /// Series matching every matcher, with their samples in the querier's
-    /// range (last write wins on equal timestamps), sorted by labels.
-    /// Series without samples in range are omitted.
-    pub fn select(&self, matchers: &[Matcher]) -> Result<Vec<Series>, TsdbError> {
-        let ids: Vec<(i64, Arc<Labels>)> = {
-            let idx = self.tsdb.read_index();
-            idx.select(matchers)
-                .into_iter()
-                .filter_map(|id| idx.labels(id).map(|l| (id, l)))
-                .collect()
-        };
-        // Memory first, then disk: a chunk persisted in between is then
-        // seen twice (harmless), never missed.
-        let mut in_memory: HashMap<i64, Vec<(i64, f64)>> = HashMap::with_capacity(ids.len());
-        {
-            let head = self.tsdb.shared.head.read().unwrap_or_else(|p| p.into_inner());
-            for (id, _) in &ids {
-                let mut v = Vec::new();
-                head.collect(*id, self.mint, self.maxt, &mut v);
-                if !v.is_empty() {
-                    in_memory.insert(*id, v);
-                }
-            }
-        }
-        // (Reading on several cores, each worker with its own connection,
-        // measured slower here: allocation and page faults in parallel
-        // outweighed the split.)
-        let mut out = self.read_series(&ids, &in_memory)?;
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(out)
-    }
-
-    /// Reads the samples of `ids` from disk (through the decoded-chunk
-    /// cache) and merges in what the head holds.
-    fn read_series(&self, ids: &[(i64, Arc<Labels>)], in_memory: &HashMap<i64, Vec<(i64, f64)>>) -> Result<Vec<Series>, TsdbError> {
-        let conn = self.tsdb.reader()?;
-        let mut out = Vec::with_capacity(ids.len());
-        let res = (|| -> Result<(), TsdbError> {
-            let mut stmt = conn.prepare_cached(sqlite::SELECT_CHUNKS)?;
-            for (id, labels) in ids {
-                let id = *id;
-                let mut samples: Vec<(i64, f64)> = Vec::new();
-                let mut rows = stmt.query(params![id, self.mint, self.maxt])?;
-                while let Some(row) = rows.next()? {
-                    let data = row
-                        .get_ref(0)?
-                        .as_blob()
-                        .map_err(|e| TsdbError::Corrupt(format!("chunk of series {id}: {e}")))?;
-                    let key = chunk_cache::key_of(data);
-                    let shared = &self.tsdb.shared;
-                    let decoded = match shared.chunk_cache.get(key) {
-                        Some(d) => {
-                            shared.metrics.chunk_cache_hits.inc();
-                            d
-                        }
-                        None => {
-                            shared.metrics.chunk_cache_misses.inc();
-                            let d = chunkenc::decode_block(data).map_err(|e| TsdbError::Corrupt(format!("chunk of series {id}: {e}")))?;
-                            if !d.windows(2).all(|w| w[0].0 <= w[1].0) {
-                                // Not in time order (never written so, but the
-                                // format allows it): filter, do not cache.
-                                samples.extend(d.into_iter().filter(|p| p.0 >= self.mint && p.0 <= self.maxt));
-                                continue;
-                            }
-                            let d = Arc::new(d);
-                            shared.chunk_cache.put(key, d.clone());
-                            shared.metrics.chunk_cache_bytes.set(shared.chunk_cache.bytes() as i64);
-                            d
-                        }
-                    };
-                    // Samples are in time order within a chunk: copy only the range.
-                    let lo = decoded.partition_point(|p| p.0 < self.mint);
-                    let hi = decoded.partition_point(|p| p.0 <= self.maxt);
-                    if lo < hi {
-                        samples.extend_from_slice(&decoded[lo..hi]);
-                    }
-                }
-                if let Some(mem) = in_memory.get(&id) {
-                    samples.extend_from_slice(mem);
-                }
-                if samples.is_empty() {
-                    continue;
-                }
-                merge_last_write_wins(&mut samples);
-                out.push(Series {
-                    labels: labels.clone(),
-                    samples,
-                });
-            }
-            Ok(())
-        })();
-        self.tsdb.put_reader(conn);
-        res?;
-        Ok(out)
-    }
-
-    /// Labels of the series matching every matcher (no samples read).
-    pub fn select_labels(&self, matchers: &[Matcher]) -> Vec<Arc<Labels>> {
-        let idx = self.tsdb.read_index();
-        let mut v: Vec<Arc<Labels>> = idx.select(matchers).into_iter().filter_map(|id| idx.labels(id)).collect();
-        v.sort();
-        v
-    }
-
-    /// Labels of the series matching every matcher that have data in the
-    /// querier's range, sorted. Like Prometheus's series and label APIs,
-    /// this works at chunk granularity (a series whose chunk overlaps the
-    /// range counts) and decodes no samples.
-    pub fn select_labels_in_range(&self, matchers: &[Matcher]) -> Result<Vec<Arc<Labels>>, TsdbError> {
-        let ids: Vec<(i64, Arc<Labels>)> = {
-            let idx = self.tsdb.read_index();
-            idx.select(matchers)
-                .into_iter()
-                .filter_map(|id| idx.labels(id).map(|l| (id, l)))
-                .collect()
-        };
-        let mut in_memory = std::collections::HashSet::new();
-        self.tsdb
-            .shared
-            .head
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .ids_overlapping(self.mint, self.maxt, &mut in_memory);
-        let conn = self.tsdb.reader()?;
-        let res = (|| -> Result<Vec<Arc<Labels>>, TsdbError> {
-            let mut stmt = conn.prepare_cached(sqlite::SERIES_HAS_CHUNK_IN)?;
-            let mut out = Vec::new();
-            for (id, labels) in ids {
-                if in_memory.contains(&id) || stmt.exists(params![id, self.mint, self.maxt])? {
-                    out.push(labels);
-                }
-            }
-            Ok(out)
-        })();
-        self.tsdb.put_reader(conn);
-        let mut out = res?;
-        out.sort();
-        Ok(out)
-    }
-}
-
 fn encode_labels(l: &Labels) -> String {
     serde_json::to_string(l).unwrap_or_default()
 }
@@ -986,6 +248,11 @@ fn decode_labels(s: &str) -> Option<Labels> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+    use std::time::Duration;
+
+    use csoc_common::time::now_ms;
+    use prometheus_client::registry::Registry;
 
     fn labels(name: &str, extra: &[(&str, &str)]) -> Arc<Labels> {
         let mut l: Labels = vec![("__name__".into(), name.into())];
@@ -1003,7 +270,7 @@ mod tests {
         for (l, t, v) in samples {
             a.append((*l).clone(), *t, *v);
         }
-        assert_eq!(a.commit().await.expect("commit"), CommitOutcome::Applied);
+        assert_eq!(a.commit().await.expect("commit").outcome, CommitOutcome::Applied);
     }
 
     fn read(db: &Tsdb, m: &[Matcher]) -> Vec<Series> {
@@ -1071,16 +338,30 @@ mod tests {
         assert_eq!(db.index_stats(10).num_series, 2);
         let m = [Matcher::equal("__name__", "m")];
         let names = |v: Vec<Arc<Labels>>| v.iter().map(|l| l[1].1.clone()).collect::<Vec<_>>();
-        assert_eq!(names(db.querier(0, 1_500).select_labels_in_range(&m).expect("in range")), ["a"]);
-        assert_eq!(
-            names(db.querier(40_000, 60_000).select_labels_in_range(&m).expect("in range")),
-            ["b"]
-        );
-        assert_eq!(
-            names(db.querier(i64::MIN, i64::MAX).select_labels_in_range(&m).expect("all")),
-            ["a", "b"]
-        );
-        assert!(db.querier(3_000, 4_000).select_labels_in_range(&m).expect("none").is_empty());
+        assert_eq!(names(db.querier(0, 1_500).series(&m).expect("in range")), ["a"]);
+        assert_eq!(names(db.querier(40_000, 60_000).series(&m).expect("in range")), ["b"]);
+        assert_eq!(names(db.querier(i64::MIN, i64::MAX).series(&m).expect("all")), ["a", "b"]);
+        assert!(db.querier(3_000, 4_000).series(&m).expect("none").is_empty());
+    }
+
+    #[tokio::test]
+    async fn append_returns_known_refs_and_commit_the_new_ones() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let db = open(d.path());
+        let a = labels("m", &[("k", "a")]);
+        let mut app = db.appender();
+        assert_eq!(app.append(a.clone(), 1, 1.0), None, "a new series has no ref yet");
+        let c = app.commit().await.expect("commit");
+        let r = c.series_ref(&a).expect("the commit created it");
+        let mut app = db.appender();
+        assert_eq!(app.append(a.clone(), 2, 2.0), Some(r));
+        app.append_ref(r, 3, 3.0);
+        let pairs: Vec<(&str, &str)> = a.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(app.get_ref(&pairs), Some(r));
+        let c = app.commit().await.expect("commit");
+        assert_eq!(c.series_ref(&a), None, "appended with its ref");
+        let got = read(&db, &[Matcher::equal("k", "a")]);
+        assert_eq!(got[0].samples, vec![(1, 1.0), (2, 2.0), (3, 3.0)]);
     }
 
     #[tokio::test]
@@ -1118,7 +399,7 @@ mod tests {
             let mut a = db.appender();
             a.append(labels("m", &[]), seq as i64, 1.0);
             a.set_applied_seq(key.clone(), seq);
-            assert_eq!(a.commit().await.expect("commit"), want, "seq {seq}");
+            assert_eq!(a.commit().await.expect("commit").outcome, want, "seq {seq}");
         }
         assert_eq!(db.applied_seq(&key).expect("seq"), 2);
         assert_eq!(db.applied_seq(&AgentKey { epoch: 8, ..key.clone() }).expect("seq"), 0);
@@ -1157,9 +438,9 @@ mod tests {
             let db = open(d.path());
             write(&db, &[(&m, 1, 1.0)]).await;
             write(&db, &[(&m, 2, 2.0)]).await;
-            assert_eq!(db.last_wal_id(), 2);
+            assert_eq!(db.wal_reader().last_wal_id(), 2);
             db.flush().await.expect("flush");
-            assert!(db.read_wal(0, u64::MAX, 10, usize::MAX).expect("read").is_empty());
+            assert!(db.wal_reader().read_wal(0, u64::MAX, 10, usize::MAX).expect("read").is_empty());
             db.close();
         }
         let hold = Arc::new(WalHold::new("r", 2, 1 << 20));
@@ -1168,32 +449,33 @@ mod tests {
             ..TsdbOptions::default()
         };
         let db = Tsdb::open(d.path(), &opts, &mut Registry::default()).expect("open");
-        assert_eq!(db.last_wal_id(), 2, "the emptied WAL's last id is remembered");
-        let watch = db.wal_watch();
+        assert_eq!(db.wal_reader().last_wal_id(), 2, "the emptied WAL's last id is remembered");
+        let watch = db.wal_reader().wal_watch();
         write(&db, &[(&m, 3, 3.0), (&m, 4, 4.0)]).await;
         write(&db, &[(&m, 5, 5.0)]).await;
         assert!(watch.has_changed().expect("watch"), "consumers are told");
         // A flush persists everything, but the hold keeps what it has not read.
         db.flush().await.expect("flush");
-        let recs = db.read_wal(2, u64::MAX, 10, usize::MAX).expect("read");
+        let recs = db.wal_reader().read_wal(2, u64::MAX, 10, usize::MAX).expect("read");
         assert_eq!(recs.iter().map(|r| r.id).collect::<Vec<_>>(), vec![3, 4]);
         let sid = recs[0].samples[0].0;
         assert_eq!(recs[0].samples, vec![(sid, 3, 3.0), (sid, 4, 4.0)]);
-        assert_eq!(db.series_labels(sid).as_deref(), Some(&*m));
-        assert_eq!(db.wal_backlog(2), (3, db.wal_backlog(2).1));
-        assert_eq!(db.read_wal(3, u64::MAX, 10, usize::MAX).expect("read").len(), 1);
+        assert_eq!(db.wal_reader().series_labels(sid).as_deref(), Some(&*m));
+        assert_eq!(db.wal_reader().wal_backlog(2), (3, db.wal_reader().wal_backlog(2).1));
+        assert_eq!(db.wal_reader().read_wal(3, u64::MAX, 10, usize::MAX).expect("read").len(), 1);
         // Handled up to 3: record 3 goes at the next checkpoint, 4 stays.
         hold.advance(3);
         db.flush().await.expect("flush");
         assert_eq!(
-            db.read_wal(0, u64::MAX, 10, usize::MAX)
+            db.wal_reader()
+                .read_wal(0, u64::MAX, 10, usize::MAX)
                 .expect("read")
                 .iter()
                 .map(|r| r.id)
                 .collect::<Vec<_>>(),
             vec![4]
         );
-        assert_eq!(db.wal_backlog(3).0, 1);
+        assert_eq!(db.wal_reader().wal_backlog(3).0, 1);
         db.close();
 
         // A backlog over the limit gives up the oldest records, counted.
@@ -1210,12 +492,12 @@ mod tests {
             text.lines().any(|l| l.starts_with("tsdb_head_samples ") && l.ends_with(" 0")),
             "record 4, kept for remote write only, is not replayed into the head:\n{text}"
         );
-        assert_eq!(db.wal_backlog(3).0, 1, "but it is still there to send");
+        assert_eq!(db.wal_reader().wal_backlog(3).0, 1, "but it is still there to send");
         write(&db, &[(&m, 6, 6.0)]).await;
         db.flush().await.expect("flush");
         assert_eq!(tiny.position(), 5, "moved past everything over 1 byte");
         assert_eq!(tiny.dropped(), (2, 2));
-        assert!(db.read_wal(0, u64::MAX, 10, usize::MAX).expect("read").is_empty());
+        assert!(db.wal_reader().read_wal(0, u64::MAX, 10, usize::MAX).expect("read").is_empty());
         assert_eq!(
             read(&db, &[Matcher::equal("__name__", "m")])[0].samples.len(),
             6,

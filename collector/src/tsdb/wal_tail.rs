@@ -15,7 +15,12 @@
 //! and bytes per id), so backlogs are summed without reading blobs.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use rusqlite::params;
+
+use super::{Labels, Shared, TsdbError, record, sqlite};
 
 /// "Not positioned yet": the hold keeps nothing.
 pub const UNSET: u64 = u64::MAX;
@@ -33,6 +38,9 @@ pub struct WalHold {
 }
 
 impl WalHold {
+    /// "Not positioned yet": the hold keeps nothing.
+    pub const UNSET: u64 = UNSET;
+
     /// A hold at `pos` (the last record handled; [`UNSET`] to position it
     /// later with [`WalHold::advance`]). `max_backlog`: bytes of records
     /// above the position kept at most.
@@ -107,6 +115,7 @@ impl WalRows {
     }
 
     /// Forgets rows from `id` on (a torn tail).
+    #[cfg(test)]
     pub fn remove_from(&mut self, id: u64) {
         let _ = self.rows.split_off(&id);
     }
@@ -187,6 +196,80 @@ pub struct WalRecord {
     pub id: u64,
     /// (series id, timestamp ms, value), in append order.
     pub samples: Vec<(i64, i64, f64)>,
+}
+
+impl super::Tsdb {
+    /// Remote write's reader of the WAL.
+    pub fn wal_reader(&self) -> WalReader {
+        WalReader {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// Remote write's view of the storage (see `wal_tail`): the WAL records
+/// after a position, and the labels of the series they name. Cheap to
+/// clone; it cannot write.
+#[derive(Clone)]
+pub struct WalReader {
+    shared: Arc<Shared>,
+}
+
+impl WalReader {
+    /// WAL records with ids in `(after, upto]`, in order (for remote write;
+    /// see `wal_tail`): at most `max_records`, and no more once
+    /// `max_samples` are reached (at least one record). Pass
+    /// [`WalReader::last_wal_id`] (or the value of [`WalReader::wal_watch`]) as
+    /// `upto`: a record is published there only once its new series are in
+    /// the index. A record that does not decode is an error naming it.
+    pub fn read_wal(&self, after: u64, upto: u64, max_records: usize, max_samples: usize) -> Result<Vec<WalRecord>, TsdbError> {
+        let conn = self.shared.reader()?;
+        let out = (|| {
+            let mut st = conn.prepare_cached(sqlite::SELECT_WAL_AFTER)?;
+            let mut rows = st.query(params![
+                i64::try_from(after).unwrap_or(i64::MAX),
+                i64::try_from(upto).unwrap_or(i64::MAX),
+                max_records as i64
+            ])?;
+            let mut out = Vec::new();
+            let mut total = 0usize;
+            while let Some(row) = rows.next()? {
+                let id: i64 = row.get(0)?;
+                let data = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+                let mut samples = Vec::new();
+                record::decode(data, |sid, t, v| samples.push((sid, t, v)))
+                    .map_err(|e| TsdbError::Corrupt(format!("wal record {id}: {e}")))?;
+                total += samples.len();
+                out.push(WalRecord { id: id as u64, samples });
+                if total >= max_samples {
+                    break;
+                }
+            }
+            Ok::<_, TsdbError>(out)
+        })();
+        self.shared.put_reader(conn);
+        out
+    }
+
+    /// The labels of a series id.
+    pub fn series_labels(&self, id: i64) -> Option<Arc<Labels>> {
+        self.shared.read_index().labels(id)
+    }
+
+    /// The last WAL record id committed.
+    pub fn last_wal_id(&self) -> u64 {
+        *self.shared.wal_last.borrow()
+    }
+
+    /// Changes whenever a WAL record is committed (the value is its id).
+    pub fn wal_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.wal_last.subscribe()
+    }
+
+    /// (samples, bytes) of the WAL records after `pos`.
+    pub fn wal_backlog(&self, pos: u64) -> (u64, u64) {
+        self.shared.wal_rows.lock().unwrap_or_else(|p| p.into_inner()).above(pos)
+    }
 }
 
 #[cfg(test)]

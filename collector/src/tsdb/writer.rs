@@ -27,7 +27,8 @@ use super::compact::{self, CompactStats};
 use super::head::MAX_CHUNK_SPAN_MS;
 use super::record::RecordEncoder;
 use super::retention::{age_cutoff, size_excess};
-use super::{AgentKey, CommitOutcome, FlushStats, Labels, Shared, TsdbOptions, encode_labels, now_ms, sqlite, wal_tail};
+use super::{AgentKey, CommitOutcome, FlushStats, Labels, Shared, TsdbOptions, encode_labels, sqlite, wal_tail};
+use csoc_common::time::now_ms;
 
 /// A sample's series: known by id (resolved by the appender) or new.
 pub enum Key {
@@ -38,14 +39,18 @@ pub enum Key {
     New(Arc<Labels>),
 }
 
+/// The ids of a request's `Key::New` series, as written.
+pub type NewRefs = Vec<(Arc<Labels>, i64)>;
+
 /// A batch of samples to commit.
 pub struct WriteReq {
     /// The samples.
     pub samples: Vec<(Key, i64, f64)>,
     /// The agent batch this applies, if any.
     pub seq: Option<(AgentKey, u64)>,
-    /// Where the outcome goes.
-    pub reply: oneshot::Sender<Result<CommitOutcome, String>>,
+    /// Where the outcome goes, with the ids of the `Key::New` series
+    /// written.
+    pub reply: oneshot::Sender<Result<(CommitOutcome, NewRefs), String>>,
 }
 
 /// Messages to the writer.
@@ -214,11 +219,11 @@ impl Writer {
                 }
                 m.samples_appended.inc_by(applied.len() as u64);
                 m.chunks_persisted.inc_by(persisted as u64);
-                for (req, o) in group.into_iter().zip(outcomes) {
+                for (req, (o, refs)) in group.into_iter().zip(outcomes) {
                     if o == CommitOutcome::AlreadyApplied {
                         m.duplicate_batches.inc();
                     }
-                    let _ = req.reply.send(Ok(o));
+                    let _ = req.reply.send(Ok((o, refs)));
                 }
             }
             Err(e) => {
@@ -239,7 +244,7 @@ impl Writer {
         group: &[WriteReq],
     ) -> Result<
         (
-            Vec<CommitOutcome>,
+            Vec<(CommitOutcome, NewRefs)>,
             Applied,
             Vec<(i64, Arc<Labels>)>,
             usize,
@@ -276,7 +281,7 @@ impl Writer {
                     };
                     if *seq <= last {
                         pending_seq.insert(key.clone(), last);
-                        outcomes.push(CommitOutcome::AlreadyApplied);
+                        outcomes.push((CommitOutcome::AlreadyApplied, Vec::new()));
                         continue;
                     }
                     let n = req.samples.len() as i64;
@@ -284,6 +289,7 @@ impl Writer {
                     pending_seq.insert(key.clone(), *seq);
                 }
                 applied.reserve(req.samples.len());
+                let mut refs: NewRefs = Vec::new();
                 for (key, t, v) in &req.samples {
                     let labels = match key {
                         Key::Id(id) => {
@@ -307,10 +313,13 @@ impl Writer {
                             id
                         }
                     };
+                    if !refs.last().is_some_and(|(l, _)| Arc::ptr_eq(l, labels)) {
+                        refs.push((labels.clone(), id));
+                    }
                     rec.push(id, *t, *v);
                     applied.push((id, *t, *v));
                 }
-                outcomes.push(CommitOutcome::Applied);
+                outcomes.push((CommitOutcome::Applied, refs));
             }
         }
         let wal_id = if rec.is_empty() {

@@ -164,7 +164,7 @@ use self::decimal::{decode_decimal, encode_decimal};
 use self::xor::{decode_xor_values, encode_xor_values};
 use crate::varint::put_uvarint;
 
-pub use self::xor::{XorChunk, XorIter};
+pub use self::xor::XorChunk;
 
 /// First byte of a serialized [`XorChunk`] (format version 1).
 pub const XOR_CHUNK_FORMAT: u8 = 0x01;

@@ -1,0 +1,76 @@
+//! The storage contract: what the rest of the collector reads through,
+//! after Prometheus's `storage/interface.go`.
+//!
+//! A [`Queryable`] hands out [`Querier`]s scoped to a time range; a querier
+//! selects series by label matchers. The PromQL engine, the rules and the
+//! HTTP API depend on these traits only (`&dyn Queryable`,
+//! `Arc<dyn Queryable>`), so they run as well over [`Tsdb`](super::Tsdb)
+//! as over an in-memory store (`promql::MemStore`) or a view restricted to
+//! one commons (`api::access::Scoped`). [`TsdbAdmin`] is the little more
+//! the API's status and admin endpoints need (Prometheus's
+//! `TSDBAdminStats`).
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use super::{FlushStats, IndexStats, Labels, Matcher, Series, StorageStats, TsdbError};
+
+/// Where readers get series from: anything that can open a [`Querier`]
+/// over a time range (Prometheus's `storage.Queryable`).
+pub trait Queryable: Send + Sync {
+    /// A querier over `[mint, maxt]` (ms, inclusive).
+    fn querier(&self, mint: i64, maxt: i64) -> Box<dyn Querier + '_>;
+}
+
+/// Reads the series of one time range (Prometheus's `storage.Querier`).
+/// Matchers are ANDed; a missing label matches as the empty string.
+pub trait Querier {
+    /// Series matching every matcher with their samples in the querier's
+    /// range (staleness markers included; last write wins on equal
+    /// timestamps), sorted by labels. Series without samples in range are
+    /// omitted.
+    fn select(&self, matchers: &[Matcher]) -> Result<Vec<Series>, TsdbError>;
+
+    /// Labels of the series matching every matcher that have data in the
+    /// querier's range, sorted; no samples are decoded. Like Prometheus's
+    /// series and label APIs, a store may answer at chunk granularity (a
+    /// series whose chunk overlaps the range counts).
+    fn series(&self, matchers: &[Matcher]) -> Result<Vec<Arc<Labels>>, TsdbError>;
+
+    /// Label names of the series [`Querier::series`] returns, sorted.
+    fn label_names(&self, matchers: &[Matcher]) -> Result<Vec<String>, TsdbError> {
+        let all = self.series(matchers)?;
+        let names: BTreeSet<&str> = all.iter().flat_map(|l| l.iter().map(|(k, _)| k.as_str())).collect();
+        Ok(names.into_iter().map(str::to_string).collect())
+    }
+
+    /// Values of label `name` among the series [`Querier::series`]
+    /// returns, sorted.
+    fn label_values(&self, name: &str, matchers: &[Matcher]) -> Result<Vec<String>, TsdbError> {
+        let all = self.series(matchers)?;
+        let values: BTreeSet<&str> = all
+            .iter()
+            .filter_map(|l| l.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str()))
+            .collect();
+        Ok(values.into_iter().map(str::to_string).collect())
+    }
+}
+
+/// A boxed future, for [`TsdbAdmin::flush`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Statistics and maintenance for the HTTP API's status and admin
+/// endpoints (Prometheus's `TSDBAdminStats`).
+pub trait TsdbAdmin: Send + Sync {
+    /// Closes and persists every head chunk and empties the WAL.
+    fn flush(&self) -> BoxFuture<'_, Result<FlushStats, TsdbError>>;
+
+    /// Cardinality statistics of the label index; lists hold the `limit`
+    /// largest entries.
+    fn index_stats(&self, limit: usize) -> IndexStats;
+
+    /// Chunks and time bounds of everything stored, in memory and on disk.
+    fn storage_stats(&self) -> Result<StorageStats, TsdbError>;
+}
