@@ -30,7 +30,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -172,6 +171,65 @@ struct SavedPosition {
     inflight_to: Option<u64>,
 }
 
+/// Why remote write cannot start; the message names the target.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// A target's configuration is invalid.
+    #[error("remote_write[{index}]: {message}")]
+    Config {
+        /// The target's place in the list.
+        index: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A target's settings cannot be used (a file unreadable, a bad header).
+    #[error("remote_write[{index}] ({name})")]
+    Target {
+        /// The target's place in the list.
+        index: usize,
+        /// Its name.
+        name: String,
+        /// What failed.
+        #[source]
+        source: SettingError,
+    },
+    /// The directory of the saved positions.
+    #[error("creating {}", path.display())]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One setting of a target that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+pub struct SettingError {
+    what: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl SettingError {
+    fn new(what: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        SettingError {
+            what: what.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    fn msg(what: impl Into<String>) -> Self {
+        SettingError {
+            what: what.into(),
+            source: None,
+        }
+    }
+}
+
 impl Remotes {
     /// Builds a queue per target: reads credentials and TLS files, loads the
     /// saved positions. Errors name the target.
@@ -180,22 +238,28 @@ impl Remotes {
         data_dir: &Path,
         external_labels: &std::collections::BTreeMap<String, String>,
         metrics: RemoteMetrics,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, RemoteError> {
         let dir = data_dir.join("remote-write");
         let mut queues = Vec::new();
         let mut names = std::collections::HashSet::new();
         for (i, cfg) in cfgs.iter().enumerate() {
-            cfg.validate().map_err(|e| anyhow::anyhow!("remote_write[{i}]: {e}"))?;
+            cfg.validate().map_err(|message| RemoteError::Config { index: i, message })?;
             let name = cfg.effective_name();
             if !names.insert(name.clone()) {
-                anyhow::bail!("remote_write[{i}]: the name {name:?} is used twice; give each target a distinct name");
+                return Err(RemoteError::Config {
+                    index: i,
+                    message: format!("the name {name:?} is used twice; give each target a distinct name"),
+                });
             }
-            let q =
-                Queue::new(cfg, &name, &dir, external_labels, metrics.clone()).with_context(|| format!("remote_write[{i}] ({name})"))?;
+            let q = Queue::new(cfg, &name, &dir, external_labels, metrics.clone()).map_err(|source| RemoteError::Target {
+                index: i,
+                name: name.clone(),
+                source,
+            })?;
             queues.push(Arc::new(q));
         }
         if !queues.is_empty() {
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(&dir).map_err(|source| RemoteError::Dir { path: dir.clone(), source })?;
         }
         Ok(Remotes { queues })
     }
@@ -279,7 +343,7 @@ impl Queue {
         dir: &Path,
         external_labels: &std::collections::BTreeMap<String, String>,
         metrics: RemoteMetrics,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, SettingError> {
         let state_path = dir.join(format!("{name}.json"));
         let (pos, inflight_to) = match std::fs::read(&state_path) {
             Ok(b) => match serde_json::from_slice::<SavedPosition>(&b) {
@@ -292,9 +356,9 @@ impl Queue {
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (UNSET, None),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", state_path.display())),
+            Err(e) => return Err(SettingError::new(format!("reading {}", state_path.display()), e)),
         };
-        let mut endpoint = reqwest::Url::parse(&cfg.url).context("url")?;
+        let mut endpoint = reqwest::Url::parse(&cfg.url).map_err(|e| SettingError::new("url", e))?;
         // Credentials in the URL become basic auth, never part of logs.
         let mut auth = None;
         if !endpoint.username().is_empty() {
@@ -321,8 +385,8 @@ impl Queue {
         let mut headers = reqwest::header::HeaderMap::new();
         for (k, v) in &cfg.headers {
             headers.insert(
-                reqwest::header::HeaderName::from_bytes(k.as_bytes()).context("header name")?,
-                reqwest::header::HeaderValue::from_str(v).context("header value")?,
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|e| SettingError::new("header name", e))?,
+                reqwest::header::HeaderValue::from_str(v).map_err(|e| SettingError::new("header value", e))?,
             );
         }
         let mut b = reqwest::Client::builder()
@@ -335,8 +399,8 @@ impl Queue {
             if let Some(ca) = &t.ca_file {
                 use csoc_common::tls::{CaError, read_ca_roots};
                 let roots = read_ca_roots(ca).map_err(|e| match e {
-                    CaError::Read(e) => anyhow::anyhow!("tls.ca_file {}: {e}", ca.display()),
-                    CaError::Pem(m) => anyhow::anyhow!("tls.ca_file {}: {m}", ca.display()),
+                    CaError::Read(e) => SettingError::new(format!("tls.ca_file {}", ca.display()), e),
+                    CaError::Pem(m) => SettingError::msg(format!("tls.ca_file {}: {m}", ca.display())),
                 })?;
                 for c in roots {
                     b = b.add_root_certificate(c);
@@ -344,10 +408,13 @@ impl Queue {
                 b = b.tls_built_in_root_certs(false);
             }
             if let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) {
-                let mut pem = std::fs::read(cert).with_context(|| format!("tls.cert_file {}", cert.display()))?;
+                let mut pem = std::fs::read(cert).map_err(|e| SettingError::new(format!("tls.cert_file {}", cert.display()), e))?;
                 pem.push(b'\n');
-                pem.extend(std::fs::read(key).with_context(|| format!("tls.key_file {}", key.display()))?);
-                b = b.identity(reqwest::Identity::from_pem(&pem).context("tls.cert_file/key_file: not a PEM certificate and key")?);
+                pem.extend(std::fs::read(key).map_err(|e| SettingError::new(format!("tls.key_file {}", key.display()), e))?);
+                b = b.identity(
+                    reqwest::Identity::from_pem(&pem)
+                        .map_err(|e| SettingError::new("tls.cert_file/key_file: not a PEM certificate and key", e))?,
+                );
             }
             if t.insecure_skip_verify {
                 tracing::warn!(
@@ -357,7 +424,7 @@ impl Queue {
                 b = b.danger_accept_invalid_certs(true);
             }
         }
-        let client = b.build().context("building the HTTP client")?;
+        let client = b.build().map_err(|e| SettingError::new("building the HTTP client", e))?;
         let labels = vec![
             ("remote_name".to_string(), name.to_string()),
             ("url".to_string(), redact_url(&cfg.url)),
@@ -830,8 +897,8 @@ impl RequestWriter {
     }
 }
 
-fn read_secret(path: &Path) -> anyhow::Result<String> {
-    let s = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+fn read_secret(path: &Path) -> Result<String, SettingError> {
+    let s = std::fs::read_to_string(path).map_err(|e| SettingError::new(format!("reading {}", path.display()), e))?;
     Ok(s.trim_end_matches(['\n', '\r']).to_string())
 }
 
