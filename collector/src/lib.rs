@@ -362,7 +362,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     spawn_sighup_reload(rule_manager.clone(), rules_stop.clone());
     let selfmon_task = (!cfg.self_scrape_interval.is_zero()).then(|| {
         tokio::spawn(selfmon::run(
-            db.clone(),
+            Arc::new(db.clone()),
             self_registry,
             loopback_for(bound.http).to_string(),
             cfg.self_scrape_interval,

@@ -14,14 +14,14 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::IngestMetrics;
-use crate::tsdb::{Labels, Matcher, Queryable, Tsdb};
+use crate::tsdb::{Appendable, Labels, Matcher, Queryable};
 use csoc_common::time::now_ms;
 
 /// The metric that records each agent's last contact.
 pub const LAST_SEEN: &str = "csoc_collector_agent_last_seen_timestamp_seconds";
 
 /// Stores one round of the registry's samples at `t`.
-pub async fn scrape_once(db: &Tsdb, registry: &Registry, instance: &str, t: i64) -> Result<usize, String> {
+pub async fn scrape_once(db: &dyn Appendable, registry: &Registry, instance: &str, t: i64) -> Result<usize, String> {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, registry).map_err(|e| e.to_string())?;
     // The registry writes OpenMetrics text; the agent's scrape parser reads it.
@@ -43,7 +43,7 @@ pub async fn scrape_once(db: &Tsdb, registry: &Registry, instance: &str, t: i64)
 }
 
 /// Runs the self-scrape until `stop`.
-pub async fn run(db: Tsdb, registry: Arc<Registry>, instance: String, interval: Duration, stop: CancellationToken) {
+pub async fn run(db: Arc<dyn Appendable>, registry: Arc<Registry>, instance: String, interval: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -51,7 +51,7 @@ pub async fn run(db: Tsdb, registry: Arc<Registry>, instance: String, interval: 
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = scrape_once(&db, &registry, &instance, now_ms()).await {
+        if let Err(e) = scrape_once(db.as_ref(), &registry, &instance, now_ms()).await {
             tracing::warn!(error = %e, "storing the collector's own metrics failed");
         }
     }
@@ -60,7 +60,7 @@ pub async fn run(db: Tsdb, registry: Arc<Registry>, instance: String, interval: 
 /// Sets each agent's last contact from what storage holds (the last day),
 /// so that agents that do not come back after a restart keep their last
 /// contact time and still trip an "agent silent" rule.
-pub fn seed_last_seen(db: &Tsdb, ingest: &IngestMetrics) -> usize {
+pub fn seed_last_seen(db: &dyn Queryable, ingest: &IngestMetrics) -> usize {
     let now = now_ms();
     let q = db.querier(now - 86_400_000, now);
     let Ok(series) = q.select(&[Matcher::equal("__name__", LAST_SEEN)]) else {
@@ -95,7 +95,7 @@ mod tests {
     async fn the_registrys_metrics_are_stored_with_job_and_instance() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut reg = Registry::default();
-        let db = Tsdb::open(dir.path(), &crate::tsdb::TsdbOptions::default(), &mut reg).expect("open");
+        let db = crate::tsdb::Tsdb::open(dir.path(), &crate::tsdb::TsdbOptions::default(), &mut reg).expect("open");
         let metrics = crate::metrics::CollectorMetrics::new(reg.sub_registry_with_prefix("csoc_collector"));
         metrics.ingest.seen("alpha", "agent-1");
         let n = scrape_once(&db, &reg, "127.0.0.1:9300", 1_000).await.expect("scrape");

@@ -206,7 +206,8 @@ start_server() {
       take_port
       grpc_port=$PORT
       "$collector" --config "$work/collector.yml" --data-dir "$dir" --http-listen "127.0.0.1:$port" \
-        --grpc-listen "127.0.0.1:$grpc_port" --web.enable-admin-api >"$slog" 2>&1 &
+        --grpc-listen "127.0.0.1:$grpc_port" --web.enable-admin-api \
+        --limit max_samples_per_second=0 --limit max_series_per_agent=0 >"$slog" 2>&1 &
       ready=/-/ready ;;
   esac
   pid=$!

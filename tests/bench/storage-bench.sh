@@ -31,7 +31,9 @@
 # Every (scenario, repeat, system) starts the server fresh on 127.0.0.1 with an
 # empty temp data dir, and stops it by PID (TERM, then KILL after 60 s). All
 # systems of one scenario and repeat get byte-identical data (same seed, same
-# start time). Each phase has a time limit.
+# start time). Each phase has a time limit. csoc-collector runs without its
+# per-agent rate and series limits (the peers have none; the benchmark
+# measures the storage, not the limiter).
 #
 # Needs: cargo, curl, awk, coreutils; installs victoria-metrics and prometheus
 # with apt-get when missing (sudo when not root). Builds release binaries into
@@ -167,7 +169,8 @@ start_server() {
       take_port
       grpc_port=$PORT
       "$collector" --data-dir "$dir" --http-listen "127.0.0.1:$port" --grpc-listen "127.0.0.1:$grpc_port" \
-        --agent-token "bench=$token" --web.enable-admin-api >"$SLOG" 2>&1 &
+        --agent-token "bench=$token" --web.enable-admin-api \
+        --limit max_samples_per_second=0 --limit max_series_per_agent=0 >"$SLOG" 2>&1 &
       WRITE_URL="$HTTP/api/v1/write" GRPC_URL="http://127.0.0.1:$grpc_port" ready=/-/ready ;;
   esac
   SPID=$!

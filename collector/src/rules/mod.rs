@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alert::{Alert, AlertSink};
 use crate::promql::Engine;
-use crate::tsdb::Tsdb;
+use crate::tsdb::{Appendable, Queryable};
 use csoc_common::labels::Labels;
 use csoc_common::time::now_ms;
 use group::{EvalContext, Group};
@@ -128,7 +128,7 @@ pub struct LoadSummary {
 pub struct RuleManager {
     cfg: RulesConfig,
     cx: EvalContext,
-    tsdb: Tsdb,
+    storage: Arc<dyn Appendable>,
     notifier: Arc<dyn AlertSink>,
     metrics: RuleMetrics,
     running: Mutex<Running>,
@@ -166,10 +166,10 @@ impl RuleManager {
     /// Loads the rule files (an error stops the start, with every
     /// problem named) and restores saved alert state. Groups start running
     /// with [`RuleManager::start`].
-    pub fn new(
+    pub fn new<S: Queryable + Appendable + Clone + 'static>(
         cfg: RulesConfig,
         engine: Engine,
-        tsdb: Tsdb,
+        storage: S,
         notifier: Arc<dyn AlertSink>,
         metrics: RuleMetrics,
         shutdown: CancellationToken,
@@ -177,7 +177,7 @@ impl RuleManager {
         let (files, loaded) = load(&cfg.patterns)?;
         let cx = EvalContext {
             engine,
-            db: Arc::new(tsdb.clone()),
+            db: Arc::new(storage.clone()),
             external_labels: Arc::new(cfg.external_labels.clone()),
             external_url: Arc::from(cfg.external_url.as_str()),
             resend_delay: cfg.resend_delay,
@@ -201,7 +201,7 @@ impl RuleManager {
         let mgr = Arc::new(RuleManager {
             cfg,
             cx,
-            tsdb,
+            storage: Arc::new(storage),
             notifier,
             metrics,
             running: Mutex::new(Running {
@@ -325,7 +325,7 @@ impl RuleManager {
                 self.metrics.failures.get_or_create(&gl).inc();
             }
             if !out.samples.is_empty() {
-                let mut app = self.tsdb.appender();
+                let mut app = self.storage.appender();
                 for (l, v) in out.samples {
                     app.append(l, ts, v);
                 }

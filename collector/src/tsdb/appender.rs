@@ -8,6 +8,12 @@ use std::sync::Arc;
 use super::writer::{Key, Msg, WriteReq};
 use super::{AgentKey, CommitOutcome, Labels, SeriesRef, Tsdb, TsdbError};
 
+impl super::Appendable for Tsdb {
+    fn appender(&self) -> Appender {
+        Tsdb::appender(self)
+    }
+}
+
 impl Tsdb {
     /// A new appender.
     pub fn appender(&self) -> Appender {

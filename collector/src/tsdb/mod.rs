@@ -79,7 +79,7 @@ pub use csoc_common::labels::Labels;
 pub use index::IndexStats;
 pub use matcher::{MatchOp, Matcher};
 pub use retention::Retention;
-pub use storage::{BoxFuture, Querier, Queryable, TsdbAdmin};
+pub use storage::{Appendable, BoxFuture, Querier, Queryable, TsdbAdmin};
 pub use wal_tail::{WalHold, WalReader, WalRecord};
 
 /// Errors of the storage.

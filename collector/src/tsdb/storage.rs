@@ -8,14 +8,14 @@
 //! as over an in-memory store (`promql::MemStore`) or a view restricted to
 //! one commons (`api::access::Scoped`). [`TsdbAdmin`] is the little more
 //! the API's status and admin endpoints need (Prometheus's
-//! `TSDBAdminStats`).
+//! `TSDBAdminStats`). Writers other than ingest take an [`Appendable`].
 
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use super::{FlushStats, IndexStats, Labels, Matcher, Series, StorageStats, TsdbError};
+use super::{Appender, FlushStats, IndexStats, Labels, Matcher, Series, StorageStats, TsdbError};
 
 /// Where readers get series from: anything that can open a [`Querier`]
 /// over a time range (Prometheus's `storage.Queryable`).
@@ -56,6 +56,15 @@ pub trait Querier {
             .collect();
         Ok(values.into_iter().map(str::to_string).collect())
     }
+}
+
+/// Where writers get appenders from (Prometheus's `storage.Appendable`):
+/// rule results and self-monitoring write through this. An [`Appender`]
+/// batches samples and is committed (durably, in one transaction) or
+/// rolled back as a whole.
+pub trait Appendable: Send + Sync {
+    /// A new, empty appender.
+    fn appender(&self) -> Appender;
 }
 
 /// A boxed future, for [`TsdbAdmin::flush`].

@@ -173,68 +173,41 @@ pub struct Exposition {
     pub metadata: Vec<Metadata>,
 }
 
-/// Family types (more than [`MetricKind`] distinguishes for suffix rules).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Type {
-    Counter,
-    Gauge,
-    Histogram,
-    GaugeHistogram,
-    Summary,
-    Info,
-    StateSet,
-    Unknown,
+/// The family type named by a `# TYPE` line in `fmt`.
+fn parse_type(s: &str, fmt: Format) -> Option<MetricKind> {
+    Some(match (s, fmt) {
+        ("counter", _) => MetricKind::Counter,
+        ("gauge", _) => MetricKind::Gauge,
+        ("histogram", _) => MetricKind::Histogram,
+        ("summary", _) => MetricKind::Summary,
+        ("untyped", Format::Prometheus) => MetricKind::Unknown,
+        ("unknown", Format::OpenMetrics) => MetricKind::Unknown,
+        ("gaugehistogram", Format::OpenMetrics) => MetricKind::GaugeHistogram,
+        ("info", Format::OpenMetrics) => MetricKind::Info,
+        ("stateset", Format::OpenMetrics) => MetricKind::StateSet,
+        _ => return None,
+    })
 }
 
-impl Type {
-    fn parse(s: &str, fmt: Format) -> Option<Type> {
-        Some(match (s, fmt) {
-            ("counter", _) => Type::Counter,
-            ("gauge", _) => Type::Gauge,
-            ("histogram", _) => Type::Histogram,
-            ("summary", _) => Type::Summary,
-            ("untyped", Format::Prometheus) => Type::Unknown,
-            ("unknown", Format::OpenMetrics) => Type::Unknown,
-            ("gaugehistogram", Format::OpenMetrics) => Type::GaugeHistogram,
-            ("info", Format::OpenMetrics) => Type::Info,
-            ("stateset", Format::OpenMetrics) => Type::StateSet,
-            _ => return None,
-        })
-    }
-
-    fn kind(self) -> MetricKind {
-        match self {
-            Type::Counter => MetricKind::Counter,
-            Type::Gauge => MetricKind::Gauge,
-            Type::Histogram => MetricKind::Histogram,
-            Type::GaugeHistogram => MetricKind::GaugeHistogram,
-            Type::Summary => MetricKind::Summary,
-            Type::Info => MetricKind::Info,
-            Type::StateSet => MetricKind::StateSet,
-            Type::Unknown => MetricKind::Unknown,
-        }
-    }
-
-    /// Suffixes a sample name may add to the family name.
-    fn suffixes(self, fmt: Format) -> &'static [&'static str] {
-        match (self, fmt) {
-            (Type::Counter, Format::OpenMetrics) => &["_total", "_created"],
-            (Type::Counter, Format::Prometheus) => &[""],
-            (Type::Histogram, Format::OpenMetrics) => &["_bucket", "_sum", "_count", "_created"],
-            (Type::Histogram, Format::Prometheus) => &["_bucket", "_sum", "_count"],
-            (Type::GaugeHistogram, _) => &["_bucket", "_gsum", "_gcount"],
-            (Type::Summary, Format::OpenMetrics) => &["", "_sum", "_count", "_created"],
-            (Type::Summary, Format::Prometheus) => &["", "_sum", "_count"],
-            (Type::Info, _) => &["_info"],
-            _ => &[""],
-        }
+/// Suffixes a sample name may add to the family name.
+fn suffixes(typ: MetricKind, fmt: Format) -> &'static [&'static str] {
+    match (typ, fmt) {
+        (MetricKind::Counter, Format::OpenMetrics) => &["_total", "_created"],
+        (MetricKind::Counter, Format::Prometheus) => &[""],
+        (MetricKind::Histogram, Format::OpenMetrics) => &["_bucket", "_sum", "_count", "_created"],
+        (MetricKind::Histogram, Format::Prometheus) => &["_bucket", "_sum", "_count"],
+        (MetricKind::GaugeHistogram, _) => &["_bucket", "_gsum", "_gcount"],
+        (MetricKind::Summary, Format::OpenMetrics) => &["", "_sum", "_count", "_created"],
+        (MetricKind::Summary, Format::Prometheus) => &["", "_sum", "_count"],
+        (MetricKind::Info, _) => &["_info"],
+        _ => &[""],
     }
 }
 
 /// The family being read.
 struct Family {
     name: String,
-    typ: Type,
+    typ: MetricKind,
     typed: bool,
     help: Option<String>,
     unit: Option<String>,
@@ -245,7 +218,7 @@ impl Family {
     fn new(name: &str) -> Family {
         Family {
             name: name.to_string(),
-            typ: Type::Unknown,
+            typ: MetricKind::Unknown,
             typed: false,
             help: None,
             unit: None,
@@ -257,14 +230,14 @@ impl Family {
         if !self.typed && self.help.is_none() && self.unit.is_none() {
             return None;
         }
-        let name = if fmt == Format::OpenMetrics && self.typ == Type::Counter {
+        let name = if fmt == Format::OpenMetrics && self.typ == MetricKind::Counter {
             format!("{}_total", self.name)
         } else {
             self.name.clone()
         };
         Some(Metadata {
             name,
-            kind: self.typ.kind(),
+            kind: self.typ,
             help: self.help.clone().unwrap_or_default(),
             unit: self.unit.clone().unwrap_or_default(),
         })
@@ -402,7 +375,7 @@ pub fn parse(text: &str, fmt: Format) -> Result<Exposition, ParseError> {
                         return Err(c.err(ErrorKind::TypeAfterSamples(name.to_string())));
                     }
                     let t = rest.trim_end_matches([' ', '\t']);
-                    let Some(typ) = Type::parse(t, fmt) else {
+                    let Some(typ) = parse_type(t, fmt) else {
                         c.pos = rest_col.max(c.pos);
                         return Err(c.err(ErrorKind::UnknownType(t.to_string())));
                     };
@@ -429,7 +402,7 @@ pub fn parse(text: &str, fmt: Format) -> Result<Exposition, ParseError> {
         // Which family does it belong to?
         let belongs = fam.as_ref().is_some_and(|f| {
             name.strip_prefix(f.name.as_str())
-                .is_some_and(|suffix| f.typ.suffixes(fmt).contains(&suffix))
+                .is_some_and(|suffix| suffixes(f.typ, fmt).contains(&suffix))
         });
         if !belongs {
             // An OpenMetrics sample named exactly as a declared family whose
@@ -445,7 +418,7 @@ pub fn parse(text: &str, fmt: Format) -> Result<Exposition, ParseError> {
                 return Err(c.err(ErrorKind::FamilyNotContiguous(name.to_string())));
             }
         }
-        let typ = fam.as_ref().map_or(Type::Unknown, |f| f.typ);
+        let typ = fam.as_ref().map_or(MetricKind::Unknown, |f| f.typ);
         let family_name_len = fam.as_ref().map_or(name.len(), |f| f.name.len());
         if let Some(f) = fam.as_mut() {
             f.has_samples = true;
@@ -457,7 +430,7 @@ pub fn parse(text: &str, fmt: Format) -> Result<Exposition, ParseError> {
         }
         // Histogram and summary label rules.
         let suffix = &name[family_name_len.min(name.len())..];
-        if matches!(typ, Type::Histogram | Type::GaugeHistogram) && suffix == "_bucket" {
+        if matches!(typ, MetricKind::Histogram | MetricKind::GaugeHistogram) && suffix == "_bucket" {
             match labels.iter().find(|(k, _)| k == "le") {
                 Some((_, v)) if parse_float(v).is_some() => {}
                 _ => {
@@ -466,7 +439,7 @@ pub fn parse(text: &str, fmt: Format) -> Result<Exposition, ParseError> {
                 }
             }
         }
-        if typ == Type::Summary && suffix.is_empty() {
+        if typ == MetricKind::Summary && suffix.is_empty() {
             match labels.iter().find(|(k, _)| k == "quantile") {
                 Some((_, v)) if parse_float(v).is_some() => {}
                 _ => {
