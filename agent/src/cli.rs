@@ -203,9 +203,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let run = tokio::spawn(agent.run(shutdown.clone()));
         csoc_common::shutdown::shutdown_signal().await;
         shutdown.cancel();
-        let res = run.await.context("agent task")?;
+        run.await.context("agent task")?;
         let _ = http.await;
-        res
+        Ok(())
     })
 }
 

@@ -25,7 +25,6 @@ pub mod tls;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
 use prometheus_client::registry::Registry;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -38,25 +37,59 @@ use crate::shipper::{Shipper, ShipperConfig};
 use crate::sources::{Source, SourceContext};
 use crate::spool::Spool;
 
+/// Why an agent cannot start. Each names what failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The spool directory cannot be used.
+    #[error("opening the spool in {}", path.display())]
+    Spool {
+        /// The spool directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: spool::SpoolError,
+    },
+    /// A source's settings cannot be used.
+    #[error("source {name}")]
+    Source {
+        /// The source.
+        name: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+fn source_error<E: std::error::Error + Send + Sync + 'static>(name: &'static str) -> impl FnOnce(E) -> AgentError {
+    move |e| AgentError::Source { name, source: Box::new(e) }
+}
+
 /// The enabled sources of `cfg`, by name.
-pub fn build_sources(cfg: &AgentConfig) -> anyhow::Result<Vec<(String, Box<dyn Source>)>> {
+pub fn build_sources(cfg: &AgentConfig) -> Result<Vec<(String, Box<dyn Source>)>, AgentError> {
     let mut sources: Vec<(String, Box<dyn Source>)> = Vec::new();
     if cfg.sources.host.enabled {
-        sources.push(("host".into(), Box::new(sources::host::HostSource::new(&cfg.sources.host)?)));
+        sources.push((
+            "host".into(),
+            Box::new(sources::host::HostSource::new(&cfg.sources.host).map_err(source_error("host"))?),
+        ));
     }
     if cfg.sources.gen3_status.enabled {
         sources.push((
             "gen3_status".into(),
-            Box::new(sources::gen3_status::Gen3StatusSource::new(&cfg.sources.gen3_status)?),
+            Box::new(sources::gen3_status::Gen3StatusSource::new(&cfg.sources.gen3_status).map_err(source_error("gen3_status"))?),
         ));
     }
     if cfg.sources.gen3_usage.active(&cfg.sources.gen3_status) {
         sources.push((
             "gen3_usage".into(),
-            Box::new(sources::gen3_usage::Gen3UsageSource::new(
-                &cfg.sources.gen3_usage,
-                &cfg.sources.gen3_status,
-            )?),
+            Box::new(
+                sources::gen3_usage::Gen3UsageSource::new(&cfg.sources.gen3_usage, &cfg.sources.gen3_status)
+                    .map_err(source_error("gen3_usage"))?,
+            ),
         ));
     }
     if cfg.sources.revproxy_log.enabled {
@@ -91,13 +124,16 @@ pub struct Agent {
 impl Agent {
     /// Validates `cfg`, opens the spool and builds the sources. Metrics are
     /// registered in `registry`.
-    pub fn new(cfg: AgentConfig, registry: &mut Registry) -> anyhow::Result<Self> {
+    pub fn new(cfg: AgentConfig, registry: &mut Registry) -> Result<Self, AgentError> {
         cfg.validate()?;
         let token = cfg.resolve_token()?;
         let tls = cfg.client_tls()?;
         let metrics = AgentMetrics::new(registry);
-        let spool = Spool::open(&cfg.spool_dir, cfg.spool_max_bytes, Some(metrics.shipper.clone()))
-            .with_context(|| format!("opening the spool in {}", cfg.spool_dir.display()))?;
+        let spool =
+            Spool::open(&cfg.spool_dir, cfg.spool_max_bytes, Some(metrics.shipper.clone())).map_err(|source| AgentError::Spool {
+                path: cfg.spool_dir.clone(),
+                source,
+            })?;
         let sources = build_sources(&cfg)?;
         let agent_name = cfg.agent_name.clone().unwrap_or_else(config::hostname);
         Ok(Agent {
@@ -125,7 +161,7 @@ impl Agent {
 
     /// Runs until `shutdown` is cancelled; then stops the sources, spools what
     /// they collected and sends it (within the flush timeout).
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) {
         let Agent {
             cfg,
             token,
@@ -217,6 +253,5 @@ impl Agent {
             spool_batches_left = m.spool_batches.get(),
             "csoc-agent stopped"
         );
-        Ok(())
     }
 }

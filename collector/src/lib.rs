@@ -222,13 +222,7 @@ fn prepare_local_agent(cfg: &CollectorConfig, _: &mut Security, _: Bound, _: &mu
 
 #[cfg(feature = "local-agent")]
 fn spawn_local_agent(agent: Option<LocalAgent>, stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
-    agent.map(|a| {
-        tokio::spawn(async move {
-            if let Err(e) = a.run(stop).await {
-                tracing::error!(error = %format!("{e:#}"), "local agent stopped");
-            }
-        })
-    })
+    agent.map(|a| tokio::spawn(a.run(stop)))
 }
 
 #[cfg(not(feature = "local-agent"))]
