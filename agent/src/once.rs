@@ -98,18 +98,6 @@ pub async fn collect_once(cfg: &AgentConfig) -> anyhow::Result<OnceResult> {
     Ok(out)
 }
 
-/// Escapes a label value (`\`, `"`, newline).
-fn escape_label(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
 /// Escapes HELP text (`\`, newline).
 fn escape_help(s: &str) -> String {
     s.replace('\\', "\\\\").replace('\n', "\\n")
@@ -174,7 +162,7 @@ pub fn exposition(frames: &[Frame]) -> String {
                     }
                     out.push_str(k);
                     out.push_str("=\"");
-                    escape_label(lv, &mut out);
+                    csoc_common::exposition::escape_label_value(lv, &mut out);
                     out.push('"');
                 }
                 out.push('}');

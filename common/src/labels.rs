@@ -38,6 +38,14 @@ pub struct Metadata {
     pub unit: String,
 }
 
+/// A label set from `(name, value)` pairs, sorted by name (for literals
+/// and tests).
+pub fn from_pairs(pairs: &[(&str, &str)]) -> Labels {
+    let mut l: Labels = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    sort_labels(&mut l);
+    l
+}
+
 /// Sorts a label set by name (the canonical order on the wire and in storage).
 pub fn sort_labels(l: &mut Labels) {
     l.sort_by(|a, b| a.0.cmp(&b.0));

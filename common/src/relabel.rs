@@ -270,9 +270,7 @@ mod tests {
     }
 
     fn ls(pairs: &[(&str, &str)]) -> Labels {
-        let mut l: Labels = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        crate::labels::sort_labels(&mut l);
-        l
+        crate::labels::from_pairs(pairs)
     }
 
     fn err(y: &str) -> String {

@@ -128,26 +128,24 @@ pub enum MetricType {
 }
 
 impl MetricType {
-    fn parse(s: &str) -> MetricType {
-        match s {
-            "counter" => MetricType::Counter,
-            "gauge" => MetricType::Gauge,
-            "summary" => MetricType::Summary,
-            "histogram" => MetricType::Histogram,
+    fn of(kind: csoc_common::labels::MetricKind) -> MetricType {
+        use csoc_common::labels::MetricKind;
+        match kind {
+            MetricKind::Counter => MetricType::Counter,
+            MetricKind::Gauge => MetricType::Gauge,
+            MetricKind::Summary => MetricType::Summary,
+            MetricKind::Histogram => MetricType::Histogram,
             _ => MetricType::Untyped,
         }
     }
 }
-
-/// Label pairs (name, value).
-pub type Labels = Vec<(String, String)>;
 
 /// One sample line of a Prometheus text exposition.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExpositionSample {
     /// Metric name (e.g. `go_gc_duration_seconds_sum`).
     pub name: String,
-    /// Labels in file order, values unescaped.
+    /// Labels without `__name__`, sorted by name, values unescaped.
     pub labels: Vec<(String, String)>,
     /// The value.
     pub value: f64,
@@ -160,34 +158,49 @@ pub struct ExpositionSample {
     pub line: usize,
 }
 
-/// Parses a Prometheus text exposition (format 0.0.4): `# TYPE` lines give
-/// the families' types, other `#` lines and blank lines are skipped, and
-/// each sample line is `name[{label="value",...}] value [timestamp]` with
-/// `\\`, `\"` and `\n` escapes in label values. Errors name the line.
+/// Parses a Prometheus text exposition (format 0.0.4) with the exposition
+/// parser both binaries use (`csoc_common::exposition`), and adds what the
+/// workload needs beyond it: each sample's line and its value as written
+/// (the exporter's precision), and the `# TYPE` of its family (`_sum`,
+/// `_count` and `_bucket` samples belong to their summary or histogram).
+/// Errors name the line and column.
 pub fn parse_exposition(text: &str) -> anyhow::Result<Vec<ExpositionSample>> {
+    use csoc_common::exposition::{Format, parse};
+    let parsed = parse(text, Format::Prometheus).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut types: HashMap<&str, MetricType> = HashMap::new();
-    let mut out = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(comment) = line.strip_prefix('#') {
-            let mut words = comment.split_whitespace();
-            if words.next() == Some("TYPE")
-                && let (Some(family), Some(t)) = (words.next(), words.next())
-            {
-                types.insert(family, MetricType::parse(t));
+    for m in &parsed.metadata {
+        types.insert(m.name.as_str(), MetricType::of(m.kind));
+    }
+    // The parser keeps samples in exposition order, one per sample line.
+    let lines = text.lines().enumerate().filter(|(_, l)| {
+        let t = l.trim();
+        !t.is_empty() && !t.starts_with('#')
+    });
+    let mut out = Vec::with_capacity(parsed.samples.len());
+    for (s, (i, line)) in parsed.samples.into_iter().zip(lines) {
+        let mut name = String::new();
+        let mut labels = Vec::with_capacity(s.labels.len().saturating_sub(1));
+        for (k, v) in s.labels {
+            if k == "__name__" {
+                name = v;
+            } else {
+                labels.push((k, v));
             }
-            continue;
         }
-        let (name, labels, value_text) = parse_sample_line(line).with_context(|| format!("line {}: {line:?}", i + 1))?;
-        let value = parse_value(value_text).with_context(|| format!("line {}: bad value {value_text:?}", i + 1))?;
+        // The value is the last word of the line, or the one before the
+        // timestamp.
+        let mut words = line.split_whitespace().rev();
+        let last = words.next().unwrap_or_default();
+        let value_text = if s.timestamp_ms.is_some() {
+            words.next().unwrap_or_default()
+        } else {
+            last
+        };
         let family_type = family_type(&types, &name);
         out.push(ExpositionSample {
             name,
             labels,
-            value,
+            value: s.value,
             value_text: value_text.to_string(),
             family_type,
             line: i + 1,
@@ -209,71 +222,6 @@ fn family_type(types: &HashMap<&str, MetricType>, name: &str) -> MetricType {
         }
     }
     MetricType::Untyped
-}
-
-fn parse_value(s: &str) -> anyhow::Result<f64> {
-    Ok(match s {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        "NaN" => f64::NAN,
-        _ => s.parse::<f64>()?,
-    })
-}
-
-/// Splits one sample line into name, labels and value text.
-fn parse_sample_line(line: &str) -> anyhow::Result<(String, Labels, &str)> {
-    let name_end = line.find(|c: char| c == '{' || c.is_whitespace()).unwrap_or(line.len());
-    let name = &line[..name_end];
-    if name.is_empty() {
-        bail!("no metric name");
-    }
-    let mut rest = &line[name_end..];
-    let mut labels = Vec::new();
-    if let Some(after_brace) = rest.strip_prefix('{') {
-        let mut chars = after_brace.char_indices().peekable();
-        loop {
-            while chars.next_if(|(_, c)| c.is_whitespace() || *c == ',').is_some() {}
-            let Some(&(start, c)) = chars.peek() else {
-                bail!("unterminated label set")
-            };
-            if c == '}' {
-                chars.next();
-                rest = &after_brace[start + 1..];
-                break;
-            }
-            let mut label = String::new();
-            while let Some((_, c)) = chars.next_if(|(_, c)| *c != '=' && !c.is_whitespace()) {
-                label.push(c);
-            }
-            while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
-            if chars.next().map(|(_, c)| c) != Some('=') {
-                bail!("expected '=' after label {label:?}");
-            }
-            while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
-            if chars.next().map(|(_, c)| c) != Some('"') {
-                bail!("expected '\"' to open the value of label {label:?}");
-            }
-            let mut value = String::new();
-            loop {
-                match chars.next() {
-                    None => bail!("unterminated value of label {label:?}"),
-                    Some((_, '"')) => break,
-                    Some((_, '\\')) => match chars.next() {
-                        Some((_, 'n')) => value.push('\n'),
-                        Some((_, c @ ('\\' | '"'))) => value.push(c),
-                        Some((_, c)) => bail!("unknown escape \\{c} in the value of label {label:?}"),
-                        None => bail!("unterminated value of label {label:?}"),
-                    },
-                    Some((_, c)) => value.push(c),
-                }
-            }
-            labels.push((label, value));
-        }
-    }
-    let mut words = rest.split_whitespace();
-    let Some(value) = words.next() else { bail!("no value") };
-    // An optional timestamp may follow; the workload makes its own.
-    Ok((name.to_string(), labels, value))
 }
 
 /// The resolution a value is exposed with; generated values keep it.
@@ -1161,7 +1109,7 @@ node_time_seconds 1.7952885075870302e+09
         let err = parse_exposition("# TYPE a gauge\na{b=\"x} 1\n").expect_err("unterminated");
         assert!(format!("{err:#}").contains("line 2"), "{err:#}");
         let err = parse_exposition("a{b=\"\\q\"} 1\n").expect_err("bad escape");
-        assert!(format!("{err:#}").contains("unknown escape"), "{err:#}");
+        assert!(format!("{err:#}").contains("invalid escape"), "{err:#}");
         let err = parse_exposition("a 1x\n").expect_err("bad value");
         assert!(format!("{err:#}").contains("line 1"), "{err:#}");
     }

@@ -15,6 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
+use csoc_common::time::now_ms;
 use csoc_proto::prometheus::WriteRequest;
 use csoc_tests::*;
 use serde_json::Value;
@@ -71,13 +72,6 @@ const RULES: &str = r#"groups:
       - record: commons:test_up:sum
         expr: sum by (commons) (test_up)
 "#;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 fn write_up(c: &Collector, value: f64) -> anyhow::Result<()> {
     let req = WriteRequest {

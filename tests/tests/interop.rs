@@ -14,6 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
+use csoc_common::time::now_ms;
 use csoc_proto::prometheus::{MetricMetadata, WriteRequest};
 use csoc_tests::*;
 use serde_json::{Value, json};
@@ -32,13 +33,6 @@ struct Fixture {
     c: Collector,
     /// Timestamp (ms) of the newest sample of every series.
     last: i64,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// A time as RFC 3339 in UTC with milliseconds (`2026-11-21T10:00:00.000Z`).

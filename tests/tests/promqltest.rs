@@ -41,8 +41,7 @@ pub use csoc_collector::promql::notation::{
     stale_nan,
 };
 
-/// A label set sorted by name, `__name__` included.
-pub type Labels = Vec<(String, String)>;
+pub use csoc_common::labels::Labels;
 
 /// Relative tolerance of float comparisons (upstream's `defaultEpsilon`).
 pub const EPSILON: f64 = 1e-6;

@@ -16,6 +16,7 @@
 use std::time::{Duration, Instant};
 
 use csoc_collector::tsdb::{Tsdb, TsdbOptions};
+use csoc_common::time::now_ms;
 use csoc_tests::grpc::{self, batch, encode_batch, hello, labels, session};
 use csoc_tests::*;
 use serde_json::Value;
@@ -68,13 +69,6 @@ fn commons_of(v: &Value) -> Vec<String> {
     out.sort();
     out.dedup();
     out
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[test]

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, ensure};
+use csoc_common::time::now_ms;
 use csoc_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
 use csoc_tests::*;
 use prost::Message;
@@ -23,13 +24,6 @@ use serde_json::Value;
 
 const TOKEN: &str = "rw-out-token-0123456789abcdef";
 const SERIES: usize = 8;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 fn value_of(k: usize, t: i64) -> f64 {
     (k as f64) * 1000.0 + ((t / 1000) % 997) as f64 + 0.25

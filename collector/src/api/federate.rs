@@ -98,27 +98,14 @@ pub fn render(mut samples: Vec<(Arc<Labels>, i64, f64)>) -> String {
     out
 }
 
-/// Escapes a label value for the text format: backslash, double quote and
-/// line feed.
-pub fn escape_label_value(v: &str, out: &mut String) {
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str(r"\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str(r"\n"),
-            c => out.push(c),
-        }
-    }
-}
+pub use csoc_common::exposition::escape_label_value;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn l(pairs: &[(&str, &str)]) -> Arc<Labels> {
-        let mut v: Labels = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        v.sort();
-        Arc::new(v)
+        Arc::new(csoc_common::labels::from_pairs(pairs))
     }
 
     #[test]

@@ -80,6 +80,12 @@ impl LimitMetrics {
         m
     }
 
+    /// Exports the configured value of a limit that is not an ingest limit
+    /// (query, HTTP and gRPC server limits), under the same metric.
+    pub fn set_limit(&self, limit: &str, value: f64) {
+        self.limit.get_or_create(&vec![("limit".into(), limit.into())]).set(value as i64);
+    }
+
     /// Counts one rejection by `limit` for `commons`.
     pub fn rejected(&self, limit: &str, commons: &str) {
         self.rejections

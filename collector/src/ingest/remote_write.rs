@@ -96,6 +96,7 @@ pub fn router(state: RemoteWriteState) -> Router {
 /// the numbers of native histogram samples and exemplars seen.
 fn build(st: &RemoteWriteState, commons: &str, raw: &[u8]) -> Result<(crate::tsdb::Appender, u64, u64), String> {
     let mut app = st.tsdb.appender();
+    let mut lookup = st.tsdb.series_lookup();
     let (mut histograms, mut exemplars) = (0u64, 0u64);
     let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(16);
     wire::for_each_series(raw, |i, ts| {
@@ -107,12 +108,14 @@ fn build(st: &RemoteWriteState, commons: &str, raw: &[u8]) -> Result<(crate::tsd
         if !pairs.is_sorted_by(|a, b| a.0 <= b.0) {
             pairs.sort_by(|a, b| a.0.cmp(b.0));
         }
-        if let Some(r) = app.get_ref(&pairs) {
+        if let Some(r) = lookup.get_ref(&pairs) {
             for &(t, v) in &ts.samples {
                 app.append_ref(r, t, v);
             }
             return Ok(());
         }
+        // A new series: `append` looks it up again under the lock itself.
+        lookup.release();
         let owned = ts.labels.iter().map(|(k, v)| (k.to_string(), v.to_string()));
         let labels = super::validate_series(owned, commons, &st.limits)
             .map(Arc::new)

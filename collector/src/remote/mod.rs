@@ -923,9 +923,7 @@ mod tests {
     use prost::Message;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        let mut l: Labels = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        l.sort();
-        l
+        csoc_common::labels::from_pairs(pairs)
     }
 
     #[test]

@@ -551,9 +551,7 @@ mod tests {
     }
 
     fn l(pairs: &[(&str, &str)]) -> Labels {
-        let mut v: Labels = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        v.sort();
-        v
+        csoc_common::labels::from_pairs(pairs)
     }
 
     const MIN: i64 = 60_000;

@@ -56,6 +56,55 @@ impl Tsdb {
     }
 }
 
+/// How many lookups a [`SeriesLookup`] makes under one hold of the index's
+/// read lock: enough to amortise the lock's atomic operations (which two
+/// cores contend for), few enough that the writer, which needs the write
+/// lock to create series, waits at most a few microseconds.
+const LOOKUPS_PER_LOCK: u32 = 256;
+
+/// Finds existing series by borrowed label pairs for one request
+/// (Prometheus's `GetRef`), without allocating: the remote-write receiver
+/// resolves each series of a request through it. The index's read lock is
+/// held across at most [`LOOKUPS_PER_LOCK`] lookups, and released by
+/// [`SeriesLookup::release`] (call it before appending a new series, which
+/// takes the lock itself).
+pub struct SeriesLookup<'a> {
+    tsdb: &'a Tsdb,
+    guard: Option<std::sync::RwLockReadGuard<'a, super::index::Index>>,
+    uses: u32,
+}
+
+impl<'a> SeriesLookup<'a> {
+    /// The ref of the series with exactly these (name, value) pairs, sorted
+    /// by name; `None` if storage does not have it yet.
+    pub fn get_ref(&mut self, pairs: &[(&str, &str)]) -> Option<SeriesRef> {
+        if self.uses >= LOOKUPS_PER_LOCK {
+            self.release();
+        }
+        self.uses += 1;
+        let tsdb = self.tsdb;
+        let idx = self.guard.get_or_insert_with(|| tsdb.read_index());
+        idx.id_of_pairs(pairs).map(SeriesRef)
+    }
+
+    /// Lets go of the index lock until the next lookup.
+    pub fn release(&mut self) {
+        self.guard = None;
+        self.uses = 0;
+    }
+}
+
+impl Tsdb {
+    /// A lookup of existing series for one request.
+    pub fn series_lookup(&self) -> SeriesLookup<'_> {
+        SeriesLookup {
+            tsdb: self,
+            guard: None,
+            uses: 0,
+        }
+    }
+}
+
 /// Collects samples to write in one commit (Prometheus's
 /// `storage.Appender`). Not shared between tasks.
 pub struct Appender {

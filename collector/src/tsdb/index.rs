@@ -51,8 +51,18 @@ enum IdList {
     Many(Vec<u32>),
 }
 
+/// The seed of every label-set hash in this process: random, so that
+/// label sets chosen to collide (a hostile writer's) cannot be computed in
+/// advance.
+static LABEL_HASH: std::sync::LazyLock<foldhash::fast::RandomState> = std::sync::LazyLock::new(foldhash::fast::RandomState::default);
+
+/// The hash `by_hash` is keyed by. In memory only (rebuilt at start), so
+/// it is free to change; foldhash rather than SipHash because every
+/// remote-write series and every new agent series is looked up by it (a
+/// quarter of the receiver's CPU with SipHash).
 fn hash_labels<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
+    use std::hash::BuildHasher;
+    let mut h = LABEL_HASH.build_hasher();
     for (k, v) in pairs {
         k.hash(&mut h);
         v.hash(&mut h);
@@ -65,7 +75,7 @@ fn hash_labels<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
 pub struct Index {
     syms: Symbols,
     series: Vec<Option<Pairs>>,
-    by_hash: HashMap<u64, IdList>,
+    by_hash: HashMap<u64, IdList, foldhash::fast::RandomState>,
     postings: HashMap<u32, HashMap<u32, Vec<u32>>>,
     count: usize,
 }
@@ -288,9 +298,7 @@ mod tests {
     use super::*;
 
     fn l(pairs: &[(&str, &str)]) -> Arc<Labels> {
-        let mut v: Labels = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        v.sort();
-        Arc::new(v)
+        Arc::new(csoc_common::labels::from_pairs(pairs))
     }
 
     #[test]

@@ -74,7 +74,7 @@ use metrics::TsdbMetrics;
 use wal_tail::WalRows;
 use writer::Msg;
 
-pub use appender::{Appender, Committed};
+pub use appender::{Appender, Committed, SeriesLookup};
 pub use csoc_common::labels::Labels;
 pub use index::IndexStats;
 pub use matcher::{MatchOp, Matcher};

@@ -772,6 +772,19 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Appends `v` escaped as a label value of the text formats: backslash,
+/// double quote and line feed (the escapes [`parse`] reads back).
+pub fn escape_label_value(v: &str, out: &mut String) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

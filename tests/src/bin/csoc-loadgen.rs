@@ -41,6 +41,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
+use csoc_common::time::now_ms;
 use csoc_proto::prometheus::{Label, Sample, TimeSeries};
 use csoc_proto::v1::ingest_client::IngestClient;
 use csoc_proto::v1::{AgentMessage, SeriesDef, WriteBatch, agent_message, collector_message};
@@ -648,13 +649,6 @@ fn own_cpu_seconds() -> Option<f64> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
     Some(ticks / rustix::param::clock_ticks_per_second() as f64)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Runs the load; returns the summary's fields and the run's error, if any.

@@ -231,18 +231,8 @@ pub fn parse_time(s: &str) -> Option<i64> {
             sign * (oh * 3600 + om * 60)
         }
     };
-    Some(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - off)
-}
-
-/// Days since 1970-01-01 (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    // `mo` and `d` are in 1..=12 and 1..=31 (checked above).
+    Some(csoc_common::calendar::days_from_civil(y, mo as u32, d as u32) * 86400 + h * 3600 + mi * 60 + se - off)
 }
 
 #[cfg(test)]
