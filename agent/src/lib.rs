@@ -68,9 +68,12 @@ fn source_error<E: std::error::Error + Send + Sync + 'static>(name: &'static str
     move |e| AgentError::Source { name, source: Box::new(e) }
 }
 
+/// Sources by name.
+pub type NamedSources = Vec<(String, Box<dyn Source>)>;
+
 /// The enabled sources of `cfg`, by name.
-pub fn build_sources(cfg: &AgentConfig) -> Result<Vec<(String, Box<dyn Source>)>, AgentError> {
-    let mut sources: Vec<(String, Box<dyn Source>)> = Vec::new();
+pub fn build_sources(cfg: &AgentConfig) -> Result<NamedSources, AgentError> {
+    let mut sources: NamedSources = Vec::new();
     if cfg.sources.host.enabled {
         sources.push((
             "host".into(),
@@ -118,7 +121,7 @@ pub struct Agent {
     agent_name: String,
     metrics: AgentMetrics,
     spool: Arc<Mutex<Spool>>,
-    sources: Vec<(String, Box<dyn Source>)>,
+    sources: NamedSources,
 }
 
 impl Agent {
