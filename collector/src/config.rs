@@ -100,7 +100,9 @@ fn token_digest(field: &str, what: &str, token: &Option<String>, sha: &Option<St
     }
 }
 
-/// Limits on what agents may send.
+/// Limits on what agents may send and what one request may ask for; each is
+/// a `--limit NAME=VALUE` flag and a key of `limits:`, and is exported as
+/// `csoc_collector_limit{limit}`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -123,11 +125,47 @@ pub struct Limits {
     pub max_samples_per_second: u64,
     /// Most agent streams open at once (default 2,000; 0 = no limit).
     pub max_concurrent_agents: usize,
+    /// Longest PromQL expression accepted by `query`, `query_range`,
+    /// `parse_query`, `format_query` and rule files (bytes, default 64KiB),
+    /// checked before parsing.
+    #[serde(deserialize_with = "csoc_common::duration::de_bytes")]
+    pub max_query_length: u64,
+    /// Deepest PromQL expression accepted (nested operators, calls,
+    /// parentheses and subqueries; default 512), checked before parsing, so
+    /// that parsing, evaluation, printing and dropping stay within their
+    /// thread's stack.
+    pub max_query_depth: usize,
+    /// Most `match[]` selectors in one `series`, `labels`, `label values` or
+    /// `federate` request (default 64).
+    pub max_match_sets: usize,
+    /// Most series one request may select (`series`, `labels`, label values,
+    /// `federate`, and each selector of a query; default 500,000): past it,
+    /// a 422 naming the limit instead of an answer of unbounded size.
+    pub max_series_per_request: usize,
+    /// Most metric families kept per commons in the metadata store, and the
+    /// longest help text kept (families past the limit are dropped and
+    /// counted; default 10,000 families, help cut at 1KiB).
+    pub max_metadata_per_commons: usize,
+    /// Largest remote-write request body once decompressed (bytes, default
+    /// 64MiB), read from the snappy header before anything is decompressed.
+    #[serde(deserialize_with = "csoc_common::duration::de_bytes")]
+    pub max_remote_write_decompressed_bytes: u64,
+    /// Most open connections on each listener, HTTP and gRPC (default
+    /// 4,096; 0 = no limit). Past it, new connections wait in the kernel's
+    /// backlog.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (HTTP) or finish the
+    /// TLS handshake and HTTP/2 preface (both listeners; default 10s).
+    #[serde(deserialize_with = "csoc_common::duration::de_duration")]
+    pub header_read_timeout: std::time::Duration,
+    /// Time an idle keep-alive connection is kept open (default 2m).
+    #[serde(deserialize_with = "csoc_common::duration::de_duration")]
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Limits {
     /// Every limit by the name its rejections and metrics use.
-    pub fn named(&self) -> [(&'static str, f64); 7] {
+    pub fn named(&self) -> [(&'static str, f64); 16] {
         [
             ("max_batch_bytes", self.max_batch_bytes as f64),
             ("max_labels_per_series", self.max_labels_per_series as f64),
@@ -136,6 +174,18 @@ impl Limits {
             ("max_series_per_agent", self.max_series_per_agent as f64),
             ("max_samples_per_second", self.max_samples_per_second as f64),
             ("max_concurrent_agents", self.max_concurrent_agents as f64),
+            ("max_query_length", self.max_query_length as f64),
+            ("max_query_depth", self.max_query_depth as f64),
+            ("max_match_sets", self.max_match_sets as f64),
+            ("max_series_per_request", self.max_series_per_request as f64),
+            ("max_metadata_per_commons", self.max_metadata_per_commons as f64),
+            (
+                "max_remote_write_decompressed_bytes",
+                self.max_remote_write_decompressed_bytes as f64,
+            ),
+            ("max_connections", self.max_connections as f64),
+            ("header_read_timeout_seconds", self.header_read_timeout.as_secs_f64()),
+            ("idle_timeout_seconds", self.idle_timeout.as_secs_f64()),
         ]
     }
 
@@ -160,6 +210,24 @@ impl Limits {
             "max_series_per_agent" => self.max_series_per_agent = num(value)? as usize,
             "max_samples_per_second" => self.max_samples_per_second = num(value)?,
             "max_concurrent_agents" => self.max_concurrent_agents = num(value)? as usize,
+            "max_query_length" => {
+                self.max_query_length = csoc_common::duration::parse_bytes(value).map_err(|e| format!("--limit {name}: {e}"))?
+            }
+            "max_query_depth" => self.max_query_depth = num(value)? as usize,
+            "max_match_sets" => self.max_match_sets = num(value)? as usize,
+            "max_series_per_request" => self.max_series_per_request = num(value)? as usize,
+            "max_metadata_per_commons" => self.max_metadata_per_commons = num(value)? as usize,
+            "max_remote_write_decompressed_bytes" => {
+                self.max_remote_write_decompressed_bytes =
+                    csoc_common::duration::parse_bytes(value).map_err(|e| format!("--limit {name}: {e}"))?
+            }
+            "max_connections" => self.max_connections = num(value)? as usize,
+            "header_read_timeout" | "header_read_timeout_seconds" => {
+                self.header_read_timeout = csoc_common::duration::parse_duration(value).map_err(|e| format!("--limit {name}: {e}"))?
+            }
+            "idle_timeout" | "idle_timeout_seconds" => {
+                self.idle_timeout = csoc_common::duration::parse_duration(value).map_err(|e| format!("--limit {name}: {e}"))?
+            }
             _ => {
                 let names: Vec<&str> = self.named().iter().map(|(n, _)| *n).collect();
                 return Err(format!("--limit: unknown limit {name:?} (known: {})", names.join(", ")));
@@ -179,6 +247,15 @@ impl Default for Limits {
             max_series_per_agent: 1_000_000,
             max_samples_per_second: 200_000,
             max_concurrent_agents: 2_000,
+            max_query_length: 64 << 10,
+            max_query_depth: 512,
+            max_match_sets: 64,
+            max_series_per_request: 500_000,
+            max_metadata_per_commons: 10_000,
+            max_remote_write_decompressed_bytes: 64 << 20,
+            max_connections: 4_096,
+            header_read_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(120),
         }
     }
 }

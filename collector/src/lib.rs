@@ -265,7 +265,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         ingest_metrics: tm.collector.ingest.clone(),
         metrics: tm.remote_write_in,
         metadata: metadata.clone(),
-        limit_metrics: tm.limits,
+        limit_metrics: tm.limits.clone(),
     });
     let grpc_task = start_grpc(
         &cfg,
@@ -331,6 +331,8 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         metadata,
         rules: rule_manager.clone(),
         api_auth: Arc::new(sec.api_auth),
+        limits: Arc::new(cfg.limits.clone()),
+        limit_metrics: tm.limits,
     };
     let http_stop = servers_stop.clone();
     let app = api::router(state, remote_write);

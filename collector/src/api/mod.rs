@@ -67,6 +67,12 @@ pub struct AppState {
     pub rules: Arc<crate::rules::RuleManager>,
     /// API tokens; empty: the API is open.
     pub api_auth: Arc<crate::auth::ApiAuth>,
+    /// What one request may ask for (`max_query_length`, `max_match_sets`,
+    /// `max_series_per_request`...).
+    pub limits: Arc<crate::config::Limits>,
+    /// Where refusals by a limit are counted
+    /// (`csoc_collector_limit_rejections_total{limit,commons}`).
+    pub limit_metrics: crate::ingest::limits::LimitMetrics,
 }
 
 /// Prometheus's API error types, mapped to status codes in one place.
