@@ -266,6 +266,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         metrics: tm.remote_write_in,
         metadata: metadata.clone(),
         limit_metrics: tm.limits.clone(),
+        limiter: limiter.clone(),
     });
     let grpc_task = start_grpc(
         &cfg,
@@ -339,9 +340,17 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     if sec.http_tls.is_some() {
         tracing::info!("HTTP API uses TLS");
     }
-    let http_incoming = tls::accept::incoming(http_listener, sec.http_tls, tls::accept::Role::Http, None, servers_stop.clone())?;
+    let conn_limits = tls::accept::ConnLimits::from(&cfg.limits);
+    let http_incoming = tls::accept::incoming(
+        http_listener,
+        sec.http_tls,
+        tls::accept::Role::Http,
+        None,
+        conn_limits,
+        servers_stop.clone(),
+    )?;
     let http_task = tokio::spawn(async move {
-        let res = tls::accept::serve_http(app, http_incoming, http_stop).await;
+        let res = tls::accept::serve_http(app, http_incoming, conn_limits, http_stop).await;
         if let Err(e) = res {
             tracing::error!(error = %e, "HTTP server failed");
         }
@@ -436,6 +445,7 @@ fn start_grpc(
         grpc_tls.map(|t| t.server.clone()),
         tls::accept::Role::Grpc,
         Some(metrics.ingest.clone()),
+        tls::accept::ConnLimits::from(&cfg.limits),
         servers_stop.clone(),
     )?;
     let stop = servers_stop.clone();

@@ -154,7 +154,8 @@ impl Drop for StreamSlot {
 }
 
 /// The 64-bit hash of a series' labels that the series limit counts by.
-pub fn series_hash(labels: &[(String, String)]) -> u64 {
+/// (Borrowed `(&str, &str)` pairs hash as owned ones do.)
+pub fn series_hash<T: Hash>(labels: &[T]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     labels.hash(&mut h);
     h.finish()

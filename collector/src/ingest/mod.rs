@@ -16,6 +16,18 @@
 //! ref table). A valid batch is committed with its seq in one transaction
 //! and acknowledged only after the commit returned.
 //!
+//! **Re-used seqs.** A batch whose seq is already applied is acknowledged
+//! without being stored again (exactly-once: the agent re-sends what it was
+//! not sure of). Its content is compared with what was applied under that
+//! seq: the service keeps, per agent (commons, name, spool epoch), a digest
+//! of the last [`APPLIED_DIGESTS`] batches it applied — a hash of every
+//! sample's series labels (not the stream's refs, which change between
+//! streams), timestamp and value bits. A re-sent seq whose digest differs
+//! gets a final `Nack` with code `OUT_OF_ORDER` naming the seq, and nothing
+//! is stored. The digests are in memory only: after a restart (or for a seq
+//! older than the window) a re-sent seq is acknowledged as before, without
+//! a comparison — the durable ledger keeps only the highest applied seq.
+//!
 //! `remote_write.rs` is the same for Prometheus remote write 1.0 over HTTP.
 
 #[doc(hidden)]
@@ -25,7 +37,8 @@ pub mod limits;
 mod peer;
 pub mod remote_write;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,6 +69,57 @@ enum StreamSeries {
     Pending(Arc<Labels>, u64),
 }
 
+/// How many applied batches' digests are kept per agent.
+pub const APPLIED_DIGESTS: usize = 1024;
+
+/// Digests of the last applied batches, per agent.
+#[derive(Default)]
+struct AppliedDigests {
+    /// (commons, agent) → (spool epoch, (seq, digest) oldest first).
+    agents: std::sync::Mutex<HashMap<(String, String), (u64, VecDeque<(u64, u64)>)>>,
+}
+
+impl AppliedDigests {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), (u64, VecDeque<(u64, u64)>)>> {
+        self.agents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The digest applied under `seq`, if still known.
+    fn get(&self, key: &AgentKey, seq: u64) -> Option<u64> {
+        let agents = self.lock();
+        let (epoch, d) = agents.get(&(key.commons.clone(), key.agent.clone()))?;
+        if *epoch != key.epoch {
+            return None;
+        }
+        d.iter().rev().find(|(s, _)| *s == seq).map(|(_, h)| *h)
+    }
+
+    fn record(&self, key: &AgentKey, seq: u64, digest: u64) {
+        let mut agents = self.lock();
+        let e = agents
+            .entry((key.commons.clone(), key.agent.clone()))
+            .or_insert_with(|| (key.epoch, VecDeque::new()));
+        if e.0 != key.epoch {
+            *e = (key.epoch, VecDeque::new());
+        }
+        if e.1.len() >= APPLIED_DIGESTS {
+            e.1.pop_front();
+        }
+        e.1.push_back((seq, digest));
+    }
+}
+
+/// The content digest of a batch: its samples' series hashes, timestamps
+/// and value bits, in order.
+fn batch_digest(used: &[u64], ts: &[i64], vs: &[f64]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    used.len().hash(&mut h);
+    for ((s, t), v) in used.iter().zip(ts).zip(vs) {
+        (s, t, v.to_bits()).hash(&mut h);
+    }
+    h.finish()
+}
+
 /// The gRPC service.
 #[derive(Clone)]
 pub struct IngestService {
@@ -68,6 +132,7 @@ pub struct IngestService {
     metadata: Arc<MetadataStore>,
     peer_policy: Arc<crate::tls::PeerPolicy>,
     limiter: Arc<Limiter>,
+    digests: Arc<AppliedDigests>,
 }
 
 impl IngestService {
@@ -91,6 +156,7 @@ impl IngestService {
             metadata: Arc::default(),
             peer_policy: Arc::default(),
             limiter,
+            digests: Arc::default(),
         }
     }
 
@@ -445,6 +511,20 @@ impl Session {
                 }
             }
         }
+        // A seq applied before with other content: refused, nothing stored.
+        let digest = batch_digest(&used, &b.timestamps_ms, &b.values);
+        if let Some(d) = self.svc.digests.get(key, b.seq)
+            && d != digest
+        {
+            return Err(Reject {
+                code: NackCode::OutOfOrder,
+                message: format!(
+                    "seq {} was already applied with different content (a re-used seq: the agent's spool was reset without a new spool_epoch); this batch was not stored",
+                    b.seq
+                ),
+                retryable: false,
+            });
+        }
         // A batch already applied (a re-send after a crash) is acknowledged
         // without counting against the limits again.
         if b.seq > self.applied.load(std::sync::atomic::Ordering::Relaxed) {
@@ -481,6 +561,7 @@ impl Session {
         }
         if let Ok(CommitOutcome::Applied) = res {
             self.applied.fetch_max(b.seq, std::sync::atomic::Ordering::Relaxed);
+            self.svc.digests.record(key, b.seq, digest);
         }
         match res {
             Ok(o) => Ok((o, n as u64)),

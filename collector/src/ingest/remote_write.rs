@@ -8,6 +8,19 @@
 //! 204 means every sample is durably committed; a storage failure gets 500,
 //! which senders retry. Exemplars are ignored and native histograms are
 //! counted as dropped (this version stores float samples only).
+//!
+//! Hostile input is bounded before it costs memory or CPU: the compressed
+//! body is capped (at most what a snappy block of
+//! `max_remote_write_decompressed_bytes` can compress to, and 64MiB), and
+//! the decompressed length announced in the snappy header is checked
+//! against `max_remote_write_decompressed_bytes` before anything is
+//! decompressed (413 naming the limit). The per-agent limits of the gRPC
+//! path apply too, through the same [`Limiter`], keyed by the sender's
+//! commons (the token's) and the agent name `remote_write`: over
+//! `max_samples_per_second` → 429 with `Retry-After` (retryable, as the
+//! remote write spec says); over `max_series_per_agent` → 400 naming the
+//! limit (not retryable). A refused request stores nothing and is counted in
+//! `csoc_collector_limit_rejections_total`.
 
 use std::sync::Arc;
 
@@ -21,6 +34,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use super::limits::{Limiter, series_hash};
 use crate::auth::AgentAuth;
 use crate::config::Limits;
 use crate::metadata::MetadataStore;
@@ -29,8 +43,12 @@ use crate::tsdb::Tsdb;
 
 /// Largest compressed body accepted.
 const MAX_BODY: usize = 64 << 20;
-/// Largest decompressed body accepted.
+/// Largest decompressed body accepted by [`decompress`] (the fuzz
+/// targets'); the receiver uses `max_remote_write_decompressed_bytes`.
 const MAX_DECODED: usize = 256 << 20;
+/// The agent name remote-write senders are limited under (with the commons
+/// their token maps to).
+pub const REMOTE_WRITE_AGENT: &str = "remote_write";
 
 /// Receiver metrics (`csoc_collector_remote_write_*`).
 #[derive(Clone, Default)]
@@ -80,13 +98,29 @@ pub struct RemoteWriteState {
     pub metadata: Arc<MetadataStore>,
     /// Where label-limit rejections are counted.
     pub limit_metrics: super::limits::LimitMetrics,
+    /// The per-agent limits shared with the gRPC ingest.
+    pub limiter: Arc<Limiter>,
+}
+
+impl RemoteWriteState {
+    /// The largest decompressed body (`max_remote_write_decompressed_bytes`,
+    /// 0 = no limit of its own: [`MAX_DECODED`]).
+    fn max_decoded(&self) -> usize {
+        match self.limits.max_remote_write_decompressed_bytes {
+            0 => MAX_DECODED,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 /// The receiver's route.
 pub fn router(state: RemoteWriteState) -> Router {
+    // No valid body is longer than snappy's worst case for the largest
+    // decompressed size.
+    let body_cap = snap::raw::max_compress_len(state.max_decoded()).clamp(1, MAX_BODY);
     Router::new()
         .route("/api/v1/write", post(write))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(DefaultBodyLimit::max(body_cap))
         .with_state(state)
 }
 
@@ -94,7 +128,9 @@ pub fn router(state: RemoteWriteState) -> Router {
 /// written yet). Known series are found by their borrowed labels, without
 /// allocating; new series are validated in full. Returns the appender and
 /// the numbers of native histogram samples and exemplars seen.
-fn build(st: &RemoteWriteState, commons: &str, raw: &[u8]) -> Result<(crate::tsdb::Appender, u64, u64), String> {
+/// The hashes of the samples' series (what the per-agent limits count) are
+/// pushed to `used`.
+fn build(st: &RemoteWriteState, commons: &str, raw: &[u8], used: &mut Vec<u64>) -> Result<(crate::tsdb::Appender, u64, u64), String> {
     let mut app = st.tsdb.appender();
     let mut lookup = st.tsdb.series_lookup();
     let (mut histograms, mut exemplars) = (0u64, 0u64);
@@ -109,8 +145,10 @@ fn build(st: &RemoteWriteState, commons: &str, raw: &[u8]) -> Result<(crate::tsd
             pairs.sort_by(|a, b| a.0.cmp(b.0));
         }
         if let Some(r) = lookup.get_ref(&pairs) {
+            let h = series_hash(&pairs);
             for &(t, v) in &ts.samples {
                 app.append_ref(r, t, v);
+                used.push(h);
             }
             return Ok(());
         }
@@ -125,8 +163,10 @@ fn build(st: &RemoteWriteState, commons: &str, raw: &[u8]) -> Result<(crate::tsd
                 }
                 format!("timeseries[{i}]: {msg}; nothing of this request was stored")
             })?;
+        let h = series_hash(&labels);
         for &(t, v) in &ts.samples {
             app.append(labels.clone(), t, v);
+            used.push(h);
         }
         Ok(())
     })?;
@@ -365,12 +405,22 @@ fn reply(m: &RemoteWriteMetrics, code: StatusCode, msg: String) -> Response {
 
 /// Snappy-decompresses a request body (block format), refusing one that
 /// announces more than [`MAX_DECODED`] bytes before allocating for it.
+#[cfg(feature = "fuzzing")]
 pub(crate) fn decompress(body: &[u8]) -> Result<Vec<u8>, (StatusCode, String)> {
+    decompress_max(body, MAX_DECODED)
+}
+
+/// Snappy-decompresses a request body, refusing (413, naming
+/// `max_remote_write_decompressed_bytes`) one whose header announces more
+/// than `max` bytes, before allocating or decompressing anything.
+pub(crate) fn decompress_max(body: &[u8], max: usize) -> Result<Vec<u8>, (StatusCode, String)> {
     let decoded_len = snap::raw::decompress_len(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("snappy: {e}")))?;
-    if decoded_len > MAX_DECODED {
+    if decoded_len > max {
         return Err((
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("decompressed body of {decoded_len} bytes exceeds {MAX_DECODED}"),
+            format!(
+                "the snappy header announces a decompressed body of {decoded_len} bytes, over max_remote_write_decompressed_bytes {max}; nothing of this request was stored"
+            ),
         ));
     }
     snap::raw::Decoder::new()
@@ -403,14 +453,34 @@ async fn write(State(st): State<RemoteWriteState>, headers: HeaderMap, body: Byt
             format!("unsupported Content-Encoding {enc:?}: remote write 1.0 uses snappy"),
         );
     }
-    let raw = match decompress(&body) {
+    let raw = match decompress_max(&body, st.max_decoded()) {
         Ok(r) => r,
-        Err((code, msg)) => return reply(m, code, msg),
+        Err((code, msg)) => {
+            if code == StatusCode::PAYLOAD_TOO_LARGE {
+                st.limit_metrics.rejected("max_remote_write_decompressed_bytes", &commons);
+                tracing::warn!(commons = %commons, "refused a remote write request: {msg}");
+            }
+            return reply(m, code, msg);
+        }
     };
-    let (app, histograms, exemplars) = match build(&st, &commons, &raw) {
+    let mut used = Vec::new();
+    let (app, histograms, exemplars) = match build(&st, &commons, &raw, &mut used) {
         Ok(r) => r,
         Err(msg) => return reply(m, StatusCode::BAD_REQUEST, msg),
     };
+    // The per-agent limits (they count the rejection themselves).
+    if let Err(e) = st.limiter.admit(&commons, REMOTE_WRITE_AGENT, &used) {
+        tracing::warn!(commons = %commons, limit = e.limit, "refused a remote write request: {}", e.message);
+        let msg = format!("{}; nothing of this request was stored", e.message);
+        if e.retryable {
+            m.request(StatusCode::TOO_MANY_REQUESTS);
+            let mut resp = (StatusCode::TOO_MANY_REQUESTS, msg + "\n").into_response();
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return resp;
+        }
+        return reply(m, StatusCode::BAD_REQUEST, msg);
+    }
     let metadata = match wire::metadata(&raw) {
         Ok(md) => md,
         Err(msg) => return reply(m, StatusCode::BAD_REQUEST, msg),
@@ -458,6 +528,7 @@ mod tests {
         auth.add_token("alpha", TOKEN);
         let metrics = crate::metrics::CollectorMetrics::new(&mut reg);
         let st = RemoteWriteState {
+            limiter: Arc::new(Limiter::new(Limits::default(), Default::default())),
             limit_metrics: Default::default(),
             tsdb: tsdb.clone(),
             auth: Arc::new(auth),
@@ -679,6 +750,7 @@ mod tests {
         auth.add_token("alpha", TOKEN);
         let store = Arc::new(MetadataStore::default());
         let app = router(RemoteWriteState {
+            limiter: Arc::new(Limiter::new(Limits::default(), Default::default())),
             limit_metrics: Default::default(),
             tsdb,
             auth: Arc::new(auth),
