@@ -72,15 +72,17 @@ enum StreamSeries {
 /// How many applied batches' digests are kept per agent.
 pub const APPLIED_DIGESTS: usize = 1024;
 
+/// (commons, agent) → (spool epoch, (seq, digest) oldest first).
+type DigestMap = HashMap<(String, String), (u64, VecDeque<(u64, u64)>)>;
+
 /// Digests of the last applied batches, per agent.
 #[derive(Default)]
 struct AppliedDigests {
-    /// (commons, agent) → (spool epoch, (seq, digest) oldest first).
-    agents: std::sync::Mutex<HashMap<(String, String), (u64, VecDeque<(u64, u64)>)>>,
+    agents: std::sync::Mutex<DigestMap>,
 }
 
 impl AppliedDigests {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), (u64, VecDeque<(u64, u64)>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DigestMap> {
         self.agents.lock().unwrap_or_else(|p| p.into_inner())
     }
 
