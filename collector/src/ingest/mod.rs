@@ -660,6 +660,28 @@ mod tests {
     }
 
     #[test]
+    fn applied_digests_tell_a_reused_seq_from_a_resend() {
+        let d = AppliedDigests::default();
+        let key = AgentKey {
+            commons: "c".into(),
+            agent: "a".into(),
+            epoch: 1,
+        };
+        let one = batch_digest(&[7, 7], &[1, 2], &[1.0, 2.0]);
+        assert_eq!(one, batch_digest(&[7, 7], &[1, 2], &[1.0, 2.0]));
+        assert_ne!(one, batch_digest(&[7, 7], &[1, 2], &[1.0, 3.0]));
+        assert_ne!(one, batch_digest(&[7, 8], &[1, 2], &[1.0, 2.0]));
+        d.record(&key, 5, one);
+        assert_eq!(d.get(&key, 5), Some(one));
+        assert_eq!(d.get(&key, 4), None);
+        assert_eq!(d.get(&AgentKey { epoch: 2, ..key.clone() }, 5), None, "another spool epoch");
+        for s in 6..6 + APPLIED_DIGESTS as u64 {
+            d.record(&key, s, s);
+        }
+        assert_eq!(d.get(&key, 5), None, "older than the window");
+    }
+
+    #[test]
     fn commons_is_stamped_over_what_the_agent_sent() {
         let out = validate_series(
             [l("__name__", "up"), l("commons", "evil"), l("job", "x")].map(|l| (l.name, l.value)),

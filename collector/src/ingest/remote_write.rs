@@ -521,23 +521,7 @@ mod tests {
     const TOKEN: &str = "remote-write-token-0123456789";
 
     fn setup() -> (tempfile::TempDir, Tsdb, Router) {
-        let d = tempfile::tempdir().expect("tempdir");
-        let mut reg = Registry::default();
-        let tsdb = Tsdb::open(d.path(), &crate::tsdb::TsdbOptions::default(), &mut reg).expect("open");
-        let mut auth = AgentAuth::default();
-        auth.add_token("alpha", TOKEN);
-        let metrics = crate::metrics::CollectorMetrics::new(&mut reg);
-        let st = RemoteWriteState {
-            limiter: Arc::new(Limiter::new(Limits::default(), Default::default())),
-            limit_metrics: Default::default(),
-            tsdb: tsdb.clone(),
-            auth: Arc::new(auth),
-            limits: Limits::default(),
-            ingest_metrics: metrics.ingest,
-            metrics: RemoteWriteMetrics::new(&mut reg),
-            metadata: Arc::default(),
-        };
-        (d, tsdb, router(st))
+        setup_with(Limits::default())
     }
 
     fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
@@ -792,6 +776,66 @@ mod tests {
         };
         assert_eq!(post(&app, None, body(&other)).await.0, StatusCode::UNAUTHORIZED);
         assert!(store.query(Some("sneaky"), None, None).is_empty());
+    }
+
+    fn setup_with(limits: Limits) -> (tempfile::TempDir, Tsdb, Router) {
+        let d = tempfile::tempdir().expect("tempdir");
+        let mut reg = Registry::default();
+        let tsdb = Tsdb::open(d.path(), &crate::tsdb::TsdbOptions::default(), &mut reg).expect("open");
+        let mut auth = AgentAuth::default();
+        auth.add_token("alpha", TOKEN);
+        let st = RemoteWriteState {
+            limiter: Arc::new(Limiter::new(limits.clone(), Default::default())),
+            limit_metrics: Default::default(),
+            tsdb: tsdb.clone(),
+            auth: Arc::new(auth),
+            limits,
+            ingest_metrics: crate::metrics::CollectorMetrics::new(&mut reg).ingest,
+            metrics: RemoteWriteMetrics::new(&mut reg),
+            metadata: Arc::default(),
+        };
+        (d, tsdb, router(st))
+    }
+
+    #[tokio::test]
+    async fn per_agent_limits_refuse_whole_requests() {
+        let (_d, tsdb, app) = setup_with(Limits {
+            max_series_per_agent: 2,
+            ..Limits::default()
+        });
+        let req = |names: &[&str]| WriteRequest {
+            timeseries: names.iter().map(|n| series(&[("__name__", n)], &[(1000, 1.0)])).collect(),
+            ..Default::default()
+        };
+        assert_eq!(post(&app, Some(TOKEN), body(&req(&["a", "b"]))).await.0, StatusCode::NO_CONTENT);
+        let (code, msg) = post(&app, Some(TOKEN), body(&req(&["a", "c"]))).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        assert!(msg.contains("max_series_per_agent"), "{msg}");
+        assert_eq!(stored(&tsdb).len(), 2, "nothing of the refused request");
+
+        let (_d, tsdb, app) = setup_with(Limits {
+            max_samples_per_second: 1,
+            ..Limits::default()
+        });
+        let many: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(post(&app, Some(TOKEN), body(&req(&many))).await.0, StatusCode::NO_CONTENT);
+        let (code, msg) = post(&app, Some(TOKEN), body(&req(&["late"]))).await;
+        assert_eq!(code, StatusCode::TOO_MANY_REQUESTS);
+        assert!(msg.contains("max_samples_per_second"), "{msg}");
+        assert_eq!(stored(&tsdb).len(), 20);
+    }
+
+    #[tokio::test]
+    async fn a_huge_announced_size_is_refused_before_decompressing() {
+        let (_d, _tsdb, app) = setup_with(Limits {
+            max_remote_write_decompressed_bytes: 1 << 20,
+            ..Limits::default()
+        });
+        // The header announces 2 MiB; the body is a few bytes.
+        let (code, msg) = post(&app, Some(TOKEN), vec![0x80, 0x80, 0x80, 0x01, 0, 0, 0]).await;
+        assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(msg.contains("max_remote_write_decompressed_bytes"), "{msg}");
     }
 
     #[tokio::test]
