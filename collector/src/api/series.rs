@@ -284,7 +284,10 @@ mod tests {
         // The same series through two sets counts once.
         let got = select_series(q.as_ref(), &[up.clone(), a.clone()], 3).ok().map(|s| s.len());
         assert_eq!(got, Some(3));
-        assert!(matches!(select_series(q.as_ref(), std::slice::from_ref(&up), 2), Err(SelectError::TooMany)));
+        assert!(matches!(
+            select_series(q.as_ref(), std::slice::from_ref(&up), 2),
+            Err(SelectError::TooMany)
+        ));
         assert!(matches!(select_series(q.as_ref(), &[a.clone(), up], 2), Err(SelectError::TooMany)));
         assert_eq!(select_series(q.as_ref(), &[], 3).ok().map(|s| s.len()), Some(3));
         assert_eq!(select_series(q.as_ref(), &[a], 1).ok().map(|s| s.len()), Some(1));
