@@ -257,7 +257,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     // Ingest: gRPC from agents and the remote-write receiver.
     let servers_stop = CancellationToken::new();
     let agent_auth = Arc::new(sec.agent_auth);
-    let metadata = Arc::new(metadata::MetadataStore::default());
+    let metadata = Arc::new(metadata::MetadataStore::new(cfg.limits.max_metadata_per_commons, tm.limits.clone()));
     let remote_write = ingest::remote_write::router(ingest::remote_write::RemoteWriteState {
         tsdb: db.clone(),
         auth: agent_auth.clone(),

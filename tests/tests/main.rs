@@ -7,6 +7,7 @@ mod e2e;
 mod gen3;
 mod grafana;
 mod hostile_ingest;
+mod hostile_api;
 mod interop;
 mod promql_conformance;
 mod promqltest;

@@ -6,6 +6,7 @@
 //! `honor_labels: true` to pull the fleet's series into itself.
 
 use csoc_common::gofmt::format_g;
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -14,7 +15,8 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{AppState, Params, match_sets};
+use super::series::{SelectError, limited_match_sets, select_series, too_many_series};
+use super::{AppState, Params};
 use crate::tsdb::Labels;
 
 /// Content type of the text exposition format 0.0.4.
@@ -24,9 +26,14 @@ fn plain(code: StatusCode, msg: String) -> Response {
     (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg + "\n").into_response()
 }
 
-/// The handler (GET, and POST with a form body).
+/// The handler (GET, and POST with a form body). At most
+/// `max_match_sets` selectors (400 past it) and `max_series_per_request`
+/// series (422): the matching series are counted from the index before any
+/// sample is read, then each selector's samples are read and reduced to the
+/// latest one per series before the next, deduplicated on the storage's
+/// shared label sets.
 pub async fn federate(State(st): State<AppState>, Extension(access): Extension<super::access::Access>, p: Params) -> Response {
-    let sets = match match_sets(&p) {
+    let sets = match limited_match_sets(&st, &access, &p) {
         Ok(s) => s,
         Err(e) => return plain(StatusCode::BAD_REQUEST, e.message()),
     };
@@ -39,24 +46,31 @@ pub async fn federate(State(st): State<AppState>, Extension(access): Extension<s
     let sets = access.restrict(sets);
     let now = csoc_common::time::now_ms();
     let lookback = st.engine.lookback.as_millis() as i64;
-    let res = tokio::task::spawn_blocking(move || -> Result<String, String> {
+    let res = tokio::task::spawn_blocking(move || -> Result<String, (StatusCode, String)> {
+        let failed = |e: String| (StatusCode::INTERNAL_SERVER_ERROR, format!("federation failed: {e}"));
         let q = st.storage.querier(now - lookback + 1, now);
-        let mut latest: Vec<(Arc<Labels>, i64, f64)> = Vec::new();
+        // Count first: no sample is read for a request past the limit.
+        match select_series(q.as_ref(), &sets, st.limits.max_series_per_request) {
+            Ok(_) => {}
+            Err(SelectError::TooMany) => return Err((StatusCode::UNPROCESSABLE_ENTITY, too_many_series(&st, &access))),
+            Err(SelectError::Storage(e)) => return Err(failed(e.to_string())),
+        }
+        let mut latest: BTreeMap<Arc<Labels>, (i64, f64)> = BTreeMap::new();
         for set in &sets {
-            for s in q.select(set).map_err(|e| e.to_string())? {
+            for s in q.select(set).map_err(|e| failed(e.to_string()))? {
                 if let Some(&(t, v)) = s.samples.last()
                     && !csoc_proto::is_stale_nan(v)
                 {
-                    latest.push((s.labels, t, v));
+                    latest.insert(s.labels, (t, v));
                 }
             }
         }
-        Ok(render(latest))
+        Ok(render(latest.into_iter().map(|(l, (t, v))| (l, t, v)).collect()))
     })
     .await;
     match res {
         Ok(Ok(body)) => (StatusCode::OK, [(header::CONTENT_TYPE, TEXT_CONTENT_TYPE)], body).into_response(),
-        Ok(Err(e)) => plain(StatusCode::INTERNAL_SERVER_ERROR, format!("federation failed: {e}")),
+        Ok(Err((code, msg))) => plain(code, msg),
         Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, format!("federation task failed: {e}")),
     }
 }

@@ -163,14 +163,6 @@ fn respond(data: Json, warnings: &[String], infos: &[String]) -> Response {
 /// formatting): the engine's formatter.
 pub use crate::promql::fmt_float as fmt_value;
 
-fn labels_json(l: &Labels) -> Json {
-    let mut m = serde_json::Map::new();
-    for (k, v) in l {
-        m.insert(k.clone(), Json::String(v.clone()));
-    }
-    Json::Object(m)
-}
-
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await

@@ -557,9 +557,10 @@ impl Session {
         }
         if res.is_ok() {
             let md = b.metadata.iter();
-            self.svc
-                .metadata
-                .record_all(md.map(|m| (m.metric_family_name.as_str(), m.r#type, m.help.as_str(), m.unit.as_str())));
+            self.svc.metadata.record_all(
+                &key.commons,
+                md.map(|m| (m.metric_family_name.as_str(), m.r#type, m.help.as_str(), m.unit.as_str())),
+            );
         }
         if let Ok(CommitOutcome::Applied) = res {
             self.applied.fetch_max(b.seq, std::sync::atomic::Ordering::Relaxed);

@@ -486,7 +486,8 @@ async fn write(State(st): State<RemoteWriteState>, headers: HeaderMap, body: Byt
         Err(msg) => return reply(m, StatusCode::BAD_REQUEST, msg),
     };
     let record_metadata = || {
-        st.metadata.record_all(metadata.iter().map(|d| (d.family, d.typ, d.help, d.unit)));
+        st.metadata
+            .record_all(&commons, metadata.iter().map(|d| (d.family, d.typ, d.help, d.unit)));
     };
     m.drop_items("native_histogram", histograms);
     m.drop_items("exemplar", exemplars);
