@@ -6,6 +6,7 @@ mod alerting;
 mod e2e;
 mod gen3;
 mod grafana;
+mod hostile_query;
 mod interop;
 mod promql_conformance;
 mod promqltest;

@@ -15,6 +15,9 @@ mod aggr;
 mod binop;
 mod eval;
 mod funcs;
+pub mod guard;
+
+pub use eval::{TIMED_OUT, TOO_MANY_SAMPLES};
 
 pub use funcs::fmt_float;
 pub mod notation;

@@ -1,0 +1,341 @@
+//! Hostile queries: the checks made before a query's text reaches the
+//! parser (promql-parser recurses, as do the evaluator, the printer and the
+//! AST's drop), and the thread with a known stack that parses, evaluates,
+//! formats and drops a query.
+//!
+//! [`depth_bound`] scans the text token by token and gives an upper bound
+//! of the syntax tree's depth: every bracket (`(`, `[`, `{`) opens a frame;
+//! within a frame every binary operator (`+`, `or`, `==`, …), unary sign and
+//! subquery/range bracket may add one level. The bound at a point is the sum
+//! over the open frames of one plus their operator count, and the answer is
+//! its maximum. A chain `1+1+…+1` of n terms gives n; n nested calls give
+//! n + 1.
+//!
+//! [`QUERY_STACK_PER_LEVEL`] bytes of stack per level of that bound (plus a
+//! base) is what [`stack_size`] gives the query thread; the tests run the
+//! deepest accepted queries of every shape on it.
+
+/// Stack per level of the depth bound: measured on debug builds (the
+/// largest frames) with a margin of more than 4 (see the tests).
+pub const QUERY_STACK_PER_LEVEL: usize = 64 << 10;
+
+/// Stack for everything but the recursion.
+const QUERY_STACK_BASE: usize = 8 << 20;
+
+/// The stack of the thread that handles a query of depth up to `max_depth`.
+pub fn stack_size(max_depth: usize) -> usize {
+    QUERY_STACK_BASE.saturating_add(max_depth.saturating_mul(QUERY_STACK_PER_LEVEL))
+}
+
+/// A refusal before parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The text is longer than `max_query_length` bytes.
+    Length {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The depth bound exceeds `max_query_depth`.
+    Depth {
+        /// The bound (at least this much; the scan stops past the limit).
+        depth: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl Refusal {
+    /// The limit's name, as counted in `csoc_collector_limit_rejections_total`.
+    pub fn limit(&self) -> &'static str {
+        match self {
+            Refusal::Length { .. } => "max_query_length",
+            Refusal::Depth { .. } => "max_query_depth",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Length { len, max } => write!(f, "query is {len} bytes long, over the limit max_query_length ({max} bytes)"),
+            Refusal::Depth { depth, max } => write!(
+                f,
+                "query nesting depth is at least {depth}, over the limit max_query_depth ({max}): too many nested brackets, calls or chained operators"
+            ),
+        }
+    }
+}
+
+/// Checks a query's text before parsing: its length, then its depth bound.
+pub fn precheck(q: &str, max_length: u64, max_depth: usize) -> Result<(), Refusal> {
+    if q.len() as u64 > max_length {
+        return Err(Refusal::Length {
+            len: q.len(),
+            max: max_length.min(usize::MAX as u64) as usize,
+        });
+    }
+    let depth = depth_bound_until(q, max_depth);
+    if depth > max_depth {
+        return Err(Refusal::Depth { depth, max: max_depth });
+    }
+    Ok(())
+}
+
+/// An upper bound of the depth of `q`'s syntax tree (see the module doc).
+pub fn depth_bound(q: &str) -> usize {
+    depth_bound_until(q, usize::MAX)
+}
+
+/// [`depth_bound`], stopping as soon as the bound passes `stop`.
+fn depth_bound_until(q: &str, stop: usize) -> usize {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kind {
+        Paren,
+        Square,
+        Brace,
+    }
+    // (kind, operators seen in the frame); the root frame is a Paren.
+    let mut frames: Vec<(Kind, usize)> = vec![(Kind::Paren, 0)];
+    let mut cur = 1usize; // frames.len() + sum of counts
+    let mut max = 1usize;
+    let b = q.as_bytes();
+    let mut i = 0usize;
+    let count = |frames: &mut Vec<(Kind, usize)>, cur: &mut usize| {
+        if let Some(f) = frames.last_mut() {
+            f.1 += 1;
+            *cur += 1;
+        }
+    };
+    while i < b.len() {
+        let c = b[i];
+        let in_brace = frames.last().is_some_and(|f| f.0 == Kind::Brace);
+        match c {
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' | b'\'' => {
+                i += 1;
+                while i < b.len() && b[i] != c {
+                    if b[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'`' => {
+                i += 1;
+                while i < b.len() && b[i] != b'`' {
+                    i += 1;
+                }
+            }
+            b'(' | b'{' | b'[' => {
+                let kind = match c {
+                    b'(' => Kind::Paren,
+                    b'{' => Kind::Brace,
+                    _ => {
+                        // A range or subquery wraps what precedes it.
+                        count(&mut frames, &mut cur);
+                        Kind::Square
+                    }
+                };
+                frames.push((kind, 0));
+                cur += 1;
+            }
+            b')' | b'}' | b']' => {
+                if frames.len() > 1
+                    && let Some((_, n)) = frames.pop()
+                {
+                    cur -= 1 + n;
+                }
+            }
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'<' | b'>' if !in_brace => {
+                count(&mut frames, &mut cur);
+                // `<=`, `>=` are one operator.
+                if matches!(c, b'<' | b'>') && b.get(i + 1) == Some(&b'=') {
+                    i += 1;
+                }
+            }
+            b'=' | b'!' if !in_brace => {
+                // `==`, `!=` (a lone `=` or `!` is a syntax error anyway).
+                count(&mut frames, &mut cur);
+                if b.get(i + 1) == Some(&b'=') {
+                    i += 1;
+                }
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' || c == b':' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':') {
+                    i += 1;
+                }
+                let word = &q[start..i];
+                if word.eq_ignore_ascii_case("and")
+                    || word.eq_ignore_ascii_case("or")
+                    || word.eq_ignore_ascii_case("unless")
+                    || word.eq_ignore_ascii_case("atan2")
+                {
+                    count(&mut frames, &mut cur);
+                }
+                max = max.max(cur);
+                if max > stop {
+                    return max;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        max = max.max(cur);
+        if max > stop {
+            return max;
+        }
+        i += 1;
+    }
+    max
+}
+
+/// At most the first 100 characters of `s`, with "…" when cut: what an
+/// error message may echo of a query.
+pub fn short(s: &str) -> String {
+    const KEEP: usize = 100;
+    match s.char_indices().nth(KEEP) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    }
+}
+
+/// Runs `f` on a new thread with a stack for queries of depth up to
+/// `max_depth` and waits for it (a panic is an `Err`).
+pub fn on_query_stack<T: Send>(max_depth: usize, f: impl FnOnce() -> T + Send) -> Result<T, String> {
+    on_stack(stack_size(max_depth), f)
+}
+
+fn on_stack<T: Send>(stack: usize, f: impl FnOnce() -> T + Send) -> Result<T, String> {
+    std::thread::scope(|s| {
+        let h = std::thread::Builder::new()
+            .name("promql-query".into())
+            .stack_size(stack)
+            .spawn_scoped(s, f)
+            .map_err(|e| format!("starting the query thread: {e}"))?;
+        h.join().map_err(|_| "the query thread panicked".to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(op: &str, term: &str, n: usize) -> String {
+        vec![term; n].join(op)
+    }
+
+    fn nested(open: &str, inner: &str, close: &str, n: usize) -> String {
+        format!("{}{inner}{}", open.repeat(n), close.repeat(n))
+    }
+
+    #[test]
+    fn depth_bound_of_shapes() {
+        assert_eq!(depth_bound("1"), 1);
+        assert_eq!(depth_bound("up"), 1);
+        assert_eq!(depth_bound(&chain("+", "1", 511)), 511);
+        assert_eq!(depth_bound(&chain(" or ", "node_load1", 100)), 100);
+        assert_eq!(depth_bound(&chain(" AND ", "a", 10)), 10);
+        assert_eq!(depth_bound(&nested("(", "1", ")", 10)), 11);
+        assert_eq!(depth_bound(&nested("sum(", "x", ")", 10)), 11);
+        assert_eq!(depth_bound(&format!("{}1", "-".repeat(9))), 10);
+        let lr = nested("label_replace(", "up", r#", "a", "$1", "b", "(.*)")"#, 20);
+        assert_eq!(depth_bound(&lr), 21);
+        // Subqueries of subqueries.
+        assert_eq!(depth_bound(&format!("x{}", "[1m:]".repeat(5))), 1 + 5 + 1);
+        assert_eq!(depth_bound(&nested("max_over_time(", "x", "[1m:1m])", 5)), 5 + 3);
+        // Strings, comments and matchers do not count.
+        assert_eq!(depth_bound(r#"up{a="((((+-", b!~"x|y", c=~'a\'(('} # ((((+"#), 2);
+        assert_eq!(depth_bound("x `(((`"), 1);
+        // Closed frames give their levels back.
+        assert_eq!(depth_bound("(1+1) + (1+1)"), 1 + 1 + 1 + 1);
+        assert_eq!(depth_bound("a >= b <= c != d == e"), 5);
+        // Unbalanced closers do not underflow.
+        assert_eq!(depth_bound(")))]]}}1+1"), 2);
+    }
+
+    #[test]
+    fn precheck_names_the_limit() {
+        assert!(precheck(&chain("+", "1", 512), 1 << 20, 512).is_ok());
+        let e = precheck(&chain("+", "1", 513), 1 << 20, 512).expect_err("deep");
+        assert_eq!(e.limit(), "max_query_depth");
+        assert!(e.to_string().contains("max_query_depth"), "{e}");
+        let e = precheck(&"1".repeat(100), 99, 512).expect_err("long");
+        assert_eq!(e, Refusal::Length { len: 100, max: 99 });
+        assert!(e.to_string().contains("max_query_length"));
+        // The scan stops early on a huge input.
+        let e = precheck(&"(".repeat(1_000_000), 10 << 20, 512).expect_err("deep");
+        assert!(matches!(e, Refusal::Depth { depth: 513, .. }), "{e:?}");
+    }
+
+    /// The deepest accepted query of each shape, at exactly the limit.
+    fn deepest(max: usize) -> Vec<(&'static str, String)> {
+        let lr = r#", "a", "$1", "job", "(.*)")"#;
+        vec![
+            ("plus chain", chain("+", "1", max)),
+            ("power chain", chain("^", "1", max)),
+            ("or chain", chain(" or ", "node_load1", max)),
+            ("comparison chain", chain(" > bool ", "node_load1", max)),
+            ("nested label_replace", nested("label_replace(", "node_load1", lr, max - 1)),
+            ("nested parens", nested("(", "1", ")", max - 1)),
+            ("nested sum", nested("sum(", "node_load1", ")", max - 1)),
+            ("nested abs of a vector", nested("abs(", "-node_load1", ")", max - 2)),
+            ("unary minus", format!("{}1", "-".repeat(max - 1))),
+            ("subqueries", nested("max_over_time(", "node_load1", "[1m:1m])", max - 3)),
+            ("parens and operators", nested("(1+", "1", ")", (max - 1) / 2)),
+        ]
+    }
+
+    /// Parses, evaluates (instant and range), prints, serializes and drops
+    /// `q` on a thread with `stack` bytes of stack.
+    fn run_all(q: &str, stack: usize) -> Result<(), String> {
+        on_stack(stack, || {
+            let expr = promql_parser::parser::parse(q).map_err(|e| format!("parse: {e}"))?;
+            let db = crate::promql::MemStore::from_series(vec![crate::tsdb::Series {
+                labels: std::sync::Arc::new(vec![
+                    ("__name__".to_string(), "node_load1".to_string()),
+                    ("job".to_string(), "n".to_string()),
+                ]),
+                samples: vec![(0, 1.0), (60_000, 1.0), (120_000, 1.0)],
+            }]);
+            let e = crate::promql::Engine::new(std::time::Duration::from_secs(300));
+            let _ = e.instant_with_text(&db, &expr, 120_000, Some(q));
+            let _ = e.range_with_text(&db, &expr, 0, 120_000, 60_000, Some(q));
+            let _ = expr.prettify();
+            let _ = expr.to_string();
+            let _ = serde_json::to_string(&serde_json::to_value(&expr).map_err(|e| e.to_string())?);
+            drop(expr);
+            Ok(())
+        })?
+    }
+
+    #[test]
+    fn deepest_accepted_queries_fit_the_stack_with_a_margin() {
+        let max = 512;
+        for (what, q) in deepest(max) {
+            assert_eq!(precheck(&q, 1 << 20, max), Ok(()), "{what}");
+            assert!(depth_bound(&q) >= max - 1, "{what}: {}", depth_bound(&q));
+            // A quarter of the stack the query thread gets is enough.
+            run_all(&q, stack_size(max) / 4).unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
+        // One more level of each shape is refused.
+        for (what, over) in deepest(max + 1) {
+            assert!(precheck(&over, 1 << 20, max).is_err(), "{what}: {}", depth_bound(&over));
+        }
+    }
+
+    #[test]
+    fn short_cuts_long_text() {
+        assert_eq!(short("abc"), "abc");
+        let s = short(&"é".repeat(1000));
+        assert_eq!(s.chars().count(), 101);
+        assert!(s.ends_with('…'));
+    }
+}
