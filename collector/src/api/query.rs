@@ -48,10 +48,12 @@ async fn on_query_thread<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let depth = st.limits.max_query_depth;
     std::thread::Builder::new()
         .name("promql-query".into())
-        .stack_size(guard::stack_size(st.limits.max_query_depth))
+        .stack_size(guard::stack_size(depth))
         .spawn(move || {
+            guard::mark_query_stack(depth);
             let _ = tx.send(f());
         })
         .map_err(|e| ApiError::Internal(format!("starting the query thread: {e}")))?;

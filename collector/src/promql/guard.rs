@@ -207,10 +207,39 @@ pub fn short(s: &str) -> String {
     }
 }
 
+/// The depth for which the evaluator's own calls make room when they are
+/// not already on a query thread (rule evaluation, rule unit tests):
+/// `max_query_depth`'s default, which rule files are held to.
+pub const DEFAULT_MAX_DEPTH: usize = 512;
+
+thread_local! {
+    /// The depth this thread's stack was sized for (0: not a query thread).
+    static STACK_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as having a stack for queries of depth up to
+/// `max_depth` (a thread started with [`stack_size`]`(max_depth)`).
+pub fn mark_query_stack(max_depth: usize) {
+    STACK_DEPTH.with(|d| d.set(max_depth));
+}
+
 /// Runs `f` on a new thread with a stack for queries of depth up to
 /// `max_depth` and waits for it (a panic is an `Err`).
 pub fn on_query_stack<T: Send>(max_depth: usize, f: impl FnOnce() -> T + Send) -> Result<T, String> {
-    on_stack(stack_size(max_depth), f)
+    on_stack(stack_size(max_depth), move || {
+        mark_query_stack(max_depth);
+        f()
+    })
+}
+
+/// Runs `f` here if this thread is a query thread for at least
+/// `max_depth`, else on one.
+pub fn ensure_query_stack<T: Send>(max_depth: usize, f: impl FnOnce() -> T + Send) -> Result<T, String> {
+    if STACK_DEPTH.with(|d| d.get()) >= max_depth {
+        Ok(f())
+    } else {
+        on_query_stack(max_depth, f)
+    }
 }
 
 fn on_stack<T: Send>(stack: usize, f: impl FnOnce() -> T + Send) -> Result<T, String> {
