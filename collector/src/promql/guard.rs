@@ -360,6 +360,31 @@ mod tests {
         }
     }
 
+    /// promql-parser's printer measures every node by printing it
+    /// (`needs_split` → `to_string`) and copies each level's text into its
+    /// parent's: O(size × depth), bounded now by the length and depth
+    /// limits. The worst shapes found, at both limits, print in well under
+    /// a second (0.3 s on a debug build).
+    #[test]
+    fn printing_at_the_limits_is_bounded() {
+        let group = format!("({})", chain(" + ", "node_load1", 240));
+        let wide = chain(" + ", &group, 20);
+        let deep_wide = nested("(", &chain(" + ", "node_load1", 240), ")", 250);
+        let long = chain(" + ", r#"node_load1_with_a_long_name{job="aaaaaaaaaaaaaaaaaaaaaaaaa"}"#, 511);
+        for q in [wide, deep_wide, long] {
+            assert!(precheck(&q, 64 << 10, 512).is_ok(), "{}", depth_bound(&q));
+            let took = on_query_stack(512, || {
+                let e = promql_parser::parser::parse(&q).expect("parse");
+                let t = std::time::Instant::now();
+                let p = e.prettify();
+                assert!(p.len() < 8 << 20, "{}", p.len());
+                t.elapsed()
+            })
+            .expect("thread");
+            assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+        }
+    }
+
     #[test]
     fn short_cuts_long_text() {
         assert_eq!(short("abc"), "abc");
