@@ -4,12 +4,14 @@
 //! formats and drops a query.
 //!
 //! [`depth_bound`] scans the text token by token and gives an upper bound
-//! of the syntax tree's depth: every bracket (`(`, `[`, `{`) opens a frame;
-//! within a frame every binary operator (`+`, `or`, `==`, …), unary sign and
-//! subquery/range bracket may add one level. The bound at a point is the sum
-//! over the open frames of one plus their operator count, and the answer is
-//! its maximum. A chain `1+1+…+1` of n terms gives n; n nested calls give
-//! n + 1.
+//! of the syntax tree's depth: every bracket (`(`, `[`, `{`) opens a group;
+//! within a group every binary operator (`+`, `or`, `==`, …), unary sign and
+//! range/subquery bracket may add one node above the group's deepest
+//! operand, so a group's height is at most 1 (its own node: call,
+//! parentheses, subquery) + its operators + its deepest inner group. A chain
+//! `1+1+…+1` of n terms gives n; n nested calls give n + 1; n nested
+//! `max_over_time(…[1m:1m])` give 2n + 2. The scan keeps a running lower
+//! bound and stops as soon as it passes the limit.
 //!
 //! [`QUERY_STACK_PER_LEVEL`] bytes of stack per level of that bound (plus a
 //! base) is what [`stack_size`] gives the query thread; the tests run the
@@ -88,7 +90,8 @@ pub fn depth_bound(q: &str) -> usize {
     depth_bound_until(q, usize::MAX)
 }
 
-/// [`depth_bound`], stopping as soon as the bound passes `stop`.
+/// [`depth_bound`], stopping as soon as the bound passes `stop` (with a
+/// value over `stop`).
 fn depth_bound_until(q: &str, stop: usize) -> usize {
     #[derive(Clone, Copy, PartialEq)]
     enum Kind {
@@ -96,21 +99,50 @@ fn depth_bound_until(q: &str, stop: usize) -> usize {
         Square,
         Brace,
     }
-    // (kind, operators seen in the frame); the root frame is a Paren.
-    let mut frames: Vec<(Kind, usize)> = vec![(Kind::Paren, 0)];
-    let mut cur = 1usize; // frames.len() + sum of counts
-    let mut max = 1usize;
+    /// An open bracket: its operators so far and the largest height of
+    /// the groups closed inside it.
+    struct Frame {
+        kind: Kind,
+        ops: usize,
+        child: usize,
+    }
+    impl Frame {
+        fn new(kind: Kind) -> Self {
+            Frame { kind, ops: 0, child: 0 }
+        }
+        /// The height of its subtree: the node of the bracket (call,
+        /// parentheses, range, subquery), then at most one node per
+        /// operator above its deepest operand.
+        fn height(&self) -> usize {
+            1 + self.ops + self.child
+        }
+    }
+    let mut frames: Vec<Frame> = vec![Frame::new(Kind::Paren)];
+    // Sum over the open frames of 1 + ops: with the innermost frame's
+    // deepest child, a lower bound of the final answer (for stopping early).
+    let mut open = 1usize;
     let b = q.as_bytes();
     let mut i = 0usize;
-    let count = |frames: &mut Vec<(Kind, usize)>, cur: &mut usize| {
+    let count = |frames: &mut Vec<Frame>, open: &mut usize| {
         if let Some(f) = frames.last_mut() {
-            f.1 += 1;
-            *cur += 1;
+            f.ops += 1;
+            *open += 1;
+        }
+    };
+    let close = |frames: &mut Vec<Frame>, open: &mut usize| {
+        if frames.len() > 1
+            && let Some(f) = frames.pop()
+        {
+            *open -= 1 + f.ops;
+            let h = f.height();
+            if let Some(parent) = frames.last_mut() {
+                parent.child = parent.child.max(h);
+            }
         }
     };
     while i < b.len() {
         let c = b[i];
-        let in_brace = frames.last().is_some_and(|f| f.0 == Kind::Brace);
+        let in_brace = frames.last().is_some_and(|f| f.kind == Kind::Brace);
         match c {
             b'#' => {
                 while i < b.len() && b[i] != b'\n' {
@@ -139,22 +171,16 @@ fn depth_bound_until(q: &str, stop: usize) -> usize {
                     b'{' => Kind::Brace,
                     _ => {
                         // A range or subquery wraps what precedes it.
-                        count(&mut frames, &mut cur);
+                        count(&mut frames, &mut open);
                         Kind::Square
                     }
                 };
-                frames.push((kind, 0));
-                cur += 1;
+                frames.push(Frame::new(kind));
+                open += 1;
             }
-            b')' | b'}' | b']' => {
-                if frames.len() > 1
-                    && let Some((_, n)) = frames.pop()
-                {
-                    cur -= 1 + n;
-                }
-            }
+            b')' | b'}' | b']' => close(&mut frames, &mut open),
             b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'<' | b'>' if !in_brace => {
-                count(&mut frames, &mut cur);
+                count(&mut frames, &mut open);
                 // `<=`, `>=` are one operator.
                 if matches!(c, b'<' | b'>') && b.get(i + 1) == Some(&b'=') {
                     i += 1;
@@ -162,7 +188,7 @@ fn depth_bound_until(q: &str, stop: usize) -> usize {
             }
             b'=' | b'!' if !in_brace => {
                 // `==`, `!=` (a lone `=` or `!` is a syntax error anyway).
-                count(&mut frames, &mut cur);
+                count(&mut frames, &mut open);
                 if b.get(i + 1) == Some(&b'=') {
                     i += 1;
                 }
@@ -173,28 +199,23 @@ fn depth_bound_until(q: &str, stop: usize) -> usize {
                     i += 1;
                 }
                 let word = &q[start..i];
-                if word.eq_ignore_ascii_case("and")
-                    || word.eq_ignore_ascii_case("or")
-                    || word.eq_ignore_ascii_case("unless")
-                    || word.eq_ignore_ascii_case("atan2")
-                {
-                    count(&mut frames, &mut cur);
+                if ["and", "or", "unless", "atan2"].iter().any(|k| word.eq_ignore_ascii_case(k)) {
+                    count(&mut frames, &mut open);
                 }
-                max = max.max(cur);
-                if max > stop {
-                    return max;
-                }
-                continue;
+                i -= 1;
             }
             _ => {}
         }
-        max = max.max(cur);
-        if max > stop {
-            return max;
+        let lower = open + frames.last().map_or(0, |f| f.child);
+        if lower > stop {
+            return lower;
         }
         i += 1;
     }
-    max
+    while frames.len() > 1 {
+        close(&mut frames, &mut open);
+    }
+    frames[0].height()
 }
 
 /// At most the first 100 characters of `s`, with "…" when cut: what an
@@ -253,6 +274,22 @@ fn on_stack<T: Send>(stack: usize, f: impl FnOnce() -> T + Send) -> Result<T, St
     })
 }
 
+/// The depth of a syntax tree (nodes on its longest path), which
+/// [`depth_bound`] of its text bounds. Recursive: for tests and fuzzing, on
+/// a query thread.
+pub fn ast_depth(e: &promql_parser::parser::Expr) -> usize {
+    use promql_parser::parser::Expr;
+    1 + match e {
+        Expr::Aggregate(a) => ast_depth(&a.expr).max(a.param.as_deref().map_or(0, ast_depth)),
+        Expr::Unary(u) => ast_depth(&u.expr),
+        Expr::Binary(b) => ast_depth(&b.lhs).max(ast_depth(&b.rhs)),
+        Expr::Paren(p) => ast_depth(&p.expr),
+        Expr::Subquery(s) => ast_depth(&s.expr),
+        Expr::Call(c) => c.args.args.iter().map(|a| ast_depth(a)).max().unwrap_or(0),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::VectorSelector(_) | Expr::MatrixSelector(_) | Expr::Extension(_) => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,7 +316,9 @@ mod tests {
         assert_eq!(depth_bound(&lr), 21);
         // Subqueries of subqueries.
         assert_eq!(depth_bound(&format!("x{}", "[1m:]".repeat(5))), 1 + 5 + 1);
-        assert_eq!(depth_bound(&nested("max_over_time(", "x", "[1m:1m])", 5)), 5 + 3);
+        // Two levels a call of a subquery: the bracket after a closed group
+        // still counts over it.
+        assert_eq!(depth_bound(&nested("max_over_time(", "x", "[1m:1m])", 5)), 2 * 5 + 2);
         // Strings, comments and matchers do not count.
         assert_eq!(depth_bound(r#"up{a="((((+-", b!~"x|y", c=~'a\'(('} # ((((+"#), 2);
         assert_eq!(depth_bound("x `(((`"), 1);
@@ -317,7 +356,7 @@ mod tests {
             ("nested sum", nested("sum(", "node_load1", ")", max - 1)),
             ("nested abs of a vector", nested("abs(", "-node_load1", ")", max - 2)),
             ("unary minus", format!("{}1", "-".repeat(max - 1))),
-            ("subqueries", nested("max_over_time(", "node_load1", "[1m:1m])", max - 3)),
+            ("subqueries", nested("max_over_time(", "node_load1", "[1m:1m])", (max - 1) / 2)),
             ("parens and operators", nested("(1+", "1", ")", (max - 1) / 2)),
         ]
     }
@@ -353,6 +392,21 @@ mod tests {
             assert!(depth_bound(&q) >= max - 1, "{what}: {}", depth_bound(&q));
             // A quarter of the stack the query thread gets is enough.
             run_all(&q, stack_size(max) / 4).unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
+        // The bound is one.
+        for (what, q) in deepest(max).into_iter().chain([
+            (
+                "rate",
+                "rate(x[5m]) / on(a) group_left sum by (a) (rate(y[5m] offset 1m))".to_string(),
+            ),
+            (
+                "misc",
+                r#"-(1 - -x) > bool (y atan2 2) and topk(3, z{a!="b"} @ 5) unless count_values("v", w)"#.to_string(),
+            ),
+            ("subquery", "max_over_time((-x)[5m:1m])".to_string()),
+        ]) {
+            let real = on_query_stack(max, || ast_depth(&promql_parser::parser::parse(&q).expect("parse"))).expect("thread");
+            assert!(real <= depth_bound(&q), "{what}: depth {real} > bound {}", depth_bound(&q));
         }
         // One more level of each shape is refused.
         for (what, over) in deepest(max + 1) {
