@@ -414,6 +414,75 @@ mod tests {
         }
     }
 
+    /// Random token soups: whatever parses has a tree no deeper than the
+    /// text's bound (the property the stack size rests on; the fuzz target
+    /// checks it on arbitrary bytes).
+    #[test]
+    fn the_bound_holds_on_random_queries() {
+        const TOKENS: &[&str] = &[
+            "1",
+            "x",
+            "up{a=\"b\"}",
+            "(",
+            ")",
+            "(",
+            ")",
+            "[5m]",
+            "[1m:1m]",
+            "[1m:]",
+            " + ",
+            " - ",
+            "-",
+            " * ",
+            " ^ ",
+            " / ",
+            " or ",
+            " and ",
+            " unless ",
+            " > bool ",
+            " == ",
+            " atan2 ",
+            "sum(",
+            "sum by (a) (",
+            "rate(",
+            "abs(",
+            "max_over_time(",
+            "label_replace(",
+            "topk(",
+            ", ",
+            "\"s\"",
+            " offset 1m",
+            " @ 5",
+            " on(a) ",
+            " group_left ",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut parsed = 0;
+        let queries: Vec<String> = (0..60_000)
+            .map(|_| {
+                let n = 1 + next() % 14;
+                (0..n).map(|_| TOKENS[(next() % TOKENS.len() as u64) as usize]).collect()
+            })
+            .collect();
+        on_query_stack(512, || {
+            for q in &queries {
+                if let Ok(e) = promql_parser::parser::parse(q) {
+                    parsed += 1;
+                    let (d, b) = (ast_depth(&e), depth_bound(q));
+                    assert!(d <= b, "{q:?}: depth {d} > bound {b}");
+                }
+            }
+        })
+        .expect("thread");
+        assert!(parsed > 1000, "only {parsed} parsed");
+    }
+
     /// promql-parser's printer measures every node by printing it
     /// (`needs_split` → `to_string`) and copies each level's text into its
     /// parent's: O(size × depth), bounded now by the length and depth
