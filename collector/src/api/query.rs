@@ -10,14 +10,73 @@ use promql_parser::parser::Expr;
 use serde_json::{Value as Json, json};
 
 use super::access::{Access, Scoped};
-use super::{ApiError, AppState, Params, TRUNCATED, blocking, success};
-use crate::promql::{Engine, Value};
+use super::{ApiError, AppState, Params, TRUNCATED, success};
+use crate::promql::guard::{self, short};
+use crate::promql::{Engine, EvalError, TOO_MANY_SAMPLES, Value};
 
 /// Prometheus's cap on the points per series of a range query.
 const MAX_POINTS: i64 = 11_000;
 
+/// Parses a query (on the query thread: the parser recurses); a parse
+/// error echoes at most a short prefix of what it quotes.
 fn parse_expr(q: &str) -> Result<Expr, ApiError> {
-    promql_parser::parser::parse(q).map_err(|e| ApiError::BadData(format!("invalid parameter \"query\": {e}")))
+    promql_parser::parser::parse(q).map_err(|e| ApiError::BadData(format!("invalid parameter \"query\": {}", short(&e))))
+}
+
+/// The caller's scope, as refusals are counted.
+fn scope(access: &Access) -> String {
+    access.scope().unwrap_or("").to_string()
+}
+
+/// The `query` parameter, checked before it reaches the parser: its length
+/// (`max_query_length`) and an upper bound of its syntax tree's depth
+/// (`max_query_depth`); a refusal is counted.
+fn checked_query(st: &AppState, access: &Access, p: &Params) -> Result<String, ApiError> {
+    let text = p.required("query")?;
+    if let Err(r) = guard::precheck(&text, st.limits.max_query_length, st.limits.max_query_depth) {
+        st.limit_metrics.rejected(r.limit(), &scope(access));
+        return Err(ApiError::BadData(format!("invalid parameter \"query\": {r}")));
+    }
+    Ok(text)
+}
+
+/// Runs `f` (which parses, evaluates or prints, and drops the syntax tree)
+/// on a thread of its own with a stack sized for `max_query_depth`, off the
+/// async workers.
+async fn on_query_thread<T: Send + 'static>(
+    st: &AppState,
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let depth = st.limits.max_query_depth;
+    std::thread::Builder::new()
+        .name("promql-query".into())
+        .stack_size(guard::stack_size(depth))
+        .spawn(move || {
+            guard::mark_query_stack(depth);
+            let _ = tx.send(f());
+        })
+        .map_err(|e| ApiError::Internal(format!("starting the query thread: {e}")))?;
+    rx.await.map_err(|_| ApiError::Internal("the query thread failed".into()))?
+}
+
+/// An evaluation error as the API answers it; refusals by the sample and
+/// time limits are counted.
+fn eval_error(st: &AppState, commons: &str, e: EvalError) -> ApiError {
+    match &e {
+        EvalError::Execution(m) if m.starts_with(TOO_MANY_SAMPLES) => st.limit_metrics.rejected("query_max_samples", commons),
+        EvalError::Timeout(_) => st.limit_metrics.rejected("query_timeout", commons),
+        _ => {}
+    }
+    match ApiError::from(e) {
+        ApiError::BadData(m) => ApiError::BadData(short_message(&m)),
+        other => other,
+    }
+}
+
+/// Bad-data messages of evaluation may quote the query (a regex): cut.
+fn short_message(m: &str) -> String {
+    if m.chars().count() > 200 { short(m) } else { m.to_string() }
 }
 
 /// The engine for one request: `timeout` (capped by the engine's own
@@ -67,9 +126,18 @@ pub async fn query(State(st): State<AppState>, Extension(access): Extension<Acce
     let t = p.time_or_now("time")?;
     let limit = p.limit()?;
     let engine = engine_for(&st, &p)?;
-    let text = p.required("query")?;
-    let expr = parse_expr(&text)?;
-    let out = blocking(move || Ok(engine.instant_with_text(&Scoped::new(st.storage.as_ref(), &access), &expr, t, Some(&text))?)).await?;
+    let text = checked_query(&st, &access, &p)?;
+    let st2 = st.clone();
+    let out = on_query_thread(&st, move || {
+        let expr = parse_expr(&text)?;
+        let commons = scope(&access);
+        let out = engine
+            .instant_with_text(&Scoped::new(st2.storage.as_ref(), &access), &expr, t, Some(&text))
+            .map_err(|e| eval_error(&st2, &commons, e));
+        drop(expr);
+        out
+    })
+    .await?;
     Ok(answer(out, limit))
 }
 
@@ -98,11 +166,17 @@ pub async fn query_range(State(st): State<AppState>, Extension(access): Extensio
     }
     let limit = p.limit()?;
     let engine = engine_for(&st, &p)?;
-    let text = p.required("query")?;
-    let expr = parse_expr(&text)?;
-    let out = blocking(move || {
-        let db = Scoped::new(st.storage.as_ref(), &access);
-        Ok(engine.range_with_text(&db, &expr, start, end, step, Some(&text))?)
+    let text = checked_query(&st, &access, &p)?;
+    let st2 = st.clone();
+    let out = on_query_thread(&st, move || {
+        let expr = parse_expr(&text)?;
+        let commons = scope(&access);
+        let db = Scoped::new(st2.storage.as_ref(), &access);
+        let out = engine
+            .range_with_text(&db, &expr, start, end, step, Some(&text))
+            .map_err(|e| eval_error(&st2, &commons, e));
+        drop(expr);
+        out
     })
     .await?;
     Ok(answer(out, limit))
@@ -111,29 +185,49 @@ pub async fn query_range(State(st): State<AppState>, Extension(access): Extensio
 /// `GET|POST /api/v1/query_exemplars`: the parameters are checked as
 /// Prometheus checks them; exemplars are not stored, so the answer is an
 /// empty list.
-pub async fn query_exemplars(p: Params) -> Result<Response, ApiError> {
+pub async fn query_exemplars(State(st): State<AppState>, Extension(access): Extension<Access>, p: Params) -> Result<Response, ApiError> {
     let start = p.time("start")?.unwrap_or(i64::MIN);
     let end = p.time("end")?.unwrap_or(i64::MAX);
     if end < start {
         return Err(ApiError::BadData("end timestamp must not be before start timestamp".into()));
     }
-    parse_expr(p.get("query").unwrap_or(""))?;
+    let text = if p.get("query").is_some() {
+        checked_query(&st, &access, &p)?
+    } else {
+        String::new()
+    };
+    on_query_thread(&st, move || parse_expr(&text).map(drop)).await?;
     Ok(success(json!([])))
 }
 
-/// `GET|POST /api/v1/format_query`: the query, prettified.
-pub async fn format_query(p: Params) -> Result<Response, ApiError> {
-    let expr = parse_expr(&p.required("query")?)?;
-    Ok(success(Json::String(expr.prettify())))
+/// `GET|POST /api/v1/format_query`: the query, prettified (on the query
+/// thread: printing recurses, and its cost grows with size × depth).
+pub async fn format_query(State(st): State<AppState>, Extension(access): Extension<Access>, p: Params) -> Result<Response, ApiError> {
+    let text = checked_query(&st, &access, &p)?;
+    let pretty = on_query_thread(&st, move || Ok(parse_expr(&text)?.prettify())).await?;
+    Ok(success(Json::String(pretty)))
 }
 
 /// `GET|POST /api/v1/parse_query`: the query's syntax tree in Prometheus's
-/// JSON shape (as its UI's tree view reads it).
-pub async fn parse_query(p: Params) -> Result<Response, ApiError> {
-    let expr = parse_expr(&p.required("query")?)?;
-    let mut tree = serde_json::to_value(&expr).map_err(|e| ApiError::Internal(format!("serializing the syntax tree: {e}")))?;
-    add_name_matchers(&mut tree);
-    Ok(success(tree))
+/// JSON shape (as its UI's tree view reads it). The tree is built,
+/// serialized and dropped on the query thread (all recursive); the answer
+/// is its text.
+pub async fn parse_query(State(st): State<AppState>, Extension(access): Extension<Access>, p: Params) -> Result<Response, ApiError> {
+    let text = checked_query(&st, &access, &p)?;
+    let body = on_query_thread(&st, move || {
+        let expr = parse_expr(&text)?;
+        let mut tree = serde_json::to_value(&expr).map_err(|e| ApiError::Internal(format!("serializing the syntax tree: {e}")))?;
+        drop(expr);
+        add_name_matchers(&mut tree);
+        let body = serde_json::to_vec(&json!({"status": "success", "data": tree}))
+            .map_err(|e| ApiError::Internal(format!("serializing the syntax tree: {e}")))?;
+        Ok(body)
+    })
+    .await?;
+    Ok(axum::response::IntoResponse::into_response((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )))
 }
 
 /// Prometheus lists a selector's metric name among its matchers

@@ -163,6 +163,11 @@ pub(super) fn eval_aggregate(cx: &mut Ctx<'_>, a: &AggregateExpr, steps: Steps) 
             }
             let mut out = OutBuilder::new();
             for (i, samples) in per_step().iter().enumerate() {
+                if i % 256 == 255 {
+                    cx.check_deadline()?;
+                }
+                // Each distinct value makes a series: counted as it grows.
+                cx.account(samples.len())?;
                 let mut counts: Vec<(Labels, f64)> = Vec::new();
                 let mut idx: HashMap<Labels, usize> = HashMap::new();
                 for &(si, v) in samples {
@@ -195,6 +200,9 @@ pub(super) fn eval_aggregate(cx: &mut Ctx<'_>, a: &AggregateExpr, steps: Steps) 
             let mut cnt = vec![0u32; cells];
             let mut means: Vec<Mean> = if op == "avg" { vec![Mean::default(); cells] } else { Vec::new() };
             for (si, s) in input.iter().enumerate() {
+                if si % 256 == 255 {
+                    cx.check_deadline()?;
+                }
                 let base = gid[si] * n;
                 for &(i, v) in &s.pts {
                     let k = base + i as usize;
@@ -248,6 +256,9 @@ pub(super) fn eval_aggregate(cx: &mut Ctx<'_>, a: &AggregateExpr, steps: Steps) 
                 .collect();
             let mut accs: Vec<Acc> = vec![Acc::default(); glabels.len()];
             for (i, samples) in per_step().iter().enumerate() {
+                if i % 256 == 255 {
+                    cx.check_deadline()?;
+                }
                 if samples.is_empty() {
                     continue;
                 }

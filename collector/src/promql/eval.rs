@@ -176,6 +176,18 @@ fn dedup_strings(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
+/// The refusal by `--query.max-samples` (Prometheus's text, then the
+/// limit's name).
+pub(super) fn too_many_samples(max: usize) -> EvalError {
+    EvalError::Execution(format!("{TOO_MANY_SAMPLES} (limit query_max_samples: {max})"))
+}
+
+/// Prometheus's message for the sample limit.
+pub const TOO_MANY_SAMPLES: &str = "query processing would load too many samples into memory in query execution";
+
+/// Prometheus's message for the time limit.
+pub const TIMED_OUT: &str = "query timed out in query execution";
+
 pub(super) fn dup_labelset() -> EvalError {
     EvalError::Execution("vector cannot contain metrics with the same labelset".into())
 }
@@ -238,7 +250,7 @@ fn offset_ms(o: &Option<Offset>) -> i64 {
 impl Ctx<'_> {
     pub fn check_deadline(&self) -> Result<(), EvalError> {
         if Instant::now() > self.deadline {
-            return Err(EvalError::Timeout("query timed out in query execution".into()));
+            return Err(EvalError::Timeout(TIMED_OUT.into()));
         }
         Ok(())
     }
@@ -277,11 +289,18 @@ impl Ctx<'_> {
     }
 
     pub fn account(&mut self, n: usize) -> Result<(), EvalError> {
-        self.samples += n;
+        self.samples = self.samples.saturating_add(n);
         if self.samples > self.max_samples {
-            return Err(EvalError::Execution(
-                "query processing would load too many samples into memory in query execution".into(),
-            ));
+            return Err(too_many_samples(self.max_samples));
+        }
+        Ok(())
+    }
+
+    /// Refuses before allocating `n` values (steps, or steps × series)
+    /// that would not fit under the sample limit even on their own.
+    pub fn fits(&self, n: usize) -> Result<(), EvalError> {
+        if n > self.max_samples {
+            return Err(too_many_samples(self.max_samples));
         }
         Ok(())
     }
@@ -328,7 +347,10 @@ impl Ctx<'_> {
         };
         let series = self.select(vs, lo - self.lookback + 1, hi)?;
         let mut out = Vec::with_capacity(series.len());
-        for s in series {
+        for (k, s) in series.into_iter().enumerate() {
+            if k % 64 == 63 {
+                self.check_deadline()?;
+            }
             let mut pts = Vec::new();
             // Cursor over the samples; the reference times only move
             // forward (or stay, with `@`).
@@ -349,7 +371,13 @@ impl Ctx<'_> {
                 if st > t - self.lookback && !csoc_proto::is_stale_nan(v) {
                     pts.push((i as u32, if ts_values { st as f64 / 1000.0 } else { v }));
                 }
+                if i % 65_536 == 65_535 {
+                    self.check_deadline()?;
+                }
             }
+            // Every step may hold a point though the series has few
+            // samples: count the expansion.
+            self.account(pts.len())?;
             if !pts.is_empty() {
                 out.push(Sv {
                     labels: s.labels,
@@ -430,6 +458,9 @@ impl Ctx<'_> {
         }
         let end = hi.div_euclid(step) * step;
         let inner = Steps { start, end, step };
+        // The inner evaluation holds at least one value per inner step:
+        // counted before anything of that size is allocated.
+        self.account(inner.len())?;
         let series = match self.eval(&sq.expr, inner)? {
             Val::Vector(vs) => vs
                 .into_iter()
@@ -451,6 +482,8 @@ impl Ctx<'_> {
 
     pub fn eval(&mut self, expr: &Expr, steps: Steps) -> Result<Val, EvalError> {
         self.check_deadline()?;
+        // Every node may allocate a value per step.
+        self.fits(steps.len())?;
         match expr {
             Expr::NumberLiteral(n) => Ok(Val::Scalar(vec![n.val; steps.len()])),
             Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),

@@ -15,6 +15,9 @@ mod aggr;
 mod binop;
 mod eval;
 mod funcs;
+pub mod guard;
+
+pub use eval::{TIMED_OUT, TOO_MANY_SAMPLES};
 
 pub use funcs::fmt_float;
 pub mod notation;
@@ -258,7 +261,10 @@ impl Engine {
     /// where in it they arise (`… (1:25)`, line:column as Prometheus).
     pub fn instant_with_text(&self, db: &dyn Queryable, expr: &Expr, t: i64, text: Option<&str>) -> Result<Output, EvalError> {
         let steps = eval::Steps { start: t, end: t, step: 1 };
-        eval::exec(self.ctx(db, t, t, 0, text), expr, steps, true)
+        guard::ensure_query_stack(guard::DEFAULT_MAX_DEPTH, || {
+            eval::exec(self.ctx(db, t, t, 0, text), expr, steps, true)
+        })
+        .map_err(EvalError::Execution)?
     }
 
     /// Evaluates `expr` at every step from `start` to `end` (ms, inclusive).
@@ -296,7 +302,10 @@ impl Engine {
             }
         }
         let steps = eval::Steps { start, end, step };
-        eval::exec(self.ctx(db, start, end, step, text), expr, steps, false)
+        guard::ensure_query_stack(guard::DEFAULT_MAX_DEPTH, || {
+            eval::exec(self.ctx(db, start, end, step, text), expr, steps, false)
+        })
+        .map_err(EvalError::Execution)?
     }
 }
 

@@ -25,6 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use promql_parser::parser::Expr;
+
+use crate::promql::guard;
 use serde::Deserialize;
 
 use super::template::Template;
@@ -402,7 +404,16 @@ fn check_rule(r: RawRule) -> Result<RuleSpec, Vec<String>> {
         problems.push("field 'expr' must be set in rule".into());
         None
     } else {
-        match promql_parser::parser::parse(&expr_text) {
+        // The API's expression limits (their defaults): checked before the
+        // parser, which recurses, and parsed on a query thread.
+        let limits = crate::config::Limits::default();
+        let parsed = match guard::precheck(&expr_text, limits.max_query_length, guard::DEFAULT_MAX_DEPTH) {
+            Err(r) => Err(r.to_string()),
+            Ok(()) => guard::on_query_stack(guard::DEFAULT_MAX_DEPTH, || promql_parser::parser::parse(&expr_text))
+                .unwrap_or_else(Err)
+                .map_err(|e| guard::short(&e)),
+        };
+        match parsed {
             Ok(e) => Some(e),
             Err(e) => {
                 problems.push(format!("could not parse expression: {e}"));
@@ -612,6 +623,16 @@ groups:
         assert!(e.starts_with("r.yml:3:5: groups[0]: unknown field `rulez`"), "{e}");
         let e = err_text("groups: [\n");
         assert!(e.starts_with("r.yml:"), "{e}");
+    }
+
+    #[test]
+    fn expressions_are_held_to_the_query_limits() {
+        let rule = |expr: &str| format!("groups:\n  - name: g\n    rules:\n      - record: r\n        expr: {expr}\n");
+        assert!(parse(&rule(&vec!["1"; 512].join("+"))).is_ok());
+        let e = err_text(&rule(&vec!["1"; 3000].join("+")));
+        assert!(e.contains("max_query_depth"), "{e}");
+        let e = err_text(&rule(&format!("up{{a=~\"({}\"}}", "a".repeat(10_000))));
+        assert!(e.contains("could not parse expression") && e.len() < 400, "{e}");
     }
 
     #[test]

@@ -46,9 +46,9 @@ where
         for si in from..to {
             let s = &rd.series[si];
             if si % 64 == 0 && std::time::Instant::now() > deadline {
-                return Err(EvalError::Timeout("query timed out in query execution".into()));
+                return Err(EvalError::Timeout(crate::promql::eval::TIMED_OUT.into()));
             }
-            if let Some(sv) = window_series(rd, si, s, steps, keep_name, &mut f)? {
+            if let Some(sv) = window_series(rd, si, s, steps, keep_name, deadline, &mut f)? {
                 out.push(sv);
             }
         }
@@ -88,7 +88,15 @@ where
 const PARALLEL_WORK: usize = 400_000;
 
 /// One series of [`over_range`].
-fn window_series<F>(rd: &RangeData, si: usize, s: &Ms, steps: Steps, keep_name: bool, f: &mut F) -> Result<Option<Sv>, EvalError>
+fn window_series<F>(
+    rd: &RangeData,
+    si: usize,
+    s: &Ms,
+    steps: Steps,
+    keep_name: bool,
+    deadline: std::time::Instant,
+    f: &mut F,
+) -> Result<Option<Sv>, EvalError>
 where
     F: FnMut(&Win<'_>) -> Result<Option<f64>, EvalError>,
 {
@@ -100,6 +108,9 @@ where
     let (mut lo, mut hi) = (0usize, 0usize);
     let mut prev_te = i64::MIN;
     for i in 0..n {
+        if i % 65_536 == 65_535 && std::time::Instant::now() > deadline {
+            return Err(EvalError::Timeout(crate::promql::eval::TIMED_OUT.into()));
+        }
         let te = rd.te[i];
         if te < prev_te {
             lo = 0;
