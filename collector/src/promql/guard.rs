@@ -145,7 +145,12 @@ fn depth_bound_until(q: &str, stop: usize) -> usize {
         let in_brace = frames.last().is_some_and(|f| f.kind == Kind::Brace);
         match c {
             b'#' => {
-                while i < b.len() && b[i] != b'\n' {
+                // A comment, to the end of the line. The parser's idea of a
+                // line end is not ours to guess (it ends a comment at a
+                // carriage return, found by fuzzing): stop skipping at the
+                // first byte that is not printable ASCII or a tab, so that
+                // the bound only ever counts more than the parser sees.
+                while i < b.len() && (b[i] == b'\t' || (0x20..0x7f).contains(&b[i])) {
                     i += 1;
                 }
                 continue;
@@ -327,6 +332,22 @@ mod tests {
         assert_eq!(depth_bound("a >= b <= c != d == e"), 5);
         // Unbalanced closers do not underflow.
         assert_eq!(depth_bound(")))]]}}1+1"), 2);
+    }
+
+    /// Found by the `promql` fuzz target: the parser ends a comment at a
+    /// carriage return, so the bound must not skip past one.
+    #[test]
+    fn a_comment_ends_where_any_line_could() {
+        let q = "1+1+\r\r#\r\x0c\r0+\r\r\x0c\r0+\r0^2";
+        let expr = promql_parser::parser::parse(q).expect("the parser reads past the comment");
+        assert!(
+            depth_bound(q) >= ast_depth(&expr),
+            "bound {} < tree depth {}",
+            depth_bound(q),
+            ast_depth(&expr)
+        );
+        // A comment to the end of a plain line still does not count.
+        assert_eq!(depth_bound("up # (((+"), 1);
     }
 
     #[test]
