@@ -177,7 +177,7 @@ pub(crate) fn match_sets(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
     let bad = |m: String| ApiError::BadData(format!("invalid parameter \"match[]\": {m}"));
     let mut sets = Vec::new();
     for m in p.all("match[]") {
-        let expr = promql_parser::parser::parse(m).map_err(|e| bad(e.to_string()))?;
+        let expr = crate::promql::guard::parse(m).map_err(bad)?;
         let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
             return Err(bad(format!("{m:?} is not a series selector")));
         };

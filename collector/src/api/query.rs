@@ -20,7 +20,7 @@ const MAX_POINTS: i64 = 11_000;
 /// Parses a query (on the query thread: the parser recurses); a parse
 /// error echoes at most a short prefix of what it quotes.
 fn parse_expr(q: &str) -> Result<Expr, ApiError> {
-    promql_parser::parser::parse(q).map_err(|e| ApiError::BadData(format!("invalid parameter \"query\": {}", short(&e))))
+    crate::promql::guard::parse(q).map_err(|e| ApiError::BadData(format!("invalid parameter \"query\": {}", short(&e))))
 }
 
 /// The caller's scope, as refusals are counted.

@@ -32,7 +32,7 @@ pub fn parse_matchers(ms: &[String]) -> Result<Vec<Matcher>, String> {
         return Ok(Vec::new());
     }
     let text = format!("{{{}}}", ms.join(","));
-    let expr = promql_parser::parser::parse(&text).map_err(|e| format!("matchers {ms:?}: {e}"))?;
+    let expr = crate::promql::guard::parse(&text).map_err(|e| format!("matchers {ms:?}: {e}"))?;
     let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
         return Err(format!("matchers {ms:?}: not label matchers"));
     };

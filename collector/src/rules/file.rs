@@ -409,7 +409,7 @@ fn check_rule(r: RawRule) -> Result<RuleSpec, Vec<String>> {
         let limits = crate::config::Limits::default();
         let parsed = match guard::precheck(&expr_text, limits.max_query_length, guard::DEFAULT_MAX_DEPTH) {
             Err(r) => Err(r.to_string()),
-            Ok(()) => guard::on_query_stack(guard::DEFAULT_MAX_DEPTH, || promql_parser::parser::parse(&expr_text))
+            Ok(()) => guard::on_query_stack(guard::DEFAULT_MAX_DEPTH, || guard::parse(&expr_text))
                 .unwrap_or_else(Err)
                 .map_err(|e| guard::short(&e)),
         };

@@ -425,7 +425,7 @@ fn eval_alert(
         return Ok(Vec::new());
     };
     let query = |q: &str| -> Result<Vec<QuerySample>, String> {
-        let expr = promql_parser::parser::parse(q)?;
+        let expr = crate::promql::guard::parse(q)?;
         let v = query_vector(cx, &expr, ts)?;
         Ok(v.into_iter()
             .map(|(l, value)| QuerySample {

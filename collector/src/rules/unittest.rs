@@ -281,7 +281,7 @@ fn run_group(t: &TestGroup, rule_paths: &[PathBuf], eval_interval: i64, order: &
         ts += eval_interval;
     }
     for (at, e) in expr_tests {
-        let expr = match promql_parser::parser::parse(&e.expr) {
+        let expr = match crate::promql::guard::parse(&e.expr) {
             Ok(x) => x,
             Err(err) => {
                 failures.push(format!("    expr: {:?}, time: {}, err: {err}", e.expr, fmt_ms(at)));

@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let bound = guard::depth_bound(q);
     guard::on_query_stack(MAX_DEPTH, || {
-        let Ok(expr) = promql_parser::parser::parse(q) else { return };
+        let Ok(expr) = guard::parse(q) else { return };
         let depth = guard::ast_depth(&expr);
         assert!(depth <= bound, "tree depth {depth} over the text's bound {bound}: {q:?}");
         let _ = expr.prettify();
