@@ -80,6 +80,10 @@ pub struct Args {
     /// "scrape" unless given): adds a static target to sources.scrape.
     #[arg(long = "scrape", value_name = "[JOB=]URL")]
     pub scrape: Vec<String>,
+    /// Kubernetes credentials: this kubeconfig's current context [default: the
+    /// in-cluster service account, else KUBECONFIG, else ~/.kube/config].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
     /// With an https:// collector: CA certificate(s), PEM, the collector's certificate must chain to [default: the Mozilla roots].
     #[arg(long = "tls-ca", value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
@@ -152,6 +156,9 @@ impl Args {
         if let Some(v) = &self.revproxy_log {
             cfg.sources.revproxy_log.enabled = true;
             cfg.sources.revproxy_log.path = v.clone();
+        }
+        if let Some(v) = &self.kubeconfig {
+            cfg.kubeconfig = Some(v.clone());
         }
         if let Some(v) = &self.tls_ca {
             cfg.tls.ca_file = Some(v.clone());

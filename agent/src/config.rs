@@ -63,6 +63,10 @@ pub struct AgentConfig {
     /// TLS to the collector (used with an `https://` collector URL): the CA
     /// to trust, this agent's client certificate and key, the server name.
     pub tls: crate::tls::TlsConfig,
+    /// Kubernetes credentials for the sources that read the Kubernetes API:
+    /// this kubeconfig file's current context (`--kubeconfig`); unset, the
+    /// in-cluster service account, then `KUBECONFIG`, then `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
     /// Per-source settings.
     pub sources: SourcesConfig,
 }
@@ -104,6 +108,7 @@ impl Default for AgentConfig {
             relabel_configs: Vec::new(),
             log_format: LogFormat::Text,
             tls: crate::tls::TlsConfig::default(),
+            kubeconfig: None,
             sources: SourcesConfig::default(),
         }
     }

@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod k8s;
 pub mod metrics;
 pub mod model;
 pub mod once;
