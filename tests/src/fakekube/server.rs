@@ -240,9 +240,15 @@ fn forbidden(s: &Shared, r: &ResourceType, sub: Option<&str>, verb: &str, ns: Op
         Some(sub) => format!("{}/{sub}", r.plural),
         None => r.plural.to_string(),
     };
+    // The subject is the group-qualified resource (`cronjobs.batch`).
+    let qualified = if r.group.is_empty() {
+        r.plural.to_string()
+    } else {
+        format!("{}.{}", r.plural, r.group)
+    };
     let subject = match name {
-        Some(n) => format!("{} \"{n}\"", r.plural),
-        None => r.plural.to_string(),
+        Some(n) => format!("{qualified} \"{n}\""),
+        None => qualified,
     };
     let scope = match ns {
         Some(ns) => format!("in the namespace \"{ns}\""),
@@ -336,9 +342,9 @@ async fn resource(s: &Arc<Shared>, group: &str, version: &str, rest: &[&str], q:
         return metrics(s, res, ns, name, q);
     }
     match (name, sub) {
-        (None, _) if watch => start_watch(s, res, ns, None, q),
+        (None, _) if watch => start_watch(s, res, ns, None, q, as_table),
         (None, _) => list(s, res, ns, q, as_table),
-        (Some(n), None) if watch => start_watch(s, res, ns, Some(n), q),
+        (Some(n), None) if watch => start_watch(s, res, ns, Some(n), q, as_table),
         (Some(n), Some("log")) => pod_log(s, ns.unwrap_or_default(), n, q),
         (Some(n), _) => {
             let obj = s.lock().objects[res].get(&super::state::key(ns.unwrap_or_default(), n)).cloned();
@@ -588,9 +594,20 @@ struct WatchSpec {
     send_initial_events: bool,
     bookmarks: bool,
     timeout: Option<Duration>,
+    /// Objects as one-row Tables (kubectl's human output).
+    table: bool,
 }
 
 impl WatchSpec {
+    /// The event line for an object (a one-row Table when asked).
+    fn line(&self, kind: &str, o: &Arc<Value>) -> Bytes {
+        if self.table {
+            event_line(kind, &table::table(&RESOURCES[self.res], std::slice::from_ref(o), None, None))
+        } else {
+            event_line(kind, o)
+        }
+    }
+
     fn matches(&self, o: &Value) -> bool {
         let meta = &o["metadata"];
         self.namespace.as_deref().is_none_or(|n| meta["namespace"].as_str() == Some(n))
@@ -600,7 +617,7 @@ impl WatchSpec {
     }
 }
 
-fn start_watch(s: &Arc<Shared>, res: usize, ns: Option<&str>, name: Option<&str>, q: &Query) -> Response {
+fn start_watch(s: &Arc<Shared>, res: usize, ns: Option<&str>, name: Option<&str>, q: &Query, table: bool) -> Response {
     let r = &RESOURCES[res];
     let (labels, fields) = match selectors(q, r) {
         Ok(x) => x,
@@ -659,6 +676,7 @@ fn start_watch(s: &Arc<Shared>, res: usize, ns: Option<&str>, name: Option<&str>
         send_initial_events,
         bookmarks,
         timeout,
+        table,
     };
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(run_watch(s.clone(), spec, tx));
@@ -756,7 +774,7 @@ async fn run_watch(s: Arc<Shared>, w: WatchSpec, tx: mpsc::Sender<Chunk>) {
         }
     };
     for o in initial {
-        if tx.send(Ok(event_line("ADDED", &o))).await.is_err() {
+        if tx.send(Ok(w.line("ADDED", &o))).await.is_err() {
             return;
         }
     }
@@ -779,9 +797,9 @@ async fn run_watch(s: Arc<Shared>, w: WatchSpec, tx: mpsc::Sender<Chunk>) {
                         Some(rv) => {
                             let mut o = (*obj).clone();
                             o["metadata"]["resourceVersion"] = json!(rv.to_string());
-                            event_line(kind, &o)
+                            w.line(kind, &Arc::new(o))
                         }
-                        None => event_line(kind, &obj),
+                        None => w.line(kind, &obj),
                     };
                     if tx.send(Ok(line)).await.is_err() {
                         return;
