@@ -28,8 +28,7 @@ use serde_json::Value;
 /// kubectl from PATH; `None` (with a message) when missing, or a panic
 /// under `CSOC_REQUIRE_INTEROP=1`.
 fn kubectl_program() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("kubectl")).find(|f| f.is_file()));
+    let found = std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("kubectl")).find(|f| f.is_file()));
     if found.is_none() {
         let msg = "kubectl not found in PATH (Debian/Ubuntu: apt-get install kubernetes-client)";
         if std::env::var("CSOC_REQUIRE_INTEROP").as_deref() == Ok("1") {
@@ -88,8 +87,7 @@ impl Setup {
     /// stderr.
     fn run(&self, kubectl: &Path, name: &str, args: &[&str]) -> anyhow::Result<(ExitStatus, String, String)> {
         let (mut child, out, err) = self.spawn(kubectl, name, args)?;
-        let status = wait_exit(&mut child, Duration::from_secs(30))
-            .with_context(|| format!("kubectl {args:?}"))?;
+        let status = wait_exit(&mut child, Duration::from_secs(30)).with_context(|| format!("kubectl {args:?}"))?;
         Ok((status, std::fs::read_to_string(out)?, std::fs::read_to_string(err)?))
     }
 }
@@ -184,10 +182,7 @@ fn kubectl_get_pods_json_lists_the_applied_pods() -> anyhow::Result<()> {
         header.split_whitespace().collect::<Vec<_>>(),
         ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     );
-    let row = out
-        .lines()
-        .find(|l| l.starts_with("sheepdog-"))
-        .context("sheepdog row")?;
+    let row = out.lines().find(|l| l.starts_with("sheepdog-")).context("sheepdog row")?;
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(&cells[1..4], ["0/1", "CrashLoopBackOff", "7"], "{row}");
     Ok(())
@@ -205,18 +200,22 @@ fn kubectl_get_pods_watch_json_sees_a_change() -> anyhow::Result<()> {
             (docs.len() >= 3).then_some(())
         })?;
         wait_for("kubectl's watch request", Duration::from_secs(10), || {
-            s.kube.requests().iter().any(|r| r.watch && r.path == "/api/v1/namespaces/gen3/pods").then_some(())
+            s.kube
+                .requests()
+                .iter()
+                .any(|r| r.watch && r.path == "/api/v1/namespaces/gen3/pods")
+                .then_some(())
         })?;
         let mut p = objects::pod("gen3", "fence-deployment-6f7c9d8b5-x2x9q", "fence", "Running");
         objects::set_restarts(&mut p, "fence", 4);
         objects::set_last_terminated(&mut p, "fence", "OOMKilled", 137);
         s.kube.apply(p);
-        s.kube.apply(objects::pod("gen3", "portal-deployment-9f8e7d6c5-abcde", "portal", "Pending"));
+        s.kube
+            .apply(objects::pod("gen3", "portal-deployment-9f8e7d6c5-abcde", "portal", "Pending"));
         let docs = wait_for("the change in kubectl's output", Duration::from_secs(20), || {
             let docs = json_stream(&std::fs::read_to_string(&out).unwrap_or_default());
             let changed = docs.iter().any(|d| {
-                d["metadata"]["name"] == "fence-deployment-6f7c9d8b5-x2x9q"
-                    && d["status"]["containerStatuses"][0]["restartCount"] == 4
+                d["metadata"]["name"] == "fence-deployment-6f7c9d8b5-x2x9q" && d["status"]["containerStatuses"][0]["restartCount"] == 4
             });
             let added = docs.iter().any(|d| d["metadata"]["name"] == "portal-deployment-9f8e7d6c5-abcde");
             (changed && added).then_some(docs)
@@ -256,12 +255,23 @@ fn kubectl_logs_follow_gets_old_and_new_lines_and_ends_with_the_pod() -> anyhow:
     s.kube.log("gen3", name, "nginx-exporter", "not this container");
     s.kube.log("gen3", name, "revproxy", "before-2");
 
-    // Without -c, kubectl picks the pod's first container itself (the
-    // server's 400 for a missing container is in the fake's unit tests).
+    // Without -c, kubectl 1.21 and later pick the pod's first container
+    // themselves; older ones send no container and print the server's 400.
     let (status, out, err) = s.run(&kubectl, "logs-no-c", &["logs", name])?;
-    assert!(status.success(), "{err}");
-    assert_eq!(out, "before-1\nbefore-2\n");
-    assert!(err.contains("Defaulted container \"revproxy\" out of: revproxy, nginx-exporter"), "{err}");
+    if status.success() {
+        assert_eq!(out, "before-1\nbefore-2\n");
+        assert!(
+            err.contains("Defaulted container \"revproxy\" out of: revproxy, nginx-exporter"),
+            "{err}"
+        );
+    } else {
+        assert!(
+            err.contains(
+                "a container name must be specified for pod revproxy-deployment-7b9c8d6f5-mr874, choose one of: [revproxy nginx-exporter]"
+            ),
+            "{err}"
+        );
+    }
 
     let (mut child, out, err) = s.spawn(&kubectl, "logs", &["logs", "-f", name, "-c", "revproxy"])?;
     let result = (|| -> anyhow::Result<ExitStatus> {
@@ -380,7 +390,12 @@ mod kube_rs {
         let mut names = initial(&mut w).await?;
         names.sort();
         assert_eq!(names, ["fence-0", "fence-1", "fence-2", "fence-3", "fence-4"]);
-        let lists: Vec<_> = s.kube.requests().into_iter().filter(|r| !r.watch && r.path.ends_with("/pods")).collect();
+        let lists: Vec<_> = s
+            .kube
+            .requests()
+            .into_iter()
+            .filter(|r| !r.watch && r.path.ends_with("/pods"))
+            .collect();
         assert_eq!(lists.len(), 3, "three pages of two: {lists:?}");
         assert!(lists[1].query.contains("continue="), "{lists:?}");
 
@@ -404,7 +419,8 @@ mod kube_rs {
         let reqs = s.kube.requests();
         assert!(reqs.iter().all(|r| r.watch), "no list after a cut: {reqs:?}");
         assert!(
-            reqs.iter().any(|r| r.query.contains("resourceVersion=") && !r.query.contains("resourceVersion=0")),
+            reqs.iter()
+                .any(|r| r.query.contains("resourceVersion=") && !r.query.contains("resourceVersion=0")),
             "resumed from a resourceVersion: {reqs:?}"
         );
 
