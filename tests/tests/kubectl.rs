@@ -438,6 +438,139 @@ mod kube_rs {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn streaming_list_watcher_gets_initial_events_then_changes() -> anyhow::Result<()> {
+        let s = setup(Options::default())?;
+        for i in 0..3 {
+            s.kube.apply(objects::pod("gen3", &format!("indexd-{i}"), "indexd", "Running"));
+        }
+        let api: Api<Pod> = Api::namespaced(client(&s).await?, "gen3");
+        let mut w = Box::pin(watcher::watcher(api, watcher::Config::default().streaming_lists()));
+        let mut names = initial(&mut w).await?;
+        names.sort();
+        assert_eq!(names, ["indexd-0", "indexd-1", "indexd-2"]);
+        s.kube.apply(objects::pod("gen3", "indexd-3", "indexd", "Running"));
+        assert_eq!(applied(&mut w).await?, "indexd-3");
+        let reqs = s.kube.requests();
+        assert!(reqs.iter().all(|r| r.watch), "no list: {reqs:?}");
+        assert!(reqs[0].query.contains("sendInitialEvents=true"), "{reqs:?}");
+        Ok(())
+    }
+
+    /// Every builder's JSON deserializes into k8s-openapi's types, as the
+    /// agent will read it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_builders_objects_deserialize_into_k8s_openapi_types() -> anyhow::Result<()> {
+        use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+        use k8s_openapi::api::batch::v1::{CronJob, Job};
+        use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, PersistentVolumeClaim, Service};
+        use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+        let s = setup(Options::default())?;
+        let k = &s.kube;
+        k.apply(objects::namespace("gen3"));
+        k.apply(objects::node("node-1", true));
+        let mut n2 = objects::node("node-2", false);
+        objects::set_node_condition(&mut n2, "MemoryPressure", "True", "KubeletHasInsufficientMemory");
+        k.apply(n2);
+        let dep = k.apply(objects::deployment("gen3", "fence-deployment", 3, 2));
+        let rs = k.apply(objects::replicaset(
+            "gen3",
+            "fence-deployment",
+            dep["metadata"]["uid"].as_str().context("uid")?,
+            3,
+            2,
+        ));
+        let mut p = objects::pod("gen3", "fence-deployment-1", "fence", "Running");
+        objects::add_container(&mut p, "sidecar");
+        objects::set_resources(&mut p, "fence", &[("cpu", "250m"), ("memory", "512Mi")], &[("memory", "1Gi")]);
+        objects::set_last_terminated(&mut p, "fence", "OOMKilled", 137);
+        objects::set_waiting(&mut p, "sidecar", "CrashLoopBackOff", "back-off");
+        objects::set_owner(
+            &mut p,
+            "ReplicaSet",
+            rs["metadata"]["name"].as_str().context("name")?,
+            rs["metadata"]["uid"].as_str().context("uid")?,
+        );
+        let p1 = k.apply(p);
+        let mut p2 = objects::pod("gen3", "fence-deployment-2", "fence", "Pending");
+        objects::set_terminated(&mut p2, "fence", "Error", 1);
+        let p2 = k.apply(p2);
+        k.apply(objects::statefulset("gen3", "esproxy", 1, 0));
+        k.apply(objects::daemonset("gen3", "node-exporter", 3, 2));
+        let cj = k.apply(objects::cronjob("gen3", "usersync", "*/30 * * * *"));
+        let mut cj2 = objects::cronjob("gen3", "useryaml", "*/15 * * * *");
+        objects::set_cronjob_times(&mut cj2, Some("2025-09-24T10:00:00Z"), Some("2025-09-24T09:30:00Z"));
+        objects::set_suspend(&mut cj2, true);
+        k.apply(cj2);
+        for (name, outcome) in [("usersync-1", "ok"), ("usersync-2", "failed"), ("usersync-3", "active")] {
+            let mut j = objects::job("gen3", name);
+            objects::set_owner(&mut j, "CronJob", "usersync", cj["metadata"]["uid"].as_str().context("uid")?);
+            match outcome {
+                "ok" => objects::job_succeeded(&mut j),
+                "failed" => objects::job_failed(&mut j, "BackoffLimitExceeded"),
+                _ => {}
+            }
+            k.apply(j);
+        }
+        k.apply(objects::persistentvolumeclaim("gen3", "data-esproxy-0", "Bound"));
+        k.apply(objects::persistentvolumeclaim("gen3", "data-postgres-0", "Pending"));
+        let mut ev = objects::event("gen3", "Pod", "fence-deployment-1", "Warning", "BackOff", "Back-off restarting");
+        objects::set_event_count(&mut ev, 5);
+        k.apply(ev);
+        k.apply(objects::event_with_event_time(
+            "gen3",
+            "Pod",
+            "fence-deployment-2",
+            "Warning",
+            "FailedScheduling",
+            "0/3 nodes",
+        ));
+        k.apply(objects::service("gen3", "fence-service", 80, 8000));
+        let p3 = k.apply(objects::pod("gen3", "fence-deployment-3", "fence", "Running"));
+        // p1 is not ready (its sidecar crash-loops), p2 is pending, p3 ready.
+        let pods = [p1, p2, p3];
+        k.apply(objects::endpoints("gen3", "fence-service", &pods, "http", 8000));
+        k.apply(objects::endpointslice("gen3", "fence-service", &pods, "http", 8000));
+
+        let c = client(&s).await?;
+        let lp = kube::api::ListParams::default();
+        macro_rules! count {
+            ($t:ty, $api:expr) => {{
+                let api: Api<$t> = $api;
+                api.list(&lp).await.with_context(|| stringify!($t))?.items.len()
+            }};
+        }
+        assert_eq!(count!(Namespace, Api::all(c.clone())), 1);
+        assert_eq!(count!(Node, Api::all(c.clone())), 2);
+        assert_eq!(count!(Pod, Api::namespaced(c.clone(), "gen3")), 3);
+        assert_eq!(count!(Deployment, Api::namespaced(c.clone(), "gen3")), 1);
+        assert_eq!(count!(ReplicaSet, Api::all(c.clone())), 1);
+        assert_eq!(count!(StatefulSet, Api::all(c.clone())), 1);
+        assert_eq!(count!(DaemonSet, Api::all(c.clone())), 1);
+        assert_eq!(count!(Job, Api::namespaced(c.clone(), "gen3")), 3);
+        assert_eq!(count!(CronJob, Api::namespaced(c.clone(), "gen3")), 2);
+        assert_eq!(count!(PersistentVolumeClaim, Api::namespaced(c.clone(), "gen3")), 2);
+        assert_eq!(count!(Event, Api::namespaced(c.clone(), "gen3")), 2);
+        assert_eq!(count!(Service, Api::namespaced(c.clone(), "gen3")), 1);
+        assert_eq!(count!(Endpoints, Api::namespaced(c.clone(), "gen3")), 1);
+        assert_eq!(count!(EndpointSlice, Api::namespaced(c.clone(), "gen3")), 1);
+
+        let pod = Api::<Pod>::namespaced(c.clone(), "gen3").get("fence-deployment-1").await?;
+        let st = pod.status.context("status")?;
+        let cs = st.container_statuses.context("container statuses")?;
+        let last = cs[0].last_state.as_ref().and_then(|l| l.terminated.as_ref()).context("lastState")?;
+        assert_eq!((last.reason.as_deref(), last.exit_code), (Some("OOMKilled"), 137));
+        let waiting = cs[1].state.as_ref().and_then(|s| s.waiting.as_ref()).context("waiting")?;
+        assert_eq!(waiting.reason.as_deref(), Some("CrashLoopBackOff"));
+        assert_eq!(st.qos_class.as_deref(), Some("Burstable"));
+        let ep = Api::<Endpoints>::namespaced(c.clone(), "gen3").get("fence-service").await?;
+        let subset = &ep.subsets.context("subsets")?[0];
+        assert_eq!(subset.addresses.as_ref().map(Vec::len), Some(1), "the ready pod");
+        assert_eq!(subset.not_ready_addresses.as_ref().map(Vec::len), Some(2), "the others");
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn forbidden_kinds_reach_kube_rs_as_api_errors_403() -> anyhow::Result<()> {
         let s = setup(Options::default())?;
         s.kube.apply(objects::node("node-1", true));
