@@ -80,6 +80,18 @@ pub struct Args {
     /// "scrape" unless given): adds a static target to sources.scrape.
     #[arg(long = "scrape", value_name = "[JOB=]URL")]
     pub scrape: Vec<String>,
+    /// Where the host's procfs is mounted, for the host source (node_exporter's
+    /// flag) [default: /proc; /host/proc in the Helm chart's DaemonSet].
+    #[arg(long = "path.procfs", value_name = "DIR")]
+    pub path_procfs: Option<PathBuf>,
+    /// Where the host's sysfs is mounted, for the host source [default: /sys].
+    #[arg(long = "path.sysfs", value_name = "DIR")]
+    pub path_sysfs: Option<PathBuf>,
+    /// Where the host's root filesystem is mounted, for the host source:
+    /// filesystems are measured there and labelled with the host's mount
+    /// points [default: /].
+    #[arg(long = "path.rootfs", value_name = "DIR")]
+    pub path_rootfs: Option<PathBuf>,
     /// Kubernetes credentials: this kubeconfig's current context [default: the
     /// in-cluster service account, else KUBECONFIG, else ~/.kube/config].
     #[arg(long, value_name = "FILE")]
@@ -160,6 +172,15 @@ impl Args {
         if let Some(v) = &self.kubeconfig {
             cfg.kubeconfig = Some(v.clone());
         }
+        if let Some(v) = &self.path_procfs {
+            cfg.sources.host.procfs_path = v.clone();
+        }
+        if let Some(v) = &self.path_sysfs {
+            cfg.sources.host.sysfs_path = v.clone();
+        }
+        if let Some(v) = &self.path_rootfs {
+            cfg.sources.host.rootfs_path = v.clone();
+        }
         if let Some(v) = &self.tls_ca {
             cfg.tls.ca_file = Some(v.clone());
         }
@@ -206,9 +227,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let http_listen = cfg.http_listen;
         let agent = Agent::new(cfg, &mut registry)?;
         let shutdown = CancellationToken::new();
-        let http = crate::http::serve(http_listen, Arc::new(registry), shutdown.clone()).await?;
+        let readiness = crate::http::Readiness::new();
+        let http = crate::http::serve(http_listen, Arc::new(registry), readiness.clone(), shutdown.clone()).await?;
         let run = tokio::spawn(agent.run(shutdown.clone()));
+        // Config checked, spool open, sources built: /-/ready answers 200.
+        readiness.set_running();
         csoc_common::shutdown::shutdown_signal().await;
+        readiness.set_stopping();
         shutdown.cancel();
         run.await.context("agent task")?;
         let _ = http.await;

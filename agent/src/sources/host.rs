@@ -18,10 +18,23 @@
 //! | `node_filesystem_{size,avail,free}_bytes`, `node_filesystem_{files,files_free}` | device, fstype, mountpoint | statvfs |
 //! | `node_disk_{read,written}_bytes_total`, `node_disk_{reads,writes}_completed_total`, `node_disk_io_time_seconds_total` | device | /proc/diskstats |
 //! | `node_network_{receive,transmit}_{bytes,packets,errs,drop}_total` | device | /proc/net/dev |
+//! | `node_network_up`, `node_network_mtu_bytes`, `node_network_speed_bytes` | device | /sys/class/net/*/{operstate,mtu,speed} |
 //! | `node_boot_time_seconds`, `node_time_seconds` | | /proc/stat btime, clock |
 //!
 //! Uptime is `node_time_seconds - node_boot_time_seconds`, as in
 //! node_exporter's dashboards.
+//!
+//! **In a container (the Helm chart's DaemonSet).** As node_exporter's
+//! `--path.procfs`, `--path.sysfs` and `--path.rootfs`, `procfs_path`,
+//! `sysfs_path` and `rootfs_path` say where the host's /proc, /sys and / are
+//! mounted (`/host/proc`, `/host/sys`, `/host/root`). Filesystems come from
+//! the mount table of the host's PID 1 (`<procfs>/1/mounts`, else
+//! `<procfs>/self/mounts` when PID 1 is hidden), are measured under
+//! `rootfs_path`, and are labelled with their mount points as the host sees
+//! them (`/`, `/var/lib/kubelet`), not as the container does. A mount point
+//! listed with the rootfs prefix (a container's own table) loses it.
+//! Network counters (`<procfs>/net/dev`) are those of the agent's network
+//! namespace: the host's only with `hostNetwork`, as for node_exporter.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,7 +53,17 @@ pub struct HostConfig {
     pub enabled: bool,
     /// Where procfs is mounted (default `/proc`; `/host/proc` when the agent
     /// runs in a container with the host's procfs mounted there).
+    /// `--path.procfs`, as node_exporter's.
     pub procfs_path: PathBuf,
+    /// Where sysfs is mounted (default `/sys`; `/host/sys` in a container
+    /// with the host's sysfs mounted there). `--path.sysfs`.
+    pub sysfs_path: PathBuf,
+    /// Where the host's root filesystem is mounted (default `/`;
+    /// `/host/root` in a container with the host's `/` mounted there, with
+    /// `mountPropagation: HostToContainer` so that later mounts show).
+    /// Filesystems are measured under it and labelled with the host's mount
+    /// points. `--path.rootfs`.
+    pub rootfs_path: PathBuf,
     /// Mount points to ignore (regex, anchored). node_exporter's default.
     pub mount_points_exclude: String,
     /// Filesystem types to ignore (regex, anchored). node_exporter's default.
@@ -59,6 +82,8 @@ impl Default for HostConfig {
         HostConfig {
             enabled: true,
             procfs_path: PathBuf::from("/proc"),
+            sysfs_path: PathBuf::from("/sys"),
+            rootfs_path: PathBuf::from("/"),
             mount_points_exclude: "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)".into(),
             fs_types_exclude: "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$".into(),
             disk_devices_exclude: r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$".into(),
@@ -81,6 +106,14 @@ pub enum HostError {
         #[source]
         source: std::io::Error,
     },
+    /// A path setting is unusable.
+    #[error("host source: {field} {path:?} must be an absolute path")]
+    Path {
+        /// Which field.
+        field: &'static str,
+        /// The value.
+        path: PathBuf,
+    },
     /// A config regex is invalid.
     #[error("host source: invalid {field} regex: {source}")]
     Regex {
@@ -95,6 +128,8 @@ pub enum HostError {
 /// The host source, with its compiled filters.
 pub struct HostSource {
     proc: PathBuf,
+    sys: PathBuf,
+    rootfs: PathBuf,
     job: String,
     mount_exclude: Regex,
     fs_exclude: Regex,
@@ -110,8 +145,19 @@ fn compile(field: &'static str, re: &str) -> Result<Regex, HostError> {
 impl HostSource {
     /// Validates the config and builds the source.
     pub fn new(cfg: &HostConfig) -> Result<Self, HostError> {
+        for (field, path) in [
+            ("procfs_path", &cfg.procfs_path),
+            ("sysfs_path", &cfg.sysfs_path),
+            ("rootfs_path", &cfg.rootfs_path),
+        ] {
+            if !path.is_absolute() {
+                return Err(HostError::Path { field, path: path.clone() });
+            }
+        }
         Ok(HostSource {
             proc: cfg.procfs_path.clone(),
+            sys: cfg.sysfs_path.clone(),
+            rootfs: cfg.rootfs_path.clone(),
             job: cfg.job.clone(),
             mount_exclude: compile("mount_points_exclude", &cfg.mount_points_exclude)?,
             fs_exclude: compile("fs_types_exclude", &cfg.fs_types_exclude)?,
@@ -149,7 +195,13 @@ impl HostSource {
             Ok(s) => parse_loadavg(&s, ts, job, &mut f),
             Err(e) => errors.push(e),
         }
-        match self.read("self/mounts").or_else(|_| self.read("mounts")) {
+        // The host's mount table is PID 1's (node_exporter reads the same);
+        // with PID 1 hidden (hidepid, systemd's ProtectProc), our own.
+        match self
+            .read("1/mounts")
+            .or_else(|_| self.read("self/mounts"))
+            .or_else(|_| self.read("mounts"))
+        {
             Ok(s) => self.filesystems(&s, ts, &mut f),
             Err(e) => errors.push(e),
         }
@@ -160,6 +212,9 @@ impl HostSource {
         match self.read("net/dev") {
             Ok(s) => parse_netdev(&s, self.net_exclude.as_ref(), ts, job, &mut f),
             Err(e) => errors.push(e),
+        }
+        if let Err(e) = self.netclass(ts, &mut f) {
+            errors.push(e);
         }
         f.meta(
             "node_time_seconds",
@@ -180,7 +235,7 @@ impl HostSource {
             let (Some(dev), Some(mp), Some(fstype)) = (it.next(), it.next(), it.next()) else {
                 continue;
             };
-            let mp = unescape_mount(mp);
+            let mp = self.host_mount_point(unescape_mount(mp));
             if self.fs_exclude.is_match(fstype) || self.mount_exclude.is_match(&mp) {
                 continue;
             }
@@ -217,7 +272,7 @@ impl HostSource {
             if !seen.insert(mp.clone()) {
                 continue;
             }
-            let Some(st) = statvfs(Path::new(&mp)) else {
+            let Some(st) = statvfs(&self.in_rootfs(&mp)) else {
                 continue;
             };
             let l = [
@@ -232,6 +287,76 @@ impl HostSource {
             f.push("node_filesystem_files", &l, ts, st.files);
             f.push("node_filesystem_files_free", &l, ts, st.files_free);
         }
+    }
+}
+
+impl HostSource {
+    /// A mount point as the host sees it: without the rootfs prefix when the
+    /// table is a container's own (`/host/root/var` → `/var`).
+    fn host_mount_point(&self, mp: String) -> String {
+        if self.rootfs == Path::new("/") {
+            return mp;
+        }
+        match Path::new(&mp).strip_prefix(&self.rootfs) {
+            Ok(rest) => format!("/{}", rest.display()),
+            Err(_) => mp,
+        }
+    }
+
+    /// Where the host's mount point `mp` is reached from here.
+    fn in_rootfs(&self, mp: &str) -> PathBuf {
+        self.rootfs.join(mp.trim_start_matches('/'))
+    }
+
+    /// `node_network_{up,mtu_bytes,speed_bytes}` from
+    /// `<sysfs>/class/net/<device>/`, as node_exporter's netclass collector.
+    /// A device's unreadable attribute (a virtual device has no speed) is
+    /// skipped; only an unreadable `class/net` is an error.
+    fn netclass(&self, ts: i64, f: &mut Frame) -> Result<(), HostError> {
+        let dir = self.sys.join("class/net");
+        let entries = std::fs::read_dir(&dir).map_err(|source| HostError::Read { path: dir.clone(), source })?;
+        let mut devs: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|d| !self.net_exclude.as_ref().is_some_and(|re| re.is_match(d)))
+            .collect();
+        devs.sort();
+        f.meta(
+            "node_network_up",
+            MetricKind::Gauge,
+            "Value is 1 if operstate is 'up', 0 otherwise.",
+            "",
+        );
+        f.meta(
+            "node_network_mtu_bytes",
+            MetricKind::Gauge,
+            "Network device property: mtu_bytes",
+            "bytes",
+        );
+        f.meta(
+            "node_network_speed_bytes",
+            MetricKind::Gauge,
+            "Network device property: speed_bytes",
+            "bytes",
+        );
+        let job = self.job.as_str();
+        for dev in &devs {
+            let attr = |name: &str| std::fs::read_to_string(dir.join(dev).join(name)).ok();
+            let l = [("device", dev.as_str()), ("job", job)];
+            if let Some(state) = attr("operstate") {
+                f.push("node_network_up", &l, ts, if state.trim() == "up" { 1.0 } else { 0.0 });
+            }
+            if let Some(Ok(mtu)) = attr("mtu").map(|v| v.trim().parse::<f64>()) {
+                f.push("node_network_mtu_bytes", &l, ts, mtu);
+            }
+            // Mbit/s; -1 (unknown) is skipped, as node_exporter does.
+            if let Some(Ok(speed)) = attr("speed").map(|v| v.trim().parse::<i64>())
+                && speed >= 0
+            {
+                f.push("node_network_speed_bytes", &l, ts, speed as f64 * 1000.0 * 1000.0 / 8.0);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -523,11 +648,27 @@ mod tests {
         d
     }
 
+    /// A sysfs with class/net: eth0 up at 1 Gbit/s, lo of unknown state
+    /// and speed.
+    fn fake_sys() -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        for (dev, state, mtu, speed) in [("eth0", "up", "9001", "1000"), ("lo", "unknown", "65536", "-1")] {
+            let p = d.path().join("class/net").join(dev);
+            std::fs::create_dir_all(&p).expect("mkdir");
+            std::fs::write(p.join("operstate"), format!("{state}\n")).expect("write");
+            std::fs::write(p.join("mtu"), format!("{mtu}\n")).expect("write");
+            std::fs::write(p.join("speed"), format!("{speed}\n")).expect("write");
+        }
+        d
+    }
+
     #[test]
     fn parses_procfs_like_node_exporter() {
         let d = fake_proc();
+        let sys = fake_sys();
         let cfg = HostConfig {
             procfs_path: d.path().to_path_buf(),
+            sysfs_path: sys.path().to_path_buf(),
             ..Default::default()
         };
         let src = HostSource::new(&cfg).expect("valid config");
@@ -562,6 +703,15 @@ mod tests {
         assert_eq!(find(&f, "node_network_transmit_errs_total", &[("device", "eth0")]), Some(3.0));
         assert_eq!(find(&f, "node_network_receive_drop_total", &[("device", "eth0")]), Some(2.0));
         assert_eq!(find(&f, "node_network_receive_bytes_total", &[("device", "lo")]), Some(5.0));
+        assert_eq!(find(&f, "node_network_up", &[("device", "eth0")]), Some(1.0));
+        assert_eq!(find(&f, "node_network_up", &[("device", "lo")]), Some(0.0));
+        assert_eq!(find(&f, "node_network_mtu_bytes", &[("device", "eth0")]), Some(9001.0));
+        assert_eq!(find(&f, "node_network_speed_bytes", &[("device", "eth0")]), Some(125_000_000.0));
+        assert_eq!(
+            find(&f, "node_network_speed_bytes", &[("device", "lo")]),
+            None,
+            "speed -1 is unknown"
+        );
         // Every sample carries job="node", and every family has metadata.
         for s in &f.samples {
             assert!(s.labels.iter().any(|(k, v)| k == "job" && v == "node"));
@@ -573,8 +723,10 @@ mod tests {
     #[test]
     fn filesystems_of_the_real_root_and_mount_filters() {
         let d = fake_proc();
+        let sys = fake_sys();
         let cfg = HostConfig {
             procfs_path: d.path().to_path_buf(),
+            sysfs_path: sys.path().to_path_buf(),
             ..Default::default()
         };
         let src = HostSource::new(&cfg).expect("valid config");
@@ -598,12 +750,132 @@ mod tests {
         std::fs::write(d.path().join("loadavg"), "1 2 3 1/1 1\n").expect("write");
         let cfg = HostConfig {
             procfs_path: d.path().to_path_buf(),
+            sysfs_path: d.path().join("sys"),
             ..Default::default()
         };
         let (f, errors) = HostSource::new(&cfg).expect("valid").collect(0);
         assert_eq!(find(&f, "node_load5", &[]), Some(2.0));
-        assert_eq!(errors.len(), 5);
+        assert_eq!(errors.len(), 6, "{errors:?}");
         assert!(errors[0].to_string().contains("stat"), "{}", errors[0]);
+        assert!(errors[5].to_string().contains("class/net"), "{}", errors[5]);
+    }
+
+    /// The DaemonSet's view: the host's mount table (PID 1's, not the
+    /// container's own), each filesystem measured under rootfs and labelled
+    /// with the host's mount point.
+    #[test]
+    fn filesystems_from_the_hosts_view_under_rootfs() {
+        let proc = fake_proc();
+        // The container's own table: what must not be reported.
+        std::fs::write(
+            proc.path().join("self/mounts"),
+            "overlay / overlay rw 0 0\n/dev/vda /etc/hosts ext4 rw 0 0\n",
+        )
+        .expect("write");
+        std::fs::create_dir_all(proc.path().join("1")).expect("mkdir");
+        std::fs::write(
+            proc.path().join("1/mounts"),
+            "/dev/vda / ext4 rw 0 0\n/dev/vdb /data ext4 rw 0 0\n/dev/vdc /gone ext4 rw 0 0\nproc /proc proc rw 0 0\n",
+        )
+        .expect("write");
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("data")).expect("mkdir");
+        let cfg = HostConfig {
+            procfs_path: proc.path().to_path_buf(),
+            sysfs_path: fake_sys().path().to_path_buf(),
+            rootfs_path: root.path().to_path_buf(),
+            ..Default::default()
+        };
+        let src = HostSource::new(&cfg).expect("valid");
+        let (f, _) = src.collect(0);
+        let mounts: std::collections::BTreeSet<String> = f
+            .samples
+            .iter()
+            .filter(|s| s.labels[0].1 == "node_filesystem_size_bytes")
+            .filter_map(|s| s.labels.iter().find(|(k, _)| k == "mountpoint").map(|(_, v)| v.clone()))
+            .collect();
+        // /gone is in the table but not under rootfs: skipped, as a mount
+        // point statvfs cannot reach.
+        assert_eq!(mounts.into_iter().collect::<Vec<_>>(), ["/", "/data"]);
+        let want = statvfs(root.path()).expect("statvfs of the rootfs").size;
+        assert_eq!(
+            find(&f, "node_filesystem_size_bytes", &[("mountpoint", "/"), ("device", "/dev/vda")]),
+            Some(want),
+            "/ is measured at rootfs_path"
+        );
+        assert_eq!(find(&f, "node_filesystem_size_bytes", &[("mountpoint", "/etc/hosts")]), None);
+    }
+
+    #[test]
+    fn mount_points_lose_the_rootfs_prefix() {
+        let cfg = HostConfig {
+            rootfs_path: PathBuf::from("/host/root"),
+            ..Default::default()
+        };
+        let src = HostSource::new(&cfg).expect("valid");
+        assert_eq!(src.host_mount_point("/host/root/var/lib".into()), "/var/lib");
+        assert_eq!(src.host_mount_point("/host/root".into()), "/");
+        assert_eq!(src.host_mount_point("/host/rootless".into()), "/host/rootless");
+        assert_eq!(src.host_mount_point("/boot".into()), "/boot");
+        assert_eq!(src.in_rootfs("/boot"), PathBuf::from("/host/root/boot"));
+        assert_eq!(src.in_rootfs("/"), PathBuf::from("/host/root/"));
+        let plain = HostSource::new(&HostConfig::default()).expect("valid");
+        assert_eq!(plain.host_mount_point("/host/root/x".into()), "/host/root/x");
+        assert_eq!(plain.in_rootfs("/boot"), PathBuf::from("/boot"));
+    }
+
+    #[test]
+    fn node_exporter_path_flags_set_the_paths() {
+        use clap::Parser;
+        let args = crate::cli::Args::try_parse_from([
+            "csoc-agent",
+            "--path.procfs",
+            "/host/proc",
+            "--path.sysfs",
+            "/host/sys",
+            "--path.rootfs",
+            "/host/root",
+        ])
+        .expect("flags parse");
+        let cfg = args.resolve().expect("resolve");
+        assert_eq!(cfg.sources.host.procfs_path, PathBuf::from("/host/proc"));
+        assert_eq!(cfg.sources.host.sysfs_path, PathBuf::from("/host/sys"));
+        assert_eq!(cfg.sources.host.rootfs_path, PathBuf::from("/host/root"));
+        let cfg = crate::cli::Args::try_parse_from(["csoc-agent"])
+            .expect("parse")
+            .resolve()
+            .expect("resolve");
+        assert_eq!(cfg.sources.host.rootfs_path, PathBuf::from("/"));
+    }
+
+    #[test]
+    fn relative_paths_are_config_errors() {
+        for (field, cfg) in [
+            (
+                "procfs_path",
+                HostConfig {
+                    procfs_path: "proc".into(),
+                    ..Default::default()
+                },
+            ),
+            (
+                "sysfs_path",
+                HostConfig {
+                    sysfs_path: "host/sys".into(),
+                    ..Default::default()
+                },
+            ),
+            (
+                "rootfs_path",
+                HostConfig {
+                    rootfs_path: "".into(),
+                    ..Default::default()
+                },
+            ),
+        ] {
+            let err = HostSource::new(&cfg).err().expect("error");
+            assert!(err.to_string().contains(field), "{err}");
+        }
     }
 
     #[test]
