@@ -80,18 +80,6 @@ pub struct Args {
     /// "scrape" unless given): adds a static target to sources.scrape.
     #[arg(long = "scrape", value_name = "[JOB=]URL")]
     pub scrape: Vec<String>,
-    /// Where the host's procfs is mounted, for the host source (node_exporter's
-    /// flag) [default: /proc; /host/proc in the Helm chart's DaemonSet].
-    #[arg(long = "path.procfs", value_name = "DIR")]
-    pub path_procfs: Option<PathBuf>,
-    /// Where the host's sysfs is mounted, for the host source [default: /sys].
-    #[arg(long = "path.sysfs", value_name = "DIR")]
-    pub path_sysfs: Option<PathBuf>,
-    /// Where the host's root filesystem is mounted, for the host source:
-    /// filesystems are measured there and labelled with the host's mount
-    /// points [default: /].
-    #[arg(long = "path.rootfs", value_name = "DIR")]
-    pub path_rootfs: Option<PathBuf>,
     /// Kubernetes credentials: this kubeconfig's current context [default: the
     /// in-cluster service account, else KUBECONFIG, else ~/.kube/config].
     #[arg(long, value_name = "FILE")]
@@ -108,6 +96,18 @@ pub struct Args {
     /// The name the collector's certificate must be issued for [default: the host of --collector].
     #[arg(long = "tls-server-name", value_name = "NAME")]
     pub tls_server_name: Option<String>,
+    /// Where the host's procfs is mounted, for the host source (node_exporter's
+    /// flag) [default: /proc; /host/proc in the Helm chart's DaemonSet].
+    #[arg(long = "path.procfs", value_name = "DIR")]
+    pub path_procfs: Option<PathBuf>,
+    /// Where the host's sysfs is mounted, for the host source [default: /sys].
+    #[arg(long = "path.sysfs", value_name = "DIR")]
+    pub path_sysfs: Option<PathBuf>,
+    /// Where the host's root filesystem is mounted, for the host source:
+    /// filesystems are measured there and labelled with the host's mount
+    /// points [default: /].
+    #[arg(long = "path.rootfs", value_name = "DIR")]
+    pub path_rootfs: Option<PathBuf>,
 }
 
 impl Args {
@@ -172,15 +172,6 @@ impl Args {
         if let Some(v) = &self.kubeconfig {
             cfg.kubeconfig = Some(v.clone());
         }
-        if let Some(v) = &self.path_procfs {
-            cfg.sources.host.procfs_path = v.clone();
-        }
-        if let Some(v) = &self.path_sysfs {
-            cfg.sources.host.sysfs_path = v.clone();
-        }
-        if let Some(v) = &self.path_rootfs {
-            cfg.sources.host.rootfs_path = v.clone();
-        }
         if let Some(v) = &self.tls_ca {
             cfg.tls.ca_file = Some(v.clone());
         }
@@ -198,6 +189,15 @@ impl Args {
                 Some(j) => j.static_configs.extend(job.static_configs),
                 None => cfg.sources.scrape.jobs.push(job),
             }
+        }
+        if let Some(v) = &self.path_procfs {
+            cfg.sources.host.procfs_path = v.clone();
+        }
+        if let Some(v) = &self.path_sysfs {
+            cfg.sources.host.sysfs_path = v.clone();
+        }
+        if let Some(v) = &self.path_rootfs {
+            cfg.sources.host.rootfs_path = v.clone();
         }
         Ok(cfg)
     }
