@@ -201,8 +201,10 @@ sources:
       selector: {{ .Values.sources.revproxyLog.selector | quote }}
     {{- end }}
   scrape:
+    {{- if not .Values.sources.scrapeAnnotatedPods.enabled }}
+    jobs: []
+    {{- else }}
     jobs:
-      {{- if .Values.sources.scrapeAnnotatedPods.enabled }}
       - job_name: gen3-pods
         kubernetes_sd_configs:
           - role: pod
@@ -235,7 +237,7 @@ sources:
             target_label: pod
           - source_labels: [__meta_kubernetes_pod_label_app]
             target_label: service
-      {{- end }}
+    {{- end }}
 {{- end }}
 
 {{/* The node agents' config file (DaemonSet): the host source only. */}}
