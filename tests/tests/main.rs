@@ -6,6 +6,7 @@ mod alerting;
 mod e2e;
 mod gen3;
 mod grafana;
+mod helm;
 mod hostile_api;
 mod hostile_ingest;
 mod hostile_query;
