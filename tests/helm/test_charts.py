@@ -580,6 +580,40 @@ def test_agent_bad_values_fail_with_the_value_named():
         assert needle in err, f"{values}: {err}"
 
 
+def test_agent_as_a_subchart_of_a_gen3_umbrella():
+    """As gen3-helm uses it: a dependency with condition csoc-agent.enabled,
+    gen3-helm's globals (with keys of their own) reaching the subchart."""
+    with tempfile.TemporaryDirectory() as tmp:
+        umbrella = Path(tmp) / "gen3"
+        (umbrella / "charts").mkdir(parents=True)
+        (umbrella / "templates").mkdir()
+        (umbrella / "templates" / "_helpers.tpl").write_text("{{/* The umbrella's own templates. */}}\n")
+        shutil.copytree(AGENT, umbrella / "charts" / "csoc-agent")
+        (umbrella / "Chart.yaml").write_text(
+            "apiVersion: v2\nname: gen3\nversion: 0.1.0\ndependencies:\n"
+            "  - name: csoc-agent\n    version: \"*\"\n    repository: \"file://../csoc-agent\"\n    condition: csoc-agent.enabled\n"
+        )
+        # gen3-helm's global values, as in helm/gen3/values.yaml.
+        (umbrella / "values.yaml").write_text(
+            "global:\n  hostname: localhost\n  environment: default\n  dev: true\n"
+            "  netPolicy: {enabled: false, dbSubnet: \"\"}\n"
+            "  externalSecrets: {deploy: false, createLocalK8sSecret: false}\n"
+            "csoc-agent:\n  enabled: false\n"
+        )
+        assert render(umbrella, {}, "gen3", "gen3") == [], "condition csoc-agent.enabled false renders nothing"
+        values = {"global": {"hostname": "data.example.org", "environment": "prod"}, "csoc-agent": {"enabled": True}}
+        objs = render(umbrella, values, "gen3", "gen3")
+        assert_valid(objs)
+        assert_container_discipline(objs)
+        cfg = agent_config(objs, "gen3-csoc-agent-config")
+        assert cfg["external_labels"] == {"environment": "prod"}
+        assert cfg["sources"]["gen3_status"]["base_url"] == "https://data.example.org"
+        env = {e["name"]: e.get("value") for e in one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["CSOC_AGENT_NAME"] == "gen3"
+        report = helm.lint(str(umbrella), values, with_subcharts=True)
+        assert not report["errors"] and not [m for m in report["messages"] if m["severity"] >= 2], report
+
+
 def test_agent_notes():
     text = notes(AGENT, {}, "gen3", "gen3")
     assert "create secret generic csoc-agent-token" in text
