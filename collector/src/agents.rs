@@ -254,7 +254,7 @@ impl AgentRegistry {
         {
             let mut agents = self.lock();
             for ((c, a), secs) in seen {
-                let ms = (secs * 1000.0) as i64;
+                let ms = (secs * 1000.0).round() as i64;
                 if had_file {
                     if let Some(r) = agents.get_mut(&c).and_then(|m| m.get_mut(&a))
                         && r.last_seen_ms < ms
