@@ -159,7 +159,10 @@ impl std::fmt::Debug for AgentRegistry {
 }
 
 fn labels(commons: &str, agent: &str) -> Labels {
-    vec![("commons".to_string(), commons.to_string()), ("agent".to_string(), agent.to_string())]
+    vec![
+        ("commons".to_string(), commons.to_string()),
+        ("agent".to_string(), agent.to_string()),
+    ]
 }
 
 fn ms_of(d: Duration) -> i64 {
@@ -221,7 +224,10 @@ impl AgentRegistry {
         };
         let saved: Saved = serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))?;
         if saved.version != VERSION {
-            return Err(invalid(format!("unknown version {} (this collector writes {VERSION})", saved.version)));
+            return Err(invalid(format!(
+                "unknown version {} (this collector writes {VERSION})",
+                saved.version
+            )));
         }
         let mut agents = self.lock();
         for r in saved.agents {

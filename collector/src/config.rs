@@ -505,10 +505,7 @@ impl CollectorConfig {
             return Err(inv("retention", "must be at least 1m".into()));
         }
         if !self.agent_forget_after.is_zero() && self.agent_forget_after < Duration::from_secs(1) {
-            return Err(inv(
-                "agent_forget_after",
-                "must be 0 (never forget an agent) or at least 1s".into(),
-            ));
+            return Err(inv("agent_forget_after", "must be 0 (never forget an agent) or at least 1s".into()));
         }
         if self.evaluation_interval < Duration::from_millis(100) {
             return Err(inv("evaluation_interval", "must be at least 100ms".into()));
@@ -687,11 +684,17 @@ mod tests {
             .expect_err("too short");
         assert!(e.to_string().contains("agent_forget_after"), "{e}");
         let e = parse("agent_forget_after: 7 days\n").expect_err("not a duration");
-        assert!(e.to_string().contains("agent_forget_after") || e.to_string().contains("7 days"), "{e}");
+        assert!(
+            e.to_string().contains("agent_forget_after") || e.to_string().contains("7 days"),
+            "{e}"
+        );
         // The example states the default.
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/collector.yml");
         let text = std::fs::read_to_string(&path).expect("read");
-        assert!(text.contains("\nagent_forget_after: 7d\n"), "the example documents agent_forget_after");
+        assert!(
+            text.contains("\nagent_forget_after: 7d\n"),
+            "the example documents agent_forget_after"
+        );
     }
 
     #[test]

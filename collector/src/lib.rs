@@ -448,9 +448,7 @@ fn open_agent_registry(
     } else {
         cfg.agent_forget_after.min(cfg.retention)
     };
-    let known = registry.restore(csoc_common::time::now_ms(), window, |mint| {
-        selfmon::last_seen_in_storage(db, mint)
-    });
+    let known = registry.restore(csoc_common::time::now_ms(), window, |mint| selfmon::last_seen_in_storage(db, mint));
     if known > 0 {
         tracing::info!(agents = known, forget_after = ?cfg.agent_forget_after, "agent registry restored");
     }

@@ -175,7 +175,10 @@ mod tests {
     async fn the_last_contact_is_read_back_from_storage() {
         let (_dir, db, mut reg) = open();
         let metrics = crate::metrics::CollectorMetrics::new(reg.sub_registry_with_prefix("csoc_collector"));
-        let key = vec![("commons".to_string(), "alpha".to_string()), ("agent".to_string(), "a1".to_string())];
+        let key = vec![
+            ("commons".to_string(), "alpha".to_string()),
+            ("agent".to_string(), "a1".to_string()),
+        ];
         let mut scrape = SelfScrape::default();
         for (t, v) in [(1_000, 100.0), (2_000, 200.0)] {
             metrics.ingest.agent_last_seen.get_or_create(&key).set(v);

@@ -24,7 +24,9 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// An HTTP call with an optional bearer token: (status, JSON body or Null).
 fn call(method: reqwest::Method, url: &str, token: Option<&str>) -> anyhow::Result<(u16, Value)> {
-    let mut req = reqwest::blocking::Client::new().request(method, url).timeout(Duration::from_secs(10));
+    let mut req = reqwest::blocking::Client::new()
+        .request(method, url)
+        .timeout(Duration::from_secs(10));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -44,7 +46,12 @@ fn agents(c: &Collector, token: Option<&str>) -> anyhow::Result<Vec<Value>> {
 /// (commons, agent) of a listing.
 fn names(list: &[Value]) -> Vec<(String, String)> {
     list.iter()
-        .map(|a| (a["commons"].as_str().unwrap_or("").to_string(), a["agent"].as_str().unwrap_or("").to_string()))
+        .map(|a| {
+            (
+                a["commons"].as_str().unwrap_or("").to_string(),
+                a["agent"].as_str().unwrap_or("").to_string(),
+            )
+        })
         .collect()
 }
 
@@ -118,19 +125,30 @@ fn agents_are_listed_per_scope_and_removed_only_by_an_admin() -> anyhow::Result<
         (l.len() == 3 && live["connected"] == true).then_some(l)
     })?;
     ensure!(
-        names(&all) == vec![pair("alpha", "alpha-agent"), pair("alpha", "alpha-agent-5f7b-old"), pair("beta", "beta-agent-8c2d-old")],
+        names(&all)
+            == vec![
+                pair("alpha", "alpha-agent"),
+                pair("alpha", "alpha-agent-5f7b-old"),
+                pair("beta", "beta-agent-8c2d-old")
+            ],
         "sorted by commons and agent: {all:?}"
     );
     for a in &all {
         for key in ["first_seen", "last_seen"] {
             let t = a[key].as_str().context("a time")?;
-            ensure!(t.len() >= 20 && t.ends_with('Z') && t.as_bytes()[10] == b'T', "{key} is RFC 3339: {a}");
+            ensure!(
+                t.len() >= 20 && t.ends_with('Z') && t.as_bytes()[10] == b'T',
+                "{key} is RFC 3339: {a}"
+            );
         }
         ensure!(a["hostname"].as_str().is_some_and(|h| !h.is_empty()), "{a}");
     }
     let old = &all[1];
     ensure!(old["connected"] == false && old["version"] == "test", "{old}");
-    ensure!(old["forget_at"].as_str().is_some(), "a silent agent has a forget_at (default 7d): {old}");
+    ensure!(
+        old["forget_at"].as_str().is_some(),
+        "a silent agent has a forget_at (default 7d): {old}"
+    );
     ensure!(all[0]["forget_at"].is_null(), "a connected one has none: {}", all[0]);
     // Every read token sees the list; a commons-scoped one only its commons.
     ensure!(names(&agents(&c, Some(READ))?).len() == 3);
@@ -143,7 +161,9 @@ fn agents_are_listed_per_scope_and_removed_only_by_an_admin() -> anyhow::Result<
 
     // The self-scrape stored their last contacts.
     wait_for("the old beta pod's last-seen series", WAIT, || {
-        query(&c, &last_seen("beta-agent-8c2d-old"), Some(OPS)).ok().filter(|r| !r.is_empty())
+        query(&c, &last_seen("beta-agent-8c2d-old"), Some(OPS))
+            .ok()
+            .filter(|r| !r.is_empty())
     })?;
 
     // Read tokens, scoped or not, cannot remove; nothing changed.
@@ -180,9 +200,14 @@ fn agents_are_listed_per_scope_and_removed_only_by_an_admin() -> anyhow::Result<
     ensure!(!text.contains("beta-agent-8c2d-old"), "/metrics still names the removed agent");
     ensure!(text.contains(r#"agent="alpha-agent-5f7b-old""#), "/metrics: {text}");
     wait_for("the removed agent's last-seen series ends", Duration::from_secs(10), || {
-        query(&c, &last_seen("beta-agent-8c2d-old"), Some(OPS)).ok().filter(|r| r.is_empty())
+        query(&c, &last_seen("beta-agent-8c2d-old"), Some(OPS))
+            .ok()
+            .filter(|r| r.is_empty())
     })?;
-    ensure!(!query(&c, &last_seen("alpha-agent-5f7b-old"), Some(OPS))?.is_empty(), "the others go on");
+    ensure!(
+        !query(&c, &last_seen("alpha-agent-5f7b-old"), Some(OPS))?.is_empty(),
+        "the others go on"
+    );
 
     // After a restart the removal holds, though storage still holds the
     // removed agent's past samples; the others are back with their times.
@@ -193,7 +218,12 @@ fn agents_are_listed_per_scope_and_removed_only_by_an_admin() -> anyhow::Result<
         names(&l) == vec![pair("alpha", "alpha-agent"), pair("alpha", "alpha-agent-5f7b-old")],
         "after a restart: {l:?}"
     );
-    ensure!(l[1]["last_seen"] == all[1]["last_seen"], "last contact kept: {} vs {}", l[1], all[1]);
+    ensure!(
+        l[1]["last_seen"] == all[1]["last_seen"],
+        "last contact kept: {} vs {}",
+        l[1],
+        all[1]
+    );
     ensure!(query(&c, &last_seen("beta-agent-8c2d-old"), Some(OPS))?.is_empty());
     Ok(())
 }
@@ -243,13 +273,14 @@ fn a_silent_agent_pages_until_it_is_forgotten_then_stays_forgotten() -> anyhow::
     );
     // Forgotten 8 s after its last contact (swept every 2 s): no longer
     // listed, its series ends and the alert resolves.
-    wait_for("the agent is forgotten", WAIT, || {
-        agents(&c, None).ok().filter(|l| l.is_empty())
-    })?;
+    wait_for("the agent is forgotten", WAIT, || agents(&c, None).ok().filter(|l| l.is_empty()))?;
     wait_for("CsocAgentSilent stops", Duration::from_secs(10), || {
         c.query(firing).ok().filter(|r| r.is_empty())
     })?;
-    ensure!(c.query(&last_seen("alpha-agent-5f7b-old"))?.is_empty(), "its last-seen series ended");
+    ensure!(
+        c.query(&last_seen("alpha-agent-5f7b-old"))?.is_empty(),
+        "its last-seen series ended"
+    );
     let (code, v) = c_alerts(&c)?;
     ensure!(code == 200 && !v.contains("alpha-agent-5f7b-old"), "/api/v1/alerts: {v}");
     // The admin endpoints are off without --web.enable-admin-api.

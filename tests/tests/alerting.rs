@@ -395,7 +395,8 @@ fn promtool_and_we_agree_on_rule_files_and_the_gen3_pack() -> anyhow::Result<()>
 fn every_gen3_alert_has_its_runbook_section_and_a_unit_test() -> anyhow::Result<()> {
     let dir = workspace().join("deploy/rules");
     let pack_path = dir.join("gen3.yml");
-    let pack: Value = csoc_common::config::parse_yaml(&std::fs::read_to_string(&pack_path)?, &pack_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pack: Value =
+        csoc_common::config::parse_yaml(&std::fs::read_to_string(&pack_path)?, &pack_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let runbook = std::fs::read_to_string(dir.join("RUNBOOK.md"))?;
     let tests = std::fs::read_to_string(dir.join("gen3_test.yml"))?;
     let mut alerts = Vec::new();
@@ -404,9 +405,16 @@ fn every_gen3_alert_has_its_runbook_section_and_a_unit_test() -> anyhow::Result<
             let Some(name) = r["alert"].as_str() else { continue };
             alerts.push(name.to_string());
             let want = format!("deploy/rules/RUNBOOK.md#{}", name.to_lowercase());
-            ensure!(r["annotations"]["runbook_url"] == want.as_str(), "{name}: runbook_url {} is not {want}", r["annotations"]["runbook_url"]);
+            ensure!(
+                r["annotations"]["runbook_url"] == want.as_str(),
+                "{name}: runbook_url {} is not {want}",
+                r["annotations"]["runbook_url"]
+            );
             ensure!(runbook.contains(&format!("\n## {name}\n")), "RUNBOOK.md has no section ## {name}");
-            ensure!(tests.contains(&format!("alertname: {name}\n")), "gen3_test.yml tests no alert {name}");
+            ensure!(
+                tests.contains(&format!("alertname: {name}\n")),
+                "gen3_test.yml tests no alert {name}"
+            );
         }
     }
     ensure!(alerts.len() >= 25, "only {} alerts found", alerts.len());
@@ -414,7 +422,10 @@ fn every_gen3_alert_has_its_runbook_section_and_a_unit_test() -> anyhow::Result<
         if let Some(h) = line.strip_prefix("## ")
             && !matches!(h, "Before you start" | "Alertmanager suggestions")
         {
-            ensure!(alerts.iter().any(|a| a == h), "RUNBOOK.md section {h:?} matches no alert of gen3.yml");
+            ensure!(
+                alerts.iter().any(|a| a == h),
+                "RUNBOOK.md section {h:?} matches no alert of gen3.yml"
+            );
         }
     }
     Ok(())

@@ -478,7 +478,11 @@ fn feed_kubernetes_standin(http: String, stop: Arc<AtomicBool>) -> std::thread::
                 ("usersync-29412345-abcde", "gen3job", "Succeeded"),
             ];
             for (pod, service, phase) in pods {
-                add("kube_pod_info", &[("pod", pod), ("service", service), ("node", "ip-10-0-1-5.ec2.internal")], 1.0);
+                add(
+                    "kube_pod_info",
+                    &[("pod", pod), ("service", service), ("node", "ip-10-0-1-5.ec2.internal")],
+                    1.0,
+                );
                 for p in ["Pending", "Running", "Succeeded", "Failed", "Unknown"] {
                     let v = if p == phase { 1.0 } else { 0.0 };
                     add("kube_pod_status_phase", &[("pod", pod), ("service", service), ("phase", p)], v);
@@ -486,9 +490,21 @@ fn feed_kubernetes_standin(http: String, stop: Arc<AtomicBool>) -> std::thread::
                 let c = [("pod", pod), ("container", service), ("service", service)];
                 let r = if pod == "fence-7d4b9c-m8n9b" { restarts } else { 0.0 };
                 add("kube_pod_container_status_restarts_total", &c, r);
-                let cpu = [("pod", pod), ("container", service), ("service", service), ("resource", "cpu"), ("unit", "core")];
+                let cpu = [
+                    ("pod", pod),
+                    ("container", service),
+                    ("service", service),
+                    ("resource", "cpu"),
+                    ("unit", "core"),
+                ];
                 add("kube_pod_container_resource_requests", &cpu, 0.25);
-                let mem = [("pod", pod), ("container", service), ("service", service), ("resource", "memory"), ("unit", "byte")];
+                let mem = [
+                    ("pod", pod),
+                    ("container", service),
+                    ("service", service),
+                    ("resource", "memory"),
+                    ("unit", "byte"),
+                ];
                 add("kube_pod_container_resource_requests", &mem, 512.0 * 1024.0 * 1024.0);
                 add("kube_pod_container_cpu_usage_cores", &c, 0.05 + (tick % 7) as f64 * 0.01);
                 add("container_memory_working_set_bytes", &c, 300.0 * 1024.0 * 1024.0);
@@ -516,9 +532,19 @@ fn feed_kubernetes_standin(http: String, stop: Arc<AtomicBool>) -> std::thread::
                 add("kube_job_status_active", &[("job_name", job)], active);
             }
             add("kube_job_failed", &[("job_name", "usersync-29412375"), ("condition", "true")], 1.0);
-            let ev = [("kind", "Pod"), ("name", "fence-7d4b9c-m8n9b"), ("reason", "BackOff"), ("type", "Warning")];
+            let ev = [
+                ("kind", "Pod"),
+                ("name", "fence-7d4b9c-m8n9b"),
+                ("reason", "BackOff"),
+                ("type", "Warning"),
+            ];
             add("kube_events_total", &ev, events);
-            let ev = [("kind", "Pod"), ("name", "portal-6b8d9f-r5t6y"), ("reason", "FailedScheduling"), ("type", "Warning")];
+            let ev = [
+                ("kind", "Pod"),
+                ("name", "portal-6b8d9f-r5t6y"),
+                ("reason", "FailedScheduling"),
+                ("type", "Warning"),
+            ];
             add("kube_events_total", &ev, (tick / 4) as f64);
             let req = WriteRequest {
                 timeseries: ts,

@@ -210,6 +210,9 @@ fn an_unreadable_file_falls_back_to_storage_and_is_replaced() {
     assert!(r.load().expect("readable now"));
     assert_eq!(names(&r, None), vec![pair("alpha", "a")]);
     std::fs::write(&path, br#"{"version":9,"agents":[]}"#).expect("write");
-    let e = AgentRegistry::new(week, LastSeen::default()).with_file(path).load().expect_err("version");
+    let e = AgentRegistry::new(week, LastSeen::default())
+        .with_file(path)
+        .load()
+        .expect_err("version");
     assert!(e.to_string().contains("unknown version 9"), "{e}");
 }

@@ -53,7 +53,11 @@ pub async fn remove(
             "admin APIs disabled (start with --web.enable-admin-api)".into(),
         ));
     }
-    let by = access.principal.as_ref().map(|p| p.name.clone()).unwrap_or_else(|| "(open API)".into());
+    let by = access
+        .principal
+        .as_ref()
+        .map(|p| p.name.clone())
+        .unwrap_or_else(|| "(open API)".into());
     let agents = st.agents.clone();
     let (c, a) = (commons.clone(), agent.clone());
     let outcome = tokio::task::spawn_blocking(move || agents.remove(&c, &a))
