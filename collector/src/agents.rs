@@ -249,7 +249,7 @@ impl AgentRegistry {
         let had_file = match self.load() {
             Ok(had) => had,
             Err(e) => {
-                tracing::error!(error = %e, "the agent registry file is unusable: the agents are read back from storage (agents removed since cannot be told apart; remove them again)");
+                tracing::error!(error = %e, "the agent registry file is unusable: the agents are read back from storage, so agents removed earlier may be listed again (remove them again)");
                 false
             }
         };

@@ -64,7 +64,7 @@ pub struct Args {
     /// Memory for decoded chunks reused by repeated queries, e.g. 1GiB; 0 disables [default: 256MiB].
     #[arg(long = "storage.chunk-cache-size", value_name = "SIZE", value_parser = csoc_common::duration::parse_bytes)]
     pub chunk_cache_size: Option<u64>,
-    /// Enable the admin endpoints (POST /api/v1/admin/tsdb/flush).
+    /// Enable the admin endpoints (POST /api/v1/admin/tsdb/flush, DELETE /api/v1/admin/agents/{commons}/{agent}).
     #[arg(long = "web.enable-admin-api")]
     pub enable_admin_api: bool,
     /// Prometheus rule file or glob (repeatable; added to the file's rule_files).

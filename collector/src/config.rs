@@ -316,8 +316,9 @@ pub struct CollectorConfig {
     /// default; 0 disables the cache).
     #[serde(deserialize_with = "csoc_common::duration::de_bytes")]
     pub chunk_cache_size: u64,
-    /// Allow the admin endpoints (`POST /api/v1/admin/tsdb/flush`). Off by
-    /// default, as in Prometheus (`--web.enable-admin-api`).
+    /// Allow the admin endpoints (`POST /api/v1/admin/tsdb/flush`,
+    /// `DELETE /api/v1/admin/agents/{commons}/{agent}`). Off by default, as
+    /// in Prometheus (`--web.enable-admin-api`).
     pub enable_admin_api: bool,
     /// Rule files (paths or globs), as Prometheus's `rule_files`.
     pub rule_files: Vec<String>,
