@@ -108,7 +108,7 @@ pub fn build_sources(cfg: &AgentConfig) -> Result<NamedSources, AgentError> {
     if !cfg.sources.scrape.jobs.is_empty() {
         sources.push((
             "scrape".into(),
-            Box::new(sources::scrape::ScrapeSource::new(&cfg.sources.scrape, cfg.interval)?),
+            Box::new(sources::scrape::ScrapeSource::new(&cfg.sources.scrape, cfg.interval)?.with_kubeconfig(cfg.kubeconfig.clone())),
         ));
     }
     Ok(sources)
