@@ -354,7 +354,9 @@ impl<S: LogSink> Stream<S> {
                     continue;
                 }
             };
+            tracing::debug!(source = %self.cx.name, pod = %self.pod, container = %self.container, since = ?lp.since_time, "log stream opened");
             let (end, counted) = self.read(Box::pin(reader), cursor).await;
+            tracing::debug!(source = %self.cx.name, pod = %self.pod, container = %self.container, ?end, counted, gone = self.gone.is_cancelled(), "log stream ended");
             if counted > 0 {
                 backoff = self.opts.backoff_base;
             }
