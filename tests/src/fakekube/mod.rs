@@ -51,7 +51,11 @@
 //!
 //! Every error is a `metav1.Status` object. Requests need
 //! `Authorization: Bearer <token>` (401 otherwise), except `/version` and the
-//! health paths. The fake only reads: other methods answer 405. It holds at
+//! health paths. One port answers HTTPS (a certificate for 127.0.0.1 from a
+//! CA generated at start; [`FakeKube::write_kubeconfig`] points there,
+//! because kubectl sends a kubeconfig's token only over TLS) and plain HTTP
+//! ([`FakeKube::url`]). See `tests/FAKE_KUBE.md` for the differences from a
+//! real API server. The fake only reads: other methods answer 405. It holds at
 //! most [`Options::history`] changes (then older watchers get 410) and
 //! [`Options::log_lines`] lines per container.
 //!

@@ -51,6 +51,13 @@ impl Shared {
 
 type Chunk = Result<Bytes, std::io::Error>;
 
+/// An error answer, boxed (a `Response` is large).
+type Fail = Box<Response>;
+
+/// One watch event to send: type, object, and the resourceVersion to put
+/// in a copy of the object (for objects that left the selection).
+type Outgoing = (&'static str, Arc<Value>, Option<u64>);
+
 /// A `metav1.Status` failure.
 pub(crate) fn status(code: StatusCode, reason: &str, message: &str, details: Option<Value>) -> Response {
     json_response(code, &status_object(code.as_u16(), reason, message, details))
@@ -402,11 +409,11 @@ fn decode_continue(token: &str) -> Option<(u64, String)> {
     Some((v["rv"].as_u64()?, v["start"].as_str()?.to_string()))
 }
 
-fn parse_rv(s: &str) -> Result<u64, Response> {
+fn parse_rv(s: &str) -> Result<u64, Fail> {
     s.parse::<u64>().map_err(|_| {
-        bad_request(&format!(
+        Box::new(bad_request(&format!(
             "invalid resource version: strconv.ParseUint: parsing {s:?}: invalid syntax"
-        ))
+        )))
     })
 }
 
@@ -422,23 +429,23 @@ fn too_large(asked: u64, current: u64) -> Response {
     )
 }
 
-fn selectors(q: &Query, r: &ResourceType) -> Result<(LabelSelector, FieldSelector), Response> {
-    let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(|e| bad_request(&e.0))?;
-    let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or(""), r).map_err(|e| bad_request(&e.0))?;
+fn selectors(q: &Query, r: &ResourceType) -> Result<(LabelSelector, FieldSelector), Fail> {
+    let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(|e| Box::new(bad_request(&e.0)))?;
+    let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or(""), r).map_err(|e| Box::new(bad_request(&e.0)))?;
     Ok((labels, fields))
 }
 
 /// Which state a list reads, from `resourceVersion`, `resourceVersionMatch`,
 /// `limit` and `continue` (the semantics table of the API concepts page).
-fn list_rv(st: &State, q: &Query, continue_rv: Option<u64>) -> Result<u64, Response> {
+fn list_rv(st: &State, q: &Query, continue_rv: Option<u64>) -> Result<u64, Fail> {
     if let Some(rv) = continue_rv {
         if rv < st.oldest {
-            return Err(status(
+            return Err(Box::new(status(
                 StatusCode::GONE,
                 "Expired",
                 "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
                 None,
-            ));
+            )));
         }
         return Ok(rv);
     }
@@ -447,37 +454,37 @@ fn list_rv(st: &State, q: &Query, continue_rv: Option<u64>) -> Result<u64, Respo
     let limited = q.get("limit").and_then(|l| l.parse::<i64>().ok()).is_some_and(|l| l > 0);
     let exact = |n: u64| {
         if n < st.oldest {
-            Err(status(
+            Err(Box::new(status(
                 StatusCode::GONE,
                 "Expired",
                 &format!("too old resource version: {n} ({})", st.oldest),
                 None,
-            ))
+            )))
         } else if n > st.rv {
-            Err(too_large(n, st.rv))
+            Err(Box::new(too_large(n, st.rv)))
         } else {
             Ok(n)
         }
     };
-    let not_older = |n: u64| if n > st.rv { Err(too_large(n, st.rv)) } else { Ok(st.rv) };
+    let not_older = |n: u64| if n > st.rv { Err(Box::new(too_large(n, st.rv))) } else { Ok(st.rv) };
     match (rv, rvm) {
         (None, None) | (Some("0"), None | Some("NotOlderThan")) => Ok(st.rv),
-        (None, Some(_)) => Err(invalid(
+        (None, Some(_)) => Err(Box::new(invalid(
             "ListOptions",
             "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided",
-        )),
-        (Some("0"), Some("Exact")) => Err(invalid(
+        ))),
+        (Some("0"), Some("Exact")) => Err(Box::new(invalid(
             "ListOptions",
             "resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
-        )),
+        ))),
         (Some(n), Some("Exact")) => exact(parse_rv(n)?),
         (Some(n), Some("NotOlderThan")) => not_older(parse_rv(n)?),
         (Some(n), None) if limited => exact(parse_rv(n)?),
         (Some(n), None) => not_older(parse_rv(n)?),
-        (Some(_), Some(other)) => Err(invalid(
+        (Some(_), Some(other)) => Err(Box::new(invalid(
             "ListOptions",
             &format!("resourceVersionMatch: Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\", \"\""),
-        )),
+        ))),
     }
 }
 
@@ -485,7 +492,7 @@ fn list(s: &Shared, res: usize, ns: Option<&str>, q: &Query, as_table: bool) -> 
     let r = &RESOURCES[res];
     let (labels, fields) = match selectors(q, r) {
         Ok(x) => x,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     let limit = match q.get("limit").filter(|l| !l.is_empty()) {
         None => None,
@@ -511,7 +518,7 @@ fn list(s: &Shared, res: usize, ns: Option<&str>, q: &Query, as_table: bool) -> 
         let st = s.lock();
         let at = match list_rv(&st, q, cont.as_ref().map(|c| c.0)) {
             Ok(at) => at,
-            Err(e) => return e,
+            Err(e) => return *e,
         };
         let snapshot;
         let map = if at == st.rv {
@@ -621,7 +628,7 @@ fn start_watch(s: &Arc<Shared>, res: usize, ns: Option<&str>, name: Option<&str>
     let r = &RESOURCES[res];
     let (labels, fields) = match selectors(q, r) {
         Ok(x) => x,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     let send_initial_events = q.flag("sendInitialEvents");
     let bookmarks = q.flag("allowWatchBookmarks");
@@ -663,7 +670,7 @@ fn start_watch(s: &Arc<Shared>, res: usize, ns: Option<&str>, name: Option<&str>
                 }
                 Start::From(n)
             }
-            Err(e) => return e,
+            Err(e) => return *e,
         },
     };
     let spec = WatchSpec {
@@ -715,7 +722,7 @@ fn expired_event(asked: u64, oldest: u64) -> Bytes {
 
 /// The events after `cursor` that this watcher sees, and the new cursor;
 /// `Err(oldest)` when `cursor` has fallen out of the history.
-fn drain(s: &Shared, w: &WatchSpec, cursor: &mut u64) -> Result<Vec<(&'static str, Arc<Value>, Option<u64>)>, u64> {
+fn drain(s: &Shared, w: &WatchSpec, cursor: &mut u64) -> Result<Vec<Outgoing>, u64> {
     let st = s.lock();
     if *cursor < st.oldest {
         return Err(st.oldest);
@@ -851,13 +858,13 @@ fn container_names(pod: &Value) -> (Vec<String>, Vec<String>) {
     (names("containers"), names("initContainers"))
 }
 
-fn int_param(q: &Query, k: &str) -> Result<Option<i64>, Response> {
+fn int_param(q: &Query, k: &str) -> Result<Option<i64>, Fail> {
     match q.get(k).filter(|v| !v.is_empty()) {
         None => Ok(None),
         Some(v) => v
             .parse::<i64>()
             .map(Some)
-            .map_err(|_| bad_request(&format!("strconv.ParseInt: parsing {v:?}: invalid syntax"))),
+            .map_err(|_| Box::new(bad_request(&format!("strconv.ParseInt: parsing {v:?}: invalid syntax")))),
     }
 }
 
@@ -867,7 +874,7 @@ fn pod_log(s: &Arc<Shared>, ns: &str, pod: &str, q: &Query) -> Response {
     let timestamps = q.flag("timestamps");
     let (tail, limit, since_seconds) = match (int_param(q, "tailLines"), int_param(q, "limitBytes"), int_param(q, "sinceSeconds")) {
         (Ok(t), Ok(l), Ok(ss)) => (t, l, ss),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return *e,
     };
     let since_time = q.get("sinceTime").filter(|v| !v.is_empty());
     let mut errs = Vec::new();

@@ -96,7 +96,8 @@ fn node_cells(o: &Value) -> Vec<Value> {
 
 /// A Table of `objs` (`rv` and `continue` in its list metadata).
 pub(crate) fn table(r: &ResourceType, objs: &[Arc<Value>], rv: Option<u64>, cont: Option<Value>) -> Value {
-    let (columns, cells): (Vec<Value>, fn(&Value) -> Vec<Value>) = match r.kind {
+    type Cells = fn(&Value) -> Vec<Value>;
+    let (columns, cells): (Vec<Value>, Cells) = match r.kind {
         "Pod" => (
             vec![
                 column("Name", "string", "name", 0),
