@@ -594,3 +594,50 @@ async fn log_counters_source_emits_its_saved_counters_without_an_api_server() {
     let saved: CountersState = load_json(&dir.path().join("log_counters.state")).expect("read").expect("present");
     assert_eq!(saved.counters.len(), 3, "every counter saved");
 }
+
+/// deploy/examples/agent.yml documents the log counters in comments (under
+/// the kubernetes source's section): uncommented, they are valid.
+#[test]
+fn example_log_counters_are_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/agent.yml");
+    let text = std::fs::read_to_string(&path).expect("example");
+    let mut yaml = String::new();
+    let mut on = false;
+    for l in text.lines() {
+        match l.trim() {
+            "# log_counters example begin" => on = true,
+            "# log_counters example end" => break,
+            _ if on => {
+                yaml.push_str(l.strip_prefix("  # ").unwrap_or_default());
+                yaml.push('\n');
+            }
+            _ => {}
+        }
+    }
+    #[derive(serde::Deserialize)]
+    struct K {
+        kubernetes: L,
+    }
+    #[derive(serde::Deserialize)]
+    struct L {
+        log_counters: Vec<LogCounterConfig>,
+    }
+    let k: K = serde_yaml_ng::from_str(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    assert_eq!(k.kubernetes.log_counters.len(), 3, "{yaml}");
+    validate_counters(&k.kubernetes.log_counters, "sources.kubernetes.log_counters").expect("valid");
+    // And they count what they are meant to.
+    let mut c = LogCounters::new(&k.kubernetes.log_counters, "x", &BTreeMap::new()).expect("valid");
+    let r = c.routes(&pod("presigned-url-fence-1", &[("app", "presigned-url-fence")], &["fence"]))[0]
+        .1
+        .clone();
+    c.line(&r, b"Signed URL Generated. action=download size_in_kibibytes=2.0 acl=None", false);
+    let f = c.frame("x", 1);
+    assert_eq!(
+        sample(
+            &f,
+            "gen3_download_bytes_total",
+            &[("namespace", "gen3"), ("service", "presigned-url-fence"), ("action", "download")]
+        ),
+        Some(2048.0)
+    );
+}
