@@ -506,3 +506,97 @@ jobs:
     }
     r.stop().await;
 }
+
+/// kubernetes_sd_configs with role endpoints: the Service's annotations
+/// select it, each address behind it (a pod) is a target with the pod's
+/// labels; a pod leaving the Endpoints loses its target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_sd_endpoints_role_scrapes_the_pods_behind_an_annotated_service() {
+    use axum::Router;
+    use axum::routing::get;
+    let kube = FakeKube::start().expect("fake kube");
+    let dir = tempfile::tempdir().expect("tmp");
+    let kc = dir.path().join("kubeconfig");
+    kube.write_kubeconfig(&kc, "gen3").expect("kubeconfig");
+    let mut ports = Vec::new();
+    for i in 0..2 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        ports.push(l.local_addr().expect("addr").port());
+        let body = format!("indexd_up {}\n", i + 1);
+        let app = Router::new().route("/metrics", get(move || async move { body }));
+        tokio::spawn(async move { axum::serve(l, app).await.ok() });
+    }
+    for (i, port) in ports.iter().enumerate() {
+        let mut p = objects::pod("gen3", &format!("indexd-{i}"), "indexd", "Running");
+        p["status"]["podIP"] = Value::from("127.0.0.1");
+        p["spec"]["containers"][0]["ports"] = serde_json::json!([{"name": "http", "containerPort": port, "protocol": "TCP"}]);
+        kube.apply(p);
+    }
+    kube.apply(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "indexd-service", "namespace": "gen3", "labels": {"app": "indexd"},
+                     "annotations": {"prometheus.io/scrape": "true"}},
+        "spec": {"selector": {"app": "indexd"}, "ports": [{"port": 80, "targetPort": 80}]}
+    }));
+    let endpoints = |n: usize| {
+        let subsets: Vec<Value> = ports
+            .iter()
+            .enumerate()
+            .take(n)
+            .map(|(i, port)| {
+                serde_json::json!({
+                    "addresses": [{"ip": "127.0.0.1", "targetRef": {"kind": "Pod", "name": format!("indexd-{i}"), "namespace": "gen3"}}],
+                    "ports": [{"name": "http", "port": port, "protocol": "TCP"}]
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": "indexd-service", "namespace": "gen3", "labels": {"app": "indexd"}},
+            "subsets": subsets
+        })
+    };
+    kube.apply(endpoints(2));
+    let y = r#"
+jobs:
+- job_name: kubernetes-service-endpoints
+  scrape_interval: 200ms
+  scrape_timeout: 150ms
+  kubernetes_sd_configs:
+  - role: endpoints
+    namespaces: {names: [gen3]}
+  relabel_configs:
+  - source_labels: [__meta_kubernetes_service_annotation_prometheus_io_scrape]
+    action: keep
+    regex: "true"
+  - source_labels: [__meta_kubernetes_pod_name]
+    target_label: pod
+  - source_labels: [__meta_kubernetes_service_name]
+    target_label: kubernetes_service
+  - source_labels: [__meta_kubernetes_endpoint_ready]
+    target_label: ready
+"#;
+    let cfg: csoc_agent::sources::scrape::ScrapeConfig = csoc_common::config::parse_yaml(y, Path::new("s.yml")).expect("yaml");
+    let src = csoc_agent::sources::scrape::ScrapeSource::new(&cfg, Duration::from_millis(200))
+        .expect("valid")
+        .with_kubeconfig(Some(kc));
+    let r = run(Box::new(src), "scrape");
+    for (i, port) in ports.iter().enumerate() {
+        let key = format!(
+            "indexd_up{{instance=127.0.0.1:{port},job=kubernetes-service-endpoints,kubernetes_service=indexd-service,pod=indexd-{i},ready=true}}"
+        );
+        r.wait("each pod behind the service", &key, i as f64 + 1.0).await;
+    }
+    // indexd-1 leaves the Endpoints: its target goes, its up is marked stale.
+    kube.apply(endpoints(1));
+    let key = format!(
+        "up{{instance=127.0.0.1:{},job=kubernetes-service-endpoints,kubernetes_service=indexd-service,pod=indexd-1,ready=true}}",
+        ports[1]
+    );
+    let deadline = Instant::now() + WAIT;
+    while !r.get(&key).is_some_and(f64::is_nan) {
+        assert!(Instant::now() < deadline, "up of the removed address: {:?}", r.get(&key));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    r.stop().await;
+}

@@ -8,6 +8,10 @@
 //! line that would make a new one beyond that is counted in the series whose
 //! capture labels are all `other` (one such series per namespace and
 //! service, over the cap). Capture values are cut to 128 bytes.
+//!
+//! A pod's labels and name are matched when its stream starts (a label
+//! changed later does not re-route a running stream). Lines cut for being
+//! too long are not counted (a cut line could match wrongly).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

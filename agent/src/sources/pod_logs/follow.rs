@@ -13,7 +13,8 @@
 //!   base once lines flow), unless its pod is gone: before each reconnection
 //!   the pod is read by name and must still have the same uid (a pod deleted
 //!   and recreated under its name is another stream). A pod that finished
-//!   (Succeeded/Failed) is read to its end once more, then marked done.
+//!   (Succeeded/Failed), or an init container that completed, is read to its
+//!   end once more, then marked done (not reopened, also after a restart).
 //! - A deleted pod's open stream is drained: read until EOF, or until no data
 //!   came for `drain_idle`.
 //! - 403 on `pods/log` or on listing pods is logged once per follower,
@@ -140,6 +141,25 @@ pub fn pod_finished(pod: &Pod) -> bool {
         .as_ref()
         .and_then(|s| s.phase.as_deref())
         .is_some_and(|p| p == "Succeeded" || p == "Failed")
+}
+
+/// Whether `container`'s log is final: the pod finished, or it is an init
+/// container that completed (exit 0; it does not run again).
+pub fn container_finished(pod: &Pod, container: &str) -> bool {
+    pod_finished(pod)
+        || pod
+            .status
+            .as_ref()
+            .and_then(|s| s.init_container_statuses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|c| c.name == container)
+            .any(|c| {
+                c.state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .is_some_and(|t| t.exit_code == 0)
+            })
 }
 
 fn uid_of(pod: &Pod) -> Option<&str> {
@@ -308,7 +328,7 @@ impl<S: LogSink> Stream<S> {
                             g.cursors.entry(self.key.clone()).or_default().done = true;
                             return End::Done;
                         }
-                        if pod_finished(&p) {
+                        if container_finished(&p, &self.container) {
                             finishing = true;
                         } else if !container_has_logs(&p, &self.container) {
                             continue;
@@ -560,9 +580,6 @@ fn start_streams<S: LogSink>(
     let (Some(name), Some(uid)) = (pod.metadata.name.as_deref(), uid_of(pod)) else {
         return;
     };
-    if pod.metadata.deletion_timestamp.is_some() && pod.status.is_none() {
-        return;
-    }
     let mut g = lock(shared);
     let routes = g.sink.routes(pod);
     for (container, route) in routes {

@@ -641,3 +641,32 @@ fn example_log_counters_are_valid() {
         Some(2048.0)
     );
 }
+
+#[test]
+fn which_containers_have_logs_and_which_are_final() {
+    use super::follow::{container_finished, container_has_logs};
+    let p: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "usersync-1", "namespace": "gen3", "uid": "u"},
+        "spec": {"initContainers": [{"name": "wait"}], "containers": [{"name": "main"}, {"name": "side"}, {"name": "crash"}]},
+        "status": {
+            "phase": "Running",
+            "initContainerStatuses": [{"name": "wait", "image": "", "imageID": "", "ready": true, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 0}}}],
+            "containerStatuses": [
+                {"name": "main", "image": "", "imageID": "", "ready": true, "restartCount": 0, "state": {"running": {}}},
+                {"name": "side", "image": "", "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}},
+                {"name": "crash", "image": "", "imageID": "", "ready": false, "restartCount": 3,
+                 "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1}}}
+            ]
+        }
+    }))
+    .expect("pod");
+    assert!(container_has_logs(&p, "wait") && container_has_logs(&p, "main") && container_has_logs(&p, "crash"));
+    assert!(!container_has_logs(&p, "side"), "not started yet: no log to ask for");
+    assert!(!container_has_logs(&p, "nope"));
+    assert!(container_finished(&p, "wait"), "a completed init container does not run again");
+    assert!(!container_finished(&p, "main") && !container_finished(&p, "crash"));
+    let mut done = p.clone();
+    done.status.as_mut().expect("status").phase = Some("Succeeded".into());
+    assert!(container_finished(&done, "main"));
+}

@@ -92,7 +92,9 @@ pub struct RevproxyLogConfig {
     /// Read the log through the Kubernetes API instead of a file:
     /// `pods/log` of every pod of `namespace` matching `selector` (only
     /// `container` if given). `--revproxy-log-pods SELECTOR` sets it. Needs
-    /// list/watch/get on pods and get on pods/log.
+    /// list/watch/get on pods and get on pods/log. The API serves nginx's
+    /// own lines, so `format`, `poll_interval` and `max_read_bytes` do not
+    /// apply.
     pub kubernetes: Option<PodLogSelector>,
     /// `auto` (default: CRI lines recognised by their prefix), `json`, `cri`.
     pub format: Format,
