@@ -12,6 +12,7 @@ mod hostile_ingest;
 mod hostile_query;
 mod interop;
 mod kubectl;
+mod kubernetes_logs;
 mod promql_conformance;
 mod promqltest;
 mod reliability;
