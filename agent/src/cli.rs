@@ -76,6 +76,16 @@ pub struct Args {
     /// kubelet's CRI file): turns on the revproxy_log source with this path.
     #[arg(long, value_name = "PATH")]
     pub revproxy_log: Option<PathBuf>,
+    /// Follow revproxy's access log through the Kubernetes API: pods/log of
+    /// every pod matching this label selector (e.g. app=revproxy), in
+    /// --revproxy-log-namespace, else the first --kubernetes-namespace.
+    /// Turns on the revproxy_log source in kubernetes mode.
+    #[arg(long, value_name = "SELECTOR", conflicts_with = "revproxy_log")]
+    pub revproxy_log_pods: Option<String>,
+    /// The namespace of --revproxy-log-pods [default: the first
+    /// --kubernetes-namespace, else sources.revproxy_log.kubernetes.namespace].
+    #[arg(long, value_name = "NS", requires = "revproxy_log_pods")]
+    pub revproxy_log_namespace: Option<String>,
     /// Scrape a Prometheus/OpenMetrics endpoint, [JOB=]URL (repeatable; job
     /// "scrape" unless given): adds a static target to sources.scrape.
     #[arg(long = "scrape", value_name = "[JOB=]URL")]
@@ -169,6 +179,13 @@ impl Args {
             cfg.sources.revproxy_log.enabled = true;
             cfg.sources.revproxy_log.path = v.clone();
         }
+        if let Some(sel) = &self.revproxy_log_pods {
+            // The namespace: --revproxy-log-namespace, else the first
+            // --kubernetes-namespace (the lead wires that flag in: pass
+            // `self.kubernetes_namespace.first().map(String::as_str)` here),
+            // else the config file's sources.revproxy_log.kubernetes.namespace.
+            apply_revproxy_log_pods(&mut cfg, sel, self.revproxy_log_namespace.as_deref(), None)?;
+        }
         if let Some(v) = &self.kubeconfig {
             cfg.kubeconfig = Some(v.clone());
         }
@@ -201,6 +218,37 @@ impl Args {
         }
         Ok(cfg)
     }
+}
+
+/// `--revproxy-log-pods SELECTOR`: turns on `revproxy_log` in kubernetes
+/// mode with `selector`, in `namespace` (`--revproxy-log-namespace`), else
+/// `kubernetes_namespace` (the first `--kubernetes-namespace`), else the
+/// namespace already in the config file. Any `path` from the file is
+/// replaced (the flag wins).
+pub fn apply_revproxy_log_pods(
+    cfg: &mut AgentConfig,
+    selector: &str,
+    namespace: Option<&str>,
+    kubernetes_namespace: Option<&str>,
+) -> anyhow::Result<()> {
+    let r = &mut cfg.sources.revproxy_log;
+    let from_file = r.kubernetes.as_ref().map(|k| k.namespace.clone()).filter(|n| !n.is_empty());
+    let ns = namespace
+        .map(str::to_string)
+        .or_else(|| kubernetes_namespace.map(str::to_string))
+        .or(from_file)
+        .with_context(|| {
+            format!("--revproxy-log-pods {selector:?}: no namespace; give --revproxy-log-namespace NS or --kubernetes-namespace NS")
+        })?;
+    let container = r.kubernetes.as_ref().and_then(|k| k.container.clone());
+    r.enabled = true;
+    r.path = PathBuf::new();
+    r.kubernetes = Some(crate::sources::pod_logs::PodLogSelector {
+        namespace: ns,
+        selector: selector.to_string(),
+        container,
+    });
+    Ok(())
 }
 
 /// Runs the agent binary; returns when it has shut down.

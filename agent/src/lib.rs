@@ -99,16 +99,16 @@ pub fn build_sources(cfg: &AgentConfig) -> Result<NamedSources, AgentError> {
     if cfg.sources.revproxy_log.enabled {
         sources.push((
             "revproxy_log".into(),
-            Box::new(sources::revproxy_log::RevproxyLogSource::new(
-                &cfg.sources.revproxy_log,
-                &cfg.spool_dir,
-            )?),
+            Box::new(
+                sources::revproxy_log::RevproxyLogSource::new(&cfg.sources.revproxy_log, &cfg.spool_dir)?
+                    .with_kubeconfig(cfg.kubeconfig.clone()),
+            ),
         ));
     }
     if !cfg.sources.scrape.jobs.is_empty() {
         sources.push((
             "scrape".into(),
-            Box::new(sources::scrape::ScrapeSource::new(&cfg.sources.scrape, cfg.interval)?),
+            Box::new(sources::scrape::ScrapeSource::new(&cfg.sources.scrape, cfg.interval)?.with_kubeconfig(cfg.kubeconfig.clone())),
         ));
     }
     Ok(sources)

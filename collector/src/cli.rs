@@ -64,7 +64,7 @@ pub struct Args {
     /// Memory for decoded chunks reused by repeated queries, e.g. 1GiB; 0 disables [default: 256MiB].
     #[arg(long = "storage.chunk-cache-size", value_name = "SIZE", value_parser = csoc_common::duration::parse_bytes)]
     pub chunk_cache_size: Option<u64>,
-    /// Enable the admin endpoints (POST /api/v1/admin/tsdb/flush).
+    /// Enable the admin endpoints (POST /api/v1/admin/tsdb/flush, DELETE /api/v1/admin/agents/{commons}/{agent}).
     #[arg(long = "web.enable-admin-api")]
     pub enable_admin_api: bool,
     /// Prometheus rule file or glob (repeatable; added to the file's rule_files).
@@ -93,6 +93,10 @@ pub struct Args {
     /// How often the collector stores its own metrics (job csoc-collector); 0 disables [default: 15s].
     #[arg(long = "self-scrape-interval", value_name = "DURATION", value_parser = parse_duration)]
     pub self_scrape_interval: Option<std::time::Duration>,
+    /// Forget an agent silent (no stream open) for longer than this: no longer listed, its
+    /// csoc_collector_agent_* series end, CsocAgentSilent stops paging for it; 0 = never [default: 7d].
+    #[arg(long = "agent-forget-after", value_name = "DURATION", value_parser = parse_duration)]
+    pub agent_forget_after: Option<std::time::Duration>,
     /// Run the rule unit tests in FILE (promtool's test format) and exit.
     #[arg(long = "test-rules", value_name = "FILE")]
     pub test_rules: Vec<PathBuf>,
@@ -196,6 +200,9 @@ impl Args {
         }
         if let Some(v) = self.self_scrape_interval {
             cfg.self_scrape_interval = v;
+        }
+        if let Some(v) = self.agent_forget_after {
+            cfg.agent_forget_after = v;
         }
         if let Some(v) = &self.external_url {
             cfg.external_url = Some(v.clone());

@@ -316,8 +316,9 @@ pub struct CollectorConfig {
     /// default; 0 disables the cache).
     #[serde(deserialize_with = "csoc_common::duration::de_bytes")]
     pub chunk_cache_size: u64,
-    /// Allow the admin endpoints (`POST /api/v1/admin/tsdb/flush`). Off by
-    /// default, as in Prometheus (`--web.enable-admin-api`).
+    /// Allow the admin endpoints (`POST /api/v1/admin/tsdb/flush`,
+    /// `DELETE /api/v1/admin/agents/{commons}/{agent}`). Off by default, as
+    /// in Prometheus (`--web.enable-admin-api`).
     pub enable_admin_api: bool,
     /// Rule files (paths or globs), as Prometheus's `rule_files`.
     pub rule_files: Vec<String>,
@@ -343,6 +344,15 @@ pub struct CollectorConfig {
     /// 15s; 0 disables).
     #[serde(deserialize_with = "de_duration")]
     pub self_scrape_interval: Duration,
+    /// Forget an agent that has had no stream open and sent nothing for
+    /// longer than this (default 7d; 0 = never): it is no longer listed by
+    /// `GET /api/v1/agents` and its `csoc_collector_agent_*` series end, so
+    /// `CsocAgentSilent` stops paging for it (an agent renamed or retired,
+    /// a pod name from before a rollout). Kept across restarts in
+    /// `<data_dir>/agents.json`. `DELETE /api/v1/admin/agents/{commons}/{agent}`
+    /// forgets one at once.
+    #[serde(deserialize_with = "de_duration")]
+    pub agent_forget_after: Duration,
     /// Remote-write targets (Mimir, Thanos Receive, Cortex,
     /// VictoriaMetrics, Prometheus): everything stored is also sent there.
     pub remote_write: Vec<crate::remote::RemoteWriteConfig>,
@@ -379,6 +389,7 @@ impl Default for CollectorConfig {
             alertmanagers: Vec::new(),
             receivers: Vec::new(),
             self_scrape_interval: Duration::from_secs(15),
+            agent_forget_after: crate::agents::DEFAULT_FORGET_AFTER,
             remote_write: Vec::new(),
         }
     }
@@ -493,6 +504,9 @@ impl CollectorConfig {
         }
         if self.retention < Duration::from_secs(60) {
             return Err(inv("retention", "must be at least 1m".into()));
+        }
+        if !self.agent_forget_after.is_zero() && self.agent_forget_after < Duration::from_secs(1) {
+            return Err(inv("agent_forget_after", "must be 0 (never forget an agent) or at least 1s".into()));
         }
         if self.evaluation_interval < Duration::from_millis(100) {
             return Err(inv("evaluation_interval", "must be at least 100ms".into()));
@@ -654,6 +668,34 @@ mod tests {
         );
         assert_eq!((m.timeout, m.min_backoff, m.max_backoff), (d.timeout, d.min_backoff, d.max_backoff));
         assert_eq!(m.headers.get("X-Scope-OrgID").map(String::as_str), Some("csoc"));
+    }
+
+    #[test]
+    fn agent_forget_after_defaults_to_7d_takes_0_and_refuses_less_than_1s() {
+        assert_eq!(CollectorConfig::default().agent_forget_after, Duration::from_secs(7 * 86_400));
+        let c = parse("agent_forget_after: 0\n").expect("parse");
+        c.validate().expect("0 = never");
+        assert!(c.agent_forget_after.is_zero());
+        let c = parse("agent_forget_after: 36h\n").expect("parse");
+        c.validate().expect("valid");
+        assert_eq!(c.agent_forget_after, Duration::from_secs(36 * 3600));
+        let e = parse("agent_forget_after: 500ms\n")
+            .expect("parse")
+            .validate()
+            .expect_err("too short");
+        assert!(e.to_string().contains("agent_forget_after"), "{e}");
+        let e = parse("agent_forget_after: 7 days\n").expect_err("not a duration");
+        assert!(
+            e.to_string().contains("agent_forget_after") || e.to_string().contains("7 days"),
+            "{e}"
+        );
+        // The example states the default.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/collector.yml");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(
+            text.contains("\nagent_forget_after: 7d\n"),
+            "the example documents agent_forget_after"
+        );
     }
 
     #[test]

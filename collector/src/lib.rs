@@ -9,6 +9,7 @@
 //! `main.rs` parses flags; [`run`] starts everything in dependency order and
 //! stops it in reverse.
 
+pub mod agents;
 pub mod alert;
 pub mod api;
 pub mod auth;
@@ -244,10 +245,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     let limiter = Arc::new(ingest::limits::Limiter::new(cfg.limits.clone(), tm.limits.clone()));
     let (db, remotes) = open_storage(&cfg, &mut registry, tm.remote_write_out.clone())?;
 
-    let seeded = selfmon::seed_last_seen(&db, &tm.collector.ingest);
-    if seeded > 0 {
-        tracing::info!(agents = seeded, "last contact of known agents read from storage");
-    }
+    let agents = open_agent_registry(&cfg, &db, &tm.collector, &limiter);
 
     let mut sec = load_security(&cfg)?;
     let (grpc_listener, http_listener, bound) = bind(&cfg).await?;
@@ -271,6 +269,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     let grpc_task = start_grpc(
         &cfg,
         &db,
+        &agents,
         agent_auth,
         sec.peer_policy,
         limiter,
@@ -334,6 +333,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         api_auth: Arc::new(sec.api_auth),
         limits: Arc::new(cfg.limits.clone()),
         limit_metrics: tm.limits,
+        agents: agents.clone(),
     };
     let http_stop = servers_stop.clone();
     let app = api::router(state, remote_write);
@@ -363,13 +363,27 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     let remote_stop = CancellationToken::new();
     let remote_drain = CancellationToken::new();
     let remote_tasks = remotes.start(&db.wal_reader(), remote_stop.clone(), remote_drain.clone());
+    let agents_stop = CancellationToken::new();
+    let agents_task = tokio::spawn(agents.clone().run(agents_stop.clone()));
+    // The first self-scrape precedes the first rule evaluation, so that the
+    // agents' restored last contacts are there for CsocAgentSilent.
+    let self_instance = loopback_for(bound.http).to_string();
+    let mut self_scrape = selfmon::SelfScrape::default();
+    if !cfg.self_scrape_interval.is_zero()
+        && let Err(e) = self_scrape
+            .scrape_once(&db, &self_registry, &self_instance, csoc_common::time::now_ms())
+            .await
+    {
+        tracing::warn!(error = %e, "storing the collector's own metrics failed");
+    }
     rule_manager.start();
     spawn_sighup_reload(rule_manager.clone(), rules_stop.clone());
     let selfmon_task = (!cfg.self_scrape_interval.is_zero()).then(|| {
         tokio::spawn(selfmon::run(
+            self_scrape,
             Arc::new(db.clone()),
             self_registry,
-            loopback_for(bound.http).to_string(),
+            self_instance,
             cfg.self_scrape_interval,
             rules_stop.clone(),
         ))
@@ -402,6 +416,9 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     servers_stop.cancel();
     let _ = grpc_task.await;
     let _ = http_task.await;
+    // After ingest: the last contacts are final.
+    agents_stop.cancel();
+    let _ = agents_task.await;
     if !remotes.is_empty() {
         drain_remote_write(remote_tasks, &remote_stop, &remote_drain).await;
     }
@@ -412,11 +429,38 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     Ok(())
 }
 
+/// Step 1b: the agent registry, restored from its file and storage; the
+/// ingest limiter forgets what the registry forgets.
+fn open_agent_registry(
+    cfg: &CollectorConfig,
+    db: &tsdb::Tsdb,
+    metrics: &metrics::CollectorMetrics,
+    limiter: &Arc<ingest::limits::Limiter>,
+) -> Arc<agents::AgentRegistry> {
+    let registry = agents::AgentRegistry::new(cfg.agent_forget_after, metrics.ingest.agent_last_seen.clone())
+        .with_file(cfg.data_dir.join(agents::STATE_FILE));
+    let lim = limiter.clone();
+    registry.on_forget(Box::new(move |c, a| lim.forget(c, a)));
+    // Without the registry file, storage is asked for the agents heard from
+    // within agent_forget_after (the retention when they are never forgotten).
+    let window = if cfg.agent_forget_after.is_zero() {
+        cfg.retention
+    } else {
+        cfg.agent_forget_after.min(cfg.retention)
+    };
+    let known = registry.restore(csoc_common::time::now_ms(), window, |mint| selfmon::last_seen_in_storage(db, mint));
+    if known > 0 {
+        tracing::info!(agents = known, forget_after = ?cfg.agent_forget_after, "agent registry restored");
+    }
+    Arc::new(registry)
+}
+
 /// Step 5: the gRPC ingest server.
 #[allow(clippy::too_many_arguments)]
 fn start_grpc(
     cfg: &CollectorConfig,
     db: &tsdb::Tsdb,
+    agents: &Arc<agents::AgentRegistry>,
     agent_auth: Arc<auth::AgentAuth>,
     peer_policy: tls::PeerPolicy,
     limiter: Arc<ingest::limits::Limiter>,
@@ -435,6 +479,7 @@ fn start_grpc(
         servers_stop.clone(),
     )
     .with_metadata(metadata.clone())
+    .with_agents(agents.clone())
     .with_peer_policy(peer_policy)
     .with_limiter(limiter);
     if let Some(t) = grpc_tls {

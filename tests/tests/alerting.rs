@@ -388,6 +388,49 @@ fn promtool_and_we_agree_on_rule_files_and_the_gen3_pack() -> anyhow::Result<()>
     Ok(())
 }
 
+/// Every alert of the Gen3 pack links its own RUNBOOK.md section, has a
+/// unit test in gen3_test.yml, and every alert section of the runbook
+/// belongs to an alert of the pack.
+#[test]
+fn every_gen3_alert_has_its_runbook_section_and_a_unit_test() -> anyhow::Result<()> {
+    let dir = workspace().join("deploy/rules");
+    let pack_path = dir.join("gen3.yml");
+    let pack: Value =
+        csoc_common::config::parse_yaml(&std::fs::read_to_string(&pack_path)?, &pack_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let runbook = std::fs::read_to_string(dir.join("RUNBOOK.md"))?;
+    let tests = std::fs::read_to_string(dir.join("gen3_test.yml"))?;
+    let mut alerts = Vec::new();
+    for g in pack["groups"].as_array().context("groups")? {
+        for r in g["rules"].as_array().context("rules")? {
+            let Some(name) = r["alert"].as_str() else { continue };
+            alerts.push(name.to_string());
+            let want = format!("deploy/rules/RUNBOOK.md#{}", name.to_lowercase());
+            ensure!(
+                r["annotations"]["runbook_url"] == want.as_str(),
+                "{name}: runbook_url {} is not {want}",
+                r["annotations"]["runbook_url"]
+            );
+            ensure!(runbook.contains(&format!("\n## {name}\n")), "RUNBOOK.md has no section ## {name}");
+            ensure!(
+                tests.contains(&format!("alertname: {name}\n")),
+                "gen3_test.yml tests no alert {name}"
+            );
+        }
+    }
+    ensure!(alerts.len() >= 25, "only {} alerts found", alerts.len());
+    for line in runbook.lines() {
+        if let Some(h) = line.strip_prefix("## ")
+            && !matches!(h, "Before you start" | "Alertmanager suggestions")
+        {
+            ensure!(
+                alerts.iter().any(|a| a == h),
+                "RUNBOOK.md section {h:?} matches no alert of gen3.yml"
+            );
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn a_real_alertmanager_receives_lists_and_resolves_our_alerts() -> anyhow::Result<()> {
     let Some(am) = program("prometheus-alertmanager") else {

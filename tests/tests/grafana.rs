@@ -6,7 +6,9 @@
 //! in the quickstart's setup (`--local-agent`) plus an agent on a fake Gen3
 //! commons with a revproxy log, a service down, a firing alert, sent and
 //! failed notifications and an ingest-limit rejection: each must evaluate
-//! and return data.
+//! and return data. The Kubernetes panels read kube-state-metrics-named
+//! series that, until the agent's kubernetes source is merged, a stand-in
+//! writes through remote write (`feed_kubernetes_standin`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -441,6 +443,122 @@ fn feed_revproxy_log(log: PathBuf, lines: Vec<String>, stop: Arc<AtomicBool>) ->
     })
 }
 
+/// STAND-IN for the agent's `kubernetes` source, until it is merged: the
+/// Kubernetes panels need kube-state-metrics-named series, so this writes
+/// them through the remote-write receiver (as commons alpha, with the
+/// agent's `environment` label) once a second until `stop`. Replace it with
+/// the agent watching the fake Kubernetes API (tests/) when both are on
+/// main; the series and labels here are those the source must produce.
+///
+/// The namespace `gen3` holds: fence (3 replicas wanted, 2 available; one
+/// pod crash-looping: restarts climb, waiting in CrashLoopBackOff, warning
+/// BackOff events), indexd (healthy), a pending portal pod, PostgreSQL as a
+/// StatefulSet with only its ready count, and three Jobs: usersync
+/// succeeded, usersync failed, etl running.
+fn feed_kubernetes_standin(http: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut tick: u64 = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let t = (now_s() * 1000.0) as i64;
+            let restarts = (tick / 5) as f64;
+            let events = (tick / 2) as f64;
+            let base = [("environment", ENVIRONMENT), ("namespace", "gen3")];
+            let mut ts = Vec::new();
+            let mut add = |name: &str, extra: &[(&str, &str)], v: f64| {
+                let mut l: Vec<(&str, &str)> = vec![("__name__", name)];
+                l.extend_from_slice(&base);
+                l.extend_from_slice(extra);
+                ts.push(series(&l, vec![(t, v)]));
+            };
+            let pods = [
+                ("fence-7d4b9c-x2x4q", "fence", "Running"),
+                ("fence-7d4b9c-m8n9b", "fence", "Running"),
+                ("indexd-5c6f8d-q7w2e", "indexd", "Running"),
+                ("portal-6b8d9f-r5t6y", "portal", "Pending"),
+                ("usersync-29412345-abcde", "gen3job", "Succeeded"),
+            ];
+            for (pod, service, phase) in pods {
+                add(
+                    "kube_pod_info",
+                    &[("pod", pod), ("service", service), ("node", "ip-10-0-1-5.ec2.internal")],
+                    1.0,
+                );
+                for p in ["Pending", "Running", "Succeeded", "Failed", "Unknown"] {
+                    let v = if p == phase { 1.0 } else { 0.0 };
+                    add("kube_pod_status_phase", &[("pod", pod), ("service", service), ("phase", p)], v);
+                }
+                let c = [("pod", pod), ("container", service), ("service", service)];
+                let r = if pod == "fence-7d4b9c-m8n9b" { restarts } else { 0.0 };
+                add("kube_pod_container_status_restarts_total", &c, r);
+                let cpu = [
+                    ("pod", pod),
+                    ("container", service),
+                    ("service", service),
+                    ("resource", "cpu"),
+                    ("unit", "core"),
+                ];
+                add("kube_pod_container_resource_requests", &cpu, 0.25);
+                let mem = [
+                    ("pod", pod),
+                    ("container", service),
+                    ("service", service),
+                    ("resource", "memory"),
+                    ("unit", "byte"),
+                ];
+                add("kube_pod_container_resource_requests", &mem, 512.0 * 1024.0 * 1024.0);
+                add("kube_pod_container_cpu_usage_cores", &c, 0.05 + (tick % 7) as f64 * 0.01);
+                add("container_memory_working_set_bytes", &c, 300.0 * 1024.0 * 1024.0);
+            }
+            let looping = [("pod", "fence-7d4b9c-m8n9b"), ("container", "fence"), ("service", "fence")];
+            add(
+                "kube_pod_container_status_waiting_reason",
+                &[looping[0], looping[1], looping[2], ("reason", "CrashLoopBackOff")],
+                1.0,
+            );
+            for (d, spec, avail) in [("fence-deployment", 3.0, 2.0), ("indexd-deployment", 1.0, 1.0)] {
+                add("kube_deployment_spec_replicas", &[("deployment", d)], spec);
+                add("kube_deployment_status_replicas_available", &[("deployment", d)], avail);
+                add("kube_deployment_status_replicas_unavailable", &[("deployment", d)], spec - avail);
+            }
+            add("kube_statefulset_replicas", &[("statefulset", "gen3-postgresql")], 1.0);
+            add("kube_statefulset_status_replicas_ready", &[("statefulset", "gen3-postgresql")], 1.0);
+            for (job, ok, failed, active) in [
+                ("usersync-29412345", 1.0, 0.0, 0.0),
+                ("usersync-29412375", 0.0, 1.0, 0.0),
+                ("etl-29412000", 0.0, 0.0, 1.0),
+            ] {
+                add("kube_job_status_succeeded", &[("job_name", job)], ok);
+                add("kube_job_status_failed", &[("job_name", job)], failed);
+                add("kube_job_status_active", &[("job_name", job)], active);
+            }
+            add("kube_job_failed", &[("job_name", "usersync-29412375"), ("condition", "true")], 1.0);
+            let ev = [
+                ("kind", "Pod"),
+                ("name", "fence-7d4b9c-m8n9b"),
+                ("reason", "BackOff"),
+                ("type", "Warning"),
+            ];
+            add("kube_events_total", &ev, events);
+            let ev = [
+                ("kind", "Pod"),
+                ("name", "portal-6b8d9f-r5t6y"),
+                ("reason", "FailedScheduling"),
+                ("type", "Warning"),
+            ];
+            add("kube_events_total", &ev, (tick / 4) as f64);
+            let req = WriteRequest {
+                timeseries: ts,
+                ..Default::default()
+            };
+            if let Err(e) = remote_write(&http, TOKEN, &req) {
+                eprintln!("kubernetes stand-in feed: {e:#}");
+            }
+            tick += 1;
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+}
+
 /// The Gen3 rule pack with every group evaluated each second and every
 /// `for` shortened to 2 s, so that its alerts fire within the test.
 fn fast_rule_pack(dir: &Path) -> anyhow::Result<String> {
@@ -514,6 +632,8 @@ fn grafana_every_dashboard_query_evaluates_and_returns_data() -> anyhow::Result<
     std::fs::write(&log, &fixture)?;
     let stop = Arc::new(AtomicBool::new(false));
     let feeder = feed_revproxy_log(log.clone(), lines, stop.clone());
+    // STAND-IN: see feed_kubernetes_standin.
+    let kube_feeder = feed_kubernetes_standin(c.http.clone(), stop.clone());
     let agent_cfg = dir.path().join("agent.yml");
     std::fs::write(
         &agent_cfg,
@@ -633,6 +753,7 @@ fn grafana_every_dashboard_query_evaluates_and_returns_data() -> anyhow::Result<
     }
     stop.store(true, Ordering::Relaxed);
     let _ = feeder.join();
+    let _ = kube_feeder.join();
     ensure!(
         failures.is_empty(),
         "{} of {total} dashboard queries failed:\n{}",

@@ -2,6 +2,7 @@
 //! separate processes on free 127.0.0.1 ports. One test binary, one module
 //! per area.
 
+mod agents;
 mod alerting;
 mod e2e;
 mod gen3;
@@ -12,6 +13,7 @@ mod hostile_ingest;
 mod hostile_query;
 mod interop;
 mod kubectl;
+mod kubernetes_logs;
 mod promql_conformance;
 mod promqltest;
 mod reliability;

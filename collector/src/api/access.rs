@@ -17,7 +17,9 @@
 //! adds `commons="C"` to every selector it evaluates: the engine reads
 //! through [`Scoped`], and series, labels, label values and `/federate` add
 //! the matcher to each `match[]` set. Alerts (in `/api/v1/alerts` and
-//! `/api/v1/rules`) are filtered to those labelled with C.
+//! `/api/v1/rules`) are filtered to those labelled with C, and agents
+//! (`/api/v1/agents`) to C's. Removing an agent is an admin endpoint, and
+//! admin tokens are never scoped, so no commons' token can remove an agent.
 
 use std::sync::Arc;
 

@@ -10,9 +10,11 @@
 //! | `status.rs` | `status/buildinfo`, `status/runtimeinfo`, `status/flags`, `status/tsdb` |
 //! | `federate.rs` | `/federate` |
 //! | `rules.rs` | `rules`, `alerts`, `/-/reload` |
+//! | `agents.rs` | `agents`, `admin/agents/{commons}/{agent}` |
 //! | `params.rs` | parameter parsing (times, durations, limits) |
 
 pub mod access;
+mod agents;
 mod encode;
 mod federate;
 mod params;
@@ -73,6 +75,8 @@ pub struct AppState {
     /// Where refusals by a limit are counted
     /// (`csoc_collector_limit_rejections_total{limit,commons}`).
     pub limit_metrics: crate::ingest::limits::LimitMetrics,
+    /// The agent registry (`/api/v1/agents`, removal by the admin API).
+    pub agents: Arc<crate::agents::AgentRegistry>,
 }
 
 /// Prometheus's API error types, mapped to status codes in one place.
@@ -86,6 +90,8 @@ pub enum ApiError {
     Internal(String),
     /// 404 not_found.
     NotFound(String),
+    /// 409 conflict: the request contradicts the current state.
+    Conflict(String),
     /// 503 unavailable.
     Unavailable(String),
     /// 503 timeout.
@@ -100,6 +106,7 @@ impl ApiError {
             | ApiError::Execution(m)
             | ApiError::Internal(m)
             | ApiError::NotFound(m)
+            | ApiError::Conflict(m)
             | ApiError::Unavailable(m)
             | ApiError::Timeout(m) => m,
         }
@@ -113,6 +120,7 @@ impl IntoResponse for ApiError {
             ApiError::Execution(m) => (StatusCode::UNPROCESSABLE_ENTITY, "execution", m),
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
             ApiError::Timeout(m) => (StatusCode::SERVICE_UNAVAILABLE, "timeout", m),
         };
@@ -273,6 +281,8 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .route("/api/v1/status/flags", get(status::flags))
         .route("/api/v1/status/tsdb", get(status::tsdb))
         .route("/api/v1/admin/tsdb/flush", post(flush).put(flush))
+        .route("/api/v1/admin/agents/{commons}/{agent}", axum::routing::delete(agents::remove))
+        .route("/api/v1/agents", get(agents::list))
         .route("/api/v1/rules", get(rules::rules).post(rules::rules))
         .route("/api/v1/alerts", get(rules::alerts))
         .route("/-/reload", post(rules::reload).put(rules::reload))

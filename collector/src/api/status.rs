@@ -46,6 +46,7 @@ impl StatusInfo {
             ("web.enable-admin-api".into(), cfg.enable_admin_api.to_string()),
             ("log-format".into(), format!("{:?}", cfg.log_format).to_ascii_lowercase()),
             ("agent-tokens".into(), format!("{} configured", cfg.agent_tokens.len())),
+            ("agent-forget-after".into(), fmt_duration(ms(cfg.agent_forget_after))),
         ];
         flags.sort();
         let mut storage_retention = fmt_duration(ms(cfg.retention));

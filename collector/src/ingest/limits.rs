@@ -193,6 +193,16 @@ impl Limiter {
         self.agents.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Drops an agent's state and its `csoc_collector_agent_active_series`
+    /// series (the agent registry forgot it).
+    pub fn forget(&self, commons: &str, agent: &str) {
+        self.lock().remove(&(commons.to_string(), agent.to_string()));
+        self.metrics
+            .0
+            .active_series
+            .remove(&vec![("commons".into(), commons.into()), ("agent".into(), agent.into())]);
+    }
+
     /// Takes a stream slot, or says that `max_concurrent_agents` streams
     /// are open.
     pub fn open_stream(&self, commons: &str) -> Result<StreamSlot, LimitError> {
@@ -347,6 +357,27 @@ mod tests {
         assert_eq!(e.limit, "max_concurrent_agents");
         drop(a);
         lim.open_stream("c").expect("a slot was released");
+    }
+
+    #[test]
+    fn a_forgotten_agent_leaves_no_state_and_no_series() {
+        let lim = limiter(|l| {
+            l.max_series_per_agent = 2;
+            l.max_samples_per_second = 0;
+        });
+        lim.admit("c", "old", &[1, 2]).expect("two series");
+        lim.admit("c", "kept", &[1]).expect("one series");
+        let key = |a: &str| vec![("commons".to_string(), "c".to_string()), ("agent".to_string(), a.to_string())];
+        let mut text = String::new();
+        let mut reg = Registry::default();
+        reg.register("agent_active_series", "h", lim.metrics().active_series.clone());
+        lim.forget("c", "old");
+        prometheus_client::encoding::text::encode(&mut text, &reg).expect("encode");
+        assert!(!text.contains(r#"agent="old""#), "{text}");
+        assert!(text.contains(r#"agent="kept""#), "{text}");
+        // Its series count starts again from zero.
+        lim.admit("c", "old", &[3, 4]).expect("a fresh count");
+        assert_eq!(lim.metrics().active_series.get_or_create(&key("old")).get(), 2);
     }
 
     #[test]

@@ -96,6 +96,11 @@ impl AppliedDigests {
         d.iter().rev().find(|(s, _)| *s == seq).map(|(_, h)| *h)
     }
 
+    /// Drops what is kept of an agent (forgotten by the registry).
+    fn forget(&self, commons: &str, agent: &str) {
+        self.lock().remove(&(commons.to_string(), agent.to_string()));
+    }
+
     fn record(&self, key: &AgentKey, seq: u64, digest: u64) {
         let mut agents = self.lock();
         let e = agents
@@ -135,6 +140,7 @@ pub struct IngestService {
     peer_policy: Arc<crate::tls::PeerPolicy>,
     limiter: Arc<Limiter>,
     digests: Arc<AppliedDigests>,
+    agents: Arc<crate::agents::AgentRegistry>,
 }
 
 impl IngestService {
@@ -148,6 +154,7 @@ impl IngestService {
         shutdown: CancellationToken,
     ) -> Self {
         let limiter = Arc::new(Limiter::new(limits.clone(), Default::default()));
+        let agents = Arc::new(crate::agents::AgentRegistry::new(Duration::ZERO, metrics.agent_last_seen.clone()));
         IngestService {
             tsdb,
             auth,
@@ -159,7 +166,18 @@ impl IngestService {
             peer_policy: Arc::default(),
             limiter,
             digests: Arc::default(),
+            agents,
         }
+    }
+
+    /// The agent registry that records each agent's contacts (by default
+    /// one of its own, in memory, never forgetting). The digests of the
+    /// batches an agent applied are dropped when the registry forgets it.
+    pub fn with_agents(mut self, agents: Arc<crate::agents::AgentRegistry>) -> Self {
+        let digests = self.digests.clone();
+        agents.on_forget(Box::new(move |c, a| digests.forget(c, a)));
+        self.agents = agents;
+        self
     }
 
     /// The limiter enforcing the per-agent limits (by default one of its
@@ -374,7 +392,8 @@ impl Session {
         tracing::info!(peer = %self.peer, commons = %self.commons, agent = %agent, version = %hello.version, epoch = hello.spool_epoch, last_applied, "agent connected");
         let m = self.svc.metrics.clone();
         m.agents_connected.inc();
-        m.seen(&self.commons, &agent);
+        let agents = self.svc.agents.clone();
+        agents.connected(&self.commons, &agent, &hello.hostname, &hello.version);
 
         let mut refs: HashMap<u64, StreamSeries> = HashMap::new();
         let mut last_in = Instant::now();
@@ -394,7 +413,7 @@ impl Session {
                             break format!("stream error: {}", e.message());
                         }
                     };
-                    m.seen(&self.commons, &agent);
+                    agents.seen(&self.commons, &agent);
                     match msg.msg {
                         Some(AgentMsg::Batch(b)) => {
                             let seq = b.seq;
@@ -444,6 +463,7 @@ impl Session {
             }
         };
         m.agents_connected.dec();
+        agents.disconnected(&self.commons, &agent);
         tracing::info!(peer = %self.peer, commons = %self.commons, agent = %agent, reason = %end, "agent disconnected");
     }
 

@@ -33,7 +33,19 @@
 //! decoded. Malformed lines (error-log lines mixed in, truncated records,
 //! foreign JSON) are counted and skipped. See [`tail`] for rotation,
 //! truncation and the state file.
+//!
+//! Three ways to read the log, all counting into the same counters and
+//! saving them atomically with their read positions in the state file:
+//! - one file (`path`), see [`tail`];
+//! - a glob `path` (`/var/log/pods/gen3_revproxy-*/revproxy/*.log`, for an
+//!   agent run as a DaemonSet), each file with its own offset, see [`glob`];
+//! - the Kubernetes API (`kubernetes: {namespace, selector, container}` or
+//!   `--revproxy-log-pods SELECTOR`): `pods/log` of every matching pod, with
+//!   exact resume, see [`kube`]. Every replica and every rollout's pods add
+//!   to the same series.
 
+pub mod glob;
+pub mod kube;
 pub mod parse;
 pub mod stats;
 pub mod tail;
@@ -44,9 +56,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer};
 
+use super::pod_logs::{FollowOptions, PodLogSelector, Shared};
 use super::{BoxFuture, Source, SourceContext};
 use crate::config::ConfigError;
 use csoc_common::duration::{de_bytes, de_duration, parse_duration};
+use glob::GlobTailer;
 pub use tail::Format;
 use tail::{TailOptions, Tailer};
 
@@ -70,8 +84,18 @@ pub struct RevproxyLogConfig {
     /// Tail the log at all (default false; `--revproxy-log PATH` turns it on).
     pub enabled: bool,
     /// The access log: a file nginx writes, or the kubelet's CRI file
-    /// (`/var/log/containers/revproxy-deployment-…_<ns>_revproxy-….log`).
+    /// (`/var/log/containers/revproxy-deployment-…_<ns>_revproxy-….log`), or
+    /// a glob pattern (`*`, `?`, `[`) whose every match is followed
+    /// (`/var/log/pods/<ns>_revproxy-*/revproxy/*.log`). Set this or
+    /// `kubernetes`.
     pub path: PathBuf,
+    /// Read the log through the Kubernetes API instead of a file:
+    /// `pods/log` of every pod of `namespace` matching `selector` (only
+    /// `container` if given). `--revproxy-log-pods SELECTOR` sets it. Needs
+    /// list/watch/get on pods and get on pods/log. The API serves nginx's
+    /// own lines, so `format`, `poll_interval` and `max_read_bytes` do not
+    /// apply.
+    pub kubernetes: Option<PodLogSelector>,
     /// `auto` (default: CRI lines recognised by their prefix), `json`, `cri`.
     pub format: Format,
     /// How often the file is checked for new lines (default 1s).
@@ -103,6 +127,7 @@ impl Default for RevproxyLogConfig {
         RevproxyLogConfig {
             enabled: false,
             path: PathBuf::new(),
+            kubernetes: None,
             format: Format::Auto,
             poll_interval: Duration::from_secs(1),
             interval: None,
@@ -132,8 +157,23 @@ fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
 impl RevproxyLogConfig {
     /// Checks every value; errors name the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.path.as_os_str().is_empty() {
-            return Err(invalid("path", "required when the source is enabled (or use --revproxy-log PATH)"));
+        match (&self.kubernetes, self.path.as_os_str().is_empty()) {
+            (Some(_), false) => return Err(invalid("kubernetes", "set path or kubernetes, not both")),
+            (Some(k), true) => {
+                k.validate(&format!("{FIELD}.kubernetes"))?;
+            }
+            (None, true) => {
+                return Err(invalid(
+                    "path",
+                    "required when the source is enabled (or use --revproxy-log PATH, or kubernetes / --revproxy-log-pods SELECTOR)",
+                ));
+            }
+            (None, false) => {
+                let p = self.path.to_string_lossy();
+                if glob::is_glob(&p) {
+                    ::glob::Pattern::new(&p).map_err(|e| invalid("path", format!("{p:?} is not a valid glob: {e}")))?;
+                }
+            }
         }
         if self.poll_interval < Duration::from_millis(10) || self.poll_interval > Duration::from_secs(3600) {
             return Err(invalid("poll_interval", format!("{:?} is outside 10ms..1h", self.poll_interval)));
@@ -177,6 +217,16 @@ impl RevproxyLogConfig {
         self.state_file.clone().unwrap_or_else(|| spool_dir.join("revproxy_log.state"))
     }
 
+    /// What the state file names in kubernetes mode (a state for other pods
+    /// is not resumed).
+    fn kube_identity(&self, k: &PodLogSelector) -> PathBuf {
+        let mut s = format!("kubernetes://{}?{}", k.namespace, k.selector);
+        if let Some(c) = &k.container {
+            s.push_str(&format!("&container={c}"));
+        }
+        PathBuf::from(s)
+    }
+
     fn tail_options(&self) -> TailOptions {
         TailOptions {
             path: self.path.clone(),
@@ -196,6 +246,7 @@ impl RevproxyLogConfig {
 pub struct RevproxyLogSource {
     cfg: RevproxyLogConfig,
     state_path: PathBuf,
+    kubeconfig: Option<PathBuf>,
 }
 
 impl RevproxyLogSource {
@@ -205,23 +256,119 @@ impl RevproxyLogSource {
         Ok(RevproxyLogSource {
             cfg: cfg.clone(),
             state_path: cfg.state_path(spool_dir),
+            kubeconfig: None,
         })
+    }
+
+    /// The kubeconfig for the kubernetes mode (the agent's `kubeconfig`;
+    /// None: in-cluster, then `KUBECONFIG`).
+    pub fn with_kubeconfig(mut self, kubeconfig: Option<PathBuf>) -> Self {
+        self.kubeconfig = kubeconfig;
+        self
     }
 }
 
-fn lock(t: &Mutex<Tailer>) -> std::sync::MutexGuard<'_, Tailer> {
+/// The file modes: one file or every match of a glob.
+enum Files {
+    One(Tailer),
+    Glob(GlobTailer),
+}
+
+impl Files {
+    fn poll(&mut self) -> std::io::Result<u64> {
+        match self {
+            Files::One(t) => t.poll(),
+            Files::Glob(g) => g.poll(),
+        }
+    }
+
+    fn state(&mut self) -> tail::State {
+        match self {
+            Files::One(t) => t.state(),
+            Files::Glob(g) => g.state(),
+        }
+    }
+
+    fn counters(&mut self) -> &mut stats::Counters {
+        match self {
+            Files::One(t) => &mut t.counters,
+            Files::Glob(g) => &mut g.counters,
+        }
+    }
+
+    fn caught_up(&self) -> bool {
+        match self {
+            Files::One(t) => t.caught_up,
+            Files::Glob(g) => g.caught_up,
+        }
+    }
+}
+
+fn lock(t: &Mutex<Files>) -> std::sync::MutexGuard<'_, Files> {
     t.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Saves the state and builds the frame (in that order: what is sent has
 /// been saved, so a restart never goes back below a sent value).
-fn save_and_frame(t: &mut Tailer, state_path: &Path, source: &str, job: &str) -> (crate::model::Frame, Option<std::io::Error>) {
+fn save_and_frame(t: &mut Files, state_path: &Path, source: &str, job: &str) -> (crate::model::Frame, Option<std::io::Error>) {
     let st = t.state();
     let err = tail::save_state(state_path, &st).err();
     let now = csoc_common::time::now_ms();
-    let newest = t.counters.users.newest;
-    let end = if t.caught_up { newest.max(now / 1000) } else { newest };
-    (t.counters.frame(source, job, now, end), err)
+    let caught_up = t.caught_up();
+    let c = t.counters();
+    let newest = c.users.newest;
+    let end = if caught_up { newest.max(now / 1000) } else { newest };
+    (c.frame(source, job, now, end), err)
+}
+
+impl RevproxyLogSource {
+    /// Kubernetes mode: the pod follower feeding a [`kube::RevproxySink`].
+    async fn run_kubernetes(self, k: PodLogSelector, state: Option<tail::State>, cx: SourceContext) {
+        let ident = self.cfg.kube_identity(&k);
+        let (counters, cursors, fresh) = match state {
+            Some(s) if s.path == ident => (s.counters, s.pods, false),
+            _ => (stats::Counters::default(), Default::default(), true),
+        };
+        let sink = kube::RevproxySink::new(counters, self.cfg.tail_options().limits, k.container.clone());
+        let shared = Arc::new(Mutex::new(Shared { sink, cursors }));
+        let mut fo = FollowOptions::new(&k.namespace, Some(k.selector.trim().to_string()), self.cfg.max_line_bytes as usize);
+        fo.start_at_end = self.cfg.start_at == StartAt::End && fresh;
+        tracing::info!(
+            source = %cx.name,
+            namespace = %k.namespace,
+            selector = %k.selector,
+            container = ?k.container,
+            state = %self.state_path.display(),
+            resumed = !fresh,
+            "revproxy_log following pods' logs"
+        );
+        let interval = self.cfg.interval.unwrap_or(cx.interval);
+        let (name, job) = (cx.name.clone(), self.cfg.job.clone());
+        super::pod_logs::run_with_state(
+            self.kubeconfig.clone(),
+            vec![fo],
+            shared,
+            cx,
+            interval,
+            self.state_path.clone(),
+            move |g, now| {
+                let c = &mut g.sink.counters;
+                c.settle();
+                let st = tail::State {
+                    version: 1,
+                    path: ident.clone(),
+                    counters: c.clone(),
+                    pods: g.cursors.clone(),
+                    ..Default::default()
+                };
+                // The saved copy has the user list; the live one keeps its map only.
+                c.users.seen = Vec::new();
+                let end = c.users.newest.max(now / 1000);
+                (serde_json::to_vec(&st), c.frame(&name, &job, now, end))
+            },
+        )
+        .await;
+    }
 }
 
 impl Source for RevproxyLogSource {
@@ -236,15 +383,24 @@ impl Source for RevproxyLogSource {
                     None
                 }
             };
+            if let Some(k) = self.cfg.kubernetes.clone() {
+                return self.run_kubernetes(k, state, cx).await;
+            }
+            let opts = self.cfg.tail_options();
+            let files = if glob::is_glob(&self.cfg.path.to_string_lossy()) {
+                Files::Glob(GlobTailer::new(opts, state.clone()))
+            } else {
+                Files::One(Tailer::new(opts, state.clone()))
+            };
             tracing::info!(
                 source = %cx.name,
                 path = %self.cfg.path.display(),
+                glob = matches!(files, Files::Glob(_)),
                 state = %self.state_path.display(),
-                resumed = state.is_some(),
+                resumed = state.is_some_and(|s| s.path == self.cfg.path),
                 "revproxy_log tailing"
             );
-            let opts = self.cfg.tail_options();
-            let tailer = Arc::new(Mutex::new(Tailer::new(opts, state)));
+            let tailer = Arc::new(Mutex::new(files));
             let mut tick = tokio::time::interval(self.cfg.poll_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_emit: Option<Instant> = None;

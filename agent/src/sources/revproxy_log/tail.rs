@@ -65,6 +65,58 @@ pub struct State {
     pub skipping: bool,
     /// The counters up to `offset`.
     pub counters: Counters,
+    /// Glob mode (`path` is a pattern): the position in each matched file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileState>,
+    /// Kubernetes mode: the cursor of each pod's log stream
+    /// (`<namespace>/<pod>/<uid>/<container>`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub pods: std::collections::BTreeMap<String, crate::sources::pod_logs::Cursor>,
+}
+
+/// The position in one file of a glob (its identity and offset).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FileState {
+    /// The file.
+    pub path: PathBuf,
+    /// Device of the file being read.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Its first bytes (up to 256), hex.
+    pub fingerprint: String,
+    /// Offset of the first byte not yet counted.
+    pub offset: u64,
+    /// Skipping the rest of an over-long line.
+    pub skipping: bool,
+}
+
+impl FileState {
+    /// The file part of a single-file state.
+    pub fn from_state(s: State) -> Self {
+        FileState {
+            path: s.path,
+            dev: s.dev,
+            ino: s.ino,
+            fingerprint: s.fingerprint,
+            offset: s.offset,
+            skipping: s.skipping,
+        }
+    }
+
+    /// A single-file state (without counters) to resume a [`Tailer`].
+    pub fn into_state(self) -> State {
+        State {
+            version: 1,
+            path: self.path,
+            dev: self.dev,
+            ino: self.ino,
+            fingerprint: self.fingerprint,
+            offset: self.offset,
+            skipping: self.skipping,
+            ..Default::default()
+        }
+    }
 }
 
 /// Tailer settings.
@@ -233,6 +285,7 @@ impl Tailer {
             offset: self.offset,
             skipping: self.skipping,
             counters: self.counters.clone(),
+            ..Default::default()
         };
         // The saved copy has the user list; the live one keeps its map only.
         self.counters.users.seen = Vec::new();

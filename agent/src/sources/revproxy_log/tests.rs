@@ -490,3 +490,274 @@ fn bench() {
         n as f64 / secs
     );
 }
+
+/// A CRI line (as the kubelet writes /var/log/pods files) of `rec`.
+fn cri(line: &str) -> String {
+    format!("2026-08-21T14:00:17.000000001Z stdout F {}", line)
+}
+
+fn pod_dir(root: &Path, pod: &str) -> PathBuf {
+    let d = root.join(format!("pods/gen3_{pod}_uid-{pod}/revproxy"));
+    std::fs::create_dir_all(&d).expect("mkdir");
+    d
+}
+
+fn glob_opts(root: &Path) -> TailOptions {
+    opts(&root.join("pods/gen3_revproxy-*/revproxy/*.log"))
+}
+
+fn glob_ok(g: &GlobTailer) -> u64 {
+    g.counters.lines.get("ok").copied().unwrap_or(0)
+}
+
+#[test]
+fn revproxy_glob_follows_every_match_new_and_vanished_files_and_resumes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = dir.path();
+    let a = pod_dir(root, "revproxy-a").join("0.log");
+    let b = pod_dir(root, "revproxy-b").join("0.log");
+    // Not matched: another container, another deployment.
+    append(&pod_dir(root, "fence-x").join("0.log"), &cri(&rec("fence", 200, "/user/user")));
+    append(&a, &cri(&rec("fence", 200, "/user/user")).repeat(3));
+    append(&b, &cri(&rec("indexd", 200, "/index/x")).repeat(2));
+    let mut g = GlobTailer::new(glob_opts(root), None);
+    g.poll().expect("poll");
+    assert_eq!(glob_ok(&g), 5);
+    assert_eq!(g.files().len(), 2);
+    assert!(g.caught_up);
+
+    // A new replica: read from its beginning.
+    let c = pod_dir(root, "revproxy-c").join("0.log");
+    append(&c, &cri(&rec("fence", 200, "/user/user")).repeat(4));
+    // b's last lines, then its pod is deleted before the next poll: the
+    // open file is finished, then forgotten.
+    append(&b, &cri(&rec("indexd", 500, "/index/x")));
+    std::fs::remove_dir_all(b.parent().and_then(Path::parent).expect("pod dir")).expect("rm");
+    g.poll().expect("poll");
+    assert_eq!(glob_ok(&g), 10);
+    assert_eq!(g.files().len(), 2, "b is gone: {:?}", g.files());
+
+    // Restart: every file resumes at its own offset.
+    let st: State = serde_json::from_slice(&serde_json::to_vec(&g.state()).expect("ser")).expect("de");
+    assert_eq!(st.files.len(), 2);
+    drop(g);
+    append(&a, &cri(&rec("fence", 200, "/user/user")));
+    // The kubelet rotates c while the agent is down (renamed, new 0.log).
+    append(&c, &cri(&rec("fence", 200, "/user/user")));
+    std::fs::rename(&c, c.with_file_name("0.log.20260821-140017")).expect("rotate");
+    append(&c, &cri(&rec("fence", 200, "/user/user")).repeat(2));
+    let mut g = GlobTailer::new(glob_opts(root), Some(st));
+    g.poll().expect("poll");
+    // 10 + a's 1 + c's 3: the line written to c before the rotation is
+    // read from the renamed file (same inode as saved), then the new 0.log.
+    assert_eq!(glob_ok(&g), 14);
+    let mut svc = g.counters.requests();
+    svc.sort();
+    assert_eq!(svc.iter().map(|r| r.3).sum::<u64>(), 14);
+    assert!(svc.iter().any(|r| r.0 == "indexd" && r.1 == "500"));
+    // A state for another pattern is not resumed.
+    let mut other = glob_opts(root);
+    other.path = root.join("pods/*/revproxy/0.log");
+    let mut g2 = GlobTailer::new(other, Some(g.state()));
+    g2.poll().expect("poll");
+    // a (4 lines), c (2 in the new 0.log), fence-x (1): all from 0.
+    assert_eq!(glob_ok(&g2), 7);
+}
+
+#[test]
+fn revproxy_glob_start_at_end_only_for_files_of_the_first_poll() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = dir.path();
+    let a = pod_dir(root, "revproxy-a").join("0.log");
+    append(&a, &cri(&rec("fence", 200, "/user/user")).repeat(3));
+    let mut o = glob_opts(root);
+    o.start_at_end = true;
+    let mut g = GlobTailer::new(o, None);
+    g.poll().expect("poll");
+    assert_eq!(glob_ok(&g), 0);
+    append(&a, &cri(&rec("fence", 200, "/user/user")));
+    append(
+        &pod_dir(root, "revproxy-b").join("0.log"),
+        &cri(&rec("fence", 200, "/user/user")).repeat(2),
+    );
+    g.poll().expect("poll");
+    assert_eq!(glob_ok(&g), 3);
+}
+
+#[test]
+fn revproxy_old_state_files_still_load() {
+    let old = r#"{"version":1,"path":"/var/log/r.log","dev":1,"ino":2,"fingerprint":"","offset":10,"skipping":false,"counters":{"services":{},"logins":{},"downloads":7,"lines":{},"files":{},"users":{"seen":[],"newest":0}}}"#;
+    let st: State = serde_json::from_str(old).expect("old state");
+    assert_eq!(st.counters.downloads, 7);
+    assert!(st.files.is_empty() && st.pods.is_empty());
+    // And the new fields are left out when empty.
+    let back = serde_json::to_string(&st).expect("ser");
+    assert!(!back.contains("\"files\":[") && !back.contains("\"pods\""), "{back}");
+}
+
+fn k8s_pod(name: &str, containers: &[&str]) -> k8s_openapi::api::core::v1::Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "gen3", "uid": "u1", "labels": {"app": "revproxy"}},
+        "spec": {
+            "initContainers": [{"name": "init"}],
+            "containers": containers.iter().map(|c| serde_json::json!({"name": c})).collect::<Vec<_>>(),
+        },
+    }))
+    .expect("pod")
+}
+
+#[test]
+fn revproxy_kubernetes_sink_routes_containers_and_counts_lines() {
+    use crate::sources::pod_logs::LogSink;
+    let lim = opts(Path::new("x")).limits;
+    let mut all = kube::RevproxySink::new(stats::Counters::default(), lim, None);
+    let p = k8s_pod("revproxy-1", &["revproxy", "sidecar"]);
+    let names = |r: Vec<(String, ())>| r.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    assert_eq!(
+        names(all.routes(&p)),
+        ["revproxy", "sidecar"],
+        "every container, no init containers"
+    );
+    let mut one = kube::RevproxySink::new(stats::Counters::default(), lim, Some("revproxy".into()));
+    assert_eq!(names(one.routes(&p)), ["revproxy"]);
+    assert!(one.routes(&k8s_pod("x", &["nginx"])).is_empty());
+    for l in fixture_lines() {
+        one.line(&(), l.as_bytes(), false);
+    }
+    one.line(&(), b"xxxx", true);
+    let whole = tail_all(&fixtures().join("revproxy-access.jsonl"));
+    assert_eq!(one.counters.lines.get("ok"), whole.counters.lines.get("ok"));
+    assert_eq!(one.counters.lines.get("malformed"), whole.counters.lines.get("malformed"));
+    assert_eq!(one.counters.lines.get("too_long"), Some(&1));
+    assert_eq!(one.counters.downloads, whole.counters.downloads);
+}
+
+#[test]
+fn revproxy_kubernetes_config_flags_and_validation() {
+    use clap::Parser;
+    let y =
+        "sources:\n  revproxy_log:\n    enabled: true\n    kubernetes: {namespace: gen3, selector: app=revproxy, container: revproxy}\n";
+    let c = crate::config::AgentConfig::from_yaml(y, Path::new("a.yml")).expect("parse");
+    c.validate().expect("valid");
+    let k = c.sources.revproxy_log.kubernetes.as_ref().expect("k");
+    assert_eq!(
+        (k.namespace.as_str(), k.selector.as_str(), k.container.as_deref()),
+        ("gen3", "app=revproxy", Some("revproxy"))
+    );
+
+    let mut both = c.clone();
+    both.sources.revproxy_log.path = "/x.log".into();
+    assert!(
+        both.validate()
+            .expect_err("both")
+            .to_string()
+            .contains("sources.revproxy_log.kubernetes")
+    );
+    let mut bad = c.clone();
+    if let Some(k) = bad.sources.revproxy_log.kubernetes.as_mut() {
+        k.selector = "app in revproxy".into();
+    }
+    assert!(
+        bad.validate()
+            .expect_err("selector")
+            .to_string()
+            .contains("sources.revproxy_log.kubernetes.selector")
+    );
+    let mut g = crate::config::AgentConfig::default();
+    g.sources.revproxy_log.enabled = true;
+    g.sources.revproxy_log.path = "/var/log/pods/gen3_revproxy-*/revproxy/[0-9.log".into();
+    assert!(g.validate().expect_err("glob").to_string().contains("sources.revproxy_log.path"));
+    g.sources.revproxy_log.path = "/var/log/pods/gen3_revproxy-*/revproxy/*.log".into();
+    g.validate().expect("glob path");
+
+    let args = crate::cli::Args::try_parse_from([
+        "csoc-agent",
+        "--revproxy-log-pods",
+        "app=revproxy",
+        "--revproxy-log-namespace",
+        "gen3",
+    ])
+    .expect("flags");
+    let c = args.resolve().expect("resolve");
+    let r = &c.sources.revproxy_log;
+    assert!(r.enabled && r.path.as_os_str().is_empty());
+    assert_eq!(
+        r.kubernetes.as_ref().map(|k| (k.namespace.as_str(), k.selector.as_str())),
+        Some(("gen3", "app=revproxy"))
+    );
+    c.validate().expect("valid");
+    let args = crate::cli::Args::try_parse_from(["csoc-agent", "--revproxy-log-pods", "app=revproxy"]).expect("flags");
+    let e = args.resolve().expect_err("no namespace");
+    assert!(format!("{e:#}").contains("--revproxy-log-namespace"), "{e:#}");
+    assert!(crate::cli::Args::try_parse_from(["csoc-agent", "--revproxy-log-pods", "a=b", "--revproxy-log", "/x"]).is_err());
+    // The first --kubernetes-namespace (wired by the caller) or the file's namespace.
+    let mut c = crate::config::AgentConfig::default();
+    crate::cli::apply_revproxy_log_pods(&mut c, "app=revproxy", None, Some("commons-a")).expect("ns from --kubernetes-namespace");
+    assert_eq!(
+        c.sources.revproxy_log.kubernetes.as_ref().map(|k| k.namespace.as_str()),
+        Some("commons-a")
+    );
+    crate::cli::apply_revproxy_log_pods(&mut c, "app=rp", None, None).expect("ns from the config");
+    assert_eq!(
+        c.sources.revproxy_log.kubernetes.as_ref().map(|k| k.namespace.as_str()),
+        Some("commons-a")
+    );
+}
+
+/// Kubernetes mode without a reachable API server: the saved counters are
+/// still sent, and the state keeps its pod cursors.
+#[tokio::test]
+async fn revproxy_kubernetes_source_sends_saved_counters_without_an_api_server() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let kc = dir.path().join("kubeconfig");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    std::fs::write(
+        &kc,
+        format!("apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: k\n  cluster: {{server: \"http://127.0.0.1:{port}\"}}\nusers:\n- name: u\n  user: {{token: t}}\ncontexts:\n- name: c\n  context: {{cluster: k, user: u}}\n"),
+    )
+    .expect("kubeconfig");
+    let cfg = RevproxyLogConfig {
+        enabled: true,
+        kubernetes: Some(PodLogSelector {
+            namespace: "gen3".into(),
+            selector: "app=revproxy".into(),
+            container: None,
+        }),
+        ..Default::default()
+    };
+    let mut pods = BTreeMap::new();
+    pods.insert(
+        "gen3/revproxy-1/u1/revproxy".to_string(),
+        crate::sources::pod_logs::Cursor::at(1_740_830_400_000_000_000),
+    );
+    let st = State {
+        version: 1,
+        path: "kubernetes://gen3?app=revproxy".into(),
+        counters: stats::Counters {
+            downloads: 99,
+            ..Default::default()
+        },
+        pods,
+        ..Default::default()
+    };
+    save_state(&dir.path().join("revproxy_log.state"), &st).expect("save");
+    let src = RevproxyLogSource::new(&cfg, dir.path()).expect("valid").with_kubeconfig(Some(kc));
+    let frame = crate::sources::test_util::run_and_assert_source_compliance(Box::new(src), "revproxy_log").await;
+    let downloads = frame
+        .samples
+        .iter()
+        .find(|s| s.labels.iter().any(|(k, v)| k == "__name__" && v == "gen3_downloads_total"))
+        .map(|s| s.value);
+    assert_eq!(downloads, Some(99.0));
+    let saved = load_state(&dir.path().join("revproxy_log.state")).expect("load").expect("some");
+    assert_eq!(
+        saved.pods.len(),
+        1,
+        "a cursor of a pod not yet seen is kept until the pod list says it is gone"
+    );
+    assert_eq!(saved.counters.downloads, 99);
+}

@@ -48,6 +48,9 @@ pub struct ScrapeJobConfig {
     pub static_configs: Vec<StaticConfig>,
     /// Targets from files.
     pub file_sd_configs: Vec<FileSdConfig>,
+    /// Targets from the Kubernetes API (roles `pod` and `endpoints`, with
+    /// Prometheus's `__meta_kubernetes_*` labels).
+    pub kubernetes_sd_configs: Vec<super::kubernetes_sd::KubernetesSdConfig>,
     /// Relabelling of targets.
     pub relabel_configs: Vec<RelabelConfig>,
     /// Relabelling of scraped samples.
@@ -75,6 +78,7 @@ impl Default for ScrapeJobConfig {
             honor_timestamps: true,
             static_configs: Vec::new(),
             file_sd_configs: Vec::new(),
+            kubernetes_sd_configs: Vec::new(),
             relabel_configs: Vec::new(),
             metric_relabel_configs: Vec::new(),
             sample_limit: 0,
@@ -231,8 +235,14 @@ impl ScrapeConfig {
                     ));
                 }
             }
-            if j.static_configs.is_empty() && j.file_sd_configs.is_empty() {
-                return Err(invalid(f("static_configs"), "a job needs static_configs or file_sd_configs"));
+            for (k, sd) in j.kubernetes_sd_configs.iter().enumerate() {
+                sd.validate(&format!("sources.scrape.jobs[{i}].kubernetes_sd_configs[{k}]"))?;
+            }
+            if j.static_configs.is_empty() && j.file_sd_configs.is_empty() && j.kubernetes_sd_configs.is_empty() {
+                return Err(invalid(
+                    f("static_configs"),
+                    "a job needs static_configs, file_sd_configs or kubernetes_sd_configs",
+                ));
             }
             if let Some(b) = &j.basic_auth {
                 if j.bearer_token_file.is_some() {

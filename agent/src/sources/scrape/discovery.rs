@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::Url;
 
 use super::config::{ScrapeJobConfig, StaticConfig};
+use super::kubernetes_sd::{self, SdStoreRef};
 use crate::model::{Labels, has_label, set_label, sort_labels};
 use csoc_common::labels::valid_label_name;
 use csoc_common::relabel::relabel;
@@ -148,13 +149,36 @@ struct SdFile {
     groups: Vec<StaticConfig>,
 }
 
+/// One kubernetes_sd_config of a job: its watched store and the targets
+/// built at the store's last generation.
+struct KubeSd {
+    role: String,
+    store: SdStoreRef,
+    built_at: Option<u64>,
+    targets: Vec<Target>,
+}
+
 /// Service discovery state of one job.
 #[derive(Default)]
 pub(super) struct Discovery {
     files: HashMap<PathBuf, SdFile>,
+    kube: Vec<KubeSd>,
 }
 
 impl Discovery {
+    /// Adds a kubernetes_sd_config of `role`; returns the store its watchers
+    /// fill.
+    pub(super) fn add_kubernetes(&mut self, role: String) -> SdStoreRef {
+        let store = SdStoreRef::default();
+        self.kube.push(KubeSd {
+            role,
+            store: store.clone(),
+            built_at: None,
+            targets: Vec::new(),
+        });
+        store
+    }
+
     /// Targets of `job` now, re-reading changed or due files.
     pub(super) fn targets(&mut self, job: &ScrapeJobConfig, default_interval: Duration, source: &str) -> Vec<Target> {
         let mut out = Vec::new();
@@ -223,6 +247,30 @@ impl Discovery {
             }
         }
         self.files.retain(|p, _| present.contains(p));
+        for k in &mut self.kube {
+            let (generation, raw) = {
+                let g = kubernetes_sd::lock(&k.store);
+                if k.built_at == Some(g.generation) {
+                    (None, Vec::new())
+                } else {
+                    (Some(g.generation), g.targets(&k.role))
+                }
+            };
+            if let Some(generation) = generation {
+                k.targets.clear();
+                for mut t in raw {
+                    let addr = t.remove("__address__").unwrap_or_default();
+                    let meta: Vec<(String, String)> = t.into_iter().collect();
+                    match populate_target(job, default_interval, &addr, &BTreeMap::new(), &meta) {
+                        Ok(Some(t)) => k.targets.push(t),
+                        Ok(None) => {}
+                        Err(e) => tracing::debug!(source, job = %job.job_name, target = %addr, error = %e, "kubernetes_sd target skipped"),
+                    }
+                }
+                k.built_at = Some(generation);
+            }
+            out.extend(k.targets.iter().cloned());
+        }
         out
     }
 }

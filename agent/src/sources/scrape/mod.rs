@@ -4,9 +4,10 @@
 //! agent's YAML (field names as in Prometheus's `scrape_configs`) or with
 //! `--scrape [JOB=]URL`.
 //!
-//! Targets come from `static_configs` and `file_sd_configs` (Prometheus's
+//! Targets come from `static_configs`, `file_sd_configs` (Prometheus's
 //! file_sd JSON/YAML, re-read when a file changes, checked every second, and
-//! every `refresh_interval`). Each target's labels start as its group's
+//! every `refresh_interval`) and `kubernetes_sd_configs` (roles `pod` and
+//! `endpoints`, watched; see [`kubernetes_sd`]). Each target's labels start as its group's
 //! labels plus `__address__`, `__scheme__`, `__metrics_path__`,
 //! `__scrape_interval__`, `__scrape_timeout__`, `__param_<name>`, `job` (and
 //! `__meta_filepath` for file_sd); `relabel_configs` run on them; then
@@ -46,12 +47,16 @@
 
 mod config;
 mod discovery;
+pub mod kubernetes_sd;
+#[cfg(test)]
+mod kubernetes_sd_tests;
 mod scrape_one;
 mod target_loop;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,6 +68,7 @@ use crate::config::ConfigError;
 use config::invalid;
 pub use config::{BasicAuth, FileSdConfig, ScrapeConfig, ScrapeJobConfig, StaticConfig, TlsConfig, jobs_from_flags};
 use discovery::{Discovery, Target};
+pub use kubernetes_sd::KubernetesSdConfig;
 use target_loop::target_loop;
 
 /// A job ready to scrape.
@@ -77,6 +83,7 @@ struct Job {
 pub struct ScrapeSource {
     jobs: Vec<Arc<Job>>,
     default_interval: Duration,
+    kubeconfig: Option<PathBuf>,
 }
 
 impl ScrapeSource {
@@ -99,7 +106,18 @@ impl ScrapeSource {
                 client,
             }));
         }
-        Ok(ScrapeSource { jobs, default_interval })
+        Ok(ScrapeSource {
+            jobs,
+            default_interval,
+            kubeconfig: None,
+        })
+    }
+
+    /// The agent's kubeconfig, for `kubernetes_sd_configs` without their own
+    /// `kubeconfig_file` (None: in-cluster, then `KUBECONFIG`).
+    pub fn with_kubeconfig(mut self, kubeconfig: Option<PathBuf>) -> Self {
+        self.kubeconfig = kubeconfig;
+        self
     }
 }
 
@@ -107,6 +125,20 @@ impl Source for ScrapeSource {
     fn run(self: Box<Self>, cx: SourceContext) -> BoxFuture {
         Box::pin(async move {
             let mut discovery: Vec<Discovery> = self.jobs.iter().map(|_| Discovery::default()).collect();
+            // kubernetes_sd_configs: watchers filling one store per config.
+            let mut sd_tasks = tokio::task::JoinSet::new();
+            for (i, job) in self.jobs.iter().enumerate() {
+                for sd in &job.cfg.kubernetes_sd_configs {
+                    let store = discovery[i].add_kubernetes(sd.role.clone());
+                    sd_tasks.spawn(kubernetes_sd::run_discovery(
+                        sd.clone(),
+                        self.kubeconfig.clone(),
+                        store,
+                        cx.clone(),
+                        job.cfg.job_name.clone(),
+                    ));
+                }
+            }
             let mut running: HashMap<(usize, u64), (CancellationToken, tokio::task::JoinHandle<()>)> = HashMap::new();
             loop {
                 let mut want: HashMap<(usize, u64), Target> = HashMap::new();
@@ -140,6 +172,7 @@ impl Source for ScrapeSource {
             for (_, (_, h)) in running {
                 let _ = h.await;
             }
+            while sd_tasks.join_next().await.is_some() {}
         })
     }
 }
