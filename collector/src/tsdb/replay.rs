@@ -297,4 +297,49 @@ mod tests {
         p.clone().cancel();
         assert!(p.is_cancelled(), "clones share the flag");
     }
+
+    #[tokio::test]
+    async fn opening_reports_the_replayed_samples_and_a_cancelled_replay_stops() {
+        use super::super::{Labels, Queryable, Tsdb, TsdbOptions};
+        use prometheus_client::registry::Registry;
+        let d = tempfile::tempdir().expect("tempdir");
+        {
+            let db = Tsdb::open(d.path(), &TsdbOptions::default(), &mut Registry::default()).expect("open");
+            for round in 0..50i64 {
+                let mut a = db.appender();
+                for s in 0..10 {
+                    let l: Labels = vec![("__name__".into(), "m".into()), ("s".into(), s.to_string())];
+                    a.append(Arc::new(l), round * 15_000, round as f64);
+                }
+                a.commit().await.expect("commit");
+            }
+            db.close(); // the open chunks live only in the WAL
+        }
+        let opening = Tsdb::prepare(d.path(), &TsdbOptions::default(), &mut Registry::default());
+        let p = opening.progress();
+        p.cancel();
+        assert!(matches!(opening.open(), Err(TsdbError::Interrupted)), "a cancelled replay stops");
+
+        let mut reg = Registry::default();
+        let opening = Tsdb::prepare(d.path(), &TsdbOptions::default(), reg.sub_registry_with_prefix("csoc_collector"));
+        let p = opening.progress();
+        assert_eq!(p.snapshot().phase, ReplayPhase::Loading);
+        let db = opening.open().expect("open after the interrupted replay");
+        let s = p.snapshot();
+        assert_eq!((s.phase, s.records_total, s.records_done, s.samples), (ReplayPhase::Done, 50, 50, 500));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).expect("encode");
+        assert!(text.contains("csoc_collector_tsdb_wal_replayed_samples_total 500"), "{text}");
+        assert!(text.contains("csoc_collector_tsdb_wal_replay_progress_ratio 1.0"), "{text}");
+        assert!(text.contains("csoc_collector_tsdb_wal_replay_duration_seconds "), "{text}");
+        let n: usize = db
+            .querier(i64::MIN, i64::MAX)
+            .select(&[super::super::Matcher::equal("__name__", "m")])
+            .expect("select")
+            .iter()
+            .map(|s| s.samples.len())
+            .sum();
+        assert_eq!(n, 500, "every sample is back");
+        db.close();
+    }
 }
