@@ -16,6 +16,7 @@ mod promql_conformance;
 mod promqltest;
 mod reliability;
 mod remote_write;
+mod replay;
 mod scrape_interop;
 mod storage;
 mod tls;

@@ -9,9 +9,9 @@
 //!
 //! [`ReplayProgress`] is shared with the HTTP listener, which serves
 //! `/-/healthy` and `/-/ready` (503, with the progress) while replay runs:
-//! after every batch the counts are updated, the
+//! after every record the counts are updated, the
 //! `csoc_collector_tsdb_wal_replay_*` metrics follow, and a log line says
-//! how far it is every 2 seconds. Replay can be cancelled between batches
+//! how far it is every 2 seconds. Replay can be cancelled between records
 //! (a shutdown signal during a long replay): nothing is written by replay
 //! but the torn-tail truncation, so stopping half-way loses nothing.
 
@@ -191,10 +191,6 @@ pub(super) fn replay_wal(
     let mut from = 0i64;
     let mut stmt = conn.prepare(sqlite::SELECT_WAL_FROM)?;
     'outer: loop {
-        if progress.is_cancelled() {
-            tracing::info!(records = done, of = rows, samples, elapsed = ?started.elapsed(), "WAL replay stopped: shutting down");
-            return Err(TsdbError::Interrupted);
-        }
         let batch: Vec<(i64, Vec<u8>)> = stmt
             .query_map(params![from], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
@@ -202,6 +198,10 @@ pub(super) fn replay_wal(
             break;
         }
         for (id, data) in batch {
+            if progress.is_cancelled() {
+                tracing::info!(records = done, of = rows, samples, elapsed = ?started.elapsed(), "WAL replay stopped: shutting down");
+                return Err(TsdbError::Interrupted);
+            }
             from = id + 1;
             if id < replay_from
                 && let Ok(n) = record::count(&data)
@@ -228,25 +228,28 @@ pub(super) fn replay_wal(
             };
             wal_rows.insert(id as u64, count, data.len());
             done += 1;
-        }
-        progress.advance(done as u64, samples);
-        metrics.wal_replayed_samples.inc_by(samples - counted);
-        counted = samples;
-        let snap = progress.snapshot();
-        metrics.wal_replay_progress.set(snap.ratio());
-        metrics.wal_replay_seconds.set(snap.elapsed.as_secs_f64());
-        if last_log.elapsed() >= LOG_EVERY {
-            last_log = Instant::now();
-            let secs = started.elapsed().as_secs_f64().max(1e-3);
-            tracing::info!(
-                records = done,
-                of = rows,
-                percent = format_args!("{:.0}", snap.ratio() * 100.0),
-                samples,
-                samples_per_second = (samples as f64 / secs) as u64,
-                elapsed = ?started.elapsed(),
-                "replaying the WAL"
-            );
+            // After every record (a record holds a whole group commit, up
+            // to hundreds of thousands of samples): the progress, the
+            // metrics, and a log line every LOG_EVERY.
+            progress.advance(done as u64, samples);
+            metrics.wal_replayed_samples.inc_by(samples - counted);
+            counted = samples;
+            let snap = progress.snapshot();
+            metrics.wal_replay_progress.set(snap.ratio());
+            metrics.wal_replay_seconds.set(snap.elapsed.as_secs_f64());
+            if last_log.elapsed() >= LOG_EVERY {
+                last_log = Instant::now();
+                let secs = started.elapsed().as_secs_f64().max(1e-3);
+                tracing::info!(
+                    records = done,
+                    of = rows,
+                    percent = format_args!("{:.0}", snap.ratio() * 100.0),
+                    samples,
+                    samples_per_second = (samples as f64 / secs) as u64,
+                    elapsed = ?started.elapsed(),
+                    "replaying the WAL"
+                );
+            }
         }
     }
     if unknown > 0 {
