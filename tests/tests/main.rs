@@ -20,3 +20,4 @@ mod replay;
 mod scrape_interop;
 mod storage;
 mod tls;
+mod tls_reload;
