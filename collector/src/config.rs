@@ -512,7 +512,10 @@ impl CollectorConfig {
             return Err(inv("grpc_listen", format!("{} is also the HTTP address", self.grpc_listen)));
         }
         if !self.tls_reload_interval.is_zero() && self.tls_reload_interval < Duration::from_secs(1) {
-            return Err(inv("tls_reload_interval", "must be 0 (never re-read the TLS files) or at least 1s".into()));
+            return Err(inv(
+                "tls_reload_interval",
+                "must be 0 (never re-read the TLS files) or at least 1s".into(),
+            ));
         }
         if self.retention < Duration::from_secs(60) {
             return Err(inv("retention", "must be at least 1m".into()));

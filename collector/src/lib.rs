@@ -577,14 +577,7 @@ fn start_http(
         tracing::info!("HTTP API uses TLS");
     }
     let conn_limits = tls::accept::ConnLimits::from(&cfg.limits);
-    let incoming = tls::accept::incoming(
-        listener,
-        http_tls,
-        tls::accept::Role::Http,
-        None,
-        conn_limits,
-        servers_stop.clone(),
-    )?;
+    let incoming = tls::accept::incoming(listener, http_tls, tls::accept::Role::Http, None, conn_limits, servers_stop.clone())?;
     let app = phased.router();
     let stop = servers_stop.clone();
     Ok(tokio::spawn(async move {

@@ -124,11 +124,7 @@ fn a_collector_replaying_a_million_samples_is_healthy_but_not_ready_until_the_re
             // Any other route: Prometheus's error JSON, 503 unavailable.
             if let Ok(r) = client.get(format!("{base}/api/v1/query?query=up")).send() {
                 let code = r.status().as_u16();
-                let retry = r
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
+                let retry = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
                 let body: Value = r.json().unwrap_or(Value::Null);
                 api_during_replay = Some((code, retry, body));
             }
@@ -151,10 +147,7 @@ fn a_collector_replaying_a_million_samples_is_healthy_but_not_ready_until_the_re
 
     // What was seen, in order.
     let first_listening = probes.iter().find(|p| p.healthy.is_some()).map(|p| p.at);
-    let during: Vec<&Probe> = probes
-        .iter()
-        .filter(|p| p.healthy == Some(200) && p.ready == Some(503))
-        .collect();
+    let during: Vec<&Probe> = probes.iter().filter(|p| p.healthy == Some(200) && p.ready == Some(503)).collect();
     ensure!(
         !during.is_empty(),
         "never saw /-/healthy 200 with /-/ready 503 while the WAL replayed; probes: {probes:?}"
@@ -166,7 +159,9 @@ fn a_collector_replaying_a_million_samples_is_healthy_but_not_ready_until_the_re
     let last_not_ready = during.last().map(|p| p.at).unwrap_or_default();
     ensure!(last_not_ready < ready_at, "ready 200 comes after every 503");
     ensure!(
-        during.iter().any(|p| p.ready_body.contains("replaying the WAL") || p.ready_body.contains("opening the storage")),
+        during
+            .iter()
+            .any(|p| p.ready_body.contains("replaying the WAL") || p.ready_body.contains("opening the storage")),
         "/-/ready says what it waits for: {:?}",
         during.iter().map(|p| &p.ready_body).collect::<Vec<_>>()
     );
@@ -206,10 +201,7 @@ fn a_collector_replaying_a_million_samples_is_healthy_but_not_ready_until_the_re
     };
     let replayed: u64 = field("samples").and_then(|v| v.parse().ok()).unwrap_or(0);
     ensure!(replayed >= 1_000_000, "replayed {replayed} samples: {replayed_line}");
-    ensure!(
-        log.contains("replaying the WAL"),
-        "the replay logs its progress:\n{log}"
-    );
+    ensure!(log.contains("replaying the WAL"), "the replay logs its progress:\n{log}");
 
     eprintln!(
         "replay: {replayed} samples, {} in the log (\"WAL replayed\" elapsed={}); after the restart: listening at {:.3}s, \
@@ -238,7 +230,10 @@ fn a_collector_replaying_a_million_samples_is_healthy_but_not_ready_until_the_re
             eprintln!("  {:>7.3}s /-/ready 503: {}", p.at.as_secs_f64(), p.ready_body);
         }
     }
-    for l in log.lines().filter(|l| l.contains("replaying the WAL") || l.contains("storage opened")) {
+    for l in log
+        .lines()
+        .filter(|l| l.contains("replaying the WAL") || l.contains("storage opened"))
+    {
         eprintln!("  {l}");
     }
     Ok(())

@@ -310,7 +310,10 @@ fn rotated_certificates_and_client_cas_are_served_without_a_restart_and_broken_f
     until_served(&h, b"http/1.1", &b, &known)?;
     let h_took = rotated.elapsed();
     ensure!(
-        wait_for("the new client CA", WITHIN, || connect(&g, b"h2", Some(&agent_y)).ok().filter(|r| r.1)).is_ok(),
+        wait_for("the new client CA", WITHIN, || connect(&g, b"h2", Some(&agent_y))
+            .ok()
+            .filter(|r| r.1))
+        .is_ok(),
         "after the rotation an agent certificate from CA Y is accepted"
     );
     ensure!(!connect(&g, b"h2", Some(&agent_x))?.1, "and one from CA X is refused");
@@ -329,7 +332,10 @@ fn rotated_certificates_and_client_cas_are_served_without_a_restart_and_broken_f
     // Broken files: the gRPC certificate is garbage, the HTTP Secret has a
     // key that is not the certificate's. Both keep serving B, the failure
     // is logged and counted.
-    replace(&g_crt, "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")?;
+    replace(
+        &g_crt,
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
+    )?;
     secret.update(&[("tls.crt", &c.cert_pem), ("tls.key", &a.key_pem)])?;
     let failed = wait_for("both failures counted", WITHIN, || {
         let m = metrics(&client, &http).ok()?;

@@ -90,7 +90,10 @@ pub fn router(state: StartupState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(unavailable)
         .with_state(state.clone())
-        .layer(axum::middleware::from_fn_with_state(state.clone(), access::authorize::<StartupState>))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::authorize::<StartupState>,
+        ))
         .layer(axum::middleware::from_fn_with_state(state, track::<StartupState>))
 }
 
@@ -207,7 +210,11 @@ mod tests {
         phased.install(full);
         assert!(phased.is_installed());
         let (code, _, body) = call(&app, "/api/v1/query", None).await;
-        assert_eq!((code, body.as_str()), (200, "full"), "the same service now answers from the full router");
+        assert_eq!(
+            (code, body.as_str()),
+            (200, "full"),
+            "the same service now answers from the full router"
+        );
     }
 
     #[tokio::test]

@@ -217,7 +217,14 @@ impl Reloader {
         Ok((target, r))
     }
 
-    fn with(listener: Listener, files: Vec<PathBuf>, build: Build, target: Arc<ServerTls>, metrics: &TlsMetrics, applied: Snapshot) -> Self {
+    fn with(
+        listener: Listener,
+        files: Vec<PathBuf>,
+        build: Build,
+        target: Arc<ServerTls>,
+        metrics: &TlsMetrics,
+        applied: Snapshot,
+    ) -> Self {
         metrics.listener(listener);
         Reloader {
             listener,
@@ -502,6 +509,9 @@ mod tests {
     fn describe_names_the_certificate() {
         let a = cert("collector A");
         let s = describe(&CertificateDer::from(a.2));
-        assert!(s.starts_with("serial ") && s.contains("CN=collector A") && s.contains("sha256 "), "{s}");
+        assert!(
+            s.starts_with("serial ") && s.contains("CN=collector A") && s.contains("sha256 "),
+            "{s}"
+        );
     }
 }

@@ -78,8 +78,8 @@ use wal_tail::WalRows;
 use writer::Msg;
 
 pub use appender::{Appender, Committed, SeriesLookup};
-pub use db::Opening;
 pub use csoc_common::labels::Labels;
+pub use db::Opening;
 pub use index::IndexStats;
 pub use matcher::{MatchOp, Matcher};
 pub use replay::{ReplayPhase, ReplayProgress, ReplaySnapshot};

@@ -286,7 +286,10 @@ mod tests {
         p.replaying(200);
         p.advance(50, 1_000_000);
         let s = p.snapshot();
-        assert_eq!((s.phase, s.records_total, s.records_done, s.samples), (ReplayPhase::Replaying, 200, 50, 1_000_000));
+        assert_eq!(
+            (s.phase, s.records_total, s.records_done, s.samples),
+            (ReplayPhase::Replaying, 200, 50, 1_000_000)
+        );
         assert_eq!(s.ratio(), 0.25);
         assert!(s.to_string().contains("50 of 200 records (25%), 1000000 samples"), "{s}");
         p.done();
@@ -329,7 +332,10 @@ mod tests {
         assert_eq!(p.snapshot().phase, ReplayPhase::Loading);
         let db = opening.open().expect("open after the interrupted replay");
         let s = p.snapshot();
-        assert_eq!((s.phase, s.records_total, s.records_done, s.samples), (ReplayPhase::Done, 50, 50, 500));
+        assert_eq!(
+            (s.phase, s.records_total, s.records_done, s.samples),
+            (ReplayPhase::Done, 50, 50, 500)
+        );
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &reg).expect("encode");
         assert!(text.contains("csoc_collector_tsdb_wal_replayed_samples_total 500"), "{text}");
