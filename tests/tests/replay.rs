@@ -206,7 +206,8 @@ fn a_collector_replaying_a_million_samples_is_healthy_but_not_ready_until_the_re
     eprintln!(
         "replay: {replayed} samples, {} in the log (\"WAL replayed\" elapsed={}); after the restart: listening at {:.3}s, \
          /-/healthy 200 + /-/ready 503 seen {} times from {:.3}s to {:.3}s, /-/ready 200 at {:.3}s; \
-         a query during replay: HTTP {code} {}; /metrics during replay (progress ratio, samples replayed): {:?}",
+         a query during replay: HTTP {code} {}; /metrics during replay: {} distinct (progress ratio, samples replayed) readings, \
+         first {:?}, last {:?}",
         field("records").map(|r| format!("{r} WAL records")).unwrap_or_default(),
         field("elapsed").unwrap_or_default(),
         first_listening.unwrap_or_default().as_secs_f64(),
@@ -215,7 +216,9 @@ fn a_collector_replaying_a_million_samples_is_healthy_but_not_ready_until_the_re
         last_not_ready.as_secs_f64(),
         ready_at.as_secs_f64(),
         body["error"],
-        metrics_during_replay,
+        metrics_during_replay.len(),
+        metrics_during_replay.first(),
+        metrics_during_replay.last(),
     );
     // A few of the distinct /-/ready answers, first and last included.
     let mut distinct: Vec<&Probe> = Vec::new();
