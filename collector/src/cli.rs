@@ -128,6 +128,10 @@ pub struct Args {
     /// HTTPS for the HTTP API: the private key of --http-tls-cert, PEM.
     #[arg(long = "http-tls-key", value_name = "FILE")]
     pub http_tls_key: Option<PathBuf>,
+    /// How often the TLS certificate, key and client CA files are checked for changes (new
+    /// connections then use the new certificate; a broken file keeps the old one); 0 = never [default: 5s].
+    #[arg(long = "tls-reload-interval", value_name = "DURATION", value_parser = parse_duration)]
+    pub tls_reload_interval: Option<std::time::Duration>,
 }
 
 impl Args {
@@ -246,6 +250,9 @@ impl Args {
             }
         }
         cfg.agent_certs.extend(self.agent_certs.iter().cloned());
+        if let Some(v) = self.tls_reload_interval {
+            cfg.tls_reload_interval = v;
+        }
         if self.http_tls_cert.is_some() || self.http_tls_key.is_some() {
             let t = cfg.http_tls.get_or_insert_with(Default::default);
             if let Some(v) = &self.http_tls_cert {

@@ -280,6 +280,14 @@ pub struct CollectorConfig {
     /// Agent client certificate names mapped to commons (needs
     /// `grpc_tls.client_ca_file`).
     pub agent_certs: Vec<crate::tls::AgentCert>,
+    /// How often the files of `grpc_tls` and `http_tls` (certificate, key,
+    /// client CA) are read to see whether they changed (default 5s; 0 =
+    /// never). A change is loaded without a restart: new connections get the
+    /// new certificate; files that do not load keep the previous one in
+    /// service (logged, and counted in
+    /// `csoc_collector_tls_reloads_total{result="failure"}`).
+    #[serde(deserialize_with = "de_duration")]
+    pub tls_reload_interval: Duration,
     /// API tokens for reading the HTTP API. With none, the API is open to
     /// whoever reaches its address (loopback by default).
     pub api_tokens: Vec<ApiToken>,
@@ -368,6 +376,7 @@ impl Default for CollectorConfig {
             grpc_tls: None,
             agent_tokens: Vec::new(),
             agent_certs: Vec::new(),
+            tls_reload_interval: Duration::from_secs(5),
             api_tokens: Vec::new(),
             local_agent: false,
             local_agent_interval: Duration::from_secs(15),
@@ -501,6 +510,12 @@ impl CollectorConfig {
         }
         if self.http_listen == self.grpc_listen {
             return Err(inv("grpc_listen", format!("{} is also the HTTP address", self.grpc_listen)));
+        }
+        if !self.tls_reload_interval.is_zero() && self.tls_reload_interval < Duration::from_secs(1) {
+            return Err(inv(
+                "tls_reload_interval",
+                "must be 0 (never re-read the TLS files) or at least 1s".into(),
+            ));
         }
         if self.retention < Duration::from_secs(60) {
             return Err(inv("retention", "must be at least 1m".into()));
@@ -696,6 +711,21 @@ mod tests {
             text.contains("\nagent_forget_after: 7d\n"),
             "the example documents agent_forget_after"
         );
+    }
+
+    #[test]
+    fn tls_reload_interval_defaults_to_5s_takes_0_and_refuses_less_than_1s() {
+        assert_eq!(CollectorConfig::default().tls_reload_interval, Duration::from_secs(5));
+        let c = parse("tls_reload_interval: 0\n").expect("parse");
+        c.validate().expect("0 = never");
+        let c = parse("tls_reload_interval: 30s\n").expect("parse");
+        c.validate().expect("valid");
+        assert_eq!(c.tls_reload_interval, Duration::from_secs(30));
+        let e = parse("tls_reload_interval: 200ms\n")
+            .expect("parse")
+            .validate()
+            .expect_err("too short");
+        assert!(e.to_string().contains("tls_reload_interval"), "{e}");
     }
 
     #[test]

@@ -76,6 +76,7 @@ struct Telemetry {
     notify: notify::NotifyMetrics,
     limits: ingest::limits::LimitMetrics,
     remote_write_out: remote::RemoteMetrics,
+    tls: tls::TlsMetrics,
 }
 
 impl Telemetry {
@@ -88,17 +89,19 @@ impl Telemetry {
             notify: notify::NotifyMetrics::new(sub),
             limits: ingest::limits::LimitMetrics::new(sub, &cfg.limits),
             remote_write_out: remote::RemoteMetrics::new(sub),
+            tls: tls::TlsMetrics::new(sub),
         }
     }
 }
 
-/// Step 1: the storage, with the remote-write queues' WAL holds in place
-/// before the WAL is replayed.
-fn open_storage(
+/// Step 1: the storage's metrics, and the remote-write queues' WAL holds
+/// in place before the WAL is replayed; nothing of the database is read
+/// yet ([`open_storage`] does that, once HTTP answers).
+fn prepare_storage(
     cfg: &CollectorConfig,
     registry: &mut Registry,
     remote_metrics: remote::RemoteMetrics,
-) -> anyhow::Result<(tsdb::Tsdb, remote::Remotes)> {
+) -> anyhow::Result<(tsdb::Opening, remote::Remotes)> {
     let remotes = remote::Remotes::prepare(&cfg.remote_write, &cfg.data_dir, &cfg.external_labels, remote_metrics)?;
     let tsdb_opts = tsdb::TsdbOptions {
         retention: tsdb::Retention {
@@ -109,22 +112,53 @@ fn open_storage(
         wal_holds: remotes.holds(),
     };
     let sub = registry.sub_registry_with_prefix("csoc_collector");
-    let db = tsdb::Tsdb::open(&cfg.data_dir, &tsdb_opts, sub).with_context(|| format!("opening storage in {}", cfg.data_dir.display()))?;
+    Ok((tsdb::Tsdb::prepare(&cfg.data_dir, &tsdb_opts, sub), remotes))
+}
+
+/// Step 5: opens the storage (loading the series, replaying the WAL) on a
+/// blocking thread while the HTTP listener reports the progress. `None`:
+/// `shutdown` came during the replay, which stopped (nothing lost: replay
+/// only reads).
+async fn open_storage(
+    cfg: &CollectorConfig,
+    opening: tsdb::Opening,
+    remotes: &remote::Remotes,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<tsdb::Tsdb>> {
+    let progress = opening.progress();
+    let mut task = tokio::task::spawn_blocking(move || opening.open());
+    let res = tokio::select! {
+        r = &mut task => r,
+        _ = shutdown.cancelled() => {
+            progress.cancel();
+            task.await
+        }
+    };
+    let db = match res {
+        Ok(Ok(db)) => db,
+        Ok(Err(tsdb::TsdbError::Interrupted)) => return Ok(None),
+        Ok(Err(e)) => return Err(anyhow::Error::new(e).context(format!("opening storage in {}", cfg.data_dir.display()))),
+        Err(e) => anyhow::bail!("opening storage in {}: the task failed: {e}", cfg.data_dir.display()),
+    };
     remotes.position(&db.wal_reader());
-    Ok((db, remotes))
+    Ok(Some(db))
 }
 
 /// Who may write and read: tokens, certificates and the listeners' TLS.
 struct Security {
     api_auth: auth::ApiAuth,
     agent_auth: auth::AgentAuth,
-    grpc_tls: Option<tls::GrpcTls>,
-    http_tls: Option<Arc<rustls::ServerConfig>>,
+    /// The gRPC TLS as built at start (the local agent pins its leaf), and
+    /// the configuration handshakes use (swapped on reload).
+    grpc_tls: Option<(tls::GrpcTls, Arc<tls::ServerTls>)>,
+    http_tls: Option<Arc<tls::ServerTls>>,
+    /// The watchers of the TLS files.
+    tls_reloaders: Vec<tls::Reloader>,
     peer_policy: tls::PeerPolicy,
 }
 
 /// Step 2: reads every credential and certificate, and says what it found.
-fn load_security(cfg: &CollectorConfig) -> anyhow::Result<Security> {
+fn load_security(cfg: &CollectorConfig, tls_metrics: &tls::TlsMetrics) -> anyhow::Result<Security> {
     let api_auth = cfg.api_auth()?;
     if api_auth.is_empty() {
         tracing::info!(listen = %cfg.http_listen, "no API tokens configured: the HTTP API is open to whoever reaches its address");
@@ -132,8 +166,23 @@ fn load_security(cfg: &CollectorConfig) -> anyhow::Result<Security> {
         tracing::info!(tokens = api_auth.len(), "API tokens loaded: every API request needs one");
     }
     let agent_auth = cfg.agent_auth()?;
-    let grpc_tls = cfg.grpc_tls.as_ref().map(tls::grpc_server).transpose()?;
-    let http_tls = cfg.http_tls.as_ref().map(tls::http_server).transpose()?;
+    let mut tls_reloaders = Vec::new();
+    let grpc_tls = match &cfg.grpc_tls {
+        Some(t) => {
+            let (built, server, reloader) = tls::Reloader::grpc(t, tls_metrics)?;
+            tls_reloaders.push(reloader);
+            Some((built, server))
+        }
+        None => None,
+    };
+    let http_tls = match &cfg.http_tls {
+        Some(t) => {
+            let (server, reloader) = tls::Reloader::http(t, tls_metrics)?;
+            tls_reloaders.push(reloader);
+            Some(server)
+        }
+        None => None,
+    };
     let peer_policy = tls::PeerPolicy {
         certs: tls::CertMap::new(&cfg.agent_certs)?,
         require_cert: cfg.grpc_tls.as_ref().is_some_and(|t| t.client_auth == tls::ClientAuth::Require),
@@ -154,6 +203,7 @@ fn load_security(cfg: &CollectorConfig) -> anyhow::Result<Security> {
         agent_auth,
         grpc_tls,
         http_tls,
+        tls_reloaders,
         peer_policy,
     })
 }
@@ -205,9 +255,14 @@ fn prepare_local_agent(
     };
     let mut agent = csoc_agent::Agent::new(acfg, registry).context("starting the local agent")?;
     agent.set_token(token);
-    if let Some(t) = &sec.grpc_tls {
+    if let Some((t, _)) = &sec.grpc_tls {
         // In-process: trust exactly the certificate this collector serves.
         agent.set_tls(csoc_agent::tls::ClientTls::pinned(t.leaf.clone()));
+        if !cfg.tls_reload_interval.is_zero() {
+            tracing::info!(
+                "--local-agent pins the gRPC certificate the collector starts with: after grpc_tls files are reloaded, the local agent cannot reconnect until the collector restarts"
+            );
+        }
     }
     Ok(Some(agent))
 }
@@ -232,28 +287,52 @@ fn spawn_local_agent(agent: Option<LocalAgent>, _: CancellationToken) -> Option<
 }
 
 /// Runs the collector until `shutdown` is cancelled. `on_bound` is called
-/// once the listeners are bound.
+/// once start-up is complete (the listeners are bound earlier).
 ///
-/// Start-up runs in dependency order — metrics, storage (WAL replay),
-/// credentials, listeners, the local agent, ingest, rules and notifications,
-/// the HTTP API, remote write and self-monitoring — and shutdown in reverse.
+/// Start-up runs in dependency order — metrics, credentials and TLS (with
+/// its file watchers), listeners, the local agent, the HTTP listener (health,
+/// readiness and metrics only), the storage (WAL replay, with its progress
+/// on `/-/ready` and `/metrics`), ingest, rules and notifications, the full
+/// HTTP API, remote write and self-monitoring — and shutdown in reverse.
 pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: impl FnOnce(Bound) + Send) -> anyhow::Result<()> {
     let started = Instant::now();
     cfg.validate()?;
     let mut registry = Registry::default();
     let tm = Telemetry::register(&mut registry, &cfg);
     let limiter = Arc::new(ingest::limits::Limiter::new(cfg.limits.clone(), tm.limits.clone()));
-    let (db, remotes) = open_storage(&cfg, &mut registry, tm.remote_write_out.clone())?;
+    let (opening, remotes) = prepare_storage(&cfg, &mut registry, tm.remote_write_out.clone())?;
 
-    let agents = open_agent_registry(&cfg, &db, &tm.collector, &limiter);
-
-    let mut sec = load_security(&cfg)?;
+    let mut sec = load_security(&cfg, &tm.tls)?;
     let (grpc_listener, http_listener, bound) = bind(&cfg).await?;
     let local_agent = prepare_local_agent(&cfg, &mut sec, bound, &mut registry)?;
     let registry = Arc::new(registry);
+    let api_auth = Arc::new(sec.api_auth);
+
+    // The servers and the TLS watchers stop on every way out of here.
+    let servers_stop = CancellationToken::new();
+    let _servers_stop_guard = servers_stop.clone().drop_guard();
+    spawn_tls_reload(sec.tls_reloaders, cfg.tls_reload_interval, &servers_stop);
+
+    // HTTP first, so that probes get an answer while the WAL replays.
+    let phased = api::startup::Phased::new(api::startup::router(api::startup::StartupState {
+        registry: registry.clone(),
+        api_auth: api_auth.clone(),
+        metrics: tm.collector.http.clone(),
+        progress: opening.progress(),
+    }));
+    let http_task = start_http(&cfg, &phased, http_listener, sec.http_tls, &servers_stop)?;
+    tracing::info!(http = %bound.http, "HTTP listening: /-/healthy answers; /-/ready says 503 until the storage is open");
+
+    let Some(db) = open_storage(&cfg, opening, &remotes, &shutdown).await? else {
+        servers_stop.cancel();
+        let _ = http_task.await;
+        tracing::info!(elapsed = ?started.elapsed(), "csoc-collector stopped during WAL replay");
+        return Ok(());
+    };
+
+    let agents = open_agent_registry(&cfg, &db, &tm.collector, &limiter);
 
     // Ingest: gRPC from agents and the remote-write receiver.
-    let servers_stop = CancellationToken::new();
     let agent_auth = Arc::new(sec.agent_auth);
     let metadata = Arc::new(metadata::MetadataStore::new(cfg.limits.max_metadata_per_commons, tm.limits.clone()));
     let remote_write = ingest::remote_write::router(ingest::remote_write::RemoteWriteState {
@@ -317,7 +396,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     )
     .context("loading rule files")?;
 
-    // The HTTP API.
+    // The HTTP API, in place of the start-up answers.
     let self_registry = registry.clone();
     let state = api::AppState {
         storage: Arc::new(db.clone()),
@@ -330,31 +409,12 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         admin_enabled: cfg.enable_admin_api,
         metadata,
         rules: rule_manager.clone(),
-        api_auth: Arc::new(sec.api_auth),
+        api_auth,
         limits: Arc::new(cfg.limits.clone()),
         limit_metrics: tm.limits,
         agents: agents.clone(),
     };
-    let http_stop = servers_stop.clone();
-    let app = api::router(state, remote_write);
-    if sec.http_tls.is_some() {
-        tracing::info!("HTTP API uses TLS");
-    }
-    let conn_limits = tls::accept::ConnLimits::from(&cfg.limits);
-    let http_incoming = tls::accept::incoming(
-        http_listener,
-        sec.http_tls,
-        tls::accept::Role::Http,
-        None,
-        conn_limits,
-        servers_stop.clone(),
-    )?;
-    let http_task = tokio::spawn(async move {
-        let res = tls::accept::serve_http(app, http_incoming, conn_limits, http_stop).await;
-        if let Err(e) = res {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    phased.install(api::router(state, remote_write));
 
     let agent_stop = CancellationToken::new();
     let agent_task = spawn_local_agent(local_agent, agent_stop.clone());
@@ -466,7 +526,7 @@ fn start_grpc(
     limiter: Arc<ingest::limits::Limiter>,
     metadata: &Arc<metadata::MetadataStore>,
     metrics: &metrics::CollectorMetrics,
-    grpc_tls: Option<&tls::GrpcTls>,
+    grpc_tls: Option<&(tls::GrpcTls, Arc<tls::ServerTls>)>,
     listener: tokio::net::TcpListener,
     servers_stop: &CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -482,12 +542,12 @@ fn start_grpc(
     .with_agents(agents.clone())
     .with_peer_policy(peer_policy)
     .with_limiter(limiter);
-    if let Some(t) = grpc_tls {
+    if let Some((t, _)) = grpc_tls {
         tracing::info!(client_certs = t.client_certs_mode(), "gRPC ingest uses TLS");
     }
     let incoming = tls::accept::incoming(
         listener,
-        grpc_tls.map(|t| t.server.clone()),
+        grpc_tls.map(|(_, server)| server.clone()),
         tls::accept::Role::Grpc,
         Some(metrics.ingest.clone()),
         tls::accept::ConnLimits::from(&cfg.limits),
@@ -502,6 +562,45 @@ fn start_grpc(
             tracing::error!(error = %e, "gRPC server failed");
         }
     }))
+}
+
+/// Step 4b: the HTTP server, answering from `phased`'s current router
+/// (start-up answers, then the API).
+fn start_http(
+    cfg: &CollectorConfig,
+    phased: &api::startup::Phased,
+    listener: tokio::net::TcpListener,
+    http_tls: Option<Arc<tls::ServerTls>>,
+    servers_stop: &CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    if http_tls.is_some() {
+        tracing::info!("HTTP API uses TLS");
+    }
+    let conn_limits = tls::accept::ConnLimits::from(&cfg.limits);
+    let incoming = tls::accept::incoming(listener, http_tls, tls::accept::Role::Http, None, conn_limits, servers_stop.clone())?;
+    let app = phased.router();
+    let stop = servers_stop.clone();
+    Ok(tokio::spawn(async move {
+        if let Err(e) = tls::accept::serve_http(app, incoming, conn_limits, stop).await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    }))
+}
+
+/// Step 4a: re-reads the TLS files every `interval` until `stop` (see
+/// `tls::reload`); 0 turns it off.
+fn spawn_tls_reload(reloaders: Vec<tls::Reloader>, interval: std::time::Duration, stop: &CancellationToken) {
+    if reloaders.is_empty() {
+        return;
+    }
+    if interval.is_zero() {
+        tracing::info!("TLS files are not re-read (tls_reload_interval 0): a new certificate needs a restart");
+        return;
+    }
+    tracing::info!(every = ?interval, "TLS certificate, key and client CA files are re-read when they change");
+    for r in reloaders {
+        tokio::spawn(r.run(interval, stop.clone()));
+    }
 }
 
 /// At shutdown: a few seconds to send what is left; the rest waits in the WAL.

@@ -18,6 +18,8 @@ mod promql_conformance;
 mod promqltest;
 mod reliability;
 mod remote_write;
+mod replay;
 mod scrape_interop;
 mod storage;
 mod tls;
+mod tls_reload;

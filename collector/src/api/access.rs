@@ -171,8 +171,28 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn refuse(st: &AppState, code: StatusCode, reason: &str, msg: String) -> Response {
-    st.metrics.refused(reason);
+/// What [`authorize`] (and the request metrics) need from a router's
+/// state: the API's router and the one that answers while the collector
+/// starts ([`super::startup`]) share the middleware.
+pub trait Gate: Clone + Send + Sync + 'static {
+    /// The API tokens (empty: the API is open).
+    fn api_auth(&self) -> &crate::auth::ApiAuth;
+    /// Where requests and refusals are counted.
+    fn http_metrics(&self) -> &crate::metrics::HttpMetrics;
+}
+
+impl Gate for AppState {
+    fn api_auth(&self) -> &crate::auth::ApiAuth {
+        &self.api_auth
+    }
+
+    fn http_metrics(&self) -> &crate::metrics::HttpMetrics {
+        &self.metrics
+    }
+}
+
+fn refuse<S: Gate>(st: &S, code: StatusCode, reason: &str, msg: String) -> Response {
+    st.http_metrics().refused(reason);
     let mut resp = (code, axum::Json(json!({"status": "error", "errorType": reason, "error": msg}))).into_response();
     if code == StatusCode::UNAUTHORIZED
         && let Ok(v) = header::HeaderValue::from_str("Bearer realm=\"csoc-collector\"")
@@ -184,10 +204,10 @@ fn refuse(st: &AppState, code: StatusCode, reason: &str, msg: String) -> Respons
 
 /// The middleware: authenticates, checks the endpoint's requirement, and
 /// hands the handlers an [`Access`].
-pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn authorize<S: Gate>(State(st): State<S>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let open_path = matches!(path.as_str(), "/-/healthy" | "/-/ready" | "/api/v1/write");
-    if st.api_auth.is_empty() || open_path {
+    if st.api_auth().is_empty() || open_path {
         req.extensions_mut().insert(Access::default());
         return next.run(req).await;
     }
@@ -199,7 +219,7 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
             "this collector requires an API token: send Authorization: Bearer <token>".into(),
         );
     };
-    let Some(p) = st.api_auth.authenticate(&token).cloned() else {
+    let Some(p) = st.api_auth().authenticate(&token).cloned() else {
         tracing::warn!(path = %path, "refused an API request: token not recognised");
         return refuse(&st, StatusCode::UNAUTHORIZED, "unauthorized", "API token not recognised".into());
     };

@@ -12,6 +12,7 @@
 //! | `rules.rs` | `rules`, `alerts`, `/-/reload` |
 //! | `agents.rs` | `agents`, `admin/agents/{commons}/{agent}` |
 //! | `params.rs` | parameter parsing (times, durations, limits) |
+//! | `startup.rs` | what answers while the storage opens (health, readiness with the WAL replay's progress, `/metrics`; 503 elsewhere), and the switch to this router |
 
 pub mod access;
 mod agents;
@@ -21,6 +22,7 @@ mod params;
 mod query;
 pub mod rules;
 mod series;
+pub mod startup;
 mod status;
 
 use std::sync::Arc;
@@ -243,7 +245,7 @@ async fn ready(State(st): State<AppState>) -> Response {
     }
 }
 
-async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
+async fn track<S: access::Gate>(State(st): State<S>, req: Request, next: Next) -> Response {
     let handler = req
         .extensions()
         .get::<MatchedPath>()
@@ -251,7 +253,7 @@ async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response
         .unwrap_or_else(|| "other".into());
     let started = Instant::now();
     let resp = next.run(req).await;
-    st.metrics
+    st.http_metrics()
         .observe(&handler, resp.status().as_u16(), started.elapsed().as_secs_f64());
     resp
 }
@@ -293,8 +295,8 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .with_state(state.clone())
         .merge(extra)
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), access::authorize))
-        .layer(axum::middleware::from_fn_with_state(state, track))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), access::authorize::<AppState>))
+        .layer(axum::middleware::from_fn_with_state(state, track::<AppState>))
 }
 
 #[cfg(test)]

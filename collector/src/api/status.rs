@@ -47,6 +47,7 @@ impl StatusInfo {
             ("log-format".into(), format!("{:?}", cfg.log_format).to_ascii_lowercase()),
             ("agent-tokens".into(), format!("{} configured", cfg.agent_tokens.len())),
             ("agent-forget-after".into(), fmt_duration(ms(cfg.agent_forget_after))),
+            ("tls-reload-interval".into(), fmt_duration(ms(cfg.tls_reload_interval))),
         ];
         flags.sort();
         let mut storage_retention = fmt_duration(ms(cfg.retention));

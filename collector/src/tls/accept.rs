@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rustls::ServerConfig;
+use super::ServerTls;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -266,21 +266,22 @@ pub enum Incoming {
     Tls(Conns<TlsStream<TcpStream>>),
 }
 
-/// Starts the accept loop on `listener` (TLS if `tls`) until `stop`.
+/// Starts the accept loop on `listener` (TLS if `tls`) until `stop`. Each
+/// handshake uses the configuration `tls` holds when it begins (reloaded
+/// certificates apply to new connections).
 pub fn incoming(
     listener: TcpListener,
-    tls: Option<Arc<ServerConfig>>,
+    tls: Option<Arc<ServerTls>>,
     role: Role,
     metrics: Option<IngestMetrics>,
     limits: ConnLimits,
     stop: CancellationToken,
 ) -> std::io::Result<Incoming> {
     Ok(match tls {
-        Some(config) => {
-            let acceptor = TlsAcceptor::from(config);
+        Some(tls) => {
             let timeout = limits.header_read_timeout;
             Incoming::Tls(spawn(listener, role, limits, stop, move |tcp, peer| {
-                let acceptor = acceptor.clone();
+                let acceptor = TlsAcceptor::from(tls.current());
                 let metrics = metrics.clone();
                 async move {
                     let hs = super::REFUSED_CERT.scope(RefCell::new(None), async move {

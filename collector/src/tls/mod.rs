@@ -22,12 +22,19 @@
 //! **HTTP.** With `http_tls.cert_file`/`key_file` the HTTP API, `/metrics`,
 //! `/federate` and the remote-write receiver are served over HTTPS only.
 //!
+//! **Rotation.** The certificate, key and client CA files of both
+//! listeners are re-read when they change (see [`reload`]): cert-manager's
+//! renewals and Kubernetes Secret volume updates take effect without a
+//! restart, and a broken new file keeps the previous certificate in
+//! service.
+//!
 //! Handshakes run in [`accept`]'s loop, concurrently and with a time limit;
 //! a failed handshake is logged with the peer address (and, for a refused
 //! client certificate, the certificate's names).
 
 pub mod accept;
 pub mod names;
+pub mod reload;
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -42,6 +49,7 @@ use serde::Deserialize;
 
 use crate::config::{CollectorConfig, ConfigError};
 pub use names::{AgentCert, CertLookup, CertMap, CertNames};
+pub use reload::{Reloader, ServerTls, TlsMetrics};
 
 /// Whether agents must present a client certificate (`grpc_tls.client_auth`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -203,7 +211,13 @@ pub fn grpc_server(cfg: &GrpcTlsConfig) -> Result<GrpcTls, ConfigError> {
 
 /// Builds the HTTP server configuration (ALPN `http/1.1`).
 pub fn http_server(cfg: &HttpTlsConfig) -> Result<Arc<ServerConfig>, ConfigError> {
+    http_server_and_leaf(cfg).map(|(s, _)| s)
+}
+
+/// [`http_server`], and the leaf certificate it presents.
+fn http_server_and_leaf(cfg: &HttpTlsConfig) -> Result<(Arc<ServerConfig>, CertificateDer<'static>), ConfigError> {
     let (certs, key) = read_identity("http_tls", cfg.cert_file.as_ref(), cfg.key_file.as_ref())?;
+    let leaf = certs[0].clone();
     let mut server = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| invalid("http_tls", e.to_string()))?
@@ -211,7 +225,7 @@ pub fn http_server(cfg: &HttpTlsConfig) -> Result<Arc<ServerConfig>, ConfigError
         .with_single_cert(certs, key)
         .map_err(|e| invalid("http_tls.cert_file", e.to_string()))?;
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(server))
+    Ok((Arc::new(server), leaf))
 }
 
 impl CollectorConfig {

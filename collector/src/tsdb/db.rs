@@ -2,9 +2,9 @@
 //! writer handle (flush, retention, close), the agents' applied-seq
 //! ledger, statistics, and the pool of read connections.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use prometheus_client::registry::Registry;
 use rusqlite::{Connection, params};
@@ -13,68 +13,34 @@ use tokio::sync::oneshot;
 use super::head::Head;
 use super::index::{Index, IndexStats};
 use super::metrics::TsdbMetrics;
+use super::replay::{ReplayProgress, replay_wal};
 use super::wal_tail::WalRows;
 use super::writer::{Msg, Writer};
 use super::{
     AgentKey, BoxFuture, FlushStats, LedgerEntry, Shared, StorageStats, Tsdb, TsdbAdmin, TsdbError, TsdbOptions, chunk_cache,
-    decode_labels, record, sqlite,
+    decode_labels, sqlite,
 };
 
 impl Tsdb {
     /// Opens (or creates) `<dir>/csoc.db`, loads the series, replays the
     /// WAL into the head (logging progress) and starts the writer thread.
+    /// Blocking; [`Tsdb::prepare`] does the same in two steps, with the
+    /// progress observable in between.
     pub fn open(dir: &Path, opts: &TsdbOptions, registry: &mut Registry) -> Result<Self, TsdbError> {
-        std::fs::create_dir_all(dir).map_err(|source| TsdbError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let path = dir.join("csoc.db");
-        let started = Instant::now();
-        let conn = sqlite::open_writer(&path)?;
-        let metrics = TsdbMetrics::new(registry);
-        let mut index = Index::default();
-        let mut head = Head::default();
-        {
-            let mut stmt = conn.prepare(sqlite::SELECT_ALL_SERIES)?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
-                let id: i64 = row.get(0)?;
-                let text: String = row.get(1)?;
-                let labels = Arc::new(decode_labels(&text).ok_or_else(|| TsdbError::Corrupt(format!("series {id}: labels {text:?}")))?);
-                index.insert(id, labels);
-                head.ensure(id);
-            }
+        Self::prepare(dir, opts, registry).open()
+    }
+
+    /// Registers the storage's metrics and returns an [`Opening`] whose
+    /// [`Opening::open`] does the (possibly long) rest: so that the metrics
+    /// exist, and the replay's progress can be served, while the WAL
+    /// replays.
+    pub fn prepare(dir: &Path, opts: &TsdbOptions, registry: &mut Registry) -> Opening {
+        Opening {
+            dir: dir.to_path_buf(),
+            opts: opts.clone(),
+            metrics: TsdbMetrics::new(registry),
+            progress: ReplayProgress::default(),
         }
-        let next_series_id: i64 = conn.query_row(sqlite::MAX_SERIES_ID, [], |r| r.get::<_, i64>(0))? + 1;
-        let mut wal_rows = WalRows::default();
-        let last_wal_id = replay_wal(&conn, &mut head, &metrics, &mut wal_rows)?;
-        metrics.series.set(index.len() as i64);
-        metrics.head_samples.set(head.samples_in_memory() as i64);
-        tracing::info!(path = %path.display(), series = index.len(), elapsed = ?started.elapsed(), "storage opened");
-        let shared = Arc::new(Shared {
-            path,
-            index: RwLock::new(index),
-            head: RwLock::new(head),
-            readers: Mutex::new(Vec::new()),
-            chunk_cache: chunk_cache::ChunkCache::new(opts.chunk_cache_bytes),
-            metrics,
-            wal_rows: Mutex::new(wal_rows),
-            wal_last: tokio::sync::watch::channel(last_wal_id).0,
-        });
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(256);
-        let writer = Writer::new(conn, shared.clone(), opts.clone(), next_series_id, last_wal_id);
-        let handle = std::thread::Builder::new()
-            .name("tsdb-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|source| TsdbError::Dir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        Ok(Tsdb {
-            shared,
-            writer: tx,
-            writer_thread: Arc::new(Mutex::new(Some(handle))),
-        })
     }
 
     /// Every agent identity's ledger: last seq applied and samples applied.
@@ -196,6 +162,90 @@ impl Tsdb {
     }
 }
 
+/// A storage being opened: its metrics registered, nothing read yet
+/// ([`Tsdb::prepare`]).
+pub struct Opening {
+    dir: PathBuf,
+    opts: TsdbOptions,
+    metrics: TsdbMetrics,
+    progress: ReplayProgress,
+}
+
+impl Opening {
+    /// The progress of [`Opening::open`], to watch from another thread.
+    pub fn progress(&self) -> ReplayProgress {
+        self.progress.clone()
+    }
+
+    /// Opens (or creates) `<dir>/csoc.db`, loads the series, replays the WAL
+    /// into the head (updating the progress and logging it) and starts the
+    /// writer thread. Blocking. Fails with [`TsdbError::Interrupted`] when
+    /// the progress was cancelled during replay.
+    pub fn open(self) -> Result<Tsdb, TsdbError> {
+        let Opening {
+            dir,
+            opts,
+            metrics,
+            progress,
+        } = self;
+        let dir = dir.as_path();
+        let opts = &opts;
+        progress.start();
+        std::fs::create_dir_all(dir).map_err(|source| TsdbError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join("csoc.db");
+        let started = Instant::now();
+        let conn = sqlite::open_writer(&path)?;
+        let mut index = Index::default();
+        let mut head = Head::default();
+        {
+            let mut stmt = conn.prepare(sqlite::SELECT_ALL_SERIES)?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let id: i64 = row.get(0)?;
+                let text: String = row.get(1)?;
+                let labels = Arc::new(decode_labels(&text).ok_or_else(|| TsdbError::Corrupt(format!("series {id}: labels {text:?}")))?);
+                index.insert(id, labels);
+                head.ensure(id);
+            }
+        }
+        let next_series_id: i64 = conn.query_row(sqlite::MAX_SERIES_ID, [], |r| r.get::<_, i64>(0))? + 1;
+        let mut wal_rows = WalRows::default();
+        let last_wal_id = replay_wal(&conn, &mut head, &metrics, &mut wal_rows, &progress)?;
+        metrics.series.set(index.len() as i64);
+        metrics.head_samples.set(head.samples_in_memory() as i64);
+        progress.done();
+        metrics.wal_replay_seconds.set(progress.snapshot().elapsed.as_secs_f64());
+        tracing::info!(path = %path.display(), series = index.len(), elapsed = ?started.elapsed(), "storage opened");
+        let shared = Arc::new(Shared {
+            path,
+            index: RwLock::new(index),
+            head: RwLock::new(head),
+            readers: Mutex::new(Vec::new()),
+            chunk_cache: chunk_cache::ChunkCache::new(opts.chunk_cache_bytes),
+            metrics,
+            wal_rows: Mutex::new(wal_rows),
+            wal_last: tokio::sync::watch::channel(last_wal_id).0,
+        });
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(256);
+        let writer = Writer::new(conn, shared.clone(), opts.clone(), next_series_id, last_wal_id);
+        let handle = std::thread::Builder::new()
+            .name("tsdb-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|source| TsdbError::Dir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        Ok(Tsdb {
+            shared,
+            writer: tx,
+            writer_thread: Arc::new(Mutex::new(Some(handle))),
+        })
+    }
+}
+
 impl Shared {
     pub(super) fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         self.index.read().unwrap_or_else(|p| p.into_inner())
@@ -216,74 +266,6 @@ impl Shared {
             pool.push(c);
         }
     }
-}
-
-/// Replays the WAL into the head; returns the last WAL row id. A record
-/// that does not decode ends the replay: it and every later row are
-/// deleted with a warning (a torn tail), never a refusal to start.
-fn replay_wal(conn: &Connection, head: &mut Head, metrics: &TsdbMetrics, wal_rows: &mut WalRows) -> Result<u64, TsdbError> {
-    let (rows, max_id): (i64, i64) = conn.query_row(sqlite::COUNT_WAL, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    // Ids never repeat: a checkpoint that emptied the WAL left the last one in meta.
-    let kept: i64 = conn.query_row(sqlite::SELECT_WAL_LAST_ID, [], |r| r.get(0)).unwrap_or(0);
-    // Rows below this are kept only for remote write: their samples are in
-    // persisted chunks, so the head does not replay them.
-    let replay_from: i64 = conn.query_row(sqlite::SELECT_WAL_REPLAY_FROM, [], |r| r.get(0)).unwrap_or(0);
-    let mut skipped = 0u64;
-    if rows == 0 {
-        return Ok(max_id.max(kept).max(0) as u64);
-    }
-    tracing::info!(records = rows, "replaying the WAL");
-    let started = Instant::now();
-    let mut last_log = Instant::now();
-    let (mut done, mut samples, mut unknown) = (0i64, 0u64, 0u64);
-    let mut from = 0i64;
-    let mut stmt = conn.prepare(sqlite::SELECT_WAL_FROM)?;
-    'outer: loop {
-        let batch: Vec<(i64, Vec<u8>)> = stmt
-            .query_map(params![from], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        if batch.is_empty() {
-            break;
-        }
-        for (id, data) in batch {
-            from = id + 1;
-            if id < replay_from
-                && let Ok(n) = record::count(&data)
-            {
-                wal_rows.insert(id as u64, n, data.len());
-                skipped += 1;
-                continue;
-            }
-            let res = record::decode(&data, |sid, t, v| {
-                if head.append(sid, t, v, id as u64) {
-                    samples += 1;
-                } else {
-                    unknown += 1;
-                }
-            });
-            let count = match res {
-                Ok(n) => n,
-                Err(e) => {
-                    let dropped: i64 = conn.execute(sqlite::TRUNCATE_WAL_FROM, params![id])? as i64;
-                    tracing::warn!(record = id, error = %e, dropped_records = dropped, "torn WAL tail: truncated it (samples in it were never acknowledged)");
-                    break 'outer;
-                }
-            };
-            wal_rows.insert(id as u64, count, data.len());
-            done += 1;
-            if last_log.elapsed() >= Duration::from_secs(2) {
-                last_log = Instant::now();
-                tracing::info!(records = done, of = rows, samples, "replaying the WAL");
-            }
-        }
-    }
-    if unknown > 0 {
-        tracing::warn!(samples = unknown, "WAL samples of unknown series skipped");
-    }
-    metrics.wal_replayed_samples.inc_by(samples);
-    tracing::info!(records = done, samples, kept_for_remote_write = skipped, elapsed = ?started.elapsed(), "WAL replayed");
-    let max: i64 = conn.query_row(sqlite::COUNT_WAL, [], |r| r.get(1))?;
-    Ok(max.max(kept).max(0) as u64)
 }
 
 impl TsdbAdmin for Tsdb {

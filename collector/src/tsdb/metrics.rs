@@ -4,6 +4,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// Storage metrics (`csoc_collector_tsdb_*`).
 #[derive(Clone)]
@@ -20,6 +21,8 @@ pub(super) struct TsdbMetrics {
     pub(super) wal_truncated: Counter,
     pub(super) retention_deleted: Counter,
     pub(super) wal_replayed_samples: Counter,
+    pub(super) wal_replay_progress: Gauge<f64, AtomicU64>,
+    pub(super) wal_replay_seconds: Gauge<f64, AtomicU64>,
     pub(super) compactions: Counter,
     pub(super) chunk_cache_bytes: Gauge,
     pub(super) storage_bytes: Gauge,
@@ -43,6 +46,8 @@ impl TsdbMetrics {
             wal_truncated: Counter::default(),
             retention_deleted: Counter::default(),
             wal_replayed_samples: Counter::default(),
+            wal_replay_progress: Gauge::default(),
+            wal_replay_seconds: Gauge::default(),
             compactions: Counter::default(),
             chunk_cache_bytes: Gauge::default(),
             storage_bytes: Gauge::default(),
@@ -113,8 +118,20 @@ impl TsdbMetrics {
         );
         r.register(
             "wal_replayed_samples",
-            "Samples replayed from the WAL at start",
+            "Samples replayed from the WAL at start (counted as the replay goes)",
             m.wal_replayed_samples.clone(),
+        );
+        r.register_with_unit(
+            "wal_replay_progress",
+            "Fraction of the WAL records replayed at start: 0 until replay begins, 1 once the storage is open",
+            prometheus_client::registry::Unit::Other("ratio".into()),
+            m.wal_replay_progress.clone(),
+        );
+        r.register_with_unit(
+            "wal_replay_duration",
+            "Time the storage has taken to open (loading series, WAL replay) so far; fixed once open",
+            prometheus_client::registry::Unit::Seconds,
+            m.wal_replay_seconds.clone(),
         );
         m
     }

@@ -26,8 +26,10 @@
 //! - `mod.rs`: the types ([`Tsdb`], options, errors, series, stats) and
 //!   this overview;
 //! - `storage.rs`: the contract ([`Queryable`], [`Querier`], [`TsdbAdmin`]);
-//! - `db.rs`: open and WAL replay, flush, retention, close, the applied-seq
-//!   ledger, statistics, the read-connection pool;
+//! - `db.rs`: open ([`Tsdb::open`], or [`Tsdb::prepare`] then
+//!   [`Opening::open`]), flush, retention, close, the applied-seq ledger,
+//!   statistics, the read-connection pool;
+//! - `replay.rs`: WAL replay and its [`ReplayProgress`];
 //! - `appender.rs`: [`Appender`] and [`Committed`]; `writer.rs`: the writer
 //!   thread behind it;
 //! - `querier.rs`: the read path, head and persisted chunks merged;
@@ -57,6 +59,7 @@ mod matcher;
 mod metrics;
 mod querier;
 mod record;
+mod replay;
 mod retention;
 mod sqlite;
 mod storage;
@@ -76,8 +79,10 @@ use writer::Msg;
 
 pub use appender::{Appender, Committed, SeriesLookup};
 pub use csoc_common::labels::Labels;
+pub use db::Opening;
 pub use index::IndexStats;
 pub use matcher::{MatchOp, Matcher};
+pub use replay::{ReplayPhase, ReplayProgress, ReplaySnapshot};
 pub use retention::Retention;
 pub use storage::{Appendable, BoxFuture, Querier, Queryable, TsdbAdmin};
 pub use wal_tail::{WalHold, WalReader, WalRecord};
@@ -113,6 +118,9 @@ pub enum TsdbError {
     /// A regex matcher does not compile.
     #[error("invalid regular expression {0:?}: {1}")]
     BadRegex(String, String),
+    /// Opening was cancelled during WAL replay (shutting down).
+    #[error("WAL replay interrupted by shutdown")]
+    Interrupted,
 }
 
 /// A series with its samples in a time range.
