@@ -9,6 +9,7 @@ mod grafana;
 mod hostile_api;
 mod hostile_ingest;
 mod hostile_query;
+mod image;
 mod interop;
 mod promql_conformance;
 mod promqltest;
