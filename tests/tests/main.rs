@@ -17,4 +17,5 @@ mod reliability;
 mod remote_write;
 mod scrape_interop;
 mod storage;
+mod systemd;
 mod tls;
