@@ -80,7 +80,9 @@ impl Podman {
     /// test must skip.
     fn new() -> anyhow::Result<Option<Podman>> {
         let Some(program) = in_path("podman") else {
-            return Ok(skip("podman not found in PATH (Debian/Ubuntu: apt-get install podman buildah runc)"));
+            return Ok(skip(
+                "podman not found in PATH (Debian/Ubuntu: apt-get install podman buildah runc)",
+            ));
         };
         if in_path("runc").is_none() && !Path::new("/usr/sbin/runc").is_file() {
             return Ok(skip("runc not found (Debian/Ubuntu: apt-get install runc)"));
@@ -221,7 +223,10 @@ impl Podman {
 
     /// One field of a container, by Go template.
     fn container_field(&self, name: &str, format: &str) -> anyhow::Result<String> {
-        Ok(self.run(&["container", "inspect", "--format", format, name], PODMAN_TIMEOUT)?.trim().to_string())
+        Ok(self
+            .run(&["container", "inspect", "--format", format, name], PODMAN_TIMEOUT)?
+            .trim()
+            .to_string())
     }
 
     /// A container's log (stdout and stderr).
@@ -352,13 +357,21 @@ fn scenario(p: &Podman) -> anyhow::Result<()> {
         &["9302"],
         version,
     )?;
-    eprintln!(
-        "image sizes (test-profile binaries): {collector_img} {collector_size} bytes, {agent_img} {agent_size} bytes"
-    );
+    eprintln!("image sizes (test-profile binaries): {collector_img} {collector_size} bytes, {agent_img} {agent_size} bytes");
 
     // No shell to fall back on.
     let (st, _, err) = p.exec(
-        &["run", "--rm", "--network", "none", "--entrypoint", "/bin/sh", &agent_img, "-c", "true"],
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            "/bin/sh",
+            &agent_img,
+            "-c",
+            "true",
+        ],
         PODMAN_TIMEOUT,
     )?;
     assert!(!st.success() && err.contains("/bin/sh"), "a shell ran in the image: {st} {err}");
@@ -445,7 +458,11 @@ fn scenario(p: &Podman) -> anyhow::Result<()> {
             .filter(|r| !r.is_empty())
     })?;
     let value: f64 = result[0]["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
-    assert_eq!(value, mem_total_bytes(), "the agent in the container reads the host's /proc/meminfo");
+    assert_eq!(
+        value,
+        mem_total_bytes(),
+        "the agent in the container reads the host's /proc/meminfo"
+    );
     let (code, _) = get_text(&format!("http://127.0.0.1:{agent_port}/-/healthy"))?;
     assert_eq!(code, 200, "agent /-/healthy");
     let log = p.logs(&agent);

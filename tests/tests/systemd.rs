@@ -20,8 +20,7 @@ use csoc_tests::*;
 const MAX_EXPOSURE: f64 = 2.0;
 
 fn systemd_analyze() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("systemd-analyze")).find(|f| f.is_file()));
+    let found = std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("systemd-analyze")).find(|f| f.is_file()));
     if found.is_none() {
         let msg = "systemd-analyze not found in PATH (Debian/Ubuntu: apt-get install systemd)";
         if std::env::var("CSOC_REQUIRE_INTEROP").as_deref() == Ok("1") {
@@ -103,10 +102,7 @@ fn units_verify_clean_and_rate_ok_in_systemd_analyze_security() -> anyhow::Resul
     for unit in &units {
         let name = unit.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         let (ok, report) = analyze(&sa, d, &["verify", "--man=no", name])?;
-        assert!(
-            ok && report.trim().is_empty(),
-            "systemd-analyze verify {name} reported:\n{report}"
-        );
+        assert!(ok && report.trim().is_empty(), "systemd-analyze verify {name} reported:\n{report}");
 
         let (ok, report) = analyze(&sa, d, &["security", "--offline=yes", name])?;
         if !ok && report.contains("--offline") {
@@ -117,10 +113,7 @@ fn units_verify_clean_and_rate_ok_in_systemd_analyze_security() -> anyhow::Resul
         assert!(ok, "systemd-analyze security {name}:\n{report}");
         let score = exposure(&report).with_context(|| format!("no exposure level in:\n{report}"))?;
         eprintln!("systemd-analyze security --offline=yes {name}: exposure {score}");
-        assert!(
-            score <= MAX_EXPOSURE,
-            "{name}: exposure {score} > {MAX_EXPOSURE}:\n{report}"
-        );
+        assert!(score <= MAX_EXPOSURE, "{name}: exposure {score} > {MAX_EXPOSURE}:\n{report}");
     }
 
     // A unit whose binary is missing is reported: verify reads these copies.
