@@ -2,9 +2,9 @@
 # Lays out what the final image stages copy, under OUT, from this repository
 # and a directory holding the built csoc-agent and csoc-collector. The one
 # definition of the images' file layout: the Containerfile's `build` stage
-# runs it on its release build, and the image test (tests/tests/image.rs)
-# runs it on the test's binaries and builds the final stages from OUT as
-# the build context (--build-arg BINARIES=prebuilt).
+# runs it on its release build (the `binaries` stage is /out), and
+# for binaries built elsewhere, as in the image test (tests/tests/image.rs),
+# OUT replaces that stage: podman build --build-context binaries=OUT.
 #
 # Usage: stage.sh OUT BINDIR
 #

@@ -2,11 +2,12 @@
 //! container runtime: podman (its build is buildah's) and runc.
 //!
 //! No image can be pulled on these machines, so the test builds the final
-//! stages (`collector`, `agent`) of the user-facing Containerfile with
-//! `BINARIES=prebuilt` on a base made here by deploy/container/make-local-base.sh
-//! (the binaries' shared libraries, CA certificates, a nonroot user), from a
-//! context laid out by deploy/container/stage.sh, the script the Containerfile's
-//! own build stage runs. The binaries are the test profile's (`bin()`: debug
+//! stages (`collector`, `agent`) of the user-facing Containerfile on a base
+//! made here by deploy/container/make-local-base.sh (the binaries' shared
+//! libraries, CA certificates, a nonroot user), with the Containerfile's
+//! `binaries` stage replaced (`--build-context binaries=DIR`) by a directory
+//! laid out by deploy/container/stage.sh, the script the Containerfile's own
+//! build stage runs; the `build` stage is then skipped. The binaries are the test profile's (`bin()`: debug
 //! under `cargo test`), not release ones: building the release profile here
 //! would cost minutes of CI per run, and what is tested (the layout, the
 //! user, the read-only root, the volumes, the libraries the base must carry)
@@ -190,13 +191,17 @@ impl Podman {
         Ok(out)
     }
 
-    /// `podman build` of one target of the Containerfile; remembered for removal.
-    fn build(&self, containerfile: &Path, target: &str, tag: &str, context: &Path, build_args: &[String]) -> anyhow::Result<()> {
+    /// `podman build` of one target of the Containerfile, its `binaries`
+    /// stage replaced by `binaries` (a stage.sh layout, also the context);
+    /// remembered for removal.
+    fn build(&self, containerfile: &Path, target: &str, tag: &str, binaries: &Path, build_args: &[String]) -> anyhow::Result<()> {
         self.images.borrow_mut().push(tag.to_string());
-        let mut args: Vec<&str> = vec!["build", "--pull=never", "--quiet"];
+        // No intermediate images: vfs stores each as a full copy.
+        let mut args: Vec<&str> = vec!["build", "--pull=never", "--layers=false", "--quiet"];
         let file = containerfile.display().to_string();
-        let ctx = context.display().to_string();
-        args.extend(["-f", &file, "--target", target, "-t", tag]);
+        let ctx = binaries.display().to_string();
+        let named = format!("binaries={ctx}");
+        args.extend(["-f", &file, "--target", target, "-t", tag, "--build-context", &named]);
         for a in build_args {
             args.extend(["--build-arg", a]);
         }
@@ -327,7 +332,6 @@ fn scenario(p: &Podman) -> anyhow::Result<()> {
 
     let build_args = vec![
         format!("BASE_IMAGE={base}"),
-        "BINARIES=prebuilt".to_string(),
         format!("VERSION={version}"),
         "REVISION=image-test".to_string(),
         "CREATED=2026-01-01T00:00:00Z".to_string(),
