@@ -7,12 +7,13 @@
 //! libraries, CA certificates, a nonroot user), with the Containerfile's
 //! `binaries` stage replaced (`--build-context binaries=DIR`) by a directory
 //! laid out by deploy/container/stage.sh, the script the Containerfile's own
-//! build stage runs; the `build` stage is then skipped. The binaries are the test profile's (`bin()`: debug
-//! under `cargo test`), not release ones: building the release profile here
-//! would cost minutes of CI per run, and what is tested (the layout, the
-//! user, the read-only root, the volumes, the libraries the base must carry)
-//! does not depend on the profile. The image sizes printed are therefore
-//! those of debug images; deploy/container/README.md gives the release ones.
+//! build stage runs; the `build` stage is then skipped. The binaries are
+//! the test profile's (`bin()`: debug under `cargo test`), not release
+//! ones: building the release profile here would cost minutes of CI per
+//! run, and what is tested (the layout, the user, the read-only root, the
+//! volumes, the libraries the base must carry) does not depend on the
+//! profile. The image sizes printed are therefore those of debug images;
+//! deploy/container/README.md gives the release ones.
 //!
 //! Then: the collector's image runs as an arbitrary UID in group 0 (as
 //! OpenShift runs it), the agent's as the image's user 65532, both with a
@@ -39,7 +40,7 @@ use serde_json::Value;
 
 const TOKEN: &str = "image-test-token-0123456789abcdef";
 const AGENT_NAME: &str = "image-test-agent";
-/// Time limit of one build (debug binaries copied layer by layer by vfs).
+/// Time limit of one build (vfs copies every layer in full).
 const BUILD_TIMEOUT: Duration = Duration::from_secs(300);
 /// Time limit of the other podman commands.
 const PODMAN_TIMEOUT: Duration = Duration::from_secs(60);
