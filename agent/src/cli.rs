@@ -39,8 +39,11 @@ pub struct Args {
     /// The commons this agent watches (informational: the collector decides from the token).
     #[arg(long, value_name = "NAME")]
     pub commons_name: Option<String>,
-    /// This agent's name [default: the host name].
-    #[arg(long, value_name = "NAME")]
+    /// This agent's name at the collector and its default `instance`
+    /// [default: agent_name in the config, else the host name]. In a pod the
+    /// host name changes at every rollout: set this (the Helm chart sets
+    /// CSOC_AGENT_NAME from the release).
+    #[arg(long, value_name = "NAME", env = "CSOC_AGENT_NAME")]
     pub agent_name: Option<String>,
     /// Collection interval, e.g. 15s, 1m [default: 15s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -80,6 +83,11 @@ pub struct Args {
     /// "scrape" unless given): adds a static target to sources.scrape.
     #[arg(long = "scrape", value_name = "[JOB=]URL")]
     pub scrape: Vec<String>,
+    /// Watch this Kubernetes namespace (repeatable): turns on the kubernetes
+    /// source (kube-state-metrics' metrics of its pods, workloads, jobs,
+    /// PVCs and events) and adds NS to sources.kubernetes.namespaces.
+    #[arg(long = "kubernetes-namespace", value_name = "NS")]
+    pub kubernetes_namespaces: Vec<String>,
     /// Kubernetes credentials: this kubeconfig's current context [default: the
     /// in-cluster service account, else KUBECONFIG, else ~/.kube/config].
     #[arg(long, value_name = "FILE")]
@@ -159,6 +167,12 @@ impl Args {
         }
         if let Some(v) = &self.kubeconfig {
             cfg.kubeconfig = Some(v.clone());
+        }
+        for ns in &self.kubernetes_namespaces {
+            cfg.sources.kubernetes.enabled = true;
+            if !cfg.sources.kubernetes.namespaces.contains(ns) {
+                cfg.sources.kubernetes.namespaces.push(ns.clone());
+            }
         }
         if let Some(v) = &self.tls_ca {
             cfg.tls.ca_file = Some(v.clone());

@@ -111,6 +111,15 @@ pub fn build_sources(cfg: &AgentConfig) -> Result<NamedSources, AgentError> {
             Box::new(sources::scrape::ScrapeSource::new(&cfg.sources.scrape, cfg.interval)?),
         ));
     }
+    if cfg.sources.kubernetes.enabled {
+        sources.push((
+            "kubernetes".into(),
+            Box::new(sources::kubernetes::KubernetesSource::new(
+                &cfg.sources.kubernetes,
+                cfg.kubeconfig.clone(),
+            )?),
+        ));
+    }
     Ok(sources)
 }
 
