@@ -116,11 +116,7 @@ impl Summary for NodeSummary {
 
     fn meta(out: &mut Out<'_>) {
         out.meta("kube_node_status_condition", Gauge, "The condition of a cluster node.");
-        out.meta(
-            "kube_node_spec_unschedulable",
-            Gauge,
-            "Whether a node can schedule new pods.",
-        );
+        out.meta("kube_node_spec_unschedulable", Gauge, "Whether a node can schedule new pods.");
         out.meta(
             "kube_node_status_allocatable",
             Gauge,
@@ -146,7 +142,11 @@ impl Summary for NodeSummary {
             ("pods", "integer", self.allocatable_pods),
         ] {
             if let Some(v) = v {
-                out.push("kube_node_status_allocatable", &[("node", node), ("resource", res), ("unit", unit)], v);
+                out.push(
+                    "kube_node_status_allocatable",
+                    &[("node", node), ("resource", res), ("unit", unit)],
+                    v,
+                );
             }
         }
     }

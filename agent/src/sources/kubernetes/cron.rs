@@ -155,13 +155,19 @@ mod tests {
     }
 
     fn next(sched: &str, after: &str) -> Option<i64> {
-        Schedule::parse(sched).unwrap_or_else(|| panic!("{sched:?} should parse")).next_after(at(after))
+        Schedule::parse(sched)
+            .unwrap_or_else(|| panic!("{sched:?} should parse"))
+            .next_after(at(after))
     }
 
     #[test]
     fn next_times_of_common_schedules() {
         assert_eq!(next("*/5 * * * *", "2025-03-01T10:02:30Z"), Some(at("2025-03-01T10:05:00Z")));
-        assert_eq!(next("*/5 * * * *", "2025-03-01T10:05:00Z"), Some(at("2025-03-01T10:10:00Z")), "strictly after");
+        assert_eq!(
+            next("*/5 * * * *", "2025-03-01T10:05:00Z"),
+            Some(at("2025-03-01T10:10:00Z")),
+            "strictly after"
+        );
         assert_eq!(next("0 * * * *", "2025-03-01T10:00:00Z"), Some(at("2025-03-01T11:00:00Z")));
         assert_eq!(next("@hourly", "2025-12-31T23:30:00Z"), Some(at("2026-01-01T00:00:00Z")));
         // Every four hours, on the hour.
@@ -192,8 +198,19 @@ mod tests {
     #[test]
     fn rejects_what_cron_rejects() {
         for bad in [
-            "", "* * * *", "* * * * * *", "60 * * * *", "* 24 * * *", "* * 0 * *", "* * * 13 *", "* * * * 7", "5-1 * * * *",
-            "*/0 * * * *", "@every 5m", "CRON_TZ=UTC 0 * * * *", "a * * * *",
+            "",
+            "* * * *",
+            "* * * * * *",
+            "60 * * * *",
+            "* 24 * * *",
+            "* * 0 * *",
+            "* * * 13 *",
+            "* * * * 7",
+            "5-1 * * * *",
+            "*/0 * * * *",
+            "@every 5m",
+            "CRON_TZ=UTC 0 * * * *",
+            "a * * * *",
         ] {
             assert!(Schedule::parse(bad).is_none(), "{bad:?} should not parse");
         }

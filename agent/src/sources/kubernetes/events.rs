@@ -133,11 +133,7 @@ impl EventCounter {
         }
         let o = &e.involved_object;
         Some(EventKey {
-            namespace: o
-                .namespace
-                .clone()
-                .or_else(|| e.metadata.namespace.clone())
-                .unwrap_or_default(),
+            namespace: o.namespace.clone().or_else(|| e.metadata.namespace.clone()).unwrap_or_default(),
             kind: o.kind.clone().unwrap_or_default(),
             name: o.name.clone().unwrap_or_default(),
             reason: e.reason.clone().unwrap_or_default(),

@@ -84,7 +84,11 @@ impl Summary for JobSummary {
     }
 
     fn render(&self, ns: &str, out: &mut Out<'_>) {
-        let base = [("namespace", ns), ("job_name", self.name.as_str()), ("service", self.service.as_str())];
+        let base = [
+            ("namespace", ns),
+            ("job_name", self.name.as_str()),
+            ("service", self.service.as_str()),
+        ];
         let with = |k: &'static str, v: &'static str| -> Vec<(&str, &str)> {
             let mut l = base.to_vec();
             l.push((k, v));
@@ -184,8 +188,16 @@ impl Summary for CronJobSummary {
 
     fn meta(out: &mut Out<'_>) {
         out.meta("kube_cronjob_info", Gauge, "Info about cronjob.");
-        out.meta("kube_cronjob_spec_suspend", Gauge, "Suspend flag tells the controller to suspend subsequent executions.");
-        out.meta("kube_cronjob_status_active", Gauge, "Active holds pointers to currently running jobs.");
+        out.meta(
+            "kube_cronjob_spec_suspend",
+            Gauge,
+            "Suspend flag tells the controller to suspend subsequent executions.",
+        );
+        out.meta(
+            "kube_cronjob_status_active",
+            Gauge,
+            "Active holds pointers to currently running jobs.",
+        );
         out.meta(
             "kube_cronjob_status_last_schedule_time",
             Gauge,
@@ -204,7 +216,11 @@ impl Summary for CronJobSummary {
     }
 
     fn render(&self, ns: &str, out: &mut Out<'_>) {
-        let base = [("namespace", ns), ("cronjob", self.name.as_str()), ("service", self.service.as_str())];
+        let base = [
+            ("namespace", ns),
+            ("cronjob", self.name.as_str()),
+            ("service", self.service.as_str()),
+        ];
         let mut info = base.to_vec();
         info.extend([
             ("schedule", self.schedule.as_str()),

@@ -121,12 +121,15 @@ struct Slot {
     store: Arc<Mutex<dyn Rendered>>,
 }
 
+/// A namespace's pods.
+type PodStore = Arc<Mutex<Store<pods::PodSummary>>>;
+
 /// Everything the report reads.
 struct Model {
     slots: Vec<Slot>,
     /// Per namespace (same order as the config), its pod store (for the
     /// `service` of usage) and its usage store.
-    usage: Vec<(Option<Arc<Mutex<Store<pods::PodSummary>>>>, Arc<Mutex<UsageStore>>)>,
+    usage: Vec<(Option<PodStore>, Arc<Mutex<UsageStore>>)>,
     events: Option<Arc<Mutex<EventCounter>>>,
     namespaces: Vec<String>,
     max_event_series: usize,
@@ -243,7 +246,11 @@ impl Model {
             "1 while the API server refuses (403) to list this kind in this namespace (\"\" for cluster-wide kinds).",
         );
         for (ns, kind, f) in forbidden {
-            out.push("csoc_agent_kubernetes_forbidden", &[("namespace", &ns), ("kind", kind)], state::b(f));
+            out.push(
+                "csoc_agent_kubernetes_forbidden",
+                &[("namespace", &ns), ("kind", kind)],
+                state::b(f),
+            );
         }
         frame
     }

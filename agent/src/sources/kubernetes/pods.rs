@@ -142,7 +142,11 @@ impl Summary for PodSummary {
         use MetricKind::{Counter, Gauge};
         out.meta("kube_pod_info", Gauge, "Information about pod.");
         out.meta("kube_pod_status_phase", Gauge, "The pods current phase.");
-        out.meta("kube_pod_status_ready", Gauge, "Describes whether the pod is ready to serve requests.");
+        out.meta(
+            "kube_pod_status_ready",
+            Gauge,
+            "Describes whether the pod is ready to serve requests.",
+        );
         out.meta("kube_pod_owner", Gauge, "Information about the Pod's owner.");
         out.meta(
             "kube_pod_container_status_restarts_total",
@@ -185,15 +189,18 @@ impl Summary for PodSummary {
         ];
         out.push(
             "kube_pod_info",
-            &lbl(&base, &[
-                ("host_ip", &self.host_ip),
-                ("pod_ip", &self.pod_ip),
-                ("node", &self.node),
-                ("created_by_kind", &self.created_by_kind),
-                ("created_by_name", &self.created_by_name),
-                ("priority_class", &self.priority_class),
-                ("host_network", if self.host_network { "true" } else { "false" }),
-            ]),
+            &lbl(
+                &base,
+                &[
+                    ("host_ip", &self.host_ip),
+                    ("pod_ip", &self.pod_ip),
+                    ("node", &self.node),
+                    ("created_by_kind", &self.created_by_kind),
+                    ("created_by_name", &self.created_by_name),
+                    ("priority_class", &self.priority_class),
+                    ("host_network", if self.host_network { "true" } else { "false" }),
+                ],
+            ),
             1.0,
         );
         if !self.phase.is_empty() {
@@ -225,11 +232,22 @@ impl Summary for PodSummary {
                 ("kube_pod_container_resource_limits", &c.limits),
             ] {
                 if let Some(v) = res.cpu {
-                    let l = lbl(&base, &[("container", &c.name), ("node", &self.node), ("resource", "cpu"), ("unit", "core")]);
+                    let l = lbl(
+                        &base,
+                        &[("container", &c.name), ("node", &self.node), ("resource", "cpu"), ("unit", "core")],
+                    );
                     out.push(name, &l, v);
                 }
                 if let Some(v) = res.memory {
-                    let l = lbl(&base, &[("container", &c.name), ("node", &self.node), ("resource", "memory"), ("unit", "byte")]);
+                    let l = lbl(
+                        &base,
+                        &[
+                            ("container", &c.name),
+                            ("node", &self.node),
+                            ("resource", "memory"),
+                            ("unit", "byte"),
+                        ],
+                    );
                     out.push(name, &l, v);
                 }
             }

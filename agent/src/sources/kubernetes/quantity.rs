@@ -42,7 +42,7 @@ impl Quantity {
             Some((i, f)) => (i, f),
             None => (num, ""),
         };
-        if int.is_empty() && frac.is_empty() {
+        if (int.is_empty() && frac.is_empty()) || frac.contains('.') {
             return None;
         }
         let mut digits: i128 = 0;
@@ -191,7 +191,9 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_a_quantity() {
-        for bad in ["", "m", "Mi", "1.5.3", "1x", "1mi", "1KiB", "abc", "1e", "1e+", "1e99999", "--1", " ", "1 Mi", "1e3Mi"] {
+        for bad in [
+            "", "m", "Mi", "1.5.3", "1x", "1mi", "1KiB", "abc", "1e", "1e+", "1e99999", "--1", " ", "1 Mi", "1e3Mi",
+        ] {
             assert!(Quantity::parse(bad).is_none(), "{bad:?} should not parse");
         }
         let long = "1".repeat(40);

@@ -132,10 +132,7 @@ impl UsageStore {
         let ns = self.namespace.as_str();
         let mut now: HashMap<(String, String), String> = HashMap::with_capacity(self.usage.len());
         for u in &self.usage {
-            let service = pods
-                .and_then(|p| p.get(&u.pod))
-                .map(|p| p.service.clone())
-                .unwrap_or_default();
+            let service = pods.and_then(|p| p.get(&u.pod)).map(|p| p.service.clone()).unwrap_or_default();
             let l = [
                 ("namespace", ns),
                 ("pod", u.pod.as_str()),

@@ -110,10 +110,7 @@ impl KindInfo {
         } else {
             format!("a Role in namespace {namespace}")
         };
-        format!(
-            "get, list, watch on {} (apiGroups: [\"{}\"]) in {scope}",
-            self.resource, self.group
-        )
+        format!("get, list, watch on {} (apiGroups: [\"{}\"]) in {scope}", self.resource, self.group)
     }
 }
 

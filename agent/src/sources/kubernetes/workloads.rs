@@ -101,7 +101,11 @@ impl Summary for DeploymentSummary {
     }
 
     fn render(&self, ns: &str, out: &mut Out<'_>) {
-        let base = [("namespace", ns), ("deployment", self.name.as_str()), ("service", self.service.as_str())];
+        let base = [
+            ("namespace", ns),
+            ("deployment", self.name.as_str()),
+            ("service", self.service.as_str()),
+        ];
         gauges(
             out,
             &base,
@@ -190,7 +194,11 @@ impl Summary for StatefulSetSummary {
     }
 
     fn render(&self, ns: &str, out: &mut Out<'_>) {
-        let base = [("namespace", ns), ("statefulset", self.name.as_str()), ("service", self.service.as_str())];
+        let base = [
+            ("namespace", ns),
+            ("statefulset", self.name.as_str()),
+            ("service", self.service.as_str()),
+        ];
         gauges(
             out,
             &base,
@@ -293,7 +301,11 @@ impl Summary for DaemonSetSummary {
     }
 
     fn render(&self, ns: &str, out: &mut Out<'_>) {
-        let base = [("namespace", ns), ("daemonset", self.name.as_str()), ("service", self.service.as_str())];
+        let base = [
+            ("namespace", ns),
+            ("daemonset", self.name.as_str()),
+            ("service", self.service.as_str()),
+        ];
         gauges(
             out,
             &base,
@@ -351,7 +363,11 @@ impl Summary for ReplicaSetSummary {
     }
 
     fn render(&self, ns: &str, out: &mut Out<'_>) {
-        let base = [("namespace", ns), ("replicaset", self.name.as_str()), ("service", self.service.as_str())];
+        let base = [
+            ("namespace", ns),
+            ("replicaset", self.name.as_str()),
+            ("service", self.service.as_str()),
+        ];
         Owner::render(&self.owners, "kube_replicaset_owner", &base, out);
         gauges(
             out,
