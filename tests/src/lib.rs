@@ -12,6 +12,7 @@ use csoc_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
 use prost::Message;
 use serde_json::Value;
 
+pub mod fakekube;
 pub mod grpc;
 pub mod workload;
 
