@@ -207,6 +207,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     csoc_common::log::init_logging(cfg.log_format);
     if args.once {
+        // --once prints one frame per source: the kubernetes report whole.
+        let mut cfg = cfg;
+        cfg.sources.kubernetes.frame_samples = 0;
         return run_once(&cfg);
     }
     // One thread is plenty for the agent's work and keeps its footprint small.

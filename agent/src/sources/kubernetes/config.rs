@@ -63,6 +63,11 @@ pub struct KubernetesConfig {
     pub sync_timeout: Duration,
     /// Counting of events (`kube_events_total`).
     pub events: EventsConfig,
+    /// Most samples handed to the pipeline at once (default 5000): a report
+    /// larger than that (2,000 pods make about 30,000 series) is sent in
+    /// several frames, one after the other, which bounds the agent's
+    /// memory. 0: one frame per report (what `--once` uses).
+    pub frame_samples: usize,
 }
 
 /// Counting of events (`sources.kubernetes.events`).
@@ -89,6 +94,7 @@ impl Default for KubernetesConfig {
             metrics_api_retry: Duration::from_secs(1800),
             sync_timeout: Duration::from_secs(30),
             events: EventsConfig::default(),
+            frame_samples: 5000,
         }
     }
 }
@@ -177,6 +183,12 @@ impl KubernetesConfig {
             return Err(invalid(
                 format!("{FIELD}.events.max_series"),
                 format!("{} is outside 1..=1000000", self.events.max_series),
+            ));
+        }
+        if self.frame_samples != 0 && self.frame_samples < 100 {
+            return Err(invalid(
+                format!("{FIELD}.frame_samples"),
+                format!("{} is below the minimum of 100 (0: one frame per report)", self.frame_samples),
             ));
         }
         Ok(())

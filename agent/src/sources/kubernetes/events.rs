@@ -44,7 +44,9 @@ pub(super) struct EventKey {
 
 impl EventKey {
     fn labels(&self, job: &str) -> Labels {
-        let mut l: Labels = vec![("__name__".into(), "kube_events_total".into()), ("job".into(), job.into())];
+        let mut l: Labels = Vec::with_capacity(11);
+        l.push(("__name__".into(), "kube_events_total".into()));
+        l.push(("job".into(), job.into()));
         for (k, v) in [
             ("namespace", &self.namespace),
             ("kind", &self.kind),
@@ -95,6 +97,8 @@ pub(super) struct EventCounter {
     /// Evicted series sent before, to be ended with a staleness marker.
     evicted: Vec<Arc<EventKey>>,
     evicted_total: u64,
+    /// The report in progress: the series when it began, the next one.
+    cursor: Option<(Vec<Arc<EventKey>>, usize)>,
 }
 
 fn uid_hash(e: &Event) -> u64 {
@@ -123,6 +127,7 @@ impl EventCounter {
             seq: 0,
             evicted: Vec::new(),
             evicted_total: 0,
+            cursor: None,
         }
     }
 
@@ -266,14 +271,21 @@ impl EventCounter {
         self.evicted_total
     }
 
-    /// The counters, and staleness markers for evicted series.
-    pub(super) fn render(&mut self, out: &mut Out<'_>) {
-        out.meta(
-            "kube_events_total",
-            MetricKind::Counter,
-            "Occurrences of Kubernetes events (count increments included) since the agent started, by involved object, reason and type.",
-        );
-        for (key, c) in &mut self.series {
+    /// Renders counters into `out` until its frame holds `limit` samples or
+    /// every series is rendered; returns true when the report of the
+    /// counters is complete (then with staleness markers for evicted
+    /// series). Called again after false, it goes on where it stopped.
+    pub(super) fn render_some(&mut self, out: &mut Out<'_>, limit: usize) -> bool {
+        let series = &self.series;
+        let cur = self.cursor.get_or_insert_with(|| (series.keys().cloned().collect(), 0));
+        while cur.1 < cur.0.len() {
+            if out.frame.samples.len() >= limit {
+                return false;
+            }
+            let key = &cur.0[cur.1];
+            cur.1 += 1;
+            // Evicted since the report began.
+            let Some(c) = self.series.get_mut(key) else { continue };
             if c.emitted {
                 c.value += c.pending;
                 c.pending = 0.0;
@@ -285,6 +297,7 @@ impl EventCounter {
                 value: c.value,
             });
         }
+        self.cursor = None;
         // An evicted series bumped again since is back (from 0): no marker.
         let gone: Vec<Labels> = self
             .evicted
@@ -293,5 +306,21 @@ impl EventCounter {
             .map(|k| k.labels(out.job))
             .collect();
         push_stale(out, gone);
+        true
+    }
+
+    /// Renders every counter at once (tests).
+    #[cfg(test)]
+    pub(super) fn render(&mut self, out: &mut Out<'_>) {
+        while !self.render_some(out, usize::MAX) {}
+    }
+
+    /// Declares `kube_events_total`.
+    pub(super) fn meta(out: &mut Out<'_>) {
+        out.meta(
+            "kube_events_total",
+            MetricKind::Counter,
+            "Occurrences of Kubernetes events (count increments included) since the agent started, by involved object, reason and type.",
+        );
     }
 }

@@ -94,15 +94,15 @@ const CLIENT_RETRY: Duration = Duration::from_secs(60);
 
 /// A store of some kind, as the report sees it.
 trait Rendered: Send {
-    fn render(&mut self, out: &mut Out<'_>);
+    fn render_some(&mut self, out: &mut Out<'_>, limit: usize) -> bool;
     fn len(&self) -> usize;
     fn progress(&self) -> Progress;
     fn namespace(&self) -> &str;
 }
 
 impl<S: Summary> Rendered for Store<S> {
-    fn render(&mut self, out: &mut Out<'_>) {
-        Store::render(self, out);
+    fn render_some(&mut self, out: &mut Out<'_>, limit: usize) -> bool {
+        Store::render_some(self, out, limit)
     }
     fn len(&self) -> usize {
         Store::len(self)
@@ -157,17 +157,37 @@ impl Model {
             })
     }
 
-    /// The report at `ts`.
-    fn report(&self, ts: i64, job: &str, source: &str) -> Frame {
+    /// Sends the report at `ts` through `sink`, in frames of about
+    /// `frame_samples` samples (0: one frame). Returns false when the
+    /// pipeline is gone.
+    async fn report<F, Fut>(&self, ts: i64, job: &str, source: &str, frame_samples: usize, mut sink: F) -> bool
+    where
+        F: FnMut(Frame) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let limit = if frame_samples == 0 { usize::MAX } else { frame_samples };
         let mut frame = Frame::new(source);
         if !self.any_synced() {
-            return frame;
+            return sink(frame).await;
         }
-        let mut out = Out {
+        self.declare(&mut Out {
             frame: &mut frame,
             ts,
             job,
-        };
+        });
+        // Sends the frame once full; the yield lets the pipeline take it
+        // before the next is built, which bounds the memory of a report.
+        macro_rules! flush_if_full {
+            () => {
+                if frame.samples.len() >= limit {
+                    let full = std::mem::replace(&mut frame, Frame::new(source));
+                    if !sink(full).await {
+                        return false;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            };
+        }
         // kind → (objects, relists), in config order.
         let mut per_kind: Vec<(&str, usize, u64)> = Vec::new();
         let mut tally = |kind: &'static str, n: usize, relists: u64| match per_kind.iter_mut().find(|(k, _, _)| *k == kind) {
@@ -178,51 +198,123 @@ impl Model {
             None => per_kind.push((kind, n, relists)),
         };
         let mut forbidden: Vec<(String, &str, bool)> = Vec::new();
-        let mut declared: Vec<&str> = Vec::new();
         for s in &self.slots {
-            if !declared.contains(&s.kind) {
-                declared.push(s.kind);
-                declare(s.kind, &mut out);
+            loop {
+                let done = lock(&s.store).render_some(
+                    &mut Out {
+                        frame: &mut frame,
+                        ts,
+                        job,
+                    },
+                    limit,
+                );
+                flush_if_full!();
+                if done {
+                    break;
+                }
             }
-            let mut st = lock(&s.store);
-            st.render(&mut out);
+            let st = lock(&s.store);
             let p = st.progress();
             tally(s.kind, st.len(), p.relists);
             forbidden.push((st.namespace().to_string(), s.kind, p.forbidden));
         }
         for (pods, u) in &self.usage {
-            let pods = pods.as_ref().map(|p| lock(p));
-            let mut u = lock(u);
-            u.render(pods.as_deref(), &mut out);
-            tally("metrics", u.len(), 0);
-            forbidden.push((u.namespace.clone(), "metrics", u.progress.forbidden));
+            {
+                let pods = pods.as_ref().map(|p| lock(p));
+                let mut u = lock(u);
+                u.render(
+                    pods.as_deref(),
+                    &mut Out {
+                        frame: &mut frame,
+                        ts,
+                        job,
+                    },
+                );
+                tally("metrics", u.len(), 0);
+                forbidden.push((u.namespace.clone(), "metrics", u.progress.forbidden));
+            }
+            flush_if_full!();
         }
         if let Some(e) = &self.events {
-            let mut e = lock(e);
-            e.render(&mut out);
+            loop {
+                let done = lock(e).render_some(
+                    &mut Out {
+                        frame: &mut frame,
+                        ts,
+                        job,
+                    },
+                    limit,
+                );
+                flush_if_full!();
+                if done {
+                    break;
+                }
+            }
+            let e = lock(e);
             for (i, ns) in self.namespaces.iter().enumerate() {
                 let p = e.progress(i);
                 tally("events", e.watched(i), p.relists);
                 forbidden.push((ns.clone(), "events", p.forbidden));
             }
+            let mut out = Out {
+                frame: &mut frame,
+                ts,
+                job,
+            };
+            out.push("csoc_agent_kubernetes_event_series", &[], e.series_len() as f64);
+            out.push("csoc_agent_kubernetes_event_series_limit", &[], self.max_event_series as f64);
+            out.push("csoc_agent_kubernetes_event_series_evicted_total", &[], e.evicted_total() as f64);
+        }
+        let mut out = Out {
+            frame: &mut frame,
+            ts,
+            job,
+        };
+        for (kind, n, relists) in per_kind {
+            out.push("csoc_agent_kubernetes_objects", &[("kind", kind)], n as f64);
+            if kind != "metrics" {
+                out.push("csoc_agent_kubernetes_watch_relists_total", &[("kind", kind)], relists as f64);
+            }
+        }
+        for (ns, kind, f) in forbidden {
+            out.push(
+                "csoc_agent_kubernetes_forbidden",
+                &[("namespace", &ns), ("kind", kind)],
+                state::b(f),
+            );
+        }
+        sink(frame).await
+    }
+
+    /// Declares every family the report may hold (in its first frame).
+    fn declare(&self, out: &mut Out<'_>) {
+        let mut declared: Vec<&str> = Vec::new();
+        for s in &self.slots {
+            if !declared.contains(&s.kind) {
+                declared.push(s.kind);
+                declare(s.kind, out);
+            }
+        }
+        if !self.usage.is_empty() {
+            UsageStore::meta(out);
+        }
+        if self.events.is_some() {
+            EventCounter::meta(out);
             out.meta(
                 "csoc_agent_kubernetes_event_series",
                 MetricKind::Gauge,
                 "kube_events_total series kept (at most sources.kubernetes.events.max_series).",
             );
-            out.push("csoc_agent_kubernetes_event_series", &[], e.series_len() as f64);
             out.meta(
                 "csoc_agent_kubernetes_event_series_limit",
                 MetricKind::Gauge,
                 "sources.kubernetes.events.max_series.",
             );
-            out.push("csoc_agent_kubernetes_event_series_limit", &[], self.max_event_series as f64);
             out.meta(
                 "csoc_agent_kubernetes_event_series_evicted_total",
                 MetricKind::Counter,
                 "kube_events_total series dropped, least recently bumped first, to stay within max_series.",
             );
-            out.push("csoc_agent_kubernetes_event_series_evicted_total", &[], e.evicted_total() as f64);
         }
         out.meta(
             "csoc_agent_kubernetes_objects",
@@ -234,25 +326,11 @@ impl Model {
             MetricKind::Counter,
             "Lists after the first of each watch (410 Gone, errors, retries after 403), by kind.",
         );
-        for (kind, n, relists) in per_kind {
-            out.push("csoc_agent_kubernetes_objects", &[("kind", kind)], n as f64);
-            if kind != "metrics" {
-                out.push("csoc_agent_kubernetes_watch_relists_total", &[("kind", kind)], relists as f64);
-            }
-        }
         out.meta(
             "csoc_agent_kubernetes_forbidden",
             MetricKind::Gauge,
             "1 while the API server refuses (403) to list this kind in this namespace (\"\" for cluster-wide kinds).",
         );
-        for (ns, kind, f) in forbidden {
-            out.push(
-                "csoc_agent_kubernetes_forbidden",
-                &[("namespace", &ns), ("kind", kind)],
-                state::b(f),
-            );
-        }
-        frame
     }
 }
 
@@ -460,8 +538,10 @@ impl Source for KubernetesSource {
                     _ = cx.shutdown.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let frame = model.report(now_ms(), &self.cfg.job, &cx.name);
-                if !cx.emit(frame).await {
+                let sent = model
+                    .report(now_ms(), &self.cfg.job, &cx.name, self.cfg.frame_samples, |f| cx.emit(f))
+                    .await;
+                if !sent {
                     return;
                 }
             }

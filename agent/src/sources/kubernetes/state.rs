@@ -10,7 +10,8 @@
 //!
 //! Staleness without remembering label sets: the store keeps, per object,
 //! the summary it rendered last time (`emitted`, sharing the `Arc`). At the
-//! next report an object whose summary is the same `Arc` is rendered as is;
+//! next report (which may span several frames, see [`Store::render_some`])
+//! an object whose summary is the same `Arc` is rendered as is;
 //! one that changed is rendered twice, old and new, and every old series the
 //! new rendering lacks gets a staleness marker; an object that is gone has
 //! all its old series marked. The series are a pure function of the summary
@@ -41,7 +42,8 @@ impl Out<'_> {
     /// Adds a sample with `labels` (plus `job`); labels with an empty value
     /// are left out, as Prometheus treats them as absent.
     pub(super) fn push(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        let mut l: Labels = Vec::with_capacity(labels.len() + 2);
+        // Room for the labels the pipeline stamps (instance, external labels).
+        let mut l: Labels = Vec::with_capacity(labels.len() + 4);
         l.push(("__name__".to_string(), name.to_string()));
         l.push(("job".to_string(), self.job.to_string()));
         for (k, v) in labels {
@@ -212,7 +214,19 @@ pub(super) struct Store<S> {
     emitted: HashMap<Arc<str>, Arc<S>>,
     /// Objects of a list in progress; they replace `objects` when it ends.
     relist: Option<HashMap<Arc<str>, Arc<S>>>,
+    /// The report in progress.
+    cursor: Option<Cursor<S>>,
     pub(super) progress: Progress,
+}
+
+/// Where a report of a store stands.
+struct Cursor<S> {
+    /// The objects when it began.
+    keys: Vec<Arc<str>>,
+    /// The next one to render.
+    next: usize,
+    /// What has been rendered (becomes `emitted`).
+    rendered: HashMap<Arc<str>, Arc<S>>,
 }
 
 impl<S: Summary> Store<S> {
@@ -222,6 +236,7 @@ impl<S: Summary> Store<S> {
             objects: HashMap::new(),
             emitted: HashMap::new(),
             relist: None,
+            cursor: None,
             progress: Progress::default(),
         }
     }
@@ -311,12 +326,29 @@ impl<S: Summary> Store<S> {
         self.progress.settled = true;
     }
 
-    /// Renders every object, with staleness markers for series gone since
-    /// the last report.
-    pub(super) fn render(&mut self, out: &mut Out<'_>) {
+    /// Renders objects into `out` until its frame holds `limit` samples or
+    /// every object is rendered; returns true when this store's part of the
+    /// report is complete (then with staleness markers for the series of
+    /// objects gone since the last report). Called again after false, it
+    /// goes on where it stopped: the report can be sent in several frames.
+    /// Objects that arrive during a report wait for the next one.
+    pub(super) fn render_some(&mut self, out: &mut Out<'_>, limit: usize) -> bool {
         let ns = self.namespace.as_str();
+        let objects = &self.objects;
+        let cur = self.cursor.get_or_insert_with(|| Cursor {
+            keys: objects.keys().cloned().collect(),
+            next: 0,
+            rendered: HashMap::with_capacity(objects.len()),
+        });
         let mut old_buf = Frame::default();
-        for (k, s) in &self.objects {
+        while cur.next < cur.keys.len() {
+            if out.frame.samples.len() >= limit {
+                return false;
+            }
+            let k = &cur.keys[cur.next];
+            cur.next += 1;
+            // Deleted since the report began: handled below, as gone.
+            let Some(s) = self.objects.get(k) else { continue };
             match self.emitted.get(k) {
                 Some(old) if Arc::ptr_eq(old, s) => s.render(ns, out),
                 Some(old) => {
@@ -342,9 +374,10 @@ impl<S: Summary> Store<S> {
                 }
                 None => s.render(ns, out),
             }
+            cur.rendered.insert(k.clone(), s.clone());
         }
         for (k, old) in &self.emitted {
-            if !self.objects.contains_key(k) {
+            if !cur.rendered.contains_key(k) {
                 old_buf.samples.clear();
                 old.render(
                     ns,
@@ -358,7 +391,15 @@ impl<S: Summary> Store<S> {
                 push_stale(out, gone);
             }
         }
-        self.emitted = self.objects.clone();
+        self.emitted = std::mem::take(&mut cur.rendered);
+        self.cursor = None;
+        true
+    }
+
+    /// Renders every object at once (tests).
+    #[cfg(test)]
+    pub(super) fn render(&mut self, out: &mut Out<'_>) {
+        while !self.render_some(out, usize::MAX) {}
     }
 }
 

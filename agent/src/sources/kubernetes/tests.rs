@@ -759,15 +759,35 @@ fn usage_has_the_pods_service_and_goes_stale() {
     assert!(f.samples.iter().all(|s| is_stale(s.value)));
 }
 
-#[test]
-fn report_has_self_metrics_and_is_empty_until_something_is_listed() {
-    let pods_store = Arc::new(Mutex::new(Store::<pods::PodSummary>::new("gen3")));
-    let nodes = Arc::new(Mutex::new(Store::<cluster::NodeSummary>::new("")));
-    let model = Model {
+/// The report of `model` as one frame, and the number of frames it took.
+async fn full_report(model: &Model, ts: i64, frame_samples: usize) -> (Frame, usize) {
+    let frames = Arc::new(Mutex::new(Vec::new()));
+    let sent = model
+        .report(ts, "kubernetes", "kubernetes", frame_samples, |f| {
+            let frames = frames.clone();
+            async move {
+                lock(&frames).push(f);
+                true
+            }
+        })
+        .await;
+    assert!(sent);
+    let frames = std::mem::take(&mut *lock(&frames));
+    let n = frames.len();
+    let mut all = Frame::new("kubernetes");
+    for f in frames {
+        all.samples.extend(f.samples);
+        all.metadata.extend(f.metadata);
+    }
+    (all, n)
+}
+
+fn pods_model(pods: &Arc<Mutex<Store<pods::PodSummary>>>, nodes: &Arc<Mutex<Store<cluster::NodeSummary>>>) -> Model {
+    Model {
         slots: vec![
             Slot {
                 kind: "pods",
-                store: pods_store.clone(),
+                store: pods.clone(),
             },
             Slot {
                 kind: "nodes",
@@ -778,16 +798,23 @@ fn report_has_self_metrics_and_is_empty_until_something_is_listed() {
         events: None,
         namespaces: vec!["gen3".into()],
         max_event_series: 10,
-    };
+    }
+}
+
+#[tokio::test]
+async fn report_has_self_metrics_and_is_empty_until_something_is_listed() {
+    let pods_store = Arc::new(Mutex::new(Store::<pods::PodSummary>::new("gen3")));
+    let nodes = Arc::new(Mutex::new(Store::<cluster::NodeSummary>::new("")));
+    let model = pods_model(&pods_store, &nodes);
     assert!(!model.settled());
-    let f = model.report(1000, "kubernetes", "kubernetes");
-    assert!(f.samples.is_empty(), "nothing listed yet: an empty report");
+    let (f, n) = full_report(&model, 1000, 0).await;
+    assert!(f.samples.is_empty() && n == 1, "nothing listed yet: one empty report");
     // Nodes are refused; pods listed.
     lock(&nodes).forbidden();
     assert!(!model.settled());
     listed(&mut lock(&pods_store), vec![crashloop_pod()]);
     assert!(model.settled());
-    let f = model.report(2000, "kubernetes", "kubernetes");
+    let (f, _) = full_report(&model, 2000, 0).await;
     assert_eq!(val(&f, "csoc_agent_kubernetes_objects", &[("kind", "pods")]), Some(1.0));
     assert_eq!(val(&f, "csoc_agent_kubernetes_objects", &[("kind", "nodes")]), Some(0.0));
     assert_eq!(val(&f, "csoc_agent_kubernetes_watch_relists_total", &[("kind", "pods")]), Some(0.0));
@@ -796,12 +823,97 @@ fn report_has_self_metrics_and_is_empty_until_something_is_listed() {
         Some(0.0)
     );
     assert_eq!(val(&f, "csoc_agent_kubernetes_forbidden", &[("kind", "nodes")]), Some(1.0));
-    assert!(val(&f, "kube_pod_info", &[]).is_none());
     assert!(!all(&f, "kube_pod_info").is_empty());
     // Every family has its metadata.
     for s in &f.samples {
         assert!(f.metadata.iter().any(|m| m.name == name(s)), "no metadata for {}", name(s));
     }
+}
+
+#[tokio::test]
+async fn a_large_report_is_sent_in_frames_with_the_same_series() {
+    let pods_store = Arc::new(Mutex::new(Store::<pods::PodSummary>::new("gen3")));
+    let nodes = Arc::new(Mutex::new(Store::<cluster::NodeSummary>::new("")));
+    let model = pods_model(&pods_store, &nodes);
+    let many: Vec<Pod> = (0..300)
+        .map(|i| {
+            let mut p = crashloop_pod();
+            p.metadata.name = Some(format!("fence-{i}"));
+            p.metadata.uid = Some(format!("uid-{i}"));
+            p
+        })
+        .collect();
+    listed(&mut lock(&pods_store), many);
+    lock(&nodes).forbidden();
+    let (one, n1) = full_report(&model, 1000, 0).await;
+    assert_eq!(n1, 1);
+    let (split, n2) = full_report(&model, 2000, 500).await;
+    assert!(n2 >= 300 * 17 / 500, "{n2} frames");
+    let key = |f: &Frame| {
+        let mut v: Vec<String> = f.samples.iter().map(|s| format!("{:?}={}", s.labels, s.value)).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(key(&one), key(&split), "the same series either way");
+    // Deletions during a split report are reported as gone, once.
+    lock(&pods_store).apply(Ev::Delete(obj(json!({"metadata": {"name": "fence-7"}}))));
+    let (f, _) = full_report(&model, 3000, 500).await;
+    let stale: Vec<_> = f.samples.iter().filter(|s| is_stale(s.value)).collect();
+    assert_eq!(stale.len(), 17, "every series of the pod: {stale:#?}");
+    assert!(stale.iter().all(|s| s.labels.iter().any(|(k, v)| k == "pod" && v == "fence-7")));
+    let (f, _) = full_report(&model, 4000, 500).await;
+    assert!(f.samples.iter().all(|s| !is_stale(s.value)));
+}
+
+#[test]
+fn a_store_report_resumes_where_it_stopped() {
+    let mut store = Store::<pods::PodSummary>::new("gen3");
+    let a: Pod = obj(json!({"metadata": {"name": "a", "uid": "1"}, "status": {"phase": "Running"}}));
+    let b: Pod = obj(json!({"metadata": {"name": "b", "uid": "2"}, "status": {"phase": "Running"}}));
+    let c: Pod = obj(json!({"metadata": {"name": "c", "uid": "3"}, "status": {"phase": "Running"}}));
+    listed(&mut store, vec![a, b.clone()]);
+    let mut f = Frame::new("k");
+    let mut out = Out {
+        frame: &mut f,
+        ts: 1,
+        job: "kubernetes",
+    };
+    assert!(!store.render_some(&mut out, 1), "stops at the limit");
+    // Between two frames: b deleted, c added.
+    store.apply(Ev::Delete(b));
+    store.apply(Ev::Apply(c));
+    let mut f2 = Frame::new("k");
+    let mut out = Out {
+        frame: &mut f2,
+        ts: 1,
+        job: "kubernetes",
+    };
+    assert!(store.render_some(&mut out, usize::MAX));
+    let pods_in = |f: &Frame| {
+        let mut p: Vec<String> = f
+            .samples
+            .iter()
+            .filter_map(|s| s.labels.iter().find(|(k, _)| k == "pod").map(|(_, v)| v.clone()))
+            .collect();
+        p.dedup();
+        p
+    };
+    let mut seen = pods_in(&f);
+    seen.extend(pods_in(&f2));
+    seen.sort();
+    seen.dedup();
+    assert!(!seen.contains(&"c".to_string()), "c waits for the next report");
+    assert!(
+        f.samples.iter().chain(&f2.samples).all(|s| !is_stale(s.value)),
+        "b was never sent: no marker"
+    );
+    let f3 = report(&mut store, 2);
+    assert_eq!(pods_in(&f3).iter().filter(|p| *p == "c").count(), 1);
+    assert!(
+        f3.samples
+            .iter()
+            .all(|s| !is_stale(s.value) || s.labels.iter().any(|(k, v)| k == "pod" && v == "b"))
+    );
 }
 
 #[test]
@@ -1136,4 +1248,47 @@ async fn watches_through_the_api_and_degrades_on_403_and_404() {
         .expect("stops on shutdown")
         .expect("no panic");
     server.abort();
+}
+
+#[test]
+fn example_config_shows_the_defaults() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/agent.yml");
+    let cfg = crate::config::AgentConfig::from_file(&path).expect("example parses");
+    let k = &cfg.sources.kubernetes;
+    let d = KubernetesConfig::default();
+    assert_eq!(
+        (
+            k.enabled,
+            &k.namespaces,
+            &k.job,
+            &k.disable,
+            k.forbidden_retry,
+            k.metrics_api_retry,
+            k.sync_timeout
+        ),
+        (
+            d.enabled,
+            &d.namespaces,
+            &d.job,
+            &d.disable,
+            d.forbidden_retry,
+            d.metrics_api_retry,
+            d.sync_timeout
+        )
+    );
+    assert_eq!((&k.events.types, k.events.max_series), (&d.events.types, d.events.max_series));
+    // Every field is in the example.
+    let text = std::fs::read_to_string(&path).expect("read");
+    for field in [
+        "namespaces:",
+        "job: kubernetes",
+        "disable:",
+        "forbidden_retry:",
+        "metrics_api_retry:",
+        "sync_timeout:",
+        "types:",
+        "max_series:",
+    ] {
+        assert!(text.contains(field), "{field} is not documented");
+    }
 }

@@ -116,9 +116,8 @@ impl UsageStore {
         }
     }
 
-    /// The usage series; staleness markers for containers gone since the
-    /// last report (or whose pod's service changed).
-    pub(super) fn render(&mut self, pods: Option<&Store<PodSummary>>, out: &mut Out<'_>) {
+    /// Declares the usage families.
+    pub(super) fn meta(out: &mut Out<'_>) {
         out.meta(
             CPU,
             MetricKind::Gauge,
@@ -129,6 +128,11 @@ impl UsageStore {
             MetricKind::Gauge,
             "Working-set memory of the container in bytes, from the metrics API (metrics-server).",
         );
+    }
+
+    /// The usage series; staleness markers for containers gone since the
+    /// last report (or whose pod's service changed).
+    pub(super) fn render(&mut self, pods: Option<&Store<PodSummary>>, out: &mut Out<'_>) {
         let ns = self.namespace.as_str();
         let mut now: HashMap<(String, String), String> = HashMap::with_capacity(self.usage.len());
         for u in &self.usage {
