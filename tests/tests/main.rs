@@ -10,6 +10,7 @@ mod hostile_api;
 mod hostile_ingest;
 mod hostile_query;
 mod interop;
+mod kubernetes_state;
 mod promql_conformance;
 mod promqltest;
 mod reliability;

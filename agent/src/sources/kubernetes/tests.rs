@@ -1277,6 +1277,7 @@ fn example_config_shows_the_defaults() {
         )
     );
     assert_eq!((&k.events.types, k.events.max_series), (&d.events.types, d.events.max_series));
+    assert_eq!(k.frame_samples, d.frame_samples);
     // Every field is in the example.
     let text = std::fs::read_to_string(&path).expect("read");
     for field in [
@@ -1286,6 +1287,7 @@ fn example_config_shows_the_defaults() {
         "forbidden_retry:",
         "metrics_api_retry:",
         "sync_timeout:",
+        "frame_samples:",
         "types:",
         "max_series:",
     ] {

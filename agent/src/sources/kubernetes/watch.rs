@@ -10,6 +10,8 @@
 //!   namespace and the permission needed, counted as
 //!   `csoc_agent_source_errors_total{source="kubernetes",kind="forbidden"}`,
 //!   and tried again every `forbidden_retry` so that a fixed Role heals.
+//! - 410 Gone (the resourceVersion was compacted away): routine; the
+//!   watcher relists (counted in `csoc_agent_kubernetes_watch_relists_total`).
 //! - anything else: counted (`kind="watch"`, `"metrics_api"`), logged (a
 //!   warning for the first of a run of failures, then debug), retried with
 //!   backoff; what is known is kept.
@@ -174,7 +176,16 @@ where
                         t.settled.notify_one();
                         break t.forbidden_retry;
                     }
-                    code => {
+                    // 410 Gone: the resourceVersion was compacted away;
+                    // routine (the watcher relists, counted in relists).
+                    Some(410) => {
+                        tracing::debug!(kind = kind.resource, namespace = %namespace, "kubernetes: resourceVersion expired (410 Gone); relisting");
+                        if matches!(e, watcher::Error::WatchStartFailed(_)) {
+                            // kube-runtime would retry the same version: relist.
+                            break Duration::from_secs(1);
+                        }
+                    }
+                    _ => {
                         t.cx.error("watch");
                         if failing {
                             tracing::debug!(kind = kind.resource, namespace = %namespace, error = %e, "kubernetes: watch failed again");
@@ -184,11 +195,6 @@ where
                         failing = true;
                         handler.failed();
                         t.settled.notify_one();
-                        // 410 Gone when (re)starting a watch: kube-runtime
-                        // would retry the same resourceVersion; relist.
-                        if code == Some(410) && matches!(e, watcher::Error::WatchStartFailed(_)) {
-                            break Duration::from_secs(1);
-                        }
                     }
                 },
             }
