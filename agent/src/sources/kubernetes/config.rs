@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::ConfigError;
+use crate::sources::gen3_http::de_opt_duration;
 use csoc_common::config::invalid;
 use csoc_common::duration::de_duration;
 
@@ -47,6 +48,12 @@ pub struct KubernetesConfig {
     /// What not to watch (names in [`KINDS`]), e.g. `[nodes, metrics]` for
     /// an agent without the optional ClusterRole.
     pub disable: Vec<String>,
+    /// How often the state is reported and the metrics API polled (default:
+    /// the agent's `interval`). Watches run continuously whatever this is;
+    /// each report costs in proportion to the series (2,000 pods: about
+    /// 30,000), so a large namespace may be reported every 30s.
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub interval: Option<Duration>,
     /// How long a kind that answered 403 Forbidden is left alone before it
     /// is tried again (default 10m), so that a fixed Role heals without a
     /// restart.
@@ -90,6 +97,7 @@ impl Default for KubernetesConfig {
             namespaces: Vec::new(),
             job: "kubernetes".into(),
             disable: Vec::new(),
+            interval: None,
             forbidden_retry: Duration::from_secs(600),
             metrics_api_retry: Duration::from_secs(1800),
             sync_timeout: Duration::from_secs(30),
@@ -155,6 +163,11 @@ impl KubernetesConfig {
                     format!("unknown kind {d:?} (one of: {})", KINDS.join(", ")),
                 ));
             }
+        }
+        if let Some(d) = self.interval
+            && d < Duration::from_secs(1)
+        {
+            return Err(invalid(format!("{FIELD}.interval"), format!("{d:?} is below the minimum of 1s")));
         }
         for (field, d) in [
             ("forbidden_retry", self.forbidden_retry),

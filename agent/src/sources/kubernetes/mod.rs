@@ -451,7 +451,7 @@ impl KubernetesSource {
             }
             if cfg.watches("metrics") {
                 let store = Arc::new(Mutex::new(UsageStore::new(ns)));
-                tasks.spawn(watch::run_usage(client.clone(), store.clone(), t.cx.interval, t.clone()));
+                tasks.spawn(watch::run_usage(client.clone(), store.clone(), t.interval, t.clone()));
                 usage.push((pod_store, store));
             }
         }
@@ -504,7 +504,9 @@ impl Source for KubernetesSource {
                 }
             };
             let settled = Arc::new(Notify::new());
+            let interval = self.cfg.interval.unwrap_or(cx.interval);
             let t = TaskCx {
+                interval,
                 cx: cx.clone(),
                 settled: settled.clone(),
                 forbidden_retry: self.cfg.forbidden_retry,
@@ -531,7 +533,7 @@ impl Source for KubernetesSource {
                     _ = tokio::time::sleep(left) => {}
                 }
             }
-            let mut tick = tokio::time::interval(cx.interval);
+            let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {

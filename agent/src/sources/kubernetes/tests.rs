@@ -972,6 +972,13 @@ fn config_validation_names_the_field() {
         },
         "forbidden_retry",
     );
+    bad(
+        KubernetesConfig {
+            interval: Some(std::time::Duration::from_millis(500)),
+            ..ok.clone()
+        },
+        "interval",
+    );
     let mut c = ok.clone();
     c.events.types = vec!["Error".into()];
     bad(c, "events.types");
@@ -989,7 +996,7 @@ fn config_validation_names_the_field() {
 #[test]
 fn yaml_config_parses_with_defaults() {
     let cfg = crate::config::AgentConfig::from_yaml(
-        "sources:\n  kubernetes:\n    enabled: true\n    namespaces: [gen3]\n    disable: [nodes, metrics]\n    forbidden_retry: 1m\n    events: {max_series: 500}\n",
+        "sources:\n  kubernetes:\n    enabled: true\n    namespaces: [gen3]\n    disable: [nodes, metrics]\n    forbidden_retry: 1m\n    interval: 30s\n    events: {max_series: 500}\n",
         std::path::Path::new("a.yml"),
     )
     .expect("parse");
@@ -997,6 +1004,7 @@ fn yaml_config_parses_with_defaults() {
     assert!(k.enabled);
     assert_eq!(k.namespaces, ["gen3"]);
     assert_eq!(k.forbidden_retry, std::time::Duration::from_secs(60));
+    assert_eq!(k.interval, Some(std::time::Duration::from_secs(30)));
     assert_eq!(k.events.max_series, 500);
     assert_eq!(k.events.types, ["Warning"]);
     assert_eq!(k.job, "kubernetes");

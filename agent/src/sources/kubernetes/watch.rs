@@ -79,6 +79,8 @@ impl Handler<k8s_openapi::api::core::v1::Event> for EventsHandle {
 #[derive(Clone)]
 pub(super) struct TaskCx {
     pub(super) cx: SourceContext,
+    /// The source's report interval (and the metrics API's poll interval).
+    pub(super) interval: std::time::Duration,
     /// Told whenever a first list settles (done, refused or failed).
     pub(super) settled: Arc<Notify>,
     pub(super) forbidden_retry: Duration,
