@@ -42,9 +42,8 @@
 //! `csoc_agent_kubernetes_event_series_evicted_total`.
 //!
 //! The first report waits for the initial lists (at most `sync_timeout`).
-//! While nothing at all has been listed (no credentials, API server
-//! unreachable, everything forbidden) reports are empty, so that `--once`
-//! fails; errors are counted in `csoc_agent_source_errors_total` with
+//! Until something has been listed (no credentials, API server unreachable,
+//! everything forbidden) reports are empty, so that `--once` fails; errors are counted in `csoc_agent_source_errors_total` with
 //! `kind` = `client`, `forbidden`, `watch` or `metrics_api`.
 //!
 //! Missing permissions cost: pods → every `kube_pod_*` series and the
@@ -133,6 +132,9 @@ struct Model {
     events: Option<Arc<Mutex<EventCounter>>>,
     namespaces: Vec<String>,
     max_event_series: usize,
+    /// A report with content has been sent: from then on reports are never
+    /// empty (staleness markers must follow a kind that became forbidden).
+    reported: std::sync::atomic::AtomicBool,
 }
 
 impl Model {
@@ -167,9 +169,11 @@ impl Model {
     {
         let limit = if frame_samples == 0 { usize::MAX } else { frame_samples };
         let mut frame = Frame::new(source);
-        if !self.any_synced() {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.reported.load(Relaxed) && !self.any_synced() {
             return sink(frame).await;
         }
+        self.reported.store(true, Relaxed);
         self.declare(&mut Out {
             frame: &mut frame,
             ts,
@@ -469,6 +473,7 @@ impl KubernetesSource {
             events,
             namespaces: cfg.namespaces.clone(),
             max_event_series: cfg.events.max_series,
+            reported: Default::default(),
         }
     }
 }

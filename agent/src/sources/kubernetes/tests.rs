@@ -798,6 +798,7 @@ fn pods_model(pods: &Arc<Mutex<Store<pods::PodSummary>>>, nodes: &Arc<Mutex<Stor
         events: None,
         namespaces: vec!["gen3".into()],
         max_event_series: 10,
+        reported: Default::default(),
     }
 }
 
@@ -828,6 +829,15 @@ async fn report_has_self_metrics_and_is_empty_until_something_is_listed() {
     for s in &f.samples {
         assert!(f.metadata.iter().any(|m| m.name == name(s)), "no metadata for {}", name(s));
     }
+    // The Role is withdrawn: the pods' series end with staleness markers.
+    lock(&pods_store).forbidden();
+    let (f, _) = full_report(&model, 3000, 0).await;
+    let stale = all(&f, "kube_pod_info");
+    assert!(stale.len() == 1 && is_stale(stale[0].value), "{stale:?}");
+    assert_eq!(
+        val(&f, "csoc_agent_kubernetes_forbidden", &[("namespace", "gen3"), ("kind", "pods")]),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
