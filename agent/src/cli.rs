@@ -39,8 +39,11 @@ pub struct Args {
     /// The commons this agent watches (informational: the collector decides from the token).
     #[arg(long, value_name = "NAME")]
     pub commons_name: Option<String>,
-    /// This agent's name [default: the host name].
-    #[arg(long, value_name = "NAME")]
+    /// This agent's name at the collector and its default `instance`
+    /// [default: agent_name in the config, else the host name]. In a pod the
+    /// host name changes at every rollout: set this (the Helm chart sets
+    /// CSOC_AGENT_NAME from the release).
+    #[arg(long, value_name = "NAME", env = "CSOC_AGENT_NAME")]
     pub agent_name: Option<String>,
     /// Collection interval, e.g. 15s, 1m [default: 15s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -90,6 +93,11 @@ pub struct Args {
     /// "scrape" unless given): adds a static target to sources.scrape.
     #[arg(long = "scrape", value_name = "[JOB=]URL")]
     pub scrape: Vec<String>,
+    /// Watch this Kubernetes namespace (repeatable): turns on the kubernetes
+    /// source (kube-state-metrics' metrics of its pods, workloads, jobs,
+    /// PVCs and events) and adds NS to sources.kubernetes.namespaces.
+    #[arg(long = "kubernetes-namespace", value_name = "NS")]
+    pub kubernetes_namespaces: Vec<String>,
     /// Kubernetes credentials: this kubeconfig's current context [default: the
     /// in-cluster service account, else KUBECONFIG, else ~/.kube/config].
     #[arg(long, value_name = "FILE")]
@@ -181,13 +189,32 @@ impl Args {
         }
         if let Some(sel) = &self.revproxy_log_pods {
             // The namespace: --revproxy-log-namespace, else the first
-            // --kubernetes-namespace (the lead wires that flag in: pass
-            // `self.kubernetes_namespace.first().map(String::as_str)` here),
-            // else the config file's sources.revproxy_log.kubernetes.namespace.
-            apply_revproxy_log_pods(&mut cfg, sel, self.revproxy_log_namespace.as_deref(), None)?;
+            // --kubernetes-namespace (or the config's first
+            // sources.kubernetes.namespaces), else the config file's
+            // sources.revproxy_log.kubernetes.namespace.
+            let file_has_ns = cfg
+                .sources
+                .revproxy_log
+                .kubernetes
+                .as_ref()
+                .is_some_and(|k| !k.namespace.is_empty());
+            let first_ns = self.kubernetes_namespaces.first().cloned().or_else(|| {
+                if file_has_ns {
+                    None
+                } else {
+                    cfg.sources.kubernetes.namespaces.first().cloned()
+                }
+            });
+            apply_revproxy_log_pods(&mut cfg, sel, self.revproxy_log_namespace.as_deref(), first_ns.as_deref())?;
         }
         if let Some(v) = &self.kubeconfig {
             cfg.kubeconfig = Some(v.clone());
+        }
+        for ns in &self.kubernetes_namespaces {
+            cfg.sources.kubernetes.enabled = true;
+            if !cfg.sources.kubernetes.namespaces.contains(ns) {
+                cfg.sources.kubernetes.namespaces.push(ns.clone());
+            }
         }
         if let Some(v) = &self.tls_ca {
             cfg.tls.ca_file = Some(v.clone());
@@ -262,6 +289,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     csoc_common::log::init_logging(cfg.log_format);
     if args.once {
+        // --once prints one frame per source: the kubernetes report whole.
+        let mut cfg = cfg;
+        cfg.sources.kubernetes.frame_samples = 0;
         return run_once(&cfg);
     }
     // One thread is plenty for the agent's work and keeps its footprint small.

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::sources::gen3_status::Gen3StatusConfig;
 use crate::sources::gen3_usage::Gen3UsageConfig;
 use crate::sources::host::HostConfig;
+use crate::sources::kubernetes::KubernetesConfig;
 use crate::sources::revproxy_log::RevproxyLogConfig;
 use crate::sources::scrape::ScrapeConfig;
 use csoc_common::duration::{de_bytes, de_duration};
@@ -35,8 +36,11 @@ pub struct AgentConfig {
     /// The commons this agent watches. Informational: the collector derives
     /// the commons from the token, whatever this says.
     pub commons_name: Option<String>,
-    /// This agent's name (default: the host name). With the commons it
-    /// identifies the agent at the collector.
+    /// This agent's name: with the commons it identifies the agent at the
+    /// collector, and it is the default `instance` label. `--agent-name` or
+    /// the CSOC_AGENT_NAME environment variable override it; default: the
+    /// host name. In a pod the host name is the pod's name, new at every
+    /// rollout, so the Helm chart sets CSOC_AGENT_NAME from the release.
     pub agent_name: Option<String>,
     /// Collection interval of periodic sources (default 15s).
     #[serde(deserialize_with = "de_duration")]
@@ -90,6 +94,10 @@ pub struct SourcesConfig {
     /// The scrape source (Prometheus text/OpenMetrics targets; runs when
     /// `jobs` is not empty or `--scrape` is given).
     pub scrape: ScrapeConfig,
+    /// The kubernetes source (the commons' namespaces watched through the
+    /// Kubernetes API under kube-state-metrics' names; off unless enabled
+    /// or `--kubernetes-namespace NS` is given).
+    pub kubernetes: KubernetesConfig,
 }
 
 impl Default for AgentConfig {
@@ -207,6 +215,10 @@ impl AgentConfig {
             self.sources.revproxy_log.validate()?;
         }
         crate::sources::scrape::ScrapeSource::new(&self.sources.scrape, self.interval)?;
+        self.sources.kubernetes.validate()?;
+        if let Some(n) = &self.agent_name {
+            validate_agent_name(n)?;
+        }
         Ok(())
     }
 
@@ -233,6 +245,29 @@ impl AgentConfig {
             return Ok(Some(t));
         }
         Ok(self.token.clone().filter(|t| !t.is_empty()))
+    }
+}
+
+/// Checks an agent name: what the collector keeps of it (at most 128
+/// characters, no control characters) must be the whole name.
+fn validate_agent_name(n: &str) -> Result<(), ConfigError> {
+    let bad = if n.trim().is_empty() {
+        Some("must not be empty".to_string())
+    } else if n.chars().count() > 128 {
+        Some(format!("{} characters; at most 128", n.chars().count()))
+    } else if n.chars().any(char::is_control) {
+        Some(format!("{n:?} contains control characters"))
+    } else if n.trim() != n {
+        Some(format!("{n:?} has surrounding whitespace"))
+    } else {
+        None
+    };
+    match bad {
+        Some(message) => Err(ConfigError::Invalid {
+            field: "agent_name".into(),
+            message: format!("{message} (from agent_name, --agent-name or CSOC_AGENT_NAME)"),
+        }),
+        None => Ok(()),
     }
 }
 

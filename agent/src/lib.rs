@@ -111,6 +111,26 @@ pub fn build_sources(cfg: &AgentConfig) -> Result<NamedSources, AgentError> {
             Box::new(sources::scrape::ScrapeSource::new(&cfg.sources.scrape, cfg.interval)?.with_kubeconfig(cfg.kubeconfig.clone())),
         ));
     }
+    if cfg.sources.kubernetes.enabled {
+        sources.push((
+            "kubernetes".into(),
+            Box::new(sources::kubernetes::KubernetesSource::new(
+                &cfg.sources.kubernetes,
+                cfg.kubeconfig.clone(),
+            )?),
+        ));
+        if !cfg.sources.kubernetes.log_counters.is_empty() {
+            sources.push((
+                "log_counters".into(),
+                Box::new(sources::pod_logs::LogCountersSource::new(
+                    cfg.sources.kubernetes.namespaces.clone(),
+                    cfg.sources.kubernetes.log_counters.clone(),
+                    cfg.kubeconfig.clone(),
+                    &cfg.spool_dir,
+                )?),
+            ));
+        }
+    }
     Ok(sources)
 }
 

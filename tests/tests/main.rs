@@ -15,6 +15,7 @@ mod image;
 mod interop;
 mod kubectl;
 mod kubernetes_logs;
+mod kubernetes_state;
 mod promql_conformance;
 mod promqltest;
 mod reliability;

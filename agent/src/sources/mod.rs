@@ -11,6 +11,7 @@ pub mod gen3_http;
 pub mod gen3_status;
 pub mod gen3_usage;
 pub mod host;
+pub mod kubernetes;
 pub mod pod_logs;
 pub mod revproxy_log;
 pub mod scrape;
