@@ -6,7 +6,7 @@
 #
 #   tests/bench/kube-bench.sh [--duration SECONDS] [--interval 15s]
 #       [--pods 2000] [--deployments 300] [--jobs 500] [--events 10]
-#       [--churn 20] [--port-base 19400] [--no-build]
+#       [--churn 2] [--port-base 19400] [--no-build]
 #
 # Measures the agent's resident memory (VmRSS every 10 s; max and final) and
 # its CPU (utime+stime from /proc/PID/stat over the measured window, as % of
@@ -15,7 +15,7 @@
 # many list and watch requests it made (a poller would list every interval).
 # Everything on 127.0.0.1; every process stopped by PID at the end.
 set -euo pipefail
-duration=300 interval=15s pods=2000 deployments=300 jobs=500 events=10 churn=20 base=19400 build=1
+duration=300 interval=15s pods=2000 deployments=300 jobs=500 events=10 churn=2 base=19400 build=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration=$2; shift ;;
@@ -106,4 +106,4 @@ awk -v a="$c0" -v b="$c1" -v t="$tck" -v s="$t0" -v e="$t1" -v f="$final" -v m="
     printf "  samples sent %.0f (%.0f per second); source errors %d\n", sb - sa, (sb - sa) / secs, err
     printf "  machine: %s; date %s\n", mach, day
   }'
-[ "$requests" != "?" ] && echo "  API requests: $requests"
+if [ "$requests" != "?" ]; then echo "  API requests: $requests"; fi
