@@ -306,6 +306,7 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(|| async { "csoc-collector is healthy\n" }))
         .route("/-/ready", get(ready))
+        .merge(crate::ui::router())
         .with_state(state.clone())
         .merge(extra)
         .fallback(not_found)
