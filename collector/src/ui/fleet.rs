@@ -274,7 +274,7 @@ pub fn render_fleet(d: &FleetData) -> String {
         o.push_str("<p>No commons has reported yet. Start an agent with a <code>gen3_status</code> source.</p>");
         return o;
     }
-    o.push_str("<div class=\"scroll\" tabindex=\"0\" aria-label=\"Fleet grid, scrolls sideways\"><table class=\"fleet\"><caption class=\"sr\">Service health per commons</caption><thead><tr><th scope=\"col\">Commons</th>");
+    o.push_str("<div class=\"scroll fleetwrap\" tabindex=\"0\" aria-label=\"Fleet grid, scrolls sideways\"><table class=\"fleet\"><caption class=\"sr\">Service health per commons</caption><thead><tr><th scope=\"col\">Commons</th>");
     for s in &d.services {
         let _ = write!(o, "<th scope=\"col\" class=\"svc\"><span>{}</span></th>", esc(s));
     }

@@ -378,9 +378,9 @@ fn alerts_body(st: &AppState, v: &Viewer<'_>, mut rows: Vec<Row>, now: i64, only
         );
         for r in rs {
             let icon = match r.state {
-                "firing" => "🔥",
-                "pending" => "⏳",
-                _ => "🔕",
+                "firing" => "▲",
+                "pending" => "◔",
+                _ => "⊘",
             };
             let mut labels = String::new();
             for (k, val) in r.labels.iter().filter(|(k, _)| k != "alertname") {

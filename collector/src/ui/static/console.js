@@ -121,7 +121,26 @@
       return s + (unit && unit !== "%" ? " " + unit : "");
     };
   }
-  function draw(el, result, unit, height) {
+  // Legend names: the labels that differ between the series (all of
+  // them when there is one series).
+  function shortNames(result) {
+    if (result.length < 2) return result.map(function (s) { return seriesName(s.metric); });
+    var vary = {};
+    result.forEach(function (s) {
+      Object.keys(s.metric).forEach(function (k) {
+        if (s.metric[k] !== result[0].metric[k]) vary[k] = 1;
+      });
+      Object.keys(result[0].metric).forEach(function (k) {
+        if (s.metric[k] !== result[0].metric[k]) vary[k] = 1;
+      });
+    });
+    var keys = Object.keys(vary).sort();
+    return result.map(function (s) {
+      if (!keys.length) return seriesName(s.metric);
+      return keys.map(function (k) { return k + "=" + (s.metric[k] === undefined ? "" : s.metric[k]); }).join(", ");
+    });
+  }
+  function draw(el, result, unit, height, span) {
     el.innerHTML = "";
     if (!result || !result.length) { el.innerHTML = '<p class="empty">No data.</p>'; return null; }
     if (typeof uPlot === "undefined") { el.innerHTML = '<p class="empty">Charts need uPlot.</p>'; return null; }
@@ -132,15 +151,17 @@
     xs.forEach(function (t, i) { idx[t] = i; });
     var data = [xs];
     var series = [{}];
+    var names = shortNames(result);
     result.slice(0, 50).forEach(function (s, i) {
       var ys = new Array(xs.length).fill(null);
       s.values.forEach(function (p) { ys[idx[p[0]]] = parseFloat(p[1]); });
       data.push(ys);
-      series.push({ label: seriesName(s.metric), stroke: COLORS[i % COLORS.length], width: 1.5, value: fmtVal(unit), spanGaps: false });
+      series.push({ label: names[i], stroke: COLORS[i % COLORS.length], width: 1.5, value: fmtVal(unit), spanGaps: false });
     });
     var w = Math.max(240, el.clientWidth || el.parentNode.clientWidth || 400);
     var opts = {
       width: w, height: height || 200, series: series,
+      scales: { x: { time: true, range: function (u, mn, mx) { return span ? [span[0], span[1]] : [mn, mx]; } } },
       axes: [{}, { values: function (u, vals) { return vals.map(function (v) { return fmtVal(unit)(u, v); }); }, size: 70 }],
       cursor: { drag: { x: true, y: false } },
       legend: { live: true }
@@ -153,13 +174,13 @@
     var end = Date.now() / 1000, start = end - secs;
     var st = step || Math.max(15, Math.round(secs / 240));
     var u = "/api/v1/query_range?query=" + encodeURIComponent(q) + "&start=" + start.toFixed(3) + "&end=" + end.toFixed(3) + "&step=" + st;
-    return api("GET", u).then(function (r) { return r.data.result; });
+    return api("GET", u).then(function (r) { var res = r.data.result; res.span = [start, end]; return res; });
   }
   var charts = document.querySelectorAll("figure.chart");
   Array.prototype.forEach.call(charts, function (f) {
     var el = f.querySelector(".plot");
     rangeQuery(f.getAttribute("data-query"), f.getAttribute("data-range")).then(function (res) {
-      draw(el, res, f.getAttribute("data-unit"), 180);
+      draw(el, res, f.getAttribute("data-unit"), 180, res.span);
     }).catch(function (e) { el.innerHTML = '<p class="empty"></p>'; el.firstChild.textContent = "Query failed: " + e.message; });
   });
 
@@ -240,7 +261,7 @@
         if (!res || !res.length) tbody.innerHTML = '<tr><td colspan="2">Empty result.</td></tr>';
         return res ? res.length : 0;
       });
-      var rg = rangeQuery(query, rng, step).then(function (res) { draw(graph, res, "", 320); return res.length; });
+      var rg = rangeQuery(query, rng, step).then(function (res) { draw(graph, res, "", 320, res.span); return res.length; });
       Promise.all([inst, rg]).then(function (n) {
         xmsg.textContent = n[0] + " series, " + n[1] + " in the graph, " + (Date.now() - t0) + " ms.";
         graph.setAttribute("data-series", String(n[1]));
