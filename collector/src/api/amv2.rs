@@ -36,8 +36,17 @@ const MAX_BODY: usize = 256 << 10;
 
 /// An error as Alertmanager's API v2 answers it: the message as a JSON
 /// string.
-fn err(code: StatusCode, msg: impl Into<String>) -> Response {
-    (code, axum::Json(Json::String(msg.into()))).into_response()
+#[derive(Debug)]
+pub struct AmError(pub StatusCode, pub String);
+
+impl IntoResponse for AmError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(Json::String(self.1))).into_response()
+    }
+}
+
+fn err(code: StatusCode, msg: impl Into<String>) -> AmError {
+    AmError(code, msg.into())
 }
 
 /// A silence as `gettableSilence`.
@@ -66,7 +75,7 @@ pub fn scope_allows(access: &Access, matchers: &[SilenceMatcher]) -> bool {
 }
 
 /// The `filter` parameters as matchers; a bad one is a 400.
-fn filters(p: &Params) -> Result<Vec<SilenceMatcher>, Response> {
+fn filters(p: &Params) -> Result<Vec<SilenceMatcher>, AmError> {
     p.all("filter")
         .map(|f| parse_matcher(f).map_err(|e| err(StatusCode::BAD_REQUEST, format!("bad matcher format: {e}"))))
         .collect()
@@ -88,7 +97,7 @@ fn silence_matches_filter(s: &Silence, fs: &[SilenceMatcher]) -> bool {
 pub async fn list_silences(State(st): State<AppState>, Extension(access): Extension<Access>, p: Params) -> Response {
     let fs = match filters(&p) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let now = csoc_common::time::now_ms();
     let v: Vec<Json> = st
@@ -106,7 +115,7 @@ pub async fn list_silences(State(st): State<AppState>, Extension(access): Extens
 pub async fn get_silence(State(st): State<AppState>, Extension(access): Extension<Access>, Path(id): Path<String>) -> Response {
     match st.muter.silences().get(&id) {
         Some(s) if scope_allows(&access, &s.matchers) => axum::Json(silence_json(&s, csoc_common::time::now_ms())).into_response(),
-        _ => err(StatusCode::NOT_FOUND, format!("silence {id} not found")),
+        _ => err(StatusCode::NOT_FOUND, format!("silence {id} not found")).into_response(),
     }
 }
 
@@ -128,7 +137,7 @@ struct PostableSilence {
 /// Whether a write may go on: a token that may write (when tokens are
 /// configured). The middleware already checked authentication and, for
 /// console sessions, the CSRF token.
-fn may_write(access: &Access) -> Result<(), Response> {
+fn may_write(access: &Access) -> Result<(), AmError> {
     match &access.principal {
         None => Ok(()),
         Some(p) if p.role.may_write() => Ok(()),
@@ -144,7 +153,7 @@ fn may_write(access: &Access) -> Result<(), Response> {
 }
 
 /// Creates or updates a silence for `access`; the ID, or the error response.
-pub fn post_silence_body(st: &AppState, access: &Access, body: &[u8]) -> Result<String, Response> {
+pub fn post_silence_body(st: &AppState, access: &Access, body: &[u8]) -> Result<String, AmError> {
     may_write(access)?;
     let ps: PostableSilence = serde_json::from_slice(body).map_err(|e| err(StatusCode::BAD_REQUEST, format!("invalid silence: {e}")))?;
     let time = |field: &str, v: &str| {
@@ -190,7 +199,7 @@ pub fn post_silence_body(st: &AppState, access: &Access, body: &[u8]) -> Result<
     }
 }
 
-fn silence_error(e: SilenceError) -> Response {
+fn silence_error(e: SilenceError) -> AmError {
     let code = match e {
         SilenceError::NotFound(_) => StatusCode::NOT_FOUND,
         _ => StatusCode::BAD_REQUEST,
@@ -213,20 +222,20 @@ pub async fn post_silence(
     body: axum::body::Body,
 ) -> Response {
     if !is_json(&headers) {
-        return err(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the silence as application/json");
+        return err(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the silence as application/json").into_response();
     }
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
-        Err(e) => return err(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
+        Err(e) => return err(StatusCode::BAD_REQUEST, format!("reading the body: {e}")).into_response(),
     };
     match post_silence_body(&st, &access, &body) {
         Ok(id) => axum::Json(json!({"silenceID": id})).into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
 /// Expires a silence for `access`.
-pub fn expire_silence(st: &AppState, access: &Access, id: &str) -> Result<(), Response> {
+pub fn expire_silence(st: &AppState, access: &Access, id: &str) -> Result<(), AmError> {
     may_write(access)?;
     match st.muter.silences().get(id) {
         Some(s) if scope_allows(access, &s.matchers) => {}
@@ -241,11 +250,11 @@ pub fn expire_silence(st: &AppState, access: &Access, id: &str) -> Result<(), Re
 pub async fn delete_silence(State(st): State<AppState>, Extension(access): Extension<Access>, Path(id): Path<String>) -> Response {
     match expire_silence(&st, &access, &id) {
         Ok(()) => StatusCode::OK.into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
-fn flag(p: &Params, key: &str) -> Result<bool, Response> {
+fn flag(p: &Params, key: &str) -> Result<bool, AmError> {
     match p.get(key) {
         None => Ok(true),
         Some("true") | Some("1") => Ok(true),
@@ -279,11 +288,11 @@ fn alert_json(a: &AlertStatus, receivers: &[String]) -> Json {
 pub async fn alerts(State(st): State<AppState>, Extension(access): Extension<Access>, p: Params) -> Response {
     let fs = match filters(&p) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let (active, silenced, inhibited) = match (flag(&p, "active"), flag(&p, "silenced"), flag(&p, "inhibited")) {
         (Ok(a), Ok(s), Ok(i)) => (a, s, i),
-        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r.into_response(),
     };
     let compiled: Vec<_> = fs.iter().filter_map(|f| f.compile().ok()).collect();
     let receivers = st.receiver_names.as_ref();

@@ -30,6 +30,11 @@ pub const SLOW_SECONDS: f64 = 2.0;
 /// Waiting reasons that mean a workload is broken.
 pub const WAITING_BAD: &str = "CrashLoopBackOff|ImagePullBackOff|ErrImagePull|CreateContainerConfigError|InvalidImageName";
 
+/// Sets a cell's field from a sample.
+pub type CellSetter = fn(&mut Cell, f64, &crate::tsdb::Labels);
+/// Sets a commons row's field from a sample.
+type RowSetter = fn(&mut CommonsRow, f64);
+
 /// A service's state in the grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CellState {
@@ -144,7 +149,7 @@ pub struct FleetData {
 pub fn fleet_data(st: &AppState, access: &Access, now: i64) -> FleetData {
     let mut rows: BTreeMap<String, CommonsRow> = BTreeMap::new();
     let mut services = BTreeSet::new();
-    let per_service: [(&str, fn(&mut Cell, f64, &crate::tsdb::Labels)); 4] = [
+    let per_service: [(&str, CellSetter); 4] = [
         ("gen3_service_up", |c, v, _| c.up = Some(v)),
         ("gen3_probe_duration_seconds", |c, v, _| c.latency = Some(v)),
         ("gen3_probe_http_status_code", |c, v, _| c.code = Some(v)),
@@ -165,7 +170,7 @@ pub fn fleet_data(st: &AppState, access: &Access, now: i64) -> FleetData {
         }
     }
     let since_midnight = (now.rem_euclid(86_400_000) / 1000).max(60);
-    let per_commons: Vec<(String, fn(&mut CommonsRow, f64))> = vec![
+    let per_commons: Vec<(String, RowSetter)> = vec![
         (
             format!("min by (commons) (gen3_tls_cert_expiry_timestamp_seconds) - {}", now / 1000),
             |r, v| r.tls_days = Some(v / 86_400.0),
@@ -262,11 +267,12 @@ pub fn render_fleet(d: &FleetData) -> String {
         o,
         "<p class=\"summary\" role=\"status\"><span><b>{}</b> commons</span><span><b>{}</b> of {total} services up</span>\
 <span class=\"{}\"><b>{down}</b> down</span><span><b>{slow}</b> slow</span><span><b>{nodata}</b> no data</span>\
-<span class=\"{}\"><b>{firing}</b> alerts firing</span><span class=\"upd\">updated <time data-t=\"{}\">{}</time></span></p>",
+<span class=\"{}\"><b>{firing}</b> {} firing</span><span class=\"upd\">updated <time data-t=\"{}\">{}</time></span></p>",
         d.rows.len(),
         total - down - slow - nodata,
         if down > 0 { "bad" } else { "" },
         if firing > 0 { "bad" } else { "" },
+        if firing == 1 { "alert" } else { "alerts" },
         d.now,
         crate::notify::rfc3339(d.now),
     );
@@ -330,9 +336,9 @@ pub fn render_fleet(d: &FleetData) -> String {
         );
         let _ = write!(
             o,
-            "<td class=\"m{}\"><a href=\"/alerts?commons={}\">{} firing</a>{}{}</td>",
-            if r.firing > 0 { " bad" } else { "" },
+            "<td class=\"m\"><a href=\"/alerts?commons={}\"{}>{} firing</a>{}{}</td>",
             urlq(&r.name),
+            if r.firing > 0 { " class=\"bad\"" } else { "" },
             r.firing,
             if r.pending > 0 {
                 format!("<br>{} pending", r.pending)

@@ -66,7 +66,7 @@ const STRIP_STEP_MS: i64 = 15 * 60 * 1000;
 fn commons_body(st: &AppState, access: &Access, name: &str, now: i64) -> Option<String> {
     let c = pq(name);
     let mut cells: BTreeMap<String, Cell> = BTreeMap::new();
-    let per_service: [(&str, fn(&mut Cell, f64, &crate::tsdb::Labels)); 4] = [
+    let per_service: [(&str, super::fleet::CellSetter); 4] = [
         ("gen3_service_up", |c, v, _| c.up = Some(v)),
         ("gen3_probe_duration_seconds", |c, v, _| c.latency = Some(v)),
         ("gen3_probe_http_status_code", |c, v, _| c.code = Some(v)),
@@ -724,7 +724,9 @@ pub async fn public_status(State(st): State<AppState>) -> Response {
     };
     type Key = (String, String);
     let key = |l: &crate::tsdb::Labels| -> Key { (label(l, "commons").to_string(), label(l, "service").to_string()) };
-    let mut rows: BTreeMap<Key, (Option<f64>, Option<f64>, Option<f64>)> = BTreeMap::new();
+    /// Now, 24 hours, 30 days.
+    type Uptime = (Option<f64>, Option<f64>, Option<f64>);
+    let mut rows: BTreeMap<Key, Uptime> = BTreeMap::new();
     for (l, v) in &up {
         rows.entry(key(l)).or_default().0 = Some(*v);
     }

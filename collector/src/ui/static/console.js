@@ -116,7 +116,8 @@
       if (v == null) return "–";
       if (unit === "%") return (v * 100).toFixed(1) + "%";
       var a = Math.abs(v), s;
-      if (a >= 1e9) s = (v / 1e9).toFixed(2) + "G"; else if (a >= 1e6) s = (v / 1e6).toFixed(2) + "M";
+      if (a >= 1e15) s = (v / 1e15).toFixed(2) + "P"; else if (a >= 1e12) s = (v / 1e12).toFixed(2) + "T";
+      else if (a >= 1e9) s = (v / 1e9).toFixed(2) + "G"; else if (a >= 1e6) s = (v / 1e6).toFixed(2) + "M";
       else if (a >= 1e4) s = (v / 1e3).toFixed(1) + "k"; else s = +v.toPrecision(4) + "";
       return s + (unit && unit !== "%" ? " " + unit : "");
     };
