@@ -490,3 +490,162 @@ fn the_console_in_a_real_browser() -> anyhow::Result<()> {
     eprintln!("screenshots: {}", shots.display());
     Ok(())
 }
+
+/// Percentile of sorted values.
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The fleet page with 20 commons × 25 services × 5 agents and 1,000
+/// firing alerts: the server's time (its `Server-Timing` header: the
+/// queries and the rendering) and the transfer. Run by
+/// `tests/bench/fleet-page-bench.sh` (release build); asserts the issue's
+/// targets (server time at most 50 ms, transfer at most 200 KB).
+#[test]
+#[ignore = "benchmark: tests/bench/fleet-page-bench.sh"]
+fn fleet_page_benchmark() -> anyhow::Result<()> {
+    const COMMONS: usize = 20;
+    const SERVICES: usize = 25;
+    const AGENTS: usize = 5;
+    const ALERTS_PER_COMMONS: usize = 50;
+    let dir = tempfile::tempdir()?;
+    let rules = write(
+        dir.path(),
+        "rules.yml",
+        "groups:\n  - name: bench\n    interval: 1s\n    rules:\n      - alert: BenchAlert\n        expr: bench_alert == 1\n        labels: {severity: warning}\n        annotations: {summary: 'bench alert {{ $labels.n }}'}\n",
+    )?;
+    let tokens: Vec<(String, String)> = (1..=COMMONS)
+        .map(|i| (format!("commons-{i:02}"), format!("bench-token-{i:02}-0123456789abcdef")))
+        .collect();
+    let mut args: Vec<String> = vec![
+        "--rules".into(),
+        rules.display().to_string(),
+        "--evaluation-interval".into(),
+        "1s".into(),
+        "--self-scrape-interval".into(),
+        "0".into(),
+    ];
+    for (c, t) in &tokens {
+        args.push("--agent-token".into());
+        args.push(format!("{c}={t}"));
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let c = Collector::start(dir.path(), &argv)?;
+
+    // 5 agents per commons, connected for the whole run.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let mut sims = Vec::new();
+    for (_, t) in &tokens {
+        sims.push(rt.spawn(csoc_tests::grpc::simulate(csoc_tests::grpc::SimConfig {
+            url: c.grpc.clone(),
+            token: t.clone(),
+            agents: AGENTS,
+            series: 1,
+            interval: Duration::from_secs(2),
+            duration: Duration::from_secs(90),
+            prefix: "agent".into(),
+        })));
+    }
+
+    // The Gen3 series of every commons, at two times (for the rates).
+    let now = now_ms();
+    for (ci, (_, token)) in tokens.iter().enumerate() {
+        let mut ts = Vec::new();
+        for t in [now - 60_000, now] {
+            let k = if t == now { 2.0 } else { 1.0 };
+            for s in 0..SERVICES {
+                let svc = format!("service-{s:02}");
+                let down = (ci + s) % 17 == 0;
+                let l = |name: &'static str| vec![("__name__", name), ("job", "gen3"), ("service", svc.as_str())];
+                ts.push(series(&l("gen3_service_up"), vec![(t, if down { 0.0 } else { 1.0 })]));
+                ts.push(series(&l("gen3_probe_duration_seconds"), vec![(t, 0.02 + (s as f64) * 0.1)]));
+                ts.push(series(&l("gen3_probe_http_status_code"), vec![(t, if down { 503.0 } else { 200.0 })]));
+                let mut info = l("gen3_service_info");
+                info.push(("version", "2026.08"));
+                ts.push(series(&info, vec![(t, 1.0)]));
+                for code in ["200", "404", "500"] {
+                    let mut r = l("gen3_http_requests_total");
+                    r.push(("code", code));
+                    ts.push(series(&r, vec![(t, 1000.0 * k)]));
+                }
+            }
+            ts.push(series(&[("__name__", "gen3_logins_total"), ("idp", "google")], vec![(t, 50.0 * k)]));
+            ts.push(series(&[("__name__", "gen3_downloads_total")], vec![(t, 20.0 * k)]));
+            ts.push(series(
+                &[("__name__", "gen3_tls_cert_expiry_timestamp_seconds"), ("host", "example.org")],
+                vec![(t, (now / 1000 + 40 * 86_400) as f64)],
+            ));
+        }
+        for n in 0..ALERTS_PER_COMMONS {
+            let n = n.to_string();
+            ts.push(series(&[("__name__", "bench_alert"), ("n", n.as_str())], vec![(now, 1.0)]));
+        }
+        remote_write(&c.http, token, &WriteRequest {
+            timeseries: ts,
+            ..Default::default()
+        })?;
+    }
+    wait_for("1,000 firing alerts and 100 agents", Duration::from_secs(60), || {
+        let alerts = api(&c.http, "/api/v1/alerts", &[]).ok()?;
+        let firing = alerts["data"]["alerts"]
+            .as_array()?
+            .iter()
+            .filter(|a| a["state"] == "firing" && a["labels"]["alertname"] == "BenchAlert")
+            .count();
+        let agents = api(&c.http, "/api/v1/agents", &[]).ok()?;
+        let connected = agents["data"].as_array()?.iter().filter(|a| a["connected"] == true).count();
+        (firing == COMMONS * ALERTS_PER_COMMONS && connected == COMMONS * AGENTS).then_some(())
+    })?;
+
+    let client = reqwest::blocking::Client::new();
+    let mut server = Vec::new();
+    let mut total = Vec::new();
+    let mut bytes = 0usize;
+    let mut page = String::new();
+    for i in 0..60 {
+        let t0 = std::time::Instant::now();
+        let r = client.get(format!("{}/", c.http)).timeout(Duration::from_secs(10)).send()?;
+        let timing = r
+            .headers()
+            .get("server-timing")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split("dur=").nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN);
+        let body = r.text()?;
+        let elapsed = t0.elapsed().as_secs_f64() * 1000.0;
+        if i >= 10 {
+            server.push(timing);
+            total.push(elapsed);
+        }
+        bytes = body.len();
+        page = body;
+    }
+    drop(sims);
+    server.sort_by(f64::total_cmp);
+    total.sort_by(f64::total_cmp);
+    let cells = page.matches("data-state=\"").count();
+    let down = page.matches("data-state=\"down\"").count();
+    let report = serde_json::json!({
+        "commons": COMMONS, "services": SERVICES, "agents_per_commons": AGENTS,
+        "firing_alerts": COMMONS * ALERTS_PER_COMMONS, "cells": cells, "cells_down": down,
+        "requests": server.len(),
+        "server_ms": {"p50": pct(&server, 0.5), "p95": pct(&server, 0.95), "max": pct(&server, 1.0)},
+        "client_ms": {"p50": pct(&total, 0.5), "p95": pct(&total, 0.95), "max": pct(&total, 1.0)},
+        "transfer_bytes": bytes,
+        "release": !cfg!(debug_assertions),
+    });
+    println!("FLEET-PAGE-BENCH {report}");
+    let out = workspace().join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("fleet-page.json"), serde_json::to_vec_pretty(&report)?)?;
+    assert_eq!(cells, COMMONS * SERVICES, "every cell rendered");
+    assert!(bytes <= 200_000, "transfer {bytes} B > 200 KB");
+    if !cfg!(debug_assertions) {
+        assert!(pct(&server, 0.95) <= 50.0, "server time p95 {} ms > 50 ms", pct(&server, 0.95));
+    }
+    Ok(())
+}

@@ -372,19 +372,29 @@ pub async fn page(State(st): State<AppState>, Extension(access): Extension<Acces
     let partial = p.get("partial") == Some("1");
     let st2 = st.clone();
     let a2 = access.clone();
+    let started = std::time::Instant::now();
     let grid = match blocking(move || render_fleet(&fleet_data(&st2, &a2, csoc_common::time::now_ms()))).await {
         Ok(g) => g,
         Err(r) => return r,
     };
+    // The server's time for the grid (queries and rendering), for the
+    // benchmark and the browser's network panel.
+    let timing = format!("fleet;dur={:.1}", started.elapsed().as_secs_f64() * 1000.0);
+    let with_timing = |mut r: Response| {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&timing) {
+            r.headers_mut().insert("server-timing", v);
+        }
+        r
+    };
     if partial {
-        return html(StatusCode::OK, grid);
+        return with_timing(html(StatusCode::OK, grid));
     }
     let v = viewer(&st, &access, &headers);
     let body = format!(
         "<h1>Fleet</h1><div id=\"fleet\" data-refresh=\"5000\" aria-live=\"polite\">{grid}</div>\
 <p class=\"legend\"><span class=\"c up\"><b>✓</b> up</span> <span class=\"c slow\"><b>◔</b> slow (probe over {SLOW_SECONDS} s)</span> <span class=\"c down\"><b>✗</b> down</span> <span class=\"c nodata\"><b>–</b> no data</span></p>"
     );
-    html(StatusCode::OK, layout("Fleet", "/", &v, &body))
+    with_timing(html(StatusCode::OK, layout("Fleet", "/", &v, &body)))
 }
 
 #[cfg(test)]
