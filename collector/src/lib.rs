@@ -418,7 +418,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         agents: agents.clone(),
         muter: notifier.muter().clone(),
         receiver_names: Arc::new(cfg.receivers.iter().map(|r| r.name.clone()).collect()),
-        console: Arc::new(ui::Console::new(cfg.public_status)),
+        console: Arc::new(ui::Console::new(cfg.public_status).with_https(cfg.http_tls.is_some())),
     };
     phased.install(api::router(state, remote_write));
 

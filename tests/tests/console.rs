@@ -276,6 +276,166 @@ fn amtool_silences_and_inhibition_follow_alertmanager() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The console over plain HTTP (no browser): sign-in cookie, CSRF and
+/// cross-site refusals, escaping of a hostile label value, scoping, the
+/// public status page switch.
+#[test]
+fn console_access_escaping_and_scoping_over_http() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let c = Collector::start(
+        dir.path(),
+        &[
+            "--agent-token",
+            &format!("alpha={AGENT_ALPHA}"),
+            "--agent-token",
+            &format!("beta={AGENT_BETA}"),
+            "--api-token",
+            &format!("ops={WRITER}:write"),
+            "--api-token",
+            &format!("alpha-viewer={SCOPED}:read:commons=alpha"),
+        ],
+    )?;
+    for (token, commons) in [(AGENT_ALPHA, "alpha"), (AGENT_BETA, "beta")] {
+        let svc = if commons == "alpha" { XSS } else { "fence" };
+        remote_write(
+            &c.http,
+            token,
+            &WriteRequest {
+                timeseries: vec![
+                    series(
+                        &[("__name__", "gen3_service_up"), ("job", "gen3"), ("service", svc)],
+                        vec![(now_ms(), 1.0)],
+                    ),
+                    series(
+                        &[("__name__", "gen3_service_up"), ("job", "gen3"), ("service", "indexd")],
+                        vec![(now_ms(), 0.0)],
+                    ),
+                ],
+                ..Default::default()
+            },
+        )?;
+    }
+    let client = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    // Anonymous: pages redirect to the login page, the API says 401.
+    let r = client.get(format!("{}/commons/alpha", c.http)).send()?;
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/login?next=%2Fcommons%2Falpha");
+    assert_eq!(client.get(format!("{}/api/v2/silences", c.http)).send()?.status().as_u16(), 401);
+    assert_eq!(
+        client.get(format!("{}/status", c.http)).send()?.status().as_u16(),
+        404,
+        "public page off by default"
+    );
+    // A wrong token, then the writer's: a session cookie with its attributes.
+    let login = |token: &str| {
+        client
+            .post(format!("{}/login", c.http))
+            .form(&[("token", token), ("next", "/alerts")])
+            .send()
+    };
+    assert_eq!(login("nope")?.status().as_u16(), 401);
+    let r = login(WRITER)?;
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/alerts");
+    let set = r.headers()["set-cookie"].to_str()?.to_string();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/"),
+        "{set}"
+    );
+    assert!(!set.contains(WRITER), "the token is not the cookie");
+    let cookie = set.split(';').next().unwrap_or_default().to_string();
+    let page = client.get(format!("{}/", c.http)).header("cookie", &cookie).send()?;
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.headers()["content-security-policy"].to_str()?.contains("script-src 'self'"));
+    let body = page.text()?;
+    assert!(
+        body.contains("data-commons=\"alpha\" data-service=\"&lt;script&gt;window.__xss=1&lt;/script&gt;\" data-state=\"up\""),
+        "{body}"
+    );
+    assert!(!body.contains("<script>window"), "the label value is escaped");
+    assert!(body.contains("data-commons=\"beta\" data-service=\"indexd\" data-state=\"down\""));
+    let csrf = body
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(csrf.len(), 32, "the page carries the session's CSRF token");
+    // Writes with the cookie: without the CSRF token, or from another site, refused.
+    let silence = serde_json::json!({
+        "matchers": [{"name": "commons", "value": "alpha", "isRegex": false}],
+        "startsAt": "2020-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z",
+        "createdBy": "ops", "comment": "http test",
+    });
+    let post = |csrf: Option<&str>, origin: Option<&str>| {
+        let mut r = client
+            .post(format!("{}/api/v2/silences", c.http))
+            .header("cookie", &cookie)
+            .json(&silence);
+        if let Some(t) = csrf {
+            r = r.header("x-csrf-token", t);
+        }
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        r.send()
+    };
+    assert_eq!(post(None, None)?.status().as_u16(), 403, "no CSRF token");
+    assert_eq!(
+        post(Some("0".repeat(32).as_str()), None)?.status().as_u16(),
+        403,
+        "wrong CSRF token"
+    );
+    assert_eq!(post(Some(&csrf), Some("http://evil.example"))?.status().as_u16(), 403, "cross-site");
+    let ok = post(Some(&csrf), Some(&c.http))?;
+    assert_eq!(ok.status().as_u16(), 200);
+    let id = ok.json::<Value>()?["silenceID"].as_str().unwrap_or_default().to_string();
+    assert_eq!(id.len(), 36);
+    // A form post (not JSON) is refused.
+    let form = client
+        .post(format!("{}/api/v2/silences", c.http))
+        .bearer_auth(WRITER)
+        .form(&[("matchers", "x")])
+        .send()?;
+    assert_eq!(form.status().as_u16(), 415);
+    // The scoped viewer: alpha only, no beta anywhere, no silencing.
+    let r = login(SCOPED)?;
+    let scoped = r.headers()["set-cookie"]
+        .to_str()?
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    for path in ["/", "/alerts", "/agents", "/system", "/commons/alpha"] {
+        let r = client.get(format!("{}{path}", c.http)).header("cookie", &scoped).send()?;
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        let body = r.text()?;
+        assert!(!body.contains("beta"), "{path} shows beta to the alpha viewer");
+    }
+    let r = client.get(format!("{}/commons/beta", c.http)).header("cookie", &scoped).send()?;
+    assert_eq!(r.status().as_u16(), 404);
+    let r = client
+        .get(format!("{}/api/v2/silences", c.http))
+        .bearer_auth(SCOPED)
+        .send()?
+        .json::<Value>()?;
+    assert_eq!(r.as_array().map(Vec::len), Some(1), "alpha's silence is visible to alpha: {r}");
+    let denied = client
+        .delete(format!("{}/api/v2/silence/{id}", c.http))
+        .bearer_auth(SCOPED)
+        .send()?;
+    assert_eq!(denied.status().as_u16(), 403, "a read token may not expire");
+    // Signing out ends the session.
+    let out = client.post(format!("{}/logout", c.http)).header("cookie", &scoped).send()?;
+    assert_eq!(out.status().as_u16(), 303);
+    let after = client.get(format!("{}/", c.http)).header("cookie", &scoped).send()?;
+    assert_eq!(after.status().as_u16(), 303, "signed out: back to the login page");
+    Ok(())
+}
+
 fn browser_prereqs() -> Option<(PathBuf, PathBuf)> {
     let node = program_quiet("node");
     let chromium = Path::new("/usr/bin/chromium");
@@ -562,7 +722,10 @@ fn fleet_page_benchmark() -> anyhow::Result<()> {
                 let l = |name: &'static str| vec![("__name__", name), ("job", "gen3"), ("service", svc.as_str())];
                 ts.push(series(&l("gen3_service_up"), vec![(t, if down { 0.0 } else { 1.0 })]));
                 ts.push(series(&l("gen3_probe_duration_seconds"), vec![(t, 0.02 + (s as f64) * 0.1)]));
-                ts.push(series(&l("gen3_probe_http_status_code"), vec![(t, if down { 503.0 } else { 200.0 })]));
+                ts.push(series(
+                    &l("gen3_probe_http_status_code"),
+                    vec![(t, if down { 503.0 } else { 200.0 })],
+                ));
                 let mut info = l("gen3_service_info");
                 info.push(("version", "2026.08"));
                 ts.push(series(&info, vec![(t, 1.0)]));
@@ -583,10 +746,14 @@ fn fleet_page_benchmark() -> anyhow::Result<()> {
             let n = n.to_string();
             ts.push(series(&[("__name__", "bench_alert"), ("n", n.as_str())], vec![(now, 1.0)]));
         }
-        remote_write(&c.http, token, &WriteRequest {
-            timeseries: ts,
-            ..Default::default()
-        })?;
+        remote_write(
+            &c.http,
+            token,
+            &WriteRequest {
+                timeseries: ts,
+                ..Default::default()
+            },
+        )?;
     }
     wait_for("1,000 firing alerts and 100 agents", Duration::from_secs(60), || {
         let alerts = api(&c.http, "/api/v1/alerts", &[]).ok()?;

@@ -2,15 +2,25 @@
 //!
 //! With no API token configured the API is open, as Prometheus's is (the
 //! default listen address is loopback). With any, every request but
-//! `/-/healthy`, `/-/ready` and the remote-write receiver (which takes agent
-//! tokens) needs `Authorization: Bearer <token>` (or HTTP basic auth with
-//! the token as password, for tools that only speak basic auth):
+//! `/-/healthy`, `/-/ready`, the remote-write receiver (which takes agent
+//! tokens), the console's `/login`, `/logout`, static files and `/status`
+//! (which answers only with `public_status`) needs `Authorization: Bearer
+//! <token>` (or HTTP basic auth with the token as password, for tools that
+//! only speak basic auth), or the console's session cookie (see
+//! `crate::ui::session`); a console page without either redirects to
+//! `/login`:
 //!
 //! | endpoint | needs |
 //! |---|---|
 //! | `/-/reload`, `/api/v1/admin/*` | an admin token |
 //! | `/metrics`, `/api/v1/status/tsdb` (they name every commons) | a token without a commons scope |
+//! | `POST /api/v2/silences`, `DELETE /api/v2/silence/{id}` | a write or admin token (checked by the handlers) |
 //! | everything else | any token |
+//!
+//! Writes (any method but GET, HEAD, OPTIONS) are refused when they come
+//! from another site's page (`Origin` not this host, or `Sec-Fetch-Site:
+//! cross-site`), tokens or not; with a session cookie they also need the
+//! session's CSRF token in `X-CSRF-Token`.
 //!
 //! A token scoped to commons C only ever sees C's series: the middleware
 //! puts an [`Access`] in the request, and every handler that reads series

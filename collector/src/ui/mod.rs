@@ -331,7 +331,7 @@ async fn login(State(st): State<AppState>, headers: HeaderMap, p: crate::api::Pa
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == "https")
-        || st.status.flags.iter().any(|(k, v)| k == "http-tls" && v == "true");
+        || st.console.https;
     let cookie = format!(
         "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
         session::COOKIE,

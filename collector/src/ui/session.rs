@@ -34,6 +34,8 @@ pub struct Session {
 pub struct Console {
     /// Whether `/status` is served without authentication.
     pub public_status: bool,
+    /// Whether the HTTP listener is HTTPS (session cookies get `Secure`).
+    pub https: bool,
     sessions: Mutex<HashMap<String, Session>>,
 }
 
@@ -52,8 +54,15 @@ impl Console {
     pub fn new(public_status: bool) -> Self {
         Console {
             public_status,
+            https: false,
             sessions: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Marks the listener as HTTPS.
+    pub fn with_https(mut self, https: bool) -> Self {
+        self.https = https;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
