@@ -116,10 +116,10 @@
       if (v == null) return "–";
       if (unit === "%") return (v * 100).toFixed(1) + "%";
       var a = Math.abs(v), s;
-      if (a >= 1e15) s = (v / 1e15).toFixed(2) + "P"; else if (a >= 1e12) s = (v / 1e12).toFixed(2) + "T";
-      else if (a >= 1e9) s = (v / 1e9).toFixed(2) + "G"; else if (a >= 1e6) s = (v / 1e6).toFixed(2) + "M";
-      else if (a >= 1e4) s = (v / 1e3).toFixed(1) + "k"; else s = +v.toPrecision(4) + "";
-      return s + (unit && unit !== "%" ? " " + unit : "");
+      if (a >= 1e15) s = +(v / 1e15).toPrecision(4) + "P"; else if (a >= 1e12) s = +(v / 1e12).toPrecision(4) + "T";
+      else if (a >= 1e9) s = +(v / 1e9).toPrecision(4) + "G"; else if (a >= 1e6) s = +(v / 1e6).toPrecision(4) + "M";
+      else if (a >= 1e4) s = +(v / 1e3).toPrecision(4) + "k"; else s = +v.toPrecision(4) + "";
+      return s + (unit && unit !== "%" ? (unit === "/s" ? unit : " " + unit) : "");
     };
   }
   // Legend names: the labels that differ between the series (all of
@@ -163,7 +163,7 @@
     var opts = {
       width: w, height: height || 200, series: series,
       scales: { x: { time: true, range: function (u, mn, mx) { return span ? [span[0], span[1]] : [mn, mx]; } } },
-      axes: [{}, { values: function (u, vals) { return vals.map(function (v) { return fmtVal(unit)(u, v); }); }, size: 70 }],
+      axes: [{}, { values: function (u, vals) { return vals.map(function (v) { return fmtVal(unit)(u, v); }); }, size: 80 }],
       cursor: { drag: { x: true, y: false } },
       legend: { live: true }
     };
