@@ -84,8 +84,28 @@ impl AgentAuth {
 pub enum Role {
     /// Read: queries, series, labels, rules, alerts, federation.
     Read,
-    /// Read everything, plus `/-/reload` and the admin endpoints.
+    /// Read, plus creating and expiring silences (`/api/v2/silences`, the
+    /// console's alerts page); a commons-scoped write token only silences
+    /// its own commons.
+    Write,
+    /// Read everything, create and expire silences, plus `/-/reload` and the admin endpoints.
     Admin,
+}
+
+impl Role {
+    /// Whether this role may create and expire silences.
+    pub fn may_write(self) -> bool {
+        matches!(self, Role::Write | Role::Admin)
+    }
+
+    /// `read`, `write` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        }
+    }
 }
 
 impl std::str::FromStr for Role {
@@ -93,8 +113,9 @@ impl std::str::FromStr for Role {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "read" => Ok(Role::Read),
+            "write" => Ok(Role::Write),
             "admin" => Ok(Role::Admin),
-            _ => Err(format!("role {s:?} must be read or admin")),
+            _ => Err(format!("role {s:?} must be read, write or admin")),
         }
     }
 }
@@ -192,6 +213,7 @@ mod tests {
         assert_eq!(a.authenticate("tok-alpha-012345678"), None);
         assert!(!format!("{a:?}").contains("tok-alpha"));
         assert_eq!("admin".parse::<Role>(), Ok(Role::Admin));
+        assert_eq!("write".parse::<Role>(), Ok(Role::Write));
         assert!("root".parse::<Role>().is_err());
     }
 

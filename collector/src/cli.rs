@@ -35,7 +35,7 @@ pub struct Args {
     /// An agent presenting TOKEN is commons COMMONS (repeatable; added to the file's agent_tokens).
     #[arg(long = "agent-token", value_name = "COMMONS=TOKEN")]
     pub agent_tokens: Vec<String>,
-    /// An API read token, NAME=TOKEN:ROLE[:commons=COMMONS] with ROLE read or admin (repeatable;
+    /// An API token, NAME=TOKEN:ROLE[:commons=COMMONS] with ROLE read, write (read and silences) or admin (repeatable;
     /// added to the file's api_tokens). With any, every API request needs one; a commons-scoped
     /// token only ever sees that commons' series.
     #[arg(long = "api-token", value_name = "NAME=TOKEN:ROLE[:commons=C]")]
@@ -67,6 +67,10 @@ pub struct Args {
     /// Enable the admin endpoints (POST /api/v1/admin/tsdb/flush, DELETE /api/v1/admin/agents/{commons}/{agent}).
     #[arg(long = "web.enable-admin-api")]
     pub enable_admin_api: bool,
+    /// Serve the public status page /status without authentication (commons × service up or
+    /// down and uptime; nothing else).
+    #[arg(long = "web.public-status")]
+    pub public_status: bool,
     /// Prometheus rule file or glob (repeatable; added to the file's rule_files).
     #[arg(long = "rules", value_name = "GLOB")]
     pub rules: Vec<String>,
@@ -191,6 +195,9 @@ impl Args {
         }
         if self.enable_admin_api {
             cfg.enable_admin_api = true;
+        }
+        if self.public_status {
+            cfg.public_status = true;
         }
         cfg.rule_files.extend(self.rules.iter().cloned());
         cfg.alertmanagers.extend(self.alertmanagers.iter().cloned());

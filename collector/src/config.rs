@@ -41,7 +41,7 @@ pub struct ApiToken {
     /// The token's SHA-256 digest, hex (`printf %s TOKEN | sha256sum`).
     #[serde(default)]
     pub token_sha256: Option<String>,
-    /// `read` or `admin`.
+    /// `read`, `write` (read, plus creating and expiring silences) or `admin`.
     pub role: crate::auth::Role,
     /// With a commons, the token only ever sees that commons' series.
     #[serde(default)]
@@ -51,7 +51,7 @@ pub struct ApiToken {
 impl ApiToken {
     /// Parses `NAME=TOKEN:ROLE[:commons=C]` (`--api-token`).
     pub fn parse_flag(spec: &str) -> Result<ApiToken, String> {
-        let usage = "--api-token: expected NAME=TOKEN:ROLE[:commons=COMMONS], ROLE read or admin";
+        let usage = "--api-token: expected NAME=TOKEN:ROLE[:commons=COMMONS], ROLE read, write or admin";
         let (name, rest) = spec.split_once('=').ok_or_else(|| usage.to_string())?;
         let mut parts = rest.split(':');
         let token = parts.next().unwrap_or_default();
@@ -347,6 +347,15 @@ pub struct CollectorConfig {
     /// Built-in receivers (webhook, Slack, PagerDuty) for teams without an
     /// Alertmanager.
     pub receivers: Vec<crate::notify::ReceiverConfig>,
+    /// Inhibition rules of the built-in receivers, as Alertmanager's
+    /// `inhibit_rules` (`source_matchers`, `target_matchers`, `equal`):
+    /// while a source alert fires, matching target alerts with the same
+    /// `equal` labels are not notified.
+    pub inhibit_rules: Vec<crate::notify::inhibit::InhibitRuleConfig>,
+    /// Serve the public status page `/status` without authentication
+    /// (commons × service up or down, uptime over 24 hours and 30 days;
+    /// nothing else). Off by default (`--web.public-status`).
+    pub public_status: bool,
     /// How often the collector stores its own metrics (job
     /// "csoc-collector"), including each agent's last contact (default
     /// 15s; 0 disables).
@@ -397,6 +406,8 @@ impl Default for CollectorConfig {
             external_url: None,
             alertmanagers: Vec::new(),
             receivers: Vec::new(),
+            inhibit_rules: Vec::new(),
+            public_status: false,
             self_scrape_interval: Duration::from_secs(15),
             agent_forget_after: crate::agents::DEFAULT_FORGET_AFTER,
             remote_write: Vec::new(),
@@ -550,6 +561,9 @@ impl CollectorConfig {
             }
         }
         let mut names = std::collections::HashSet::new();
+        for (i, r) in self.inhibit_rules.iter().enumerate() {
+            r.validate().map_err(|e| inv(&format!("inhibit_rules[{i}]"), e))?;
+        }
         for (i, r) in self.receivers.iter().enumerate() {
             r.validate().map_err(|e| inv(&format!("receivers[{i}]"), e))?;
             if !names.insert(r.name.clone()) {
@@ -754,5 +768,20 @@ mod tests {
         assert!(e.to_string().contains("lookback"), "{e}");
         let e = parse("http_listen: nowhere\n").expect_err("bad addr");
         assert!(e.to_string().contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn inhibit_rules_and_public_status() {
+        let c = parse(
+            "public_status: true\ninhibit_rules:\n  - source_matchers: ['alertname=\"Gen3CommonsDown\"']\n    target_matchers: ['severity=~\"warning|critical\"']\n    equal: [commons]\n",
+        )
+        .expect("parse");
+        c.validate().expect("valid");
+        assert!(c.public_status);
+        assert_eq!(c.inhibit_rules[0].equal, vec!["commons".to_string()]);
+        let bad = parse("inhibit_rules:\n  - source_matchers: ['a=~\"(\"']\n    target_matchers: [b=c]\n").expect("parse");
+        let e = bad.validate().expect_err("bad regex");
+        assert!(e.to_string().contains("inhibit_rules[0]"), "{e}");
+        assert!(!CollectorConfig::default().public_status);
     }
 }

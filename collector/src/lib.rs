@@ -25,6 +25,7 @@ pub mod rules;
 pub mod selfmon;
 pub mod tls;
 pub mod tsdb;
+pub mod ui;
 pub mod varint;
 
 use std::net::SocketAddr;
@@ -375,6 +376,8 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
             receivers: cfg.receivers.clone(),
             external_url: external_url.clone(),
             state_path: cfg.data_dir.join("notify-state.json"),
+            silences_path: Some(cfg.data_dir.join("silences.json")),
+            inhibit_rules: cfg.inhibit_rules.clone(),
         },
         tm.notify,
         rules_stop.clone(),
@@ -390,7 +393,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         },
         engine.clone(),
         db.clone(),
-        notifier,
+        notifier.clone(),
         tm.rules,
         rules_stop.clone(),
     )
@@ -413,6 +416,9 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         limits: Arc::new(cfg.limits.clone()),
         limit_metrics: tm.limits,
         agents: agents.clone(),
+        muter: notifier.muter().clone(),
+        receiver_names: Arc::new(cfg.receivers.iter().map(|r| r.name.clone()).collect()),
+        console: Arc::new(ui::Console::new(cfg.public_status).with_https(cfg.http_tls.is_some())),
     };
     phased.install(api::router(state, remote_write));
 

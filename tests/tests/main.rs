@@ -4,6 +4,7 @@
 
 mod agents;
 mod alerting;
+mod console;
 mod e2e;
 mod gen3;
 mod grafana;

@@ -2,15 +2,25 @@
 //!
 //! With no API token configured the API is open, as Prometheus's is (the
 //! default listen address is loopback). With any, every request but
-//! `/-/healthy`, `/-/ready` and the remote-write receiver (which takes agent
-//! tokens) needs `Authorization: Bearer <token>` (or HTTP basic auth with
-//! the token as password, for tools that only speak basic auth):
+//! `/-/healthy`, `/-/ready`, the remote-write receiver (which takes agent
+//! tokens), the console's `/login`, `/logout`, static files and `/status`
+//! (which answers only with `public_status`) needs `Authorization: Bearer
+//! <token>` (or HTTP basic auth with the token as password, for tools that
+//! only speak basic auth), or the console's session cookie (see
+//! `crate::ui::session`); a console page without either redirects to
+//! `/login`:
 //!
 //! | endpoint | needs |
 //! |---|---|
 //! | `/-/reload`, `/api/v1/admin/*` | an admin token |
 //! | `/metrics`, `/api/v1/status/tsdb` (they name every commons) | a token without a commons scope |
+//! | `POST /api/v2/silences`, `DELETE /api/v2/silence/{id}` | a write or admin token (checked by the handlers) |
 //! | everything else | any token |
+//!
+//! Writes (any method but GET, HEAD, OPTIONS) are refused when they come
+//! from another site's page (`Origin` not this host, or `Sec-Fetch-Site:
+//! cross-site`), tokens or not; with a session cookie they also need the
+//! session's CSRF token in `X-CSRF-Token`.
 //!
 //! A token scoped to commons C only ever sees C's series: the middleware
 //! puts an [`Access`] in the request, and every handler that reads series
@@ -179,6 +189,10 @@ pub trait Gate: Clone + Send + Sync + 'static {
     fn api_auth(&self) -> &crate::auth::ApiAuth;
     /// Where requests and refusals are counted.
     fn http_metrics(&self) -> &crate::metrics::HttpMetrics;
+    /// The console's sessions (none while the collector starts).
+    fn console(&self) -> Option<&crate::ui::Console> {
+        None
+    }
 }
 
 impl Gate for AppState {
@@ -188,6 +202,10 @@ impl Gate for AppState {
 
     fn http_metrics(&self) -> &crate::metrics::HttpMetrics {
         &self.metrics
+    }
+
+    fn console(&self) -> Option<&crate::ui::Console> {
+        Some(&self.console)
     }
 }
 
@@ -202,26 +220,103 @@ fn refuse<S: Gate>(st: &S, code: StatusCode, reason: &str, msg: String) -> Respo
     resp
 }
 
-/// The middleware: authenticates, checks the endpoint's requirement, and
-/// hands the handlers an [`Access`].
+/// Whether a request changes state (needs the cross-site checks).
+fn is_write(m: &axum::http::Method) -> bool {
+    !matches!(*m, axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS)
+}
+
+/// A write sent by another site's page: an `Origin` that is not this
+/// host, or `Sec-Fetch-Site: cross-site`. Requests from tools (amtool,
+/// curl) send neither and pass.
+fn cross_site(headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if let Some(o) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let o_host = o.split_once("://").map(|(_, h)| h).unwrap_or(o).trim_end_matches('/');
+        if o == "null" || !o_host.eq_ignore_ascii_case(host) {
+            return true;
+        }
+    }
+    headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("cross-site"))
+}
+
+/// Paths a browser shows (the console): an unauthenticated request there
+/// is sent to the login page rather than refused with JSON.
+fn is_page(path: &str) -> bool {
+    !(path.starts_with("/api/") || path.starts_with("/-/") || path == "/metrics" || path == "/federate")
+}
+
+/// The middleware: authenticates (a token in `Authorization`, or a
+/// console session cookie), checks the endpoint's requirement and, for
+/// writes, the cross-site protections, and hands the handlers an
+/// [`Access`].
 pub async fn authorize<S: Gate>(State(st): State<S>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
-    let open_path = matches!(path.as_str(), "/-/healthy" | "/-/ready" | "/api/v1/write");
+    let write = is_write(req.method());
+    if write && cross_site(req.headers()) {
+        tracing::warn!(path = %path, "refused a cross-site write");
+        return refuse(
+            &st,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "cross-site requests may not change anything".into(),
+        );
+    }
+    let open_path = matches!(
+        path.as_str(),
+        "/-/healthy" | "/-/ready" | "/api/v1/write" | "/login" | "/logout" | "/status"
+    ) || path.starts_with("/ui/static/");
     if st.api_auth().is_empty() || open_path {
         req.extensions_mut().insert(Access::default());
         return next.run(req).await;
     }
-    let Some(token) = token_of(req.headers()) else {
-        return refuse(
-            &st,
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this collector requires an API token: send Authorization: Bearer <token>".into(),
-        );
-    };
-    let Some(p) = st.api_auth().authenticate(&token).cloned() else {
-        tracing::warn!(path = %path, "refused an API request: token not recognised");
-        return refuse(&st, StatusCode::UNAUTHORIZED, "unauthorized", "API token not recognised".into());
+    let now = csoc_common::time::now_ms();
+    let p = match token_of(req.headers()) {
+        Some(token) => {
+            let Some(p) = st.api_auth().authenticate(&token).cloned() else {
+                tracing::warn!(path = %path, "refused an API request: token not recognised");
+                return refuse(&st, StatusCode::UNAUTHORIZED, "unauthorized", "API token not recognised".into());
+            };
+            p
+        }
+        None => {
+            let session = req
+                .headers()
+                .get(header::COOKIE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|c| crate::ui::session::cookie(c, crate::ui::session::COOKIE))
+                .and_then(|id| st.console().and_then(|c| c.session(id, now)));
+            match session {
+                Some(s) => {
+                    if write {
+                        let sent = req
+                            .headers()
+                            .get(crate::ui::session::CSRF_HEADER)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("");
+                        if !crate::ui::session::ct_eq(sent, &s.csrf) {
+                            tracing::warn!(path = %path, token = %s.principal.name, "refused a console write without its CSRF token");
+                            return refuse(&st, StatusCode::FORBIDDEN, "forbidden", "missing or wrong X-CSRF-Token".into());
+                        }
+                    }
+                    s.principal
+                }
+                None if is_page(&path) && !write => {
+                    let next_path: String = form_urlencoded::byte_serialize(path.as_bytes()).collect();
+                    return axum::response::Redirect::to(&format!("/login?next={next_path}")).into_response();
+                }
+                None => {
+                    return refuse(
+                        &st,
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "this collector requires an API token: send Authorization: Bearer <token>".into(),
+                    );
+                }
+            }
+        }
     };
     let admin_only = path == "/-/reload" || path.starts_with("/api/v1/admin/");
     if admin_only && p.role != Role::Admin {
@@ -230,7 +325,7 @@ pub async fn authorize<S: Gate>(State(st): State<S>, mut req: Request, next: Nex
             &st,
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!("{path} needs an admin token; token {:?} has role read", p.name),
+            format!("{path} needs an admin token; token {:?} has role {}", p.name, p.role.as_str()),
         );
     }
     let unscoped_only = path == "/metrics" || path == "/api/v1/status/tsdb";
@@ -264,6 +359,26 @@ mod tests {
         h.insert(header::AUTHORIZATION, "Basic !!!".parse().expect("header"));
         assert_eq!(token_of(&h), None);
         assert_eq!(base64_decode("aGk"), Some(b"hi".to_vec()));
+    }
+
+    #[test]
+    fn cross_site_writes_are_recognised() {
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(
+                    axum::http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                    v.parse().expect("value"),
+                );
+            }
+            m
+        };
+        assert!(!cross_site(&h(&[("host", "127.0.0.1:9300")])), "a tool without Origin");
+        assert!(!cross_site(&h(&[("host", "127.0.0.1:9300"), ("origin", "http://127.0.0.1:9300")])));
+        assert!(cross_site(&h(&[("host", "127.0.0.1:9300"), ("origin", "http://evil.example")])));
+        assert!(cross_site(&h(&[("host", "127.0.0.1:9300"), ("origin", "null")])));
+        assert!(cross_site(&h(&[("host", "127.0.0.1:9300"), ("sec-fetch-site", "cross-site")])));
+        assert!(is_page("/commons/alpha") && !is_page("/api/v2/silences") && !is_page("/metrics"));
     }
 
     #[test]

@@ -11,11 +11,13 @@
 //! | `federate.rs` | `/federate` |
 //! | `rules.rs` | `rules`, `alerts`, `/-/reload` |
 //! | `agents.rs` | `agents`, `admin/agents/{commons}/{agent}` |
+//! | `amv2.rs` | Alertmanager's API v2: `/api/v2/silences`, `/api/v2/silence/{id}`, `/api/v2/alerts`, `/api/v2/receivers`, `/api/v2/status` |
 //! | `params.rs` | parameter parsing (times, durations, limits) |
 //! | `startup.rs` | what answers while the storage opens (health, readiness with the WAL replay's progress, `/metrics`; 503 elsewhere), and the switch to this router |
 
 pub mod access;
 mod agents;
+pub mod amv2;
 mod encode;
 mod federate;
 mod params;
@@ -79,6 +81,13 @@ pub struct AppState {
     pub limit_metrics: crate::ingest::limits::LimitMetrics,
     /// The agent registry (`/api/v1/agents`, removal by the admin API).
     pub agents: Arc<crate::agents::AgentRegistry>,
+    /// Silences, inhibition and the alerts the notifier holds (`/api/v2`,
+    /// the console).
+    pub muter: Arc<crate::notify::inhibit::Muter>,
+    /// Names of the built-in receivers (`/api/v2/receivers`).
+    pub receiver_names: Arc<Vec<String>>,
+    /// The console's sessions and settings.
+    pub console: Arc<crate::ui::Console>,
 }
 
 /// Prometheus's API error types, mapped to status codes in one place.
@@ -288,10 +297,16 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .route("/api/v1/rules", get(rules::rules).post(rules::rules))
         .route("/api/v1/alerts", get(rules::alerts))
         .route("/-/reload", post(rules::reload).put(rules::reload))
+        .route("/api/v2/silences", get(amv2::list_silences).post(amv2::post_silence))
+        .route("/api/v2/silence/{id}", get(amv2::get_silence).delete(amv2::delete_silence))
+        .route("/api/v2/alerts", get(amv2::alerts))
+        .route("/api/v2/receivers", get(amv2::receivers))
+        .route("/api/v2/status", get(amv2::status))
         .route("/federate", get(federate::federate).post(federate::federate))
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(|| async { "csoc-collector is healthy\n" }))
         .route("/-/ready", get(ready))
+        .merge(crate::ui::router())
         .with_state(state.clone())
         .merge(extra)
         .fallback(not_found)

@@ -44,6 +44,7 @@ impl StatusInfo {
             ("retention".into(), fmt_duration(ms(cfg.retention))),
             ("retention-size".into(), fmt_bytes(cfg.retention_size)),
             ("web.enable-admin-api".into(), cfg.enable_admin_api.to_string()),
+            ("web.public-status".into(), cfg.public_status.to_string()),
             ("log-format".into(), format!("{:?}", cfg.log_format).to_ascii_lowercase()),
             ("agent-tokens".into(), format!("{} configured", cfg.agent_tokens.len())),
             ("agent-forget-after".into(), fmt_duration(ms(cfg.agent_forget_after))),

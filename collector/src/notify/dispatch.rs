@@ -157,6 +157,7 @@ impl ReceiverHandle {
         client: reqwest::Client,
         external_url: String,
         log: Arc<NotificationLog>,
+        muter: Arc<super::inhibit::Muter>,
         metrics: NotifyMetrics,
         shutdown: CancellationToken,
     ) -> Result<Self, super::NotifyError> {
@@ -168,6 +169,7 @@ impl ReceiverHandle {
             cfg,
             integration,
             log,
+            muter,
             metrics: metrics.clone(),
             groups: BTreeMap::new(),
         };
@@ -209,6 +211,7 @@ struct Worker {
     cfg: ReceiverConfig,
     integration: Integration,
     log: Arc<NotificationLog>,
+    muter: Arc<super::inhibit::Muter>,
     metrics: NotifyMetrics,
     groups: BTreeMap<String, AggrGroup>,
 }
@@ -284,8 +287,15 @@ impl Worker {
         };
         g.next_flush = Instant::now() + self.cfg.group_interval;
         let now = now_ms();
-        let snapshot: Vec<Alert> = g.alerts.values().cloned().collect();
+        let all: Vec<Alert> = g.alerts.values().cloned().collect();
         let group_labels = g.labels.clone();
+        // The mute stage: silenced and inhibited alerts are not notified;
+        // with all of them muted, nothing is sent and nothing is logged.
+        let status = self.muter.status_of(&all, now);
+        let snapshot: Vec<Alert> = all.into_iter().zip(status).filter(|(_, s)| !s.muted()).map(|(a, _)| a).collect();
+        if snapshot.is_empty() {
+            return;
+        }
         let firing: BTreeSet<String> = snapshot.iter().filter(|a| !a.resolved(now)).map(Alert::fingerprint).collect();
         let resolved: BTreeSet<String> = snapshot.iter().filter(|a| a.resolved(now)).map(Alert::fingerprint).collect();
         let send_resolved = self.cfg.sends_resolved();

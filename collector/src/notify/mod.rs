@@ -16,6 +16,12 @@
 //! - `alertmanager.rs`: the Alertmanager API v2 queue;
 //! - `dispatch.rs`: a receiver's task: matching, grouping, timing and the
 //!   notification log;
+//! - `silence.rs`: silences (Alertmanager's semantics), kept in
+//!   `silences.json`;
+//! - `inhibit.rs`: `inhibit_rules` and the [`Muter`](inhibit::Muter)
+//!   that the receivers consult before notifying (silenced and inhibited
+//!   alerts are not notified; alerts still go to external Alertmanagers,
+//!   which apply their own silences);
 //! - `integrations.rs`: delivery shared by the receivers (the
 //!   [`Message`](integrations::Message) to send, retries with backoff);
 //! - one file per receiver backend, with its config and payload:
@@ -23,8 +29,10 @@
 
 pub mod alertmanager;
 pub mod dispatch;
+pub mod inhibit;
 pub mod integrations;
 mod pagerduty;
+pub mod silence;
 mod slack;
 mod webhook;
 
@@ -254,6 +262,9 @@ pub enum NotifyError {
     /// The HTTP client could not be built (TLS roots).
     #[error("building the notification HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    /// An inhibition rule is invalid.
+    #[error("{0}")]
+    Inhibit(String),
 }
 
 /// Settings of the notifier.
@@ -267,12 +278,17 @@ pub struct NotifyConfig {
     pub external_url: String,
     /// Where receivers keep what they last sent.
     pub state_path: PathBuf,
+    /// Where silences are kept (`None`: in memory only).
+    pub silences_path: Option<PathBuf>,
+    /// Inhibition rules.
+    pub inhibit_rules: Vec<inhibit::InhibitRuleConfig>,
 }
 
 /// Hands alerts to every Alertmanager and receiver.
 pub struct Notifier {
     ams: Vec<Arc<alertmanager::AmQueue>>,
     receivers: Vec<dispatch::ReceiverHandle>,
+    muter: Arc<inhibit::Muter>,
 }
 
 impl Notifier {
@@ -281,7 +297,13 @@ impl Notifier {
         Arc::new(Notifier {
             ams: Vec::new(),
             receivers: Vec::new(),
+            muter: Arc::new(inhibit::Muter::empty()),
         })
+    }
+
+    /// Silences, inhibition and the alerts received (`/api/v2`, the console).
+    pub fn muter(&self) -> &Arc<inhibit::Muter> {
+        &self.muter
     }
 
     /// Starts one task per Alertmanager and per receiver.
@@ -301,6 +323,11 @@ impl Notifier {
             )?);
         }
         let log = Arc::new(dispatch::NotificationLog::open(cfg.state_path.clone()));
+        let silences = Arc::new(match &cfg.silences_path {
+            Some(p) => silence::Silences::open(p),
+            None => silence::Silences::in_memory(),
+        });
+        let muter = Arc::new(inhibit::Muter::new(silences, &cfg.inhibit_rules).map_err(NotifyError::Inhibit)?);
         let mut receivers = Vec::new();
         for r in &cfg.receivers {
             r.validate().map_err(NotifyError::Receiver)?;
@@ -309,6 +336,7 @@ impl Notifier {
                 client.clone(),
                 cfg.external_url.clone(),
                 log.clone(),
+                muter.clone(),
                 metrics.clone(),
                 shutdown.clone(),
             )?);
@@ -316,7 +344,7 @@ impl Notifier {
         if !ams.is_empty() || !receivers.is_empty() {
             tracing::info!(alertmanagers = ams.len(), receivers = receivers.len(), "notifier started");
         }
-        Ok(Arc::new(Notifier { ams, receivers }))
+        Ok(Arc::new(Notifier { ams, receivers, muter }))
     }
 }
 
@@ -326,6 +354,7 @@ impl AlertSink for Notifier {
         if alerts.is_empty() {
             return;
         }
+        self.muter.observe(&alerts, now_ms());
         for am in &self.ams {
             am.push(&alerts);
         }
