@@ -238,7 +238,17 @@ fn kubernetes_state_reaches_the_collector_through_cuts_relists_and_403s() -> any
         &cfg,
         "sources:\n  host: {enabled: false}\n  kubernetes:\n    forbidden_retry: 1s\n    sync_timeout: 10s\n",
     )?;
-    let c = Collector::start(dir.path(), &["--agent-token", &format!("alpha={TOKEN}")])?;
+    // The Gen3 rule pack, as shipped but evaluated every second and with
+    // every `for:` at 0s, so that its Kubernetes alerts fire within the test.
+    let pack = std::fs::read_to_string(workspace().join("deploy/rules/gen3.yml"))?;
+    let pack = regex::Regex::new(r"(?m)^(\s+)for: \S+$")?.replace_all(&pack, "${1}for: 0s");
+    let pack = regex::Regex::new(r"(?m)^(\s+)interval: \S+$")?.replace_all(&pack, "${1}interval: 1s");
+    let rules = dir.path().join("gen3.yml");
+    std::fs::write(&rules, pack.as_bytes())?;
+    let c = Collector::start(
+        dir.path(),
+        &["--agent-token", &format!("alpha={TOKEN}"), "--rules", &rules.display().to_string()],
+    )?;
     let (_agent, agent_metrics) = start_agent(
         dir.path(),
         "agent",
@@ -274,6 +284,20 @@ fn kubernetes_state_reaches_the_collector_through_cuts_relists_and_403s() -> any
     objects::set_restarts(&mut p, "fence", 8);
     kube.apply(p);
     wait_value(&c, r#"kube_pod_container_status_restarts_total{service="fence"}"#, |v| v == 8.0)?;
+
+    // The rule pack's Kubernetes alerts fire for this commons: the crash
+    // loop, the Deployment short of a replica, the CronJob's failed Job, the
+    // pending PVC, the OOMKilled container.
+    for alert in [
+        "KubePodCrashLooping",
+        "KubeDeploymentReplicasMismatch",
+        "KubeJobFailed",
+        "KubePersistentVolumeClaimPending",
+        "KubeContainerOOMKilled",
+    ] {
+        let q = format!(r#"ALERTS{{alertname="{alert}",alertstate="firing",commons="alpha"}}"#);
+        wait_for(&q, WAIT, || c.query(&q).ok().filter(|r| !r.is_empty()))?;
+    }
 
     // A Warning event after the start is counted (the series first at 0).
     kube.apply(objects::event(
