@@ -469,7 +469,10 @@ fn watch_from_a_compacted_version_gets_an_error_event_410_expired() {
     let started = std::time::Instant::now();
     let mut rest = Vec::new();
     let _ = live.read_to_end(&mut rest);
-    assert!(started.elapsed() < Duration::from_secs(15), "the watch was not ended by the compaction");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the watch was not ended by the compaction"
+    );
     let rest = String::from_utf8_lossy(&rest);
     assert!(
         rest.lines().all(|l| l.contains("\"BOOKMARK\"") || l.contains("\"ERROR\"")),
