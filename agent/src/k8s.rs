@@ -62,6 +62,33 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, KubeError
     kube::Client::try_from(cfg).map_err(KubeError::Client)
 }
 
+/// A client for `kubeconfig`, retried with backoff (1s, doubling to 5m)
+/// while it cannot be built: each failure is counted in the source's errors
+/// as `kubernetes_client` and logged when its message changes. `None` when
+/// the source is stopped first. `what` names the user in the log.
+pub async fn client_with_retry(kubeconfig: Option<&Path>, cx: &crate::sources::SourceContext, what: &str) -> Option<kube::Client> {
+    let mut wait = std::time::Duration::from_secs(1);
+    let mut last_err = String::new();
+    loop {
+        match client(kubeconfig).await {
+            Ok(c) => return Some(c),
+            Err(e) => {
+                cx.error("kubernetes_client");
+                let msg = csoc_common::error::error_chain(&e);
+                if msg != last_err {
+                    tracing::error!(source = %cx.name, what, error = %msg, "no Kubernetes client; retrying");
+                    last_err = msg;
+                }
+                tokio::select! {
+                    _ = cx.shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(std::time::Duration::from_secs(300));
+            }
+        }
+    }
+}
+
 /// Whether `e` is the API server's 403 Forbidden (RBAC denies the verb).
 pub fn is_forbidden(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 403)

@@ -130,25 +130,8 @@ pub(crate) async fn run_followers<S: LogSink>(
     shared: SharedRef<S>,
     cx: SourceContext,
 ) {
-    let mut wait = Duration::from_secs(1);
-    let mut last_err = String::new();
-    let client = loop {
-        match crate::k8s::client(kubeconfig.as_deref()).await {
-            Ok(c) => break c,
-            Err(e) => {
-                cx.error("kubernetes_client");
-                let msg = csoc_common::error::error_chain(&e);
-                if msg != last_err {
-                    tracing::error!(source = %cx.name, error = %msg, "no Kubernetes client; retrying");
-                    last_err = msg;
-                }
-                tokio::select! {
-                    _ = cx.shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-                wait = (wait * 2).min(Duration::from_secs(300));
-            }
-        }
+    let Some(client) = crate::k8s::client_with_retry(kubeconfig.as_deref(), &cx, "pod logs").await else {
+        return;
     };
     let mut set = JoinSet::new();
     for f in follows {

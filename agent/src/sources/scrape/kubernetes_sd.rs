@@ -653,25 +653,9 @@ async fn watch_kind<K: Stored>(
 /// the source stops.
 pub async fn run_discovery(cfg: KubernetesSdConfig, agent_kubeconfig: Option<PathBuf>, store: SdStoreRef, cx: SourceContext, job: String) {
     let kubeconfig = cfg.kubeconfig_file.clone().or(agent_kubeconfig);
-    let mut wait = Duration::from_secs(1);
-    let mut last_err = String::new();
-    let client = loop {
-        match crate::k8s::client(kubeconfig.as_deref()).await {
-            Ok(c) => break c,
-            Err(e) => {
-                cx.error("kubernetes_client");
-                let msg = csoc_common::error::error_chain(&e);
-                if msg != last_err {
-                    tracing::error!(source = %cx.name, job = %job, error = %msg, "kubernetes_sd: no Kubernetes client; retrying");
-                    last_err = msg;
-                }
-                tokio::select! {
-                    _ = cx.shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-                wait = (wait * 2).min(Duration::from_secs(300));
-            }
-        }
+    let what = format!("kubernetes_sd of job {job}");
+    let Some(client) = crate::k8s::client_with_retry(kubeconfig.as_deref(), &cx, &what).await else {
+        return;
     };
     let mut namespaces: Vec<Option<String>> = cfg.namespaces.names.iter().cloned().map(Some).collect();
     if cfg.namespaces.own_namespace {
