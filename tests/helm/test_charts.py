@@ -176,6 +176,8 @@ AGENT_COMBOS: dict[str, dict] = {
             "scrapeAnnotatedPods": {"enabled": False},
         }
     },
+    "argo": {"sources": {"argocd": {"enabled": True}, "argoWorkflows": {"enabled": True}}},
+    "argo-workflows-only": {"sources": {"argoWorkflows": {"enabled": True}, "scrapeAnnotatedPods": {"enabled": False}}},
     "fixed-uid-and-extras": {
         "securityContext": {"runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001},
         "agentName": "commons-a",
@@ -368,9 +370,13 @@ def test_agent_every_combination_renders_valid_and_disciplined():
             assert_read_only_rbac(objs)
             assert_container_discipline(objs, fixed_uid=combo.startswith("fixed-uid"))
             assert_no_canary_outside_secrets(objs)
+            # Argo's Roles sit in Argo's namespaces (argocd, argo).
+            argo_ns = {"argocd", "argo"} if combo.startswith("argo") else set()
             for o in objs:
                 if o["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
-                    assert o["metadata"].get("namespace") == "gen3", f"{o['kind']}/{o['metadata']['name']} not in the release namespace"
+                    ns = o["metadata"].get("namespace")
+                    ok = ns == "gen3" or (ns in argo_ns and o["kind"] in ("Role", "RoleBinding"))
+                    assert ok, f"{o['kind']}/{o['metadata']['name']} not in the release namespace"
         except AssertionError as e:
             raise AssertionError(f"combination {combo!r}: {e}") from None
 
@@ -417,7 +423,7 @@ def test_agent_default_objects():
     spool_mount = next(m for m in c["volumeMounts"] if m["name"] == "spool")
     assert cfg["spool_dir"].startswith(spool_mount["mountPath"] + "/")
     # Without the ClusterRole the agent does not try nodes or the metrics API.
-    assert set(cfg["sources"]["kubernetes"]["disable"]) == {"nodes", "metrics"}
+    assert set(cfg["sources"]["kubernetes"]["disable"]) == {"nodes", "metrics", "applications"}
     assert cfg["sources"]["host"]["enabled"] is False
     # The Role: exactly deploy/kubernetes/agent-rbac.yaml's.
     hand = [d for d in yaml.safe_load_all((REPO / "deploy/kubernetes/agent-rbac.yaml").read_text()) if d and d["kind"] == "Role"]
@@ -468,7 +474,31 @@ def test_agent_cluster_roles_are_distinct_per_release_and_namespace():
     cr = one(a, "ClusterRole")
     assert {r for rule in cr["rules"] for r in rule["resources"]} == {"nodes", "pods"}
     cfg = agent_config(a, "gen3-csoc-agent-config")
-    assert "disable" not in cfg["sources"]["kubernetes"], "with the ClusterRole, nodes and metrics are watched"
+    assert cfg["sources"]["kubernetes"]["disable"] == ["applications"], "with the ClusterRole, nodes and metrics are watched"
+
+
+def test_agent_argo_sources_add_their_roles_and_config():
+    values = {"sources": {"argocd": {"enabled": True, "namespace": "argo-cd"}, "argoWorkflows": {"enabled": True}}}
+    objs = render(AGENT, values, "gen3", "commons-a")
+    cfg = agent_config(objs, "gen3-csoc-agent-config")
+    k = cfg["sources"]["kubernetes"]
+    assert "applications" not in k["disable"]
+    assert k["argocd"] == {"namespaces": ["argo-cd"]}
+    jobs = cfg["sources"]["scrape"]["jobs"]
+    assert [j["job_name"] for j in jobs] == ["gen3-pods", "argo-workflows"]
+    argo = jobs[1]
+    assert argo["kubernetes_sd_configs"][0]["namespaces"] == {"names": ["argo"]}
+    assert argo["kubernetes_sd_configs"][0]["selectors"][0]["label"] == "app=workflow-controller"
+    roles = [o for o in objs if o["kind"] == "Role"]
+    by_ns = {r["metadata"]["namespace"]: r for r in roles}
+    assert by_ns["argo-cd"]["rules"] == [{"apiGroups": ["argoproj.io"], "resources": ["applications"], "verbs": ["get", "list", "watch"]}]
+    assert by_ns["argo"]["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+    for rb in (o for o in objs if o["kind"] == "RoleBinding"):
+        assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "gen3-csoc-agent", "namespace": "commons-a"}]
+    # Only Argo Workflows, without the annotated-pods job.
+    values = {"sources": {"argoWorkflows": {"enabled": True}, "scrapeAnnotatedPods": {"enabled": False}}}
+    cfg = agent_config(render(AGENT, values, "gen3", "gen3"), "gen3-csoc-agent-config")
+    assert [j["job_name"] for j in cfg["sources"]["scrape"]["jobs"]] == ["argo-workflows"]
 
 
 def test_agent_daemonset_mounts_the_host_read_only():

@@ -546,6 +546,38 @@ fn feed_kubernetes_standin(http: String, stop: Arc<AtomicBool>) -> std::thread::
                 ("type", "Warning"),
             ];
             add("kube_events_total", &ev, (tick / 4) as f64);
+            // STAND-IN for the backends row: the elasticsearch and postgres
+            // sources (built on another branch) and Argo CD Applications,
+            // under the names the issue gives (elasticsearch_exporter's,
+            // postgres_exporter's, Argo CD's).
+            for (color, v) in [("green", 0.0), ("yellow", 1.0), ("red", 0.0)] {
+                add("elasticsearch_cluster_health_status", &[("cluster", "gen3-es"), ("color", color)], v);
+            }
+            add("elasticsearch_cluster_health_number_of_nodes", &[("cluster", "gen3-es")], 3.0);
+            add("elasticsearch_cluster_health_unassigned_shards", &[("cluster", "gen3-es")], 2.0);
+            add("elasticsearch_cluster_health_number_of_pending_tasks", &[("cluster", "gen3-es")], 0.0);
+            add("elasticsearch_indices_docs", &[("cluster", "gen3-es"), ("index", "etl_0")], 12_345.0);
+            add("elasticsearch_indices_docs", &[("cluster", "gen3-es"), ("index", "file_0")], 54_321.0);
+            for (db, backends) in [("fence", 40.0), ("indexd", 12.0)] {
+                add("pg_up", &[("database", db)], 1.0);
+                add("pg_stat_database_numbackends", &[("database", db), ("datname", db)], backends);
+                add("pg_settings_max_connections", &[("database", db)], 100.0);
+                add("pg_stat_database_xact_commit", &[("database", db), ("datname", db)], 100.0 * tick as f64);
+                add("pg_stat_database_xact_rollback", &[("database", db), ("datname", db)], tick as f64);
+                add("pg_database_size_bytes", &[("database", db), ("datname", db)], 2.5e9);
+            }
+            add("pg_up", &[("database", "fence-replica")], 1.0);
+            add("pg_replication_lag_seconds", &[("database", "fence-replica")], 1.5);
+            for (app, health, sync) in [("fence", "Healthy", "Synced"), ("guppy", "Degraded", "OutOfSync")] {
+                let l = [
+                    ("name", app),
+                    ("project", "gen3"),
+                    ("health_status", health),
+                    ("sync_status", sync),
+                    ("dest_namespace", "gen3"),
+                ];
+                add("argocd_app_info", &l, 1.0);
+            }
             let req = WriteRequest {
                 timeseries: ts,
                 ..Default::default()
@@ -637,7 +669,10 @@ fn grafana_every_dashboard_query_evaluates_and_returns_data() -> anyhow::Result<
     let agent_cfg = dir.path().join("agent.yml");
     std::fs::write(
         &agent_cfg,
-        format!("sources:\n  gen3_status:\n    ca_file: {ca_s}\n  gen3_usage:\n    interval: 2s\n    timeout: 1s\n"),
+        format!(
+            "sources:\n  gen3_status:\n    ca_file: {ca_s}\n  gen3_usage:\n    interval: 2s\n    timeout: 1s\n    hatchery_url: {}/_svc/hatchery\n",
+            fake.http
+        ),
     )?;
     let agent_cfg_s = agent_cfg.display().to_string();
     let log_s = log.display().to_string();

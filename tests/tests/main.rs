@@ -27,3 +27,4 @@ mod storage;
 mod systemd;
 mod tls;
 mod tls_reload;
+mod usage;

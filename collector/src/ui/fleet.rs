@@ -132,6 +132,8 @@ pub struct CommonsRow {
     pub logins: Option<f64>,
     /// Downloads since midnight UTC.
     pub downloads: Option<f64>,
+    /// Elasticsearch, PostgreSQL and Argo CD (see [`super::backends`]).
+    pub backends: Vec<super::backends::Backend>,
 }
 
 /// What the fleet page shows.
@@ -212,6 +214,11 @@ pub fn fleet_data(st: &AppState, access: &Access, now: i64) -> FleetData {
             if let Some(r) = rows.get_mut(label(&l, "commons")) {
                 set(r, v);
             }
+        }
+    }
+    for (c, b) in super::backends::backends(st, access, "", now) {
+        if let Some(r) = rows.get_mut(&c) {
+            r.backends = b;
         }
     }
     for a in st.agents.list(access.scope()) {
@@ -304,13 +311,28 @@ pub fn render_fleet(d: &FleetData) -> String {
             } else {
                 esc(&cell.version)
             };
+            // The backends this service uses, beside it.
+            let tokens = super::backends::tokens_for(&r.backends, s);
+            let backend_bad = r.backends.iter().any(|b| b.serves(s) && b.bad());
+            let mut backend_tip = String::new();
+            for b in r.backends.iter().filter(|b| b.serves(s)) {
+                let _ = write!(backend_tip, "<br>{}", esc(&b.text()));
+            }
             let _ = write!(
                 o,
-                "<td class=\"c {}\" tabindex=\"0\" data-commons=\"{name}\" data-service=\"{sv}\" data-state=\"{}\" aria-label=\"{sv}: {}\"><b aria-hidden=\"true\">{}</b><i role=\"tooltip\"><b>{sv}</b> {}<br>version {ver}<br>probe {}<br>HTTP {}<br>TLS {tls}</i></td>",
+                "<td class=\"c {}{}\" tabindex=\"0\" data-commons=\"{name}\" data-service=\"{sv}\" data-state=\"{}\"{} aria-label=\"{sv}: {}{}\"><b aria-hidden=\"true\">{}</b>{}<i role=\"tooltip\"><b>{sv}</b> {}<br>version {ver}<br>probe {}<br>HTTP {}<br>TLS {tls}{backend_tip}</i></td>",
                 st.as_str(),
+                if backend_bad { " bb" } else { "" },
                 st.as_str(),
+                if tokens.is_empty() {
+                    String::new()
+                } else {
+                    format!(" data-backends=\"{}\"", esc(&tokens))
+                },
                 st.word(),
+                if backend_bad { ", a backend needs a look" } else { "" },
                 st.icon(),
+                if backend_bad { "<s aria-hidden=\"true\">!</s>" } else { "" },
                 st.word(),
                 opt(cell.latency, fmt_secs),
                 opt(cell.code, |c| format!("{c:.0}")),

@@ -16,6 +16,7 @@
 //! send a Content-Security-Policy that allows only the collector's own
 //! scripts and styles.
 
+mod backends;
 mod fleet;
 mod pages;
 pub mod session;

@@ -99,14 +99,17 @@ fn commons_body(st: &AppState, access: &Access, name: &str, now: i64) -> Option<
         let svc = label(&s.labels, "service").to_string();
         strip_of.entry(svc).or_default().extend(s.samples.iter().map(|(t, v)| (*t, *v)));
     }
+    let backs = super::backends::backends(st, access, &format!("commons={c}"), now)
+        .remove(name)
+        .unwrap_or_default();
     let mut o = String::new();
     let _ = write!(o, "<h1>Commons {}</h1>", esc(name));
-    o.push_str("<section><h2>Services</h2><div class=\"scroll\" tabindex=\"0\"><table class=\"list services\"><thead><tr><th scope=\"col\">Service</th><th scope=\"col\">State</th><th scope=\"col\">Version</th><th scope=\"col\">Probe</th><th scope=\"col\">Status code</th><th scope=\"col\">Last 24 hours</th></tr></thead><tbody>");
+    o.push_str("<section><h2>Services</h2><div class=\"scroll\" tabindex=\"0\"><table class=\"list services\"><thead><tr><th scope=\"col\">Service</th><th scope=\"col\">State</th><th scope=\"col\">Version</th><th scope=\"col\">Probe</th><th scope=\"col\">Status code</th><th scope=\"col\">Backends</th><th scope=\"col\">Last 24 hours</th></tr></thead><tbody>");
     for (svc, cell) in &cells {
         let state = cell.state();
         let _ = write!(
             o,
-            "<tr data-service=\"{}\" data-state=\"{}\"><th scope=\"row\">{}</th><td><span class=\"c {}\"><b aria-hidden=\"true\">{}</b> {}</span></td><td>{}</td><td>{}</td><td class=\"code\">{}</td><td><div class=\"strip\" role=\"img\" aria-label=\"{} over 24 hours: {}\">",
+            "<tr data-service=\"{}\" data-state=\"{}\"><th scope=\"row\">{}</th><td><span class=\"c {}\"><b aria-hidden=\"true\">{}</b> {}</span></td><td>{}</td><td>{}</td><td class=\"code\">{}</td><td class=\"backends\">{}</td><td><div class=\"strip\" role=\"img\" aria-label=\"{} over 24 hours: {}\">",
             esc(svc),
             state.as_str(),
             esc(svc),
@@ -121,6 +124,10 @@ fn commons_body(st: &AppState, access: &Access, name: &str, now: i64) -> Option<
             esc(if cell.version.is_empty() { "–" } else { &cell.version }),
             cell.latency.map(fmt_secs).unwrap_or_else(|| "–".into()),
             cell.code.map(|c| format!("{c:.0}")).unwrap_or_else(|| "–".into()),
+            {
+                let b = super::backends::spans_for(&backs, svc);
+                if b.is_empty() { "–".to_string() } else { b }
+            },
             esc(svc),
             {
                 let pts = strip_of.get(svc);
@@ -142,9 +149,37 @@ fn commons_body(st: &AppState, access: &Access, name: &str, now: i64) -> Option<
         o.push_str("</div></td></tr>");
     }
     if cells.is_empty() {
-        o.push_str("<tr><td colspan=\"6\">No probe data (no <code>gen3_status</code> source).</td></tr>");
+        o.push_str("<tr><td colspan=\"7\">No probe data (no <code>gen3_status</code> source).</td></tr>");
     }
     o.push_str("</tbody></table></div></section>");
+
+    // Backends: every one the commons reports, used by a service or not.
+    o.push_str("<section><h2>Backends</h2>");
+    if backs.is_empty() {
+        o.push_str("<p>No backend reported (no <code>elasticsearch</code>, <code>postgres</code> source, no Argo CD Application).</p>");
+    } else {
+        o.push_str("<table class=\"list backends\"><thead><tr><th scope=\"col\">Backend</th><th scope=\"col\">Name</th><th scope=\"col\">State</th><th scope=\"col\">Used by</th></tr></thead><tbody>");
+        for b in &backs {
+            let users: Vec<&str> = cells.keys().map(String::as_str).filter(|s| b.serves(s)).collect();
+            let _ = write!(
+                o,
+                "<tr data-backend=\"{}\" data-backend-name=\"{}\" data-backend-state=\"{}\"><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td>{}</td></tr>",
+                b.kind,
+                esc(&b.name),
+                esc(&b.state),
+                match b.kind {
+                    "elasticsearch" => "Elasticsearch",
+                    "postgres" => "PostgreSQL",
+                    _ => "Argo CD application",
+                },
+                esc(&b.name),
+                b.span(),
+                if users.is_empty() { "–".to_string() } else { esc(&users.join(", ")) }
+            );
+        }
+        o.push_str("</tbody></table>");
+    }
+    o.push_str("</section>");
 
     // Agents.
     o.push_str("<section><h2>Agents</h2><table class=\"list\"><thead><tr><th scope=\"col\">Agent</th><th scope=\"col\">State</th><th scope=\"col\">Version</th><th scope=\"col\">Last seen</th><th scope=\"col\">Host</th></tr></thead><tbody>");

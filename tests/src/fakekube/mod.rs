@@ -17,6 +17,8 @@
 //!   (`/api/v1/namespaces/NS/pods`) and across namespaces (`/api/v1/pods`);
 //! - metrics.k8s.io/v1beta1 pods and nodes: get and list
 //!   ([`FakeKube::set_pod_metrics`], [`FakeKube::disable_metrics_api`]);
+//! - argoproj.io/v1alpha1 applications (Argo CD's CRD) once
+//!   [`FakeKube::install_argocd_crd`] is called: list, watch, get;
 //! - `pods/log` with `container`, `follow`, `timestamps`, `sinceTime`,
 //!   `sinceSeconds`, `tailLines`, `limitBytes`.
 //!
@@ -450,6 +452,21 @@ impl FakeKube {
     /// Serves metrics.k8s.io again.
     pub fn enable_metrics_api(&self) {
         self.shared.lock().metrics_api = true;
+    }
+
+    /// Installs Argo CD's CRDs: argoproj.io/v1alpha1 `applications` is
+    /// listed in discovery and served (list, watch, get) at
+    /// `/apis/argoproj.io/v1alpha1/namespaces/NS/applications`. Off by
+    /// default, as in a cluster without Argo CD: its paths answer 404.
+    /// Applications can be applied either way (the store does not check).
+    pub fn install_argocd_crd(&self) {
+        self.shared.lock().argocd_crd = true;
+    }
+
+    /// Removes Argo CD's CRDs again (paths 404, open watches keep going
+    /// until cut).
+    pub fn uninstall_argocd_crd(&self) {
+        self.shared.lock().argocd_crd = false;
     }
 }
 

@@ -837,3 +837,74 @@ pub fn endpointslice(ns: &str, service: &str, pods: &[Value], port_name: &str, p
         "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
     })
 }
+
+/// An Argo CD Application (argoproj.io/v1alpha1) in `ns` (Argo CD's
+/// namespace, usually `argocd`) deploying gen3-helm's chart `name` into
+/// `dest_ns`, auto-synced, with `status.health.status` = `health` and
+/// `status.sync.status` = `sync` (as Argo CD's controller writes them).
+pub fn application(ns: &str, name: &str, dest_ns: &str, health: &str, sync: &str) -> Value {
+    json!({
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "finalizers": ["resources-finalizer.argocd.argoproj.io"],
+            "labels": {"app.kubernetes.io/part-of": "gen3"},
+        },
+        "spec": {
+            "project": "gen3",
+            "source": {
+                "repoURL": "https://github.com/uc-cdis/gen3-helm.git",
+                "targetRevision": "master",
+                "path": format!("helm/{name}"),
+            },
+            "destination": {"server": "https://kubernetes.default.svc", "namespace": dest_ns},
+            "syncPolicy": {"automated": {"prune": true, "selfHeal": true}},
+        },
+        "status": {
+            "sync": {
+                "status": sync,
+                "revision": "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567",
+                "comparedTo": {
+                    "source": {"repoURL": "https://github.com/uc-cdis/gen3-helm.git", "targetRevision": "master", "path": format!("helm/{name}")},
+                    "destination": {"server": "https://kubernetes.default.svc", "namespace": dest_ns},
+                },
+            },
+            "health": {"status": health},
+            "reconciledAt": now(),
+            "sourceType": "Helm",
+        },
+    })
+}
+
+/// Sets an Application's health and sync status (`None` removes the
+/// field, as before the controller's first reconciliation).
+pub fn set_app_status(app: &mut Value, health: Option<&str>, sync: Option<&str>) {
+    match health {
+        Some(h) => app["status"]["health"] = json!({"status": h}),
+        None => {
+            if let Some(s) = app["status"].as_object_mut() {
+                s.remove("health");
+            }
+        }
+    }
+    match sync {
+        Some(s) => app["status"]["sync"]["status"] = json!(s),
+        None => {
+            if let Some(s) = app["status"].as_object_mut() {
+                s.remove("sync");
+            }
+        }
+    }
+}
+
+/// Marks a sync operation in progress (`operation.sync`), as `argocd app
+/// sync` requests one.
+pub fn set_app_operation(app: &mut Value, syncing: bool) {
+    if syncing {
+        app["operation"] = json!({"sync": {"revision": "master"}, "initiatedBy": {"username": "admin"}});
+    } else if let Some(o) = app.as_object_mut() {
+        o.remove("operation");
+    }
+}

@@ -186,6 +186,20 @@ pub(crate) static RESOURCES: &[ResourceType] = &[
         fields: &[],
         metrics: true,
     },
+    // A custom resource: served only while its CRD is "installed"
+    // (`FakeKube::install_argocd_crd`), as a CRD's group is.
+    ResourceType {
+        group: "argoproj.io",
+        version: "v1alpha1",
+        plural: "applications",
+        singular: "application",
+        kind: "Application",
+        namespaced: true,
+        short_names: &["app", "apps"],
+        categories: &["argoproj"],
+        fields: &[],
+        metrics: false,
+    },
 ];
 
 /// Index of core v1 pods in `RESOURCES`.
@@ -199,7 +213,27 @@ pub(crate) const GROUPS: &[(&str, &str)] = &[
     ("batch", "v1"),
     ("discovery.k8s.io", "v1"),
     ("metrics.k8s.io", "v1beta1"),
+    ("argoproj.io", "v1alpha1"),
 ];
+
+/// Which optional groups are served now: metrics.k8s.io (metrics-server)
+/// and argoproj.io (Argo CD's CRDs).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Optional {
+    pub metrics: bool,
+    pub argocd: bool,
+}
+
+impl Optional {
+    /// Whether `group` is served.
+    pub fn serves(&self, group: &str) -> bool {
+        match group {
+            "metrics.k8s.io" => self.metrics,
+            "argoproj.io" => self.argocd,
+            _ => true,
+        }
+    }
+}
 
 /// The index of the type with this group, version and plural.
 pub(crate) fn find(group: &str, version: &str, plural: &str) -> Option<usize> {
@@ -224,12 +258,9 @@ pub(crate) fn by_name(name: &str) -> Option<usize> {
     })
 }
 
-/// Whether a group version is served (`metrics` says whether the metrics API
-/// is on).
-pub(crate) fn group_served(group: &str, version: &str, metrics: bool) -> bool {
-    GROUPS
-        .iter()
-        .any(|(g, v)| *g == group && *v == version && (metrics || *g != "metrics.k8s.io"))
+/// Whether a group version is served (`opt`: which optional groups are on).
+pub(crate) fn group_served(group: &str, version: &str, opt: Optional) -> bool {
+    GROUPS.iter().any(|(g, v)| *g == group && *v == version && opt.serves(g))
 }
 
 /// `/api`: the core group's versions.
@@ -246,19 +277,19 @@ fn group_doc(group: &str, version: &str) -> Value {
     json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
 }
 
-/// `/apis`: the named groups (without metrics.k8s.io when it is off).
-pub(crate) fn api_group_list(metrics: bool) -> Value {
+/// `/apis`: the named groups (without the optional ones that are off).
+pub(crate) fn api_group_list(opt: Optional) -> Value {
     let groups: Vec<Value> = GROUPS
         .iter()
-        .filter(|(g, _)| metrics || *g != "metrics.k8s.io")
+        .filter(|(g, _)| opt.serves(g))
         .map(|(g, v)| group_doc(g, v))
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `/apis/GROUP`.
-pub(crate) fn api_group(group: &str, metrics: bool) -> Option<Value> {
-    let (g, v) = GROUPS.iter().find(|(g, _)| *g == group && (metrics || *g != "metrics.k8s.io"))?;
+pub(crate) fn api_group(group: &str, opt: Optional) -> Option<Value> {
+    let (g, v) = GROUPS.iter().find(|(g, _)| *g == group && opt.serves(g))?;
     let mut doc = group_doc(g, v);
     if let Some(o) = doc.as_object_mut() {
         let mut with_kind = serde_json::Map::new();

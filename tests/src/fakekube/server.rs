@@ -206,19 +206,25 @@ pub(crate) async fn handle(AxState(s): AxState<Arc<Shared>>, method: Method, uri
             Some(json!({})),
         );
     }
-    let metrics_api = s.lock().metrics_api;
+    let optional = {
+        let st = s.lock();
+        resources::Optional {
+            metrics: st.metrics_api,
+            argocd: st.argocd_crd,
+        }
+    };
     let as_table = table::wants_table(&headers);
     match segs.as_slice() {
         ["api"] => json_response(StatusCode::OK, &resources::api_versions(&s.addr)),
         ["api", "v1"] => json_response(StatusCode::OK, &resources::api_resource_list("", "v1")),
-        ["apis"] => json_response(StatusCode::OK, &resources::api_group_list(metrics_api)),
-        ["apis", g] => match resources::api_group(g, metrics_api) {
+        ["apis"] => json_response(StatusCode::OK, &resources::api_group_list(optional)),
+        ["apis", g] => match resources::api_group(g, optional) {
             Some(doc) => json_response(StatusCode::OK, &doc),
             None => not_found_path(),
         },
-        ["apis", g, v] if resources::group_served(g, v, metrics_api) => json_response(StatusCode::OK, &resources::api_resource_list(g, v)),
+        ["apis", g, v] if resources::group_served(g, v, optional) => json_response(StatusCode::OK, &resources::api_resource_list(g, v)),
         ["api", "v1", rest @ ..] => resource(&s, "", "v1", rest, &q, watch, as_table).await,
-        ["apis", g, v, rest @ ..] if resources::group_served(g, v, metrics_api) => resource(&s, g, v, rest, &q, watch, as_table).await,
+        ["apis", g, v, rest @ ..] if resources::group_served(g, v, optional) => resource(&s, g, v, rest, &q, watch, as_table).await,
         _ => not_found_path(),
     }
 }

@@ -143,6 +143,8 @@ pub(crate) struct State {
     pub node_metrics: BTreeMap<String, (String, String)>,
     /// Whether metrics.k8s.io is served.
     pub metrics_api: bool,
+    /// Whether Argo CD's CRDs (argoproj.io) are installed.
+    pub argocd_crd: bool,
     uid_seed: u64,
     uid_seq: u64,
 }
@@ -197,7 +199,10 @@ pub fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
 
 /// Types whose `metadata.generation` counts spec changes.
 fn has_generation(kind: &str) -> bool {
-    matches!(kind, "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" | "CronJob")
+    matches!(
+        kind,
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" | "CronJob" | "Application"
+    )
 }
 
 fn splitmix(mut x: u64) -> u64 {
@@ -223,6 +228,7 @@ impl State {
             pod_metrics: BTreeMap::new(),
             node_metrics: BTreeMap::new(),
             metrics_api: true,
+            argocd_crd: false,
             uid_seed: RandomState::new().hash_one(0x5eed_u64),
             uid_seq: 0,
         }

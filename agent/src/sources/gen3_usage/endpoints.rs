@@ -170,7 +170,14 @@ impl Gen3UsageSource {
             let n = count(&v["total_pods"])
                 .or_else(|| v["pods"].as_array().map(|a| a.len() as f64))
                 .ok_or_else(|| missing(&url, "total_pods"))?;
-            Ok((vec![("gen3_hatchery_workspaces", vec![], n)], ts))
+            let mut out = vec![("gen3_hatchery_workspaces", vec![], n)];
+            // total_cost: the cost accrued so far by the pods running now
+            // (requests × hatchery's prices × time since creation), summed.
+            // Absent or not a non-negative number: the cost is not reported.
+            if let Some(c) = count(&v["total_cost"]) {
+                out.push(("gen3_hatchery_workspace_cost_dollars", vec![], c));
+            }
+            Ok((out, ts))
         }))
     }
 }

@@ -13,6 +13,19 @@
 //! | `gen3_discovery_studies` | job | metadata-service `/mds/metadata?_guid_type=discovery_metadata&limit=…&offset=…`; `/metadata?…` | studies listed (pages followed) |
 //! | `gen3_mds_aggregate_commons` | job | metadata-service `/mds/aggregate/commons`; `/aggregate/commons` (aggregate MDS only) | number of commons in `commons` |
 //! | `gen3_hatchery_workspaces` | job | hatchery `/allCosts`, in-cluster only (hatchery ≥ 2.6.0) | `total_pods` (running workspaces) |
+//! | `gen3_hatchery_workspace_cost_dollars` | job | same | `total_cost`: what the workspaces running now have cost so far (see below) |
+//!
+//! **Workspace cost.** hatchery's `/allCosts` (hatchery/hatchery.go
+//! `allCosts`) lists the `Running` pods of the workspace namespace and, for
+//! each, the CPU cores and memory GiB its containers request × hatchery's
+//! configured `pricing.cpu` / `pricing.memory` (dollars per core-hour,
+//! GiB-hour) × the hours since the pod's creation; `total_cost` is their sum.
+//! It grows while workspaces run and falls when one stops (its pod leaves the
+//! list; what it cost is then only in hatchery's pay-model table), so it is
+//! neither a counter nor a bill: `gen3_hatchery_workspace_cost_dollars` is a
+//! gauge ("the running workspaces have cost this much so far"), not
+//! `…_dollars_total`. Per-pod figures are not exported (pod names carry user
+//! names).
 //!
 //! All are gauges in base units, stamped with the completion time of the
 //! request they come from; `instance` and external labels are added by the

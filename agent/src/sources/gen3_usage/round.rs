@@ -82,6 +82,10 @@ fn help(metric: &str) -> (&'static str, &'static str) {
         "gen3_discovery_studies" => ("Studies in the metadata service's discovery metadata.", ""),
         "gen3_mds_aggregate_commons" => ("Commons aggregated by the metadata service (aggregate MDS).", ""),
         "gen3_hatchery_workspaces" => ("Running workspaces (hatchery /allCosts total_pods).", ""),
+        "gen3_hatchery_workspace_cost_dollars" => (
+            "Cost accrued so far by the workspaces running now (hatchery /allCosts total_cost: CPU and memory requests times hatchery's configured prices times each pod's time since creation); falls when a workspace stops, so a gauge, not a counter.",
+            "dollars",
+        ),
         _ => ("", ""),
     }
 }

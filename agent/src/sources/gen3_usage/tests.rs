@@ -95,6 +95,7 @@ async fn a_refused_endpoint_is_an_error_and_the_others_report() {
     assert_eq!(get("gen3_drs_objects"), Some(1_842_217.0));
     assert_eq!(get("gen3_mds_aggregate_commons"), Some(2.0));
     assert_eq!(get("gen3_hatchery_workspaces"), Some(2.0));
+    assert_eq!(get("gen3_hatchery_workspace_cost_dollars"), Some(1.9264));
     assert_eq!(get("gen3_discovery_studies"), Some(5.0), "pages followed");
     assert_eq!(get("gen3_peregrine_projects"), None, "403: nothing emitted");
     assert_eq!(r.errors.len(), 1, "{:?}", r.errors);

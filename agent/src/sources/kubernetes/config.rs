@@ -25,6 +25,7 @@ pub const KINDS: &[&str] = &[
     "events",
     "nodes",
     "metrics",
+    "applications",
 ];
 
 /// Event types Kubernetes knows.
@@ -79,6 +80,32 @@ pub struct KubernetesConfig {
     /// [`crate::sources::pod_logs`]); they run, as the source
     /// `log_counters`, when the source is enabled and the list is not empty.
     pub log_counters: Vec<crate::sources::pod_logs::LogCounterConfig>,
+    /// Argo CD Applications (`argocd_app_info`, see
+    /// the `argocd` module of this source); `disable: [applications]` turns them off.
+    pub argocd: ArgoCdConfig,
+}
+
+/// Where Argo CD Applications are read (`sources.kubernetes.argocd`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArgoCdConfig {
+    /// Namespaces holding Application objects (default `[argocd]`); the
+    /// agent needs get, list, watch on `applications` (apiGroups
+    /// `argoproj.io`) there.
+    pub namespaces: Vec<String>,
+    /// Report every Application found there (default false: only those
+    /// whose `spec.destination.namespace` is one of `namespaces` above, the
+    /// commons' own, so that a shared cluster's other commons stay out).
+    pub all_destinations: bool,
+}
+
+impl Default for ArgoCdConfig {
+    fn default() -> Self {
+        ArgoCdConfig {
+            namespaces: vec!["argocd".into()],
+            all_destinations: false,
+        }
+    }
 }
 
 /// Counting of events (`sources.kubernetes.events`).
@@ -108,6 +135,7 @@ impl Default for KubernetesConfig {
             events: EventsConfig::default(),
             frame_samples: 5000,
             log_counters: Vec::new(),
+            argocd: ArgoCdConfig::default(),
         }
     }
 }
@@ -208,6 +236,17 @@ impl KubernetesConfig {
                 format!("{FIELD}.frame_samples"),
                 format!("{} is below the minimum of 100 (0: one frame per report)", self.frame_samples),
             ));
+        }
+        for (i, ns) in self.argocd.namespaces.iter().enumerate() {
+            if !valid_namespace(ns) {
+                return Err(invalid(
+                    format!("{FIELD}.argocd.namespaces"),
+                    format!("{ns:?} is not a namespace name (lower-case letters, digits and '-', at most 63)"),
+                ));
+            }
+            if self.argocd.namespaces[..i].contains(ns) {
+                return Err(invalid(format!("{FIELD}.argocd.namespaces"), format!("{ns:?} is listed twice")));
+            }
         }
         crate::sources::pod_logs::validate_counters(&self.log_counters, crate::sources::pod_logs::COUNTERS_FIELD)?;
         Ok(())

@@ -33,6 +33,7 @@
 //! | nodes (cluster-wide, optional) | `kube_node_status_condition`{node,condition,status}, `kube_node_spec_unschedulable`, `kube_node_status_allocatable`{resource,unit} |
 //! | events | `kube_events_total`{namespace,kind,name,reason,type} (see [`events`]) |
 //! | metrics (optional) | `kube_pod_container_cpu_usage_cores`, `container_memory_working_set_bytes` (see [`usage`]) |
+//! | applications (argoproj.io, in `argocd.namespaces`) | `argocd_app_info`{namespace,name,project,autosync_enabled,repo,dest_server,dest_namespace,sync_status,health_status,operation}, Argo CD's own names (see [`argocd`]); a cluster without Argo CD answers 404: skipped quietly, retried every `forbidden_retry` |
 //!
 //! The source's own series (same `job`): `csoc_agent_kubernetes_objects{kind}`
 //! (objects held, all namespaces), `csoc_agent_kubernetes_watch_relists_total{kind}`
@@ -52,6 +53,7 @@
 //! → `kube_node_*`; the metrics API (ClusterRole on `pods` in
 //! `metrics.k8s.io`) → usage. Each kind is independent.
 
+mod argocd;
 pub mod config;
 pub mod cron;
 pub mod quantity;
@@ -79,7 +81,7 @@ use tokio::task::JoinSet;
 
 use super::{BoxFuture, Source, SourceContext};
 use crate::model::{Frame, MetricKind};
-pub use config::{EventsConfig, KubernetesConfig};
+pub use config::{ArgoCdConfig, EventsConfig, KubernetesConfig};
 use events::EventCounter;
 use state::{Out, Progress, Store, Summary};
 use usage::UsageStore;
@@ -350,6 +352,7 @@ fn declare(kind: &str, out: &mut Out<'_>) {
         "cronjobs" => jobs::CronJobSummary::meta(out),
         "persistentvolumeclaims" => cluster::PvcSummary::meta(out),
         "nodes" => cluster::NodeSummary::meta(out),
+        "applications" => argocd::AppSummary::meta(out),
         _ => {}
     }
 }
@@ -466,6 +469,27 @@ impl KubernetesSource {
             };
             let store = start::<cluster::NodeSummary>(tasks, Api::all(client.clone()), &wc, info, "", t);
             slots.push(Slot { kind: "nodes", store });
+        }
+        if cfg.watches("applications") {
+            let ar = argocd::api_resource();
+            let destinations: Option<Arc<[String]>> = (!cfg.argocd.all_destinations).then(|| Arc::from(cfg.namespaces.clone()));
+            let info = KindInfo {
+                resource: "applications",
+                group: "argoproj.io",
+            };
+            for ns in &cfg.argocd.namespaces {
+                let store = Arc::new(Mutex::new(Store::<argocd::AppSummary>::new(ns)));
+                let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+                let handle = argocd::AppHandle {
+                    store: store.clone(),
+                    destinations: destinations.clone(),
+                };
+                tasks.spawn(watch::run_watch(api, wc.clone(), info, ns.clone(), handle, t.clone()));
+                slots.push(Slot {
+                    kind: "applications",
+                    store,
+                });
+            }
         }
         Model {
             slots,

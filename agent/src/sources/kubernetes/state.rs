@@ -320,6 +320,15 @@ impl<S: Summary> Store<S> {
         self.progress.settled = true;
     }
 
+    /// The kind is not served (404): nothing of it is known.
+    pub(super) fn not_served(&mut self) {
+        self.objects.clear();
+        self.relist = None;
+        self.progress.forbidden = false;
+        self.progress.synced = false;
+        self.progress.settled = true;
+    }
+
     /// A list or watch failed (it is retried with backoff): the first report
     /// need not wait for it.
     pub(super) fn failed(&mut self) {

@@ -1296,6 +1296,10 @@ fn example_config_shows_the_defaults() {
     );
     assert_eq!((&k.events.types, k.events.max_series), (&d.events.types, d.events.max_series));
     assert_eq!(k.frame_samples, d.frame_samples);
+    assert_eq!(
+        (&k.argocd.namespaces, k.argocd.all_destinations),
+        (&d.argocd.namespaces, d.argocd.all_destinations)
+    );
     // Every field is in the example.
     let text = std::fs::read_to_string(&path).expect("read");
     for field in [
@@ -1308,6 +1312,7 @@ fn example_config_shows_the_defaults() {
         "frame_samples:",
         "types:",
         "max_series:",
+        "all_destinations:",
     ] {
         assert!(text.contains(field), "{field} is not documented");
     }

@@ -46,6 +46,11 @@ pub(super) trait Handler<K>: Send + 'static {
     fn forbidden(&self);
     /// A list or watch failed (retried).
     fn failed(&self);
+    /// The kind is not served (404: a custom resource whose CRD is not
+    /// installed); retried after `forbidden_retry`.
+    fn not_served(&self) {
+        self.failed();
+    }
 }
 
 impl<S: Summary> Handler<S::Object> for Arc<Mutex<Store<S>>> {
@@ -138,6 +143,7 @@ where
 {
     let mut refused = false;
     let mut failing = false;
+    let mut not_served = false;
     loop {
         let stream = watcher(api.clone(), wc.clone()).default_backoff();
         let mut stream = std::pin::pin!(stream);
@@ -151,10 +157,11 @@ where
                 None => break Duration::from_secs(1),
                 Some(Ok(ev)) => {
                     let done = matches!(ev, Event::InitDone);
-                    if done && (refused || failing) {
+                    if done && (refused || failing || not_served) {
                         tracing::info!(kind = kind.resource, namespace = %namespace, "kubernetes: listing works again");
                         refused = false;
                         failing = false;
+                        not_served = false;
                     }
                     handler.event(ev);
                     if done {
@@ -175,6 +182,25 @@ where
                         }
                         refused = true;
                         handler.forbidden();
+                        t.settled.notify_one();
+                        break t.forbidden_retry;
+                    }
+                    // 404 Not Found: the kind is not served (a custom
+                    // resource whose CRD is not installed, e.g. a cluster
+                    // without Argo CD). Normal: logged once, not counted as
+                    // an error, tried again after forbidden_retry.
+                    Some(404) => {
+                        if !not_served {
+                            tracing::info!(
+                                kind = kind.resource,
+                                group = kind.group,
+                                namespace = %namespace,
+                                retry_in = ?t.forbidden_retry,
+                                "kubernetes: this kind is not served (404: its CRD is not installed); skipped"
+                            );
+                        }
+                        not_served = true;
+                        handler.not_served();
                         t.settled.notify_one();
                         break t.forbidden_retry;
                     }

@@ -7,8 +7,9 @@
 //! | `gen3_http_requests_total` | service, code, method | requests |
 //! | `gen3_http_request_duration_seconds_{bucket,sum,count}` | service (, le) | `$request_time` histogram; buckets 5ms…300s |
 //! | `gen3_http_response_bytes_total` | service | `$body_bytes_sent` |
-//! | `gen3_logins_total` | idp | successful login callbacks (`GET /user/login/<idp>/login`, `/user/login/ras/callback`, answered 3xx; `shib` → `itrust`) |
-//! | `gen3_downloads_total` | | signed URLs issued: `GET /user/data/download/…` and DRS `…/objects/…/access…` answered 2xx/3xx |
+//! | `gen3_logins_total` | idp (, upstream_idp, institution) | successful login callbacks (`GET /user/login/<idp>/login`, `/user/login/ras/callback`, answered 3xx; `shib` → `itrust`); `upstream_idp` and `institution` are fence's `idp` and `shib_idp` query parameters of the same session's login start (`/user/login/fence?idp=shibboleth&shib_idp=urn:…`), present only when it carried them |
+//! | `gen3_downloads_total` | kind=drs\|presigned | signed download URLs issued, split as Gen3's dashboards split them (fence's `drs` label): `drs` = DRS `…/objects/<id>/access…` (and bulk `/objects/access`), `presigned` = `GET /user/data/download/<guid>`; answered 2xx/3xx |
+//! | `gen3_uploads_total` | | signed upload URLs issued: `POST /user/data/upload`, `GET /user/data/upload/<guid>`, `POST /user/data/multipart/upload` (one per part), answered 2xx |
 //! | `gen3_active_users` | window=5m\|1h\|1d | distinct authenticated `user_id` in the window |
 //! | `gen3_revproxy_log_lines_total` | result=ok\|malformed\|too_long | the source's own health |
 //! | `gen3_revproxy_log_file_changes_total` | kind=rotated\|truncated | rotations and truncations seen |
@@ -18,7 +19,12 @@
 //! is named after the upstream host (`sheepdog-service.<ns>…` → `sheepdog`);
 //! records revproxy refused itself (empty upstream) stay `noproxy`. Label
 //! values are bounded: at most `max_services` services (then `other`), 32
-//! idps, methods outside the standard nine are `other`.
+//! idps (then `other`), 32 (idp, upstream_idp, institution) combinations
+//! (then upstream_idp and institution `other`), parameter values cut at 128
+//! bytes, methods outside the standard nine are `other`. A login start is
+//! paired with its callback through `session_id` (the revproxy `session`
+//! cookie), in memory only (at most 4096 starts in flight): a login that
+//! straddles an agent restart counts without its institution.
 //!
 //! Counters are cumulative since the state file began and are saved with
 //! the read offset; samples carry the emission time. Active users are

@@ -38,6 +38,10 @@ pub struct Record<'a> {
     /// `$proxy_service`.
     #[serde(borrow)]
     pub proxy_service: Cow<'a, str>,
+    /// `session` cookie (else `$request_id`): ties a login start to its
+    /// callback.
+    #[serde(borrow, default)]
+    pub session_id: Cow<'a, str>,
 }
 
 /// Why a line is not a record.
@@ -201,6 +205,90 @@ pub fn is_download(verb: &str, uri: &str, status: u16) -> bool {
     (verb == "GET" || verb == "POST") && uri.starts_with("/ga4gh/drs/v1/objects/") && DRS_ACCESS.is_match(uri)
 }
 
+/// Which kind of signed download URL a request obtained, as Gen3's
+/// dashboards split them (fence's `drs` label): `drs` for a DRS access
+/// request, `presigned` for `GET /user/data/download/<guid>`; `None` if the
+/// request did not obtain one (see [`is_download`]).
+pub fn download_kind(verb: &str, uri: &str, status: u16) -> Option<&'static str> {
+    if !is_download(verb, uri, status) {
+        None
+    } else if uri.starts_with("/ga4gh/") {
+        Some("drs")
+    } else {
+        Some("presigned")
+    }
+}
+
+static UPLOAD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^/user/data/(upload(/[^/?]+)?|multipart/upload)/?(\?|$)").expect("static regex"));
+
+/// Whether the request obtained a signed upload URL from fence, answered
+/// 2xx: `POST /user/data/upload` (new record and its URL), `GET
+/// /user/data/upload/<guid>` (URL for an existing record) and `POST
+/// /user/data/multipart/upload` (URL of one part). Multipart `init` and
+/// `complete` issue no URL and are not counted.
+pub fn is_upload(verb: &str, uri: &str, status: u16) -> bool {
+    (200..300).contains(&status) && (verb == "GET" || verb == "POST") && uri.starts_with("/user/data/") && UPLOAD.is_match(uri)
+}
+
+static LOGIN_START: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^/user/login/[^/?]+/?(\?|$)").expect("static regex"));
+
+/// Longest label value kept from a query parameter (longer: cut).
+const MAX_PARAM: usize = 128;
+
+/// The upstream idp (`idp=`) and institution (`shib_idp=`) query
+/// parameters of a login start (`GET /user/login/<idp>?…`), percent-decoded
+/// and cut at 128 bytes; empty when absent. `None` when the request is not a
+/// login start or carries neither parameter.
+pub fn login_start_params(verb: &str, uri: &str) -> Option<(String, String)> {
+    if verb != "GET" || !uri.starts_with("/user/login/") || !LOGIN_START.is_match(uri) {
+        return None;
+    }
+    let (_, query) = uri.split_once('?')?;
+    let (mut idp, mut shib) = (String::new(), String::new());
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "idp" => idp = percent_decode(v),
+            "shib_idp" => shib = percent_decode(v),
+            _ => {}
+        }
+    }
+    if idp.is_empty() && shib.is_empty() { None } else { Some((idp, shib)) }
+}
+
+/// `application/x-www-form-urlencoded` value → text (`+` is a space;
+/// invalid escapes kept as written, invalid UTF-8 replaced), at most
+/// [`MAX_PARAM`] bytes on a character boundary.
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            x => out.push(x),
+        }
+        i += 1;
+    }
+    let mut s = String::from_utf8_lossy(&out).into_owned();
+    if s.len() > MAX_PARAM {
+        let mut end = MAX_PARAM;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
 /// `2026-08-21T14:00:17+00:00` (or with `Z`, fractional seconds) → Unix
 /// seconds.
 pub fn parse_time(s: &str) -> Option<i64> {
@@ -264,6 +352,31 @@ mod tests {
         assert!(is_download("POST", "/ga4gh/drs/v1/objects/access", 200));
         assert!(!is_download("GET", "/ga4gh/drs/v1/objects/dg.1/abc", 200));
         assert!(!is_download("GET", "/user/data/download/dg.1/abc", 403));
+        assert_eq!(download_kind("GET", "/user/data/download/dg.1/abc", 302), Some("presigned"));
+        assert_eq!(download_kind("GET", "/ga4gh/drs/v1/objects/dg.1/abc/access/s3", 200), Some("drs"));
+        assert_eq!(download_kind("POST", "/ga4gh/drs/v1/objects/access", 200), Some("drs"));
+        assert_eq!(download_kind("GET", "/ga4gh/drs/v1/objects/dg.1/abc", 200), None);
+        assert!(is_upload("POST", "/user/data/upload", 201));
+        assert!(is_upload("GET", "/user/data/upload/dg.1/abc?protocol=s3", 200));
+        assert!(is_upload("POST", "/user/data/multipart/upload", 200));
+        assert!(!is_upload("POST", "/user/data/multipart/init", 201));
+        assert!(!is_upload("POST", "/user/data/upload", 403));
+        assert_eq!(
+            login_start_params(
+                "GET",
+                "/user/login/fence?redirect=https%3A%2F%2Fx%2F&idp=shibboleth&shib_idp=urn%3Amace%3Aincommon%3Auchicago.edu"
+            ),
+            Some(("shibboleth".into(), "urn:mace:incommon:uchicago.edu".into()))
+        );
+        assert_eq!(
+            login_start_params("GET", "/user/login/shib?shib_idp=a+b%zz%4"),
+            Some((String::new(), "a b%zz%4".into()))
+        );
+        assert_eq!(login_start_params("GET", "/user/login/google?redirect=/"), None);
+        assert_eq!(login_start_params("GET", "/user/login/fence/login?idp=x"), None);
+        let long = format!("/user/login/fence?shib_idp={}", "é".repeat(100));
+        let (_, s) = login_start_params("GET", &long).expect("params");
+        assert!(s.len() <= 128 && s.starts_with('é'));
         let line = br#"{"gen3log": "nginx", "date_access": "2026-08-21T14:00:17+00:00", "user_id": "u", "network_bytes_write": 1, "response_secs": 0.5, "http_status_code": 200, "http_request": "/a?q=r\xC3\xA9\x22\x5C", "http_verb": "GET", "http_upstream": "", "proxy_service": "portal", "message": "x" }"#;
         let mut buf = Vec::new();
         let r = parse_line(line, &mut buf).expect("record");

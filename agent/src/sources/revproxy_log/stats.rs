@@ -25,6 +25,13 @@ const METHODS: [&str; 10] = [
 /// `MAX_IDPS`.
 pub const OVERFLOW: &str = "other";
 const MAX_IDPS: usize = 32;
+/// Distinct (idp, upstream_idp, institution) keys of `gen3_logins_total`
+/// with an institution; more become institution `other`.
+const MAX_INSTITUTIONS: usize = 32;
+/// Login starts remembered until their callback (by session).
+const MAX_PENDING_LOGINS: usize = 4096;
+/// Separates idp, upstream idp and institution in a `logins` key.
+const SEP: char = '\u{1f}';
 
 /// Windows of `gen3_active_users`, seconds.
 pub const WINDOWS: [(&str, i64); 3] = [("5m", 300), ("1h", 3600), ("1d", 86_400)];
@@ -61,10 +68,23 @@ impl ServiceStats {
 pub struct Counters {
     /// By service label.
     pub services: BTreeMap<String, ServiceStats>,
-    /// Successful login callbacks by idp.
+    /// Successful login callbacks by idp; a login that started with fence's
+    /// `idp`/`shib_idp` parameters is keyed `idp␟upstream_idp␟institution`
+    /// (␟ = U+001F).
     pub logins: BTreeMap<String, u64>,
-    /// Signed download URLs issued.
+    /// Signed download URLs issued (all kinds; kept for older state files).
     pub downloads: u64,
+    /// Signed download URLs issued by kind (`drs`, `presigned`).
+    #[serde(default)]
+    pub downloads_by_kind: BTreeMap<String, u64>,
+    /// Signed upload URLs issued.
+    #[serde(default)]
+    pub uploads: u64,
+    /// Login starts with `idp`/`shib_idp` parameters by session id, waiting
+    /// for their callback (not saved: a login straddling a restart counts
+    /// without institution).
+    #[serde(skip)]
+    pub pending_logins: HashMap<String, (String, String)>,
     /// Lines by result: ok, malformed, too_long.
     pub lines: BTreeMap<String, u64>,
     /// Rotations and truncations seen: rotated, truncated.
@@ -196,22 +216,76 @@ impl Counters {
         s.buckets[b] += 1;
         s.sum_ms = s.sum_ms.saturating_add(ms);
         s.bytes = s.bytes.saturating_add(r.network_bytes_write);
-        if let Some(idp) = parse::login_idp(&r.http_verb, &r.http_request, r.http_status_code) {
-            let idp = if self.logins.contains_key(idp) || self.logins.len() < MAX_IDPS {
-                idp
+        if r.http_request.starts_with("/user/login/") {
+            let sid = r.session_id.as_ref();
+            if let Some(p) = parse::login_start_params(&r.http_verb, &r.http_request) {
+                if self.pending_logins.len() >= MAX_PENDING_LOGINS && !self.pending_logins.contains_key(sid) {
+                    // Abandoned starts pile up here; forgetting them only
+                    // drops the institution of logins in flight.
+                    self.pending_logins.clear();
+                }
+                self.pending_logins.insert(sid.to_string(), p);
+            } else if let Some(idp) = parse::login_idp(&r.http_verb, &r.http_request, r.http_status_code) {
+                let started = self.pending_logins.remove(sid);
+                self.login(idp, started);
             } else {
-                OVERFLOW
-            };
-            *self.logins.entry(idp.to_string()).or_default() += 1;
+                // A failed callback or a start without parameters ends
+                // (replaces) the session's attempt.
+                self.pending_logins.remove(sid);
+            }
         }
-        if parse::is_download(&r.http_verb, &r.http_request, r.http_status_code) {
+        if let Some(kind) = parse::download_kind(&r.http_verb, &r.http_request, r.http_status_code) {
             self.downloads += 1;
+            *self.downloads_by_kind.entry(kind.to_string()).or_default() += 1;
+        }
+        if parse::is_upload(&r.http_verb, &r.http_request, r.http_status_code) {
+            self.uploads += 1;
         }
         if !r.user_id.starts_with("uid:null")
             && let Some(t) = parse::parse_time(&r.date_access)
         {
             self.users.see(&r.user_id, t, lim.max_users);
         }
+    }
+
+    /// Counts one successful login of `idp`, with the `(upstream_idp,
+    /// institution)` its start carried. Bounded: 32 idps (then `other`),
+    /// 32 keys with an institution (then upstream and institution `other`).
+    fn login(&mut self, idp: &str, started: Option<(String, String)>) {
+        let idp = if self.logins.keys().any(|k| k.split(SEP).next() == Some(idp)) || self.idps() < MAX_IDPS {
+            idp
+        } else {
+            OVERFLOW
+        };
+        let key = match started {
+            None => idp.to_string(),
+            Some((up, inst)) => {
+                let key = format!("{idp}{SEP}{up}{SEP}{inst}");
+                let n = self.logins.keys().filter(|k| k.contains(SEP)).count();
+                if self.logins.contains_key(&key) || n < MAX_INSTITUTIONS {
+                    key
+                } else {
+                    format!("{idp}{SEP}{OVERFLOW}{SEP}{OVERFLOW}")
+                }
+            }
+        };
+        *self.logins.entry(key).or_default() += 1;
+    }
+
+    /// Distinct idps counted.
+    fn idps(&self) -> usize {
+        let mut v: Vec<&str> = self.logins.keys().filter_map(|k| k.split(SEP).next()).collect();
+        v.dedup();
+        v.len()
+    }
+
+    /// Successful logins by idp alone (the institution keys summed).
+    pub fn logins_by_idp(&self) -> BTreeMap<String, u64> {
+        let mut m = BTreeMap::new();
+        for (k, n) in &self.logins {
+            *m.entry(k.split(SEP).next().unwrap_or(k).to_string()).or_default() += n;
+        }
+        m
     }
 
     /// Folds the fast per-line maps into the saved form.
@@ -261,13 +335,19 @@ impl Counters {
         f.meta(
             "gen3_logins_total",
             MetricKind::Counter,
-            "Successful login callbacks (3xx) by idp.",
+            "Successful login callbacks (3xx) by idp; upstream_idp and institution from fence's idp and shib_idp parameters of the login start.",
             "",
         );
         f.meta(
             "gen3_downloads_total",
             MetricKind::Counter,
-            "Signed download URLs issued (fence and DRS).",
+            "Signed download URLs issued, by kind (drs: GA4GH DRS access; presigned: /user/data/download).",
+            "",
+        );
+        f.meta(
+            "gen3_uploads_total",
+            MetricKind::Counter,
+            "Signed upload URLs issued (/user/data/upload, multipart part URLs).",
             "",
         );
         f.meta(
@@ -328,10 +408,28 @@ impl Counters {
                 s.bytes as f64,
             );
         }
-        for (idp, n) in &self.logins {
-            f.push("gen3_logins_total", &[("job", job), ("idp", idp)], ts, *n as f64);
+        for (key, n) in &self.logins {
+            let mut parts = key.split(SEP);
+            let idp = parts.next().unwrap_or(key);
+            match (parts.next(), parts.next()) {
+                (Some(up), Some(inst)) => {
+                    let mut l = vec![("job", job), ("idp", idp)];
+                    if !up.is_empty() {
+                        l.push(("upstream_idp", up));
+                    }
+                    if !inst.is_empty() {
+                        l.push(("institution", inst));
+                    }
+                    f.push("gen3_logins_total", &l, ts, *n as f64);
+                }
+                _ => f.push("gen3_logins_total", &[("job", job), ("idp", idp)], ts, *n as f64),
+            }
         }
-        f.push("gen3_downloads_total", &[("job", job)], ts, self.downloads as f64);
+        for kind in ["drs", "presigned"] {
+            let n = self.downloads_by_kind.get(kind).copied().unwrap_or(0);
+            f.push("gen3_downloads_total", &[("job", job), ("kind", kind)], ts, n as f64);
+        }
+        f.push("gen3_uploads_total", &[("job", job)], ts, self.uploads as f64);
         for (w, secs) in WINDOWS {
             let n = self.users.count(users_end, secs);
             f.push("gen3_active_users", &[("job", job), ("window", w)], ts, n as f64);

@@ -115,7 +115,7 @@ fn revproxy_fixture_counts_match_expected() {
     assert!(t.counters.services["indexd"].buckets[stats::BUCKETS_MS.len()] >= 1);
     // Logins and downloads.
     let want_logins: BTreeMap<String, u64> = serde_json::from_value(exp["logins"]["successful_by_idp"].clone()).expect("idp");
-    assert_eq!(t.counters.logins, want_logins);
+    assert_eq!(t.counters.logins_by_idp(), want_logins);
     let dl: u64 = exp["presigned_urls_issued"]
         .as_object()
         .expect("obj")
@@ -123,6 +123,9 @@ fn revproxy_fixture_counts_match_expected() {
         .filter_map(Value::as_u64)
         .sum();
     assert_eq!(t.counters.downloads, dl);
+    let pu = &exp["presigned_urls_issued"];
+    assert_eq!(t.counters.downloads_by_kind.get("drs").copied(), pu["drs_access"].as_u64());
+    assert_eq!(t.counters.downloads_by_kind.get("presigned").copied(), pu["download_presigned"].as_u64());
     // Distinct users, at the last record's time.
     let last = parse::parse_time(exp["last_record"].as_str().expect("last")).expect("time");
     let users = exp["authenticated_users"].as_u64().expect("users") as usize;
@@ -400,7 +403,13 @@ async fn revproxy_source_compliance() {
         Some(true)
     );
     assert_eq!(get("gen3_logins_total", &[("idp", "google")]), Some(18.0));
-    assert_eq!(get("gen3_downloads_total", &[]), Some(135.0));
+    assert_eq!(get("gen3_downloads_total", &[("kind", "drs")]), Some(52.0));
+    assert_eq!(get("gen3_downloads_total", &[("kind", "presigned")]), Some(83.0));
+    assert_eq!(get("gen3_uploads_total", &[]), Some(23.0));
+    assert_eq!(
+        get("gen3_logins_total", &[("idp", "fence"), ("institution", "urn:mace:incommon:uchicago.edu")]),
+        Some(2.0)
+    );
     assert_eq!(get("gen3_revproxy_log_lines_total", &[("result", "malformed")]), Some(12.0));
     assert_eq!(
         get("gen3_http_request_duration_seconds_bucket", &[("service", "wts"), ("le", "+Inf")]),
@@ -425,7 +434,7 @@ async fn revproxy_source_compliance() {
             .find(|s| s.labels.iter().any(|(k, v)| k == "__name__" && v == name) && s.labels.iter().any(|(k, v)| k == l.0 && v == l.1))
             .map(|s| s.value)
     };
-    assert_eq!(v("gen3_downloads_total", ("job", "gen3")), Some(136.0));
+    assert_eq!(v("gen3_downloads_total", ("kind", "presigned")), Some(84.0));
     assert_eq!(v("gen3_revproxy_log_lines_total", ("result", "ok")), Some(2017.0));
 }
 
@@ -739,6 +748,7 @@ async fn revproxy_kubernetes_source_sends_saved_counters_without_an_api_server()
         path: "kubernetes://gen3?app=revproxy".into(),
         counters: stats::Counters {
             downloads: 99,
+            downloads_by_kind: [("drs".to_string(), 99)].into(),
             ..Default::default()
         },
         pods,
@@ -750,7 +760,10 @@ async fn revproxy_kubernetes_source_sends_saved_counters_without_an_api_server()
     let downloads = frame
         .samples
         .iter()
-        .find(|s| s.labels.iter().any(|(k, v)| k == "__name__" && v == "gen3_downloads_total"))
+        .find(|s| {
+            s.labels.iter().any(|(k, v)| k == "__name__" && v == "gen3_downloads_total")
+                && s.labels.iter().any(|(k, v)| k == "kind" && v == "drs")
+        })
         .map(|s| s.value);
     assert_eq!(downloads, Some(99.0));
     let saved = load_state(&dir.path().join("revproxy_log.state")).expect("load").expect("some");
@@ -760,4 +773,114 @@ async fn revproxy_kubernetes_source_sends_saved_counters_without_an_api_server()
         "a cursor of a pod not yet seen is kept until the pod list says it is gone"
     );
     assert_eq!(saved.counters.downloads, 99);
+}
+
+/// The usage splits (downloads by kind, uploads, logins by idp and
+/// institution) against an independent count: a plain substring scan of the
+/// fixture's lines that shares no code with the parser (no regexes, no
+/// serde), pairing each login start's `shib_idp` with its session's callback.
+#[test]
+fn revproxy_usage_splits_match_independent_count() {
+    fn field<'a>(l: &'a str, name: &str) -> Option<&'a str> {
+        let key = format!("\"{name}\": ");
+        let rest = &l[l.find(&key)? + key.len()..];
+        if let Some(r) = rest.strip_prefix('"') {
+            r.find('"').map(|e| &r[..e])
+        } else {
+            rest.find([',', ' ', '}']).map(|e| &rest[..e])
+        }
+    }
+    let (mut drs, mut presigned, mut uploads) = (0u64, 0u64, 0u64);
+    let mut starts: BTreeMap<String, String> = BTreeMap::new();
+    let mut logins: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for l in fixture_lines() {
+        if !l.starts_with("{\"gen3log\": \"nginx\"") || !l.ends_with('}') {
+            continue;
+        }
+        let (Some(uri), Some(verb), Some(code), Some(sid)) =
+            (field(&l, "http_request"), field(&l, "http_verb"), field(&l, "http_status_code"), field(&l, "session_id"))
+        else {
+            continue;
+        };
+        let code: u16 = code.parse().expect("status");
+        let path = uri.split('?').next().unwrap_or(uri);
+        let segs: Vec<&str> = path.split('/').collect();
+        if (200..400).contains(&code) {
+            if verb == "GET" && path.starts_with("/user/data/download/") && path.len() > "/user/data/download/".len() {
+                presigned += 1;
+            }
+            if (verb == "GET" || verb == "POST")
+                && path.starts_with("/ga4gh/drs/v1/objects/")
+                && (path.ends_with("/access") || segs.iter().rev().nth(1) == Some(&"access"))
+            {
+                drs += 1;
+            }
+        }
+        if (200..300).contains(&code)
+            && (path == "/user/data/upload" || path == "/user/data/multipart/upload" || (verb == "GET" && path.starts_with("/user/data/upload/")))
+        {
+            uploads += 1;
+        }
+        if verb == "GET" && segs.len() == 4 && segs[1] == "user" && segs[2] == "login" {
+            // A login start: remember its shib_idp (or none).
+            let inst = uri
+                .split(['?', '&'])
+                .find_map(|p| p.strip_prefix("shib_idp="))
+                .map(|v| v.replace("%3A", ":"))
+                .unwrap_or_default();
+            starts.insert(sid.to_string(), inst);
+        }
+        let callback = segs.len() == 5 && segs[1] == "user" && segs[2] == "login" && (segs[4] == "login" || segs[3..] == ["ras", "callback"]);
+        if verb == "GET" && callback {
+            let inst = starts.remove(sid).unwrap_or_default();
+            if (300..400).contains(&code) {
+                let idp = if segs[3] == "shib" { "itrust" } else { segs[3] };
+                *logins.entry((idp.to_string(), inst)).or_default() += 1;
+            }
+        }
+    }
+    let t = tail_all(&fixtures().join("revproxy-access.jsonl"));
+    assert!(drs > 0 && presigned > 0 && uploads > 0, "the fixture has each kind");
+    assert_eq!(t.counters.downloads_by_kind.get("drs").copied(), Some(drs));
+    assert_eq!(t.counters.downloads_by_kind.get("presigned").copied(), Some(presigned));
+    assert_eq!(t.counters.uploads, uploads);
+    let mut ours: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for (k, n) in &t.counters.logins {
+        let mut p = k.split('\u{1f}');
+        let idp = p.next().expect("idp").to_string();
+        let inst = p.nth(1).unwrap_or("").to_string();
+        *ours.entry((idp, inst)).or_default() += n;
+    }
+    assert_eq!(ours, logins);
+    assert!(
+        logins.keys().any(|(_, i)| i == "urn:mace:incommon:uchicago.edu"),
+        "the fixture has institution logins: {logins:?}"
+    );
+}
+
+/// Logins by institution are bounded: past 32 institution keys the rest
+/// count as `other`, and a start's parameters go only to its own session's
+/// callback.
+#[test]
+fn revproxy_login_institutions_are_bounded() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("a.log");
+    let mut text = String::new();
+    let line = |sid: &str, uri: &str, code: u16| {
+        rec("fence", code, uri).replace("\"session_id\": \"x\"", &format!("\"session_id\": \"{sid}\""))
+    };
+    for i in 0..40 {
+        text += &line(&format!("s{i}"), &format!("/user/login/fence?idp=shibboleth&shib_idp=urn%3Ainst{i}"), 302);
+        text += &line(&format!("s{i}"), "/user/login/fence/login?code=c", 302);
+    }
+    // Another session's callback does not inherit s-start's institution.
+    text += &line("s-start", "/user/login/fence?shib_idp=urn%3Aother-session", 302);
+    text += &line("s-cb", "/user/login/fence/login?code=c", 302);
+    append(&f, &text);
+    let t = tail_all(&f);
+    let inst: Vec<&String> = t.counters.logins.keys().filter(|k| k.contains('\u{1f}')).collect();
+    assert_eq!(inst.len(), 33, "32 institutions and the overflow key: {inst:?}");
+    assert_eq!(t.counters.logins.get("fence\u{1f}other\u{1f}other"), Some(&8));
+    assert_eq!(t.counters.logins.get("fence"), Some(&1));
+    assert_eq!(t.counters.logins_by_idp().get("fence"), Some(&41));
 }

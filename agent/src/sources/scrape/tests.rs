@@ -469,3 +469,44 @@ fn config_errors_name_the_field() {
         .to_string();
     assert!(e.contains("source_labels is required") && e.contains("line"), "{e}");
 }
+
+/// deploy/examples/agent.yml's Argo Workflows job (in comments): valid, and
+/// its relabelling keeps the workflow-controller's metrics port only.
+#[test]
+fn example_argo_workflows_job_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/agent.yml");
+    let text = std::fs::read_to_string(&path).expect("example");
+    let mut yaml = String::from("jobs:\n");
+    let mut on = false;
+    for l in text.lines() {
+        match l.trim() {
+            "# argo workflows example begin" => on = true,
+            "# argo workflows example end" => break,
+            _ if on => {
+                yaml.push_str(l.strip_prefix("    #").unwrap_or_default());
+                yaml.push('\n');
+            }
+            _ => {}
+        }
+    }
+    let cfg: ScrapeConfig = serde_yaml_ng::from_str(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    assert_eq!(cfg.jobs.len(), 1, "{yaml}");
+    cfg.validate(Duration::from_secs(15)).expect("valid");
+    let j = &cfg.jobs[0];
+    let sd = &j.kubernetes_sd_configs[0];
+    assert_eq!(sd.role, "pod");
+    assert_eq!(sd.selectors[0].label, "app=workflow-controller");
+    let target = |port: &str| {
+        let mut l: csoc_common::labels::Labels = vec![
+            ("__address__".into(), format!("10.0.0.7:{port}")),
+            ("__meta_kubernetes_namespace".into(), "argo".into()),
+            ("__meta_kubernetes_pod_container_port_number".into(), port.into()),
+            ("__meta_kubernetes_pod_name".into(), "workflow-controller-7d9c8b-abcde".into()),
+        ];
+        l.sort();
+        csoc_common::relabel::relabel(&mut l, &j.relabel_configs).then_some(l)
+    };
+    let kept = target("9090").expect("metrics port kept");
+    assert!(kept.contains(&("pod".to_string(), "workflow-controller-7d9c8b-abcde".to_string())));
+    assert!(target("6060").is_none(), "other ports dropped");
+}

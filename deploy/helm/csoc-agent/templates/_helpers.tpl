@@ -178,11 +178,22 @@ sources:
     enabled: {{ .Values.sources.kubernetes.enabled }}
     namespaces:
       - {{ $ns }}
-    {{- if not .Values.rbac.clusterRole.enabled }}
-    # Without the ClusterRole: nodes and the metrics API are not readable.
+    {{- if or (not .Values.rbac.clusterRole.enabled) (not .Values.sources.argocd.enabled) }}
     disable:
+      {{- if not .Values.rbac.clusterRole.enabled }}
+      # Without the ClusterRole: nodes and the metrics API are not readable.
       - nodes
       - metrics
+      {{- end }}
+      {{- if not .Values.sources.argocd.enabled }}
+      # Argo CD Applications: off unless sources.argocd.enabled.
+      - applications
+      {{- end }}
+    {{- end }}
+    {{- if .Values.sources.argocd.enabled }}
+    argocd:
+      namespaces:
+        - {{ .Values.sources.argocd.namespace }}
     {{- end }}
   gen3_status:
     enabled: {{ .Values.sources.gen3Status.enabled }}
@@ -201,10 +212,12 @@ sources:
       selector: {{ .Values.sources.revproxyLog.selector | quote }}
     {{- end }}
   scrape:
-    {{- if not .Values.sources.scrapeAnnotatedPods.enabled }}
+    {{- if not (or .Values.sources.scrapeAnnotatedPods.enabled .Values.sources.argoWorkflows.enabled) }}
     jobs: []
     {{- else }}
     jobs:
+    {{- end }}
+    {{- if .Values.sources.scrapeAnnotatedPods.enabled }}
       - job_name: gen3-pods
         kubernetes_sd_configs:
           - role: pod
@@ -237,6 +250,27 @@ sources:
             target_label: pod
           - source_labels: [__meta_kubernetes_pod_label_app]
             target_label: service
+    {{- end }}
+    {{- if .Values.sources.argoWorkflows.enabled }}
+      # Argo Workflows' controller metrics (port 9090) through pod discovery.
+      - job_name: argo-workflows
+        kubernetes_sd_configs:
+          - role: pod
+            namespaces:
+              names:
+                - {{ .Values.sources.argoWorkflows.namespace }}
+            selectors:
+              - role: pod
+                label: app=workflow-controller
+                field: status.phase=Running
+        relabel_configs:
+          - source_labels: [__meta_kubernetes_pod_container_port_number]
+            action: keep
+            regex: "9090"
+          - source_labels: [__meta_kubernetes_namespace]
+            target_label: namespace
+          - source_labels: [__meta_kubernetes_pod_name]
+            target_label: pod
     {{- end }}
 {{- end }}
 
