@@ -551,18 +551,38 @@ fn feed_kubernetes_standin(http: String, stop: Arc<AtomicBool>) -> std::thread::
             // under the names the issue gives (elasticsearch_exporter's,
             // postgres_exporter's, Argo CD's).
             for (color, v) in [("green", 0.0), ("yellow", 1.0), ("red", 0.0)] {
-                add("elasticsearch_cluster_health_status", &[("cluster", "gen3-es"), ("color", color)], v);
+                add(
+                    "elasticsearch_cluster_health_status",
+                    &[("cluster", "gen3-es"), ("color", color)],
+                    v,
+                );
             }
             add("elasticsearch_cluster_health_number_of_nodes", &[("cluster", "gen3-es")], 3.0);
             add("elasticsearch_cluster_health_unassigned_shards", &[("cluster", "gen3-es")], 2.0);
-            add("elasticsearch_cluster_health_number_of_pending_tasks", &[("cluster", "gen3-es")], 0.0);
-            add("elasticsearch_indices_docs", &[("cluster", "gen3-es"), ("index", "etl_0")], 12_345.0);
-            add("elasticsearch_indices_docs", &[("cluster", "gen3-es"), ("index", "file_0")], 54_321.0);
+            add(
+                "elasticsearch_cluster_health_number_of_pending_tasks",
+                &[("cluster", "gen3-es")],
+                0.0,
+            );
+            add(
+                "elasticsearch_indices_docs",
+                &[("cluster", "gen3-es"), ("index", "etl_0")],
+                12_345.0,
+            );
+            add(
+                "elasticsearch_indices_docs",
+                &[("cluster", "gen3-es"), ("index", "file_0")],
+                54_321.0,
+            );
             for (db, backends) in [("fence", 40.0), ("indexd", 12.0)] {
                 add("pg_up", &[("database", db)], 1.0);
                 add("pg_stat_database_numbackends", &[("database", db), ("datname", db)], backends);
                 add("pg_settings_max_connections", &[("database", db)], 100.0);
-                add("pg_stat_database_xact_commit", &[("database", db), ("datname", db)], 100.0 * tick as f64);
+                add(
+                    "pg_stat_database_xact_commit",
+                    &[("database", db), ("datname", db)],
+                    100.0 * tick as f64,
+                );
                 add("pg_stat_database_xact_rollback", &[("database", db), ("datname", db)], tick as f64);
                 add("pg_database_size_bytes", &[("database", db), ("datname", db)], 2.5e9);
             }

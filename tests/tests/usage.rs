@@ -192,8 +192,15 @@ fn argocd_applications_reach_the_collector_and_follow_their_status() -> anyhow::
     assert_eq!(m["dest_server"], "https://kubernetes.default.svc");
     assert_eq!(m["dest_namespace"], "gen3");
     assert_eq!(m["commons"], "alpha");
-    wait_value(&c, r#"argocd_app_info{name="fence",health_status="Healthy",sync_status="Synced"}"#, |v| v == 1.0)?;
-    assert!(c.query(r#"argocd_app_info{name="fence-b"}"#)?.is_empty(), "another commons' Application");
+    wait_value(
+        &c,
+        r#"argocd_app_info{name="fence",health_status="Healthy",sync_status="Synced"}"#,
+        |v| v == 1.0,
+    )?;
+    assert!(
+        c.query(r#"argocd_app_info{name="fence-b"}"#)?.is_empty(),
+        "another commons' Application"
+    );
     wait_value(&c, "count(argocd_app_info)", |v| v == 2.0)?;
 
     // guppy recovers while a sync runs: the old series ends (staleness
@@ -309,7 +316,10 @@ fn console_shows_backends_beside_the_services_that_use_them() -> anyhow::Result<
             &[("__name__", "pg_stat_database_numbackends"), ("database", db), ("datname", db)],
             vec![(t, n)],
         ));
-        ts.push(series(&[("__name__", "pg_settings_max_connections"), ("database", db)], vec![(t, 100.0)]));
+        ts.push(series(
+            &[("__name__", "pg_settings_max_connections"), ("database", db)],
+            vec![(t, 100.0)],
+        ));
     }
     ts.push(series(
         &[
@@ -374,7 +384,10 @@ fn console_shows_backends_beside_the_services_that_use_them() -> anyhow::Result<
     );
     assert!(!fence.contains("elasticsearch"), "{fence}");
     let indexd = row("indexd");
-    assert!(indexd.contains("data-backend-state=\"up\"") && indexd.contains("43% of connections"), "{indexd}");
+    assert!(
+        indexd.contains("data-backend-state=\"up\"") && indexd.contains("43% of connections"),
+        "{indexd}"
+    );
     assert!(!row("portal").contains("data-backend="), "portal has no known backend");
     // The backends section lists every one, with who uses it: the metadata
     // database has no probed service of that name.

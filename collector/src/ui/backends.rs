@@ -99,7 +99,11 @@ pub fn backends(st: &AppState, access: &Access, selector: &str, now: i64) -> BTr
         let cluster = label(&l, "cluster");
         out.entry(label(&l, "commons").to_string()).or_default().push(Backend {
             kind: "elasticsearch",
-            name: if cluster.is_empty() { "elasticsearch".into() } else { cluster.into() },
+            name: if cluster.is_empty() {
+                "elasticsearch".into()
+            } else {
+                cluster.into()
+            },
             state: label(&l, "color").to_string(),
             detail: String::new(),
         });
@@ -199,8 +203,14 @@ mod tests {
         assert_eq!(tokens_for(&v, "fence"), "postgres:fence=down argocd:fence=Degraded");
         assert_eq!(tokens_for(&v, "portal"), "");
         let s = spans_for(&v, "indexd");
-        assert!(s.contains("data-backend=\"postgres\" data-backend-name=\"indexd\" data-backend-state=\"up\""), "{s}");
-        assert!(s.contains("PostgreSQL up (43% of connections)") && s.contains("class=\"be ok\""), "{s}");
+        assert!(
+            s.contains("data-backend=\"postgres\" data-backend-name=\"indexd\" data-backend-state=\"up\""),
+            "{s}"
+        );
+        assert!(
+            s.contains("PostgreSQL up (43% of connections)") && s.contains("class=\"be ok\""),
+            "{s}"
+        );
         assert!(v[0].bad() && v[1].bad() && !v[2].bad() && v[3].bad());
         assert!(!b("argocd", "x", "Healthy", "Synced").bad());
         assert_eq!(v[3].text(), "Argo CD Degraded, OutOfSync");

@@ -174,7 +174,11 @@ fn commons_body(st: &AppState, access: &Access, name: &str, now: i64) -> Option<
                 },
                 esc(&b.name),
                 b.span(),
-                if users.is_empty() { "–".to_string() } else { esc(&users.join(", ")) }
+                if users.is_empty() {
+                    "–".to_string()
+                } else {
+                    esc(&users.join(", "))
+                }
             );
         }
         o.push_str("</tbody></table>");

@@ -279,11 +279,7 @@ fn group_doc(group: &str, version: &str) -> Value {
 
 /// `/apis`: the named groups (without the optional ones that are off).
 pub(crate) fn api_group_list(opt: Optional) -> Value {
-    let groups: Vec<Value> = GROUPS
-        .iter()
-        .filter(|(g, _)| opt.serves(g))
-        .map(|(g, v)| group_doc(g, v))
-        .collect();
+    let groups: Vec<Value> = GROUPS.iter().filter(|(g, _)| opt.serves(g)).map(|(g, v)| group_doc(g, v)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 

@@ -191,11 +191,14 @@ mod tests {
     fn argocd_app_info_labels_follow_argocd() {
         let s = AppSummary::from_object(&app("fence", "gen3", Some("Degraded"), Some("OutOfSync")));
         let mut f = Frame::new("kubernetes");
-        s.render("argocd", &mut Out {
-            frame: &mut f,
-            ts: 1,
-            job: "kubernetes",
-        });
+        s.render(
+            "argocd",
+            &mut Out {
+                frame: &mut f,
+                ts: 1,
+                job: "kubernetes",
+            },
+        );
         let l = &labels(&f)[0];
         let get = |k: &str| l.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str());
         assert_eq!(get("__name__"), Some("argocd_app_info"));
@@ -221,7 +224,12 @@ mod tests {
         };
         h.event(Event::Init);
         h.event(Event::InitApply(app("fence", "gen3", Some("Healthy"), Some("Synced"))));
-        h.event(Event::InitApply(app("other-commons-fence", "gen3-b", Some("Healthy"), Some("Synced"))));
+        h.event(Event::InitApply(app(
+            "other-commons-fence",
+            "gen3-b",
+            Some("Healthy"),
+            Some("Synced"),
+        )));
         h.event(Event::InitDone);
         assert_eq!(lock(&store).len(), 1);
         assert!(lock(&store).get("fence").is_some());

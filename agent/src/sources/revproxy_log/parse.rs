@@ -220,7 +220,7 @@ pub fn download_kind(verb: &str, uri: &str, status: u16) -> Option<&'static str>
 }
 
 static UPLOAD: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^/user/data/(upload(/[^/?]+)?|multipart/upload)/?(\?|$)").expect("static regex"));
+    LazyLock::new(|| Regex::new(r"^/user/data/(upload(/[^?]+)?|multipart/upload/?)(\?|$)").expect("static regex"));
 
 /// Whether the request obtained a signed upload URL from fence, answered
 /// 2xx: `POST /user/data/upload` (new record and its URL), `GET
@@ -254,7 +254,11 @@ pub fn login_start_params(verb: &str, uri: &str) -> Option<(String, String)> {
             _ => {}
         }
     }
-    if idp.is_empty() && shib.is_empty() { None } else { Some((idp, shib)) }
+    if idp.is_empty() && shib.is_empty() {
+        None
+    } else {
+        Some((idp, shib))
+    }
 }
 
 /// `application/x-www-form-urlencoded` value → text (`+` is a space;

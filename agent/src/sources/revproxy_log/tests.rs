@@ -125,7 +125,10 @@ fn revproxy_fixture_counts_match_expected() {
     assert_eq!(t.counters.downloads, dl);
     let pu = &exp["presigned_urls_issued"];
     assert_eq!(t.counters.downloads_by_kind.get("drs").copied(), pu["drs_access"].as_u64());
-    assert_eq!(t.counters.downloads_by_kind.get("presigned").copied(), pu["download_presigned"].as_u64());
+    assert_eq!(
+        t.counters.downloads_by_kind.get("presigned").copied(),
+        pu["download_presigned"].as_u64()
+    );
     // Distinct users, at the last record's time.
     let last = parse::parse_time(exp["last_record"].as_str().expect("last")).expect("time");
     let users = exp["authenticated_users"].as_u64().expect("users") as usize;
@@ -407,7 +410,10 @@ async fn revproxy_source_compliance() {
     assert_eq!(get("gen3_downloads_total", &[("kind", "presigned")]), Some(83.0));
     assert_eq!(get("gen3_uploads_total", &[]), Some(23.0));
     assert_eq!(
-        get("gen3_logins_total", &[("idp", "fence"), ("institution", "urn:mace:incommon:uchicago.edu")]),
+        get(
+            "gen3_logins_total",
+            &[("idp", "fence"), ("institution", "urn:mace:incommon:uchicago.edu")]
+        ),
         Some(2.0)
     );
     assert_eq!(get("gen3_revproxy_log_lines_total", &[("result", "malformed")]), Some(12.0));
@@ -797,9 +803,12 @@ fn revproxy_usage_splits_match_independent_count() {
         if !l.starts_with("{\"gen3log\": \"nginx\"") || !l.ends_with('}') {
             continue;
         }
-        let (Some(uri), Some(verb), Some(code), Some(sid)) =
-            (field(&l, "http_request"), field(&l, "http_verb"), field(&l, "http_status_code"), field(&l, "session_id"))
-        else {
+        let (Some(uri), Some(verb), Some(code), Some(sid)) = (
+            field(&l, "http_request"),
+            field(&l, "http_verb"),
+            field(&l, "http_status_code"),
+            field(&l, "session_id"),
+        ) else {
             continue;
         };
         let code: u16 = code.parse().expect("status");
@@ -817,7 +826,9 @@ fn revproxy_usage_splits_match_independent_count() {
             }
         }
         if (200..300).contains(&code)
-            && (path == "/user/data/upload" || path == "/user/data/multipart/upload" || (verb == "GET" && path.starts_with("/user/data/upload/")))
+            && (path == "/user/data/upload"
+                || path == "/user/data/multipart/upload"
+                || (verb == "GET" && path.starts_with("/user/data/upload/")))
         {
             uploads += 1;
         }
@@ -830,7 +841,8 @@ fn revproxy_usage_splits_match_independent_count() {
                 .unwrap_or_default();
             starts.insert(sid.to_string(), inst);
         }
-        let callback = segs.len() == 5 && segs[1] == "user" && segs[2] == "login" && (segs[4] == "login" || segs[3..] == ["ras", "callback"]);
+        let callback =
+            segs.len() == 5 && segs[1] == "user" && segs[2] == "login" && (segs[4] == "login" || segs[3..] == ["ras", "callback"]);
         if verb == "GET" && callback {
             let inst = starts.remove(sid).unwrap_or_default();
             if (300..400).contains(&code) {
@@ -866,11 +878,14 @@ fn revproxy_login_institutions_are_bounded() {
     let dir = tempfile::tempdir().expect("tmp");
     let f = dir.path().join("a.log");
     let mut text = String::new();
-    let line = |sid: &str, uri: &str, code: u16| {
-        rec("fence", code, uri).replace("\"session_id\": \"x\"", &format!("\"session_id\": \"{sid}\""))
-    };
+    let line =
+        |sid: &str, uri: &str, code: u16| rec("fence", code, uri).replace("\"session_id\": \"x\"", &format!("\"session_id\": \"{sid}\""));
     for i in 0..40 {
-        text += &line(&format!("s{i}"), &format!("/user/login/fence?idp=shibboleth&shib_idp=urn%3Ainst{i}"), 302);
+        text += &line(
+            &format!("s{i}"),
+            &format!("/user/login/fence?idp=shibboleth&shib_idp=urn%3Ainst{i}"),
+            302,
+        );
         text += &line(&format!("s{i}"), "/user/login/fence/login?code=c", 302);
     }
     // Another session's callback does not inherit s-start's institution.
