@@ -311,16 +311,18 @@ fn console_shows_backends_beside_the_services_that_use_them() -> anyhow::Result<
     for (db, up) in [("fence", 0.0), ("indexd", 1.0), ("metadata", 1.0)] {
         ts.push(series(&[("__name__", "pg_up"), ("database", db)], vec![(t, up)]));
     }
-    for (db, n) in [("indexd", 43.0)] {
-        ts.push(series(
-            &[("__name__", "pg_stat_database_numbackends"), ("database", db), ("datname", db)],
-            vec![(t, n)],
-        ));
-        ts.push(series(
-            &[("__name__", "pg_settings_max_connections"), ("database", db)],
-            vec![(t, 100.0)],
-        ));
-    }
+    ts.push(series(
+        &[
+            ("__name__", "pg_stat_database_numbackends"),
+            ("database", "indexd"),
+            ("datname", "indexd"),
+        ],
+        vec![(t, 43.0)],
+    ));
+    ts.push(series(
+        &[("__name__", "pg_settings_max_connections"), ("database", "indexd")],
+        vec![(t, 100.0)],
+    ));
     ts.push(series(
         &[
             ("__name__", "argocd_app_info"),
