@@ -193,11 +193,18 @@ fn elasticsearch_url_flag_with_once_print() -> anyhow::Result<()> {
         ],
         Duration::from_secs(60),
     )?;
+    // `name{labels} value timestamp` lines: the value of the first line
+    // starting with `prefix`.
+    let sample = |prefix: &str| {
+        out.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplitn(3, ' ').nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
     let status = |color: &str| {
-        metric_value(
-            &out,
-            &format!("elasticsearch_cluster_health_status{{cluster=\"gen3-opensearch\",color=\"{color}\""),
-        )
+        sample(&format!(
+            "elasticsearch_cluster_health_status{{cluster=\"gen3-opensearch\",color=\"{color}\","
+        ))
     };
     assert_eq!(status("yellow"), Some(1.0), "{out}");
     assert_eq!(status("green"), Some(0.0), "{out}");

@@ -325,7 +325,7 @@ impl ElasticsearchSource {
             let v = if color == status { 1.0 } else { 0.0 };
             frame.push(
                 "elasticsearch_cluster_health_status",
-                &[("job", job), ("cluster", &cluster), ("color", color)],
+                &[("job", job), ("cluster", cluster.as_str()), ("color", color)],
                 ts,
                 v,
             );
@@ -333,7 +333,7 @@ impl ElasticsearchSource {
         for (field, v) in counts {
             frame.push(
                 &format!("elasticsearch_cluster_health_{field}"),
-                &[("job", job), ("cluster", &cluster)],
+                &[("job", job), ("cluster", cluster.as_str())],
                 ts,
                 v,
             );
@@ -388,7 +388,7 @@ impl ElasticsearchSource {
                         let Some(Some(n)) = docs.get(index) else { continue };
                         frame.push(
                             "elasticsearch_aliases_docs_primary",
-                            &[("job", job), ("cluster", &cluster), ("alias", alias), ("index", index)],
+                            &[("job", job), ("cluster", cluster.as_str()), ("alias", alias.as_str()), ("index", index.as_str())],
                             ts,
                             *n,
                         );

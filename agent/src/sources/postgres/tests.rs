@@ -104,3 +104,44 @@ async fn a_refused_connection_reports_pg_up_0_and_the_others_go_on() {
     assert_eq!(ups, vec![0.0, 0.0]);
     assert_eq!(frame.samples.len(), 2, "nothing but pg_up for unreachable databases");
 }
+
+#[test]
+fn flags_add_databases_and_the_elasticsearch_url() {
+    use clap::Parser;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("agent.yml");
+    std::fs::write(
+        &file,
+        "sources:\n  postgres:\n    databases:\n      - {name: fence, dsn: 'host=old', password_file: /etc/pg/fence}\n",
+    )
+    .expect("write");
+    let args = crate::cli::Args::try_parse_from([
+        "csoc-agent",
+        "--config",
+        file.to_str().expect("utf-8 path"),
+        "--postgres-dsn",
+        "fence=host=db user=m dbname=fence_db",
+        "--postgres-dsn",
+        "indexd=postgresql://m@db/indexd_db",
+        "--elasticsearch-url",
+        "http://es:9200",
+    ])
+    .expect("flags parse");
+    let cfg = args.resolve().expect("resolves");
+    let dbs = &cfg.sources.postgres.databases;
+    assert_eq!(dbs.len(), 2);
+    assert_eq!((dbs[0].name.as_str(), dbs[0].dsn.as_str()), ("fence", "host=db user=m dbname=fence_db"));
+    assert_eq!(dbs[0].password_file.as_deref(), Some(std::path::Path::new("/etc/pg/fence")), "kept from the file");
+    assert_eq!(dbs[1].name, "indexd");
+    assert_eq!(cfg.sources.elasticsearch.url.as_deref(), Some("http://es:9200"));
+    cfg.validate().expect("valid");
+    let names: Vec<String> = crate::build_sources(&cfg).expect("sources").into_iter().map(|(n, _)| n).collect();
+    assert!(names.contains(&"postgres".to_string()) && names.contains(&"elasticsearch".to_string()), "{names:?}");
+    for bad in ["fence", "=host=db", "fence="] {
+        let e = crate::cli::Args::try_parse_from(["csoc-agent", "--postgres-dsn", bad])
+            .expect("flags parse")
+            .resolve()
+            .expect_err("bad NAME=DSN");
+        assert!(e.to_string().contains("NAME=DSN"), "{e}");
+    }
+}
