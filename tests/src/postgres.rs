@@ -21,9 +21,8 @@ pub const SUPERUSER_PASSWORD: &str = "csoc-test-superuser";
 /// `/usr/lib/postgresql/<version>/bin` (Debian does not put them on PATH).
 /// `None` with a message when absent; a panic under `CSOC_REQUIRE_INTEROP=1`.
 pub fn bindir() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p).find(|d| d.join("initdb").is_file() && d.join("postgres").is_file())
-    });
+    let on_path = std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).find(|d| d.join("initdb").is_file() && d.join("postgres").is_file()));
     let found = on_path.or_else(|| {
         let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
             .ok()?
@@ -38,7 +37,8 @@ pub fn bindir() -> Option<PathBuf> {
         versions.pop().map(|(_, b)| b)
     });
     if found.is_none() {
-        let msg = "PostgreSQL (initdb, postgres) not found on PATH or in /usr/lib/postgresql/*/bin (Debian/Ubuntu: apt-get install postgresql)";
+        let msg =
+            "PostgreSQL (initdb, postgres) not found on PATH or in /usr/lib/postgresql/*/bin (Debian/Ubuntu: apt-get install postgresql)";
         if std::env::var("CSOC_REQUIRE_INTEROP").as_deref() == Ok("1") {
             panic!("{msg}, and CSOC_REQUIRE_INTEROP=1 forbids skipping");
         }
@@ -129,20 +129,16 @@ impl Postgres {
         let port = crate::free_port();
         let f = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
         let mut cmd = Command::new(bin.join("postgres"));
-        cmd.arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(&root)
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "max_connections=20",
-                "-c",
-                "shared_buffers=16MB",
-                "-c",
-                "fsync=off",
-            ]);
+        cmd.arg("-D").arg(&data).args(["-p", &port.to_string(), "-k"]).arg(&root).args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "max_connections=20",
+            "-c",
+            "shared_buffers=16MB",
+            "-c",
+            "fsync=off",
+        ]);
         for s in settings {
             cmd.args(["-c", s]);
         }

@@ -10,6 +10,7 @@
 // Backends of the Gen3 services (issue 21): elasticsearch, postgres.
 pub mod elasticsearch;
 pub mod postgres;
+pub mod vanished;
 
 pub mod gen3_http;
 pub mod gen3_status;

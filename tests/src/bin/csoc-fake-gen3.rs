@@ -625,9 +625,17 @@ async fn elasticsearch(
     };
     if !authorized {
         let (file, ctype, challenge) = if flavor == "es7" {
-            ("unauthorized.json", "application/json; charset=UTF-8", "Basic realm=\"security\" charset=\"UTF-8\"")
+            (
+                "unauthorized.json",
+                "application/json; charset=UTF-8",
+                "Basic realm=\"security\" charset=\"UTF-8\"",
+            )
         } else {
-            ("unauthorized.txt", "text/plain; charset=UTF-8", "Basic realm=\"OpenSearch Security\"")
+            (
+                "unauthorized.txt",
+                "text/plain; charset=UTF-8",
+                "Basic realm=\"OpenSearch Security\"",
+            )
         };
         let body = match std::fs::read(dir.join(file)) {
             Ok(b) => b,
@@ -635,7 +643,8 @@ async fn elasticsearch(
         };
         let mut r = (StatusCode::UNAUTHORIZED, body).into_response();
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         return r;
     }
     let set = if scenario == "secured" { "green" } else { scenario.as_str() };
@@ -661,10 +670,11 @@ async fn elasticsearch(
 async fn es_switch(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, String>>) -> Response {
     let flavor = q.get("flavor").cloned().unwrap_or_else(|| "es7".into());
     let scenario = q.get("scenario").cloned().unwrap_or_else(|| "green".into());
-    if !matches!(flavor.as_str(), "es7" | "os2")
-        || !matches!(scenario.as_str(), "green" | "yellow" | "red" | "unauthorized" | "secured")
-    {
-        return text(StatusCode::BAD_REQUEST, format!("unknown flavor {flavor:?} or scenario {scenario:?}\n"));
+    if !matches!(flavor.as_str(), "es7" | "os2") || !matches!(scenario.as_str(), "green" | "yellow" | "red" | "unauthorized" | "secured") {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("unknown flavor {flavor:?} or scenario {scenario:?}\n"),
+        );
     }
     match app.es_live.lock() {
         Ok(mut g) => *g = (flavor.clone(), scenario.clone()),

@@ -123,11 +123,17 @@ impl ElasticsearchConfig {
         }
         let interval = self.effective_interval(default_interval);
         if interval < Duration::from_millis(100) {
-            return Err(invalid(format!("{FIELD}.interval"), format!("{interval:?} is below the minimum of 100ms")));
+            return Err(invalid(
+                format!("{FIELD}.interval"),
+                format!("{interval:?} is below the minimum of 100ms"),
+            ));
         }
         let timeout = self.effective_timeout(default_interval);
         if timeout < Duration::from_millis(10) {
-            return Err(invalid(format!("{FIELD}.timeout"), format!("{timeout:?} is below the minimum of 10ms")));
+            return Err(invalid(
+                format!("{FIELD}.timeout"),
+                format!("{timeout:?} is below the minimum of 10ms"),
+            ));
         }
         if timeout >= interval {
             return Err(invalid(
@@ -140,7 +146,10 @@ impl ElasticsearchConfig {
                 return Err(invalid(format!("{FIELD}.basic_auth.username"), "must not be empty"));
             }
             if b.password_file.as_os_str().is_empty() {
-                return Err(invalid(format!("{FIELD}.basic_auth.password_file"), "must name the file holding the password"));
+                return Err(invalid(
+                    format!("{FIELD}.basic_auth.password_file"),
+                    "must name the file holding the password",
+                ));
             }
         }
         for p in &self.indices {

@@ -191,8 +191,11 @@ fn status_kind(status: u16) -> &'static str {
     }
 }
 
+/// A parsed health answer: cluster name, status color, the counts reported.
+type ParsedHealth = (String, String, Vec<(&'static str, f64)>);
+
 /// Parses a `_cluster/health` body.
-fn parse_health(body: &[u8]) -> Result<(String, String, Vec<(&'static str, f64)>), String> {
+fn parse_health(body: &[u8]) -> Result<ParsedHealth, String> {
     let h: Health = serde_json::from_slice(body).map_err(|e| format!("not a _cluster/health answer: {e}"))?;
     if !COLORS.contains(&h.status.as_str()) {
         return Err(format!("unknown status {:?}", h.status));
@@ -218,7 +221,11 @@ fn parse_indices(body: &[u8]) -> Result<BTreeMap<String, Option<f64>>, String> {
     let mut out = BTreeMap::new();
     for r in rows {
         let docs = match r.docs_count {
-            Some(s) => Some(s.trim().parse::<f64>().map_err(|_| format!("index {:?}: docs.count {s:?} is not a number", r.index))?),
+            Some(s) => Some(
+                s.trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("index {:?}: docs.count {s:?} is not a number", r.index))?,
+            ),
             None => None,
         };
         out.insert(r.index, docs);
@@ -300,13 +307,11 @@ impl ElasticsearchSource {
             let url = join(base, "/_cluster/health");
             let f = self.get(base, "/_cluster/health", &creds).await;
             match Self::body_of("cluster_health", &url, f).and_then(|(b, ts)| {
-                parse_health(&b)
-                    .map(|h| (h, ts))
-                    .map_err(|m| EsError {
-                        endpoint: "cluster_health",
-                        kind: "parse",
-                        message: format!("{url}: {m}"),
-                    })
+                parse_health(&b).map(|h| (h, ts)).map_err(|m| EsError {
+                    endpoint: "cluster_health",
+                    kind: "parse",
+                    message: format!("{url}: {m}"),
+                })
             }) {
                 Ok(h) => {
                     health = Some((base.clone(), h));
@@ -388,7 +393,12 @@ impl ElasticsearchSource {
                         let Some(Some(n)) = docs.get(index) else { continue };
                         frame.push(
                             "elasticsearch_aliases_docs_primary",
-                            &[("job", job), ("cluster", cluster.as_str()), ("alias", alias.as_str()), ("index", index.as_str())],
+                            &[
+                                ("job", job),
+                                ("cluster", cluster.as_str()),
+                                ("alias", alias.as_str()),
+                                ("index", index.as_str()),
+                            ],
                             ts,
                             *n,
                         );
@@ -466,6 +476,7 @@ impl Source for ElasticsearchSource {
                 "elasticsearch polling"
             );
             let mut failing: BTreeMap<&'static str, Option<&'static str>> = BTreeMap::new();
+            let mut vanished = super::vanished::Vanished::default();
             let mut tick = tokio::time::interval(self.interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -487,7 +498,9 @@ impl Source for ElasticsearchSource {
                                 tracing::warn!(source = %cx.name, endpoint = ep, kind = e.kind, error = %e.message, "Elasticsearch request failed");
                             }
                         }
-                        None if was.is_some() && (ep == "cluster_health" || !round.errors.iter().any(|e| e.endpoint == "cluster_health")) => {
+                        None if was.is_some()
+                            && (ep == "cluster_health" || !round.errors.iter().any(|e| e.endpoint == "cluster_health")) =>
+                        {
                             tracing::info!(source = %cx.name, endpoint = ep, "Elasticsearch request succeeds again");
                         }
                         None => {}
@@ -499,7 +512,9 @@ impl Source for ElasticsearchSource {
                         failing.insert(ep, err.map(|e| e.kind));
                     }
                 }
-                if !cx.emit(round.frame).await {
+                let mut frame = round.frame;
+                vanished.mark(&mut frame, csoc_common::time::now_ms());
+                if !cx.emit(frame).await {
                     break;
                 }
             }

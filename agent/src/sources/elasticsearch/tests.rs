@@ -163,7 +163,10 @@ fn config_errors_name_the_field() {
     let c: ElasticsearchConfig = serde_yaml_ng::from_str(y).expect("parses");
     c.validate(Duration::from_secs(15)).expect("valid");
     assert!(c.active());
-    assert!(serde_yaml_ng::from_str::<ElasticsearchConfig>("url: x\npassword: y\n").is_err(), "unknown fields refused");
+    assert!(
+        serde_yaml_ng::from_str::<ElasticsearchConfig>("url: x\npassword: y\n").is_err(),
+        "unknown fields refused"
+    );
 }
 
 #[tokio::test]
@@ -175,19 +178,32 @@ async fn a_yellow_opensearch_reports_its_health_indices_and_aliases() {
     let s = &r.frame.samples;
     let c = ("cluster", "gen3-opensearch");
     assert_eq!(value(s, "elasticsearch_cluster_health_up", &[]), Some(1.0));
-    assert_eq!(value(s, "elasticsearch_cluster_health_status", &[c, ("color", "yellow")]), Some(1.0));
+    assert_eq!(
+        value(s, "elasticsearch_cluster_health_status", &[c, ("color", "yellow")]),
+        Some(1.0)
+    );
     assert_eq!(value(s, "elasticsearch_cluster_health_status", &[c, ("color", "green")]), Some(0.0));
     assert_eq!(value(s, "elasticsearch_cluster_health_status", &[c, ("color", "red")]), Some(0.0));
     assert_eq!(value(s, "elasticsearch_cluster_health_number_of_nodes", &[c]), Some(1.0));
     assert_eq!(value(s, "elasticsearch_cluster_health_unassigned_shards", &[c]), Some(3.0));
     assert_eq!(value(s, "elasticsearch_cluster_health_active_shards", &[c]), Some(4.0));
     assert_eq!(value(s, "elasticsearch_cluster_health_number_of_pending_tasks", &[c]), Some(0.0));
-    assert_eq!(value(s, "elasticsearch_indices_docs", &[c, ("index", "commons-a_file_1")]), Some(48211.0));
-    assert_eq!(value(s, "elasticsearch_indices_docs_primary", &[("index", "commons-a_case_1")]), Some(12873.0));
+    assert_eq!(
+        value(s, "elasticsearch_indices_docs", &[c, ("index", "commons-a_file_1")]),
+        Some(48211.0)
+    );
+    assert_eq!(
+        value(s, "elasticsearch_indices_docs_primary", &[("index", "commons-a_case_1")]),
+        Some(12873.0)
+    );
     // .opendistro_security is left out by default.
     assert_eq!(count(s, "elasticsearch_indices_docs"), 3);
     assert_eq!(
-        value(s, "elasticsearch_aliases_docs_primary", &[("alias", "commons-a_case"), ("index", "commons-a_case_1")]),
+        value(
+            s,
+            "elasticsearch_aliases_docs_primary",
+            &[("alias", "commons-a_case"), ("index", "commons-a_case_1")]
+        ),
         Some(12873.0)
     );
     assert_eq!(count(s, "elasticsearch_aliases_docs_primary"), 3);
@@ -200,7 +216,14 @@ async fn a_red_elasticsearch_has_no_count_for_the_red_index() {
     let r = source(vec![base], |_| {}).collect("elasticsearch").await;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     let s = &r.frame.samples;
-    assert_eq!(value(s, "elasticsearch_cluster_health_status", &[("cluster", "gen3-es"), ("color", "red")]), Some(1.0));
+    assert_eq!(
+        value(
+            s,
+            "elasticsearch_cluster_health_status",
+            &[("cluster", "gen3-es"), ("color", "red")]
+        ),
+        Some(1.0)
+    );
     assert_eq!(value(s, "elasticsearch_indices_docs", &[("index", "commons-a_file_1")]), None);
     assert_eq!(value(s, "elasticsearch_aliases_docs_primary", &[("alias", "commons-a_file")]), None);
     assert_eq!(count(s, "elasticsearch_indices_docs"), 2);
@@ -270,5 +293,8 @@ async fn the_source_emits_and_counts() {
         c.timeout = Some(Duration::from_millis(150));
     });
     let frame = run_and_assert_source_compliance(Box::new(src), "elasticsearch").await;
-    assert_eq!(value(&frame.samples, "elasticsearch_cluster_health_number_of_nodes", &[]), Some(3.0));
+    assert_eq!(
+        value(&frame.samples, "elasticsearch_cluster_health_number_of_nodes", &[]),
+        Some(3.0)
+    );
 }

@@ -121,11 +121,17 @@ impl PostgresConfig {
     pub fn validate(&self, default_interval: Duration) -> Result<(), ConfigError> {
         let interval = self.effective_interval(default_interval);
         if interval < Duration::from_millis(100) {
-            return Err(invalid(format!("{FIELD}.interval"), format!("{interval:?} is below the minimum of 100ms")));
+            return Err(invalid(
+                format!("{FIELD}.interval"),
+                format!("{interval:?} is below the minimum of 100ms"),
+            ));
         }
         let timeout = self.effective_timeout(default_interval);
         if timeout < Duration::from_millis(10) {
-            return Err(invalid(format!("{FIELD}.timeout"), format!("{timeout:?} is below the minimum of 10ms")));
+            return Err(invalid(
+                format!("{FIELD}.timeout"),
+                format!("{timeout:?} is below the minimum of 10ms"),
+            ));
         }
         if timeout >= interval {
             return Err(invalid(
@@ -139,7 +145,10 @@ impl PostgresConfig {
         for (i, d) in self.databases.iter().enumerate() {
             let f = |k: &str| format!("{FIELD}.databases[{i}].{k}");
             if d.name.trim().is_empty() || d.name.trim() != d.name || d.name.chars().any(char::is_control) {
-                return Err(invalid(f("name"), format!("{:?}: a non-empty name without surrounding spaces", d.name)));
+                return Err(invalid(
+                    f("name"),
+                    format!("{:?}: a non-empty name without surrounding spaces", d.name),
+                ));
             }
             if self.databases[..i].iter().any(|o| o.name == d.name) {
                 return Err(invalid(f("name"), format!("{:?} is given twice", d.name)));

@@ -37,7 +37,7 @@
 //! without it); a DSN with `sslmode=require` is refused at startup.
 //!
 //! **Failures.** A database that cannot be reached or refuses the
-//! connection reports `pg_up 0` (and nothing else) while the others go on;
+//! connection reports `pg_up 0` (its other series get a staleness marker) while the others go on;
 //! the reason is logged once when it starts (and again if it changes), its
 //! end once, and every failed round is counted in
 //! `csoc_agent_source_errors_total{source="postgres",kind}`: `auth`
@@ -204,7 +204,7 @@ impl Database {
                 kind: "password_file",
                 message: format!("cannot read the password file {}: {e}", p.display()),
             })?;
-            c.password(pw.trim().as_bytes().to_vec());
+            c.password(pw.trim());
         }
         let place = self.place.clone();
         let fut = async move {
@@ -284,12 +284,10 @@ impl Database {
             Ok(Ok(row)) => row,
         };
         let get = |i: usize| -> Result<f64, PgError> {
-            row.try_get::<_, Option<f64>>(i)
-                .map(|v| v.unwrap_or(0.0))
-                .map_err(|e| PgError {
-                    kind: "query",
-                    message: format!("{}: column {i}: {e}", self.place),
-                })
+            row.try_get::<_, Option<f64>>(i).map(|v| v.unwrap_or(0.0)).map_err(|e| PgError {
+                kind: "query",
+                message: format!("{}: column {i}: {e}", self.place),
+            })
         };
         Ok(PgStats {
             numbackends: get(0)?,
@@ -313,14 +311,39 @@ fn declare(frame: &mut Frame) {
     use MetricKind::{Counter, Gauge};
     for (name, kind, help, unit) in [
         ("pg_up", Gauge, "Whether the last query of the database was successful.", ""),
-        ("pg_stat_database_numbackends", Gauge, "Number of backends currently connected to this database.", ""),
-        ("pg_stat_database_xact_commit", Counter, "Number of transactions in this database that have been committed.", ""),
-        ("pg_stat_database_xact_rollback", Counter, "Number of transactions in this database that have been rolled back.", ""),
-        ("pg_stat_database_deadlocks", Counter, "Number of deadlocks detected in this database.", ""),
+        (
+            "pg_stat_database_numbackends",
+            Gauge,
+            "Number of backends currently connected to this database.",
+            "",
+        ),
+        (
+            "pg_stat_database_xact_commit",
+            Counter,
+            "Number of transactions in this database that have been committed.",
+            "",
+        ),
+        (
+            "pg_stat_database_xact_rollback",
+            Counter,
+            "Number of transactions in this database that have been rolled back.",
+            "",
+        ),
+        (
+            "pg_stat_database_deadlocks",
+            Counter,
+            "Number of deadlocks detected in this database.",
+            "",
+        ),
         ("pg_settings_max_connections", Gauge, "Server parameter max_connections.", ""),
         ("pg_database_size_bytes", Gauge, "Disk space used by the database.", "bytes"),
         ("pg_replication_is_replica", Gauge, "Indicates if the server is a replica.", ""),
-        ("pg_replication_lag_seconds", Gauge, "Replication lag behind the primary in seconds (0 on a primary).", "seconds"),
+        (
+            "pg_replication_lag_seconds",
+            Gauge,
+            "Replication lag behind the primary in seconds (0 on a primary).",
+            "seconds",
+        ),
         (
             "pg_long_running_transactions_oldest_timestamp_seconds",
             Gauge,
@@ -347,7 +370,12 @@ fn push_round(frame: &mut Frame, job: &str, name: &str, res: &Result<PgStats, Pg
             frame.push("pg_database_size_bytes", &l, ts, s.size_bytes);
             frame.push("pg_replication_is_replica", &l, ts, if s.is_replica { 1.0 } else { 0.0 });
             frame.push("pg_replication_lag_seconds", &l, ts, s.lag_seconds);
-            frame.push("pg_long_running_transactions_oldest_timestamp_seconds", &l, ts, s.oldest_xact_seconds);
+            frame.push(
+                "pg_long_running_transactions_oldest_timestamp_seconds",
+                &l,
+                ts,
+                s.oldest_xact_seconds,
+            );
         }
     }
 }
@@ -383,6 +411,7 @@ impl Source for PostgresSource {
                 timeout = ?self.timeout,
                 "postgres polling"
             );
+            let mut vanished = super::vanished::Vanished::default();
             let mut tick = tokio::time::interval(self.interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -390,7 +419,7 @@ impl Source for PostgresSource {
                     _ = cx.shutdown.cancelled() => break,
                     _ = tick.tick() => {}
                 }
-                let (frame, results) = tokio::select! {
+                let (mut frame, results) = tokio::select! {
                     _ = cx.shutdown.cancelled() => break,
                     r = self.collect(&cx.name) => r,
                 };
@@ -410,6 +439,7 @@ impl Source for PostgresSource {
                         }
                     }
                 }
+                vanished.mark(&mut frame, csoc_common::time::now_ms());
                 if !cx.emit(frame).await {
                     break;
                 }

@@ -30,14 +30,20 @@ fn dsns_are_never_shown_with_their_password() {
         .validate(Duration::from_secs(15))
         .expect_err("bad sslmode")
         .to_string();
-    assert!(e.contains("sources.postgres.databases[0].dsn") && e.contains("fence") && !e.contains("hunter2"), "{e}");
+    assert!(
+        e.contains("sources.postgres.databases[0].dsn") && e.contains("fence") && !e.contains("hunter2"),
+        "{e}"
+    );
     let s = format!("{:?}", cfg(vec![d]));
     assert!(!s.contains("hunter2"), "{s}");
 }
 
 #[test]
 fn config_is_checked() {
-    let ok = cfg(vec![db("fence", "host=db user=m dbname=fence_db"), db("indexd", "postgresql://m@db/indexd_db")]);
+    let ok = cfg(vec![
+        db("fence", "host=db user=m dbname=fence_db"),
+        db("indexd", "postgresql://m@db/indexd_db"),
+    ]);
     ok.validate(Duration::from_secs(15)).expect("valid");
     assert!(ok.active());
     assert!(!PostgresConfig::default().active());
@@ -130,13 +136,23 @@ fn flags_add_databases_and_the_elasticsearch_url() {
     let cfg = args.resolve().expect("resolves");
     let dbs = &cfg.sources.postgres.databases;
     assert_eq!(dbs.len(), 2);
-    assert_eq!((dbs[0].name.as_str(), dbs[0].dsn.as_str()), ("fence", "host=db user=m dbname=fence_db"));
-    assert_eq!(dbs[0].password_file.as_deref(), Some(std::path::Path::new("/etc/pg/fence")), "kept from the file");
+    assert_eq!(
+        (dbs[0].name.as_str(), dbs[0].dsn.as_str()),
+        ("fence", "host=db user=m dbname=fence_db")
+    );
+    assert_eq!(
+        dbs[0].password_file.as_deref(),
+        Some(std::path::Path::new("/etc/pg/fence")),
+        "kept from the file"
+    );
     assert_eq!(dbs[1].name, "indexd");
     assert_eq!(cfg.sources.elasticsearch.url.as_deref(), Some("http://es:9200"));
     cfg.validate().expect("valid");
     let names: Vec<String> = crate::build_sources(&cfg).expect("sources").into_iter().map(|(n, _)| n).collect();
-    assert!(names.contains(&"postgres".to_string()) && names.contains(&"elasticsearch".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"postgres".to_string()) && names.contains(&"elasticsearch".to_string()),
+        "{names:?}"
+    );
     for bad in ["fence", "=host=db", "fence="] {
         let e = crate::cli::Args::try_parse_from(["csoc-agent", "--postgres-dsn", bad])
             .expect("flags parse")
