@@ -75,7 +75,7 @@ fn elasticsearch_7_and_opensearch_2_health_and_counts_reach_the_collector() -> a
         dir.path(),
         "agent.yml",
         &format!(
-            "sources:\n  host: {{enabled: false}}\n  elasticsearch:\n    url: {}/_es/live/current\n    timeout: 500ms\n    basic_auth: {{username: elastic, password_file: {pw}}}\n",
+            "sources:\n  host: {{enabled: false}}\n  elasticsearch:\n    url: {}/_es/live/current\n    interval: 2s\n    timeout: 1500ms\n    basic_auth: {{username: elastic, password_file: {pw}}}\n",
             fake.http
         ),
     )?;
@@ -178,7 +178,7 @@ fn elasticsearch_7_and_opensearch_2_health_and_counts_reach_the_collector() -> a
     assert!(!log.contains("fixture-password"), "the password is logged:\n{log}");
     let connect_lines = log
         .lines()
-        .filter(|l| l.contains("Elasticsearch request failed") && l.contains("connect"))
+        .filter(|l| l.contains("Elasticsearch request failed") && l.contains("kind=\"connect\""))
         .count();
     assert_eq!(connect_lines, 1, "the outage is logged once:\n{log}");
     Ok(())
