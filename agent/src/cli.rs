@@ -126,6 +126,18 @@ pub struct Args {
     /// points [default: /].
     #[arg(long = "path.rootfs", value_name = "DIR")]
     pub path_rootfs: Option<PathBuf>,
+    // -- backends --
+    /// Poll this Elasticsearch or OpenSearch base URL (guppy's cluster, e.g.
+    /// http://gen3-elasticsearch:9200): turns on the elasticsearch source
+    /// with this url (credentials and TLS go in sources.elasticsearch).
+    #[arg(long, value_name = "URL")]
+    pub elasticsearch_url: Option<String>,
+    /// Poll this PostgreSQL database, NAME=DSN (repeatable; NAME is the
+    /// `database` label, DSN a libpq connection string such as
+    /// "host=db user=monitor dbname=fence_db"). Visible in `ps`: keep the
+    /// password out of it (sources.postgres.databases[].password_file).
+    #[arg(long = "postgres-dsn", value_name = "NAME=DSN")]
+    pub postgres_dsns: Vec<String>,
 }
 
 impl Args {
@@ -242,6 +254,34 @@ impl Args {
         }
         if let Some(v) = &self.path_rootfs {
             cfg.sources.host.rootfs_path = v.clone();
+        }
+        // -- backends --
+        if let Some(v) = &self.elasticsearch_url {
+            cfg.sources.elasticsearch.enabled = true;
+            cfg.sources.elasticsearch.url = Some(v.clone());
+        }
+        for kv in &self.postgres_dsns {
+            let (name, dsn) = kv
+                .split_once('=')
+                .filter(|(n, d)| !n.trim().is_empty() && !d.trim().is_empty())
+                .with_context(|| {
+                    format!(
+                        "--postgres-dsn {:?}: expected NAME=DSN, e.g. fence=\"host=db user=monitor dbname=fence_db\"",
+                        crate::sources::postgres::redacted(kv.split_once('=').map_or("", |(_, d)| d))
+                    )
+                })?;
+            cfg.sources.postgres.enabled = true;
+            let db = crate::sources::postgres::PostgresDatabase {
+                name: name.trim().to_string(),
+                dsn: dsn.to_string(),
+                password_file: None,
+            };
+            match cfg.sources.postgres.databases.iter_mut().find(|d| d.name == db.name) {
+                Some(d) => {
+                    d.dsn = db.dsn;
+                }
+                None => cfg.sources.postgres.databases.push(db),
+            }
         }
         Ok(cfg)
     }

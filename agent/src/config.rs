@@ -98,6 +98,15 @@ pub struct SourcesConfig {
     /// Kubernetes API under kube-state-metrics' names; off unless enabled
     /// or `--kubernetes-namespace NS` is given).
     pub kubernetes: KubernetesConfig,
+    // -- backends (Elasticsearch, PostgreSQL) --
+    /// The elasticsearch source (guppy's Elasticsearch or OpenSearch
+    /// cluster health and index document counts; runs when `url` or `urls`
+    /// is set, or `--elasticsearch-url URL` is given).
+    pub elasticsearch: crate::sources::elasticsearch::ElasticsearchConfig,
+    /// The postgres source (each Gen3 database's connections, transactions,
+    /// size, oldest transaction and replication lag; runs when `databases`
+    /// is not empty, or `--postgres-dsn NAME=DSN` is given).
+    pub postgres: crate::sources::postgres::PostgresConfig,
 }
 
 impl Default for AgentConfig {
@@ -216,6 +225,19 @@ impl AgentConfig {
         }
         crate::sources::scrape::ScrapeSource::new(&self.sources.scrape, self.interval)?;
         self.sources.kubernetes.validate()?;
+        // -- backends --
+        if self.sources.elasticsearch.active() {
+            crate::sources::elasticsearch::ElasticsearchSource::new(&self.sources.elasticsearch, self.interval).map_err(|e| match e {
+                crate::sources::elasticsearch::ElasticsearchError::Config(c) => c,
+                other => ConfigError::Invalid {
+                    field: "sources.elasticsearch".into(),
+                    message: other.to_string(),
+                },
+            })?;
+        }
+        if self.sources.postgres.active() {
+            self.sources.postgres.validate(self.interval)?;
+        }
         if let Some(n) = &self.agent_name {
             validate_agent_name(n)?;
         }

@@ -131,6 +131,22 @@ pub fn build_sources(cfg: &AgentConfig) -> Result<NamedSources, AgentError> {
             ));
         }
     }
+    // -- backends --
+    if cfg.sources.elasticsearch.active() {
+        sources.push((
+            "elasticsearch".into(),
+            Box::new(
+                sources::elasticsearch::ElasticsearchSource::new(&cfg.sources.elasticsearch, cfg.interval)
+                    .map_err(source_error("elasticsearch"))?,
+            ),
+        ));
+    }
+    if cfg.sources.postgres.active() {
+        sources.push((
+            "postgres".into(),
+            Box::new(sources::postgres::PostgresSource::new(&cfg.sources.postgres, cfg.interval).map_err(source_error("postgres"))?),
+        ));
+    }
     Ok(sources)
 }
 

@@ -14,6 +14,8 @@ use serde_json::Value;
 
 pub mod fakekube;
 pub mod grpc;
+/// A throw-away PostgreSQL server (the postgres source's tests).
+pub mod postgres;
 pub mod workload;
 
 /// The workspace root.

@@ -101,6 +101,12 @@ pub(crate) use csoc_common::error::error_chain;
 
 /// GETs `url` within `timeout`, keeping at most `limit` bytes of the body.
 pub(crate) async fn fetch(client: &reqwest::Client, url: &str, timeout: Duration, limit: usize) -> Fetched {
+    fetch_request(client.get(url), timeout, limit).await
+}
+
+/// Sends `request` (with its headers, e.g. basic auth) within `timeout`,
+/// keeping at most `limit` bytes of the body.
+pub(crate) async fn fetch_request(request: reqwest::RequestBuilder, timeout: Duration, limit: usize) -> Fetched {
     let start = Instant::now();
     let mut out = Fetched {
         status: 0,
@@ -111,7 +117,7 @@ pub(crate) async fn fetch(client: &reqwest::Client, url: &str, timeout: Duration
         duration: 0.0,
         ts_ms: 0,
     };
-    match client.get(url).timeout(timeout).send().await {
+    match request.timeout(timeout).send().await {
         Ok(mut resp) => {
             out.status = resp.status().as_u16();
             out.cert = resp

@@ -7,6 +7,11 @@
 //! exposes as `csoc_agent_source_samples_total` and
 //! `csoc_agent_source_errors_total`.
 
+// Backends of the Gen3 services (issue 21): elasticsearch, postgres.
+pub mod elasticsearch;
+pub mod postgres;
+pub mod vanished;
+
 pub mod gen3_http;
 pub mod gen3_status;
 pub mod gen3_usage;

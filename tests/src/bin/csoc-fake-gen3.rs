@@ -63,6 +63,18 @@
 //! csoc-fake-gen3 [--listen 127.0.0.1:0] [--fixtures DIR] [--slow-delay 10s] [--max-inflight 256]
 //!                [--tls-listen 127.0.0.1:0] [--tls-cert valid-ca|self-signed|expired] [--tls-ca-out PATH]
 //! ```
+//! **Elasticsearch / OpenSearch.** `/_es/<flavor>/<scenario>/` is the base
+//! URL of a fake cluster for the agent's `elasticsearch` source, answering
+//! `_cluster/health`, `_cat/indices?format=json` and
+//! `_cat/aliases?format=json` from `tests/fixtures/elasticsearch/`
+//! (`<flavor>`: `es7` Elasticsearch 7, `os2` OpenSearch 2; `<scenario>`:
+//! `green`, `yellow`, `red`, `unauthorized` (every request gets the
+//! flavor's 401), `secured` (green behind basic auth `elastic` /
+//! `fixture-password`, the 401 otherwise)). Other paths there answer 404.
+//! `/_es/live/current/` serves the flavor and scenario last set with
+//! `POST /_fake/es?flavor=os2&scenario=red` (default `es7`, `green`), so
+//! one agent can be walked through them.
+//!
 //! The first line on stdout is `listening on http://ADDR`, then, with
 //! `--tls-listen`, `listening on https://ADDR`. Only loopback
 //! addresses are accepted unless `--allow-remote`. At most `--max-inflight`
@@ -264,6 +276,8 @@ struct App {
     max_inflight: usize,
     /// The HTTPS certificates, when `--tls-listen` is given.
     tls: Option<Arc<tls::Certs>>,
+    /// (flavor, scenario) served at `/_es/live/` (`POST /_fake/es`).
+    es_live: std::sync::Mutex<(String, String)>,
 }
 
 /// The health path of a service (SERVICES.md table A).
@@ -407,6 +421,7 @@ fn load(dir: &Path, default_delay: Duration, max_inflight: usize) -> anyhow::Res
         inflight: Semaphore::new(max_inflight),
         max_inflight,
         tls: None,
+        es_live: std::sync::Mutex::new(("es7".into(), "green".into())),
     })
 }
 
@@ -568,6 +583,106 @@ async fn tls_mode(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, S
     Json(certs.state()).into_response()
 }
 
+/// The basic-auth credentials of the `secured` scenario.
+const ES_USER: &str = "elastic";
+const ES_PASSWORD: &str = "fixture-password";
+
+fn es_fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/elasticsearch")
+}
+
+/// A fake Elasticsearch 7 / OpenSearch 2 (module docs).
+async fn elasticsearch(
+    State(app): State<Arc<App>>,
+    axum::extract::Path((flavor, scenario, rest)): axum::extract::Path<(String, String, String)>,
+    headers: axum::http::HeaderMap,
+    uri: Uri,
+) -> Response {
+    let (flavor, scenario) = if flavor == "live" {
+        match app.es_live.lock() {
+            Ok(g) => g.clone(),
+            Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned\n".into()),
+        }
+    } else {
+        (flavor, scenario)
+    };
+    if !matches!(flavor.as_str(), "es7" | "os2") {
+        return text(StatusCode::NOT_FOUND, format!("no flavor {flavor:?} (es7, os2)\n"));
+    }
+    let dir = es_fixtures().join(&flavor);
+    let authorized = match scenario.as_str() {
+        "unauthorized" => false,
+        "secured" => {
+            use base64::Engine as _;
+            let want = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{ES_USER}:{ES_PASSWORD}"))
+            );
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) == Some(want.as_str())
+        }
+        "green" | "yellow" | "red" => true,
+        _ => return text(StatusCode::NOT_FOUND, format!("no scenario {scenario:?}\n")),
+    };
+    if !authorized {
+        let (file, ctype, challenge) = if flavor == "es7" {
+            (
+                "unauthorized.json",
+                "application/json; charset=UTF-8",
+                "Basic realm=\"security\" charset=\"UTF-8\"",
+            )
+        } else {
+            (
+                "unauthorized.txt",
+                "text/plain; charset=UTF-8",
+                "Basic realm=\"OpenSearch Security\"",
+            )
+        };
+        let body = match std::fs::read(dir.join(file)) {
+            Ok(b) => b,
+            Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("fixture {file}: {e}\n")),
+        };
+        let mut r = (StatusCode::UNAUTHORIZED, body).into_response();
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        return r;
+    }
+    let set = if scenario == "secured" { "green" } else { scenario.as_str() };
+    let query = uri.query().unwrap_or("");
+    let file = match (rest.as_str(), query) {
+        ("_cluster/health", "") => "cluster_health.json",
+        ("_cat/indices", "format=json") => "cat_indices.json",
+        ("_cat/aliases", "format=json") => "cat_aliases.json",
+        _ => return text(StatusCode::NOT_FOUND, format!("no fixture for /{rest}?{query}\n")),
+    };
+    match std::fs::read(dir.join(set).join(file)) {
+        Ok(b) => {
+            let mut r = (StatusCode::OK, b).into_response();
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
+            r
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("fixture {set}/{file}: {e}\n")),
+    }
+}
+
+/// `POST /_fake/es?flavor=...&scenario=...`: what `/_es/live/current/` serves.
+async fn es_switch(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let flavor = q.get("flavor").cloned().unwrap_or_else(|| "es7".into());
+    let scenario = q.get("scenario").cloned().unwrap_or_else(|| "green".into());
+    if !matches!(flavor.as_str(), "es7" | "os2") || !matches!(scenario.as_str(), "green" | "yellow" | "red" | "unauthorized" | "secured") {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("unknown flavor {flavor:?} or scenario {scenario:?}\n"),
+        );
+    }
+    match app.es_live.lock() {
+        Ok(mut g) => *g = (flavor.clone(), scenario.clone()),
+        Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned\n".into()),
+    }
+    Json(json!({"flavor": flavor, "scenario": scenario})).into_response()
+}
+
 async fn reset(State(app): State<Arc<App>>) -> Json<Value> {
     for st in app.services.values() {
         st.mode.store(Mode::Ok as u8, Ordering::Relaxed);
@@ -606,6 +721,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .route("/_fake/reset", post(reset))
         .route("/_fake/state", get(state))
         .route("/_fake/tls", post(tls_mode))
+        .route("/_es/{flavor}/{scenario}/{*rest}", get(elasticsearch))
+        .route("/_fake/es", post(es_switch))
         .fallback(fixtures)
         .with_state(app.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
