@@ -274,8 +274,14 @@ fn process_and_build_metrics_on_both_binaries_pass_promtool() -> anyhow::Result<
         metric_value(&agent_text, "csoc_agent_spool_max_size_bytes") == Some(1048576.0),
         "the spool's limit is exported"
     );
-    ensure!(metric_value(&collector_text, "csoc_collector_tsdb_filesystem_avail_bytes").is_some_and(|v| v > 0.0));
     ensure!(metric_value(&collector_text, "csoc_collector_tsdb_wal_commit_failures_total") == Some(0.0));
+    // Updated with the storage size, every 5 s.
+    wait_for("the data directory's free space", Duration::from_secs(20), || {
+        let (_, t) = get_text(&format!("{}/metrics", c.http)).ok()?;
+        let avail = metric_value(&t, "csoc_collector_tsdb_filesystem_avail_bytes")?;
+        let size = metric_value(&t, "csoc_collector_tsdb_filesystem_size_bytes")?;
+        (avail > 0.0 && avail <= size).then_some(())
+    })?;
 
     let (code, b) = grafana_get(&format!("{}/api/v1/status/buildinfo", c.http), None)?;
     ensure!(code == 200 && b["status"] == "success", "{code} {b}");
