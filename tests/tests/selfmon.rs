@@ -234,13 +234,15 @@ fn process_and_build_metrics_on_both_binaries_pass_promtool() -> anyhow::Result<
     })?;
     let (code, collector_text) = get_text(&format!("{}/metrics", c.http))?;
     ensure!(code == 200, "collector /metrics: {code}");
+    // The build script takes git's HEAD unless CSOC_BUILD_REVISION overrides it.
     let git_head = Command::new("git")
         .args(["rev-parse", "HEAD"])
         .current_dir(workspace())
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|_| std::env::var_os("CSOC_BUILD_REVISION").is_none_or(|v| v.is_empty()));
     for (bin, text) in [("collector", &collector_text), ("agent", &agent_text)] {
         for name in [
             "process_cpu_seconds_total",
