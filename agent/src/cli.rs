@@ -342,6 +342,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     rt.block_on(async move {
         let mut registry = Registry::default();
+        // process_* (selfmon): on the root registry, by the binary (not in
+        // Agent::new, which --local-agent also runs inside the collector).
+        registry.register_collector(Box::new(csoc_common::process::ProcessCollector::default()));
         let http_listen = cfg.http_listen;
         let agent = Agent::new(cfg, &mut registry)?;
         let shutdown = CancellationToken::new();

@@ -71,8 +71,8 @@ struct AppState {
     readiness: Readiness,
 }
 
-async fn metrics(State(st): State<AppState>) -> axum::response::Response {
-    metrics_response(&st.registry)
+async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap) -> axum::response::Response {
+    metrics_response(&st.registry, &headers)
 }
 
 async fn ready(State(st): State<AppState>) -> axum::response::Response {

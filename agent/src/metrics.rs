@@ -7,7 +7,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 /// Counters every source updates.
@@ -57,6 +56,8 @@ pub struct ShipperMetrics {
     pub spool_batches: Gauge,
     /// Bytes of the spool on disk.
     pub spool_bytes: Gauge,
+    /// The spool's size limit (`spool_max_bytes`).
+    pub spool_max_bytes: Gauge,
     /// Batches dropped because the spool was full (oldest first).
     pub spool_dropped_batches: Counter,
     /// Samples in batches dropped because the spool was full.
@@ -92,11 +93,7 @@ impl AgentMetrics {
     /// Creates the metrics and registers them in `reg` under `csoc_agent_`.
     pub fn new(reg: &mut Registry) -> Self {
         let reg = reg.sub_registry_with_prefix("csoc_agent");
-        reg.register(
-            "build",
-            "Agent build information",
-            Info::new(vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]),
-        );
+        reg.register("build", "Agent build information", csoc_common::build::info());
         let source = SourceMetrics::default();
         reg.register("source_samples", "Samples produced by each source", source.samples.clone());
         reg.register("source_errors", "Failed collections of each source, by kind", source.errors.clone());
@@ -110,6 +107,7 @@ impl AgentMetrics {
             connected: Gauge::default(),
             spool_batches: Gauge::default(),
             spool_bytes: Gauge::default(),
+            spool_max_bytes: Gauge::default(),
             spool_dropped_batches: Counter::default(),
             spool_dropped_samples: Counter::default(),
             spooled_samples: Counter::default(),
@@ -160,6 +158,12 @@ impl AgentMetrics {
             "Size of the spool on disk",
             prometheus_client::registry::Unit::Bytes,
             shipper.spool_bytes.clone(),
+        );
+        reg.register_with_unit(
+            "spool_max_size",
+            "The spool's size limit (spool_max_bytes): beyond it the oldest batches are dropped",
+            prometheus_client::registry::Unit::Bytes,
+            shipper.spool_max_bytes.clone(),
         );
         reg.register(
             "spool_dropped_batches",

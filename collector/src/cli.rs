@@ -91,6 +91,9 @@ pub struct Args {
     /// The URL users reach the collector at (alert links) [default: http://<http-listen>].
     #[arg(long = "web.external-url", value_name = "URL")]
     pub external_url: Option<String>,
+    /// Base URL of the rule pack's runbook: alerts' runbook_url annotations are rebased onto it [default: the repository's deploy/rules/RUNBOOK.md].
+    #[arg(long = "rules.runbook-base-url", value_name = "URL")]
+    pub runbook_base_url: Option<String>,
     /// A label added to every alert sent, NAME=VALUE (repeatable).
     #[arg(long = "external-label", value_name = "NAME=VALUE")]
     pub external_labels: Vec<String>,
@@ -217,6 +220,9 @@ impl Args {
         }
         if let Some(v) = &self.external_url {
             cfg.external_url = Some(v.clone());
+        }
+        if let Some(v) = &self.runbook_base_url {
+            cfg.runbook_base_url = Some(v.clone());
         }
         for l in &self.external_labels {
             let (k, v) = l

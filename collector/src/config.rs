@@ -373,6 +373,14 @@ pub struct CollectorConfig {
     /// Remote-write targets (Mimir, Thanos Receive, Cortex,
     /// VictoriaMetrics, Prometheus): everything stored is also sent there.
     pub remote_write: Vec<crate::remote::RemoteWriteConfig>,
+    // --- selfmon ---
+    /// Where the rule pack's runbook lives (default: RUNBOOK.md in the
+    /// project's repository, `crate::rules::runbook::DEFAULT_RUNBOOK_BASE_URL`).
+    /// An alert's `runbook_url` annotation that starts with the default, or
+    /// is relative (`deploy/rules/RUNBOOK.md#x`, `#x`), is rewritten onto
+    /// this base, so links are absolute and clickable in Slack and
+    /// PagerDuty (`--rules.runbook-base-url`).
+    pub runbook_base_url: Option<String>,
 }
 
 impl Default for CollectorConfig {
@@ -411,6 +419,7 @@ impl Default for CollectorConfig {
             self_scrape_interval: Duration::from_secs(15),
             agent_forget_after: crate::agents::DEFAULT_FORGET_AFTER,
             remote_write: Vec::new(),
+            runbook_base_url: None,
         }
     }
 }
@@ -546,6 +555,11 @@ impl CollectorConfig {
             && !(u.starts_with("http://") || u.starts_with("https://"))
         {
             return Err(inv("external_url", format!("{u:?} must start with http:// or https://")));
+        }
+        if let Some(u) = &self.runbook_base_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(inv("runbook_base_url", format!("{u:?} must start with http:// or https://")));
         }
         for (i, u) in self.alertmanagers.iter().enumerate() {
             crate::notify::alertmanager::alerts_endpoint(u).map_err(|e| inv(&format!("alertmanagers[{i}]"), e))?;

@@ -299,6 +299,8 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     let started = Instant::now();
     cfg.validate()?;
     let mut registry = Registry::default();
+    // process_* (selfmon), on the root registry.
+    registry.register_collector(Box::new(csoc_common::process::ProcessCollector::default()));
     let tm = Telemetry::register(&mut registry, &cfg);
     let limiter = Arc::new(ingest::limits::Limiter::new(cfg.limits.clone(), tm.limits.clone()));
     let (opening, remotes) = prepare_storage(&cfg, &mut registry, tm.remote_write_out.clone())?;
@@ -321,6 +323,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         metrics: tm.collector.http.clone(),
         progress: opening.progress(),
     }));
+    let replay_progress = opening.progress(); // selfmon: /api/v1/status/walreplay
     let http_task = start_http(&cfg, &phased, http_listener, sec.http_tls, &servers_stop)?;
     tracing::info!(http = %bound.http, "HTTP listening: /-/healthy answers; /-/ready says 503 until the storage is open");
 
@@ -390,6 +393,10 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
             external_labels: cfg.external_labels.clone(),
             external_url,
             state_path: cfg.data_dir.join("rules-state.json"),
+            runbook_base_url: cfg
+                .runbook_base_url
+                .clone()
+                .unwrap_or_else(|| rules::runbook::DEFAULT_RUNBOOK_BASE_URL.to_string()),
         },
         engine.clone(),
         db.clone(),
@@ -404,7 +411,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     let state = api::AppState {
         storage: Arc::new(db.clone()),
         tsdb_admin: Arc::new(db.clone()),
-        status: Arc::new(api::StatusInfo::new(&cfg, &engine)),
+        status: Arc::new(api::StatusInfo::new(&cfg, &engine).with_replay(replay_progress)),
         engine,
         registry,
         metrics: tm.collector.http.clone(),

@@ -7,7 +7,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 fn ls(pairs: &[(&str, &str)]) -> Labels {
@@ -96,11 +95,7 @@ impl CollectorMetrics {
     /// Creates and registers the metrics under `csoc_collector_`; `reg`
     /// should already be the `csoc_collector` sub-registry.
     pub fn new(reg: &mut Registry) -> Self {
-        reg.register(
-            "build",
-            "Collector build information",
-            Info::new(vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]),
-        );
+        reg.register("build", "Collector build information", csoc_common::build::info());
         let ingest = IngestMetrics {
             agents_connected: Gauge::default(),
             agent_last_seen: Family::default(),

@@ -17,8 +17,11 @@
 //! | [`tls`] | PEM certificates, keys and CA bundles |
 //! | [`url`] | URLs safe for logs and labels |
 //! | [`http`] | the `/metrics` answer |
+//! | [`process`] | the `process_*` metrics (CPU, memory, file descriptors, start time) from `/proc/self` |
+//! | [`build`] | build information (`*_build_info`, `/api/v1/status/buildinfo`) |
 //! | [`log`], [`shutdown`], [`task`], [`time`], [`retry`], [`error`] | logging, signals, task joins, the clock, backoff, error chains |
 
+pub mod build;
 pub mod calendar;
 pub mod config;
 pub mod duration;
@@ -28,6 +31,7 @@ pub mod gofmt;
 pub mod http;
 pub mod labels;
 pub mod log;
+pub mod process;
 pub mod relabel;
 pub mod retry;
 pub mod shutdown;

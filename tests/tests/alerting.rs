@@ -404,7 +404,12 @@ fn every_gen3_alert_has_its_runbook_section_and_a_unit_test() -> anyhow::Result<
         for r in g["rules"].as_array().context("rules")? {
             let Some(name) = r["alert"].as_str() else { continue };
             alerts.push(name.to_string());
-            let want = format!("deploy/rules/RUNBOOK.md#{}", name.to_lowercase());
+            // Absolute, clickable from Slack and PagerDuty (the collector's
+            // --rules.runbook-base-url rebases them).
+            let want = format!(
+                "https://github.com/csoc-watch/csoc-watch/blob/main/deploy/rules/RUNBOOK.md#{}",
+                name.to_lowercase()
+            );
             ensure!(
                 r["annotations"]["runbook_url"] == want.as_str(),
                 "{name}: runbook_url {} is not {want}",

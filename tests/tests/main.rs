@@ -24,6 +24,7 @@ mod reliability;
 mod remote_write;
 mod replay;
 mod scrape_interop;
+mod selfmon;
 mod storage;
 mod systemd;
 mod tls;

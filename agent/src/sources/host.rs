@@ -13,7 +13,9 @@
 //! | metric | labels | from |
 //! |---|---|---|
 //! | `node_cpu_seconds_total` | cpu, mode | /proc/stat ÷ USER_HZ |
-//! | `node_memory_<Field>_bytes` | | /proc/meminfo × 1024 |
+//! | `node_memory_<Field>_bytes`, `node_memory_<Field>` | | /proc/meminfo: kB lines × 1024 with `_bytes`, unitless lines (`HugePages_Total`) as they are |
+//! | `node_uname_info` | sysname, release, version, machine, nodename, domainname | uname(2) |
+//! | `node_os_info`, `node_os_version` | node_exporter's os-release labels | `<rootfs>/etc/os-release`, else `<rootfs>/usr/lib/os-release` |
 //! | `node_load1`, `node_load5`, `node_load15` | | /proc/loadavg |
 //! | `node_filesystem_{size,avail,free}_bytes`, `node_filesystem_{files,files_free}` | device, fstype, mountpoint | statvfs |
 //! | `node_disk_{read,written}_bytes_total`, `node_disk_{reads,writes}_completed_total`, `node_disk_io_time_seconds_total` | device | /proc/diskstats |
@@ -194,6 +196,18 @@ impl HostSource {
         match self.read("loadavg") {
             Ok(s) => parse_loadavg(&s, ts, job, &mut f),
             Err(e) => errors.push(e),
+        }
+        uname_info(ts, job, &mut f);
+        let os_release = ["etc/os-release", "usr/lib/os-release"].iter().find_map(|rel| {
+            let p = self.rootfs.join(rel);
+            std::fs::read_to_string(&p).ok()
+        });
+        match os_release {
+            Some(s) => os_info(&s, ts, job, &mut f),
+            None => errors.push(HostError::Read {
+                path: self.rootfs.join("etc/os-release"),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "neither etc/os-release nor usr/lib/os-release"),
+            }),
         }
         // The host's mount table is PID 1's (node_exporter reads the same);
         // with PID 1 hidden (hidepid, systemd's ProtectProc), our own.
@@ -489,22 +503,164 @@ fn parse_stat(s: &str, clk_tck: f64, ts: i64, job: &str, f: &mut Frame) {
     }
 }
 
+/// node_exporter's meminfo collector: a line with a unit (kB) is × 1024
+/// and gets `_bytes`; a line without one (`HugePages_Total: 0`) is a
+/// count and keeps its name; `(x)` becomes `_x` (`Active(anon)` →
+/// `Active_anon`).
 fn parse_meminfo(s: &str, ts: i64, job: &str, f: &mut Frame) {
     for line in s.lines() {
-        let Some((key, rest)) = line.split_once(':') else { continue };
-        let mut it = rest.split_ascii_whitespace();
-        let Some(Ok(mut v)) = it.next().map(|v| v.parse::<f64>()) else {
+        let mut parts = line.split_ascii_whitespace();
+        let (Some(key), Some(value)) = (parts.next(), parts.next()) else {
             continue;
         };
-        if it.next() == Some("kB") {
+        let Some(key) = key.strip_suffix(':') else { continue };
+        let Ok(mut v) = value.parse::<f64>() else { continue };
+        let key = meminfo_key(key);
+        let (name, unit) = if parts.next().is_some() {
             v *= 1024.0;
-        }
-        // node_exporter turns "Active(anon)" into "Active_anon".
-        let key = key.replace('(', "_").replace(')', "");
-        let name = format!("node_memory_{key}_bytes");
-        let help = format!("Memory information field {key}_bytes.");
-        f.meta(&name, MetricKind::Gauge, &help, "bytes");
+            (format!("node_memory_{key}_bytes"), "bytes")
+        } else {
+            (format!("node_memory_{key}"), "")
+        };
+        let help = format!("Memory information field {}.", &name["node_memory_".len()..]);
+        f.meta(&name, MetricKind::Gauge, &help, unit);
         f.push(&name, &[("job", job)], ts, v);
+    }
+}
+
+/// `Active(anon)` → `Active_anon` (node_exporter's `\((.*)\)` → `_$1`).
+fn meminfo_key(key: &str) -> String {
+    match (key.find('('), key.rfind(')')) {
+        (Some(a), Some(b)) if a < b => format!("{}_{}{}", &key[..a], &key[a + 1..b], &key[b + 1..]),
+        _ => key.to_string(),
+    }
+}
+
+/// `node_uname_info`, as node_exporter's uname collector (the uname(2)
+/// of the agent's UTS namespace: the host's with `hostPID`/host UTS, as
+/// for node_exporter).
+fn uname_info(ts: i64, job: &str, f: &mut Frame) {
+    let u = rustix::system::uname();
+    let s = |c: &std::ffi::CStr| c.to_string_lossy().into_owned();
+    let (sysname, release, version, machine, nodename, domainname) = (
+        s(u.sysname()),
+        s(u.release()),
+        s(u.version()),
+        s(u.machine()),
+        s(u.nodename()),
+        s(u.domainname()),
+    );
+    f.meta(
+        "node_uname_info",
+        MetricKind::Gauge,
+        "Labeled system information as provided by the uname system call.",
+        "",
+    );
+    f.push(
+        "node_uname_info",
+        &[
+            ("domainname", domainname.as_str()),
+            ("job", job),
+            ("machine", machine.as_str()),
+            ("nodename", nodename.as_str()),
+            ("release", release.as_str()),
+            ("sysname", sysname.as_str()),
+            ("version", version.as_str()),
+        ],
+        ts,
+        1.0,
+    );
+}
+
+/// The fields of an os-release file (`KEY=value`, values optionally in
+/// single or double quotes, `\` escapes inside double quotes).
+fn parse_os_release(s: &str) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    for line in s.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else { continue };
+        let v = v.trim();
+        let v = if let Some(inner) = v.strip_prefix('"').and_then(|x| x.strip_suffix('"')) {
+            let mut o = String::with_capacity(inner.len());
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                if c == '\\' {
+                    if let Some(n) = chars.next() {
+                        o.push(n);
+                    }
+                } else {
+                    o.push(c);
+                }
+            }
+            o
+        } else if let Some(inner) = v.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')) {
+            inner.to_string()
+        } else {
+            v.to_string()
+        };
+        out.insert(k.trim().to_string(), v);
+    }
+    out
+}
+
+/// `node_os_info` and `node_os_version`, as node_exporter's os collector:
+/// from `<rootfs>/etc/os-release`, else `<rootfs>/usr/lib/os-release`.
+fn os_info(text: &str, ts: i64, job: &str, f: &mut Frame) {
+    let env = parse_os_release(text);
+    let get = |k: &str| env.get(k).map(String::as_str).unwrap_or("");
+    f.meta(
+        "node_os_info",
+        MetricKind::Gauge,
+        "A metric with a constant '1' value labeled by build_id, id, id_like, image_id, image_version, name, pretty_name, variant, variant_id, version, version_codename, version_id.",
+        "",
+    );
+    f.push(
+        "node_os_info",
+        &[
+            ("build_id", get("BUILD_ID")),
+            ("id", get("ID")),
+            ("id_like", get("ID_LIKE")),
+            ("image_id", get("IMAGE_ID")),
+            ("image_version", get("IMAGE_VERSION")),
+            ("job", job),
+            ("name", get("NAME")),
+            ("pretty_name", get("PRETTY_NAME")),
+            ("variant", get("VARIANT")),
+            ("variant_id", get("VARIANT_ID")),
+            ("version", get("VERSION")),
+            ("version_codename", get("VERSION_CODENAME")),
+            ("version_id", get("VERSION_ID")),
+        ],
+        ts,
+        1.0,
+    );
+    // The major.minor part of VERSION_ID (node_exporter: ^[0-9]+\.?[0-9]*),
+    // only when positive.
+    let vid = get("VERSION_ID");
+    let end = vid.find(|c: char| !c.is_ascii_digit()).unwrap_or(vid.len());
+    let mut num = vid[..end].to_string();
+    if end > 0 && vid[end..].starts_with('.') {
+        num.push('.');
+        num.extend(vid[end + 1..].chars().take_while(char::is_ascii_digit));
+    }
+    if let Ok(v) = num.parse::<f64>()
+        && v > 0.0
+    {
+        f.meta(
+            "node_os_version",
+            MetricKind::Gauge,
+            "Metric containing the major.minor part of the OS version.",
+            "",
+        );
+        f.push(
+            "node_os_version",
+            &[("id", get("ID")), ("id_like", get("ID_LIKE")), ("job", job), ("name", get("NAME"))],
+            ts,
+            v,
+        );
     }
 }
 
@@ -687,7 +843,9 @@ mod tests {
         assert_eq!(f.samples.iter().filter(|s| s.labels[0].1 == "node_cpu_seconds_total").count(), 16);
         assert_eq!(find(&f, "node_memory_MemTotal_bytes", &[]), Some(16318852.0 * 1024.0));
         assert_eq!(find(&f, "node_memory_Active_anon_bytes", &[]), Some(30.0 * 1024.0));
-        assert_eq!(find(&f, "node_memory_HugePages_Total_bytes", &[]), Some(0.0));
+        assert_eq!(find(&f, "node_memory_HugePages_Total", &[]), Some(0.0), "no unit: no _bytes");
+        assert_eq!(find(&f, "node_memory_HugePages_Total_bytes", &[]), None);
+        assert!(find(&f, "node_uname_info", &[("sysname", "Linux")]).is_some() || !cfg!(target_os = "linux"));
         assert_eq!(find(&f, "node_load15", &[]), Some(0.59));
         assert_eq!(find(&f, "node_boot_time_seconds", &[]), Some(1.7e9));
         assert_eq!(find(&f, "node_time_seconds", &[]), Some(1.7e9));
@@ -742,6 +900,49 @@ mod tests {
         assert!(avail <= free && free <= size.unwrap_or(0.0));
         assert_eq!(find(&f, "node_filesystem_size_bytes", &[("mountpoint", "/proc")]), None);
         assert_eq!(unescape_mount("/tmp\\040dir"), "/tmp dir");
+    }
+
+    #[test]
+    fn os_release_and_meminfo_names_follow_node_exporter() {
+        let text = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME='Debian GNU/Linux'\nVERSION_ID=\"12\"\nVERSION=\"12 (bookworm)\"\nVERSION_CODENAME=bookworm\nID=debian\n# comment\nHOME_URL=\"https://www.debian.org/\"\n";
+        let mut f = Frame::new("host");
+        os_info(text, 0, "node", &mut f);
+        assert_eq!(
+            find(
+                &f,
+                "node_os_info",
+                &[
+                    ("id", "debian"),
+                    ("id_like", ""),
+                    ("name", "Debian GNU/Linux"),
+                    ("pretty_name", "Debian GNU/Linux 12 (bookworm)"),
+                    ("version_codename", "bookworm"),
+                    ("version_id", "12"),
+                    ("build_id", ""),
+                ]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(find(&f, "node_os_version", &[("id", "debian")]), Some(12.0));
+        let mut f = Frame::new("host");
+        os_info("ID=ubuntu\nVERSION_ID=\"22.04.3\"\n", 0, "node", &mut f);
+        assert_eq!(find(&f, "node_os_version", &[("id", "ubuntu")]), Some(22.04));
+        let mut f = Frame::new("host");
+        os_info("ID=arch\n", 0, "node", &mut f);
+        assert_eq!(find(&f, "node_os_version", &[]), None, "no VERSION_ID: no version metric");
+        assert_eq!(meminfo_key("Active(anon)"), "Active_anon");
+        assert_eq!(meminfo_key("Inactive(file)"), "Inactive_file");
+        assert_eq!(meminfo_key("MemTotal"), "MemTotal");
+        let mut f = Frame::new("host");
+        parse_meminfo(
+            "HugePages_Total:       4\nHugepagesize:       2048 kB\nBad line\n",
+            0,
+            "node",
+            &mut f,
+        );
+        assert_eq!(find(&f, "node_memory_HugePages_Total", &[]), Some(4.0));
+        assert_eq!(find(&f, "node_memory_Hugepagesize_bytes", &[]), Some(2048.0 * 1024.0));
+        assert_eq!(f.samples.len(), 2);
     }
 
     #[test]

@@ -165,6 +165,9 @@ impl Spool {
             _lock: lock,
             metrics,
         };
+        if let Some(m) = &spool.metrics {
+            m.spool_max_bytes.set(i64::try_from(max_bytes).unwrap_or(i64::MAX));
+        }
         if fresh {
             spool.write_state()?;
         }

@@ -12,6 +12,8 @@
 //! | `rules.rs` | `rules`, `alerts`, `/-/reload` |
 //! | `agents.rs` | `agents`, `admin/agents/{commons}/{agent}` |
 //! | `amv2.rs` | Alertmanager's API v2: `/api/v2/silences`, `/api/v2/silence/{id}`, `/api/v2/alerts`, `/api/v2/receivers`, `/api/v2/status` |
+//! | `snapshot.rs` | `admin/tsdb/snapshot` |
+//! | `selfmon.rs` | `targets`, `status/walreplay` |
 //! | `params.rs` | parameter parsing (times, durations, limits) |
 //! | `startup.rs` | what answers while the storage opens (health, readiness with the WAL replay's progress, `/metrics`; 503 elsewhere), and the switch to this router |
 
@@ -24,6 +26,9 @@ mod params;
 mod query;
 pub mod rules;
 mod series;
+// selfmon: snapshot, targets, walreplay.
+mod selfmon;
+mod snapshot;
 pub mod startup;
 mod status;
 
@@ -242,8 +247,8 @@ async fn flush(State(st): State<AppState>) -> Result<Response, ApiError> {
     Ok(success(serde_json::to_value(stats).unwrap_or(Json::Null)))
 }
 
-async fn metrics(State(st): State<AppState>) -> Response {
-    csoc_common::http::metrics_response(&st.registry)
+async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    csoc_common::http::metrics_response(&st.registry, &headers)
 }
 
 async fn ready(State(st): State<AppState>) -> Response {
@@ -292,6 +297,10 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .route("/api/v1/status/flags", get(status::flags))
         .route("/api/v1/status/tsdb", get(status::tsdb))
         .route("/api/v1/admin/tsdb/flush", post(flush).put(flush))
+        // selfmon
+        .route("/api/v1/admin/tsdb/snapshot", post(snapshot::snapshot).put(snapshot::snapshot))
+        .route("/api/v1/targets", get(selfmon::targets))
+        .route("/api/v1/status/walreplay", get(selfmon::walreplay))
         .route("/api/v1/admin/agents/{commons}/{agent}", axum::routing::delete(agents::remove))
         .route("/api/v1/agents", get(agents::list))
         .route("/api/v1/rules", get(rules::rules).post(rules::rules))

@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `/-/healthy` | 200: the process is alive and making progress |
 //! | `/-/ready` | 503, with the progress (`replaying the WAL: 40 of 120 records (33%), 1000000 samples, 2.1s`) |
+//! | `/api/v1/status/walreplay` | 200: `{min, max, current}` WAL records |
 //! | `/metrics` | 200: the collector's metrics, among them `csoc_collector_tsdb_wal_replay_progress_ratio` (same tokens as later) |
 //! | anything else | 503, Prometheus's error JSON (`"errorType": "unavailable"`, the progress in `"error"`) with `Retry-After` |
 //!
@@ -70,8 +71,14 @@ async fn ready(State(st): State<StartupState>) -> Response {
         .into_response()
 }
 
-async fn metrics(State(st): State<StartupState>) -> Response {
-    csoc_common::http::metrics_response(&st.registry)
+async fn metrics(State(st): State<StartupState>, headers: axum::http::HeaderMap) -> Response {
+    csoc_common::http::metrics_response(&st.registry, &headers)
+}
+
+/// `/api/v1/status/walreplay` while the WAL replays (Prometheus serves it
+/// before it is ready, for exactly this).
+async fn walreplay(State(st): State<StartupState>) -> Response {
+    super::success(super::selfmon::walreplay_json(&st.progress.snapshot()))
 }
 
 async fn unavailable(State(st): State<StartupState>) -> Response {
@@ -88,6 +95,7 @@ pub fn router(state: StartupState) -> Router {
         .route("/-/healthy", get(|| async { "csoc-collector is healthy\n" }))
         .route("/-/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/api/v1/status/walreplay", get(walreplay))
         .fallback(unavailable)
         .with_state(state.clone())
         .layer(axum::middleware::from_fn_with_state(

@@ -22,6 +22,8 @@ pub struct StatusInfo {
     pub flags: Vec<(String, String)>,
     /// Retention as Prometheus shows it (`15d`, `15d or 10GiB`).
     pub storage_retention: String,
+    /// The storage's opening (`/api/v1/status/walreplay`).
+    pub replay: Option<crate::tsdb::ReplayProgress>,
 }
 
 fn ms(d: std::time::Duration) -> i64 {
@@ -59,20 +61,35 @@ impl StatusInfo {
             start_time: SystemTime::now(),
             flags,
             storage_retention,
+            replay: None,
         }
+    }
+
+    /// With the storage's opening progress, for `/api/v1/status/walreplay`.
+    pub fn with_replay(mut self, progress: crate::tsdb::ReplayProgress) -> Self {
+        self.replay = Some(progress);
+        self
     }
 }
 
-/// `GET /api/v1/status/buildinfo`.
+/// `GET /api/v1/status/buildinfo`: Prometheus's fields, from the build
+/// script's information (`csoc_common::build`); `goVersion` carries the
+/// rustc version (`rustc 1.85.0`), `buildUser` and `buildDate` stay empty
+/// (builds are reproducible).
 pub async fn buildinfo() -> Response {
-    success(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "revision": "",
-        "branch": "",
+    success(buildinfo_json())
+}
+
+fn buildinfo_json() -> Json {
+    use csoc_common::build;
+    json!({
+        "version": build::VERSION,
+        "revision": build::REVISION,
+        "branch": build::BRANCH,
         "buildUser": "",
         "buildDate": "",
-        "goVersion": "",
-    }))
+        "goVersion": format!("rustc {}", build::RUSTC_VERSION),
+    })
 }
 
 /// `GET /api/v1/status/runtimeinfo`. The Go runtime fields are filled
@@ -202,5 +219,16 @@ mod tests {
         assert!(info.flags.iter().all(|(_, v)| !v.contains("secret")));
         assert!(info.flags.windows(2).all(|w| w[0].0 < w[1].0), "sorted");
         assert_eq!(info.storage_retention, "15d or 10GiB");
+    }
+
+    #[test]
+    fn buildinfo_has_prometheus_fields_filled_from_the_build() {
+        let b = buildinfo_json();
+        for k in ["version", "revision", "branch", "buildUser", "buildDate", "goVersion"] {
+            assert!(b[k].is_string(), "{k}: {b}");
+        }
+        assert_eq!(b["version"], json!(env!("CARGO_PKG_VERSION")));
+        assert_ne!(b["revision"], json!(""), "the build script sets a revision or \"unknown\"");
+        assert!(b["goVersion"].as_str().is_some_and(|v| v.starts_with("rustc ")), "{b}");
     }
 }

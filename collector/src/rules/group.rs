@@ -153,6 +153,9 @@ pub struct EvalContext {
     pub external_url: Arc<str>,
     /// Prometheus's `--rules.alert.resend-delay`.
     pub resend_delay: Duration,
+    /// Base URL of the runbook: `runbook_url` annotations are rebased onto
+    /// it (`super::runbook`; empty: left as written).
+    pub runbook_base: Arc<str>,
 }
 
 /// The mutable part of a group.
@@ -445,7 +448,13 @@ fn eval_alert(
         set_label(&mut l, "alertname", spec.name.clone());
         let ann = annotations
             .iter()
-            .map(|a| (a.name.clone(), expand(cx, a, &lmap, v, ts, &query)))
+            .map(|a| {
+                let mut text = expand(cx, a, &lmap, v, ts, &query);
+                if a.name == "runbook_url" {
+                    text = super::runbook::rebase(&text, &cx.runbook_base);
+                }
+                (a.name.clone(), text)
+            })
             .collect();
         if current.contains_key(&l) {
             return Err("vector contains metrics with the same labelset after applying alert labels".into());
@@ -547,6 +556,7 @@ mod tests {
             external_labels: Arc::new(BTreeMap::new()),
             external_url: Arc::from("http://csoc.example"),
             resend_delay: Duration::from_secs(60),
+            runbook_base: Arc::from(""),
         }
     }
 

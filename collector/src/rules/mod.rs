@@ -14,6 +14,7 @@
 
 pub mod file;
 pub mod group;
+pub mod runbook;
 pub mod state;
 pub mod template;
 pub mod unittest;
@@ -51,6 +52,9 @@ pub struct RulesConfig {
     pub external_url: String,
     /// Where alert state is saved.
     pub state_path: PathBuf,
+    /// Base URL that alerts' `runbook_url`s are rebased onto
+    /// ([`runbook`]; empty: left as written).
+    pub runbook_base_url: String,
 }
 
 /// Rule metrics (`csoc_collector_rule_*`).
@@ -181,6 +185,7 @@ impl RuleManager {
             external_labels: Arc::new(cfg.external_labels.clone()),
             external_url: Arc::from(cfg.external_url.as_str()),
             resend_delay: cfg.resend_delay,
+            runbook_base: Arc::from(cfg.runbook_base_url.as_str()),
         };
         let groups = build_groups(loaded, cfg.default_interval);
         match state::load(&cfg.state_path) {
@@ -445,6 +450,7 @@ mod tests {
                 external_labels: BTreeMap::from([("environment".to_string(), "test".to_string())]),
                 external_url: "http://csoc.example:9300/".into(),
                 state_path: dir.path().join("rules-state.json"),
+                runbook_base_url: String::new(),
             },
             Engine::new(Duration::from_secs(300)),
             db.clone(),

@@ -209,6 +209,8 @@ fn run_group(t: &TestGroup, rule_paths: &[PathBuf], eval_interval: i64, order: &
         external_labels: Arc::new(t.external_labels.clone()),
         external_url: Arc::from(t.external_url.clone().unwrap_or_default().as_str()),
         resend_delay: Duration::from_secs(60),
+        // As promtool: annotations as written.
+        runbook_base: Arc::from(""),
     };
     let mut alert_tests: Vec<(i64, &AlertTest)> = Vec::new();
     for a in &t.alert_rule_test {

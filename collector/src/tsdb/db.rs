@@ -280,4 +280,8 @@ impl TsdbAdmin for Tsdb {
     fn storage_stats(&self) -> Result<StorageStats, TsdbError> {
         Tsdb::storage_stats(self)
     }
+
+    fn snapshot(&self, name: String, skip_head: bool) -> BoxFuture<'_, Result<super::SnapshotStats, TsdbError>> {
+        Box::pin(Tsdb::snapshot(self, name, skip_head))
+    }
 }

@@ -29,6 +29,9 @@ pub(super) struct TsdbMetrics {
     pub(super) wal_bytes: Gauge,
     pub(super) chunk_cache_hits: Counter,
     pub(super) chunk_cache_misses: Counter,
+    pub(super) commit_failures: Counter,
+    pub(super) fs_avail_bytes: Gauge,
+    pub(super) fs_size_bytes: Gauge,
 }
 
 impl TsdbMetrics {
@@ -54,6 +57,9 @@ impl TsdbMetrics {
             wal_bytes: Gauge::default(),
             chunk_cache_hits: Counter::default(),
             chunk_cache_misses: Counter::default(),
+            commit_failures: Counter::default(),
+            fs_avail_bytes: Gauge::default(),
+            fs_size_bytes: Gauge::default(),
         };
         let r = reg.sub_registry_with_prefix("tsdb");
         r.register_with_unit(
@@ -89,6 +95,23 @@ impl TsdbMetrics {
             m.head_samples.clone(),
         );
         r.register("commits", "SQLite transactions committed (group commits)", m.commits.clone());
+        r.register(
+            "wal_commit_failures",
+            "Group commits (WAL record and data) that failed and were rolled back: their batches were refused, nothing acknowledged",
+            m.commit_failures.clone(),
+        );
+        r.register_with_unit(
+            "filesystem_avail",
+            "Space available to the collector on the data directory's file system, updated every 5 s",
+            prometheus_client::registry::Unit::Bytes,
+            m.fs_avail_bytes.clone(),
+        );
+        r.register_with_unit(
+            "filesystem_size",
+            "Size of the data directory's file system, updated every 5 s",
+            prometheus_client::registry::Unit::Bytes,
+            m.fs_size_bytes.clone(),
+        );
         r.register("commit_appenders", "Appenders committed per transaction", m.commit_batches.clone());
         r.register_with_unit(
             "commit_duration",

@@ -35,6 +35,7 @@
 //! - `querier.rs`: the read path, head and persisted chunks merged;
 //! - `matcher.rs`: [`Matcher`] and [`MatchOp`];
 //! - `metrics.rs`: the `csoc_collector_tsdb_*` metrics;
+//! - `snapshot.rs`: consistent copies under `snapshots/` (`VACUUM INTO`);
 //! - `wal_tail.rs`: the WAL as remote write reads it ([`WalReader`],
 //!   [`WalHold`]);
 //! - `head.rs`, `index.rs`, `record.rs`, `chunkenc/`, `chunk_cache.rs`,
@@ -61,6 +62,7 @@ mod querier;
 mod record;
 mod replay;
 mod retention;
+mod snapshot;
 mod sqlite;
 mod storage;
 mod wal_tail;
@@ -84,6 +86,7 @@ pub use index::IndexStats;
 pub use matcher::{MatchOp, Matcher};
 pub use replay::{ReplayPhase, ReplayProgress, ReplaySnapshot};
 pub use retention::Retention;
+pub use snapshot::{SNAPSHOTS_DIR, SnapshotStats, snapshot_name};
 pub use storage::{Appendable, BoxFuture, Querier, Queryable, TsdbAdmin};
 pub use wal_tail::{WalHold, WalReader, WalRecord};
 

@@ -111,6 +111,12 @@ impl fmt::Display for ReplaySnapshot {
     }
 }
 
+impl fmt::Debug for ReplayProgress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ReplayProgress").field(&self.snapshot()).finish()
+    }
+}
+
 impl ReplayProgress {
     /// The progress now.
     pub fn snapshot(&self) -> ReplaySnapshot {

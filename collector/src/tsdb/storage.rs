@@ -82,4 +82,9 @@ pub trait TsdbAdmin: Send + Sync {
 
     /// Chunks and time bounds of everything stored, in memory and on disk.
     fn storage_stats(&self) -> Result<StorageStats, TsdbError>;
+
+    /// A consistent copy of the database under
+    /// `<data-dir>/snapshots/<name>/` (without the WAL's records with
+    /// `skip_head`), taken while writes go on.
+    fn snapshot(&self, name: String, skip_head: bool) -> BoxFuture<'_, Result<super::SnapshotStats, TsdbError>>;
 }

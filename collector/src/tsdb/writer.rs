@@ -227,6 +227,7 @@ impl Writer {
                 }
             }
             Err(e) => {
+                m.commit_failures.inc();
                 tracing::error!(error = %e, appenders = n, "storage commit failed; nothing of these batches was applied");
                 // Series ids handed out in the failed transaction are simply skipped.
                 self.applied.clear();
@@ -398,6 +399,14 @@ impl Writer {
             .map(|md| md.len() as i64)
             .unwrap_or(0);
         m.storage_bytes.set(page_size * pages + journal);
+        if let Some(dir) = self.shared.path.parent()
+            && let Ok(st) = rustix::fs::statvfs(dir)
+        {
+            let bs = if st.f_frsize > 0 { st.f_frsize } else { st.f_bsize };
+            let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            m.fs_avail_bytes.set(clamp(st.f_bavail.saturating_mul(bs)));
+            m.fs_size_bytes.set(clamp(st.f_blocks.saturating_mul(bs)));
+        }
         Ok(n)
     }
 
