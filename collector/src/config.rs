@@ -506,13 +506,7 @@ impl CollectorConfig {
                     )));
                 }
             }
-            let d = token_digest(
-                &field,
-                &format!("API token {:?}", t.name),
-                &t.token,
-                &t.token_sha256,
-                &t.token_file,
-            )?;
+            let d = token_digest(&field, &format!("API token {:?}", t.name), &t.token, &t.token_sha256, &t.token_file)?;
             auth.add_digest(
                 d,
                 crate::auth::Principal {

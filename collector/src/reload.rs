@@ -12,7 +12,7 @@
 //! | `agent_tokens` | the gRPC ingest and the remote-write receiver (new streams; open streams keep running) |
 //! | `api_tokens` | every HTTP request from now on |
 //! | `limits` | ingest and query limits (not `max_connections`, `header_read_timeout`, `idle_timeout`, `max_metadata_per_commons`: those need a restart) |
-//! | `alertmanagers`, `alerting`, `receivers` | the notifier (alerts queued for a replaced destination are given up; firing alerts are re-sent every resend delay) |
+//! | `alertmanagers`, `alerting`, `receivers` | the notifier (the alerts firing now go to new destinations at once; alerts queued for a replaced one are given up) |
 //! | `remote_write` | the remote-write queues (unchanged targets keep running; a changed one resumes where its predecessor stood; a new one sends from now on) |
 //! | `rule_files` | the rule groups (alert state carried over by name) |
 //!
@@ -270,7 +270,12 @@ impl Reloader {
             .filter(|(a, b)| a.1 != b.1)
             .map(|(a, _)| a.0)
             .collect();
-        let restart_only = ["max_connections", "header_read_timeout_seconds", "idle_timeout_seconds", "max_metadata_per_commons"];
+        let restart_only = [
+            "max_connections",
+            "header_read_timeout_seconds",
+            "idle_timeout_seconds",
+            "max_metadata_per_commons",
+        ];
         let later: Vec<&str> = changed.iter().copied().filter(|n| restart_only.contains(n)).collect();
         for (name, v) in l.named() {
             if !restart_only.contains(&name) {
@@ -373,6 +378,9 @@ receivers:
         for s in ["supersecret", "hunter2", "abc123", "PRIVATE", "secret-path", "hooks.slack", "pw@"] {
             assert!(!r.contains(s), "{s} in\n{r}");
         }
-        assert!(r.contains("<secret>") && r.contains("username: csoc") && r.contains("https://mimir/api/v1/push"), "{r}");
+        assert!(
+            r.contains("<secret>") && r.contains("username: csoc") && r.contains("https://mimir/api/v1/push"),
+            "{r}"
+        );
     }
 }

@@ -31,7 +31,9 @@ pub struct BasicAuth {
 
 impl std::fmt::Debug for BasicAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BasicAuth").field("username", &self.username).finish_non_exhaustive()
+        f.debug_struct("BasicAuth")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
     }
 }
 
@@ -79,7 +81,9 @@ pub struct Authorization {
 
 impl std::fmt::Debug for Authorization {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authorization").field("type", &self.scheme()).finish_non_exhaustive()
+        f.debug_struct("Authorization")
+            .field("type", &self.scheme())
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,7 +102,10 @@ impl Authorization {
             return Err("authorization: type Basic is refused (as Prometheus does); use basic_auth".into());
         }
         if self.scheme().is_empty() || !self.scheme().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(format!("authorization: type {:?} is not an HTTP authentication scheme", self.scheme()));
+            return Err(format!(
+                "authorization: type {:?} is not an HTTP authentication scheme",
+                self.scheme()
+            ));
         }
         Ok(())
     }
@@ -223,9 +230,7 @@ impl TlsConfig {
         if let (Some(mut cert), Some(key)) = (read(&self.cert, &self.cert_file, "cert")?, read(&self.key, &self.key_file, "key")?) {
             cert.push(b'\n');
             cert.extend(key);
-            b = b.identity(
-                reqwest::Identity::from_pem(&cert).map_err(|e| format!("tls_config: not a PEM certificate and key: {e}"))?,
-            );
+            b = b.identity(reqwest::Identity::from_pem(&cert).map_err(|e| format!("tls_config: not a PEM certificate and key: {e}"))?);
         }
         if self.insecure_skip_verify {
             b = b.danger_accept_invalid_certs(true);
@@ -243,7 +248,10 @@ impl TlsConfig {
 /// Reads a secret file, without its final newline.
 pub fn read_secret(path: &Path) -> Result<String, String> {
     let s = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(s.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&s).to_string())
+    Ok(s.strip_suffix('\n')
+        .map(|s| s.strip_suffix('\r').unwrap_or(s))
+        .unwrap_or(&s)
+        .to_string())
 }
 
 /// Prometheus HTTP client fields we do not support, and why; `present`

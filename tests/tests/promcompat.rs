@@ -98,7 +98,10 @@ impl Drop for Recorder {
 
 fn one_sample(name: &str, t: i64) -> csoc_proto::prometheus::WriteRequest {
     csoc_proto::prometheus::WriteRequest {
-        timeseries: vec![series(&[("__name__", name), ("job", "promcompat"), ("instance", "x")], vec![(t, 1.0)])],
+        timeseries: vec![series(
+            &[("__name__", name), ("job", "promcompat"), ("instance", "x")],
+            vec![(t, 1.0)],
+        )],
         ..Default::default()
     }
 }
@@ -123,10 +126,7 @@ fn metric(base: &str, name: &str) -> Option<f64> {
 }
 
 fn post(url: &str) -> anyhow::Result<(u16, String)> {
-    let r = reqwest::blocking::Client::new()
-        .post(url)
-        .timeout(Duration::from_secs(30))
-        .send()?;
+    let r = reqwest::blocking::Client::new().post(url).timeout(Duration::from_secs(30)).send()?;
     Ok((r.status().as_u16(), r.text()?))
 }
 
@@ -224,7 +224,9 @@ const BCRYPT: &str = "$2b$04$Toto1m7wh77f1fxdPLb8sOaP3Xcmh5s3C7nw.3Z9kdONSY8S.5d
 #[test]
 fn prometheus_remote_write_and_alerting_blocks_work_against_real_prometheus_and_alertmanager() -> anyhow::Result<()> {
     let Some(prom) = program("prometheus") else { return Ok(()) };
-    let Some(am) = program("prometheus-alertmanager") else { return Ok(()) };
+    let Some(am) = program("prometheus-alertmanager") else {
+        return Ok(());
+    };
     let dir = tempfile::tempdir()?;
     let d = dir.path();
     let (crt, key) = self_signed(d)?;
@@ -253,10 +255,7 @@ fn prometheus_remote_write_and_alerting_blocks_work_against_real_prometheus_and_
             "--web.enable-remote-write-receiver".into(),
         ],
     )?;
-    std::fs::write(
-        d.join("alertmanager.yml"),
-        "route:\n  receiver: none\nreceivers:\n  - name: none\n",
-    )?;
+    std::fs::write(d.join("alertmanager.yml"), "route:\n  receiver: none\nreceivers:\n  - name: none\n")?;
     let am_port = free_port();
     let _am = Proc::start(
         d,
@@ -286,8 +285,16 @@ fn prometheus_remote_write_and_alerting_blocks_work_against_real_prometheus_and_
                 .map(|_| ())
         }
     };
-    wait_for("prometheus ready", Duration::from_secs(30), ready(format!("https://127.0.0.1:{prom_port}/-/ready")))?;
-    wait_for("alertmanager ready", Duration::from_secs(30), ready(format!("http://127.0.0.1:{am_port}/am/-/ready")))?;
+    wait_for(
+        "prometheus ready",
+        Duration::from_secs(30),
+        ready(format!("https://127.0.0.1:{prom_port}/-/ready")),
+    )?;
+    wait_for(
+        "alertmanager ready",
+        Duration::from_secs(30),
+        ready(format!("http://127.0.0.1:{am_port}/am/-/ready")),
+    )?;
 
     // The blocks, pasted into the collector's config, pass --check-config.
     let rules = d.join("rules.yml");
@@ -308,7 +315,10 @@ fn prometheus_remote_write_and_alerting_blocks_work_against_real_prometheus_and_
         rules.display()
     );
     let (ok, out) = check_config(d, &yaml)?;
-    ensure!(ok && out.contains("config OK"), "--check-config refused the Prometheus blocks:\n{out}\n{yaml}");
+    ensure!(
+        ok && out.contains("config OK"),
+        "--check-config refused the Prometheus blocks:\n{out}\n{yaml}"
+    );
     let cfg = d.join("collector.yml");
     std::fs::write(&cfg, &yaml)?;
     let c = start_with_config(d, &cfg, &["--evaluation-interval", "1s"])?;
@@ -343,9 +353,7 @@ fn prometheus_remote_write_and_alerting_blocks_work_against_real_prometheus_and_
             .json()
             .ok()?;
         let a = v.as_array()?.clone();
-        a.iter()
-            .any(|x| x["labels"]["alertname"] == "PromcompatAlwaysFiring")
-            .then_some(a)
+        a.iter().any(|x| x["labels"]["alertname"] == "PromcompatAlwaysFiring").then_some(a)
     })?;
     assert!(!alerts.is_empty());
     let v = api(&c.http, "/api/v1/alertmanagers", &[])?;
@@ -354,7 +362,10 @@ fn prometheus_remote_write_and_alerting_blocks_work_against_real_prometheus_and_
         format!("http://127.0.0.1:{am_port}/am/api/v2/alerts"),
         "{v}"
     );
-    assert_eq!(v["data"]["droppedAlertmanagers"][0]["url"], "http://127.0.0.1:1/am/api/v2/alerts", "{v}");
+    assert_eq!(
+        v["data"]["droppedAlertmanagers"][0]["url"], "http://127.0.0.1:1/am/api/v2/alerts",
+        "{v}"
+    );
 
     // status/config: Prometheus's shape, secrets redacted.
     let v = api(&c.http, "/api/v1/status/config", &[])?;
@@ -372,15 +383,35 @@ fn check_config_refuses_unsupported_prometheus_fields_by_name_and_reason() -> an
     let am = "alerting:\n  alertmanagers:\n    - static_configs: [{targets: ['127.0.0.1:9093']}]\n";
     let cases = [
         (format!("{rw}    sigv4: {{region: us-east-1}}\n"), "sigv4", "SigV4"),
-        (format!("{rw}    oauth2: {{client_id: x, client_secret: y, token_url: http://t/}}\n"), "oauth2", "OAuth"),
-        (format!("{rw}    metadata_config: {{send: true}}\n"), "metadata_config.send", "not sent"),
+        (
+            format!("{rw}    oauth2: {{client_id: x, client_secret: y, token_url: http://t/}}\n"),
+            "oauth2",
+            "OAuth",
+        ),
+        (
+            format!("{rw}    metadata_config: {{send: true}}\n"),
+            "metadata_config.send",
+            "not sent",
+        ),
         (format!("{rw}    tls_config: {{server_name: mimir}}\n"), "server_name", "host name"),
-        (format!("{rw}    queue_config: {{sample_age_limit: 5m}}\n"), "sample_age_limit", "not supported"),
+        (
+            format!("{rw}    queue_config: {{sample_age_limit: 5m}}\n"),
+            "sample_age_limit",
+            "not supported",
+        ),
         (format!("{rw}    send_exemplars: true\n"), "send_exemplars", "exemplars"),
-        (format!("{rw}    authorization: {{type: Basic, credentials: x}}\n"), "authorization", "basic_auth"),
+        (
+            format!("{rw}    authorization: {{type: Basic, credentials: x}}\n"),
+            "authorization",
+            "basic_auth",
+        ),
         (format!("{rw}    proxy_url: http://proxy:3128\n"), "proxy_url", "proxies"),
         (format!("{am}      api_version: v1\n"), "api_version", "v2"),
-        (format!("{am}      kubernetes_sd_configs: [{{role: pod}}]\n"), "kubernetes_sd_configs", "static_configs"),
+        (
+            format!("{am}      kubernetes_sd_configs: [{{role: pod}}]\n"),
+            "kubernetes_sd_configs",
+            "static_configs",
+        ),
         (format!("{am}      oauth2: {{client_id: x}}\n"), "oauth2", "OAuth"),
         (
             "alerting:\n  alert_relabel_configs: [{source_labels: [a], regex: b, action: drop}]\n".to_string(),
@@ -439,7 +470,7 @@ fn prometheus_flag_spellings_are_aliases_and_shown_by_help() -> anyhow::Result<(
         format!("--grpc-listen=127.0.0.1:{grpc}"),
         "--storage.tsdb.retention.time=30d".into(),
         "--storage.tsdb.retention.size=1GiB".into(),
-        "--log.level=debug".into(),
+        "--log.level=warn".into(),
         "--log.format=logfmt".into(),
     ];
     let p = Proc::start(d, "collector", &bin("csoc-collector"), &args)?;
@@ -452,10 +483,14 @@ fn prometheus_flag_spellings_are_aliases_and_shown_by_help() -> anyhow::Result<(
     assert!(d.join("tsdb").is_dir(), "the data went to --storage.tsdb.path");
     let log = p.log_text();
     assert!(
-        log.lines().any(|l| l.starts_with("ts=") && l.contains(" level=info ") && l.contains(" msg=")),
+        log.lines()
+            .any(|l| l.starts_with("ts=") && l.contains(" level=warn ") && l.contains(" caller=") && l.contains(" msg=\"")),
         "not logfmt:\n{log}"
     );
-    assert!(log.contains("level=debug"), "--log.level=debug shows debug lines:\n{log}");
+    assert!(
+        !log.contains("level=info"),
+        "--log.level=warn hides info lines (RUST_LOG=info is set):\n{log}"
+    );
     Ok(())
 }
 
@@ -476,9 +511,8 @@ fn reload_changes_agent_tokens_receivers_and_remote_write_targets_without_a_rest
         "reload-token-c-0123456789abcdef",
     );
     std::fs::write(d.join("token-b"), format!("{tok_b}\n"))?;
-    let receiver = |name: &str, url: &str| {
-        format!("  - name: {name}\n    group_wait: 1s\n    group_interval: 1s\n    webhook: {{url: \"{url}\"}}\n")
-    };
+    let receiver =
+        |name: &str, url: &str| format!("  - name: {name}\n    group_wait: 1s\n    group_interval: 1s\n    webhook: {{url: \"{url}\"}}\n");
     let config = |token: &str, recv: &str, rw: &str| {
         format!(
             "rule_files: [{}]\nevaluation_interval: 1s\nagent_tokens:\n{token}receivers:\n{recv}remote_write:\n  - url: {rw}\n    queue_config: {{min_backoff: 10ms, max_backoff: 100ms}}\n",
@@ -528,7 +562,7 @@ fn reload_changes_agent_tokens_receivers_and_remote_write_targets_without_a_rest
     assert_eq!(metric(&c.http, "csoc_collector_config_last_reload_successful"), Some(1.0));
     let after = metric(&c.http, "csoc_collector_config_last_reload_success_timestamp_seconds").context("ts")?;
     assert!(after > before, "{after} > {before}");
-    let v = api(&c.http, "/api/v2/receivers", &[])?;
+    let (_, v) = get_json(&format!("{}/api/v2/receivers", c.http))?;
     assert!(v.to_string().contains("hook2") && !v.to_string().contains("hook1"), "{v}");
 
     // A broken part keeps its last good version; the valid parts apply.

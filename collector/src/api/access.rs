@@ -328,10 +328,8 @@ pub async fn authorize<S: Gate>(State(st): State<S>, mut req: Request, next: Nex
             format!("{path} needs an admin token; token {:?} has role {}", p.name, p.role.as_str()),
         );
     }
-    let unscoped_only = path == "/metrics"
-        || path == "/api/v1/status/tsdb"
-        || path == "/api/v1/status/config"
-        || path == "/api/v1/alertmanagers";
+    let unscoped_only =
+        path == "/metrics" || path == "/api/v1/status/tsdb" || path == "/api/v1/status/config" || path == "/api/v1/alertmanagers";
     if unscoped_only && let Some(c) = &p.commons {
         tracing::warn!(path = %path, token = %p.name, "refused an API request: needs a token without a commons scope");
         return refuse(

@@ -202,11 +202,14 @@ impl AmTarget {
             None
         };
         if let Some(a) = auth {
-            let mut v = reqwest::header::HeaderValue::from_str(&a).map_err(|_| "the credentials are not a valid header value".to_string())?;
+            let mut v =
+                reqwest::header::HeaderValue::from_str(&a).map_err(|_| "the credentials are not a valid header value".to_string())?;
             v.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
-        b.default_headers(headers).build().map_err(|e| format!("building the HTTP client: {e}"))
+        b.default_headers(headers)
+            .build()
+            .map_err(|e| format!("building the HTTP client: {e}"))
     }
 }
 
@@ -276,7 +279,9 @@ impl AlertingConfig {
                     let u = reqwest::Url::parse(&url)
                         .map_err(|e| format!("{at}.static_configs[{j}]: target {t:?} gives the URL {url:?}: {e}"))?;
                     if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
-                        return Err(format!("{at}.static_configs[{j}]: target {t:?} gives the URL {url:?}, not http(s)://host"));
+                        return Err(format!(
+                            "{at}.static_configs[{j}]: target {t:?} gives the URL {url:?}, not http(s)://host"
+                        ));
                     }
                     out.active.push(AmTarget {
                         url,
@@ -297,7 +302,11 @@ impl AlertingConfig {
 fn url_of(labels: &Labels) -> String {
     let get = |n: &str| labels.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()).unwrap_or("");
     let path = get("__alerts_path__");
-    let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
     format!("{}://{}{}", get("__scheme__"), get("__address__"), path)
 }
 
@@ -399,7 +408,10 @@ alertmanagers:
             ("alertmanagers: [{oauth2: {client_id: x}}]", "oauth2"),
             ("alertmanagers: [{scheme: ftp}]", "scheme"),
             ("alertmanagers: [{tls_config: {server_name: x}}]", "server_name"),
-            ("alert_relabel_configs: [{action: drop, source_labels: [a], regex: b}]", "alert_relabel_configs"),
+            (
+                "alert_relabel_configs: [{action: drop, source_labels: [a], regex: b}]",
+                "alert_relabel_configs",
+            ),
         ] {
             let e = parse(y).validate().expect_err(y);
             assert!(e.contains(want), "{y}: {e}");

@@ -400,7 +400,8 @@ impl Notifier {
     /// Replaces the Alertmanagers and the receivers that changed; all of
     /// them are built before anything is replaced, so an invalid one
     /// changes nothing. Alerts queued for a replaced destination are given
-    /// up (the rules re-send firing alerts every resend delay). Returns
+    /// up; the alerts firing now are handed to the new destinations at
+    /// once (and the rules re-send them every resend delay). Returns
     /// whether (Alertmanagers, receivers) changed.
     pub fn reconfigure(&self, ams: &am_config::Resolved, receivers: &[ReceiverConfig]) -> Result<(bool, bool), NotifyError> {
         let am_changed = self.ams.read().unwrap_or_else(|p| p.into_inner()).resolved != *ams;
@@ -458,6 +459,17 @@ impl Notifier {
         } else {
             None
         };
+        // The alerts firing now go to the new destinations at once, not
+        // at the rules' next resend.
+        let firing: Vec<Alert> = self.muter.alerts(now_ms()).into_iter().map(|s| s.alert).collect();
+        if !firing.is_empty() {
+            for q in new_ams.iter().flat_map(|a| a.queues.iter()) {
+                q.push(&firing);
+            }
+            for r in new_rx.iter().flat_map(|r| r.handles.iter()) {
+                r.push(&firing);
+            }
+        }
         if let Some(a) = new_ams {
             let old = std::mem::replace(&mut *self.ams.write().unwrap_or_else(|p| p.into_inner()), a);
             old.stop.cancel();

@@ -407,7 +407,9 @@ impl RemoteWriteConfig {
         }
         if let Some(q) = &self.queue_config {
             if q.sample_age_limit.is_some_and(|d| !d.is_zero()) {
-                return Err("queue_config.sample_age_limit: not supported (only 0, no limit): samples are sent however old, from the WAL".into());
+                return Err(
+                    "queue_config.sample_age_limit: not supported (only 0, no limit): samples are sent however old, from the WAL".into(),
+                );
             }
             if let (Some(min), Some(max)) = (q.min_shards, q.max_shards)
                 && min > max

@@ -301,12 +301,10 @@ impl Remotes {
             if keep.iter().any(|(n, c, e)| *n == name && c == cfg && e == external_labels) {
                 continue;
             }
-            let q = Queue::new(cfg, &name, &self.dir, external_labels, self.metrics.clone()).map_err(|source| {
-                RemoteError::Target {
-                    index: i,
-                    name: name.clone(),
-                    source,
-                }
+            let q = Queue::new(cfg, &name, &self.dir, external_labels, self.metrics.clone()).map_err(|source| RemoteError::Target {
+                index: i,
+                name: name.clone(),
+                source,
             })?;
             out.push(Running {
                 orig: cfg.clone(),
@@ -1149,10 +1147,14 @@ mod position_tests {
         .expect("write");
         let r = prepare(d.path());
         assert_eq!(r.holds().snapshot()[0].position(), 41);
-        assert_eq!(r.queues[0].resume_inflight, Some(57), "the batch in flight is sent again, whole");
+        assert_eq!(
+            r.lock().queues[0].q.resume_inflight,
+            Some(57),
+            "the batch in flight is sent again, whole"
+        );
 
         std::fs::write(rw.join("r.json"), r#"{"url":"x","wal_id":41}"#).expect("write");
-        assert_eq!(prepare(d.path()).queues[0].resume_inflight, None);
+        assert_eq!(prepare(d.path()).lock().queues[0].q.resume_inflight, None);
 
         // A torn file (a crash of an older version, a full disk): resend what the WAL holds.
         std::fs::write(rw.join("r.json"), "{\"url\":").expect("write");

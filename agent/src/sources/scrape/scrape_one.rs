@@ -29,9 +29,7 @@ pub(super) fn gunzip_bounded(gz: &[u8], limit: u64) -> Result<Vec<u8>, String> {
         .read_to_end(&mut out)
         .map_err(|e| format!("gzip body: {e}"))?;
     if out.len() as u64 > limit {
-        return Err(format!(
-            "the decompressed response body exceeds body_size_limit ({limit} bytes)"
-        ));
+        return Err(format!("the decompressed response body exceeds body_size_limit ({limit} bytes)"));
     }
     Ok(out)
 }
@@ -110,13 +108,7 @@ pub(super) async fn scrape_once(job: &Job, target: &Target, ts: i64) -> Result<S
         if resp.status() != reqwest::StatusCode::OK {
             return Err(format!("{}: server returned HTTP status {}", target.url, resp.status()));
         }
-        let header = |h: reqwest::header::HeaderName| {
-            resp.headers()
-                .get(h)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string()
-        };
+        let header = |h: reqwest::header::HeaderName| resp.headers().get(h).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         let ct = header(reqwest::header::CONTENT_TYPE);
         let encoding = header(reqwest::header::CONTENT_ENCODING);
         // Read no more than the limit (compressed bodies are smaller).
