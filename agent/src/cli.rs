@@ -60,9 +60,12 @@ pub struct Args {
     /// Label added to every series, NAME=VALUE (repeatable).
     #[arg(long = "external-label", value_name = "NAME=VALUE")]
     pub external_labels: Vec<String>,
-    /// Log format.
-    #[arg(long, value_enum)]
+    /// Log format: text, logfmt or json [default: text].
+    #[arg(long, value_enum, visible_alias = "log.format")]
     pub log_format: Option<LogFormat>,
+    /// Log level (Prometheus's --log.level); overrides RUST_LOG [default: RUST_LOG, else info].
+    #[arg(long = "log.level", value_enum, value_name = "LEVEL")]
+    pub log_level: Option<csoc_common::log::LogLevel>,
     /// Probe the Gen3 commons at this URL (https://data.example.org): turns on
     /// the gen3_status source with this base_url (and so gen3_usage).
     #[arg(long, value_name = "URL")]
@@ -327,7 +330,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("config OK");
         return Ok(());
     }
-    csoc_common::log::init_logging(cfg.log_format);
+    csoc_common::log::init_logging_with(cfg.log_format, args.log_level);
     if args.once {
         // --once prints one frame per source: the kubernetes report whole.
         let mut cfg = cfg;

@@ -24,10 +24,10 @@ pub struct Args {
     #[arg(long)]
     pub check_config: bool,
     /// Data directory [default: ./csoc-data].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", visible_alias = "storage.tsdb.path")]
     pub data_dir: Option<PathBuf>,
     /// HTTP API, /metrics and UI address [default: 127.0.0.1:9300].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", visible_alias = "web.listen-address")]
     pub http_listen: Option<SocketAddr>,
     /// gRPC ingest address [default: 127.0.0.1:9301].
     #[arg(long, value_name = "ADDR")]
@@ -56,10 +56,10 @@ pub struct Args {
     #[arg(long = "query.max-samples", value_name = "N")]
     pub query_max_samples: Option<usize>,
     /// Delete data older than this, e.g. 30d [default: 15d].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, visible_alias = "storage.tsdb.retention.time")]
     pub retention: Option<std::time::Duration>,
     /// Keep the database under this size, oldest data deleted first, e.g. 10GB [default: no limit].
-    #[arg(long, value_name = "SIZE", value_parser = csoc_common::duration::parse_bytes)]
+    #[arg(long, value_name = "SIZE", value_parser = csoc_common::duration::parse_bytes, visible_alias = "storage.tsdb.retention.size")]
     pub retention_size: Option<u64>,
     /// Memory for decoded chunks reused by repeated queries, e.g. 1GiB; 0 disables [default: 256MiB].
     #[arg(long = "storage.chunk-cache-size", value_name = "SIZE", value_parser = csoc_common::duration::parse_bytes)]
@@ -111,9 +111,12 @@ pub struct Args {
     /// names as under `limits:` in the config file.
     #[arg(long = "limit", value_name = "NAME=VALUE")]
     pub limits: Vec<String>,
-    /// Log format.
-    #[arg(long, value_enum)]
+    /// Log format: text, logfmt or json [default: text].
+    #[arg(long, value_enum, visible_alias = "log.format")]
     pub log_format: Option<LogFormat>,
+    /// Log level (Prometheus's --log.level); overrides RUST_LOG [default: RUST_LOG, else info].
+    #[arg(long = "log.level", value_enum, value_name = "LEVEL")]
+    pub log_level: Option<csoc_common::log::LogLevel>,
     /// TLS on the gRPC ingest: the collector's certificate chain, PEM (with --grpc-tls-key).
     #[arg(long = "grpc-tls-cert", value_name = "FILE")]
     pub grpc_tls_cert: Option<PathBuf>,
@@ -166,6 +169,7 @@ impl Args {
                 commons: commons.to_string(),
                 token: Some(token.to_string()),
                 token_sha256: None,
+                token_file: None,
             });
         }
         for t in &self.api_tokens {
@@ -298,7 +302,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("config OK");
         return Ok(());
     }
-    csoc_common::log::init_logging(cfg.log_format);
+    csoc_common::log::init_logging_with(cfg.log_format, args.log_level);
+    let path = args.config.clone();
+    let args = std::sync::Arc::new(args);
+    let source = crate::reload::ConfigSource {
+        path,
+        load: std::sync::Arc::new(move || args.resolve()),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -310,6 +320,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             csoc_common::shutdown::shutdown_signal().await;
             s2.cancel();
         });
-        crate::run(cfg, shutdown, |_| {}).await
+        crate::run_with(cfg, Some(source), shutdown, |_| {}).await
     })
 }

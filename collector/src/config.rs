@@ -27,6 +27,10 @@ pub struct AgentToken {
     /// The token's SHA-256 digest, hex (`printf %s TOKEN | sha256sum`).
     #[serde(default)]
     pub token_sha256: Option<String>,
+    /// A file holding the token (a mounted Secret; read at start and at
+    /// every reload; a final newline is removed).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// One API token (reads of the HTTP API).
@@ -41,6 +45,9 @@ pub struct ApiToken {
     /// The token's SHA-256 digest, hex (`printf %s TOKEN | sha256sum`).
     #[serde(default)]
     pub token_sha256: Option<String>,
+    /// A file holding the token (read at start and at every reload).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
     /// `read`, `write` (read, plus creating and expiring silences) or `admin`.
     pub role: crate::auth::Role,
     /// With a commons, the token only ever sees that commons' series.
@@ -71,17 +78,33 @@ impl ApiToken {
             name: name.to_string(),
             token: Some(token.to_string()),
             token_sha256: None,
+            token_file: None,
             role: role.parse().map_err(|e| format!("--api-token {name}: {e}"))?,
             commons,
         })
     }
 }
 
-/// A token or its digest, checked: the digest.
-fn token_digest(field: &str, what: &str, token: &Option<String>, sha: &Option<String>) -> Result<[u8; 32], ConfigError> {
+/// A token, its digest or its file, checked: the digest.
+fn token_digest(
+    field: &str,
+    what: &str,
+    token: &Option<String>,
+    sha: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<[u8; 32], ConfigError> {
     let inv = |message: String| ConfigError::Invalid {
         field: field.to_string(),
         message,
+    };
+    let from_file;
+    let token = match (file, token, sha) {
+        (Some(f), None, None) => {
+            from_file = Some(csoc_common::httpconf::read_secret(f).map_err(|e| inv(format!("token_file: {e}")))?);
+            &from_file
+        }
+        (Some(_), _, _) => return Err(inv("give exactly one of token, token_sha256 or token_file".into())),
+        (None, _, _) => token,
     };
     match (token, sha) {
         (Some(tok), None) => {
@@ -96,7 +119,7 @@ fn token_digest(field: &str, what: &str, token: &Option<String>, sha: &Option<St
             .ok()
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
             .ok_or_else(|| inv("token_sha256 must be 64 hex digits".into())),
-        _ => Err(inv("give exactly one of token or token_sha256".into())),
+        _ => Err(inv("give exactly one of token, token_sha256 or token_file".into())),
     }
 }
 
@@ -344,6 +367,11 @@ pub struct CollectorConfig {
     pub external_url: Option<String>,
     /// Alertmanager base URLs that receive the alerts (API v2).
     pub alertmanagers: Vec<String>,
+    /// Prometheus's `alerting:` block (`alertmanagers` with `scheme`,
+    /// `path_prefix`, `timeout`, `static_configs`, `basic_auth`,
+    /// `authorization`, `tls_config`, `relabel_configs`); its
+    /// Alertmanagers come after the flat `alertmanagers` URLs.
+    pub alerting: crate::notify::am_config::AlertingConfig,
     /// Built-in receivers (webhook, Slack, PagerDuty) for teams without an
     /// Alertmanager.
     pub receivers: Vec<crate::notify::ReceiverConfig>,
@@ -413,6 +441,7 @@ impl Default for CollectorConfig {
             external_labels: Default::default(),
             external_url: None,
             alertmanagers: Vec::new(),
+            alerting: Default::default(),
             receivers: Vec::new(),
             inhibit_rules: Vec::new(),
             public_status: false,
@@ -447,7 +476,13 @@ impl CollectorConfig {
                     message: format!("commons {:?} must be 1-128 letters, digits, '-', '_' or '.'", t.commons),
                 });
             }
-            let d = token_digest(&field, &format!("commons {:?}", t.commons), &t.token, &t.token_sha256)?;
+            let d = token_digest(
+                &field,
+                &format!("commons {:?}", t.commons),
+                &t.token,
+                &t.token_sha256,
+                &t.token_file,
+            )?;
             auth.add_digest(&t.commons, d);
         }
         Ok(auth)
@@ -480,7 +515,7 @@ impl CollectorConfig {
                     )));
                 }
             }
-            let d = token_digest(&field, &format!("API token {:?}", t.name), &t.token, &t.token_sha256)?;
+            let d = token_digest(&field, &format!("API token {:?}", t.name), &t.token, &t.token_sha256, &t.token_file)?;
             auth.add_digest(
                 d,
                 crate::auth::Principal {
@@ -502,6 +537,12 @@ impl CollectorConfig {
             .unwrap_or_else(|| format!("{scheme}://{}", self.http_listen))
             .trim_end_matches('/')
             .to_string()
+    }
+
+    /// The Alertmanagers alerts go to: the flat `alertmanagers` URLs, then
+    /// those of the `alerting:` block, relabelled.
+    pub fn resolved_alertmanagers(&self) -> Result<crate::notify::am_config::Resolved, String> {
+        self.alerting.resolve(&self.alertmanagers)
     }
 
     /// Checks every value; returns the first problem.
@@ -561,9 +602,7 @@ impl CollectorConfig {
         {
             return Err(inv("runbook_base_url", format!("{u:?} must start with http:// or https://")));
         }
-        for (i, u) in self.alertmanagers.iter().enumerate() {
-            crate::notify::alertmanager::alerts_endpoint(u).map_err(|e| inv(&format!("alertmanagers[{i}]"), e))?;
-        }
+        self.resolved_alertmanagers().map_err(|e| inv("alerting", e))?;
         let mut rw_names = std::collections::HashSet::new();
         for (i, r) in self.remote_write.iter().enumerate() {
             r.validate().map_err(|e| inv(&format!("remote_write[{i}]"), e))?;

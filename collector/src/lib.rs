@@ -16,10 +16,12 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod ingest;
+pub mod live;
 pub mod metadata;
 pub mod metrics;
 pub mod notify;
 pub mod promql;
+pub mod reload;
 pub mod remote;
 pub mod rules;
 pub mod selfmon;
@@ -78,6 +80,7 @@ struct Telemetry {
     limits: ingest::limits::LimitMetrics,
     remote_write_out: remote::RemoteMetrics,
     tls: tls::TlsMetrics,
+    reload: reload::ReloadMetrics,
 }
 
 impl Telemetry {
@@ -91,6 +94,7 @@ impl Telemetry {
             limits: ingest::limits::LimitMetrics::new(sub, &cfg.limits),
             remote_write_out: remote::RemoteMetrics::new(sub),
             tls: tls::TlsMetrics::new(sub),
+            reload: reload::ReloadMetrics::new(sub),
         }
     }
 }
@@ -296,6 +300,18 @@ fn spawn_local_agent(agent: Option<LocalAgent>, _: CancellationToken) -> Option<
 /// on `/-/ready` and `/metrics`), ingest, rules and notifications, the full
 /// HTTP API, remote write and self-monitoring — and shutdown in reverse.
 pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: impl FnOnce(Bound) + Send) -> anyhow::Result<()> {
+    run_with(cfg, None, shutdown, on_bound).await
+}
+
+/// [`run`], with where the configuration comes from: `/-/reload` and
+/// SIGHUP read it again (see [`reload`]); without a source they re-read
+/// the rule files only.
+pub async fn run_with(
+    cfg: CollectorConfig,
+    source: Option<reload::ConfigSource>,
+    shutdown: CancellationToken,
+    on_bound: impl FnOnce(Bound) + Send,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     cfg.validate()?;
     let mut registry = Registry::default();
@@ -304,12 +320,15 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     let tm = Telemetry::register(&mut registry, &cfg);
     let limiter = Arc::new(ingest::limits::Limiter::new(cfg.limits.clone(), tm.limits.clone()));
     let (opening, remotes) = prepare_storage(&cfg, &mut registry, tm.remote_write_out.clone())?;
+    let remotes = Arc::new(remotes);
 
     let mut sec = load_security(&cfg, &tm.tls)?;
     let (grpc_listener, http_listener, bound) = bind(&cfg).await?;
     let local_agent = prepare_local_agent(&cfg, &mut sec, bound, &mut registry)?;
     let registry = Arc::new(registry);
-    let api_auth = Arc::new(sec.api_auth);
+    let api_auth = live::Live::new(sec.api_auth);
+    let local_agent_digest = sec.peer_policy.internal_token;
+    let limits = live::Live::new(cfg.limits.clone());
 
     // The servers and the TLS watchers stop on every way out of here.
     let servers_stop = CancellationToken::new();
@@ -319,7 +338,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     // HTTP first, so that probes get an answer while the WAL replays.
     let phased = api::startup::Phased::new(api::startup::router(api::startup::StartupState {
         registry: registry.clone(),
-        api_auth: api_auth.clone(),
+        api_auth: api_auth.load(),
         metrics: tm.collector.http.clone(),
         progress: opening.progress(),
     }));
@@ -337,12 +356,12 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     let agents = open_agent_registry(&cfg, &db, &tm.collector, &limiter);
 
     // Ingest: gRPC from agents and the remote-write receiver.
-    let agent_auth = Arc::new(sec.agent_auth);
+    let agent_auth = live::Live::new(sec.agent_auth);
     let metadata = Arc::new(metadata::MetadataStore::new(cfg.limits.max_metadata_per_commons, tm.limits.clone()));
     let remote_write = ingest::remote_write::router(ingest::remote_write::RemoteWriteState {
         tsdb: db.clone(),
         auth: agent_auth.clone(),
-        limits: cfg.limits.clone(),
+        limits: limits.clone(),
         ingest_metrics: tm.collector.ingest.clone(),
         metrics: tm.remote_write_in,
         metadata: metadata.clone(),
@@ -353,9 +372,9 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         &cfg,
         &db,
         &agents,
-        agent_auth,
+        (agent_auth.clone(), limits.clone()),
         sec.peer_policy,
-        limiter,
+        limiter.clone(),
         &metadata,
         &tm.collector,
         sec.grpc_tls.as_ref(),
@@ -375,7 +394,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     let rules_stop = CancellationToken::new();
     let notifier = notify::Notifier::start(
         &notify::NotifyConfig {
-            alertmanagers: cfg.alertmanagers.clone(),
+            alertmanagers: cfg.resolved_alertmanagers().map_err(anyhow::Error::msg)?,
             receivers: cfg.receivers.clone(),
             external_url: external_url.clone(),
             state_path: cfg.data_dir.join("notify-state.json"),
@@ -406,6 +425,26 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     )
     .context("loading rule files")?;
 
+    // The one place a reload of everything goes through (/-/reload, SIGHUP).
+    let receiver_names = live::Live::new(cfg.receivers.iter().map(|r| r.name.clone()).collect::<Vec<_>>());
+    let reloader = Arc::new(reload::Reloader {
+        source,
+        rules: rule_manager.clone(),
+        notifier: notifier.clone(),
+        remotes: remotes.clone(),
+        agent_auth,
+        local_agent_digest,
+        api_auth: api_auth.clone(),
+        limits: limits.clone(),
+        limiter: limiter.clone(),
+        limit_metrics: tm.limits.clone(),
+        receiver_names: receiver_names.clone(),
+        config_yaml: Default::default(),
+        metrics: tm.reload,
+        serial: Default::default(),
+    });
+    reloader.started();
+
     // The HTTP API, in place of the start-up answers.
     let self_registry = registry.clone();
     let state = api::AppState {
@@ -419,13 +458,14 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         admin_enabled: cfg.enable_admin_api,
         metadata,
         rules: rule_manager.clone(),
-        api_auth,
-        limits: Arc::new(cfg.limits.clone()),
-        limit_metrics: tm.limits,
+        api_auth: api_auth.clone(),
+        limits: limits.clone(),
+        limit_metrics: tm.limits.clone(),
         agents: agents.clone(),
         muter: notifier.muter().clone(),
-        receiver_names: Arc::new(cfg.receivers.iter().map(|r| r.name.clone()).collect()),
+        receiver_names: receiver_names.clone(),
         console: Arc::new(ui::Console::new(cfg.public_status).with_https(cfg.http_tls.is_some())),
+        reloader: reloader.clone(),
     };
     phased.install(api::router(state, remote_write));
 
@@ -435,7 +475,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     // Started once nothing below can fail (each task holds the storage).
     let remote_stop = CancellationToken::new();
     let remote_drain = CancellationToken::new();
-    let remote_tasks = remotes.start(&db.wal_reader(), remote_stop.clone(), remote_drain.clone());
+    remotes.start(&db.wal_reader(), remote_stop.clone(), remote_drain.clone());
     let agents_stop = CancellationToken::new();
     let agents_task = tokio::spawn(agents.clone().run(agents_stop.clone()));
     // The first self-scrape precedes the first rule evaluation, so that the
@@ -450,7 +490,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         tracing::warn!(error = %e, "storing the collector's own metrics failed");
     }
     rule_manager.start();
-    spawn_sighup_reload(rule_manager.clone(), rules_stop.clone());
+    spawn_sighup_reload(reloader.clone(), rules_stop.clone());
     let selfmon_task = (!cfg.self_scrape_interval.is_zero()).then(|| {
         tokio::spawn(selfmon::run(
             self_scrape,
@@ -492,7 +532,8 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     // After ingest: the last contacts are final.
     agents_stop.cancel();
     let _ = agents_task.await;
-    if !remotes.is_empty() {
+    let remote_tasks = remotes.take_tasks();
+    if !remote_tasks.is_empty() {
         drain_remote_write(remote_tasks, &remote_stop, &remote_drain).await;
     }
     remote_stop.cancel();
@@ -534,7 +575,7 @@ fn start_grpc(
     cfg: &CollectorConfig,
     db: &tsdb::Tsdb,
     agents: &Arc<agents::AgentRegistry>,
-    agent_auth: Arc<auth::AgentAuth>,
+    (agent_auth, limits): (live::Live<auth::AgentAuth>, live::Live<config::Limits>),
     peer_policy: tls::PeerPolicy,
     limiter: Arc<ingest::limits::Limiter>,
     metadata: &Arc<metadata::MetadataStore>,
@@ -545,7 +586,7 @@ fn start_grpc(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let ingest = ingest::IngestService::new(
         db.clone(),
-        agent_auth,
+        agent_auth.load(),
         cfg.limits.clone(),
         cfg.heartbeat_interval,
         metrics.ingest.clone(),
@@ -554,6 +595,8 @@ fn start_grpc(
     .with_metadata(metadata.clone())
     .with_agents(agents.clone())
     .with_peer_policy(peer_policy)
+    .with_live_auth(agent_auth)
+    .with_live_limits(limits)
     .with_limiter(limiter);
     if let Some((t, _)) = grpc_tls {
         tracing::info!(client_certs = t.client_certs_mode(), "gRPC ingest uses TLS");
@@ -631,8 +674,8 @@ async fn drain_remote_write(tasks: Vec<tokio::task::JoinHandle<()>>, stop: &Canc
     }
 }
 
-/// Reloads the rules on SIGHUP (Unix), as Prometheus does.
-fn spawn_sighup_reload(rules: Arc<rules::RuleManager>, stop: CancellationToken) {
+/// Reloads the whole configuration on SIGHUP (Unix), as Prometheus does.
+fn spawn_sighup_reload(reloader: Arc<reload::Reloader>, stop: CancellationToken) {
     #[cfg(unix)]
     tokio::spawn(async move {
         let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -647,12 +690,11 @@ fn spawn_sighup_reload(rules: Arc<rules::RuleManager>, stop: CancellationToken) 
                 _ = stop.cancelled() => return,
                 got = hup.recv() => if got.is_none() { return },
             }
-            tracing::info!("SIGHUP: reloading rules");
-            if let Err(e) = rules.reload().await {
-                tracing::error!(error = %e, "reload on SIGHUP failed; the previous rules keep running");
-            }
+            tracing::info!("SIGHUP: reloading the configuration");
+            // reload_all logs the outcome, part by part.
+            let _ = reloader.reload_all().await;
         }
     });
     #[cfg(not(unix))]
-    let _ = (rules, stop);
+    let _ = (reloader, stop);
 }

@@ -29,6 +29,7 @@ pub mod error;
 pub mod exposition;
 pub mod gofmt;
 pub mod http;
+pub mod httpconf;
 pub mod labels;
 pub mod log;
 pub mod process;

@@ -83,6 +83,19 @@ pub struct RelabelConfig {
     pub action: Action,
 }
 
+impl PartialEq for RelabelConfig {
+    /// Equal when written the same (a reload keeps what did not change).
+    fn eq(&self, o: &Self) -> bool {
+        self.source_labels == o.source_labels
+            && self.separator == o.separator
+            && self.regex_src == o.regex_src
+            && self.modulus == o.modulus
+            && self.target_label == o.target_label
+            && self.replacement == o.replacement
+            && self.action == o.action
+    }
+}
+
 impl TryFrom<RawRelabelConfig> for RelabelConfig {
     type Error = String;
 

@@ -18,6 +18,7 @@ mod interop;
 mod kubectl;
 mod kubernetes_logs;
 mod kubernetes_state;
+mod promcompat;
 mod promql_conformance;
 mod promqltest;
 mod reliability;

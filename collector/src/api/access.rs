@@ -13,7 +13,7 @@
 //! | endpoint | needs |
 //! |---|---|
 //! | `/-/reload`, `/api/v1/admin/*` | an admin token |
-//! | `/metrics`, `/api/v1/status/tsdb` (they name every commons) | a token without a commons scope |
+//! | `/metrics`, `/api/v1/status/tsdb`, `/api/v1/status/config`, `/api/v1/alertmanagers` (they name every commons) | a token without a commons scope |
 //! | `POST /api/v2/silences`, `DELETE /api/v2/silence/{id}` | a write or admin token (checked by the handlers) |
 //! | everything else | any token |
 //!
@@ -186,7 +186,7 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 /// starts ([`super::startup`]) share the middleware.
 pub trait Gate: Clone + Send + Sync + 'static {
     /// The API tokens (empty: the API is open).
-    fn api_auth(&self) -> &crate::auth::ApiAuth;
+    fn api_auth(&self) -> Arc<crate::auth::ApiAuth>;
     /// Where requests and refusals are counted.
     fn http_metrics(&self) -> &crate::metrics::HttpMetrics;
     /// The console's sessions (none while the collector starts).
@@ -196,8 +196,8 @@ pub trait Gate: Clone + Send + Sync + 'static {
 }
 
 impl Gate for AppState {
-    fn api_auth(&self) -> &crate::auth::ApiAuth {
-        &self.api_auth
+    fn api_auth(&self) -> Arc<crate::auth::ApiAuth> {
+        self.api_auth.load()
     }
 
     fn http_metrics(&self) -> &crate::metrics::HttpMetrics {
@@ -328,7 +328,8 @@ pub async fn authorize<S: Gate>(State(st): State<S>, mut req: Request, next: Nex
             format!("{path} needs an admin token; token {:?} has role {}", p.name, p.role.as_str()),
         );
     }
-    let unscoped_only = path == "/metrics" || path == "/api/v1/status/tsdb";
+    let unscoped_only =
+        path == "/metrics" || path == "/api/v1/status/tsdb" || path == "/api/v1/status/config" || path == "/api/v1/alertmanagers";
     if unscoped_only && let Some(c) = &p.commons {
         tracing::warn!(path = %path, token = %p.name, "refused an API request: needs a token without a commons scope");
         return refuse(

@@ -295,7 +295,8 @@ pub async fn alerts(State(st): State<AppState>, Extension(access): Extension<Acc
         (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r.into_response(),
     };
     let compiled: Vec<_> = fs.iter().filter_map(|f| f.compile().ok()).collect();
-    let receivers = st.receiver_names.as_ref();
+    let receivers = st.receiver_names.load();
+    let receivers = receivers.as_ref();
     let v: Vec<Json> = st
         .muter
         .alerts(csoc_common::time::now_ms())
@@ -315,7 +316,7 @@ pub async fn alerts(State(st): State<AppState>, Extension(access): Extension<Acc
 
 /// `GET /api/v2/receivers`.
 pub async fn receivers(State(st): State<AppState>) -> Response {
-    let v: Vec<Json> = st.receiver_names.iter().map(|r| json!({"name": r})).collect();
+    let v: Vec<Json> = st.receiver_names.load().iter().map(|r| json!({"name": r})).collect();
     axum::Json(Json::Array(v)).into_response()
 }
 

@@ -50,7 +50,7 @@ pub async fn federate(State(st): State<AppState>, Extension(access): Extension<s
         let failed = |e: String| (StatusCode::INTERNAL_SERVER_ERROR, format!("federation failed: {e}"));
         let q = st.storage.querier(now - lookback + 1, now);
         // Count first: no sample is read for a request past the limit.
-        match select_series(q.as_ref(), &sets, st.limits.max_series_per_request) {
+        match select_series(q.as_ref(), &sets, st.limits.load().max_series_per_request) {
             Ok(_) => {}
             Err(SelectError::TooMany) => return Err((StatusCode::UNPROCESSABLE_ENTITY, too_many_series(&st, &access))),
             Err(SelectError::Storage(e)) => return Err(failed(e.to_string())),

@@ -23,6 +23,8 @@ pub mod amv2;
 mod encode;
 mod federate;
 mod params;
+// Issue 20 (config half): /-/reload of everything, status/config, alertmanagers.
+mod promcfg;
 mod query;
 pub mod rules;
 mod series;
@@ -77,10 +79,10 @@ pub struct AppState {
     /// The rule groups (`/api/v1/rules`, `/api/v1/alerts`, `/-/reload`).
     pub rules: Arc<crate::rules::RuleManager>,
     /// API tokens; empty: the API is open.
-    pub api_auth: Arc<crate::auth::ApiAuth>,
+    pub api_auth: crate::live::Live<crate::auth::ApiAuth>,
     /// What one request may ask for (`max_query_length`, `max_match_sets`,
     /// `max_series_per_request`...).
-    pub limits: Arc<crate::config::Limits>,
+    pub limits: crate::live::Live<crate::config::Limits>,
     /// Where refusals by a limit are counted
     /// (`csoc_collector_limit_rejections_total{limit,commons}`).
     pub limit_metrics: crate::ingest::limits::LimitMetrics,
@@ -90,9 +92,12 @@ pub struct AppState {
     /// the console).
     pub muter: Arc<crate::notify::inhibit::Muter>,
     /// Names of the built-in receivers (`/api/v2/receivers`).
-    pub receiver_names: Arc<Vec<String>>,
+    pub receiver_names: crate::live::Live<Vec<String>>,
     /// The console's sessions and settings.
     pub console: Arc<crate::ui::Console>,
+    /// Reloads the whole configuration (`/-/reload`, SIGHUP) and holds
+    /// what `/api/v1/status/config` and `/api/v1/alertmanagers` show.
+    pub reloader: Arc<crate::reload::Reloader>,
 }
 
 /// Prometheus's API error types, mapped to status codes in one place.
@@ -305,7 +310,9 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .route("/api/v1/agents", get(agents::list))
         .route("/api/v1/rules", get(rules::rules).post(rules::rules))
         .route("/api/v1/alerts", get(rules::alerts))
-        .route("/-/reload", post(rules::reload).put(rules::reload))
+        .route("/-/reload", post(promcfg::reload).put(promcfg::reload))
+        .route("/api/v1/status/config", get(promcfg::config))
+        .route("/api/v1/alertmanagers", get(promcfg::alertmanagers))
         .route("/api/v2/silences", get(amv2::list_silences).post(amv2::post_silence))
         .route("/api/v2/silence/{id}", get(amv2::get_silence).delete(amv2::delete_silence))
         .route("/api/v2/alerts", get(amv2::alerts))

@@ -33,7 +33,7 @@ fn scope(access: &Access) -> String {
 /// (`max_query_depth`); a refusal is counted.
 fn checked_query(st: &AppState, access: &Access, p: &Params) -> Result<String, ApiError> {
     let text = p.required("query")?;
-    if let Err(r) = guard::precheck(&text, st.limits.max_query_length, st.limits.max_query_depth) {
+    if let Err(r) = guard::precheck(&text, st.limits.load().max_query_length, st.limits.load().max_query_depth) {
         st.limit_metrics.rejected(r.limit(), &scope(access));
         return Err(ApiError::BadData(format!("invalid parameter \"query\": {r}")));
     }
@@ -48,7 +48,7 @@ async fn on_query_thread<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let depth = st.limits.max_query_depth;
+    let depth = st.limits.load().max_query_depth;
     std::thread::Builder::new()
         .name("promql-query".into())
         .stack_size(guard::stack_size(depth))

@@ -33,7 +33,7 @@ fn scope_of(access: &Access) -> String {
 /// selectors than it allows: counted before anything is parsed, and again
 /// after `or` split selectors into sets.
 pub(super) fn limited_match_sets(st: &AppState, access: &Access, p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
-    let max = st.limits.max_match_sets;
+    let max = st.limits.load().max_match_sets;
     let refuse = |n: usize, what: &str| {
         st.limit_metrics.rejected("max_match_sets", &scope_of(access));
         ApiError::BadData(format!(
@@ -98,7 +98,7 @@ pub(super) fn too_many_series(st: &AppState, access: &Access) -> String {
     st.limit_metrics.rejected("max_series_per_request", &scope_of(access));
     format!(
         "the request selects more than {} series, the limit max_series_per_request: narrow the match[] selectors or the time range",
-        st.limits.max_series_per_request
+        st.limits.load().max_series_per_request
     )
 }
 
@@ -106,7 +106,7 @@ pub(super) fn too_many_series(st: &AppState, access: &Access) -> String {
 /// as the API answers them (422 for the limit).
 fn series_in_range(st: &AppState, access: &Access, sets: &[Vec<Matcher>], start: i64, end: i64) -> Result<BTreeSet<Arc<Labels>>, ApiError> {
     let q = st.storage.querier(start, end);
-    select_series(q.as_ref(), sets, st.limits.max_series_per_request).map_err(|e| match e {
+    select_series(q.as_ref(), sets, st.limits.load().max_series_per_request).map_err(|e| match e {
         SelectError::Storage(e) => ApiError::from(e),
         SelectError::TooMany => ApiError::Execution(too_many_series(st, access)),
     })

@@ -54,8 +54,8 @@ pub struct StartupState {
 }
 
 impl Gate for StartupState {
-    fn api_auth(&self) -> &ApiAuth {
-        &self.api_auth
+    fn api_auth(&self) -> Arc<ApiAuth> {
+        self.api_auth.clone()
     }
 
     fn http_metrics(&self) -> &HttpMetrics {

@@ -208,6 +208,7 @@ mod tests {
             commons: "a".into(),
             token: Some("secret-token-0123456789".into()),
             token_sha256: None,
+            token_file: None,
         });
         let info = StatusInfo::new(&cfg, &Engine::new(std::time::Duration::from_secs(300)));
         let get = |k: &str| info.flags.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());

@@ -118,7 +118,7 @@ struct Usage {
 /// The limiter shared by all streams.
 #[derive(Debug)]
 pub struct Limiter {
-    limits: Limits,
+    limits: std::sync::RwLock<Limits>,
     agents: Mutex<HashMap<(String, String), Usage>>,
     streams: Arc<AtomicUsize>,
     metrics: LimitMetricsHandle,
@@ -172,7 +172,7 @@ impl Limiter {
     /// A limiter enforcing `limits`.
     pub fn new(limits: Limits, metrics: LimitMetrics) -> Self {
         Limiter {
-            limits,
+            limits: std::sync::RwLock::new(limits),
             agents: Mutex::default(),
             streams: Arc::default(),
             metrics: LimitMetricsHandle(metrics),
@@ -180,8 +180,13 @@ impl Limiter {
     }
 
     /// The limits enforced.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
+    pub fn limits(&self) -> Limits {
+        self.limits.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Enforces `limits` from now on (a reload); usage so far is kept.
+    pub fn set_limits(&self, limits: Limits) {
+        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
     }
 
     /// The metrics.
@@ -206,7 +211,7 @@ impl Limiter {
     /// Takes a stream slot, or says that `max_concurrent_agents` streams
     /// are open.
     pub fn open_stream(&self, commons: &str) -> Result<StreamSlot, LimitError> {
-        let max = self.limits.max_concurrent_agents;
+        let max = self.limits().max_concurrent_agents;
         let n = self.streams.fetch_add(1, Ordering::AcqRel);
         let slot = StreamSlot(self.streams.clone());
         if max > 0 && n >= max {
@@ -226,8 +231,9 @@ impl Limiter {
     /// sample; repeats are fine), and records it. Refused, nothing is
     /// recorded.
     pub fn admit(&self, commons: &str, agent: &str, used: &[u64]) -> Result<(), LimitError> {
-        let max_series = self.limits.max_series_per_agent;
-        let rate = self.limits.max_samples_per_second as f64;
+        let limits = self.limits();
+        let max_series = limits.max_series_per_agent;
+        let rate = limits.max_samples_per_second as f64;
         if max_series == 0 && rate == 0.0 {
             return Ok(());
         }
@@ -254,7 +260,7 @@ impl Limiter {
                     limit: "max_samples_per_second",
                     message: format!(
                         "agent {agent:?} is over max_samples_per_second ({}); the batch will be accepted when re-sent later",
-                        self.limits.max_samples_per_second
+                        limits.max_samples_per_second
                     ),
                     retryable: true,
                 });

@@ -131,8 +131,8 @@ fn batch_digest(used: &[u64], ts: &[i64], vs: &[f64]) -> u64 {
 #[derive(Clone)]
 pub struct IngestService {
     tsdb: Tsdb,
-    auth: Arc<AgentAuth>,
-    limits: Limits,
+    auth: crate::live::Live<AgentAuth>,
+    limits: crate::live::Live<Limits>,
     heartbeat: Duration,
     metrics: IngestMetrics,
     shutdown: CancellationToken,
@@ -157,8 +157,8 @@ impl IngestService {
         let agents = Arc::new(crate::agents::AgentRegistry::new(Duration::ZERO, metrics.agent_last_seen.clone()));
         IngestService {
             tsdb,
-            auth,
-            limits,
+            auth: crate::live::Live::from_arc(auth),
+            limits: limits.into(),
             heartbeat,
             metrics,
             shutdown,
@@ -194,6 +194,19 @@ impl IngestService {
         self
     }
 
+    /// The agent tokens as a reload replaces them (instead of the fixed
+    /// table given to [`IngestService::new`]).
+    pub fn with_live_auth(mut self, auth: crate::live::Live<AgentAuth>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// The limits as a reload replaces them.
+    pub fn with_live_limits(mut self, limits: crate::live::Live<Limits>) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// How client certificates authenticate streams (by default: they do
     /// not; see `crate::tls`).
     pub fn with_peer_policy(mut self, policy: crate::tls::PeerPolicy) -> Self {
@@ -205,7 +218,7 @@ impl IngestService {
     pub fn into_server(self) -> IngestServer<Self> {
         // Batches up to twice the limit are decoded so that the Nack can name
         // the limit; past that, tonic refuses the frame.
-        let max = (self.limits.max_batch_bytes as usize).saturating_mul(2) + 4096;
+        let max = (self.limits.load().max_batch_bytes as usize).saturating_mul(2) + 4096;
         IngestServer::new(self).max_decoding_message_size(max)
     }
 }
@@ -231,11 +244,11 @@ impl Ingest for IngestService {
                     "no bearer token: start the agent with --token (the collector maps tokens to commons with --agent-token COMMONS=TOKEN)",
                 ));
             }
-            Some(tok) => match self.auth.authenticate(tok) {
-                Some(c) => c.to_string(),
+            Some(tok) => match self.auth.load().authenticate(tok).map(str::to_string) {
+                Some(c) => c,
                 None => {
                     self.metrics.refused("unknown_token");
-                    if self.auth.is_empty() {
+                    if self.auth.load().is_empty() {
                         tracing::warn!(peer = %peer, "refused an agent stream: no agent tokens are configured; add one with --agent-token COMMONS=TOKEN or agent_tokens in the config file");
                     } else {
                         tracing::warn!(peer = %peer, "refused an agent stream: token not recognised (an agent's token is mapped to its commons with --agent-token COMMONS=TOKEN or agent_tokens in the config file)");
@@ -380,7 +393,7 @@ impl Session {
             config_version: 0,
             commons: self.commons.clone(),
             heartbeat_interval_ms: self.svc.heartbeat.as_millis() as u32,
-            max_batch_bytes: self.svc.limits.max_batch_bytes,
+            max_batch_bytes: self.svc.limits.load().max_batch_bytes,
             collector_version: env!("CARGO_PKG_VERSION").to_string(),
         };
         if !self.send(CollectorMsg::Welcome(welcome)).await {
@@ -469,7 +482,8 @@ impl Session {
 
     /// Validates, converts and commits one batch.
     async fn apply(&self, key: &AgentKey, refs: &mut HashMap<u64, StreamSeries>, b: WriteBatch) -> Result<(CommitOutcome, u64), Reject> {
-        let limits = &self.svc.limits;
+        let limits = self.svc.limits.load();
+        let limits = &*limits;
         let size = prost::Message::encoded_len(&b) as u64;
         if size > limits.max_batch_bytes {
             self.svc.limiter.metrics().rejected("max_batch_bytes", &self.commons);

@@ -87,9 +87,9 @@ pub struct RemoteWriteState {
     /// Storage.
     pub tsdb: Tsdb,
     /// Agent tokens.
-    pub auth: Arc<AgentAuth>,
+    pub auth: crate::live::Live<AgentAuth>,
     /// Label limits.
-    pub limits: Limits,
+    pub limits: crate::live::Live<Limits>,
     /// Shared ingest metrics.
     pub ingest_metrics: IngestMetrics,
     /// Receiver metrics.
@@ -106,7 +106,7 @@ impl RemoteWriteState {
     /// The largest decompressed body (`max_remote_write_decompressed_bytes`,
     /// 0 = no limit of its own: [`MAX_DECODED`]).
     fn max_decoded(&self) -> usize {
-        match self.limits.max_remote_write_decompressed_bytes {
+        match self.limits.load().max_remote_write_decompressed_bytes {
             0 => MAX_DECODED,
             n => usize::try_from(n).unwrap_or(usize::MAX),
         }
@@ -155,7 +155,7 @@ fn build(st: &RemoteWriteState, commons: &str, raw: &[u8], used: &mut Vec<u64>) 
         // A new series: `append` looks it up again under the lock itself.
         lookup.release();
         let owned = ts.labels.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-        let labels = super::validate_series(owned, commons, &st.limits)
+        let labels = super::validate_series(owned, commons, &st.limits.load())
             .map(Arc::new)
             .map_err(|(lim, msg)| {
                 if let Some(l) = lim {
@@ -434,7 +434,7 @@ async fn write(State(st): State<RemoteWriteState>, headers: HeaderMap, body: Byt
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(crate::auth::bearer);
-    let Some(commons) = token.and_then(|t| st.auth.authenticate(t)).map(str::to_string) else {
+    let Some(commons) = token.and_then(|t| st.auth.load().authenticate(t).map(str::to_string)) else {
         st.ingest_metrics
             .refused(if token.is_none() { "no_token" } else { "unknown_token" });
         tracing::warn!("refused a remote write request: missing or unknown bearer token");
@@ -738,8 +738,8 @@ mod tests {
             limiter: Arc::new(Limiter::new(Limits::default(), Default::default())),
             limit_metrics: Default::default(),
             tsdb,
-            auth: Arc::new(auth),
-            limits: Limits::default(),
+            auth: auth.into(),
+            limits: Limits::default().into(),
             ingest_metrics: crate::metrics::CollectorMetrics::new(&mut reg).ingest,
             metrics: RemoteWriteMetrics::new(&mut reg),
             metadata: store.clone(),
@@ -789,8 +789,8 @@ mod tests {
             limiter: Arc::new(Limiter::new(limits.clone(), Default::default())),
             limit_metrics: Default::default(),
             tsdb: tsdb.clone(),
-            auth: Arc::new(auth),
-            limits,
+            auth: auth.into(),
+            limits: limits.into(),
             ingest_metrics: crate::metrics::CollectorMetrics::new(&mut reg).ingest,
             metrics: RemoteWriteMetrics::new(&mut reg),
             metadata: Arc::default(),

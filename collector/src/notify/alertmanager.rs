@@ -66,12 +66,14 @@ pub fn body(alerts: &[Alert]) -> serde_json::Value {
 impl AmQueue {
     /// Starts the sender task.
     pub fn start(
-        base: &str,
-        client: reqwest::Client,
+        target: &super::am_config::AmTarget,
         metrics: NotifyMetrics,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, super::NotifyError> {
-        let endpoint = alerts_endpoint(base).map_err(super::NotifyError::Alertmanager)?;
+        let endpoint = target.url.clone();
+        let client = target
+            .client()
+            .map_err(|e| super::NotifyError::Alertmanager(format!("{}: {e}", redact_url(&endpoint))))?;
         let q = Arc::new(AmQueue {
             name: redact_url(&endpoint),
             queue: Mutex::new(VecDeque::new()),

@@ -28,6 +28,7 @@
 //!   `webhook.rs`, `slack.rs`, `pagerduty.rs`.
 
 pub mod alertmanager;
+pub mod am_config;
 pub mod dispatch;
 pub mod inhibit;
 pub mod integrations;
@@ -59,7 +60,7 @@ pub use webhook::WebhookConfig;
 
 /// One built-in receiver: which alerts, how they are grouped and timed,
 /// and where they go (exactly one of `webhook`, `slack`, `pagerduty`).
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiverConfig {
     /// Name (in metrics, logs and payloads).
@@ -270,8 +271,8 @@ pub enum NotifyError {
 /// Settings of the notifier.
 #[derive(Debug, Clone)]
 pub struct NotifyConfig {
-    /// Alertmanager base URLs.
-    pub alertmanagers: Vec<String>,
+    /// The Alertmanagers (flat URLs and the `alerting:` block, resolved).
+    pub alertmanagers: am_config::Resolved,
     /// Built-in receivers.
     pub receivers: Vec<ReceiverConfig>,
     /// The collector's external URL (in payloads).
@@ -284,20 +285,54 @@ pub struct NotifyConfig {
     pub inhibit_rules: Vec<inhibit::InhibitRuleConfig>,
 }
 
-/// Hands alerts to every Alertmanager and receiver.
+/// The Alertmanager queues of one configuration.
+struct AmSet {
+    resolved: am_config::Resolved,
+    queues: Vec<Arc<alertmanager::AmQueue>>,
+    stop: CancellationToken,
+}
+
+/// The receivers of one configuration.
+struct ReceiverSet {
+    cfgs: Vec<ReceiverConfig>,
+    handles: Vec<dispatch::ReceiverHandle>,
+    stop: CancellationToken,
+}
+
+/// Hands alerts to every Alertmanager and receiver; [`Notifier::reconfigure`]
+/// replaces either set while alerts flow (a reload).
 pub struct Notifier {
-    ams: Vec<Arc<alertmanager::AmQueue>>,
-    receivers: Vec<dispatch::ReceiverHandle>,
+    ams: std::sync::RwLock<AmSet>,
+    receivers: std::sync::RwLock<ReceiverSet>,
     muter: Arc<inhibit::Muter>,
+    log: Arc<dispatch::NotificationLog>,
+    client: reqwest::Client,
+    external_url: String,
+    metrics: NotifyMetrics,
+    shutdown: CancellationToken,
 }
 
 impl Notifier {
     /// A notifier that sends nowhere (no Alertmanager, no receiver).
     pub fn none() -> Arc<Self> {
+        let shutdown = CancellationToken::new();
         Arc::new(Notifier {
-            ams: Vec::new(),
-            receivers: Vec::new(),
+            ams: std::sync::RwLock::new(AmSet {
+                resolved: Default::default(),
+                queues: Vec::new(),
+                stop: shutdown.clone(),
+            }),
+            receivers: std::sync::RwLock::new(ReceiverSet {
+                cfgs: Vec::new(),
+                handles: Vec::new(),
+                stop: shutdown.clone(),
+            }),
             muter: Arc::new(inhibit::Muter::empty()),
+            log: Arc::new(dispatch::NotificationLog::in_memory()),
+            client: reqwest::Client::new(),
+            external_url: String::new(),
+            metrics: NotifyMetrics::new(&mut Registry::default()),
+            shutdown,
         })
     }
 
@@ -313,38 +348,137 @@ impl Notifier {
             .user_agent(concat!("csoc-collector/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(NotifyError::Client)?;
-        let mut ams = Vec::new();
-        for url in &cfg.alertmanagers {
-            ams.push(alertmanager::AmQueue::start(
-                url,
-                client.clone(),
-                metrics.clone(),
-                shutdown.clone(),
-            )?);
-        }
         let log = Arc::new(dispatch::NotificationLog::open(cfg.state_path.clone()));
         let silences = Arc::new(match &cfg.silences_path {
             Some(p) => silence::Silences::open(p),
             None => silence::Silences::in_memory(),
         });
         let muter = Arc::new(inhibit::Muter::new(silences, &cfg.inhibit_rules).map_err(NotifyError::Inhibit)?);
-        let mut receivers = Vec::new();
-        for r in &cfg.receivers {
-            r.validate().map_err(NotifyError::Receiver)?;
-            receivers.push(dispatch::ReceiverHandle::start(
-                r.clone(),
-                client.clone(),
-                cfg.external_url.clone(),
-                log.clone(),
-                muter.clone(),
-                metrics.clone(),
-                shutdown.clone(),
-            )?);
+        let n = Notifier {
+            ams: std::sync::RwLock::new(AmSet {
+                resolved: Default::default(),
+                queues: Vec::new(),
+                stop: shutdown.child_token(),
+            }),
+            receivers: std::sync::RwLock::new(ReceiverSet {
+                cfgs: Vec::new(),
+                handles: Vec::new(),
+                stop: shutdown.child_token(),
+            }),
+            muter,
+            log,
+            client,
+            external_url: cfg.external_url.clone(),
+            metrics,
+            shutdown,
+        };
+        n.reconfigure(&cfg.alertmanagers, &cfg.receivers)?;
+        let (a, r) = n.counts();
+        if a > 0 || r > 0 {
+            tracing::info!(alertmanagers = a, receivers = r, "notifier started");
         }
-        if !ams.is_empty() || !receivers.is_empty() {
-            tracing::info!(alertmanagers = ams.len(), receivers = receivers.len(), "notifier started");
+        Ok(Arc::new(n))
+    }
+
+    /// (Alertmanagers, receivers) now.
+    pub fn counts(&self) -> (usize, usize) {
+        (
+            self.ams.read().unwrap_or_else(|p| p.into_inner()).queues.len(),
+            self.receivers.read().unwrap_or_else(|p| p.into_inner()).handles.len(),
+        )
+    }
+
+    /// The Alertmanagers now: active and dropped alerts URLs.
+    pub fn alertmanagers(&self) -> (Vec<String>, Vec<String>) {
+        let s = self.ams.read().unwrap_or_else(|p| p.into_inner());
+        (
+            s.resolved.active.iter().map(|t| t.url.clone()).collect(),
+            s.resolved.dropped.clone(),
+        )
+    }
+
+    /// Replaces the Alertmanagers and the receivers that changed; all of
+    /// them are built before anything is replaced, so an invalid one
+    /// changes nothing. Alerts queued for a replaced destination are given
+    /// up; the alerts firing now are handed to the new destinations at
+    /// once (and the rules re-send them every resend delay). Returns
+    /// whether (Alertmanagers, receivers) changed.
+    pub fn reconfigure(&self, ams: &am_config::Resolved, receivers: &[ReceiverConfig]) -> Result<(bool, bool), NotifyError> {
+        let am_changed = self.ams.read().unwrap_or_else(|p| p.into_inner()).resolved != *ams;
+        let rx_changed = self.receivers.read().unwrap_or_else(|p| p.into_inner()).cfgs != receivers;
+        let new_ams = if am_changed {
+            let stop = self.shutdown.child_token();
+            let mut queues = Vec::new();
+            for t in &ams.active {
+                match alertmanager::AmQueue::start(t, self.metrics.clone(), stop.clone()) {
+                    Ok(q) => queues.push(q),
+                    Err(e) => {
+                        stop.cancel();
+                        return Err(e);
+                    }
+                }
+            }
+            Some(AmSet {
+                resolved: ams.clone(),
+                queues,
+                stop,
+            })
+        } else {
+            None
+        };
+        let new_rx = if rx_changed {
+            let stop = self.shutdown.child_token();
+            let mut handles = Vec::new();
+            let built = (|| {
+                for r in receivers {
+                    r.validate().map_err(NotifyError::Receiver)?;
+                    handles.push(dispatch::ReceiverHandle::start(
+                        r.clone(),
+                        self.client.clone(),
+                        self.external_url.clone(),
+                        self.log.clone(),
+                        self.muter.clone(),
+                        self.metrics.clone(),
+                        stop.clone(),
+                    )?);
+                }
+                Ok::<_, NotifyError>(())
+            })();
+            if let Err(e) = built {
+                stop.cancel();
+                if let Some(a) = &new_ams {
+                    a.stop.cancel();
+                }
+                return Err(e);
+            }
+            Some(ReceiverSet {
+                cfgs: receivers.to_vec(),
+                handles,
+                stop,
+            })
+        } else {
+            None
+        };
+        // The alerts firing now go to the new destinations at once, not
+        // at the rules' next resend.
+        let firing: Vec<Alert> = self.muter.alerts(now_ms()).into_iter().map(|s| s.alert).collect();
+        if !firing.is_empty() {
+            for q in new_ams.iter().flat_map(|a| a.queues.iter()) {
+                q.push(&firing);
+            }
+            for r in new_rx.iter().flat_map(|r| r.handles.iter()) {
+                r.push(&firing);
+            }
         }
-        Ok(Arc::new(Notifier { ams, receivers, muter }))
+        if let Some(a) = new_ams {
+            let old = std::mem::replace(&mut *self.ams.write().unwrap_or_else(|p| p.into_inner()), a);
+            old.stop.cancel();
+        }
+        if let Some(r) = new_rx {
+            let old = std::mem::replace(&mut *self.receivers.write().unwrap_or_else(|p| p.into_inner()), r);
+            old.stop.cancel();
+        }
+        Ok((am_changed, rx_changed))
     }
 }
 
@@ -355,10 +489,10 @@ impl AlertSink for Notifier {
             return;
         }
         self.muter.observe(&alerts, now_ms());
-        for am in &self.ams {
+        for am in &self.ams.read().unwrap_or_else(|p| p.into_inner()).queues {
             am.push(&alerts);
         }
-        for r in &self.receivers {
+        for r in &self.receivers.read().unwrap_or_else(|p| p.into_inner()).handles {
             r.push(&alerts);
         }
     }

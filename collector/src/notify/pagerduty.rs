@@ -11,7 +11,7 @@ use super::integrations::Message;
 use super::rfc3339;
 
 /// PagerDuty Events API v2.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PagerDutyConfig {
     /// The integration's routing key (a secret: never logged).

@@ -8,7 +8,7 @@ use serde_json::{Value as Json, json};
 use super::integrations::Message;
 
 /// A Slack incoming webhook.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SlackConfig {
     /// The incoming-webhook URL (a secret: never logged).

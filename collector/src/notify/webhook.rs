@@ -8,7 +8,7 @@ use super::integrations::Message;
 use super::rfc3339;
 
 /// A webhook receiver (Alertmanager's webhook payload, version 4).
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Where to POST.

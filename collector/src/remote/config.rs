@@ -9,8 +9,10 @@ use csoc_common::relabel::RelabelConfig;
 use csoc_common::url::redact_url;
 use serde::Deserialize;
 
+pub use csoc_common::httpconf::{Authorization, BasicAuth, TlsConfig};
+
 /// One remote-write target.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteWriteConfig {
     /// The receiver's push endpoint, e.g. `http://vm:8428/api/v1/write`.
@@ -22,26 +24,84 @@ pub struct RemoteWriteConfig {
     /// Extra HTTP headers, e.g. `X-Scope-OrgID` for a Mimir tenant.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// HTTP basic authentication.
+    /// HTTP basic authentication (`password` or `password_file`).
     #[serde(default)]
     pub basic_auth: Option<BasicAuth>,
+    /// Prometheus's `authorization` (`type`, default `Bearer`;
+    /// `credentials` or `credentials_file`).
+    #[serde(default)]
+    pub authorization: Option<Authorization>,
     /// `Authorization: Bearer` token.
     #[serde(default)]
     pub bearer_token: Option<String>,
     /// File holding the bearer token (read at start).
     #[serde(default)]
     pub bearer_token_file: Option<PathBuf>,
-    /// TLS to the receiver.
+    /// TLS to the receiver (`tls` or Prometheus's `tls_config`: `ca_file`,
+    /// `cert_file`, `key_file`, inline `ca`/`cert`/`key`,
+    /// `insecure_skip_verify`, `min_version`, `max_version`).
+    #[serde(default, alias = "tls_config")]
+    pub tls: Option<TlsConfig>,
+    /// Prometheus's `queue_config`; its fields map onto the ones below
+    /// (see [`QueueConfig`]).
     #[serde(default)]
-    pub tls: Option<RemoteTls>,
+    pub queue_config: Option<QueueConfig>,
+    /// Prometheus's `metadata_config`: only `send: false` is accepted
+    /// (metric metadata is not sent by remote write here).
+    #[serde(default)]
+    pub metadata_config: Option<MetadataConfig>,
+    /// Follow HTTP redirects (Prometheus's default: true).
+    #[serde(default = "yes")]
+    pub follow_redirects: bool,
+    /// false: HTTP/1.1 only. true (the default): HTTP/2 when the receiver
+    /// offers it over TLS.
+    #[serde(default = "yes")]
+    pub enable_http2: bool,
+    /// Refused when true: no exemplars are stored.
+    #[serde(default)]
+    pub send_exemplars: bool,
+    /// Refused when true: no native histograms are stored.
+    #[serde(default)]
+    pub send_native_histograms: bool,
+    /// Prometheus fields refused with their reason (see
+    /// `csoc_common::httpconf::unsupported`).
+    #[serde(default)]
+    pub oauth2: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    #[doc(hidden)]
+    pub sigv4: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    #[doc(hidden)]
+    pub azuread: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    #[doc(hidden)]
+    pub google_iam: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    #[doc(hidden)]
+    pub proxy_url: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    #[doc(hidden)]
+    pub no_proxy: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    #[doc(hidden)]
+    pub proxy_from_environment: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    #[doc(hidden)]
+    pub proxy_connect_header: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    #[doc(hidden)]
+    pub protobuf_message: Option<String>,
+    #[serde(default)]
+    #[doc(hidden)]
+    pub round_robin_dns: Option<serde_yaml_ng::Value>,
     /// Concurrent senders; a series always goes to the same one.
     #[serde(default = "default_shards")]
     pub shards: usize,
     /// Samples per request at most.
     #[serde(default = "default_max_samples")]
     pub max_samples_per_send: usize,
-    /// Timeout of one request.
-    #[serde(default = "default_timeout", deserialize_with = "de_duration")]
+    /// Timeout of one request (alias Prometheus's `remote_timeout`).
+    #[serde(default = "default_timeout", deserialize_with = "de_duration", alias = "remote_timeout")]
     pub timeout: Duration,
     /// First retry delay.
     #[serde(default = "default_min_backoff", deserialize_with = "de_duration")]
@@ -69,36 +129,68 @@ pub struct RemoteWriteConfig {
     pub write_relabel_configs: Vec<RelabelConfig>,
 }
 
-/// Basic authentication; the password inline or from a file.
-#[derive(Clone, Deserialize)]
+/// Prometheus's `queue_config`. The queue here is the collector's WAL
+/// itself (bounded by `max_backlog`), so:
+/// - `max_shards` sets `shards` (the senders are not resharded, so
+///   `min_shards` must not exceed it and is otherwise unused);
+/// - `max_samples_per_send`, `min_backoff`, `max_backoff` and
+///   `retry_on_http_429` set the fields of the same names;
+/// - `capacity` bounds nothing here (the WAL is the buffer) and is accepted
+///   for pasted configs;
+/// - `batch_send_deadline`: batches are sent as soon as they are read from
+///   the WAL, so never later than any deadline; accepted;
+/// - `sample_age_limit` other than 0 is refused (not implemented).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct BasicAuth {
-    /// User name.
-    pub username: String,
-    /// Password.
+pub struct QueueConfig {
+    /// Accepted; see above.
     #[serde(default)]
-    pub password: Option<String>,
-    /// File holding the password (read at start; a final newline is removed).
+    pub capacity: Option<u64>,
+    /// Sets `shards`.
     #[serde(default)]
-    pub password_file: Option<PathBuf>,
+    pub max_shards: Option<usize>,
+    /// At most `max_shards`; otherwise unused.
+    #[serde(default)]
+    pub min_shards: Option<usize>,
+    /// Sets `max_samples_per_send`.
+    #[serde(default)]
+    pub max_samples_per_send: Option<usize>,
+    /// Accepted; see above.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub batch_send_deadline: Option<Duration>,
+    /// Sets `min_backoff`.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub min_backoff: Option<Duration>,
+    /// Sets `max_backoff`.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_backoff: Option<Duration>,
+    /// Sets `retry_on_http_429`.
+    #[serde(default)]
+    pub retry_on_http_429: Option<bool>,
+    /// Only 0 (no limit) is accepted.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub sample_age_limit: Option<Duration>,
 }
 
-/// TLS settings towards a receiver.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Prometheus's `metadata_config`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct RemoteTls {
-    /// PEM CA bundle to trust (instead of the built-in web roots).
+pub struct MetadataConfig {
+    /// Must be false: metadata is not sent.
+    #[serde(default = "yes")]
+    pub send: bool,
+    /// Accepted with `send: false`.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub send_interval: Option<Duration>,
+    /// Accepted with `send: false`.
     #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate (with `key_file`) for mutual TLS.
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key of `cert_file`.
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    /// Accept any server certificate (testing only).
-    #[serde(default)]
-    pub insecure_skip_verify: bool,
+    pub max_samples_per_send: Option<usize>,
+}
+
+fn de_opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    s.map(|s| csoc_common::duration::parse_duration(&s).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 fn default_shards() -> usize {
@@ -141,7 +233,10 @@ impl std::fmt::Debug for RemoteWriteConfig {
             .field("name", &self.name)
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("basic_auth", &self.basic_auth.as_ref().map(|b| &b.username))
-            .field("bearer_token", &(self.bearer_token.is_some() || self.bearer_token_file.is_some()))
+            .field(
+                "bearer_token",
+                &(self.bearer_token.is_some() || self.bearer_token_file.is_some() || self.authorization.is_some()),
+            )
             .field("tls", &self.tls)
             .field("shards", &self.shards)
             .field("max_samples_per_send", &self.max_samples_per_send)
@@ -157,9 +252,26 @@ impl RemoteWriteConfig {
             name: None,
             headers: BTreeMap::new(),
             basic_auth: None,
+            authorization: None,
             bearer_token: None,
             bearer_token_file: None,
             tls: None,
+            queue_config: None,
+            metadata_config: None,
+            follow_redirects: true,
+            enable_http2: true,
+            send_exemplars: false,
+            send_native_histograms: false,
+            oauth2: None,
+            sigv4: None,
+            azuread: None,
+            google_iam: None,
+            proxy_url: None,
+            no_proxy: None,
+            proxy_from_environment: None,
+            proxy_connect_header: None,
+            protobuf_message: None,
+            round_robin_dns: None,
             shards: default_shards(),
             max_samples_per_send: default_max_samples(),
             timeout: default_timeout(),
@@ -189,8 +301,37 @@ impl RemoteWriteConfig {
             .unwrap_or_else(|| "remote".into())
     }
 
+    /// This target with `queue_config`'s fields applied over the
+    /// collector's own (`shards`, `max_samples_per_send`, backoffs, 429).
+    pub fn effective(&self) -> RemoteWriteConfig {
+        let mut c = self.clone();
+        if let Some(q) = &self.queue_config {
+            if let Some(v) = q.max_shards {
+                c.shards = v;
+            }
+            if let Some(v) = q.max_samples_per_send {
+                c.max_samples_per_send = v;
+            }
+            if let Some(v) = q.min_backoff {
+                c.min_backoff = v;
+            }
+            if let Some(v) = q.max_backoff {
+                c.max_backoff = v;
+            }
+            if let Some(v) = q.retry_on_http_429 {
+                c.retry_on_http_429 = v;
+            }
+        }
+        c
+    }
+
     /// Checks everything that can be checked without the network.
     pub fn validate(&self) -> Result<(), String> {
+        if self.queue_config.is_some() {
+            let mut e = self.effective();
+            e.queue_config = None;
+            e.validate().map_err(|m| format!("{m} (with queue_config applied)"))?;
+        }
         let u = reqwest::Url::parse(&self.url).map_err(|e| format!("url {:?}: {e}", redact_url(&self.url)))?;
         if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
             return Err(format!("url {:?} must be http:// or https:// with a host", redact_url(&self.url)));
@@ -223,21 +364,66 @@ impl RemoteWriteConfig {
             reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("headers: {k:?} is not a valid header name"))?;
             reqwest::header::HeaderValue::from_str(v).map_err(|_| format!("headers: the value of {k:?} is not a valid header value"))?;
         }
+        csoc_common::httpconf::unsupported(
+            "remote_write",
+            &[
+                ("oauth2", self.oauth2.is_some()),
+                ("sigv4", self.sigv4.is_some()),
+                ("azuread", self.azuread.is_some()),
+                ("google_iam", self.google_iam.is_some()),
+                ("proxy_url", self.proxy_url.is_some()),
+                ("no_proxy", self.no_proxy.is_some()),
+                ("proxy_from_environment", self.proxy_from_environment.is_some()),
+                ("proxy_connect_header", self.proxy_connect_header.is_some()),
+                ("send_exemplars", self.send_exemplars),
+                ("send_native_histograms", self.send_native_histograms),
+                (
+                    "protobuf_message",
+                    self.protobuf_message.as_deref().is_some_and(|m| m != "prometheus.WriteRequest"),
+                ),
+                ("round_robin_dns", self.round_robin_dns.is_some()),
+            ],
+        )
+        .map_err(|e| e.trim_start_matches("remote_write.").to_string())?;
+        let auths = [
+            self.bearer_token.is_some() || self.bearer_token_file.is_some(),
+            self.basic_auth.is_some(),
+            self.authorization.is_some(),
+        ];
+        if auths.iter().filter(|x| **x).count() > 1 {
+            return Err("set one of basic_auth, authorization or a bearer token, not several".into());
+        }
         if self.bearer_token.is_some() && self.bearer_token_file.is_some() {
             return Err("set bearer_token or bearer_token_file, not both".into());
         }
         if let Some(b) = &self.basic_auth {
-            if self.bearer_token.is_some() || self.bearer_token_file.is_some() {
-                return Err("set basic_auth or a bearer token, not both".into());
+            b.validate()?;
+        }
+        if let Some(a) = &self.authorization {
+            a.validate()?;
+        }
+        if let Some(t) = &self.tls {
+            t.validate()?;
+        }
+        if let Some(q) = &self.queue_config {
+            if q.sample_age_limit.is_some_and(|d| !d.is_zero()) {
+                return Err(
+                    "queue_config.sample_age_limit: not supported (only 0, no limit): samples are sent however old, from the WAL".into(),
+                );
             }
-            if b.password.is_some() && b.password_file.is_some() {
-                return Err("basic_auth: set password or password_file, not both".into());
+            if let (Some(min), Some(max)) = (q.min_shards, q.max_shards)
+                && min > max
+            {
+                return Err(format!("queue_config.min_shards {min} is above max_shards {max}"));
             }
         }
-        if let Some(t) = &self.tls
-            && t.cert_file.is_some() != t.key_file.is_some()
+        if let Some(m) = &self.metadata_config
+            && m.send
         {
-            return Err("tls: cert_file and key_file go together".into());
+            return Err(
+                "metadata_config.send: metric metadata is not sent by remote write here; set send: false (the receiver still gets every sample)"
+                    .into(),
+            );
         }
         Ok(())
     }

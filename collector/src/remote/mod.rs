@@ -138,9 +138,31 @@ impl RemoteMetrics {
 }
 
 /// The remotes, prepared before the storage opens (their holds go into the
-/// storage options) and started after.
+/// storage options) and started after; [`Remotes::reconfigure`] changes
+/// the set while the collector runs (a reload).
 pub struct Remotes {
-    queues: Vec<Arc<Queue>>,
+    dir: PathBuf,
+    metrics: RemoteMetrics,
+    holds: crate::tsdb::WalHolds,
+    inner: std::sync::Mutex<RemotesInner>,
+}
+
+#[derive(Default)]
+struct RemotesInner {
+    queues: Vec<Running>,
+    /// The WAL and the collector-wide stop and drain, once started.
+    started: Option<(WalReader, CancellationToken, CancellationToken)>,
+    /// Tasks to wait for at shutdown (running and stopping queues).
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+struct Running {
+    /// As configured (compared on reload).
+    orig: RemoteWriteConfig,
+    external_labels: std::collections::BTreeMap<String, String>,
+    q: Arc<Queue>,
+    /// Stops this queue alone (a child of the collector-wide stop).
+    stop: Option<CancellationToken>,
 }
 
 /// One remote's queue.
@@ -239,8 +261,33 @@ impl Remotes {
         external_labels: &std::collections::BTreeMap<String, String>,
         metrics: RemoteMetrics,
     ) -> Result<Self, RemoteError> {
-        let dir = data_dir.join("remote-write");
-        let mut queues = Vec::new();
+        let r = Remotes {
+            dir: data_dir.join("remote-write"),
+            metrics,
+            holds: Default::default(),
+            inner: Default::default(),
+        };
+        let queues = r.build(cfgs, external_labels, &[])?;
+        for q in &queues {
+            r.holds.add(q.q.hold.clone());
+        }
+        r.lock().queues = queues;
+        Ok(r)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RemotesInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Validates every target and builds queues for those not in `keep`
+    /// (which are reused as they are).
+    fn build(
+        &self,
+        cfgs: &[RemoteWriteConfig],
+        external_labels: &std::collections::BTreeMap<String, String>,
+        keep: &[(String, RemoteWriteConfig, std::collections::BTreeMap<String, String>)],
+    ) -> Result<Vec<Running>, RemoteError> {
+        let mut out = Vec::new();
         let mut names = std::collections::HashSet::new();
         for (i, cfg) in cfgs.iter().enumerate() {
             cfg.validate().map_err(|message| RemoteError::Config { index: i, message })?;
@@ -251,68 +298,172 @@ impl Remotes {
                     message: format!("the name {name:?} is used twice; give each target a distinct name"),
                 });
             }
-            let q = Queue::new(cfg, &name, &dir, external_labels, metrics.clone()).map_err(|source| RemoteError::Target {
+            if keep.iter().any(|(n, c, e)| *n == name && c == cfg && e == external_labels) {
+                continue;
+            }
+            let q = Queue::new(cfg, &name, &self.dir, external_labels, self.metrics.clone()).map_err(|source| RemoteError::Target {
                 index: i,
                 name: name.clone(),
                 source,
             })?;
-            queues.push(Arc::new(q));
+            out.push(Running {
+                orig: cfg.clone(),
+                external_labels: external_labels.clone(),
+                q: Arc::new(q),
+                stop: None,
+            });
         }
-        if !queues.is_empty() {
-            std::fs::create_dir_all(&dir).map_err(|source| RemoteError::Dir { path: dir.clone(), source })?;
+        if !cfgs.is_empty() {
+            std::fs::create_dir_all(&self.dir).map_err(|source| RemoteError::Dir {
+                path: self.dir.clone(),
+                source,
+            })?;
         }
-        Ok(Remotes { queues })
+        Ok(out)
     }
 
     /// The WAL holds, for [`crate::tsdb::TsdbOptions::wal_holds`].
-    pub fn holds(&self) -> Vec<Arc<WalHold>> {
-        self.queues.iter().map(|q| q.hold.clone()).collect()
+    pub fn holds(&self) -> crate::tsdb::WalHolds {
+        self.holds.clone()
     }
 
     /// Positions new remotes at the end of the WAL (they get data from now
     /// on). Call right after the storage opens, before anything writes.
     pub fn position(&self, wal: &WalReader) {
-        let last = wal.last_wal_id();
-        for q in &self.queues {
-            let pos = q.hold.position();
-            if pos == UNSET {
-                q.hold.advance(last);
-                tracing::info!(remote = %q.name, url = %redact_url(&q.cfg.url), wal_id = last, "remote write: new target, sending from now on");
-            } else if pos > last {
-                tracing::warn!(remote = %q.name, saved = pos, wal_last = last, "remote write: saved position is past the end of the WAL (a different database?); sending from now on");
-                q.hold.reset_to(last);
-            } else {
-                let (samples, _) = wal.wal_backlog(pos);
-                tracing::info!(remote = %q.name, url = %redact_url(&q.cfg.url), wal_id = pos, pending_samples = samples, "remote write: resuming");
-            }
+        for r in &self.lock().queues {
+            position_one(&r.q, wal);
         }
     }
 
-    /// Starts one task per remote.
-    pub fn start(&self, wal: &WalReader, stop: CancellationToken, drain: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    /// Starts one task per remote; [`Remotes::take_tasks`] gives them back
+    /// for the shutdown.
+    pub fn start(&self, wal: &WalReader, stop: CancellationToken, drain: CancellationToken) {
+        let mut inner = self.lock();
+        inner.started = Some((wal.clone(), stop.clone(), drain.clone()));
         let mut tasks = Vec::new();
-        for q in &self.queues {
-            q.metrics.shards.get_or_create(&q.labels).set(q.cfg.shards as i64);
-            // Present from the start, so a rate() over them sees the first failure.
-            for f in [&q.metrics.samples, &q.metrics.failed, &q.metrics.retried] {
-                let _ = f.get_or_create(&q.labels);
-            }
-            let _ = q.metrics.dropped.get_or_create(&q.with_reason("backlog_exceeded"));
-            tasks.push(tokio::spawn(q.clone().run(wal.clone(), stop.clone(), drain.clone())));
+        for r in inner.queues.iter_mut() {
+            tasks.push(spawn_one(r, wal, &stop, &drain));
         }
-        tasks
+        inner.tasks.extend(tasks);
+    }
+
+    /// Replaces the set of targets: unchanged ones keep running, removed
+    /// ones stop (their position saved), new and changed ones start (a
+    /// changed one where its predecessor stood, a new one from now on or
+    /// its saved position). Nothing changes when any target is invalid.
+    /// Returns (kept, started, stopped).
+    pub fn reconfigure(
+        &self,
+        cfgs: &[RemoteWriteConfig],
+        external_labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(usize, usize, usize), RemoteError> {
+        let keep: Vec<_> = self
+            .lock()
+            .queues
+            .iter()
+            .map(|r| (r.q.name.clone(), r.orig.clone(), r.external_labels.clone()))
+            .collect();
+        let mut fresh = self.build(cfgs, external_labels, &keep)?;
+        let wanted: std::collections::HashSet<String> = cfgs.iter().map(|c| c.effective_name()).collect();
+        let fresh_names: std::collections::HashSet<String> = fresh.iter().map(|r| r.q.name.clone()).collect();
+        let mut inner = self.lock();
+        let (mut kept, mut stopped) = (Vec::new(), 0);
+        for r in std::mem::take(&mut inner.queues) {
+            if wanted.contains(&r.q.name) && !fresh_names.contains(&r.q.name) {
+                kept.push(r);
+                continue;
+            }
+            // Removed or changed: stop it; a changed one's successor
+            // starts where it stood.
+            if let Some(s) = &r.stop {
+                s.cancel();
+            }
+            self.holds.remove(&r.q.hold);
+            if let Some(n) = fresh.iter().find(|n| n.q.name == r.q.name) {
+                let pos = r.q.hold.position();
+                if pos != UNSET {
+                    n.q.hold.reset_to(pos);
+                }
+            }
+            tracing::info!(remote = %r.q.name, url = %redact_url(&r.q.cfg.url), "remote write: target stopped (reload)");
+            stopped += 1;
+        }
+        let started = fresh.len();
+        let mut tasks = Vec::new();
+        if let Some((wal, stop, drain)) = inner.started.clone() {
+            for r in fresh.iter_mut() {
+                position_one(&r.q, &wal);
+                self.holds.add(r.q.hold.clone());
+                tasks.push(spawn_one(r, &wal, &stop, &drain));
+                tracing::info!(remote = %r.q.name, url = %redact_url(&r.q.cfg.url), "remote write: target started (reload)");
+            }
+        } else {
+            for r in &fresh {
+                self.holds.add(r.q.hold.clone());
+            }
+        }
+        inner.tasks.extend(tasks);
+        let n_kept = kept.len();
+        kept.extend(fresh);
+        inner.queues = kept;
+        Ok((n_kept, started, stopped))
+    }
+
+    /// The tasks of every queue started (and of those stopped by a reload
+    /// that may still be saving their position), for the shutdown.
+    pub fn take_tasks(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        std::mem::take(&mut self.lock().tasks)
     }
 
     /// Whether any remote is configured.
     pub fn is_empty(&self) -> bool {
-        self.queues.is_empty()
+        self.lock().queues.is_empty()
     }
+
+    /// The targets now: (name, URL without credentials).
+    pub fn targets(&self) -> Vec<(String, String)> {
+        self.lock()
+            .queues
+            .iter()
+            .map(|r| (r.q.name.clone(), redact_url(&r.q.cfg.url)))
+            .collect()
+    }
+}
+
+fn position_one(q: &Queue, wal: &WalReader) {
+    let last = wal.last_wal_id();
+    let pos = q.hold.position();
+    if pos == UNSET {
+        q.hold.advance(last);
+        tracing::info!(remote = %q.name, url = %redact_url(&q.cfg.url), wal_id = last, "remote write: new target, sending from now on");
+    } else if pos > last {
+        tracing::warn!(remote = %q.name, saved = pos, wal_last = last, "remote write: saved position is past the end of the WAL (a different database?); sending from now on");
+        q.hold.reset_to(last);
+    } else {
+        let (samples, _) = wal.wal_backlog(pos);
+        tracing::info!(remote = %q.name, url = %redact_url(&q.cfg.url), wal_id = pos, pending_samples = samples, "remote write: resuming");
+    }
+}
+
+fn spawn_one(r: &mut Running, wal: &WalReader, stop: &CancellationToken, drain: &CancellationToken) -> tokio::task::JoinHandle<()> {
+    let q = &r.q;
+    q.metrics.shards.get_or_create(&q.labels).set(q.cfg.shards as i64);
+    // Present from the start, so a rate() over them sees the first failure.
+    for f in [&q.metrics.samples, &q.metrics.failed, &q.metrics.retried] {
+        let _ = f.get_or_create(&q.labels);
+    }
+    let _ = q.metrics.dropped.get_or_create(&q.with_reason("backlog_exceeded"));
+    let own = stop.child_token();
+    r.stop = Some(own.clone());
+    tokio::spawn(q.clone().run(wal.clone(), own, drain.clone()))
 }
 
 /// Credentials sent with each request.
 enum Auth {
     Basic(String, String),
     Bearer(String),
+    /// A whole `Authorization` header value (`authorization:`).
+    Header(String),
 }
 
 /// One shard's part of a batch: series in first-seen order (with an index
@@ -344,6 +495,7 @@ impl Queue {
         external_labels: &std::collections::BTreeMap<String, String>,
         metrics: RemoteMetrics,
     ) -> Result<Self, SettingError> {
+        let cfg = &cfg.effective();
         let state_path = dir.join(format!("{name}.json"));
         let (pos, inflight_to) = match std::fs::read(&state_path) {
             Ok(b) => match serde_json::from_slice::<SavedPosition>(&b) {
@@ -369,12 +521,14 @@ impl Queue {
             let _ = endpoint.set_password(None);
         }
         if let Some(b) = &cfg.basic_auth {
-            let pass = match (&b.password, &b.password_file) {
-                (Some(p), _) => p.clone(),
-                (None, Some(f)) => read_secret(f)?,
-                (None, None) => String::new(),
-            };
-            auth = Some(Auth::Basic(b.username.clone(), pass));
+            let (user, pass) = b.resolve().map_err(SettingError::msg)?;
+            auth = Some(Auth::Basic(user, pass));
+        }
+        if let Some(a) = &cfg.authorization {
+            let h = a.header_value().map_err(SettingError::msg)?;
+            reqwest::header::HeaderValue::from_str(&h)
+                .map_err(|_| SettingError::msg("authorization: the credentials are not a valid header value"))?;
+            auth = Some(Auth::Header(h));
         }
         if let Some(t) = &cfg.bearer_token {
             auth = Some(Auth::Bearer(t.clone()));
@@ -396,33 +550,19 @@ impl Queue {
             .default_headers(headers)
             .pool_max_idle_per_host(cfg.shards);
         if let Some(t) = &cfg.tls {
-            if let Some(ca) = &t.ca_file {
-                use csoc_common::tls::{CaError, read_ca_roots};
-                let roots = read_ca_roots(ca).map_err(|e| match e {
-                    CaError::Read(e) => SettingError::new(format!("tls.ca_file {}", ca.display()), e),
-                    CaError::Pem(m) => SettingError::msg(format!("tls.ca_file {}: {m}", ca.display())),
-                })?;
-                for c in roots {
-                    b = b.add_root_certificate(c);
-                }
-                b = b.tls_built_in_root_certs(false);
-            }
-            if let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) {
-                let mut pem = std::fs::read(cert).map_err(|e| SettingError::new(format!("tls.cert_file {}", cert.display()), e))?;
-                pem.push(b'\n');
-                pem.extend(std::fs::read(key).map_err(|e| SettingError::new(format!("tls.key_file {}", key.display()), e))?);
-                b = b.identity(
-                    reqwest::Identity::from_pem(&pem)
-                        .map_err(|e| SettingError::new("tls.cert_file/key_file: not a PEM certificate and key", e))?,
-                );
-            }
             if t.insecure_skip_verify {
                 tracing::warn!(
                     remote = name,
-                    "remote write: tls.insecure_skip_verify is set; the receiver's certificate is not checked"
+                    "remote write: tls_config.insecure_skip_verify is set; the receiver's certificate is not checked"
                 );
-                b = b.danger_accept_invalid_certs(true);
             }
+            b = t.apply(b).map_err(SettingError::msg)?;
+        }
+        if !cfg.follow_redirects {
+            b = b.redirect(reqwest::redirect::Policy::none());
+        }
+        if !cfg.enable_http2 {
+            b = b.http1_only();
         }
         let client = b.build().map_err(|e| SettingError::new("building the HTTP client", e))?;
         let labels = vec![
@@ -736,6 +876,7 @@ impl Queue {
             match &self.auth {
                 Some(Auth::Basic(u, p)) => req = req.basic_auth(u, Some(p)),
                 Some(Auth::Bearer(t)) => req = req.bearer_auth(t),
+                Some(Auth::Header(h)) => req = req.header(reqwest::header::AUTHORIZATION, h),
                 None => {}
             }
             let res = tokio::select! {
@@ -997,7 +1138,7 @@ mod position_tests {
         let d = tempfile::tempdir().expect("tempdir");
         let rw = d.path().join("remote-write");
         std::fs::create_dir_all(&rw).expect("mkdir");
-        assert_eq!(prepare(d.path()).holds()[0].position(), UNSET, "no file: a new target");
+        assert_eq!(prepare(d.path()).holds().snapshot()[0].position(), UNSET, "no file: a new target");
 
         std::fs::write(
             rw.join("r.json"),
@@ -1005,14 +1146,18 @@ mod position_tests {
         )
         .expect("write");
         let r = prepare(d.path());
-        assert_eq!(r.holds()[0].position(), 41);
-        assert_eq!(r.queues[0].resume_inflight, Some(57), "the batch in flight is sent again, whole");
+        assert_eq!(r.holds().snapshot()[0].position(), 41);
+        assert_eq!(
+            r.lock().queues[0].q.resume_inflight,
+            Some(57),
+            "the batch in flight is sent again, whole"
+        );
 
         std::fs::write(rw.join("r.json"), r#"{"url":"x","wal_id":41}"#).expect("write");
-        assert_eq!(prepare(d.path()).queues[0].resume_inflight, None);
+        assert_eq!(prepare(d.path()).lock().queues[0].q.resume_inflight, None);
 
         // A torn file (a crash of an older version, a full disk): resend what the WAL holds.
         std::fs::write(rw.join("r.json"), "{\"url\":").expect("write");
-        assert_eq!(prepare(d.path()).holds()[0].position(), 0);
+        assert_eq!(prepare(d.path()).holds().snapshot()[0].position(), 0);
     }
 }

@@ -137,6 +137,8 @@ pub struct RuleManager {
     metrics: RuleMetrics,
     running: Mutex<Running>,
     reload_lock: tokio::sync::Mutex<()>,
+    /// The rule file patterns now (a reload may change them).
+    patterns: Mutex<Vec<String>>,
     /// Serialises saves; holds the last body written.
     save_lock: Mutex<Vec<u8>>,
     shutdown: CancellationToken,
@@ -204,6 +206,7 @@ impl RuleManager {
             Err(e) => tracing::warn!(path = %cfg.state_path.display(), error = %e, "cannot read saved alert state; starting without it"),
         }
         let mgr = Arc::new(RuleManager {
+            patterns: Mutex::new(cfg.patterns.clone()),
             cfg,
             cx,
             storage: Arc::new(storage),
@@ -261,8 +264,15 @@ impl RuleManager {
     /// Re-reads the rule files. On any problem the running rules stay as
     /// they are and the error names the file, line and reason.
     pub async fn reload(self: &Arc<Self>) -> Result<LoadSummary, RulesError> {
+        let patterns = self.patterns.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.reload_patterns(patterns).await
+    }
+
+    /// Re-reads the rule files named by `patterns` (a reloaded config's
+    /// `rule_files`), which later reloads read too once they loaded.
+    pub async fn reload_patterns(self: &Arc<Self>, patterns: Vec<String>) -> Result<LoadSummary, RulesError> {
         let _serial = self.reload_lock.lock().await;
-        let patterns = self.cfg.patterns.clone();
+        let kept = patterns.clone();
         let loaded = tokio::task::spawn_blocking(move || load(&patterns))
             .await
             .map_err(|e| RulesError::Task(e.to_string()))?;
@@ -288,6 +298,7 @@ impl RuleManager {
             run.groups = groups;
             run.files = files;
         }
+        *self.patterns.lock().unwrap_or_else(|p| p.into_inner()) = kept;
         self.metrics.reload_ok.set(1);
         self.metrics.reload_time.set(now_ms() as f64 / 1000.0);
         Ok(self.start())

@@ -182,7 +182,35 @@ pub struct TsdbOptions {
     pub chunk_cache_bytes: usize,
     /// Consumers of the WAL (remote write): records they have not handled
     /// are kept (see `wal_tail`).
-    pub wal_holds: Vec<Arc<WalHold>>,
+    pub wal_holds: WalHolds,
+}
+
+/// The WAL's consumers, a list that remote-write reloads change while the
+/// storage runs.
+#[derive(Debug, Clone, Default)]
+pub struct WalHolds(Arc<std::sync::RwLock<Vec<Arc<WalHold>>>>);
+
+impl WalHolds {
+    /// The holds now.
+    pub fn snapshot(&self) -> Vec<Arc<WalHold>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Adds a hold (positioned: it keeps what is above its position).
+    pub fn add(&self, h: Arc<WalHold>) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).push(h);
+    }
+
+    /// Removes a hold (its consumer stopped).
+    pub fn remove(&self, h: &Arc<WalHold>) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).retain(|x| !Arc::ptr_eq(x, h));
+    }
+}
+
+impl From<Vec<Arc<WalHold>>> for WalHolds {
+    fn from(v: Vec<Arc<WalHold>>) -> Self {
+        WalHolds(Arc::new(std::sync::RwLock::new(v)))
+    }
 }
 
 /// The default decoded-chunk cache: 256 MiB.
@@ -193,7 +221,7 @@ impl Default for TsdbOptions {
         TsdbOptions {
             retention: Retention::default(),
             chunk_cache_bytes: DEFAULT_CHUNK_CACHE_BYTES,
-            wal_holds: Vec::new(),
+            wal_holds: WalHolds::default(),
         }
     }
 }
@@ -456,7 +484,7 @@ mod tests {
         }
         let hold = Arc::new(WalHold::new("r", 2, 1 << 20));
         let opts = TsdbOptions {
-            wal_holds: vec![hold.clone()],
+            wal_holds: vec![hold.clone()].into(),
             ..TsdbOptions::default()
         };
         let db = Tsdb::open(d.path(), &opts, &mut Registry::default()).expect("open");
@@ -492,7 +520,7 @@ mod tests {
         // A backlog over the limit gives up the oldest records, counted.
         let tiny = Arc::new(WalHold::new("tiny", 3, 1));
         let opts = TsdbOptions {
-            wal_holds: vec![tiny.clone()],
+            wal_holds: vec![tiny.clone()].into(),
             ..TsdbOptions::default()
         };
         let mut reg = Registry::default();

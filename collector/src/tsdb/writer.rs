@@ -364,13 +364,14 @@ impl Writer {
         let watermark = self.shared.head.read().unwrap_or_else(|p| p.into_inner()).wal_watermark();
         let head_needs = watermark.unwrap_or(self.last_wal_id + 1);
         let mut below = head_needs;
+        let holds = self.opts.wal_holds.snapshot();
         {
             let rows = self.shared.wal_rows.lock().unwrap_or_else(|p| p.into_inner());
-            for h in &self.opts.wal_holds {
+            for h in &holds {
                 rows.enforce(h, head_needs);
             }
         }
-        if let Some(needed) = wal_tail::WalRows::needed_from(&self.opts.wal_holds) {
+        if let Some(needed) = wal_tail::WalRows::needed_from(&holds) {
             below = below.min(needed);
         }
         let tx = self.conn.transaction()?;

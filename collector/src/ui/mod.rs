@@ -188,7 +188,7 @@ pub fn viewer<'a>(st: &AppState, access: &'a Access, headers: &HeaderMap) -> Vie
     Viewer {
         access,
         csrf,
-        auth: !st.api_auth.is_empty(),
+        auth: !st.api_auth.load().is_empty(),
     }
 }
 
@@ -308,7 +308,7 @@ fn login_form(next: &str, msg: &str) -> String {
 }
 
 async fn login_page(State(st): State<AppState>, p: crate::api::Params) -> Response {
-    if st.api_auth.is_empty() {
+    if st.api_auth.load().is_empty() {
         return Redirect::to("/").into_response();
     }
     html(StatusCode::OK, login_form(&safe_next(p.get("next")), ""))
@@ -316,11 +316,11 @@ async fn login_page(State(st): State<AppState>, p: crate::api::Params) -> Respon
 
 async fn login(State(st): State<AppState>, headers: HeaderMap, p: crate::api::Params) -> Response {
     let next = safe_next(p.get("next"));
-    if st.api_auth.is_empty() {
+    if st.api_auth.load().is_empty() {
         return Redirect::to(&next).into_response();
     }
     let token = p.get("token").unwrap_or("").trim().to_string();
-    let Some(principal) = st.api_auth.authenticate(&token).cloned() else {
+    let Some(principal) = st.api_auth.load().authenticate(&token).cloned() else {
         tracing::warn!("console sign-in refused: token not recognised");
         return html(StatusCode::UNAUTHORIZED, login_form(&next, "That token is not recognised."));
     };
@@ -354,7 +354,7 @@ async fn logout(State(st): State<AppState>, headers: HeaderMap, _: Extension<Acc
     {
         st.console.logout(id);
     }
-    let mut r = Redirect::to(if st.api_auth.is_empty() { "/" } else { "/login" }).into_response();
+    let mut r = Redirect::to(if st.api_auth.load().is_empty() { "/" } else { "/login" }).into_response();
     let clear = format!("{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0", session::COOKIE);
     if let Ok(v) = HeaderValue::from_str(&clear) {
         r.headers_mut().insert(header::SET_COOKIE, v);

@@ -59,11 +59,28 @@ pub struct ScrapeJobConfig {
     pub sample_limit: usize,
     /// File holding a bearer token (read at every scrape).
     pub bearer_token_file: Option<PathBuf>,
-    /// HTTP basic authentication.
+    /// HTTP basic authentication (`username` or `username_file`,
+    /// `password` or `password_file`; files read at every scrape).
     pub basic_auth: Option<BasicAuth>,
-    /// TLS settings.
+    /// `Authorization: <type> <credentials>` (`type` default `Bearer`;
+    /// `credentials` or `credentials_file`, read at every scrape).
+    pub authorization: Option<csoc_common::httpconf::Authorization>,
+    /// TLS settings, as Prometheus's `tls_config` (`ca_file`, `cert_file`,
+    /// `key_file`, inline `ca`/`cert`/`key`, `insecure_skip_verify`,
+    /// `min_version`, `max_version`).
     pub tls_config: TlsConfig,
+    /// Largest response body accepted, after decompression (`10MB`; 0, the
+    /// default: at most [`MAX_BODY_DEFAULT`], so that a gzip bomb cannot
+    /// exhaust the agent's memory). A larger body fails the scrape.
+    #[serde(deserialize_with = "csoc_common::duration::de_bytes")]
+    pub body_size_limit: u64,
+    /// Ask for gzip (`Accept-Encoding: gzip`) and decompress (default
+    /// true, as Prometheus's `enable_compression`).
+    pub enable_compression: bool,
 }
+
+/// The body limit of a job with `body_size_limit: 0`: 256MiB.
+pub const MAX_BODY_DEFAULT: u64 = 256 << 20;
 
 impl Default for ScrapeJobConfig {
     fn default() -> Self {
@@ -84,7 +101,10 @@ impl Default for ScrapeJobConfig {
             sample_limit: 0,
             bearer_token_file: None,
             basic_auth: None,
+            authorization: None,
             tls_config: TlsConfig::default(),
+            body_size_limit: 0,
+            enable_compression: true,
         }
     }
 }
@@ -120,25 +140,11 @@ impl Default for FileSdConfig {
     }
 }
 
-/// HTTP basic authentication.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BasicAuth {
-    /// User name.
-    pub username: String,
-    /// Password (prefer `password_file`).
-    pub password: Option<String>,
-    /// File holding the password (read at every scrape).
-    pub password_file: Option<PathBuf>,
-}
+/// HTTP basic authentication (Prometheus's fields).
+pub type BasicAuth = csoc_common::httpconf::BasicAuth;
 
-/// TLS settings of a job.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsConfig {
-    /// Accept any certificate (default false).
-    pub insecure_skip_verify: bool,
-}
+/// TLS settings of a job (Prometheus's `tls_config`).
+pub type TlsConfig = csoc_common::httpconf::TlsConfig;
 
 fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let s = Option::<String>::deserialize(d)?;
@@ -244,14 +250,20 @@ impl ScrapeConfig {
                     "a job needs static_configs, file_sd_configs or kubernetes_sd_configs",
                 ));
             }
-            if let Some(b) = &j.basic_auth {
-                if j.bearer_token_file.is_some() {
-                    return Err(invalid(f("basic_auth"), "set basic_auth or bearer_token_file, not both"));
-                }
-                if b.password.is_some() && b.password_file.is_some() {
-                    return Err(invalid(f("basic_auth.password"), "set password or password_file, not both"));
-                }
+            let auths = [j.basic_auth.is_some(), j.authorization.is_some(), j.bearer_token_file.is_some()];
+            if auths.iter().filter(|x| **x).count() > 1 {
+                return Err(invalid(
+                    f("basic_auth"),
+                    "set one of basic_auth, authorization or bearer_token_file, not several",
+                ));
             }
+            if let Some(b) = &j.basic_auth {
+                b.validate().map_err(|e| invalid(f("basic_auth"), e))?;
+            }
+            if let Some(a) = &j.authorization {
+                a.validate().map_err(|e| invalid(f("authorization"), e))?;
+            }
+            j.tls_config.validate().map_err(|e| invalid(f("tls_config"), e))?;
         }
         Ok(())
     }

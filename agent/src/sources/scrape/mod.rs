@@ -93,10 +93,13 @@ impl ScrapeSource {
         cfg.validate(default_interval)?;
         let mut jobs = Vec::new();
         for (i, j) in cfg.jobs.iter().enumerate() {
-            let client = reqwest::Client::builder()
+            let builder = reqwest::Client::builder()
                 .user_agent(concat!("csoc-agent/", env!("CARGO_PKG_VERSION")))
-                .danger_accept_invalid_certs(j.tls_config.insecure_skip_verify)
-                .pool_max_idle_per_host(2)
+                .pool_max_idle_per_host(2);
+            let client = j
+                .tls_config
+                .apply(builder)
+                .map_err(|e| invalid(format!("sources.scrape.jobs[{i}].tls_config"), e))?
                 .build()
                 .map_err(|e| invalid(format!("sources.scrape.jobs[{i}]"), format!("cannot build the HTTP client: {e}")))?;
             jobs.push(Arc::new(Job {

@@ -16,6 +16,24 @@ use csoc_common::relabel::relabel;
 pub(super) const ACCEPT: &str =
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 
+fn body_too_large(url: &str, limit: u64) -> String {
+    format!("{url}: the response body exceeds body_size_limit ({limit} bytes)")
+}
+
+/// Decompresses a gzip body, refusing to produce more than `limit` bytes.
+pub(super) fn gunzip_bounded(gz: &[u8], limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(gz)
+        .take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("gzip body: {e}"))?;
+    if out.len() as u64 > limit {
+        return Err(format!("the decompressed response body exceeds body_size_limit ({limit} bytes)"));
+    }
+    Ok(out)
+}
+
 /// The result of one scrape.
 pub(super) struct Scraped {
     /// Samples after target labels and metric relabelling (timestamps set).
@@ -72,29 +90,40 @@ pub(super) async fn scrape_once(job: &Job, target: &Target, ts: i64) -> Result<S
         req = req.bearer_auth(tok.trim());
     }
     if let Some(b) = &job.cfg.basic_auth {
-        let pw = match &b.password_file {
-            Some(p) => Some(
-                std::fs::read_to_string(p)
-                    .map_err(|e| format!("password_file {}: {e}", p.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-            None => b.password.clone(),
-        };
-        req = req.basic_auth(&b.username, pw);
+        let (user, pw) = b.resolve()?;
+        req = req.basic_auth(user, Some(pw));
     }
+    if let Some(a) = &job.cfg.authorization {
+        req = req.header(reqwest::header::AUTHORIZATION, a.header_value()?);
+    }
+    if job.cfg.enable_compression {
+        req = req.header(reqwest::header::ACCEPT_ENCODING, "gzip");
+    }
+    let limit = match job.cfg.body_size_limit {
+        0 => super::config::MAX_BODY_DEFAULT,
+        n => n,
+    };
     let fetch = async {
-        let resp = req.send().await.map_err(|e| format!("{}: {}", target.url, error_chain(&e)))?;
+        let mut resp = req.send().await.map_err(|e| format!("{}: {}", target.url, error_chain(&e)))?;
         if resp.status() != reqwest::StatusCode::OK {
             return Err(format!("{}: server returned HTTP status {}", target.url, resp.status()));
         }
-        let ct = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let body = resp.bytes().await.map_err(|e| format!("{}: {}", target.url, error_chain(&e)))?;
+        let header = |h: reqwest::header::HeaderName| resp.headers().get(h).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let ct = header(reqwest::header::CONTENT_TYPE);
+        let encoding = header(reqwest::header::CONTENT_ENCODING);
+        // Read no more than the limit (compressed bodies are smaller).
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("{}: {}", target.url, error_chain(&e)))? {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(body_too_large(&target.url, limit));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let body = match encoding.trim() {
+            "" | "identity" => body,
+            "gzip" | "x-gzip" => gunzip_bounded(&body, limit).map_err(|e| format!("{}: {e}", target.url))?,
+            other => return Err(format!("{}: unsupported Content-Encoding {other:?}", target.url)),
+        };
         Ok((ct, body))
     };
     let (ct, body) = match tokio::time::timeout(job.timeout, fetch).await {

@@ -510,3 +510,91 @@ fn example_argo_workflows_job_is_valid() {
     assert!(kept.contains(&("pod".to_string(), "workflow-controller-7d9c8b-abcde".to_string())));
     assert!(target("6060").is_none(), "other ports dropped");
 }
+
+/// A target answering gzip (when asked for it) and recording the request
+/// headers.
+async fn gzip_server(body: String) -> (String, Arc<Mutex<Vec<HeaderMap>>>) {
+    use std::io::Write;
+    let seen: Arc<Mutex<Vec<HeaderMap>>> = Arc::default();
+    let s2 = seen.clone();
+    let app = Router::new().route(
+        "/metrics",
+        axum::routing::get(move |headers: HeaderMap| {
+            let body = body.clone();
+            let seen = s2.clone();
+            async move {
+                let gzip = headers
+                    .get(header::ACCEPT_ENCODING)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("gzip"));
+                seen.lock().expect("lock").push(headers);
+                if !gzip {
+                    return body.into_response();
+                }
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                e.write_all(body.as_bytes()).expect("gzip");
+                ([(header::CONTENT_ENCODING, "gzip")], e.finish().expect("gzip")).into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr.to_string(), seen)
+}
+
+#[tokio::test]
+async fn gzip_is_asked_for_decompressed_and_bounded_and_authorization_is_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cred = dir.path().join("cred");
+    std::fs::write(&cred, "s3cret-scrape-token\n").expect("write");
+    // 4000 lines of padding compress to little; decompressed they are
+    // ~100KB, past a 10KB body_size_limit.
+    let padding: String = (0..4000).map(|i| format!("pad{{i=\"{i}\"}} 1\n")).collect();
+    let (addr, seen) = gzip_server(format!("a 7\n{padding}")).await;
+    let auth = format!("  authorization: {{credentials_file: {}}}\n", cred.display());
+    let (mut rx, stop) = start(&one_job(&addr, &auth));
+    let f = next(&mut rx).await;
+    assert_eq!(val(&f, "up"), Some(1.0), "{:?}", f.samples.first());
+    assert_eq!(val(&f, "a"), Some(7.0));
+    stop.cancel();
+    let h = seen.lock().expect("lock")[0].clone();
+    assert_eq!(h.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()), Some("gzip"));
+    assert_eq!(
+        h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()),
+        Some("Bearer s3cret-scrape-token")
+    );
+    // Over body_size_limit once decompressed: the scrape fails.
+    let (mut rx, stop) = start(&one_job(&addr, "  body_size_limit: 10KB\n"));
+    let f = next(&mut rx).await;
+    assert_eq!(val(&f, "up"), Some(0.0));
+    assert_eq!(val(&f, "a"), None);
+    stop.cancel();
+    // enable_compression: false asks for no gzip.
+    let (mut rx, stop) = start(&one_job(&addr, "  enable_compression: false\n"));
+    let f = next(&mut rx).await;
+    assert_eq!(val(&f, "a"), Some(7.0));
+    stop.cancel();
+    let last = seen.lock().expect("lock").last().cloned().expect("a request");
+    assert!(last.get(header::ACCEPT_ENCODING).is_none(), "{last:?}");
+    assert!(super::scrape_one::gunzip_bounded(b"not gzip", 100).is_err());
+}
+
+#[test]
+fn tls_config_and_auth_fields_are_checked() {
+    for (extra, want) in [
+        ("  tls_config: {server_name: x}\n", "server_name"),
+        ("  tls_config: {cert_file: /c}\n", "go together"),
+        ("  authorization: {credentials: a}\n  basic_auth: {username: u}\n", "not several"),
+        ("  authorization: {type: Basic, credentials: a}\n", "basic_auth"),
+    ] {
+        let cfg = one_job("127.0.0.1:9", extra);
+        let e = cfg.validate(Duration::from_secs(1)).expect_err(extra);
+        assert!(e.to_string().contains(want), "{extra}: {e}");
+    }
+    one_job("127.0.0.1:9", "  tls_config: {insecure_skip_verify: true, min_version: TLS12}\n")
+        .validate(Duration::from_secs(1))
+        .expect("valid");
+}
