@@ -373,6 +373,13 @@ pub struct CollectorConfig {
     /// Remote-write targets (Mimir, Thanos Receive, Cortex,
     /// VictoriaMetrics, Prometheus): everything stored is also sent there.
     pub remote_write: Vec<crate::remote::RemoteWriteConfig>,
+    // --- central agent configuration (cfgpush) ---
+    /// Directory of central agent config files pushed to the agents over
+    /// their streams: `_default.yml`, `<commons>.yml`,
+    /// `<commons>/<agent>.yml`, merged in that order (`interval` and
+    /// `sources` only; see README "Central agent configuration"). Re-read on
+    /// change, SIGHUP and `POST /-/reload`. Unset: nothing is pushed.
+    pub agent_config_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for CollectorConfig {
@@ -411,6 +418,7 @@ impl Default for CollectorConfig {
             self_scrape_interval: Duration::from_secs(15),
             agent_forget_after: crate::agents::DEFAULT_FORGET_AFTER,
             remote_write: Vec::new(),
+            agent_config_dir: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! `main.rs` parses flags; [`run`] starts everything in dependency order and
 //! stops it in reverse.
 
+pub mod agent_config;
 pub mod agents;
 pub mod alert;
 pub mod api;
@@ -332,6 +333,8 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
     };
 
     let agents = open_agent_registry(&cfg, &db, &tm.collector, &limiter);
+    // Central agent configuration (--agent-config-dir): read, watched, pushed by ingest.
+    agent_config::start(cfg.agent_config_dir.as_ref(), &agents, &servers_stop);
 
     // Ingest: gRPC from agents and the remote-write receiver.
     let agent_auth = Arc::new(sec.agent_auth);
@@ -443,7 +446,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken, on_bound: im
         tracing::warn!(error = %e, "storing the collector's own metrics failed");
     }
     rule_manager.start();
-    spawn_sighup_reload(rule_manager.clone(), rules_stop.clone());
+    spawn_sighup_reload(rule_manager.clone(), agents.clone(), rules_stop.clone());
     let selfmon_task = (!cfg.self_scrape_interval.is_zero()).then(|| {
         tokio::spawn(selfmon::run(
             self_scrape,
@@ -504,6 +507,7 @@ fn open_agent_registry(
     limiter: &Arc<ingest::limits::Limiter>,
 ) -> Arc<agents::AgentRegistry> {
     let registry = agents::AgentRegistry::new(cfg.agent_forget_after, metrics.ingest.agent_last_seen.clone())
+        .with_config_status(metrics.ingest.agent_config_status.clone())
         .with_file(cfg.data_dir.join(agents::STATE_FILE));
     let lim = limiter.clone();
     registry.on_forget(Box::new(move |c, a| lim.forget(c, a)));
@@ -625,7 +629,7 @@ async fn drain_remote_write(tasks: Vec<tokio::task::JoinHandle<()>>, stop: &Canc
 }
 
 /// Reloads the rules on SIGHUP (Unix), as Prometheus does.
-fn spawn_sighup_reload(rules: Arc<rules::RuleManager>, stop: CancellationToken) {
+fn spawn_sighup_reload(rules: Arc<rules::RuleManager>, agents: Arc<agents::AgentRegistry>, stop: CancellationToken) {
     #[cfg(unix)]
     tokio::spawn(async move {
         let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -640,6 +644,8 @@ fn spawn_sighup_reload(rules: Arc<rules::RuleManager>, stop: CancellationToken) 
                 _ = stop.cancelled() => return,
                 got = hup.recv() => if got.is_none() { return },
             }
+            // Central agent config (cfgpush): errors are logged and listed per agent.
+            let _ = agent_config::reload_logged(agents.config_store().map(|s| s.as_ref()), "SIGHUP");
             tracing::info!("SIGHUP: reloading rules");
             if let Err(e) = rules.reload().await {
                 tracing::error!(error = %e, "reload on SIGHUP failed; the previous rules keep running");
@@ -647,5 +653,5 @@ fn spawn_sighup_reload(rules: Arc<rules::RuleManager>, stop: CancellationToken) 
         }
     });
     #[cfg(not(unix))]
-    let _ = (rules, stop);
+    let _ = (rules, agents, stop);
 }

@@ -20,6 +20,7 @@
 //! | [`log`], [`shutdown`], [`task`], [`time`], [`retry`], [`error`] | logging, signals, task joins, the clock, backoff, error chains |
 
 pub mod calendar;
+pub mod central;
 pub mod config;
 pub mod duration;
 pub mod error;

@@ -4,6 +4,7 @@
 
 mod agents;
 mod alerting;
+mod central_config;
 mod console;
 mod e2e;
 mod gen3;

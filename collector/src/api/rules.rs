@@ -176,7 +176,14 @@ pub async fn alerts(State(st): State<AppState>, Extension(access): Extension<Acc
 /// `POST /-/reload`: re-reads the rule files. 200 when loaded; 500 with
 /// the file, line and reason when not (the previous rules keep running).
 pub async fn reload(State(st): State<AppState>) -> Response {
+    // Central agent config (cfgpush): a refused file fails the reload; its last good version stays.
+    let agent_cfg = crate::agent_config::reload_logged(st.agents.config_store().map(|s| s.as_ref()), "POST /-/reload");
     match st.rules.reload().await {
+        Ok(_) if agent_cfg.is_err() => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rules reloaded; {}\n", agent_cfg.err().map(|e| e.to_string()).unwrap_or_default()),
+        )
+            .into_response(),
         Ok(s) => (
             StatusCode::OK,
             format!("rules reloaded: {} files, {} groups, {} rules\n", s.files, s.groups, s.rules),
