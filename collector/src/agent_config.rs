@@ -464,13 +464,13 @@ mod tests {
         assert!(a2.body.contains("job: node") && !a2.body.contains("special"), "{}", a2.body);
         let b = s.config_for("beta", "a1").expect("beta");
         assert!(
-            b.body.contains("scrape") && b.body.contains("interval: 15s") && !b.body.contains("5s"),
+            b.body.contains("scrape") && b.body.contains("interval: 15s") && !b.body.contains("interval: 5s"),
             "{}",
             b.body
         );
         // A commons whose name is a prefix of another's gets nothing of it.
         let al = s.config_for("alph", "a1").expect("alph");
-        assert!(!al.body.contains("5s"));
+        assert!(!al.body.contains("interval: 5s"));
         assert_eq!(
             a1.version,
             s.config_for("alpha", "a1").expect("again").version,

@@ -267,10 +267,7 @@ fn pushes_apply_without_restart_stay_in_their_commons_and_bad_ones_keep_the_last
                 .any(|l| l.starts_with("csoc_agent_source_samples_total{source=\"gen3_status\"}") && !l.ends_with(" 0")))
         .then_some(())
     })?;
-    ensure!(
-        metric(&a2_metrics, "csoc_agent_collector_connected") == Some(0.0),
-        "the collector is down"
-    );
+    ensure!(metric(&a2_metrics, "csoc_agent_connected") == Some(0.0), "the collector is down");
     ensure!(a2.log_text().contains("running the last good central config"), "{}", a2.log_text());
     c = Collector::start_on(d, http_port, grpc_port, &cargs)?;
     wait_agent(&c, "alpha-agent", "applied after the collector's restart", |x| {
