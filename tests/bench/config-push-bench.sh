@@ -10,6 +10,11 @@
 #
 #   tests/bench/config-push-bench.sh [--agents "50 500"] [--rounds 5]
 #                                    [--trigger reload|watch] [--no-build] [--keep]
+#                                    [--debug]
+#
+# --debug uses the debug binaries already built in the target directory
+# (cargo build -p csoc-collector -p csoc-tests --bins) instead of building
+# release ones: slower code, so its figures are upper bounds.
 #
 # Prints one JSON report per fleet size and the load average before each.
 # The simulated agents do not build sources: a real agent adds its own
@@ -17,7 +22,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-fleets="50 500" rounds=5 trigger=reload build=1 keep=0
+fleets="50 500" rounds=5 trigger=reload build=1 keep=0 debug=0
 while [ $# -gt 0 ]; do
   case $1 in
     --agents) fleets=$2; shift ;;
@@ -25,7 +30,8 @@ while [ $# -gt 0 ]; do
     --trigger) trigger=$2; shift ;;
     --no-build) build=0 ;;
     --keep) keep=1 ;;
-    -h|--help) sed -n 2,17p "$0"; exit 0 ;;
+    --debug) debug=1 ;;
+    -h|--help) sed -n 2,23p "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -33,8 +39,17 @@ done
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
 # shellcheck source=tests/bench/lib.sh
 . tests/bench/lib.sh
-release_bins
-sim=$target_dir/release/csoc-agentsim
+if [ "$debug" = 1 ]; then
+  target_dir=${CARGO_TARGET_DIR:-$root/target}
+  collector=$target_dir/debug/csoc-collector
+  sim=$target_dir/debug/csoc-agentsim
+  csoc_problem=""
+  [ -x "$collector" ] || csoc_problem="no $collector (cargo build -p csoc-collector)"
+  log "debug binaries: figures are upper bounds"
+else
+  release_bins
+  sim=$target_dir/release/csoc-agentsim
+fi
 [ -x "$sim" ] || { log "no $sim (run without --no-build)"; exit 2; }
 [ -z "$csoc_problem" ] || { log "$csoc_problem"; exit 2; }
 warn_other_servers
