@@ -12,7 +12,8 @@
 //!   the agent keeps its last good config; `--no-central-config` refuses;
 //! - an agent restarted while the collector is down runs its last good
 //!   config;
-//! - 50 agents (2 real, 48 simulated) all apply a push within 5 seconds.
+//! - 50 agents (2 real, 48 simulated) all apply a push within 5 seconds;
+//! - the agent re-reads its local file on `POST /-/reload` and SIGHUP.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -331,5 +332,49 @@ fn fifty_agents_apply_a_push_within_5s() -> anyhow::Result<()> {
     );
     ensure!(took < Duration::from_secs(5), "took {took:?}");
     wait_for("the real agents probe indexd", WAIT, || up(&c, "alpha", "indexd").then_some(()))?;
+    Ok(())
+}
+
+#[test]
+fn the_agent_rereads_its_local_file_on_post_reload_and_sighup() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let gen3 = FakeGen3::start(d, "gen3", &[])?;
+    let tok = format!("alpha={ALPHA}");
+    let c = Collector::start(d, &["--agent-token", &tok])?;
+    let (mut a, metrics) = start(d, &c, "local-agent", ALPHA, &[])?;
+    let base = metrics.trim_end_matches("/metrics").to_string();
+    wait_for("agent /-/ready", WAIT, || {
+        get_text(&format!("{base}/-/ready")).ok().filter(|(s, _)| *s == 200)
+    })?;
+    let file = d.join("local-agent.yml");
+    let probe = |svc: &str| {
+        format!(
+            "  gen3_status:\n    enabled: true\n    base_url: {}\n    default_services: false\n    services: {{{svc}: {{}}}}\n",
+            gen3.http
+        )
+    };
+    // POST /-/reload applies the local file's sources at once.
+    local_file(d, "local-agent", &probe("fence"))?;
+    let (code, body) = post(&format!("{base}/-/reload"))?;
+    ensure!(code == 200 && body.contains("gen3_status"), "POST /-/reload: {code} {body}");
+    wait_for("fence probed after POST /-/reload", WAIT, || up(&c, "alpha", "fence").then_some(()))?;
+    ensure!(metric(&metrics, "csoc_agent_config_last_reload_successful") == Some(1.0));
+    // A broken file is refused; the running configuration is kept.
+    std::fs::write(&file, "interval: 1s\nsources:\n  gen3_status: {enabled: true, servicez: {}}\n")?;
+    let (code, body) = post(&format!("{base}/-/reload"))?;
+    ensure!(code == 500 && body.contains("servicez"), "POST /-/reload: {code} {body}");
+    ensure!(metric(&metrics, "csoc_agent_config_last_reload_successful") == Some(0.0));
+    // SIGHUP re-reads it too.
+    local_file(d, "local-agent", &probe("indexd"))?;
+    let pid = a.child.id().to_string();
+    ensure!(
+        std::process::Command::new("kill").args(["-HUP", &pid]).status()?.success(),
+        "kill -HUP"
+    );
+    wait_for("indexd probed after SIGHUP", WAIT, || up(&c, "alpha", "indexd").then_some(()))?;
+    ensure!(metric(&metrics, "csoc_agent_config_last_reload_successful") == Some(1.0));
+    ensure!(a.child.try_wait()?.is_none(), "the agent kept running");
+    ensure!(a.log_text().matches("csoc-agent starting").count() == 1, "no restart");
     Ok(())
 }
