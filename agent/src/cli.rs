@@ -141,6 +141,10 @@ pub struct Args {
     /// password out of it (sources.postgres.databases[].password_file).
     #[arg(long = "postgres-dsn", value_name = "NAME=DSN")]
     pub postgres_dsns: Vec<String>,
+    /// Refuse central config pushed by the collector (and ignore the one kept in the spool
+    /// directory): run the local file and flags alone.
+    #[arg(long)]
+    pub no_central_config: bool,
 }
 
 impl Args {
@@ -150,6 +154,36 @@ impl Args {
             Some(p) => AgentConfig::from_file(p)?,
             None => AgentConfig::default(),
         };
+        self.apply_flags(&mut cfg)?;
+        Ok(cfg)
+    }
+
+    /// The paths the flags name (a central push may use them; see
+    /// `crate::central`).
+    pub fn flag_paths(&self) -> Vec<String> {
+        let mut out: Vec<String> = [
+            &self.token_file,
+            &self.revproxy_log,
+            &self.kubeconfig,
+            &self.tls_ca,
+            &self.tls_cert,
+            &self.tls_key,
+            &self.path_procfs,
+            &self.path_sysfs,
+            &self.path_rootfs,
+            &self.spool_dir,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|p| p.display().to_string())
+        .collect();
+        out.retain(|p| !p.is_empty());
+        out
+    }
+
+    /// Applies the flags to `cfg` (they override the file and central
+    /// settings).
+    pub fn apply_flags(&self, cfg: &mut AgentConfig) -> anyhow::Result<()> {
         if let Some(v) = &self.collector {
             cfg.collector = v.clone();
         }
@@ -220,7 +254,7 @@ impl Args {
                     cfg.sources.kubernetes.namespaces.first().cloned()
                 }
             });
-            apply_revproxy_log_pods(&mut cfg, sel, self.revproxy_log_namespace.as_deref(), first_ns.as_deref())?;
+            apply_revproxy_log_pods(cfg, sel, self.revproxy_log_namespace.as_deref(), first_ns.as_deref())?;
         }
         if let Some(v) = &self.kubeconfig {
             cfg.kubeconfig = Some(v.clone());
@@ -286,7 +320,29 @@ impl Args {
                 None => cfg.sources.postgres.databases.push(db),
             }
         }
-        Ok(cfg)
+        Ok(())
+    }
+}
+
+impl crate::central::ConfigLoader for Args {
+    fn local(&self) -> Result<crate::central::LocalConfig, String> {
+        match &self.config {
+            None => Ok(crate::central::LocalConfig::from_text(
+                "",
+                std::path::Path::new("(no --config)"),
+                self.flag_paths(),
+            )?),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
+                // The typed parse first: its errors name the line.
+                AgentConfig::from_yaml(&text, p).map_err(|e| e.to_string())?;
+                crate::central::LocalConfig::from_text(&text, p, self.flag_paths())
+            }
+        }
+    }
+
+    fn finish(&self, cfg: &mut AgentConfig) -> Result<(), String> {
+        self.apply_flags(cfg).map_err(|e| format!("{e:#}"))
     }
 }
 
@@ -343,16 +399,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .max_blocking_threads(2)
         .build()
         .context("starting the runtime")?;
+    let no_central = args.no_central_config;
+    let args: Arc<Args> = Arc::new(args);
     rt.block_on(async move {
         let mut registry = Registry::default();
         // process_* (selfmon): on the root registry, by the binary (not in
         // Agent::new, which --local-agent also runs inside the collector).
         registry.register_collector(Box::new(csoc_common::process::ProcessCollector::default()));
         let http_listen = cfg.http_listen;
-        let agent = Agent::new(cfg, &mut registry)?;
+        let agent = Agent::new(cfg, &mut registry)?.with_loader(args, no_central)?;
+        let reload = agent.reload_handle();
         let shutdown = CancellationToken::new();
         let readiness = crate::http::Readiness::new();
-        let http = crate::http::serve(http_listen, Arc::new(registry), readiness.clone(), shutdown.clone()).await?;
+        let http = crate::http::serve_with_reload(
+            http_listen,
+            Arc::new(registry),
+            readiness.clone(),
+            Some(reload.clone()),
+            shutdown.clone(),
+        )
+        .await?;
+        spawn_sighup_reload(reload, shutdown.clone());
         let run = tokio::spawn(agent.run(shutdown.clone()));
         // Config checked, spool open, sources built: /-/ready answers 200.
         readiness.set_running();
@@ -363,6 +430,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let _ = http.await;
         Ok(())
     })
+}
+
+/// SIGHUP re-reads the local config file (its `interval` and `sources`
+/// apply at once; see `crate::central`).
+fn spawn_sighup_reload(reload: crate::central::ReloadHandle, stop: CancellationToken) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with POST /-/reload");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                got = hup.recv() => if got.is_none() { return },
+            }
+            tracing::info!("SIGHUP: re-reading the local config file");
+            // The outcome is logged by the agent.
+            let _ = reload.reload_local().await;
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (reload, stop);
 }
 
 /// `--once --print`: one round of every source to stdout.

@@ -1,5 +1,9 @@
 //! The agent's own HTTP endpoint: `/metrics` (OpenMetrics text),
-//! `/-/healthy` and `/-/ready`.
+//! `/-/healthy`, `/-/ready` and `POST /-/reload`.
+//!
+//! - `POST /-/reload` re-reads the local config file (as SIGHUP does) and
+//!   applies its `interval` and `sources` without a restart: 200 with what
+//!   changed, 500 with the reason when the running configuration was kept.
 //!
 //! - `/-/healthy` answers 200 whenever the process serves HTTP: Kubernetes'
 //!   liveness probe. It never depends on the collector, so a collector
@@ -69,6 +73,21 @@ impl Readiness {
 struct AppState {
     registry: Arc<Registry>,
     readiness: Readiness,
+    reload: Option<crate::central::ReloadHandle>,
+}
+
+async fn reload(State(st): State<AppState>) -> axum::response::Response {
+    let Some(r) = &st.reload else {
+        return (StatusCode::NOT_FOUND, "this agent has no local config file to reload\n").into_response();
+    };
+    match r.reload_local().await {
+        Ok(s) => (StatusCode::OK, format!("config reloaded: {s}\n")).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload the config (the running configuration is kept): {e}\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap) -> axum::response::Response {
@@ -81,11 +100,21 @@ async fn ready(State(st): State<AppState>) -> axum::response::Response {
 
 /// The routes: `/metrics`, `/-/healthy`, `/-/ready`.
 pub fn router(registry: Arc<Registry>, readiness: Readiness) -> Router {
+    router_with_reload(registry, readiness, None)
+}
+
+/// The routes, plus `POST /-/reload` answered through `reload`.
+pub fn router_with_reload(registry: Arc<Registry>, readiness: Readiness, reload_handle: Option<crate::central::ReloadHandle>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(|| async { "csoc-agent is healthy\n" }))
         .route("/-/ready", get(ready))
-        .with_state(AppState { registry, readiness })
+        .route("/-/reload", axum::routing::post(reload))
+        .with_state(AppState {
+            registry,
+            readiness,
+            reload: reload_handle,
+        })
 }
 
 /// Binds `addr` and serves until `shutdown`. Binding errors are returned at
@@ -96,7 +125,18 @@ pub async fn serve(
     readiness: Readiness,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let app = router(registry, readiness);
+    serve_with_reload(addr, registry, readiness, None, shutdown).await
+}
+
+/// As [`serve`], with `POST /-/reload` answered through `reload`.
+pub async fn serve_with_reload(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    readiness: Readiness,
+    reload: Option<crate::central::ReloadHandle>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let app = router_with_reload(registry, readiness, reload);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for /metrics: {e} (change --http-listen)"))?;

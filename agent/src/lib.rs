@@ -10,10 +10,12 @@
 //! stream to the collector. The binary (`main.rs`) only parses flags and
 //! calls [`cli::run`]; the collector embeds an [`Agent`] for `--local-agent`.
 
+pub mod central;
 pub mod cli;
 pub mod config;
 pub mod http;
 pub mod k8s;
+pub mod manager;
 pub mod metrics;
 pub mod model;
 pub mod once;
@@ -35,7 +37,7 @@ use crate::metrics::AgentMetrics;
 use crate::model::Frame;
 use crate::pipeline::Pipeline;
 use crate::shipper::{Shipper, ShipperConfig};
-use crate::sources::{Source, SourceContext};
+use crate::sources::Source;
 use crate::spool::Spool;
 
 /// Why an agent cannot start. Each names what failed.
@@ -159,6 +161,12 @@ pub struct Agent {
     metrics: AgentMetrics,
     spool: Arc<Mutex<Spool>>,
     sources: NamedSources,
+    // --- central config (cfgpush): see `central` ---
+    loader: Option<Arc<dyn central::ConfigLoader>>,
+    no_central: bool,
+    central: Option<central::Central>,
+    running: central::Running,
+    commands: (mpsc::Sender<central::Command>, mpsc::Receiver<central::Command>),
 }
 
 impl Agent {
@@ -176,6 +184,7 @@ impl Agent {
             })?;
         let sources = build_sources(&cfg)?;
         let agent_name = cfg.agent_name.clone().unwrap_or_else(config::hostname);
+        metrics.config.last_reload_successful.set(1);
         Ok(Agent {
             cfg,
             token,
@@ -184,7 +193,51 @@ impl Agent {
             metrics,
             spool: Arc::new(Mutex::new(spool)),
             sources,
+            loader: None,
+            no_central: true,
+            central: None,
+            running: Arc::default(),
+            commands: mpsc::channel(4),
         })
+    }
+
+    /// Takes central config: `loader` re-reads the local configuration (for
+    /// pushes and reloads). Unless `no_central`, the last good central
+    /// config kept in the spool directory is merged in now, so the agent
+    /// runs it even when the collector cannot be reached.
+    pub fn with_loader(mut self, loader: Arc<dyn central::ConfigLoader>, no_central: bool) -> Result<Self, AgentError> {
+        self.no_central = no_central;
+        if !no_central {
+            match central::load(&self.cfg.spool_dir) {
+                Ok(None) => {}
+                Ok(Some(c)) => match central::effective(loader.as_ref(), Some(&c)) {
+                    Ok(mut cfg) => {
+                        central::keep_local_only(&self.cfg, &mut cfg);
+                        self.sources = build_sources(&cfg)?;
+                        self.cfg = cfg;
+                        tracing::info!(
+                            version = c.version,
+                            "running the last good central config kept in the spool directory"
+                        );
+                        self.metrics.config.version.set(c.version as i64);
+                        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = (c.version, c.sha256.clone());
+                        self.central = Some(c);
+                    }
+                    Err(e) => {
+                        tracing::error!(version = c.version, error = %e, "the kept central config does not apply to the local file now; running the local file alone until the collector pushes again");
+                        self.metrics.config.last_reload_successful.set(0);
+                    }
+                },
+                Err(e) => tracing::error!(error = %e, "cannot read the kept central config; running the local file alone"),
+            }
+        }
+        self.loader = Some(loader);
+        Ok(self)
+    }
+
+    /// Sends reloads and pushes to this agent once it runs.
+    pub fn reload_handle(&self) -> central::ReloadHandle {
+        central::ReloadHandle(self.commands.0.clone())
     }
 
     /// Overrides the token (the collector's `--local-agent` uses an internal
@@ -210,6 +263,11 @@ impl Agent {
             metrics,
             spool,
             sources,
+            loader,
+            no_central,
+            central: kept_central,
+            running,
+            commands: (cmd_tx, mut cmd_rx),
         } = self;
         let hostname = config::hostname();
         tracing::info!(
@@ -227,19 +285,8 @@ impl Agent {
         }
         let wake = Arc::new(Notify::new());
         let (tx, mut rx) = mpsc::channel::<Frame>(64);
-        let sources_stop = shutdown.child_token();
-        let mut source_tasks = Vec::new();
-        for (name, src) in sources {
-            let cx = SourceContext {
-                name,
-                shutdown: sources_stop.clone(),
-                out: tx.clone(),
-                interval: cfg.interval,
-                metrics: metrics.source.clone(),
-            };
-            source_tasks.push(tokio::spawn(src.run(cx)));
-        }
-        drop(tx);
+        let mut source_set = manager::SourceSet::new(tx, metrics.source.clone(), shutdown.child_token());
+        source_set.apply(&cfg, sources).await;
 
         // Pipeline: frames → spool. Ends when every source has stopped.
         let pipeline = Pipeline::new(&cfg, &agent_name);
@@ -270,6 +317,10 @@ impl Agent {
                 backoff_base: Duration::from_secs(1),
                 backoff_max: Duration::from_secs(60),
                 flush_timeout: Duration::from_secs(5),
+                central: Some(shipper::CentralLink {
+                    handle: central::ReloadHandle(cmd_tx.clone()),
+                    running: running.clone(),
+                }),
             },
             spool,
             wake,
@@ -277,11 +328,25 @@ impl Agent {
         );
         let shipper_task = tokio::spawn(shipper.run(drain.clone()));
 
-        shutdown.cancelled().await;
-        sources_stop.cancel();
-        for t in source_tasks {
-            let _ = t.await;
+        drop(cmd_tx);
+        let mut mgr = ConfigManager {
+            cfg,
+            loader,
+            no_central,
+            central: kept_central,
+            running,
+            metrics: metrics.clone(),
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                cmd = cmd_rx.recv() => match cmd {
+                    Some(c) => mgr.handle(c, &mut source_set).await,
+                    None => { shutdown.cancelled().await; break; }
+                },
+            }
         }
+        source_set.stop_all().await;
         let _ = pipeline_task.await;
         drain.cancel();
         let _ = shipper_task.await;
@@ -293,5 +358,91 @@ impl Agent {
             spool_batches_left = m.spool_batches.get(),
             "csoc-agent stopped"
         );
+    }
+}
+
+/// Applies central pushes and local reloads to the running agent (see
+/// `central` and `manager`).
+struct ConfigManager {
+    cfg: AgentConfig,
+    loader: Option<Arc<dyn central::ConfigLoader>>,
+    no_central: bool,
+    central: Option<central::Central>,
+    running: central::Running,
+    metrics: AgentMetrics,
+}
+
+impl ConfigManager {
+    async fn handle(&mut self, cmd: central::Command, set: &mut manager::SourceSet) {
+        match cmd {
+            central::Command::Push { push, reply } => {
+                let version = push.version;
+                let res = self.push(push, set).await;
+                match &res {
+                    Ok(()) => tracing::info!(version, "central config applied"),
+                    Err(e) => tracing::error!(version, error = %e, "central config rejected; the last good configuration keeps running"),
+                }
+                let _ = reply.send(res);
+            }
+            central::Command::ReloadLocal { reply } => {
+                let res = self.reload_local(set).await;
+                match &res {
+                    Ok(s) => tracing::info!("local config reloaded: {s}"),
+                    Err(e) => tracing::error!(error = %e, "local config reload failed; the running configuration is kept"),
+                }
+                let _ = reply.send(res);
+            }
+        }
+    }
+
+    fn loader(&self) -> Result<Arc<dyn central::ConfigLoader>, String> {
+        self.loader
+            .clone()
+            .ok_or_else(|| "this agent has no local config file to re-read (the collector's --local-agent)".to_string())
+    }
+
+    async fn push(&mut self, push: central::Central, set: &mut manager::SourceSet) -> Result<(), String> {
+        let loader = self.loader()?;
+        if self.no_central {
+            return Err("this agent runs with --no-central-config: central config is refused".into());
+        }
+        central::check_push(&push)?;
+        let res = self.apply(loader.as_ref(), Some(&push), set).await;
+        self.metrics.config.last_reload_successful.set(i64::from(res.is_ok()));
+        res?;
+        if let Err(e) = central::persist(&self.cfg.spool_dir, &push) {
+            tracing::error!(error = %e, spool = %self.cfg.spool_dir.display(), "central config applied but not kept: a restart without the collector runs the previous one");
+        }
+        self.metrics.config.version.set(push.version as i64);
+        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = (push.version, push.sha256.clone());
+        self.central = Some(push);
+        Ok(())
+    }
+
+    async fn reload_local(&mut self, set: &mut manager::SourceSet) -> Result<String, String> {
+        let loader = self.loader()?;
+        let kept = self.central.clone();
+        let res = self.apply(loader.as_ref(), kept.as_ref(), set).await;
+        self.metrics.config.last_reload_successful.set(i64::from(res.is_ok()));
+        res
+    }
+
+    /// Builds the effective configuration and its sources, then swaps them
+    /// in; nothing changes on an error.
+    async fn apply(
+        &mut self,
+        loader: &dyn central::ConfigLoader,
+        c: Option<&central::Central>,
+        set: &mut manager::SourceSet,
+    ) -> Result<String, String> {
+        let mut cfg = central::effective(loader, c)?;
+        let held = central::keep_local_only(&self.cfg, &mut cfg);
+        if !held.is_empty() {
+            tracing::warn!(settings = ?held, "local-only settings changed in the local file; they take effect at the next restart");
+        }
+        let built = build_sources(&cfg).map_err(|e| csoc_common::error::error_chain(&e))?;
+        let changes = set.apply(&cfg, built).await;
+        self.cfg = cfg;
+        Ok(changes.to_string())
     }
 }

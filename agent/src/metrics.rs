@@ -80,6 +80,15 @@ impl ShipperMetrics {
     }
 }
 
+/// Central config and reloads (cfgpush).
+#[derive(Clone, Default)]
+pub struct ConfigMetrics {
+    /// The central config version running (0: none, the local file alone).
+    pub version: Gauge,
+    /// 1 when the last push or reload applied, 0 when it was rejected.
+    pub last_reload_successful: Gauge,
+}
+
 /// All the agent's metrics.
 #[derive(Clone)]
 pub struct AgentMetrics {
@@ -87,6 +96,8 @@ pub struct AgentMetrics {
     pub source: SourceMetrics,
     /// Shipper and spool.
     pub shipper: ShipperMetrics,
+    /// Central config and reloads.
+    pub config: ConfigMetrics,
 }
 
 impl AgentMetrics {
@@ -186,6 +197,18 @@ impl AgentMetrics {
             prometheus_client::registry::Unit::Seconds,
             shipper.ack_latency.clone(),
         );
-        AgentMetrics { source, shipper }
+        // --- central config (cfgpush) ---
+        let config = ConfigMetrics::default();
+        reg.register(
+            "config_version",
+            "Version of the central config the agent runs (0: none, the local file alone)",
+            config.version.clone(),
+        );
+        reg.register(
+            "config_last_reload_successful",
+            "1 if the last central config push or local reload was applied, 0 if it was rejected",
+            config.last_reload_successful.clone(),
+        );
+        AgentMetrics { source, shipper, config }
     }
 }

@@ -111,6 +111,27 @@ pub struct AgentRecord {
     /// Streams of this agent open now (not saved).
     #[serde(skip)]
     pub streams: usize,
+    /// Central config: what the agent said of it (not saved).
+    #[serde(skip)]
+    pub config: AgentConfigState,
+}
+
+/// What an agent last said about its central config and its spool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentConfigState {
+    /// The central config version it runs (0: none, or not known yet).
+    pub running_version: u64,
+    /// SHA-256 of the config it runs ("" none).
+    pub running_sha256: String,
+    /// The version of its last answer to a push.
+    pub answered_version: u64,
+    /// `applied`, `rejected`, `pending` (pushed, no answer yet) or ""
+    /// (nothing pushed on its current stream).
+    pub status: String,
+    /// Why it rejected the last push.
+    pub error: String,
+    /// Batches in its spool not yet acknowledged (from Hello and heartbeats).
+    pub spool_batches: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -147,6 +168,10 @@ pub struct AgentRegistry {
     hooks: RwLock<Vec<ForgetHook>>,
     /// The last body written (serialises saves; skips unchanged ones).
     saved: Mutex<Vec<u8>>,
+    /// `--agent-config-dir`, when given.
+    config_store: std::sync::OnceLock<Arc<crate::agent_config::AgentConfigStore>>,
+    /// `csoc_collector_agent_config_status{commons,agent,status}`.
+    config_status: Family<Labels, Gauge>,
 }
 
 impl std::fmt::Debug for AgentRegistry {
@@ -165,6 +190,12 @@ fn labels(commons: &str, agent: &str) -> Labels {
     ]
 }
 
+fn status_labels(commons: &str, agent: &str, status: &str) -> Labels {
+    let mut l = labels(commons, agent);
+    l.push(("status".to_string(), status.to_string()));
+    l
+}
+
 fn ms_of(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -181,6 +212,44 @@ impl AgentRegistry {
             path: None,
             hooks: RwLock::default(),
             saved: Mutex::default(),
+            config_store: std::sync::OnceLock::new(),
+            config_status: Family::default(),
+        }
+    }
+
+    /// Exports each agent's central config status in `family`
+    /// (`csoc_collector_agent_config_status`: 1 for the current status).
+    pub fn with_config_status(mut self, family: Family<Labels, Gauge>) -> Self {
+        self.config_status = family;
+        self
+    }
+
+    /// Sets the central config store (`--agent-config-dir`); once.
+    pub fn set_config_store(&self, store: Arc<crate::agent_config::AgentConfigStore>) {
+        let _ = self.config_store.set(store);
+    }
+
+    /// The central config store, if the collector has one.
+    pub fn config_store(&self) -> Option<&Arc<crate::agent_config::AgentConfigStore>> {
+        self.config_store.get()
+    }
+
+    /// Records what an agent said (or what was pushed to it) about its
+    /// central config; `f` edits its state. Updates the status metric.
+    pub fn update_config(&self, commons: &str, agent: &str, f: impl FnOnce(&mut AgentConfigState)) {
+        let mut agents = self.lock();
+        let r = entry(&mut agents, commons, agent, now_ms());
+        let old = r.config.status.clone();
+        f(&mut r.config);
+        let new = r.config.status.clone();
+        drop(agents);
+        if old != new {
+            if !old.is_empty() {
+                self.config_status.remove(&status_labels(commons, agent, &old));
+            }
+            if !new.is_empty() {
+                self.config_status.get_or_create(&status_labels(commons, agent, &new)).set(1);
+            }
         }
     }
 
@@ -278,6 +347,7 @@ impl AgentRegistry {
                         first_seen_ms: ms,
                         last_seen_ms: ms,
                         streams: 0,
+                        config: AgentConfigState::default(),
                     };
                     agents.entry(c).or_default().insert(a, r);
                 }
@@ -398,6 +468,12 @@ impl AgentRegistry {
 
     fn dropped(&self, commons: &str, agent: &str) {
         self.last_seen.remove(&labels(commons, agent));
+        for st in ["applied", "rejected", "pending"] {
+            self.config_status.remove(&status_labels(commons, agent, st));
+        }
+        if let Some(s) = self.config_store() {
+            s.forget(commons, agent);
+        }
         for h in self.hooks.read().unwrap_or_else(|p| p.into_inner()).iter() {
             h(commons, agent);
         }
@@ -478,6 +554,7 @@ fn entry<'a>(agents: &'a mut Agents, commons: &str, agent: &str, now: i64) -> &'
             first_seen_ms: now,
             last_seen_ms: now,
             streams: 0,
+            config: AgentConfigState::default(),
         })
 }
 

@@ -104,6 +104,10 @@ pub struct Args {
     /// csoc_collector_agent_* series end, CsocAgentSilent stops paging for it; 0 = never [default: 7d].
     #[arg(long = "agent-forget-after", value_name = "DURATION", value_parser = parse_duration)]
     pub agent_forget_after: Option<std::time::Duration>,
+    /// Central agent config directory (_default.yml, <commons>.yml, <commons>/<agent>.yml), pushed to
+    /// the agents over their streams; re-read on change, SIGHUP and POST /-/reload.
+    #[arg(long = "agent-config-dir", value_name = "DIR")]
+    pub agent_config_dir: Option<PathBuf>,
     /// Run the rule unit tests in FILE (promtool's test format) and exit.
     #[arg(long = "test-rules", value_name = "FILE")]
     pub test_rules: Vec<PathBuf>,
@@ -221,6 +225,9 @@ impl Args {
         }
         if let Some(v) = self.agent_forget_after {
             cfg.agent_forget_after = v;
+        }
+        if let Some(v) = &self.agent_config_dir {
+            cfg.agent_config_dir = Some(v.clone());
         }
         if let Some(v) = &self.external_url {
             cfg.external_url = Some(v.clone());

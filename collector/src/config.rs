@@ -409,6 +409,13 @@ pub struct CollectorConfig {
     /// this base, so links are absolute and clickable in Slack and
     /// PagerDuty (`--rules.runbook-base-url`).
     pub runbook_base_url: Option<String>,
+    // --- central agent configuration (cfgpush) ---
+    /// Directory of central agent config files pushed to the agents over
+    /// their streams: `_default.yml`, `<commons>.yml`,
+    /// `<commons>/<agent>.yml`, merged in that order (`interval` and
+    /// `sources` only; see README "Central agent configuration"). Re-read on
+    /// change, SIGHUP and `POST /-/reload`. Unset: nothing is pushed.
+    pub agent_config_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for CollectorConfig {
@@ -449,6 +456,7 @@ impl Default for CollectorConfig {
             agent_forget_after: crate::agents::DEFAULT_FORGET_AFTER,
             remote_write: Vec::new(),
             runbook_base_url: None,
+            agent_config_dir: None,
         }
     }
 }

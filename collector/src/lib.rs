@@ -9,6 +9,7 @@
 //! `main.rs` parses flags; [`run`] starts everything in dependency order and
 //! stops it in reverse.
 
+pub mod agent_config;
 pub mod agents;
 pub mod alert;
 pub mod api;
@@ -354,6 +355,8 @@ pub async fn run_with(
     };
 
     let agents = open_agent_registry(&cfg, &db, &tm.collector, &limiter);
+    // Central agent configuration (--agent-config-dir): read, watched, pushed by ingest.
+    agent_config::start(cfg.agent_config_dir.as_ref(), &agents, &servers_stop);
 
     // Ingest: gRPC from agents and the remote-write receiver.
     let agent_auth = live::Live::new(sec.agent_auth);
@@ -442,6 +445,7 @@ pub async fn run_with(
         config_yaml: Default::default(),
         metrics: tm.reload,
         serial: Default::default(),
+        agents: agents.clone(),
     });
     reloader.started();
 
@@ -552,6 +556,7 @@ fn open_agent_registry(
     limiter: &Arc<ingest::limits::Limiter>,
 ) -> Arc<agents::AgentRegistry> {
     let registry = agents::AgentRegistry::new(cfg.agent_forget_after, metrics.ingest.agent_last_seen.clone())
+        .with_config_status(metrics.ingest.agent_config_status.clone())
         .with_file(cfg.data_dir.join(agents::STATE_FILE));
     let lim = limiter.clone();
     registry.on_forget(Box::new(move |c, a| lim.forget(c, a)));

@@ -20,6 +20,8 @@ pub struct IngestMetrics {
     pub agents_connected: Gauge,
     /// Last message from each agent, Unix seconds.
     pub agent_last_seen: Family<Labels, Gauge<f64, AtomicU64>>,
+    /// Each agent's central config status (1 for the current one).
+    pub agent_config_status: Family<Labels, Gauge>,
     /// Batches by commons and result (acked, duplicate, nacked).
     pub batches: Family<Labels, Counter>,
     /// Samples stored, by commons.
@@ -99,6 +101,7 @@ impl CollectorMetrics {
         let ingest = IngestMetrics {
             agents_connected: Gauge::default(),
             agent_last_seen: Family::default(),
+            agent_config_status: Family::default(),
             batches: Family::default(),
             samples: Family::default(),
             auth_failures: Family::default(),
@@ -108,6 +111,11 @@ impl CollectorMetrics {
             "agent_last_seen_timestamp_seconds",
             "Unix time of the last message from each agent",
             ingest.agent_last_seen.clone(),
+        );
+        reg.register(
+            "agent_config_status",
+            "Each agent's central config status (applied, rejected, pending): 1 for its current one",
+            ingest.agent_config_status.clone(),
         );
         reg.register(
             "ingest_batches",

@@ -15,6 +15,7 @@
 //! | `alertmanagers`, `alerting`, `receivers` | the notifier (the alerts firing now go to new destinations at once; alerts queued for a replaced one are given up) |
 //! | `remote_write` | the remote-write queues (unchanged targets keep running; a changed one resumes where its predecessor stood; a new one sends from now on) |
 //! | `rule_files` | the rule groups (alert state carried over by name) |
+//! | `agent_config_dir` | the central agent config files (re-read; agents whose merged config changed get a push) |
 //!
 //! The outcome is `csoc_collector_config_last_reload_successful` (1 when
 //! every part applied) and
@@ -135,6 +136,8 @@ pub struct Reloader {
     pub metrics: ReloadMetrics,
     /// One reload at a time.
     pub serial: tokio::sync::Mutex<()>,
+    /// The agent registry, whose central agent config store (`--agent-config-dir`) is re-read too.
+    pub agents: Arc<crate::agents::AgentRegistry>,
 }
 
 impl Reloader {
@@ -187,6 +190,15 @@ impl Reloader {
                 ));
             }
             None => {}
+        }
+        // Central agent config (`--agent-config-dir`): a refused file keeps its last good version.
+        if let Some(store) = self.agents.config_store() {
+            out.parts.push((
+                "agent_config_dir",
+                crate::agent_config::reload_logged(Some(store.as_ref()), "reload")
+                    .map(|()| format!("{} re-read", store.dir().display()))
+                    .map_err(|e| e.to_string()),
+            ));
         }
         let ok = out.ok();
         self.metrics.set(ok);

@@ -23,6 +23,7 @@
 
 pub mod build;
 pub mod calendar;
+pub mod central;
 pub mod config;
 pub mod duration;
 pub mod error;

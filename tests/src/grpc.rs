@@ -424,3 +424,142 @@ pub async fn simulate(cfg: SimConfig) -> SimReport {
     rep.seconds = start.elapsed().as_secs_f64();
     rep
 }
+
+/// Simulated agents that take central config pushes (`ConfigPush`), for
+/// the central config tests and `tests/bench/config-push-bench.sh`: each
+/// connects, says Hello (running no central config), then answers every
+/// push with a `ConfigStatus` — `applied` when the body matches its sha256,
+/// `rejected` otherwise — and sends a heartbeat every second, until `stop`.
+pub mod config_sim {
+    use super::*;
+    use csoc_proto::v1::{ConfigStatus, Heartbeat};
+    use sha2::{Digest, Sha256};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    /// Pushes seen, by agent name: (version, sha256, when answered).
+    pub type Seen = Arc<Mutex<HashMap<String, Vec<(u64, String, Instant)>>>>;
+
+    /// Simulated config agents.
+    pub struct ConfigAgents {
+        /// What each agent applied.
+        pub seen: Seen,
+        /// Agents whose stream is up (Welcome received).
+        pub welcomed: Arc<std::sync::atomic::AtomicUsize>,
+        /// Errors of agents whose stream failed.
+        pub errors: Arc<Mutex<Vec<String>>>,
+        stop: tokio::sync::watch::Sender<bool>,
+    }
+
+    impl ConfigAgents {
+        /// Starts `n` agents named `<prefix>-<i>` on the current runtime.
+        pub fn start(url: &str, token: &str, n: usize, prefix: &str) -> ConfigAgents {
+            let (stop, rx) = tokio::sync::watch::channel(false);
+            let me = ConfigAgents {
+                seen: Arc::default(),
+                welcomed: Arc::default(),
+                errors: Arc::default(),
+                stop,
+            };
+            for i in 0..n {
+                let (url, token, name) = (url.to_string(), token.to_string(), format!("{prefix}-{i:04}"));
+                let (seen, welcomed, errors, rx) = (me.seen.clone(), me.welcomed.clone(), me.errors.clone(), rx.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = run_one(&url, &token, &name, seen, welcomed, rx).await {
+                        errors.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{name}: {e:#}"));
+                    }
+                });
+            }
+            me
+        }
+
+        /// Agents that applied a push after `since`, and the latest of
+        /// those answers.
+        pub fn applied_since(&self, since: Instant) -> (usize, Option<Instant>) {
+            let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let mut n = 0;
+            let mut last: Option<Instant> = None;
+            for v in seen.values() {
+                if let Some((_, _, t)) = v.iter().rev().find(|(_, _, t)| *t >= since) {
+                    n += 1;
+                    last = Some(last.map_or(*t, |l| l.max(*t)));
+                }
+            }
+            (n, last)
+        }
+
+        /// Stops every agent.
+        pub fn stop(&self) {
+            let _ = self.stop.send(true);
+        }
+    }
+
+    impl Drop for ConfigAgents {
+        fn drop(&mut self) {
+            self.stop();
+        }
+    }
+
+    async fn run_one(
+        url: &str,
+        token: &str,
+        name: &str,
+        seen: Seen,
+        welcomed: Arc<std::sync::atomic::AtomicUsize>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let ch = channel(url).await?;
+        let mut grpc = tonic::client::Grpc::new(ch);
+        grpc.ready().await.context("channel not ready")?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+        let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        req.metadata_mut()
+            .insert(csoc_proto::AUTHORIZATION_HEADER, format!("Bearer {token}").parse()?);
+        let epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        tx.send(hello(name, epoch)).await?;
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/csoc.v1.Ingest/Connect");
+        let mut inbound = grpc.streaming(req, path, RawCodec).await?.into_inner();
+        let first = inbound.message().await?.context("stream closed before Welcome")?;
+        anyhow::ensure!(
+            matches!(first.msg, Some(collector_message::Msg::Welcome(_))),
+            "expected Welcome, got {first:?}"
+        );
+        welcomed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return Ok(()),
+                _ = tick.tick() => {
+                    let hb = AgentMessage { msg: Some(agent_message::Msg::Heartbeat(Heartbeat { timestamp_ms: 0, spool_batches: 0 })) };
+                    tx.send(hb.encode_to_vec()).await.context("stream closed")?;
+                }
+                m = inbound.message() => {
+                    let Some(m) = m? else { anyhow::bail!("the collector closed the stream") };
+                    if let Some(collector_message::Msg::ConfigPush(p)) = m.msg {
+                        let got: String = Sha256::digest(p.body.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+                        let ok = got == p.sha256;
+                        let st = ConfigStatus {
+                            version: p.version,
+                            sha256: p.sha256.clone(),
+                            status: if ok { "applied" } else { "rejected" }.into(),
+                            error: if ok { String::new() } else { format!("sha256 mismatch: {got}") },
+                        };
+                        let msg = AgentMessage { msg: Some(agent_message::Msg::ConfigStatus(st)) };
+                        tx.send(msg.encode_to_vec()).await.context("stream closed")?;
+                        if ok {
+                            seen.lock().unwrap_or_else(|p| p.into_inner()).entry(name.to_string()).or_default().push((p.version, p.sha256, Instant::now()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hex SHA-256 of a body, as the collector computes it.
+    pub fn sha256_hex(body: &str) -> String {
+        Sha256::digest(body.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    }
+}

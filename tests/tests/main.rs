@@ -5,6 +5,7 @@
 mod agents;
 mod alerting;
 mod backends;
+mod central_config;
 mod console;
 mod e2e;
 mod gen3;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use csoc_proto::v1::agent_message::Msg as AgentMsg;
 use csoc_proto::v1::collector_message::Msg as CollectorMsg;
 use csoc_proto::v1::ingest_client::IngestClient;
-use csoc_proto::v1::{AgentMessage, Heartbeat, Hello, Label, NackCode, SeriesDef, WriteBatch};
+use csoc_proto::v1::{AgentMessage, ConfigPush, ConfigStatus, Heartbeat, Hello, Label, NackCode, SeriesDef, WriteBatch};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -54,7 +54,21 @@ pub struct ShipperConfig {
     /// How long to keep sending at shutdown before leaving the rest in the
     /// spool.
     pub flush_timeout: Duration,
+    /// Where central config pushes go (None: they are rejected).
+    pub central: Option<CentralLink>,
 }
+
+/// The shipper's link to the agent's config manager.
+#[derive(Debug, Clone)]
+pub struct CentralLink {
+    /// Applies pushes.
+    pub handle: crate::central::ReloadHandle,
+    /// The central config running now (sent in Hello).
+    pub running: crate::central::Running,
+}
+
+/// How long a push may take to apply before the agent answers `rejected`.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a stream ended.
 #[derive(Debug, thiserror::Error)]
@@ -229,7 +243,14 @@ impl Shipper {
         let mut client = IngestClient::new(channel).max_decoding_message_size(16 << 20);
 
         let (tx, rx) = mpsc::channel::<AgentMessage>(self.cfg.window + 4);
-        let epoch = lock(&self.spool).epoch();
+        let (epoch, spool_batches) = {
+            let s = lock(&self.spool);
+            (s.epoch(), s.len() as u64)
+        };
+        let (config_version, config_sha256) = match &self.cfg.central {
+            Some(c) => c.running.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            None => (0, String::new()),
+        };
         let hello = Hello {
             agent_name: self.cfg.agent_name.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -237,6 +258,9 @@ impl Shipper {
             capabilities: vec!["host".into(), "spool".into()],
             claimed_commons: self.cfg.claimed_commons.clone(),
             spool_epoch: epoch,
+            config_version,
+            config_sha256,
+            spool_batches,
         };
         let _ = tx
             .send(AgentMessage {
@@ -294,6 +318,7 @@ impl Shipper {
         let mut refs = RefMap::default();
         let mut inflight: VecDeque<(u64, Instant, u64)> = VecDeque::new();
         let mut last_out = Instant::now();
+        let mut last_hb = Instant::now();
         let mut last_in = Instant::now();
         let mut tick = tokio::time::interval(heartbeat.min(Duration::from_secs(5)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -387,7 +412,11 @@ impl Shipper {
                         }
                         Some(CollectorMsg::Heartbeat(_)) | Some(CollectorMsg::Welcome(_)) | None => {}
                         Some(CollectorMsg::ConfigPush(c)) => {
-                            tracing::info!(version = c.version, "central config received; this agent version does not apply central config yet");
+                            let status = self.apply_push(c).await;
+                            if tx.send(AgentMessage { msg: Some(AgentMsg::ConfigStatus(status)) }).await.is_err() {
+                                return Err(StreamEnd::Closed);
+                            }
+                            last_out = Instant::now();
                         }
                     }
                 }
@@ -396,17 +425,53 @@ impl Shipper {
                     if last_in.elapsed() > silence_limit {
                         return Err(StreamEnd::Silent(silence_limit));
                     }
-                    if last_out.elapsed() >= heartbeat {
-                        let hb = AgentMessage { msg: Some(AgentMsg::Heartbeat(Heartbeat { timestamp_ms: csoc_common::time::now_ms() })) };
+                    // At least one heartbeat per interval, busy or idle: it
+                    // carries the spool backlog.
+                    if last_out.elapsed() >= heartbeat || last_hb.elapsed() >= heartbeat {
+                        let spool_batches = lock(&self.spool).len() as u64;
+                        let hb = AgentMessage { msg: Some(AgentMsg::Heartbeat(Heartbeat { timestamp_ms: csoc_common::time::now_ms(), spool_batches })) };
                         if tx.send(hb).await.is_err() {
                             return Err(StreamEnd::Closed);
                         }
                         last_out = Instant::now();
+                        last_hb = Instant::now();
                     }
                 }
                 _ = drain.cancelled(), if flush_deadline.is_none() => {}
                 _ = flush_wait => {}
             }
+        }
+    }
+}
+
+impl Shipper {
+    /// Hands a push to the config manager and returns the answer.
+    async fn apply_push(&self, c: ConfigPush) -> ConfigStatus {
+        let (version, sha256) = (c.version, c.sha256.clone());
+        tracing::info!(version, bytes = c.body.len(), "central config received");
+        let res = match &self.cfg.central {
+            None => Err("this agent takes no central config (the collector's --local-agent)".to_string()),
+            Some(link) => {
+                let push = crate::central::Central {
+                    version,
+                    sha256: c.sha256,
+                    body: c.body,
+                };
+                match tokio::time::timeout(APPLY_TIMEOUT, link.handle.push(push)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(format!("not applied within {APPLY_TIMEOUT:?}")),
+                }
+            }
+        };
+        let (status, error) = match res {
+            Ok(()) => ("applied", String::new()),
+            Err(e) => ("rejected", e),
+        };
+        ConfigStatus {
+            version,
+            sha256,
+            status: status.into(),
+            error,
         }
     }
 }

@@ -216,3 +216,33 @@ fn an_unreadable_file_falls_back_to_storage_and_is_replaced() {
         .expect_err("version");
     assert!(e.to_string().contains("unknown version 9"), "{e}");
 }
+
+#[test]
+fn config_status_is_exported_once_per_agent_and_dropped_when_forgotten() {
+    let status: Family<Labels, Gauge> = Family::default();
+    let r = AgentRegistry::new(Duration::from_secs(1), Family::default()).with_config_status(status.clone());
+    let mut reg = Registry::default();
+    reg.register("agent_config_status", "status", status);
+    let text = |reg: &Registry| {
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, reg).expect("encode");
+        s
+    };
+    r.connected("alpha", "a", "h", "v");
+    r.update_config("alpha", "a", |c| c.status = "pending".into());
+    assert!(
+        text(&reg).contains(r#"agent_config_status{commons="alpha",agent="a",status="pending"} 1"#),
+        "{}",
+        text(&reg)
+    );
+    r.update_config("alpha", "a", |c| {
+        c.status = "rejected".into();
+        c.error = "sources.x: unknown field".into();
+    });
+    let t = text(&reg);
+    assert!(t.contains(r#"status="rejected"} 1"#) && !t.contains("pending"), "{t}");
+    assert_eq!(r.list(None)[0].config.error, "sources.x: unknown field");
+    r.disconnected("alpha", "a");
+    r.sweep(now_ms() + 10_000);
+    assert!(!text(&reg).contains("alpha"), "forgotten: {}", text(&reg));
+}

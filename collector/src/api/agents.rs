@@ -15,11 +15,23 @@ use crate::agents::Removal;
 use crate::notify::rfc3339;
 
 /// `GET /api/v1/agents`: `{status, data: [{commons, agent, hostname,
-/// version, first_seen, last_seen, connected, forget_at}]}`, sorted by
-/// commons and agent; a commons-scoped token sees its commons' agents only.
-/// `forget_at` is when the agent will be forgotten if it stays silent
-/// (null: never, or while it is connected).
+/// version, first_seen, last_seen, connected, forget_at, config_version,
+/// config_running_version, config_status, config_error, config_file_errors,
+/// spool_backlog}]}`, sorted by commons and agent; a commons-scoped token
+/// sees its commons' agents only. `forget_at` is when the agent will be
+/// forgotten if it stays silent (null: never, or while it is connected).
+///
+/// Central config (`--agent-config-dir`, see `crate::agent_config`):
+/// `config_version` is the version the collector holds for the agent (null
+/// without a directory), `config_running_version` the one the agent last
+/// said it runs (0: none), `config_status` `applied`, `rejected`, `pending`
+/// or null (nothing pushed yet on its current stream), `config_error` the
+/// agent's reason for rejecting the push, else the refused files that apply
+/// to it ("FILE line N: reason"), else null, and `config_file_errors` those
+/// files as `{file, line, reason}`. `spool_backlog` is the batches waiting
+/// in the agent's spool, as it last reported (Hello and heartbeats).
 pub async fn list(State(st): State<AppState>, Extension(access): Extension<Access>) -> Response {
+    let store = st.agents.config_store().map(|s| s.as_ref());
     let data: Vec<_> = st
         .agents
         .list(access.scope())
@@ -34,10 +46,24 @@ pub async fn list(State(st): State<AppState>, Extension(access): Extension<Acces
                 "last_seen": rfc3339(r.last_seen_ms),
                 "connected": r.streams > 0,
                 "forget_at": st.agents.forget_at(r).map(rfc3339),
+                "config_version": store.map(|s| s.config_for(&r.commons, &r.agent).map(|h| h.version).unwrap_or(0)),
+                "config_running_version": r.config.running_version,
+                "config_status": (!r.config.status.is_empty()).then_some(&r.config.status),
+                "config_error": config_error(store, r),
+                "config_file_errors": store.map(|s| s.errors_for(&r.commons, &r.agent)).unwrap_or_default(),
+                "spool_backlog": r.config.spool_batches,
             })
         })
         .collect();
     success(json!(data))
+}
+
+fn config_error(store: Option<&crate::agent_config::AgentConfigStore>, r: &crate::agents::AgentRecord) -> Option<String> {
+    if r.config.status == "rejected" && !r.config.error.is_empty() {
+        return Some(r.config.error.clone());
+    }
+    let errs = store?.errors_for(&r.commons, &r.agent);
+    (!errs.is_empty()).then(|| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
 }
 
 /// `DELETE /api/v1/admin/agents/{commons}/{agent}`: 204 once forgotten, 404

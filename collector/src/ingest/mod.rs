@@ -46,7 +46,9 @@ use std::time::{Duration, Instant};
 use csoc_proto::v1::agent_message::Msg as AgentMsg;
 use csoc_proto::v1::collector_message::Msg as CollectorMsg;
 use csoc_proto::v1::ingest_server::{Ingest, IngestServer};
-use csoc_proto::v1::{Ack, AgentMessage, CollectorMessage, Heartbeat, Hello, Nack, NackCode, Welcome, WriteBatch};
+use csoc_proto::v1::{
+    Ack, AgentMessage, CollectorMessage, ConfigPush, ConfigStatus, Heartbeat, Hello, Nack, NackCode, Welcome, WriteBatch,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -388,9 +390,16 @@ impl Session {
             }
         };
         self.applied.store(last_applied, std::sync::atomic::Ordering::Relaxed);
+        // Central config (--agent-config-dir): the version held for this agent.
+        let store = self.svc.agents.config_store().cloned();
+        let mut config_rx = store.as_ref().map(|s| s.subscribe());
+        let held = store.as_ref().map(|s| s.config_for(&self.commons, &agent));
         let welcome = Welcome {
             last_applied_seq: last_applied,
-            config_version: 0,
+            config_version: match &held {
+                Some(Ok(h)) => h.version,
+                _ => 0,
+            },
             commons: self.commons.clone(),
             heartbeat_interval_ms: self.svc.heartbeat.as_millis() as u32,
             max_batch_bytes: self.svc.limits.load().max_batch_bytes,
@@ -407,6 +416,24 @@ impl Session {
         m.agents_connected.inc();
         let agents = self.svc.agents.clone();
         agents.connected(&self.commons, &agent, &hello.hostname, &hello.version);
+        let mut cfg = ConfigPushState {
+            running_sha256: hello.config_sha256.clone(),
+            pushed_sha256: String::new(),
+        };
+        agents.update_config(&self.commons, &agent, |c| {
+            c.running_version = hello.config_version;
+            c.running_sha256 = hello.config_sha256.clone();
+            c.spool_batches = hello.spool_batches;
+            c.status.clear();
+            c.error.clear();
+        });
+        if let Some(held) = held
+            && !self.push_config(&agent, held, &mut cfg).await
+        {
+            m.agents_connected.dec();
+            agents.disconnected(&self.commons, &agent);
+            return;
+        }
 
         let mut refs: HashMap<u64, StreamSeries> = HashMap::new();
         let mut last_in = Instant::now();
@@ -451,7 +478,10 @@ impl Session {
                             }
                             last_out = Instant::now();
                         }
-                        Some(AgentMsg::Heartbeat(_)) => {}
+                        Some(AgentMsg::Heartbeat(h)) => {
+                            agents.update_config(&self.commons, &agent, |c| c.spool_batches = h.spool_batches);
+                        }
+                        Some(AgentMsg::ConfigStatus(s)) => self.config_status(&agent, s, &mut cfg),
                         Some(AgentMsg::Hello(_)) => {
                             tracing::warn!(peer = %self.peer, "second Hello on a stream; ignored");
                         }
@@ -463,7 +493,16 @@ impl Session {
                         break format!("agent silent for {:?}", hb * 3);
                     }
                     if last_out.elapsed() >= hb {
-                        if !self.send(CollectorMsg::Heartbeat(Heartbeat { timestamp_ms: csoc_common::time::now_ms() })).await {
+                        if !self.send(CollectorMsg::Heartbeat(Heartbeat { timestamp_ms: csoc_common::time::now_ms(), spool_batches: 0 })).await {
+                            break "agent went away".into();
+                        }
+                        last_out = Instant::now();
+                    }
+                }
+                _ = config_changed(&mut config_rx) => {
+                    if let Some(s) = &store {
+                        let held = s.config_for(&self.commons, &agent);
+                        if !self.push_config(&agent, held, &mut cfg).await {
                             break "agent went away".into();
                         }
                         last_out = Instant::now();
@@ -478,6 +517,68 @@ impl Session {
         m.agents_connected.dec();
         agents.disconnected(&self.commons, &agent);
         tracing::info!(peer = %self.peer, commons = %self.commons, agent = %agent, reason = %end, "agent disconnected");
+    }
+
+    /// Pushes `held` unless the agent runs it already or it was pushed on
+    /// this stream; false when the stream is gone.
+    async fn push_config(&self, agent: &str, held: Result<crate::agent_config::Held, String>, st: &mut ConfigPushState) -> bool {
+        let agents = &self.svc.agents;
+        let h = match held {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(commons = %self.commons, agent = %agent, "{e}");
+                return true;
+            }
+        };
+        let runs_it = h.sha256 == st.running_sha256 || (h.body.is_empty() && st.running_sha256.is_empty());
+        if runs_it {
+            agents.update_config(&self.commons, agent, |c| {
+                c.status = "applied".into();
+                c.error.clear();
+            });
+            return true;
+        }
+        if h.sha256 == st.pushed_sha256 {
+            return true;
+        }
+        tracing::info!(commons = %self.commons, agent = %agent, version = h.version, bytes = h.body.len(), "pushing central config");
+        st.pushed_sha256 = h.sha256.clone();
+        let version = h.version;
+        let ok = self
+            .send(CollectorMsg::ConfigPush(ConfigPush {
+                version,
+                sha256: h.sha256,
+                body: h.body,
+            }))
+            .await;
+        if ok {
+            agents.update_config(&self.commons, agent, |c| {
+                c.status = "pending".into();
+                c.error.clear();
+            });
+        }
+        ok
+    }
+
+    /// The agent's answer to a push.
+    fn config_status(&self, agent: &str, s: ConfigStatus, st: &mut ConfigPushState) {
+        let applied = s.status == "applied";
+        let error: String = s.error.chars().filter(|c| !c.is_control() || *c == '\n').take(2048).collect();
+        if applied {
+            st.running_sha256 = s.sha256.clone();
+            tracing::info!(commons = %self.commons, agent = %agent, version = s.version, "agent applied its central config");
+        } else {
+            tracing::warn!(commons = %self.commons, agent = %agent, version = s.version, error = %error, "agent rejected its central config; it keeps its last good one");
+        }
+        self.svc.agents.update_config(&self.commons, agent, |c| {
+            c.answered_version = s.version;
+            c.status = if applied { "applied" } else { "rejected" }.into();
+            c.error = if applied { String::new() } else { error };
+            if applied {
+                c.running_version = s.version;
+                c.running_sha256 = s.sha256;
+            }
+        });
     }
 
     /// Validates, converts and commits one batch.
@@ -608,6 +709,27 @@ impl Session {
                 retryable: true,
             }),
         }
+    }
+}
+
+/// What a stream knows of its agent's central config.
+struct ConfigPushState {
+    /// SHA-256 of the central config the agent runs ("" none).
+    running_sha256: String,
+    /// SHA-256 of the last config pushed on this stream.
+    pushed_sha256: String,
+}
+
+/// Resolves when the central config changed (never without a store).
+async fn config_changed(rx: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    match rx {
+        Some(r) => {
+            if r.changed().await.is_err() {
+                *rx = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -506,6 +506,7 @@ async fn grpc_open(args: &Args, worker: usize) -> anyhow::Result<GrpcStream> {
         capabilities: vec![],
         claimed_commons: String::new(),
         spool_epoch,
+        ..Default::default()
     };
     out.send(AgentMessage {
         msg: Some(agent_message::Msg::Hello(hello)),
