@@ -402,8 +402,8 @@ pub struct CollectorConfig {
     /// VictoriaMetrics, Prometheus): everything stored is also sent there.
     pub remote_write: Vec<crate::remote::RemoteWriteConfig>,
     // --- selfmon ---
-    /// Where the rule pack's runbook lives (default: RUNBOOK.md in the
-    /// project's repository, `crate::rules::runbook::DEFAULT_RUNBOOK_BASE_URL`).
+    /// Where the rule pack's runbook lives (default: this collector's own
+    /// copy, `<external URL>/runbook`, served by `crate::ui::runbook`).
     /// An alert's `runbook_url` annotation that starts with the default, or
     /// is relative (`deploy/rules/RUNBOOK.md#x`, `#x`), is rewritten onto
     /// this base, so links are absolute and clickable in Slack and

@@ -413,12 +413,13 @@ pub async fn run_with(
             default_interval: cfg.evaluation_interval,
             resend_delay: cfg.alert_resend_delay,
             external_labels: cfg.external_labels.clone(),
-            external_url,
-            state_path: cfg.data_dir.join("rules-state.json"),
+            // Default: this collector's own copy of the runbook (GET /runbook).
             runbook_base_url: cfg
                 .runbook_base_url
                 .clone()
-                .unwrap_or_else(|| rules::runbook::DEFAULT_RUNBOOK_BASE_URL.to_string()),
+                .unwrap_or_else(|| format!("{}/runbook", external_url.trim_end_matches('/'))),
+            external_url,
+            state_path: cfg.data_dir.join("rules-state.json"),
         },
         engine.clone(),
         db.clone(),

@@ -444,3 +444,73 @@ fn targets_walreplay_and_buildinfo_answer_in_prometheus_shapes() -> anyhow::Resu
     ensure!(code == 503 && v["errorType"] == "unavailable", "{code} {v}");
     Ok(())
 }
+
+/// The shipped pack's `runbook_url`s come out of the collector absolute and
+/// pointing at its own copy of the runbook (`<external URL>/runbook#alert`),
+/// which answers without a token and has the alert's section; with
+/// `--rules.runbook-base-url` they point at the site's copy instead.
+#[test]
+fn runbook_links_point_at_the_collectors_own_runbook_or_the_configured_base() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let pack = workspace().join("deploy/rules/gen3.yml");
+    let pack = pack.to_string_lossy();
+    let runbook_url = |base: &str, bearer: &str| -> anyhow::Result<String> {
+        wait_for("Watchdog firing", Duration::from_secs(60), || {
+            let r = reqwest::blocking::Client::new()
+                .get(format!("{base}/api/v1/alerts"))
+                .bearer_auth(bearer)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .ok()?;
+            let v: Value = r.json().ok()?;
+            v["data"]["alerts"].as_array()?.iter().find_map(|a| {
+                (a["labels"]["alertname"] == "Watchdog" && a["state"] == "firing")
+                    .then(|| a["annotations"]["runbook_url"].as_str().map(str::to_string))
+                    .flatten()
+            })
+        })
+    };
+    let c = Collector::start(
+        dir.path(),
+        &[
+            "--rules",
+            &pack,
+            "--evaluation-interval",
+            "1s",
+            "--api-token",
+            &format!("admin={ADMIN}:admin"),
+        ],
+    )?;
+    let url = runbook_url(&c.http, ADMIN)?;
+    ensure!(url.ends_with("/runbook#watchdog"), "Watchdog's runbook_url: {url}");
+    ensure!(url.starts_with("http://"), "absolute: {url}");
+    // The link's page, fetched as Slack's user would: no token.
+    let page_url = format!("{}/runbook", c.http);
+    let (code, page) = get_text(&page_url)?;
+    ensure!(code == 200, "GET /runbook without a token: {code}");
+    for id in ["watchdog", "gen3servicedown", "csocagentsilent"] {
+        ensure!(page.contains(&format!("id=\"{id}\"")), "/runbook has no section #{id}");
+    }
+    // Only /runbook is open: the API still asks for the token.
+    let (code, _) = get_text(&format!("{}/api/v1/alerts", c.http))?;
+    ensure!(code == 401, "/api/v1/alerts without a token: {code}");
+    drop(c);
+
+    let dir = tempfile::tempdir()?;
+    let c = Collector::start(
+        dir.path(),
+        &[
+            "--rules",
+            &pack,
+            "--evaluation-interval",
+            "1s",
+            "--api-token",
+            &format!("admin={ADMIN}:admin"),
+            "--rules.runbook-base-url",
+            "https://wiki.example.org/csoc/runbook",
+        ],
+    )?;
+    let url = runbook_url(&c.http, ADMIN)?;
+    ensure!(url == "https://wiki.example.org/csoc/runbook#watchdog", "with a base: {url}");
+    Ok(())
+}

@@ -266,7 +266,7 @@ pub async fn authorize<S: Gate>(State(st): State<S>, mut req: Request, next: Nex
     }
     let open_path = matches!(
         path.as_str(),
-        "/-/healthy" | "/-/ready" | "/api/v1/write" | "/login" | "/logout" | "/status"
+        "/-/healthy" | "/-/ready" | "/api/v1/write" | "/login" | "/logout" | "/status" | "/runbook"
     ) || path.starts_with("/ui/static/");
     if st.api_auth().is_empty() || open_path {
         req.extensions_mut().insert(Access::default());

@@ -2,8 +2,11 @@
 //! each alert's `runbook_url` as an absolute link to its section of
 //! RUNBOOK.md in the project's repository ([`DEFAULT_RUNBOOK_BASE_URL`]),
 //! so the file stays valid for `promtool check rules` and works as it is in
-//! a Prometheus. A site that publishes the runbook elsewhere (a wiki, its
-//! own fork) sets `runbook_base_url` (`--rules.runbook-base-url`): every
+//! a Prometheus. The collector rewrites them, by default onto its own copy
+//! of the runbook (`<external URL>/runbook`, the file built into the binary,
+//! always the version of the rules that fired); a site that publishes the
+//! runbook elsewhere (a wiki, its own fork) sets `runbook_base_url`
+//! (`--rules.runbook-base-url`) instead: every
 //! alert's `runbook_url` that starts with the default base, or is relative
 //! (`deploy/rules/RUNBOOK.md#x` or `#x`), is rewritten onto that base when
 //! the alert's annotations are expanded, so the links in Slack, PagerDuty,

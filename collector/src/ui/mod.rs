@@ -10,6 +10,7 @@
 //! | `/explore` | PromQL with completion, table and graph; the query is kept in the URL |
 //! | `/rules`, `/agents`, `/system` | rule groups, agents, remote write, storage, build and flags |
 //! | `/status` | public status page (only with `public_status`) |
+//! | `/runbook` | the rule pack's runbook (open, like `/-/healthy`) |
 //! | `/login`, `/logout` | token → session cookie (see [`session`]) |
 //!
 //! Every label value that reaches a page is escaped ([`esc`]); the pages
@@ -19,6 +20,7 @@
 mod backends;
 mod fleet;
 mod pages;
+pub mod runbook;
 pub mod session;
 
 use std::sync::Arc;
@@ -48,6 +50,7 @@ pub fn router() -> Router<AppState> {
         .route("/agents", get(pages::agents))
         .route("/system", get(pages::system))
         .route("/status", get(pages::public_status))
+        .route("/runbook", get(runbook::page))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/ui/static/{file}", get(asset))
