@@ -16,7 +16,7 @@
 //! committed before any acknowledgement, with group commit (`writer.rs`),
 //! closed chunks compressed (`chunkenc/`) and stored as BLOB rows keyed by
 //! series and time, merged per 24 h window into large blocks by compaction
-//! (`compact.rs`), series and postings tables (`sqlite.rs`), WAL replay at
+//! (`compact.rs`), a series table (`sqlite.rs`), WAL replay at
 //! start with progress logged, and retention by age and size
 //! (`retention.rs`). One SQLite file in WAL journal mode.
 //!
@@ -416,6 +416,41 @@ mod tests {
         let ledger = db.agent_ledger().expect("ledger");
         assert_eq!(ledger.len(), 1);
         assert_eq!((ledger[0].seq, ledger[0].samples), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn the_old_unread_postings_table_is_dropped_and_series_still_resolve() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let m = labels("m", &[("job", "a")]);
+        {
+            let db = open(d.path());
+            write(&db, &[(&m, 1, 1.0)]).await;
+            db.close();
+        }
+        {
+            // As databases written before this version have it.
+            let conn = sqlite::open_writer(&d.path().join("csoc.db")).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE postings (name TEXT NOT NULL, value TEXT NOT NULL, series_id INTEGER NOT NULL, \
+                 PRIMARY KEY (name, value, series_id)) WITHOUT ROWID; \
+                 INSERT INTO postings VALUES ('job', 'a', 1);",
+            )
+            .expect("old table");
+        }
+        let db = open(d.path());
+        let conn = sqlite::open_reader(&d.path().join("csoc.db")).expect("reader");
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'postings'", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(n, 0, "dropped at open");
+        write(&db, &[(&m, 2, 2.0), (&labels("m", &[("job", "b")]), 2, 3.0)]).await;
+        let got = read(&db, &[Matcher::equal("__name__", "m")]);
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[0].samples,
+            vec![(1, 1.0), (2, 2.0)],
+            "the existing series, found by the in-memory index"
+        );
     }
 
     #[tokio::test]
