@@ -90,10 +90,8 @@ impl Pipeline {
             let mut refs: HashMap<u64, Vec<u64>> = HashMap::new();
             for s in samples.by_ref().take(MAX_BATCH_SAMPLES) {
                 let h = {
-                    use std::hash::{BuildHasher, Hash, Hasher};
-                    let mut st = hasher.build_hasher();
-                    s.labels.hash(&mut st);
-                    st.finish()
+                    use std::hash::BuildHasher;
+                    hasher.hash_one(&s.labels)
                 };
                 let same = |r: &u64| {
                     let def = &b.new_series[*r as usize].labels;

@@ -33,7 +33,9 @@ impl Tsdb {
         }
         let idx = self.read_index();
         let mut out = Vec::with_capacity(samples.len());
-        let mut last: Option<(Arc<Labels>, Result<i64, Arc<str>>)> = None;
+        // The last labels looked up: their id, or their row text if new.
+        type Looked = (Arc<Labels>, Result<i64, Arc<str>>);
+        let mut last: Option<Looked> = None;
         for (key, t, v) in samples {
             let labels = match key {
                 Key::Id(id) => {
