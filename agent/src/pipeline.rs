@@ -76,28 +76,39 @@ impl Pipeline {
             })
             .collect();
         let mut out = Vec::new();
-        for (i, chunk) in frame.samples.chunks(MAX_BATCH_SAMPLES).enumerate() {
+        let hasher = std::hash::RandomState::new();
+        let mut samples = frame.samples.into_iter().peekable();
+        let mut i = 0usize;
+        while samples.peek().is_some() {
             let mut b = WriteBatch {
                 metadata: if i == 0 { metadata.clone() } else { Vec::new() },
                 ..Default::default()
             };
-            let mut refs: HashMap<&[(String, String)], u64> = HashMap::new();
-            for s in chunk {
-                let next = refs.len() as u64;
-                let r = *refs.entry(s.labels.as_slice()).or_insert_with(|| {
-                    b.new_series.push(SeriesDef {
-                        r#ref: next,
-                        labels: s
-                            .labels
-                            .iter()
-                            .map(|(n, v)| Label {
-                                name: n.clone(),
-                                value: v.clone(),
-                            })
-                            .collect(),
-                    });
-                    next
-                });
+            i += 1;
+            // Label-set hash -> refs with that hash (almost always one). The
+            // labels move into the batch's series definitions, not copied.
+            let mut refs: HashMap<u64, Vec<u64>> = HashMap::new();
+            for s in samples.by_ref().take(MAX_BATCH_SAMPLES) {
+                let h = {
+                    use std::hash::BuildHasher;
+                    hasher.hash_one(&s.labels)
+                };
+                let same = |r: &u64| {
+                    let def = &b.new_series[*r as usize].labels;
+                    def.len() == s.labels.len() && def.iter().zip(&s.labels).all(|(l, (n, v))| l.name == *n && l.value == *v)
+                };
+                let r = match refs.get(&h).and_then(|rs| rs.iter().find(|r| same(r))) {
+                    Some(r) => *r,
+                    None => {
+                        let r = b.new_series.len() as u64;
+                        refs.entry(h).or_default().push(r);
+                        b.new_series.push(SeriesDef {
+                            r#ref: r,
+                            labels: s.labels.into_iter().map(|(name, value)| Label { name, value }).collect(),
+                        });
+                        r
+                    }
+                };
                 b.refs.push(r);
                 b.timestamps_ms.push(s.timestamp_ms);
                 b.values.push(s.value);

@@ -6,7 +6,8 @@
 #
 #   tests/bench/storage-bench.sh [--quick] [--only vm,prom,csoc-rw,csoc-grpc]
 #       [--scenarios throughput,disk,memory] [--repeat N] [--concurrency C]
-#       [--jitter-ms N] [--throughput-rounds N] [--no-build] [--port-base PORT]
+#       [--jitter-ms N] [--throughput-rounds N] [--disk-rounds N] [--no-build]
+#       [--port-base PORT]
 #       [--out FILE] [--keep]
 #
 # Scenarios (full sizes; --quick shrinks them, to check the script):
@@ -21,6 +22,7 @@
 #               (/api/v1/admin/tsdb/snapshot, which writes the head out as a
 #               block; WAL excluded) once compactions have gone quiet;
 #               csoc-collector after POST /api/v1/admin/tsdb/flush.
+#               --disk-rounds N: N rounds instead (1440 = 6 h).
 #   memory      200 targets x 20 rounds = 101,400 active series: (RSS after -
 #               RSS before ingest) / series, and plain RSS / series.
 # Timestamps: round r of target i is start + r x 15 s + a fixed 0-4 ms offset
@@ -59,6 +61,7 @@ repeat=1
 concurrency=4
 jitter=0
 tp_rounds_opt=""
+disk_rounds_opt=""
 build=1
 port_base=19500
 out=""
@@ -72,6 +75,7 @@ while [ $# -gt 0 ]; do
     --concurrency) concurrency=$2; shift ;;
     --jitter-ms) jitter=$2; shift ;;
     --throughput-rounds) tp_rounds_opt=$2; shift ;;
+    --disk-rounds) disk_rounds_opt=$2; shift ;;
     --no-build) build=0 ;;
     --port-base) port_base=$2; shift ;;
     --out) out=$2; shift ;;
@@ -103,6 +107,10 @@ else
   disk_targets=20 disk_rounds=5760
   mem_targets=200 mem_rounds=20
   settle=10 quiet_secs=70 load_timeout=1800
+fi
+if [ -n "$disk_rounds_opt" ]; then
+  [[ "$disk_rounds_opt" =~ ^[1-9][0-9]*$ ]] || { echo "storage-bench: --disk-rounds needs a positive integer" >&2; exit 2; }
+  disk_rounds=$disk_rounds_opt
 fi
 if [ -n "$tp_rounds_opt" ]; then
   [[ "$tp_rounds_opt" =~ ^[1-9][0-9]*$ ]] || { echo "storage-bench: --throughput-rounds needs a positive integer" >&2; exit 2; }

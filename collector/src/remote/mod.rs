@@ -16,9 +16,11 @@
 //! which receivers take as duplicates of what they hold.
 //!
 //! A batch (a few WAL records) is split by series over `shards` senders
-//! that send concurrently; each series' samples stay in time order within
-//! its shard, and the next batch starts only when every shard is done, so
-//! a series is never sent out of order. Connection errors, 5xx and 429 are
+//! that send concurrently. Batches are pipelined: up to four are in flight,
+//! and each shard's sender takes its parts in batch order, one request
+//! after the other, so each series' samples leave in time order and a
+//! series is never sent out of order; the position moves over a batch when
+//! all its parts and every earlier batch are done. Connection errors, 5xx and 429 are
 //! retried with exponential backoff (honouring `Retry-After`); any other
 //! 4xx means the receiver will never take those samples: they are counted
 //! as failed, logged, and the queue moves on.
@@ -171,8 +173,9 @@ struct Queue {
     name: String,
     labels: Labels,
     hold: Arc<WalHold>,
-    /// The in-flight batch end found in the position file at start.
-    resume_inflight: Option<u64>,
+    /// The in-flight batch ends found in the position file at start,
+    /// oldest first.
+    resume_inflight: Vec<u64>,
     state_path: PathBuf,
     client: reqwest::Client,
     endpoint: reqwest::Url,
@@ -191,6 +194,10 @@ struct SavedPosition {
     /// same (a receiver that already took one refuses or ignores it whole).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     inflight_to: Option<u64>,
+    /// The last records of the batches in flight after that one (sent
+    /// concurrently, see [`PIPELINE`]), each sent again as its own batch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    inflight_more: Vec<u64>,
 }
 
 /// Why remote write cannot start; the message names the target.
@@ -480,6 +487,30 @@ struct Cached {
     last_sent: i64,
 }
 
+/// Batches in flight at once per remote (each split over the shards).
+const PIPELINE: usize = 4;
+
+/// One shard's part of a batch: the batch's number and its requests
+/// (body, samples, highest timestamp).
+type ShardJob = (u64, Vec<(Vec<u8>, usize, i64)>);
+
+/// A batch being sent.
+struct InFlight {
+    seq: u64,
+    /// Its last WAL record.
+    last: u64,
+    /// Shards not yet done with their part.
+    parts: usize,
+}
+
+/// Counts a finished part; false when its sender stopped (shutdown).
+fn finish_part(inflight: &mut std::collections::VecDeque<InFlight>, (seq, ok): (u64, bool)) -> bool {
+    if ok && let Some(b) = inflight.iter_mut().find(|b| b.seq == seq) {
+        b.parts = b.parts.saturating_sub(1);
+    }
+    ok
+}
+
 /// How a request ended.
 enum Sent {
     Ok,
@@ -499,15 +530,23 @@ impl Queue {
         let state_path = dir.join(format!("{name}.json"));
         let (pos, inflight_to) = match std::fs::read(&state_path) {
             Ok(b) => match serde_json::from_slice::<SavedPosition>(&b) {
-                Ok(s) => (s.wal_id, s.inflight_to.filter(|t| *t > s.wal_id)),
+                Ok(s) => {
+                    let mut marks: Vec<u64> = s.inflight_to.into_iter().chain(s.inflight_more).filter(|t| *t > s.wal_id).collect();
+                    // Batch ends only grow; anything else is not ours.
+                    marks.dedup();
+                    if !marks.is_sorted() {
+                        marks.clear();
+                    }
+                    (s.wal_id, marks)
+                }
                 Err(e) => {
                     // Never a reason not to start: resend all the WAL holds
                     // (at least once) rather than lose it.
                     tracing::warn!(remote = name, path = %state_path.display(), error = %e, "remote write: the saved position is unreadable; sending everything the WAL still holds");
-                    (0, None)
+                    (0, Vec::new())
                 }
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (UNSET, None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (UNSET, Vec::new()),
             Err(e) => return Err(SettingError::new(format!("reading {}", state_path.display()), e)),
         };
         let mut endpoint = reqwest::Url::parse(&cfg.url).map_err(|e| SettingError::new("url", e))?;
@@ -586,34 +625,73 @@ impl Queue {
 
     /// Reads the WAL from the position on and sends it, until `stop`; after
     /// `drain`, until caught up.
+    ///
+    /// Pipelined: up to [`PIPELINE`] batches are in flight at once. Each
+    /// shard has one sender task taking its part of every batch in batch
+    /// order, so a series' samples still leave in time order, and a slow
+    /// request holds back only its own shard, not the others. The position
+    /// advances over a batch once every shard has finished its part and
+    /// every earlier batch is done; the position file names each batch in
+    /// flight, so a restart sends exactly those batches again, one by one.
     async fn run(self: Arc<Self>, wal: WalReader, stop: CancellationToken, drain: CancellationToken) {
         let mut watch = wal.wal_watch();
+        // The last record read (sent or in flight).
         let mut after = self.hold.position();
-        let mut saved = (after, None);
+        let mut saved: (u64, Vec<u64>) = (after, Vec::new());
         let mut cache = SeriesCache::default();
-        let mut resend_to = self.resume_inflight;
+        let mut resend: std::collections::VecDeque<u64> = self.resume_inflight.iter().copied().collect();
         let gauges = tokio::spawn(self.clone().report(wal.clone(), stop.clone()));
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, bool)>();
+        let mut senders = Vec::with_capacity(self.cfg.shards);
+        let mut workers = Vec::with_capacity(self.cfg.shards);
+        for _ in 0..self.cfg.shards {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<ShardJob>();
+            senders.push(tx);
+            workers.push(tokio::spawn(self.clone().shard_sender(rx, done_tx.clone(), stop.clone())));
+        }
+        drop(done_tx);
+        let mut inflight: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
+        let mut next_seq = 0u64;
+        let mut broken = false;
         loop {
-            if stop.is_cancelled() {
+            if stop.is_cancelled() || broken {
+                break;
+            }
+            // Finished parts, without waiting.
+            while let Ok(d) = done_rx.try_recv() {
+                broken |= !finish_part(&mut inflight, d);
+            }
+            self.complete_prefix(&mut inflight);
+            if broken {
                 break;
             }
             // The storage may have moved the hold past a backlog over the limit.
             let held = self.hold.position();
             if held != UNSET && held > after {
                 after = held;
-                resend_to = None;
+                resend.clear();
+            }
+            if inflight.len() >= PIPELINE {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    d = done_rx.recv() => match d {
+                        Some(d) => broken |= !finish_part(&mut inflight, d),
+                        None => break,
+                    },
+                }
+                continue;
             }
             // Only published records: their series are in the index.
             let published = *watch.borrow_and_update();
             let t2 = wal.clone();
             // A batch of whole records, about 10 requests per shard; after a
-            // restart, exactly the batch that was in flight.
-            let (upto, target) = match resend_to {
-                Some(to) => (to.min(published), usize::MAX),
+            // restart, exactly the batches that were in flight.
+            let (upto, target) = match resend.front() {
+                Some(to) => ((*to).min(published), usize::MAX),
                 None => (published, self.cfg.shards * self.cfg.max_samples_per_send * 10),
             };
             let read = tokio::task::spawn_blocking(move || t2.read_wal(after, upto, READ_RECORDS, target)).await;
-            resend_to = None;
+            resend.pop_front();
             let records = match read {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
@@ -629,11 +707,24 @@ impl Queue {
                 }
             };
             if records.is_empty() {
+                if !inflight.is_empty() {
+                    // Nothing new to read: wait for what is in flight.
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        d = done_rx.recv() => match d {
+                            Some(d) => broken |= !finish_part(&mut inflight, d),
+                            None => break,
+                        },
+                        Ok(()) = watch.changed() => {},
+                    }
+                    continue;
+                }
                 // Caught up: the position alone (while sending, it goes with
-                // the in-flight mark below: one write per batch).
-                if saved != (after, None) {
-                    self.save(after, None).await;
-                    saved = (after, None);
+                // the in-flight marks below: one write per batch).
+                let pos = self.hold.position();
+                if saved != (pos, Vec::new()) {
+                    self.save(pos, &[]).await;
+                    saved = (pos, Vec::new());
                 }
                 if drain.is_cancelled() {
                     break;
@@ -660,50 +751,97 @@ impl Queue {
             let batch = &records[..];
             let last = batch[batch.len() - 1].id;
             self.hold.set_inflight(last);
-            self.save(after, Some(last)).await;
-            saved = (after, Some(last));
+            let mut marks: Vec<u64> = inflight.iter().map(|b| b.last).collect();
+            marks.push(last);
+            let pos = self.hold.position();
+            self.save(pos, &marks).await;
+            saved = (pos, marks);
             let shards = self.shard(&wal, batch, &mut cache);
-            let sends = shards.into_iter().map(|reqs| {
-                let me = self.clone();
-                let stop = stop.clone();
-                async move {
-                    for (req, n, max_t) in reqs {
-                        match me.send(req, n, &stop).await {
-                            Sent::Ok => {
-                                let g = me.metrics.highest_sent.get_or_create(&me.labels);
-                                if max_t as f64 / 1000.0 > g.get() {
-                                    g.set(max_t as f64 / 1000.0);
-                                }
-                            }
-                            Sent::Failed => {}
-                            Sent::Stopped => return false,
-                        }
-                    }
-                    true
+            let seq = next_seq;
+            next_seq += 1;
+            let mut parts = 0usize;
+            for (tx, reqs) in senders.iter().zip(shards) {
+                if reqs.is_empty() {
+                    continue;
                 }
-            });
-            let done: Vec<bool> = csoc_common::task::join_all(sends)
-                .await
-                .into_iter()
-                .map(|d| d.unwrap_or(false))
-                .collect();
-            self.hold.set_inflight(0);
-            if !done.iter().all(|d| *d) {
-                break;
+                if tx.send((seq, reqs)).is_err() {
+                    broken = true;
+                    break;
+                }
+                parts += 1;
             }
+            inflight.push_back(InFlight { seq, last, parts });
             after = last;
-            self.hold.advance(last);
+            self.complete_prefix(&mut inflight);
+        }
+        // Stopped with batches in flight: the senders stop too; what they
+        // finished is counted, the rest stays marked in flight, so the next
+        // start sends those batches again, unchanged.
+        drop(senders);
+        for w in workers {
+            let _ = w.await;
+        }
+        while let Ok(d) = done_rx.try_recv() {
+            finish_part(&mut inflight, d);
+        }
+        self.complete_prefix(&mut inflight);
+        if inflight.is_empty() {
+            self.hold.set_inflight(0);
         }
         gauges.abort();
-        // Stopped mid-batch: the saved in-flight mark stays, so the next
-        // start sends that batch again, unchanged.
         let pos = self.hold.position();
-        if pos != UNSET && pos > saved.0 {
-            self.save(pos, None).await;
+        let marks: Vec<u64> = inflight.iter().map(|b| b.last).filter(|l| *l > pos).collect();
+        if pos != UNSET && (pos, &marks) != (saved.0, &saved.1) && pos >= saved.0 {
+            self.save(pos, &marks).await;
         }
         self.update_gauges(&wal);
         let (pending, _) = wal.wal_backlog(pos);
         tracing::info!(remote = %self.name, wal_id = pos, pending_samples = pending, "remote write stopped");
+    }
+
+    /// Advances the position over the batches at the front whose every
+    /// part is done.
+    fn complete_prefix(&self, inflight: &mut std::collections::VecDeque<InFlight>) {
+        while inflight.front().is_some_and(|b| b.parts == 0) {
+            if let Some(b) = inflight.pop_front() {
+                self.hold.advance(b.last);
+            }
+        }
+        if inflight.is_empty() {
+            self.hold.set_inflight(0);
+        }
+    }
+
+    /// One shard's sender: its parts of the batches, in batch order, each
+    /// request after the previous one succeeded (or failed for good).
+    async fn shard_sender(
+        self: Arc<Self>,
+        mut jobs: tokio::sync::mpsc::UnboundedReceiver<ShardJob>,
+        done: tokio::sync::mpsc::UnboundedSender<(u64, bool)>,
+        stop: CancellationToken,
+    ) {
+        while let Some((seq, reqs)) = jobs.recv().await {
+            let mut ok = true;
+            for (req, n, max_t) in reqs {
+                match self.send(req, n, &stop).await {
+                    Sent::Ok => {
+                        let g = self.metrics.highest_sent.get_or_create(&self.labels);
+                        if max_t as f64 / 1000.0 > g.get() {
+                            g.set(max_t as f64 / 1000.0);
+                        }
+                    }
+                    Sent::Failed => {}
+                    Sent::Stopped => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            let _ = done.send((seq, ok));
+            if !ok {
+                return;
+            }
+        }
     }
 
     /// Keeps the gauges and the backlog-drop counter current, also while a
@@ -946,12 +1084,13 @@ impl Queue {
     /// Saves the position and the end of the batch in flight (written,
     /// synced and renamed: a crash keeps a whole file, the new or the
     /// previous one). Once per batch, and once when caught up.
-    async fn save(&self, wal_id: u64, inflight_to: Option<u64>) {
+    async fn save(&self, wal_id: u64, inflight: &[u64]) {
         let path = self.state_path.clone();
         let body = serde_json::to_vec(&SavedPosition {
             url: redact_url(&self.cfg.url),
             wal_id,
-            inflight_to,
+            inflight_to: inflight.first().copied(),
+            inflight_more: inflight.get(1..).unwrap_or_default().to_vec(),
         })
         .unwrap_or_default();
         let res = tokio::task::spawn_blocking(move || {
@@ -1147,14 +1286,21 @@ mod position_tests {
         .expect("write");
         let r = prepare(d.path());
         assert_eq!(r.holds().snapshot()[0].position(), 41);
+        assert_eq!(r.lock().queues[0].q.resume_inflight, vec![57], "the batch in flight is sent again, whole");
+
+        std::fs::write(
+            rw.join("r.json"),
+            r#"{"url":"x","wal_id":41,"inflight_to":57,"inflight_more":[60,64]}"#,
+        )
+        .expect("write");
         assert_eq!(
-            r.lock().queues[0].q.resume_inflight,
-            Some(57),
-            "the batch in flight is sent again, whole"
+            prepare(d.path()).lock().queues[0].q.resume_inflight,
+            vec![57, 60, 64],
+            "pipelined batches are sent again one by one, as they were"
         );
 
         std::fs::write(rw.join("r.json"), r#"{"url":"x","wal_id":41}"#).expect("write");
-        assert_eq!(prepare(d.path()).lock().queues[0].q.resume_inflight, None);
+        assert!(prepare(d.path()).lock().queues[0].q.resume_inflight.is_empty());
 
         // A torn file (a crash of an older version, a full disk): resend what the WAL holds.
         std::fs::write(rw.join("r.json"), "{\"url\":").expect("write");

@@ -6,7 +6,9 @@
 //! series(id INTEGER PRIMARY KEY, labels)    -- labels: JSON [[name,value],...] sorted by name;
 //!                                           -- unique by construction (the in-memory index
 //!                                           -- is consulted before a series is created)
-//! postings(name, value, series_id)          -- PRIMARY KEY(name, value, series_id), WITHOUT ROWID
+//! (no postings table: the label index is in memory, rebuilt from
+//!  `series` at start; databases that have the old, never-read
+//!  `postings` table have it dropped at open)
 //! chunks(id INTEGER PRIMARY KEY, series_id, level, mint, maxt, data BLOB)
 //!                                           -- data: chunkenc block; id = persistence order,
 //!                                           -- later ids win on equal timestamps; level 0 =
@@ -33,12 +35,6 @@ pub const SCHEMA_VERSION: i64 = 2;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS series (id INTEGER PRIMARY KEY, labels TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS postings (
-    name TEXT NOT NULL,
-    value TEXT NOT NULL,
-    series_id INTEGER NOT NULL,
-    PRIMARY KEY (name, value, series_id)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY,
     series_id INTEGER NOT NULL,
@@ -97,6 +93,11 @@ pub fn open_writer(path: &std::path::Path) -> Result<Connection, TsdbError> {
         }
         Some(v) if v == SCHEMA_VERSION.to_string() => {
             conn.execute_batch(SCHEMA)?;
+            // Earlier versions wrote every series' labels a second time, as
+            // postings rows nothing read (the index is built from `series`):
+            // a third of the cost of creating a series, and disk. The pages
+            // go to the free list, given back by the next flush.
+            conn.execute_batch("DROP TABLE IF EXISTS postings")?;
             // Databases from before the samples ledger: add its column.
             let has_ledger: bool = conn
                 .query_row(
@@ -139,8 +140,6 @@ pub fn open_reader(path: &std::path::Path) -> Result<Connection, TsdbError> {
 pub const SELECT_ALL_SERIES: &str = "SELECT id, labels FROM series ORDER BY id";
 /// Adds a series with a given id.
 pub const INSERT_SERIES: &str = "INSERT INTO series(id, labels) VALUES (?1, ?2)";
-/// Adds a posting.
-pub const INSERT_POSTING: &str = "INSERT OR IGNORE INTO postings(name, value, series_id) VALUES (?1, ?2, ?3)";
 /// Highest series id.
 pub const MAX_SERIES_ID: &str = "SELECT coalesce(max(id), 0) FROM series";
 /// Adds a persisted chunk.
