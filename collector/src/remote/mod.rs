@@ -1286,7 +1286,11 @@ mod position_tests {
         .expect("write");
         let r = prepare(d.path());
         assert_eq!(r.holds().snapshot()[0].position(), 41);
-        assert_eq!(r.lock().queues[0].q.resume_inflight, vec![57], "the batch in flight is sent again, whole");
+        assert_eq!(
+            r.lock().queues[0].q.resume_inflight,
+            vec![57],
+            "the batch in flight is sent again, whole"
+        );
 
         std::fs::write(
             rw.join("r.json"),
