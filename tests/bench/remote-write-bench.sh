@@ -11,6 +11,11 @@
 #   tests/bench/remote-write-bench.sh [--targets 40] [--rounds 120]
 #                                     [--only csoc,vmagent,prom] [--no-build]
 #                                     [--port-base 19500] [--keep]
+#                                     [--max-samples-per-send N]
+#
+# --max-samples-per-send N: csoc-collector's remote_write queue_config
+# max_samples_per_send (default: its own default, 2000); vmagent sends
+# blocks of up to 10,000 rows.
 #
 # Per forwarder: samples accepted, ingest seconds, then drain seconds (from
 # the receiver's start until it has received every accepted sample, by its
@@ -24,7 +29,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-targets=40 rounds=120 only=csoc,vmagent,prom build=1 keep=0 next_port=19500
+targets=40 rounds=120 only=csoc,vmagent,prom build=1 keep=0 next_port=19500 max_send=
 while [ $# -gt 0 ]; do
   case $1 in
     --targets) targets=$2; shift ;;
@@ -33,7 +38,8 @@ while [ $# -gt 0 ]; do
     --no-build) build=0 ;;
     --port-base) next_port=$2; shift ;;
     --keep) keep=1 ;;
-    -h|--help) sed -n 2,22p "$0"; exit 0 ;;
+    --max-samples-per-send) max_send=$2; shift ;;
+    -h|--help) sed -n 2,27p "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -80,8 +86,13 @@ bench() {
   case $system in
     csoc)
       take_port
+      local rw_args=(--remote-write "$rw_url")
+      if [ -n "$max_send" ]; then
+        printf 'remote_write:\n  - url: %s\n    queue_config:\n      max_samples_per_send: %s\n' "$rw_url" "$max_send" >"$dir/collector.yml"
+        rw_args=(--config "$dir/collector.yml")
+      fi
       "$collector" --data-dir "$dir/data" --http-listen "127.0.0.1:$port" --grpc-listen "127.0.0.1:$PORT" \
-        --agent-token "bench=$token" --self-scrape-interval 0s --remote-write "$rw_url" >"$dir/forwarder.log" 2>&1 &
+        --agent-token "bench=$token" --self-scrape-interval 0s "${rw_args[@]}" >"$dir/forwarder.log" 2>&1 &
       fpid=$! ready=/-/ready auth=("CSOC_LOADGEN_TOKEN=$token") ;;
     vmagent)
       "$vmagent_bin" -httpListenAddr "127.0.0.1:$port" -remoteWrite.url "$rw_url" \

@@ -20,8 +20,9 @@
 //! and each shard's sender takes its parts in batch order, one request
 //! after the other, so each series' samples leave in time order and a
 //! series is never sent out of order; the position moves over a batch when
-//! all its parts and every earlier batch are done. Connection errors, 5xx and 429 are
-//! retried with exponential backoff (honouring `Retry-After`); any other
+//! all its parts and every earlier batch are done. 5xx and 429 are
+//! retried with exponential backoff (honouring `Retry-After`), a refused
+//! connection at most every 500 ms (`CONNECT_RETRY_MAX`); any other
 //! 4xx means the receiver will never take those samples: they are counted
 //! as failed, logged, and the queue moves on.
 
@@ -504,6 +505,11 @@ struct InFlight {
 }
 
 /// Counts a finished part; false when its sender stopped (shutdown).
+/// The longest wait between retries of a connection the receiver refused
+/// (it is down or restarting): asking again costs it nothing, and the
+/// backlog starts draining within this of its return.
+const CONNECT_RETRY_MAX: Duration = Duration::from_millis(500);
+
 fn finish_part(inflight: &mut std::collections::VecDeque<InFlight>, (seq, ok): (u64, bool)) -> bool {
     if ok && let Some(b) = inflight.iter_mut().find(|b| b.seq == seq) {
         b.parts = b.parts.saturating_sub(1);
@@ -995,7 +1001,10 @@ impl Queue {
         Some(encode_labels(&labels))
     }
 
-    /// Sends one request, retrying what may succeed later.
+    /// Sends one request, retrying what may succeed later: HTTP 5xx and
+    /// 429 with exponential backoff up to `max_backoff` (honouring
+    /// `Retry-After`), a refused connection at most [`CONNECT_RETRY_MAX`]
+    /// apart.
     async fn send(&self, body: Vec<u8>, samples: usize, stop: &CancellationToken) -> Sent {
         let m = &self.metrics;
         let body = axum::body::Bytes::from(body);
@@ -1021,6 +1030,11 @@ impl Queue {
                 _ = stop.cancelled() => return Sent::Stopped,
                 r = req.send() => r,
             };
+            // A receiver that refuses the connection (down, restarting) costs
+            // nothing to ask again: its retries stay at most
+            // CONNECT_RETRY_MAX apart, so the drain starts within that of it
+            // coming back, however long it was away.
+            let refused = matches!(&res, Err(e) if e.is_connect());
             let (why, retry_after) = match res {
                 Ok(resp) if resp.status().is_success() => {
                     m.samples.get_or_create(&self.labels).inc_by(samples as u64);
@@ -1063,6 +1077,7 @@ impl Queue {
             m.requests.get_or_create(&self.with_outcome("retry")).inc();
             let delay = match retry_after {
                 Some(d) => d.clamp(backoff, Duration::from_secs(300)),
+                None if refused => backoff.min(CONNECT_RETRY_MAX),
                 None => backoff,
             };
             if attempt == 1 || attempt.is_multiple_of(20) {
