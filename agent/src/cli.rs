@@ -419,7 +419,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             shutdown.clone(),
         )
         .await?;
-        spawn_sighup_reload(reload, shutdown.clone());
+        // SIGHUP re-reads the local config file (its `interval` and
+        // `sources` apply at once; see `crate::central`); the agent logs the outcome.
+        csoc_common::shutdown::spawn_on_sighup("re-reading the local config file", shutdown.clone().cancelled_owned(), move || {
+            let reload = reload.clone();
+            async move {
+                let _ = reload.reload_local().await;
+            }
+        });
         let run = tokio::spawn(agent.run(shutdown.clone()));
         // Config checked, spool open, sources built: /-/ready answers 200.
         readiness.set_running();
@@ -430,32 +437,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let _ = http.await;
         Ok(())
     })
-}
-
-/// SIGHUP re-reads the local config file (its `interval` and `sources`
-/// apply at once; see `crate::central`).
-fn spawn_sighup_reload(reload: crate::central::ReloadHandle, stop: CancellationToken) {
-    #[cfg(unix)]
-    tokio::spawn(async move {
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with POST /-/reload");
-                return;
-            }
-        };
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                got = hup.recv() => if got.is_none() { return },
-            }
-            tracing::info!("SIGHUP: re-reading the local config file");
-            // The outcome is logged by the agent.
-            let _ = reload.reload_local().await;
-        }
-    });
-    #[cfg(not(unix))]
-    let _ = (reload, stop);
 }
 
 /// `--once --print`: one round of every source to stdout.

@@ -495,7 +495,15 @@ pub async fn run_with(
         tracing::warn!(error = %e, "storing the collector's own metrics failed");
     }
     rule_manager.start();
-    spawn_sighup_reload(reloader.clone(), rules_stop.clone());
+    // SIGHUP reloads the whole configuration, as Prometheus does
+    // (reload_all logs the outcome, part by part).
+    let hup_reloader = reloader.clone();
+    csoc_common::shutdown::spawn_on_sighup("reloading the configuration", rules_stop.clone().cancelled_owned(), move || {
+        let r = hup_reloader.clone();
+        async move {
+            let _ = r.reload_all().await;
+        }
+    });
     let selfmon_task = (!cfg.self_scrape_interval.is_zero()).then(|| {
         tokio::spawn(selfmon::run(
             self_scrape,
@@ -678,29 +686,4 @@ async fn drain_remote_write(tasks: Vec<tokio::task::JoinHandle<()>>, stop: &Canc
             }
         }
     }
-}
-
-/// Reloads the whole configuration on SIGHUP (Unix), as Prometheus does.
-fn spawn_sighup_reload(reloader: Arc<reload::Reloader>, stop: CancellationToken) {
-    #[cfg(unix)]
-    tokio::spawn(async move {
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with POST /-/reload");
-                return;
-            }
-        };
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                got = hup.recv() => if got.is_none() { return },
-            }
-            tracing::info!("SIGHUP: reloading the configuration");
-            // reload_all logs the outcome, part by part.
-            let _ = reloader.reload_all().await;
-        }
-    });
-    #[cfg(not(unix))]
-    let _ = (reloader, stop);
 }
