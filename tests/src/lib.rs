@@ -206,23 +206,46 @@ pub struct Collector {
 impl Collector {
     /// Starts a collector with its data in `<dir>/data` on free ports, plus
     /// `extra` flags, and waits until it is ready.
+    ///
+    /// A port picked by [`free_port`] can be taken by another process (an
+    /// outgoing connection's ephemeral port, say) before the collector binds
+    /// it; a collector that exits because an address is in use is started
+    /// again on fresh ports, up to three times.
     pub fn start(dir: &Path, extra: &[&str]) -> anyhow::Result<Collector> {
-        Self::start_on(dir, free_port(), free_port(), extra)
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_on(dir, free_port(), free_port(), extra) {
+                Err(e) if attempt < 3 && port_clash(&format!("{e:#}")) => {
+                    eprintln!("collector: a port was taken before it bound it; retrying on fresh ports: {e:#}");
+                }
+                r => return r,
+            }
+        }
     }
 
     /// As [`Collector::start`] on given ports (to restart on the same ones).
     pub fn start_on(dir: &Path, http_port: u16, grpc_port: u16, extra: &[&str]) -> anyhow::Result<Collector> {
         let args = collector_args(dir, http_port, grpc_port, extra);
         let proc = Proc::start(dir, "collector", &bin("csoc-collector"), &args)?;
-        let c = Collector {
+        let mut c = Collector {
             proc,
             http: format!("http://127.0.0.1:{http_port}"),
             grpc: format!("http://127.0.0.1:{grpc_port}"),
         };
-        wait_for("collector /-/ready", Duration::from_secs(30), || {
-            get_text(&format!("{}/-/ready", c.http)).ok().filter(|(code, _)| *code == 200)
-        })?;
-        Ok(c)
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if get_text(&format!("{}/-/ready", c.http)).is_ok_and(|(code, _)| code == 200) {
+                return Ok(c);
+            }
+            if let Some(st) = c.proc.child.try_wait()? {
+                bail!("collector exited before it was ready ({st}). Log:\n{}", c.proc.log_text());
+            }
+            if Instant::now() > deadline {
+                bail!("timed out after 60s waiting for collector /-/ready. Log:\n{}", c.proc.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// An instant query; returns `data.result` (fails on an error response).
@@ -234,6 +257,12 @@ impl Collector {
         }
         Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
     }
+}
+
+/// Whether a collector's exit message says one of its ports was taken
+/// (by another process, or [`free_port`] handed out one port twice).
+fn port_clash(msg: &str) -> bool {
+    msg.contains("exited before it was ready") && (msg.contains("Address already in use") || msg.contains("is also the HTTP address"))
 }
 
 /// A collector's arguments: data in `<dir>/data`, HTTP and gRPC on the
