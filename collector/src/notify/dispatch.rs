@@ -101,22 +101,25 @@ impl NotificationLog {
     }
 
     /// Records a notification and saves the log.
+    ///
+    /// The file is written while the entries stay locked: receivers flush
+    /// concurrently, and two saves of different snapshots racing on the
+    /// one temp file could leave an older snapshot (missing the other
+    /// receivers' entries) as the file, so a restart would page again.
     pub fn put(&self, key: String, e: LogEntry) {
-        let body = {
-            let mut m = self.lock();
-            let now = now_ms();
-            m.retain(|_, v| now - v.at < LOG_RETENTION_MS);
-            m.insert(key, e);
-            serde_json::to_vec(&*m)
-        };
+        let mut m = self.lock();
+        let now = now_ms();
+        m.retain(|_, v| now - v.at < LOG_RETENTION_MS);
+        m.insert(key, e);
         if self.path.as_os_str().is_empty() {
             return;
         }
-        let res = body.map_err(std::io::Error::other).and_then(|b| {
+        let res = serde_json::to_vec(&*m).map_err(std::io::Error::other).and_then(|b| {
             let tmp = self.path.with_extension("json.tmp");
             std::fs::write(&tmp, b)?;
             std::fs::rename(&tmp, &self.path)
         });
+        drop(m);
         if let Err(e) = res {
             tracing::error!(path = %self.path.display(), error = %e, "saving the notification log failed");
         }
@@ -423,5 +426,40 @@ mod tests {
         };
         log.put("k".into(), e.clone());
         assert_eq!(NotificationLog::open(p).get("k"), Some(e));
+    }
+
+    /// Receivers flush at the same moment: the file keeps every one's
+    /// entry (CI once restarted between two racing saves and paged again).
+    #[test]
+    fn concurrent_puts_all_reach_the_file() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("n.json");
+        for round in 0..20 {
+            let _ = std::fs::remove_file(&p);
+            let log = Arc::new(NotificationLog::open(p.clone()));
+            let threads: Vec<_> = (0..8)
+                .map(|i| {
+                    let log = log.clone();
+                    std::thread::spawn(move || {
+                        let e = LogEntry {
+                            firing: set(&["a"]),
+                            resolved: set(&[]),
+                            at: now_ms(),
+                        };
+                        log.put(format!("receiver-{i}"), e);
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().expect("thread");
+            }
+            let reopened = NotificationLog::open(p.clone());
+            for i in 0..8 {
+                assert!(
+                    reopened.get(&format!("receiver-{i}")).is_some(),
+                    "round {round}: receiver-{i} missing"
+                );
+            }
+        }
     }
 }
