@@ -65,9 +65,42 @@ pub fn bin(name: &str) -> PathBuf {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; a race with another
-/// process is possible but unlikely on a test machine).
+/// A free TCP port on 127.0.0.1, for a server the test starts next.
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`), never
+/// twice in one process: a port from `bind(":0")` comes from the range the
+/// kernel also gives to outgoing connections, and with hundreds of them
+/// open (the load tests) one could take the port before the server binds
+/// it (CI once timed out so). The port is checked free by binding it.
+/// Falls back to `bind(":0")` when the range leaves too little below it.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|w| w.parse::<u32>().ok()))
+        .unwrap_or(32768);
+    const FLOOR: u32 = 20_000;
+    if low >= FLOOR + 2_000 {
+        let span = low - FLOOR;
+        // A start that differs between processes (pid and clock), then
+        // sequential: no port is handed out twice in one process.
+        let seed = std::process::id().wrapping_mul(7919)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+        let _ = NEXT.compare_exchange(0, seed % span + 1, Ordering::SeqCst, Ordering::SeqCst);
+        for _ in 0..span {
+            let n = NEXT.fetch_add(1, Ordering::SeqCst);
+            let port = FLOOR + n % span;
+            if let Ok(p) = u16::try_from(port)
+                && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+            {
+                return p;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -586,5 +619,26 @@ impl WebhookSink {
 impl Drop for WebhookSink {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
+        let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|t| t.split_whitespace().next().and_then(|w| w.parse::<u16>().ok()));
+        let ports: Vec<u16> = (0..200).map(|_| super::free_port()).collect();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port handed out twice");
+        for p in &ports {
+            std::net::TcpListener::bind(("127.0.0.1", *p)).unwrap_or_else(|e| panic!("port {p}: {e}"));
+            if let Some(low) = low
+                && low >= 22_000
+            {
+                assert!(*p < low, "port {p} is in the ephemeral range from {low}");
+            }
+        }
     }
 }
