@@ -361,7 +361,8 @@ load() {
   fi
   url="${HTTP_URL[$system]}/api/v1/write"
   local common=(--mode remote-write --url "$url" --targets "$targets" --rounds "$rounds" --start-ms "$start_ms"
-    --batch-samples "$batch" --seed "$seed" --request-histogram --progress-secs 30 --interval-ms $((interval_s * 1000)))
+    --batch-samples "$batch" --seed "$seed" --request-histogram --progress-secs 30 --interval-ms $((interval_s * 1000))
+    --max-skew-rounds $((1800 / interval_s)))
   local t0=$SECONDS
   if [ "$system" = csoc ]; then
     # One sender per commons with that commons' token, all at once (one

@@ -43,21 +43,29 @@ fn checked_query(st: &AppState, access: &Access, p: &Params) -> Result<String, A
 /// Runs `f` (which parses, evaluates or prints, and drops the syntax tree)
 /// on a thread of its own with a stack sized for `max_query_depth`, off the
 /// async workers.
+/// `shallow` queries (see [`shallow`]: nearly all) run on a pooled thread.
 async fn on_query_thread<T: Send + 'static>(
     st: &AppState,
+    shallow: bool,
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let depth = st.limits.load().max_query_depth;
-    std::thread::Builder::new()
-        .name("promql-query".into())
-        .stack_size(guard::stack_size(depth))
-        .spawn(move || {
-            guard::mark_query_stack(depth);
+    guard::spawn_query_job(
+        depth,
+        shallow,
+        Box::new(move || {
             let _ = tx.send(f());
-        })
-        .map_err(|e| ApiError::Internal(format!("starting the query thread: {e}")))?;
+        }),
+    )
+    .map_err(|e| ApiError::Internal(format!("starting the query thread: {e}")))?;
     rx.await.map_err(|_| ApiError::Internal("the query thread failed".into()))?
+}
+
+/// Whether a query's depth bound is at most [`guard::POOLED_DEPTH`], so
+/// that it may run on a pooled query thread.
+fn shallow(text: &str) -> bool {
+    guard::precheck(text, u64::MAX, guard::POOLED_DEPTH).is_ok()
 }
 
 /// An evaluation error as the API answers it; refusals by the sample and
@@ -128,7 +136,7 @@ pub async fn query(State(st): State<AppState>, Extension(access): Extension<Acce
     let engine = engine_for(&st, &p)?;
     let text = checked_query(&st, &access, &p)?;
     let st2 = st.clone();
-    let out = on_query_thread(&st, move || {
+    let out = on_query_thread(&st, shallow(&text), move || {
         let expr = parse_expr(&text)?;
         let commons = scope(&access);
         let out = engine
@@ -168,7 +176,7 @@ pub async fn query_range(State(st): State<AppState>, Extension(access): Extensio
     let engine = engine_for(&st, &p)?;
     let text = checked_query(&st, &access, &p)?;
     let st2 = st.clone();
-    let out = on_query_thread(&st, move || {
+    let out = on_query_thread(&st, shallow(&text), move || {
         let expr = parse_expr(&text)?;
         let commons = scope(&access);
         let db = Scoped::new(st2.storage.as_ref(), &access);
@@ -196,7 +204,7 @@ pub async fn query_exemplars(State(st): State<AppState>, Extension(access): Exte
     } else {
         String::new()
     };
-    on_query_thread(&st, move || parse_expr(&text).map(drop)).await?;
+    on_query_thread(&st, shallow(&text), move || parse_expr(&text).map(drop)).await?;
     Ok(success(json!([])))
 }
 
@@ -204,7 +212,7 @@ pub async fn query_exemplars(State(st): State<AppState>, Extension(access): Exte
 /// thread: printing recurses, and its cost grows with size × depth).
 pub async fn format_query(State(st): State<AppState>, Extension(access): Extension<Access>, p: Params) -> Result<Response, ApiError> {
     let text = checked_query(&st, &access, &p)?;
-    let pretty = on_query_thread(&st, move || Ok(parse_expr(&text)?.prettify())).await?;
+    let pretty = on_query_thread(&st, shallow(&text), move || Ok(parse_expr(&text)?.prettify())).await?;
     Ok(success(Json::String(pretty)))
 }
 
@@ -214,7 +222,7 @@ pub async fn format_query(State(st): State<AppState>, Extension(access): Extensi
 /// is its text.
 pub async fn parse_query(State(st): State<AppState>, Extension(access): Extension<Access>, p: Params) -> Result<Response, ApiError> {
     let text = checked_query(&st, &access, &p)?;
-    let body = on_query_thread(&st, move || {
+    let body = on_query_thread(&st, shallow(&text), move || {
         let expr = parse_expr(&text)?;
         let mut tree = serde_json::to_value(&expr).map_err(|e| ApiError::Internal(format!("serializing the syntax tree: {e}")))?;
         drop(expr);

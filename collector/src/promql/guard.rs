@@ -249,6 +249,76 @@ pub fn mark_query_stack(max_depth: usize) {
     STACK_DEPTH.with(|d| d.set(max_depth));
 }
 
+/// A job for [`spawn_query_job`].
+pub type QueryJob = Box<dyn FnOnce() + Send + 'static>;
+
+/// Depth bound up to which a query's job runs on a pooled thread; deeper
+/// ones get a thread of their own, so that the stack pages a deep query
+/// touched are not kept.
+pub const POOLED_DEPTH: usize = 64;
+
+/// Idle query threads kept, over all stack sizes.
+const MAX_IDLE: usize = 8;
+
+/// Idle query threads: the stack depth each was made for, and the channel
+/// that hands it its next job (dropping the sender ends the thread).
+static IDLE: std::sync::Mutex<Vec<(usize, std::sync::mpsc::Sender<QueryJob>)>> = std::sync::Mutex::new(Vec::new());
+
+/// Runs `job` on a query thread with a stack for depth `max_depth`, without
+/// waiting for it. With `reuse` (a query whose depth bound is at most
+/// [`POOLED_DEPTH`]) an idle thread of that stack size takes it, or a new
+/// one that stays for later jobs: starting a thread with a stack of tens of
+/// MiB for each request cost more than evaluating a small query. A job
+/// that panics ends its thread.
+pub fn spawn_query_job(max_depth: usize, reuse: bool, job: QueryJob) -> std::io::Result<()> {
+    let mut job = job;
+    if reuse {
+        loop {
+            let worker = {
+                let mut idle = IDLE.lock().unwrap_or_else(|p| p.into_inner());
+                idle.iter().rposition(|(d, _)| *d == max_depth).map(|i| idle.swap_remove(i))
+            };
+            let Some((_, tx)) = worker else { break };
+            match tx.send(job) {
+                Ok(()) => return Ok(()),
+                // That thread is gone: try the next.
+                Err(std::sync::mpsc::SendError(j)) => job = j,
+            }
+        }
+    }
+    std::thread::Builder::new()
+        .name("promql-query".into())
+        .stack_size(stack_size(max_depth))
+        .spawn(move || {
+            mark_query_stack(max_depth);
+            let mut job = job;
+            loop {
+                job();
+                if !reuse {
+                    return;
+                }
+                let (tx, rx) = std::sync::mpsc::channel::<QueryJob>();
+                {
+                    let mut idle = IDLE.lock().unwrap_or_else(|p| p.into_inner());
+                    if idle.len() >= MAX_IDLE {
+                        // Make room by ending a thread of another stack size
+                        // (the limit was reloaded), else end this one.
+                        match idle.iter().position(|(d, _)| *d != max_depth) {
+                            Some(i) => drop(idle.remove(i)),
+                            None => return,
+                        }
+                    }
+                    idle.push((max_depth, tx));
+                }
+                match rx.recv() {
+                    Ok(next) => job = next,
+                    Err(_) => return,
+                }
+            }
+        })?;
+    Ok(())
+}
+
 /// Runs `f` on a new thread with a stack for queries of depth up to
 /// `max_depth` and waits for it (a panic is an `Err`).
 pub fn on_query_stack<T: Send>(max_depth: usize, f: impl FnOnce() -> T + Send) -> Result<T, String> {
@@ -309,6 +379,47 @@ pub fn parse(q: &str) -> Result<promql_parser::parser::Expr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs a job on the pool and waits for its thread's id and marked depth.
+    fn pooled_run(depth: usize, reuse: bool) -> (std::thread::ThreadId, usize) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        spawn_query_job(
+            depth,
+            reuse,
+            Box::new(move || {
+                let _ = tx.send((std::thread::current().id(), STACK_DEPTH.with(|d| d.get())));
+            }),
+        )
+        .expect("spawn");
+        rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the job ran")
+    }
+
+    #[test]
+    fn query_threads_are_reused_for_shallow_jobs_only() {
+        // A depth no other test uses: its idle threads are this test's.
+        let depth = 77;
+        let (first, marked) = pooled_run(depth, true);
+        assert_eq!(marked, depth, "the thread is marked for its stack");
+        // The thread goes idle just after the job: the next job may come
+        // first and get a new thread; within a few tries one is reused.
+        let reused = (0..50).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            pooled_run(depth, true).0 == first
+        });
+        assert!(reused, "an idle query thread took the next job");
+        // A deep query's thread is not kept.
+        let (deep, _) = pooled_run(depth, false);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        for _ in 0..20 {
+            assert_ne!(pooled_run(depth, true).0, deep, "a thread not for reuse was reused");
+        }
+        // A job that panics ends its thread; the pool goes on.
+        spawn_query_job(depth, true, Box::new(|| panic!("a job panics"))).expect("spawn");
+        let (_, marked) = pooled_run(depth, true);
+        assert_eq!(marked, depth);
+        let idle = IDLE.lock().unwrap_or_else(|p| p.into_inner()).len();
+        assert!(idle <= MAX_IDLE, "{idle} idle threads");
+    }
 
     fn chain(op: &str, term: &str, n: usize) -> String {
         vec![term; n].join(op)

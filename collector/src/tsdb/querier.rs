@@ -95,10 +95,19 @@ impl TsdbQuerier<'_> {
         let conn = self.tsdb.reader()?;
         let mut out = Vec::with_capacity(ids.len());
         let res = (|| -> Result<(), TsdbError> {
+            // One read transaction for all the series: SQLite then takes its
+            // shared lock (fcntl calls) once, not per statement, and every
+            // series is read from one snapshot. Dropped (ended) on return.
+            let _snapshot = conn.unchecked_transaction()?;
             let mut stmt = conn.prepare_cached(sqlite::SELECT_CHUNKS)?;
+            // The parts of a series (decoded chunk, range), gathered first so
+            // that its samples are copied once into a vector of exact size.
+            // (A chunk not in time order, which is never written so but
+            // which the format allows, is filtered into a part of its own.)
+            let mut parts: Vec<(chunk_cache::Decoded, usize, usize)> = Vec::new();
             for (id, labels) in ids {
                 let id = *id;
-                let mut samples: Vec<(i64, f64)> = Vec::new();
+                parts.clear();
                 let mut rows = stmt.query(params![id, self.mint, self.maxt])?;
                 while let Some(row) = rows.next()? {
                     let data = row
@@ -118,7 +127,9 @@ impl TsdbQuerier<'_> {
                             if !d.windows(2).all(|w| w[0].0 <= w[1].0) {
                                 // Not in time order (never written so, but the
                                 // format allows it): filter, do not cache.
-                                samples.extend(d.into_iter().filter(|p| p.0 >= self.mint && p.0 <= self.maxt));
+                                let kept: Vec<(i64, f64)> = d.into_iter().filter(|p| p.0 >= self.mint && p.0 <= self.maxt).collect();
+                                let n = kept.len();
+                                parts.push((Arc::new(kept), 0, n));
                                 continue;
                             }
                             let d = Arc::new(d);
@@ -128,15 +139,18 @@ impl TsdbQuerier<'_> {
                         }
                     };
                     // Samples are in time order within a chunk: copy only the range.
-                    let lo = decoded.partition_point(|p| p.0 < self.mint);
-                    let hi = decoded.partition_point(|p| p.0 <= self.maxt);
+                    let (lo, hi) = time_range(&decoded, self.mint, self.maxt);
                     if lo < hi {
-                        samples.extend_from_slice(&decoded[lo..hi]);
+                        parts.push((decoded, lo, hi));
                     }
                 }
-                if let Some(mem) = in_memory.get(&id) {
-                    samples.extend_from_slice(mem);
+                let mem = in_memory.get(&id).map_or(&[][..], |v| v.as_slice());
+                let len = parts.iter().map(|(_, lo, hi)| hi - lo).sum::<usize>() + mem.len();
+                let mut samples: Vec<(i64, f64)> = Vec::with_capacity(len);
+                for (d, lo, hi) in &parts {
+                    samples.extend_from_slice(&d[*lo..*hi]);
                 }
+                samples.extend_from_slice(mem);
                 if samples.is_empty() {
                     continue;
                 }
@@ -151,5 +165,70 @@ impl TsdbQuerier<'_> {
         self.tsdb.put_reader(conn);
         res?;
         Ok(out)
+    }
+}
+
+/// The indexes `lo..hi` of the samples of `d` (in time order) within
+/// `[mint, maxt]`. A query's range usually ends at or near a chunk's end
+/// (instant queries, recent ranges): the search starts there and widens
+/// (galloping), so that it touches the chunk's last cache lines rather than
+/// probing the whole of a decoded day of samples.
+fn time_range(d: &[(i64, f64)], mint: i64, maxt: i64) -> (usize, usize) {
+    let hi = partition_from_end(d, |p| p.0 <= maxt);
+    let before = &d[..hi];
+    let lo = match (before.first(), before.last()) {
+        // Nearer the start: a plain binary search.
+        (Some(f), Some(l)) if mint.saturating_sub(f.0) < l.0.saturating_sub(mint) => before.partition_point(|p| p.0 < mint),
+        _ => partition_from_end(before, |p| p.0 < mint),
+    };
+    (lo, hi)
+}
+
+/// `d.partition_point(is_before)`, searched from the end: probes 1, 2, 4, …
+/// samples back until one is before, then a binary search in that last step.
+fn partition_from_end(d: &[(i64, f64)], is_before: impl Fn(&(i64, f64)) -> bool) -> usize {
+    let n = d.len();
+    if n == 0 || is_before(&d[n - 1]) {
+        return n;
+    }
+    // d[hi] is not before; the answer is at most hi.
+    let mut hi = n - 1;
+    let mut step = 1;
+    loop {
+        if step > hi {
+            return d[..hi].partition_point(&is_before);
+        }
+        let probe = hi - step;
+        if is_before(&d[probe]) {
+            return probe + 1 + d[probe + 1..hi].partition_point(&is_before);
+        }
+        hi = probe;
+        step *= 2;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_range_equals_the_binary_search_everywhere() {
+        for n in [0usize, 1, 2, 3, 7, 100, 1000] {
+            // Timestamps 10 apart, with repeats, starting at 5.
+            let d: Vec<(i64, f64)> = (0..n).map(|i| (5 + 10 * (i as i64 / 2) * 2, i as f64)).collect();
+            let last = d.last().map_or(0, |p| p.0);
+            for mint in (-20..last + 30).step_by(3) {
+                for maxt in [mint - 1, mint, mint + 4, mint + 55, last - 1, last, last + 100] {
+                    let want = (d.partition_point(|p| p.0 < mint), d.partition_point(|p| p.0 <= maxt));
+                    let (lo, hi) = time_range(&d, mint, maxt);
+                    if want.0 <= want.1 {
+                        assert_eq!((lo, hi), want, "n {n} mint {mint} maxt {maxt}");
+                    } else {
+                        // An empty range (maxt < mint): nothing is copied.
+                        assert!(lo >= hi || d[lo..hi].is_empty(), "n {n} mint {mint} maxt {maxt}");
+                    }
+                }
+            }
+        }
     }
 }
