@@ -72,6 +72,8 @@ impl Querier for TsdbQuerier<'_> {
             .ids_overlapping(self.mint, self.maxt, &mut in_memory);
         let conn = self.tsdb.reader()?;
         let res = (|| -> Result<Vec<Arc<Labels>>, TsdbError> {
+            // One read transaction: one shared lock for every lookup.
+            let _snapshot = conn.unchecked_transaction()?;
             let mut stmt = conn.prepare_cached(sqlite::SERIES_HAS_CHUNK_IN)?;
             let mut out = Vec::new();
             for (id, labels) in ids {
