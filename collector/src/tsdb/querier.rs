@@ -106,14 +106,15 @@ impl TsdbQuerier<'_> {
             // that its samples are copied once into a vector of exact size.
             // (A chunk not in time order, which is never written so but
             // which the format allows, is filtered into a part of its own.)
-            let mut parts: Vec<(chunk_cache::Decoded, usize, usize)> = Vec::new();
+            let mut parts: Vec<(i64, chunk_cache::Decoded, usize, usize)> = Vec::new();
             for (id, labels) in ids {
                 let id = *id;
                 parts.clear();
                 let mut rows = stmt.query(params![id, self.mint, self.maxt])?;
                 while let Some(row) = rows.next()? {
+                    let chunk_id: i64 = row.get(0)?;
                     let data = row
-                        .get_ref(0)?
+                        .get_ref(1)?
                         .as_blob()
                         .map_err(|e| TsdbError::Corrupt(format!("chunk of series {id}: {e}")))?;
                     let key = chunk_cache::key_of(data);
@@ -131,7 +132,7 @@ impl TsdbQuerier<'_> {
                                 // format allows it): filter, do not cache.
                                 let kept: Vec<(i64, f64)> = d.into_iter().filter(|p| p.0 >= self.mint && p.0 <= self.maxt).collect();
                                 let n = kept.len();
-                                parts.push((Arc::new(kept), 0, n));
+                                parts.push((chunk_id, Arc::new(kept), 0, n));
                                 continue;
                             }
                             let d = Arc::new(d);
@@ -143,13 +144,15 @@ impl TsdbQuerier<'_> {
                     // Samples are in time order within a chunk: copy only the range.
                     let (lo, hi) = time_range(&decoded, self.mint, self.maxt);
                     if lo < hi {
-                        parts.push((decoded, lo, hi));
+                        parts.push((chunk_id, decoded, lo, hi));
                     }
                 }
+                // Persistence order: later chunks win on equal timestamps.
+                parts.sort_by_key(|p| p.0);
                 let mem = in_memory.get(&id).map_or(&[][..], |v| v.as_slice());
-                let len = parts.iter().map(|(_, lo, hi)| hi - lo).sum::<usize>() + mem.len();
+                let len = parts.iter().map(|(_, _, lo, hi)| hi - lo).sum::<usize>() + mem.len();
                 let mut samples: Vec<(i64, f64)> = Vec::with_capacity(len);
-                for (d, lo, hi) in &parts {
+                for (_, d, lo, hi) in &parts {
                     samples.extend_from_slice(&d[*lo..*hi]);
                 }
                 samples.extend_from_slice(mem);
@@ -212,6 +215,50 @@ fn partition_from_end(d: &[(i64, f64)], is_before: impl Fn(&(i64, f64)) -> bool)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tsdb::{Matcher, Queryable, TsdbOptions};
+
+    /// Chunks come from the index in `maxt` order; a later chunk (higher
+    /// id) must still win on equal timestamps when its `maxt` is lower.
+    #[tokio::test]
+    async fn a_later_chunk_wins_though_the_index_returns_it_first() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let labels: Arc<Labels> = Arc::new(vec![("__name__".into(), "x".into())]);
+        {
+            let db = Tsdb::open(
+                d.path(),
+                &TsdbOptions::default(),
+                &mut prometheus_client::registry::Registry::default(),
+            )
+            .expect("open");
+            let mut a = db.appender();
+            a.append(labels.clone(), 500, 0.5);
+            a.commit().await.expect("commit");
+            db.flush().await.expect("flush");
+            db.close();
+        }
+        {
+            let conn = sqlite::open_writer(&d.path().join("csoc.db")).expect("writer");
+            let id: i64 = conn.query_row("SELECT id FROM series", [], |r| r.get(0)).expect("series id");
+            let put = |s: &[(i64, f64)]| {
+                let mut b = Vec::new();
+                chunkenc::encode_block(s, &mut b);
+                conn.execute(sqlite::INSERT_CHUNK, params![id, s[0].0, s[s.len() - 1].0, b])
+                    .expect("insert");
+            };
+            put(&[(1000, 1.0), (2000, 2.0), (9000, 3.0)]);
+            put(&[(2000, 7.0)]); // written later, ends earlier
+        }
+        let db = Tsdb::open(
+            d.path(),
+            &TsdbOptions::default(),
+            &mut prometheus_client::registry::Registry::default(),
+        )
+        .expect("reopen");
+        let s = db.querier(0, 10_000).select(&[Matcher::equal("__name__", "x")]).expect("select");
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].samples, vec![(500, 0.5), (1000, 1.0), (2000, 7.0), (9000, 3.0)]);
+        db.close();
+    }
 
     #[test]
     fn time_range_equals_the_binary_search_everywhere() {
