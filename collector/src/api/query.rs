@@ -31,19 +31,25 @@ fn scope(access: &Access) -> String {
 /// The `query` parameter, checked before it reaches the parser: its length
 /// (`max_query_length`) and an upper bound of its syntax tree's depth
 /// (`max_query_depth`); a refusal is counted.
-fn checked_query(st: &AppState, access: &Access, p: &Params) -> Result<String, ApiError> {
+///
+/// Also says whether the query is shallow (depth bound at most
+/// [`guard::POOLED_DEPTH`]: nearly all), so that it may run on a pooled
+/// query thread.
+fn checked_query(st: &AppState, access: &Access, p: &Params) -> Result<(String, bool), ApiError> {
     let text = p.required("query")?;
-    if let Err(r) = guard::precheck(&text, st.limits.load().max_query_length, st.limits.load().max_query_depth) {
-        st.limit_metrics.rejected(r.limit(), &scope(access));
-        return Err(ApiError::BadData(format!("invalid parameter \"query\": {r}")));
+    match guard::precheck_depth(&text, st.limits.load().max_query_length, st.limits.load().max_query_depth) {
+        Ok(depth) => Ok((text, depth <= guard::POOLED_DEPTH)),
+        Err(r) => {
+            st.limit_metrics.rejected(r.limit(), &scope(access));
+            Err(ApiError::BadData(format!("invalid parameter \"query\": {r}")))
+        }
     }
-    Ok(text)
 }
 
 /// Runs `f` (which parses, evaluates or prints, and drops the syntax tree)
-/// on a thread of its own with a stack sized for `max_query_depth`, off the
-/// async workers.
-/// `shallow` queries (see [`shallow`]: nearly all) run on a pooled thread.
+/// on a query thread with a stack sized for `max_query_depth`, off the
+/// async workers: a pooled one for a `shallow` query (see
+/// [`checked_query`]), else one of its own.
 async fn on_query_thread<T: Send + 'static>(
     st: &AppState,
     shallow: bool,
@@ -60,12 +66,6 @@ async fn on_query_thread<T: Send + 'static>(
     )
     .map_err(|e| ApiError::Internal(format!("starting the query thread: {e}")))?;
     rx.await.map_err(|_| ApiError::Internal("the query thread failed".into()))?
-}
-
-/// Whether a query's depth bound is at most [`guard::POOLED_DEPTH`], so
-/// that it may run on a pooled query thread.
-fn shallow(text: &str) -> bool {
-    guard::precheck(text, u64::MAX, guard::POOLED_DEPTH).is_ok()
 }
 
 /// An evaluation error as the API answers it; refusals by the sample and
@@ -134,9 +134,9 @@ pub async fn query(State(st): State<AppState>, Extension(access): Extension<Acce
     let t = p.time_or_now("time")?;
     let limit = p.limit()?;
     let engine = engine_for(&st, &p)?;
-    let text = checked_query(&st, &access, &p)?;
+    let (text, shallow) = checked_query(&st, &access, &p)?;
     let st2 = st.clone();
-    let out = on_query_thread(&st, shallow(&text), move || {
+    let out = on_query_thread(&st, shallow, move || {
         let expr = parse_expr(&text)?;
         let commons = scope(&access);
         let out = engine
@@ -174,9 +174,9 @@ pub async fn query_range(State(st): State<AppState>, Extension(access): Extensio
     }
     let limit = p.limit()?;
     let engine = engine_for(&st, &p)?;
-    let text = checked_query(&st, &access, &p)?;
+    let (text, shallow) = checked_query(&st, &access, &p)?;
     let st2 = st.clone();
-    let out = on_query_thread(&st, shallow(&text), move || {
+    let out = on_query_thread(&st, shallow, move || {
         let expr = parse_expr(&text)?;
         let commons = scope(&access);
         let db = Scoped::new(st2.storage.as_ref(), &access);
@@ -199,20 +199,20 @@ pub async fn query_exemplars(State(st): State<AppState>, Extension(access): Exte
     if end < start {
         return Err(ApiError::BadData("end timestamp must not be before start timestamp".into()));
     }
-    let text = if p.get("query").is_some() {
+    let (text, shallow) = if p.get("query").is_some() {
         checked_query(&st, &access, &p)?
     } else {
-        String::new()
+        (String::new(), true)
     };
-    on_query_thread(&st, shallow(&text), move || parse_expr(&text).map(drop)).await?;
+    on_query_thread(&st, shallow, move || parse_expr(&text).map(drop)).await?;
     Ok(success(json!([])))
 }
 
 /// `GET|POST /api/v1/format_query`: the query, prettified (on the query
 /// thread: printing recurses, and its cost grows with size × depth).
 pub async fn format_query(State(st): State<AppState>, Extension(access): Extension<Access>, p: Params) -> Result<Response, ApiError> {
-    let text = checked_query(&st, &access, &p)?;
-    let pretty = on_query_thread(&st, shallow(&text), move || Ok(parse_expr(&text)?.prettify())).await?;
+    let (text, shallow) = checked_query(&st, &access, &p)?;
+    let pretty = on_query_thread(&st, shallow, move || Ok(parse_expr(&text)?.prettify())).await?;
     Ok(success(Json::String(pretty)))
 }
 
@@ -221,8 +221,8 @@ pub async fn format_query(State(st): State<AppState>, Extension(access): Extensi
 /// serialized and dropped on the query thread (all recursive); the answer
 /// is its text.
 pub async fn parse_query(State(st): State<AppState>, Extension(access): Extension<Access>, p: Params) -> Result<Response, ApiError> {
-    let text = checked_query(&st, &access, &p)?;
-    let body = on_query_thread(&st, shallow(&text), move || {
+    let (text, shallow) = checked_query(&st, &access, &p)?;
+    let body = on_query_thread(&st, shallow, move || {
         let expr = parse_expr(&text)?;
         let mut tree = serde_json::to_value(&expr).map_err(|e| ApiError::Internal(format!("serializing the syntax tree: {e}")))?;
         drop(expr);

@@ -72,6 +72,12 @@ impl std::fmt::Display for Refusal {
 
 /// Checks a query's text before parsing: its length, then its depth bound.
 pub fn precheck(q: &str, max_length: u64, max_depth: usize) -> Result<(), Refusal> {
+    precheck_depth(q, max_length, max_depth).map(drop)
+}
+
+/// [`precheck`], giving the text's depth bound when it passes (for
+/// [`spawn_query_job`]'s choice of a pooled thread, without a second scan).
+pub fn precheck_depth(q: &str, max_length: u64, max_depth: usize) -> Result<usize, Refusal> {
     if q.len() as u64 > max_length {
         return Err(Refusal::Length {
             len: q.len(),
@@ -82,7 +88,7 @@ pub fn precheck(q: &str, max_length: u64, max_depth: usize) -> Result<(), Refusa
     if depth > max_depth {
         return Err(Refusal::Depth { depth, max: max_depth });
     }
-    Ok(())
+    Ok(depth)
 }
 
 /// An upper bound of the depth of `q`'s syntax tree (see the module doc).
@@ -270,8 +276,7 @@ static IDLE: std::sync::Mutex<Vec<(usize, std::sync::mpsc::Sender<QueryJob>)>> =
 /// one that stays for later jobs: starting a thread with a stack of tens of
 /// MiB for each request cost more than evaluating a small query. A job
 /// that panics ends its thread.
-pub fn spawn_query_job(max_depth: usize, reuse: bool, job: QueryJob) -> std::io::Result<()> {
-    let mut job = job;
+pub fn spawn_query_job(max_depth: usize, reuse: bool, mut job: QueryJob) -> std::io::Result<()> {
     if reuse {
         loop {
             let worker = {
