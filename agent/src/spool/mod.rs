@@ -25,6 +25,13 @@
 //! A spooled batch is self-contained: its `new_series` define every ref its
 //! samples use (refs local to the batch). The shipper maps them to the
 //! stream's refs when it sends.
+//!
+//! # Hot copies
+//! A batch just pushed is also kept in memory (up to [`HOT_MAX_BYTES`] of
+//! encoded bytes across the spool), and its first [`Spool::read`] hands that
+//! copy over instead of reading and decoding the file again. The file is
+//! written and fsynced first all the same; a later read of the same seq (after
+//! a reconnect, say) comes from the file.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -69,11 +76,17 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
     }
 }
 
+/// Encoded bytes of the batches the spool keeps in memory as well as on
+/// disk, waiting for their first read (see the module docs).
+pub const HOT_MAX_BYTES: u64 = 32 << 20;
+
 #[derive(Debug, Clone)]
 struct Entry {
     path: PathBuf,
     bytes: u64,
     samples: u64,
+    /// The batch as pushed, until its first read.
+    hot: Option<WriteBatch>,
 }
 
 /// What [`Spool::ack_through`] or the size limit removed.
@@ -94,6 +107,10 @@ pub struct Spool {
     max_bytes: u64,
     total_bytes: u64,
     entries: BTreeMap<u64, Entry>,
+    /// Encoded bytes of the entries that hold a hot copy.
+    hot_bytes: u64,
+    /// Budget of `hot_bytes` ([`HOT_MAX_BYTES`]).
+    hot_max: u64,
     _lock: File,
     metrics: Option<ShipperMetrics>,
 }
@@ -151,7 +168,15 @@ impl Spool {
             }
             let bytes = de.metadata().map_err(io(&path))?.len();
             total_bytes += bytes;
-            entries.insert(seq, Entry { path, bytes, samples });
+            entries.insert(
+                seq,
+                Entry {
+                    path,
+                    bytes,
+                    samples,
+                    hot: None,
+                },
+            );
         }
         let next_seq = entries.keys().next_back().copied().unwrap_or(0).max(acked) + 1;
         let spool = Spool {
@@ -162,6 +187,8 @@ impl Spool {
             max_bytes,
             total_bytes,
             entries,
+            hot_bytes: 0,
+            hot_max: HOT_MAX_BYTES,
             _lock: lock,
             metrics,
         };
@@ -254,7 +281,19 @@ impl Spool {
         fs::rename(&tmp, &path).map_err(io(&path))?;
         self.next_seq += 1;
         self.total_bytes += bytes;
-        self.entries.insert(seq, Entry { path, bytes, samples });
+        let hot = (self.hot_bytes + bytes <= self.hot_max).then(|| {
+            self.hot_bytes += bytes;
+            batch
+        });
+        self.entries.insert(
+            seq,
+            Entry {
+                path,
+                bytes,
+                samples,
+                hot,
+            },
+        );
         self.update_gauges();
         if let Some(m) = &self.metrics {
             m.spooled_samples.inc_by(samples);
@@ -277,6 +316,9 @@ impl Spool {
     fn remove_entry(&mut self, seq: u64) -> Option<Entry> {
         let e = self.entries.remove(&seq)?;
         self.total_bytes -= e.bytes;
+        if e.hot.is_some() {
+            self.hot_bytes -= e.bytes;
+        }
         if let Err(err) = fs::remove_file(&e.path) {
             tracing::warn!(file = %e.path.display(), error = %err, "cannot delete spool file");
         }
@@ -289,9 +331,15 @@ impl Spool {
     }
 
     /// Reads batch `seq`; `Ok(None)` when it is no longer in the spool.
-    /// A corrupt file is removed and reported as an error.
+    /// The first read of a batch pushed by this process takes its hot copy;
+    /// other reads decode the file. A corrupt file is removed and reported
+    /// as an error.
     pub fn read(&mut self, seq: u64) -> Result<Option<WriteBatch>, SpoolError> {
-        let Some(e) = self.entries.get(&seq) else { return Ok(None) };
+        let Some(e) = self.entries.get_mut(&seq) else { return Ok(None) };
+        if let Some(b) = e.hot.take() {
+            self.hot_bytes -= e.bytes;
+            return Ok(Some(b));
+        }
         let path = e.path.clone();
         let buf = fs::read(&path).map_err(io(&path))?;
         match WriteBatch::decode(buf.as_slice()) {
@@ -395,6 +443,37 @@ mod tests {
     }
 
     #[test]
+    fn the_first_read_takes_the_hot_copy_and_later_reads_decode_the_file() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let mut s = Spool::open(d.path(), 1 << 20, None).expect("open");
+        let seq = s.push(batch(7)).expect("push");
+        let file = s.entries[&seq].path.clone();
+        let on_disk = WriteBatch::decode(fs::read(&file).expect("file").as_slice()).expect("decodes");
+        // The file is written before the batch can be read; the first read
+        // does not touch it (garbage in the file goes unnoticed)...
+        fs::write(&file, b"\xff\xff\xff").expect("overwrite");
+        let hot = s.read(seq).expect("read").expect("present");
+        assert_eq!(hot, on_disk, "the hot copy is the batch as written");
+        assert_eq!(s.hot_bytes, 0);
+        // ...the second one reads the file.
+        assert!(matches!(s.read(seq), Err(SpoolError::Corrupt { .. })));
+        // Beyond the budget, batches are kept on disk only.
+        drop(s);
+        let mut s = Spool::open(d.path(), u64::MAX, None).expect("reopen");
+        s.hot_max = 2 * batch(2000).encode_to_vec().len() as u64 + 8;
+        let hot: Vec<bool> = (0..4)
+            .map(|_| {
+                let seq = s.push(batch(2000)).expect("push");
+                s.entries[&seq].hot.is_some()
+            })
+            .collect();
+        assert_eq!(hot, [true, true, false, false]);
+        assert!(s.hot_bytes <= s.hot_max);
+        assert_eq!(s.ack_through(u64::MAX - 1).expect("ack").batches, 4);
+        assert_eq!(s.hot_bytes, 0, "acknowledged batches give their budget back");
+    }
+
+        #[test]
     fn full_spool_drops_oldest() {
         let d = tempfile::tempdir().expect("tempdir");
         let one = batch(10).encode_to_vec().len() as u64 + 2;
@@ -420,8 +499,11 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let mut s = Spool::open(d.path(), 1 << 20, None).expect("open");
         s.push(batch(1)).expect("push");
+        drop(s);
         let path = d.path().join(format!("{:020}-1.batch", 1));
         fs::write(&path, [0xff, 0xff, 0xff]).expect("corrupt");
+        // Read after a restart, from the file (no hot copy).
+        let mut s = Spool::open(d.path(), 1 << 20, None).expect("reopen");
         let err = s.read(1).expect_err("corrupt");
         assert!(err.to_string().contains("corrupt"), "{err}");
         assert!(s.is_empty());
