@@ -76,7 +76,7 @@ impl Pipeline {
             })
             .collect();
         let mut out = Vec::new();
-        let hasher = std::hash::RandomState::new();
+        let mut hasher = csoc_common::labels::LabelsHasher::default();
         let mut samples = frame.samples.into_iter().peekable();
         let mut i = 0usize;
         while samples.peek().is_some() {
@@ -89,10 +89,7 @@ impl Pipeline {
             // labels move into the batch's series definitions, not copied.
             let mut refs: HashMap<u64, Vec<u64>> = HashMap::new();
             for s in samples.by_ref().take(MAX_BATCH_SAMPLES) {
-                let h = {
-                    use std::hash::BuildHasher;
-                    hasher.hash_one(&s.labels)
-                };
+                let h = hasher.labels(&s.labels);
                 let same = |r: &u64| {
                     let def = &b.new_series[*r as usize].labels;
                     def.len() == s.labels.len() && def.iter().zip(&s.labels).all(|(l, (n, v))| l.name == *n && l.value == *v)

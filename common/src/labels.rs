@@ -64,6 +64,45 @@ pub fn has_label(l: &Labels, name: &str) -> bool {
     l.binary_search_by(|(k, _)| k.as_str().cmp(name)).is_ok()
 }
 
+/// A 64-bit hash of label sets, keyed with a random key drawn once per
+/// process (so a hash is stable for the process's life, and nobody who
+/// chooses label values can aim at a collision). Each name and value is
+/// written to a reused buffer followed by 0xff (a byte UTF-8 never uses),
+/// and the buffer is hashed in one call: SipHash's per-call cost, not its
+/// per-byte cost, is what short label strings pay.
+#[derive(Debug, Default)]
+pub struct LabelsHasher {
+    buf: Vec<u8>,
+}
+
+impl LabelsHasher {
+    /// The hash of a label set given as `(name, value)` pairs.
+    pub fn hash<'a, I, K, V>(&mut self, labels: I) -> u64
+    where
+        I: IntoIterator<Item = (&'a K, &'a V)>,
+        K: AsRef<str> + ?Sized + 'a,
+        V: AsRef<str> + ?Sized + 'a,
+    {
+        use std::hash::{BuildHasher, Hasher};
+        static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+        self.buf.clear();
+        for (k, v) in labels {
+            self.buf.extend_from_slice(k.as_ref().as_bytes());
+            self.buf.push(0xff);
+            self.buf.extend_from_slice(v.as_ref().as_bytes());
+            self.buf.push(0xff);
+        }
+        let mut h = KEY.get_or_init(std::hash::RandomState::new).build_hasher();
+        h.write(&self.buf);
+        h.finish()
+    }
+
+    /// The hash of a [`Labels`].
+    pub fn labels(&mut self, l: &Labels) -> u64 {
+        self.hash(l.iter().map(|(k, v)| (k, v)))
+    }
+}
+
 /// Whether `s` is a valid Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`).
 /// Every label that reaches storage, from an agent, a remote writer or a
 /// rule, is held to this rule.
@@ -89,6 +128,20 @@ pub fn valid_metric_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_hasher_is_stable_in_a_process_and_tells_boundaries_apart() {
+        let mut a = LabelsHasher::default();
+        let mut b = LabelsHasher::default();
+        let l = from_pairs(&[("__name__", "up"), ("job", "node")]);
+        assert_eq!(a.labels(&l), b.labels(&l.clone()), "one key per process");
+        assert_eq!(a.labels(&l), a.hash([("__name__", "up"), ("job", "node")]));
+        let moved = from_pairs(&[("__name__", "upj"), ("ob", "node")]);
+        let shifted = from_pairs(&[("__name__", "up"), ("job", "nod"), ("e", "")]);
+        assert_ne!(a.labels(&l), a.labels(&moved));
+        assert_ne!(a.labels(&l), a.labels(&shifted));
+        assert_ne!(a.labels(&l), a.labels(&Labels::new()));
+    }
 
     #[test]
     fn set_label_keeps_order_and_replaces() {

@@ -523,6 +523,8 @@ fn status_end(s: tonic::Status) -> StreamEnd {
 struct RefMap {
     keys: (std::hash::RandomState, std::hash::RandomState),
     by_labels: HashMap<u128, u64>,
+    /// Reused by [`RefMap::key`].
+    scratch: Vec<u8>,
 }
 
 impl Default for RefMap {
@@ -530,21 +532,29 @@ impl Default for RefMap {
         RefMap {
             keys: (std::hash::RandomState::new(), std::hash::RandomState::new()),
             by_labels: HashMap::new(),
+            scratch: Vec::new(),
         }
     }
 }
 
 impl RefMap {
-    fn key(&self, labels: &[Label]) -> u128 {
-        use std::hash::{BuildHasher, Hash, Hasher};
+    /// The key of a label set: both SipHash keys over one buffer that
+    /// holds each name and value followed by 0xff (a byte UTF-8 never uses,
+    /// so the encoding is unambiguous). One `write` per key instead of four
+    /// per label: hashing was most of this function's time.
+    fn key(&mut self, labels: &[Label]) -> u128 {
+        use std::hash::{BuildHasher, Hasher};
+        self.scratch.clear();
+        for l in labels {
+            self.scratch.extend_from_slice(l.name.as_bytes());
+            self.scratch.push(0xff);
+            self.scratch.extend_from_slice(l.value.as_bytes());
+            self.scratch.push(0xff);
+        }
         let mut a = self.keys.0.build_hasher();
         let mut b = self.keys.1.build_hasher();
-        for l in labels {
-            l.name.hash(&mut a);
-            l.value.hash(&mut a);
-            l.name.hash(&mut b);
-            l.value.hash(&mut b);
-        }
+        a.write(&self.scratch);
+        b.write(&self.scratch);
         (u128::from(a.finish()) << 64) | u128::from(b.finish())
     }
 

@@ -285,15 +285,7 @@ impl Spool {
             self.hot_bytes += bytes;
             batch
         });
-        self.entries.insert(
-            seq,
-            Entry {
-                path,
-                bytes,
-                samples,
-                hot,
-            },
-        );
+        self.entries.insert(seq, Entry { path, bytes, samples, hot });
         self.update_gauges();
         if let Some(m) = &self.metrics {
             m.spooled_samples.inc_by(samples);
@@ -473,7 +465,7 @@ mod tests {
         assert_eq!(s.hot_bytes, 0, "acknowledged batches give their budget back");
     }
 
-        #[test]
+    #[test]
     fn full_spool_drops_oldest() {
         let d = tempfile::tempdir().expect("tempdir");
         let one = batch(10).encode_to_vec().len() as u64 + 2;

@@ -3,7 +3,6 @@
 //! `sample_limit`.
 
 use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
 
 use super::Job;
 use super::discovery::Target;
@@ -135,6 +134,7 @@ pub(super) async fn scrape_once(job: &Job, target: &Target, ts: i64) -> Result<S
     let mut samples = Vec::with_capacity(scraped);
     let mut tracked = Vec::with_capacity(scraped);
     let mut seen: HashSet<u64> = HashSet::with_capacity(scraped);
+    let mut hasher = csoc_common::labels::LabelsHasher::default();
     for s in exp.samples {
         let mut labels = s.labels;
         merge_target_labels(&mut labels, &target.labels, job.cfg.honor_labels);
@@ -143,9 +143,7 @@ pub(super) async fn scrape_once(job: &Job, target: &Target, ts: i64) -> Result<S
         }
         // A series twice in one exposition: the first wins (Prometheus
         // reports the rest as duplicates).
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        labels.hash(&mut h);
-        let hash = h.finish();
+        let hash = hasher.labels(&labels);
         if !seen.insert(hash) {
             continue;
         }
