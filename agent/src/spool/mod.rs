@@ -27,11 +27,12 @@
 //! stream's refs when it sends.
 //!
 //! # Hot copies
-//! A batch just pushed is also kept in memory (up to [`HOT_MAX_BYTES`] of
-//! encoded bytes across the spool), and its first [`Spool::read`] hands that
-//! copy over instead of reading and decoding the file again. The file is
-//! written and fsynced first all the same; a later read of the same seq (after
-//! a reconnect, say) comes from the file.
+//! A batch just pushed is also kept in memory, and its first [`Spool::read`]
+//! hands that copy over instead of reading and decoding the file again. The
+//! file is written and fsynced first all the same; a later read of the same
+//! seq (after a reconnect, say) comes from the file. The copies are bounded
+//! by [`HOT_MAX_BYTES`] of encoded bytes; the newest win, so that while the
+//! collector is away the spool holds at most that much in memory.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -77,8 +78,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
 }
 
 /// Encoded bytes of the batches the spool keeps in memory as well as on
-/// disk, waiting for their first read (see the module docs).
-pub const HOT_MAX_BYTES: u64 = 32 << 20;
+/// disk, waiting for their first read (see the module docs). A scrape of
+/// 10,000 series is a batch of about 1 MiB; the shipper normally reads each
+/// batch right after it is pushed.
+pub const HOT_MAX_BYTES: u64 = 4 << 20;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -111,6 +114,9 @@ pub struct Spool {
     hot_bytes: u64,
     /// Budget of `hot_bytes` ([`HOT_MAX_BYTES`]).
     hot_max: u64,
+    /// Seqs pushed with a hot copy, oldest first (some may have been read
+    /// or removed since).
+    hot_seqs: std::collections::VecDeque<u64>,
     _lock: File,
     metrics: Option<ShipperMetrics>,
 }
@@ -189,6 +195,7 @@ impl Spool {
             entries,
             hot_bytes: 0,
             hot_max: HOT_MAX_BYTES,
+            hot_seqs: std::collections::VecDeque::new(),
             _lock: lock,
             metrics,
         };
@@ -281,8 +288,9 @@ impl Spool {
         fs::rename(&tmp, &path).map_err(io(&path))?;
         self.next_seq += 1;
         self.total_bytes += bytes;
-        let hot = (self.hot_bytes + bytes <= self.hot_max).then(|| {
+        let hot = self.make_hot_room(bytes).then(|| {
             self.hot_bytes += bytes;
+            self.hot_seqs.push_back(seq);
             batch
         });
         self.entries.insert(seq, Entry { path, bytes, samples, hot });
@@ -291,6 +299,27 @@ impl Spool {
             m.spooled_samples.inc_by(samples);
         }
         Ok(seq)
+    }
+
+    /// Drops the oldest hot copies until `incoming` more bytes fit in the
+    /// budget; false when they cannot (a batch larger than the budget).
+    fn make_hot_room(&mut self, incoming: u64) -> bool {
+        if incoming > self.hot_max {
+            return false;
+        }
+        while let Some(&seq) = self.hot_seqs.front() {
+            let is_hot = self.entries.get(&seq).is_some_and(|e| e.hot.is_some());
+            if is_hot && self.hot_bytes + incoming <= self.hot_max {
+                break;
+            }
+            self.hot_seqs.pop_front();
+            if let Some(e) = self.entries.get_mut(&seq)
+                && e.hot.take().is_some()
+            {
+                self.hot_bytes -= e.bytes;
+            }
+        }
+        true
     }
 
     fn make_room(&mut self, incoming: u64) -> Removed {
@@ -459,9 +488,17 @@ mod tests {
                 s.entries[&seq].hot.is_some()
             })
             .collect();
-        assert_eq!(hot, [true, true, false, false]);
+        assert_eq!(hot, [true; 4]);
+        let hot_now: Vec<u64> = s.entries.iter().filter(|(_, e)| e.hot.is_some()).map(|(q, _)| *q).collect();
+        assert_eq!(hot_now, [3, 4], "the newest two are kept");
         assert!(s.hot_bytes <= s.hot_max);
-        assert_eq!(s.ack_through(u64::MAX - 1).expect("ack").batches, 4);
+        assert!(s.hot_seqs.len() <= 2, "read or dropped seqs do not pile up");
+        let first = s.read(1).expect("read").expect("present");
+        assert_eq!(first.refs.len(), 2000, "an evicted copy is read from its file");
+        // A batch larger than the whole budget is not kept.
+        let big = s.push(batch(10_000)).expect("push");
+        assert!(s.entries[&big].hot.is_none());
+        assert_eq!(s.ack_through(u64::MAX - 1).expect("ack").batches, 5);
         assert_eq!(s.hot_bytes, 0, "acknowledged batches give their budget back");
     }
 
