@@ -117,9 +117,9 @@ impl TsdbQuerier<'_> {
                         .get_ref(1)?
                         .as_blob()
                         .map_err(|e| TsdbError::Corrupt(format!("chunk of series {id}: {e}")))?;
-                    let key = chunk_cache::key_of(data);
                     let shared = &self.tsdb.shared;
-                    let decoded = match shared.chunk_cache.get(key) {
+                    let key = shared.chunk_cache.key_of(data);
+                    let decoded = match shared.chunk_cache.get(key, data) {
                         Some(d) => {
                             shared.metrics.chunk_cache_hits.inc();
                             d
@@ -136,7 +136,7 @@ impl TsdbQuerier<'_> {
                                 continue;
                             }
                             let d = Arc::new(d);
-                            shared.chunk_cache.put(key, d.clone());
+                            shared.chunk_cache.put(key, data, d.clone());
                             shared.metrics.chunk_cache_bytes.set(shared.chunk_cache.bytes() as i64);
                             d
                         }
