@@ -134,6 +134,10 @@ impl Querier for ScopedQuerier<'_> {
         self.inner.select(&self.scoped(matchers))
     }
 
+    fn select_without_stale(&self, matchers: &[Matcher]) -> Result<Vec<Series>, TsdbError> {
+        self.inner.select_without_stale(&self.scoped(matchers))
+    }
+
     fn series(&self, matchers: &[Matcher]) -> Result<Vec<Arc<Labels>>, TsdbError> {
         self.inner.series(&self.scoped(matchers))
     }

@@ -318,12 +318,22 @@ impl Ctx<'_> {
     }
 
     fn select(&mut self, vs: &VectorSelector, mint: i64, maxt: i64) -> Result<Vec<Series>, EvalError> {
+        self.select_with(vs, mint, maxt, false)
+    }
+
+    /// [`Ctx::select`]; `without_stale` drops the staleness markers (range
+    /// functions ignore them).
+    fn select_with(&mut self, vs: &VectorSelector, mint: i64, maxt: i64, without_stale: bool) -> Result<Vec<Series>, EvalError> {
         let mut out = Vec::new();
         let sets = matchers_of(vs)?;
         let n = sets.len();
         let q = self.db.querier(mint, maxt);
         for set in sets {
-            out.extend(q.select(&set)?);
+            if without_stale {
+                out.extend(q.select_without_stale(&set)?);
+            } else {
+                out.extend(q.select(&set)?);
+            }
         }
         if n > 1 {
             out.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -405,18 +415,12 @@ impl Ctx<'_> {
                     });
                 };
                 let series = self
-                    .select(&m.vs, lo - range + 1, hi)?
+                    .select_with(&m.vs, lo - range + 1, hi, true)?
                     .into_iter()
-                    .filter_map(|mut s| {
-                        // Staleness markers are rare: look before rewriting.
-                        if s.samples.iter().any(|p| csoc_proto::is_stale_nan(p.1)) {
-                            s.samples.retain(|p| !csoc_proto::is_stale_nan(p.1));
-                        }
-                        (!s.samples.is_empty()).then_some(Ms {
-                            labels: s.labels,
-                            drop_name: false,
-                            samples: s.samples,
-                        })
+                    .map(|s| Ms {
+                        labels: s.labels,
+                        drop_name: false,
+                        samples: s.samples,
                     })
                     .collect();
                 Ok(RangeData { series, te, range })

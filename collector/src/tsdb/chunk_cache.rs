@@ -28,6 +28,8 @@ struct Entry {
     /// The bytes the samples were decoded from.
     blob: Box<[u8]>,
     samples: Decoded,
+    /// Whether the samples include staleness markers.
+    stale: bool,
 }
 
 impl Entry {
@@ -66,22 +68,28 @@ impl ChunkCache {
         (data.len(), self.seed.hash_one(data))
     }
 
-    /// The decoded samples of `data` (whose key is `key`), if cached.
-    pub fn get(&self, key: Key, data: &[u8]) -> Option<Decoded> {
+    /// The decoded samples of `data` (whose key is `key`), if cached, and
+    /// whether they include staleness markers.
+    pub fn get(&self, key: Key, data: &[u8]) -> Option<(Decoded, bool)> {
         if self.budget == 0 {
             return None;
         }
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.map.get(&key).filter(|e| *e.blob == *data).map(|e| e.samples.clone())
+        inner
+            .map
+            .get(&key)
+            .filter(|e| *e.blob == *data)
+            .map(|e| (e.samples.clone(), e.stale))
     }
 
-    /// Caches the samples decoded from `data`, evicting the oldest entries
-    /// over budget. An entry under the same key with other bytes (a hash
-    /// collision) is replaced.
-    pub fn put(&self, key: Key, data: &[u8], samples: Decoded) {
+    /// Caches the samples decoded from `data` (`stale`: they include
+    /// staleness markers), evicting the oldest entries over budget. An entry
+    /// under the same key with other bytes (a hash collision) is replaced.
+    pub fn put(&self, key: Key, data: &[u8], samples: Decoded, stale: bool) {
         let e = Entry {
             blob: data.into(),
             samples,
+            stale,
         };
         let size = e.size();
         if size > self.budget / 4 {
@@ -119,16 +127,16 @@ mod tests {
         let a = c.key_of(b"chunk a");
         let b = c.key_of(b"chunk b");
         assert_ne!(a, b);
-        c.put(a, b"chunk a", Arc::new(vec![(1, 1.0); 10]));
-        assert_eq!(c.get(a, b"chunk a").map(|v| v.len()), Some(10));
+        c.put(a, b"chunk a", Arc::new(vec![(1, 1.0); 10]), true);
+        assert_eq!(c.get(a, b"chunk a").map(|(v, stale)| (v.len(), stale)), Some((10, true)));
         assert!(c.get(b, b"chunk b").is_none());
         for i in 0..20u8 {
-            c.put(c.key_of(&[i; 3]), &[i; 3], Arc::new(vec![(0, 0.0); 10]));
+            c.put(c.key_of(&[i; 3]), &[i; 3], Arc::new(vec![(0, 0.0); 10]), false);
         }
         assert!(c.bytes() <= 64 * SAMPLE_BYTES, "{}", c.bytes());
         assert!(c.get(a, b"chunk a").is_none(), "oldest evicted");
         let off = ChunkCache::new(0);
-        off.put(a, b"chunk a", Arc::new(vec![(1, 1.0)]));
+        off.put(a, b"chunk a", Arc::new(vec![(1, 1.0)]), false);
         assert!(off.get(a, b"chunk a").is_none());
     }
 
@@ -136,13 +144,13 @@ mod tests {
     fn a_colliding_key_is_a_miss_and_replacing_it_keeps_the_count() {
         let c = ChunkCache::new(1 << 20);
         let k = c.key_of(b"chunk a");
-        c.put(k, b"chunk a", Arc::new(vec![(1, 1.0); 4]));
+        c.put(k, b"chunk a", Arc::new(vec![(1, 1.0); 4]), false);
         // Other bytes under the same key (as a hash collision would give).
         assert!(c.get(k, b"chunk b").is_none(), "the kept bytes decide");
-        assert_eq!(c.get(k, b"chunk a").map(|v| v[0]), Some((1, 1.0)));
-        c.put(k, b"chunk b", Arc::new(vec![(2, 2.0); 4]));
+        assert_eq!(c.get(k, b"chunk a").map(|(v, _)| v[0]), Some((1, 1.0)));
+        c.put(k, b"chunk b", Arc::new(vec![(2, 2.0); 4]), false);
         assert!(c.get(k, b"chunk a").is_none());
-        assert_eq!(c.get(k, b"chunk b").map(|v| v[0]), Some((2, 2.0)));
+        assert_eq!(c.get(k, b"chunk b").map(|(v, _)| v[0]), Some((2, 2.0)));
         assert_eq!(c.bytes(), 4 * SAMPLE_BYTES + 7, "one entry accounted once");
         // Two caches hash with different seeds; one cache is stable.
         let d = ChunkCache::new(1 << 20);

@@ -26,32 +26,14 @@ struct TsdbQuerier<'a> {
 
 impl Querier for TsdbQuerier<'_> {
     fn select(&self, matchers: &[Matcher]) -> Result<Vec<Series>, TsdbError> {
-        let ids: Vec<(i64, Arc<Labels>)> = {
-            let idx = self.tsdb.read_index();
-            idx.select(matchers)
-                .into_iter()
-                .filter_map(|id| idx.labels(id).map(|l| (id, l)))
-                .collect()
-        };
-        // Memory first, then disk: a chunk persisted in between is then
-        // seen twice (harmless), never missed.
-        let mut in_memory: HashMap<i64, Vec<(i64, f64)>> = HashMap::with_capacity(ids.len());
-        {
-            let head = self.tsdb.shared.head.read().unwrap_or_else(|p| p.into_inner());
-            for (id, _) in &ids {
-                let mut v = Vec::new();
-                head.collect(*id, self.mint, self.maxt, &mut v);
-                if !v.is_empty() {
-                    in_memory.insert(*id, v);
-                }
-            }
-        }
-        // (Reading on several cores, each worker with its own connection,
-        // measured slower here: allocation and page faults in parallel
-        // outweighed the split.)
-        let mut out = self.read_series(&ids, &in_memory)?;
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(out)
+        self.select_series(matchers, false)
+    }
+
+    /// Each cached chunk knows whether it holds staleness markers, so only
+    /// the series that have some are filtered (after the merge, so that a
+    /// marker that won on its timestamp still hides the sample it beat).
+    fn select_without_stale(&self, matchers: &[Matcher]) -> Result<Vec<Series>, TsdbError> {
+        self.select_series(matchers, true)
     }
 
     /// At chunk granularity, in memory and on disk.
@@ -91,9 +73,45 @@ impl Querier for TsdbQuerier<'_> {
 }
 
 impl TsdbQuerier<'_> {
+    /// [`Querier::select`], or with `without_stale` [`Querier::select_without_stale`].
+    fn select_series(&self, matchers: &[Matcher], without_stale: bool) -> Result<Vec<Series>, TsdbError> {
+        let ids: Vec<(i64, Arc<Labels>)> = {
+            let idx = self.tsdb.read_index();
+            idx.select(matchers)
+                .into_iter()
+                .filter_map(|id| idx.labels(id).map(|l| (id, l)))
+                .collect()
+        };
+        // Memory first, then disk: a chunk persisted in between is then
+        // seen twice (harmless), never missed.
+        let mut in_memory: HashMap<i64, Vec<(i64, f64)>> = HashMap::with_capacity(ids.len());
+        {
+            let head = self.tsdb.shared.head.read().unwrap_or_else(|p| p.into_inner());
+            for (id, _) in &ids {
+                let mut v = Vec::new();
+                head.collect(*id, self.mint, self.maxt, &mut v);
+                if !v.is_empty() {
+                    in_memory.insert(*id, v);
+                }
+            }
+        }
+        // (Reading on several cores, each worker with its own connection,
+        // measured slower here: allocation and page faults in parallel
+        // outweighed the split.)
+        let mut out = self.read_series(&ids, &in_memory, without_stale)?;
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
     /// Reads the samples of `ids` from disk (through the decoded-chunk
-    /// cache) and merges in what the head holds.
-    fn read_series(&self, ids: &[(i64, Arc<Labels>)], in_memory: &HashMap<i64, Vec<(i64, f64)>>) -> Result<Vec<Series>, TsdbError> {
+    /// cache) and merges in what the head holds; `without_stale` then drops
+    /// the staleness markers, and the series they leave empty.
+    fn read_series(
+        &self,
+        ids: &[(i64, Arc<Labels>)],
+        in_memory: &HashMap<i64, Vec<(i64, f64)>>,
+        without_stale: bool,
+    ) -> Result<Vec<Series>, TsdbError> {
         let conn = self.tsdb.reader()?;
         let mut out = Vec::with_capacity(ids.len());
         let res = (|| -> Result<(), TsdbError> {
@@ -110,6 +128,8 @@ impl TsdbQuerier<'_> {
             for (id, labels) in ids {
                 let id = *id;
                 parts.clear();
+                // Whether a chunk read for this series holds staleness markers.
+                let mut stale = false;
                 let mut rows = stmt.query(params![id, self.mint, self.maxt])?;
                 while let Some(row) = rows.next()? {
                     let chunk_id: i64 = row.get(0)?;
@@ -120,8 +140,9 @@ impl TsdbQuerier<'_> {
                     let shared = &self.tsdb.shared;
                     let key = shared.chunk_cache.key_of(data);
                     let decoded = match shared.chunk_cache.get(key, data) {
-                        Some(d) => {
+                        Some((d, has_stale)) => {
                             shared.metrics.chunk_cache_hits.inc();
+                            stale |= has_stale;
                             d
                         }
                         None => {
@@ -131,12 +152,15 @@ impl TsdbQuerier<'_> {
                                 // Not in time order (never written so, but the
                                 // format allows it): filter, do not cache.
                                 let kept: Vec<(i64, f64)> = d.into_iter().filter(|p| p.0 >= self.mint && p.0 <= self.maxt).collect();
+                                stale |= kept.iter().any(|p| csoc_proto::is_stale_nan(p.1));
                                 let n = kept.len();
                                 parts.push((chunk_id, Arc::new(kept), 0, n));
                                 continue;
                             }
+                            let has_stale = d.iter().any(|p| csoc_proto::is_stale_nan(p.1));
+                            stale |= has_stale;
                             let d = Arc::new(d);
-                            shared.chunk_cache.put(key, data, d.clone());
+                            shared.chunk_cache.put(key, data, d.clone(), has_stale);
                             shared.metrics.chunk_cache_bytes.set(shared.chunk_cache.bytes() as i64);
                             d
                         }
@@ -160,6 +184,12 @@ impl TsdbQuerier<'_> {
                     continue;
                 }
                 merge_last_write_wins(&mut samples);
+                if without_stale && (stale || mem.iter().any(|p| csoc_proto::is_stale_nan(p.1))) {
+                    samples.retain(|p| !csoc_proto::is_stale_nan(p.1));
+                    if samples.is_empty() {
+                        continue;
+                    }
+                }
                 out.push(Series {
                     labels: labels.clone(),
                     samples,
@@ -257,6 +287,71 @@ mod tests {
         let s = db.querier(0, 10_000).select(&[Matcher::equal("__name__", "x")]).expect("select");
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].samples, vec![(500, 0.5), (1000, 1.0), (2000, 7.0), (9000, 3.0)]);
+        db.close();
+    }
+
+    /// `select_without_stale` equals `select` with the markers filtered out
+    /// afterwards, for chunks on disk (read twice: decoded, then cached) and
+    /// for the head.
+    #[tokio::test]
+    async fn select_without_stale_drops_markers_after_last_write_wins() {
+        let stale = f64::from_bits(csoc_proto::STALE_NAN_BITS);
+        let d = tempfile::tempdir().expect("tempdir");
+        let l = |n: &str| -> Arc<Labels> { Arc::new(vec![("__name__".into(), n.into())]) };
+        let db = Tsdb::open(
+            d.path(),
+            &TsdbOptions::default(),
+            &mut prometheus_client::registry::Registry::default(),
+        )
+        .expect("open");
+        let mut a = db.appender();
+        for (t, v) in [(1000, 1.0), (2000, stale), (3000, 3.0)] {
+            a.append(l("marked"), t, v);
+        }
+        a.append(l("plain"), 1000, 5.0);
+        a.append(l("only_stale"), 1000, stale);
+        a.commit().await.expect("commit");
+        db.flush().await.expect("flush");
+        // A later chunk whose marker wins on 3000 (and one for the head).
+        {
+            let conn = sqlite::open_writer(&d.path().join("csoc.db")).expect("writer");
+            let id: i64 = conn
+                .query_row("SELECT id FROM series WHERE labels LIKE '%marked%'", [], |r| r.get(0))
+                .expect("series id");
+            let mut b = Vec::new();
+            chunkenc::encode_block(&[(3000, stale)], &mut b);
+            conn.execute(sqlite::INSERT_CHUNK, params![id, 3000, 3000, b]).expect("insert");
+        }
+        let mut a = db.appender();
+        a.append(l("plain"), 4000, stale);
+        a.append(l("plain"), 5000, 6.0);
+        a.commit().await.expect("commit");
+        let all = [Matcher::regex("__name__", ".+", false).expect("regex")];
+        let q = db.querier(0, 10_000);
+        for round in 0..2 {
+            let with = q.select(&all).expect("select");
+            let without = q.select_without_stale(&all).expect("select");
+            let mut want: Vec<(String, Vec<(i64, f64)>)> = with
+                .iter()
+                .map(|s| {
+                    (
+                        s.labels[0].1.clone(),
+                        s.samples.iter().copied().filter(|p| !csoc_proto::is_stale_nan(p.1)).collect(),
+                    )
+                })
+                .collect();
+            want.retain(|(_, v): &(String, Vec<(i64, f64)>)| !v.is_empty());
+            let got: Vec<(String, Vec<(i64, f64)>)> = without.iter().map(|s| (s.labels[0].1.clone(), s.samples.clone())).collect();
+            assert_eq!(got, want, "round {round}");
+            assert_eq!(
+                got,
+                vec![
+                    ("marked".to_string(), vec![(1000, 1.0)]),
+                    ("plain".to_string(), vec![(1000, 5.0), (5000, 6.0)]),
+                ],
+                "round {round}: the marker that won on 3000 hides 3.0; only_stale is gone"
+            );
+        }
         db.close();
     }
 

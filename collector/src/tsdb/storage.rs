@@ -33,6 +33,21 @@ pub trait Querier {
     /// omitted.
     fn select(&self, matchers: &[Matcher]) -> Result<Vec<Series>, TsdbError>;
 
+    /// [`Querier::select`] without the staleness markers (for range
+    /// functions, which ignore them), series left without samples omitted.
+    /// A store that knows where its markers are can skip looking at every
+    /// sample.
+    fn select_without_stale(&self, matchers: &[Matcher]) -> Result<Vec<Series>, TsdbError> {
+        let mut out = self.select(matchers)?;
+        for s in &mut out {
+            if s.samples.iter().any(|p| csoc_proto::is_stale_nan(p.1)) {
+                s.samples.retain(|p| !csoc_proto::is_stale_nan(p.1));
+            }
+        }
+        out.retain(|s| !s.samples.is_empty());
+        Ok(out)
+    }
+
     /// Labels of the series matching every matcher that have data in the
     /// querier's range, sorted; no samples are decoded. Like Prometheus's
     /// series and label APIs, a store may answer at chunk granularity (a
