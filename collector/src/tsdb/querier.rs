@@ -38,13 +38,7 @@ impl Querier for TsdbQuerier<'_> {
 
     /// At chunk granularity, in memory and on disk.
     fn series(&self, matchers: &[Matcher]) -> Result<Vec<Arc<Labels>>, TsdbError> {
-        let ids: Vec<(i64, Arc<Labels>)> = {
-            let idx = self.tsdb.read_index();
-            idx.select(matchers)
-                .into_iter()
-                .filter_map(|id| idx.labels(id).map(|l| (id, l)))
-                .collect()
-        };
+        let ids = self.matching(matchers);
         let mut in_memory = std::collections::HashSet::new();
         self.tsdb
             .shared
@@ -73,15 +67,18 @@ impl Querier for TsdbQuerier<'_> {
 }
 
 impl TsdbQuerier<'_> {
+    /// The ids and labels of the series matching every matcher.
+    fn matching(&self, matchers: &[Matcher]) -> Vec<(i64, Arc<Labels>)> {
+        let idx = self.tsdb.read_index();
+        idx.select(matchers)
+            .into_iter()
+            .filter_map(|id| idx.labels(id).map(|l| (id, l)))
+            .collect()
+    }
+
     /// [`Querier::select`], or with `without_stale` [`Querier::select_without_stale`].
     fn select_series(&self, matchers: &[Matcher], without_stale: bool) -> Result<Vec<Series>, TsdbError> {
-        let ids: Vec<(i64, Arc<Labels>)> = {
-            let idx = self.tsdb.read_index();
-            idx.select(matchers)
-                .into_iter()
-                .filter_map(|id| idx.labels(id).map(|l| (id, l)))
-                .collect()
-        };
+        let ids = self.matching(matchers);
         // Memory first, then disk: a chunk persisted in between is then
         // seen twice (harmless), never missed.
         let mut in_memory: HashMap<i64, Vec<(i64, f64)>> = HashMap::with_capacity(ids.len());
@@ -247,6 +244,10 @@ mod tests {
     use super::*;
     use crate::tsdb::{Matcher, Queryable, TsdbOptions};
 
+    fn open(dir: &std::path::Path) -> Tsdb {
+        Tsdb::open(dir, &TsdbOptions::default(), &mut prometheus_client::registry::Registry::default()).expect("open")
+    }
+
     /// Chunks come from the index in `maxt` order; a later chunk (higher
     /// id) must still win on equal timestamps when its `maxt` is lower.
     #[tokio::test]
@@ -254,12 +255,7 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let labels: Arc<Labels> = Arc::new(vec![("__name__".into(), "x".into())]);
         {
-            let db = Tsdb::open(
-                d.path(),
-                &TsdbOptions::default(),
-                &mut prometheus_client::registry::Registry::default(),
-            )
-            .expect("open");
+            let db = open(d.path());
             let mut a = db.appender();
             a.append(labels.clone(), 500, 0.5);
             a.commit().await.expect("commit");
@@ -278,12 +274,7 @@ mod tests {
             put(&[(1000, 1.0), (2000, 2.0), (9000, 3.0)]);
             put(&[(2000, 7.0)]); // written later, ends earlier
         }
-        let db = Tsdb::open(
-            d.path(),
-            &TsdbOptions::default(),
-            &mut prometheus_client::registry::Registry::default(),
-        )
-        .expect("reopen");
+        let db = open(d.path());
         let s = db.querier(0, 10_000).select(&[Matcher::equal("__name__", "x")]).expect("select");
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].samples, vec![(500, 0.5), (1000, 1.0), (2000, 7.0), (9000, 3.0)]);
@@ -298,12 +289,7 @@ mod tests {
         let stale = f64::from_bits(csoc_proto::STALE_NAN_BITS);
         let d = tempfile::tempdir().expect("tempdir");
         let l = |n: &str| -> Arc<Labels> { Arc::new(vec![("__name__".into(), n.into())]) };
-        let db = Tsdb::open(
-            d.path(),
-            &TsdbOptions::default(),
-            &mut prometheus_client::registry::Registry::default(),
-        )
-        .expect("open");
+        let db = open(d.path());
         let mut a = db.appender();
         for (t, v) in [(1000, 1.0), (2000, stale), (3000, 3.0)] {
             a.append(l("marked"), t, v);
