@@ -64,12 +64,25 @@ pub fn has_label(l: &Labels, name: &str) -> bool {
     l.binary_search_by(|(k, _)| k.as_str().cmp(name)).is_ok()
 }
 
-/// A 64-bit hash of label sets, keyed with a random key drawn once per
-/// process (so a hash is stable for the process's life, and nobody who
-/// chooses label values can aim at a collision). Each name and value is
-/// written to a reused buffer followed by 0xff (a byte UTF-8 never uses),
-/// and the buffer is hashed in one call: SipHash's per-call cost, not its
-/// per-byte cost, is what short label strings pay.
+/// Writes a label set to `buf` (cleared first) as the bytes to hash: each
+/// name and value followed by 0xff, a byte UTF-8 never uses, so that two
+/// different label sets never give the same bytes. Hashing the buffer in
+/// one call is much cheaper than a hasher call per string: SipHash's
+/// per-call cost, not its per-byte cost, is what short label strings pay.
+pub fn frame_labels<'a>(buf: &mut Vec<u8>, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    buf.clear();
+    for (k, v) in pairs {
+        buf.extend_from_slice(k.as_bytes());
+        buf.push(0xff);
+        buf.extend_from_slice(v.as_bytes());
+        buf.push(0xff);
+    }
+}
+
+/// A 64-bit hash of label sets ([`frame_labels`] hashed with SipHash),
+/// keyed with a random key drawn once per process: a hash is stable for
+/// the process's life, and nobody who chooses label values can aim at a
+/// collision.
 #[derive(Debug, Default)]
 pub struct LabelsHasher {
     buf: Vec<u8>,
@@ -77,21 +90,10 @@ pub struct LabelsHasher {
 
 impl LabelsHasher {
     /// The hash of a label set given as `(name, value)` pairs.
-    pub fn hash<'a, I, K, V>(&mut self, labels: I) -> u64
-    where
-        I: IntoIterator<Item = (&'a K, &'a V)>,
-        K: AsRef<str> + ?Sized + 'a,
-        V: AsRef<str> + ?Sized + 'a,
-    {
+    pub fn hash<'a>(&mut self, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> u64 {
         use std::hash::{BuildHasher, Hasher};
         static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
-        self.buf.clear();
-        for (k, v) in labels {
-            self.buf.extend_from_slice(k.as_ref().as_bytes());
-            self.buf.push(0xff);
-            self.buf.extend_from_slice(v.as_ref().as_bytes());
-            self.buf.push(0xff);
-        }
+        frame_labels(&mut self.buf, pairs);
         let mut h = KEY.get_or_init(std::hash::RandomState::new).build_hasher();
         h.write(&self.buf);
         h.finish()
@@ -99,7 +101,7 @@ impl LabelsHasher {
 
     /// The hash of a [`Labels`].
     pub fn labels(&mut self, l: &Labels) -> u64 {
-        self.hash(l.iter().map(|(k, v)| (k, v)))
+        self.hash(l.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 }
 

@@ -538,19 +538,11 @@ impl Default for RefMap {
 }
 
 impl RefMap {
-    /// The key of a label set: both SipHash keys over one buffer that
-    /// holds each name and value followed by 0xff (a byte UTF-8 never uses,
-    /// so the encoding is unambiguous). One `write` per key instead of four
-    /// per label: hashing was most of this function's time.
+    /// The key of a label set: both SipHash keys over its framed bytes
+    /// ([`csoc_common::labels::frame_labels`]), one `write` each.
     fn key(&mut self, labels: &[Label]) -> u128 {
         use std::hash::{BuildHasher, Hasher};
-        self.scratch.clear();
-        for l in labels {
-            self.scratch.extend_from_slice(l.name.as_bytes());
-            self.scratch.push(0xff);
-            self.scratch.extend_from_slice(l.value.as_bytes());
-            self.scratch.push(0xff);
-        }
+        csoc_common::labels::frame_labels(&mut self.scratch, labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
         let mut a = self.keys.0.build_hasher();
         let mut b = self.keys.1.build_hasher();
         a.write(&self.scratch);

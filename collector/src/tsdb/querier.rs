@@ -8,6 +8,7 @@ use std::sync::Arc;
 use rusqlite::params;
 
 use super::head::merge_last_write_wins;
+use super::storage::has_stale_marker;
 use super::{Labels, Matcher, Querier, Queryable, Series, Tsdb, TsdbError, chunk_cache, chunkenc, sqlite};
 
 impl Queryable for Tsdb {
@@ -149,12 +150,12 @@ impl TsdbQuerier<'_> {
                                 // Not in time order (never written so, but the
                                 // format allows it): filter, do not cache.
                                 let kept: Vec<(i64, f64)> = d.into_iter().filter(|p| p.0 >= self.mint && p.0 <= self.maxt).collect();
-                                stale |= kept.iter().any(|p| csoc_proto::is_stale_nan(p.1));
+                                stale |= has_stale_marker(&kept);
                                 let n = kept.len();
                                 parts.push((chunk_id, Arc::new(kept), 0, n));
                                 continue;
                             }
-                            let has_stale = d.iter().any(|p| csoc_proto::is_stale_nan(p.1));
+                            let has_stale = has_stale_marker(&d);
                             stale |= has_stale;
                             let d = Arc::new(d);
                             shared.chunk_cache.put(key, data, d.clone(), has_stale);
@@ -181,7 +182,7 @@ impl TsdbQuerier<'_> {
                     continue;
                 }
                 merge_last_write_wins(&mut samples);
-                if without_stale && (stale || mem.iter().any(|p| csoc_proto::is_stale_nan(p.1))) {
+                if without_stale && (stale || has_stale_marker(mem)) {
                     samples.retain(|p| !csoc_proto::is_stale_nan(p.1));
                     if samples.is_empty() {
                         continue;

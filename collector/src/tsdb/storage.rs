@@ -24,6 +24,11 @@ pub trait Queryable: Send + Sync {
     fn querier(&self, mint: i64, maxt: i64) -> Box<dyn Querier + '_>;
 }
 
+/// Whether `samples` include a staleness marker.
+pub fn has_stale_marker(samples: &[(i64, f64)]) -> bool {
+    samples.iter().any(|p| csoc_proto::is_stale_nan(p.1))
+}
+
 /// Reads the series of one time range (Prometheus's `storage.Querier`).
 /// Matchers are ANDed; a missing label matches as the empty string.
 pub trait Querier {
@@ -40,7 +45,7 @@ pub trait Querier {
     fn select_without_stale(&self, matchers: &[Matcher]) -> Result<Vec<Series>, TsdbError> {
         let mut out = self.select(matchers)?;
         for s in &mut out {
-            if s.samples.iter().any(|p| csoc_proto::is_stale_nan(p.1)) {
+            if has_stale_marker(&s.samples) {
                 s.samples.retain(|p| !csoc_proto::is_stale_nan(p.1));
             }
         }
