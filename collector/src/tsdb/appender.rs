@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::writer::{Key, Msg, WriteReq};
-use super::{AgentKey, CommitOutcome, Labels, SeriesRef, Tsdb, TsdbError, encode_labels};
+use super::{AgentKey, CommitOutcome, Labels, SeriesRef, Tsdb, TsdbError};
 
 impl super::Appendable for Tsdb {
     fn appender(&self) -> Appender {
@@ -33,31 +33,27 @@ impl Tsdb {
         }
         let idx = self.read_index();
         let mut out = Vec::with_capacity(samples.len());
-        // The last labels looked up: their id, or their row text if new.
-        type Looked = (Arc<Labels>, Result<i64, Arc<str>>);
-        let mut last: Option<Looked> = None;
+        // The last labels looked up, and their id if they have one.
+        let mut last: Option<(Arc<Labels>, Option<i64>)> = None;
         for (key, t, v) in samples {
             let labels = match key {
                 Key::Id(id) => {
                     out.push((Key::Id(id), t, v));
                     continue;
                 }
-                Key::New(l, _) => l,
+                Key::New(l) => l,
             };
             let found = match &last {
-                Some((l, found)) if Arc::ptr_eq(l, &labels) => found.clone(),
+                Some((l, found)) if Arc::ptr_eq(l, &labels) => *found,
                 _ => {
-                    // A series still new gets its row's text here, in
-                    // parallel with other committers, not on the writer
-                    // thread that every commit waits for.
-                    let found = idx.id_of(&labels).ok_or_else(|| Arc::<str>::from(encode_labels(&labels)));
-                    last = Some((labels.clone(), found.clone()));
+                    let found = idx.id_of(&labels);
+                    last = Some((labels.clone(), found));
                     found
                 }
             };
             let key = match found {
-                Ok(id) => Key::Id(id),
-                Err(text) => Key::New(labels, Some(text)),
+                Some(id) => Key::Id(id),
+                None => Key::New(labels),
             };
             out.push((key, t, v));
         }
@@ -164,7 +160,7 @@ impl Appender {
                 Some(SeriesRef(id))
             }
             None => {
-                self.samples.push((Key::New(labels, None), t, v));
+                self.samples.push((Key::New(labels), t, v));
                 None
             }
         }

@@ -14,11 +14,11 @@ use super::head::Head;
 use super::index::{Index, IndexStats};
 use super::metrics::TsdbMetrics;
 use super::replay::{ReplayProgress, replay_wal};
+use super::symbols::{Symbols, decode_row};
 use super::wal_tail::WalRows;
 use super::writer::{Msg, Writer};
 use super::{
-    AgentKey, BoxFuture, FlushStats, LedgerEntry, Shared, StorageStats, Tsdb, TsdbAdmin, TsdbError, TsdbOptions, chunk_cache,
-    decode_labels, sqlite,
+    AgentKey, BoxFuture, FlushStats, LedgerEntry, Shared, StorageStats, Tsdb, TsdbAdmin, TsdbError, TsdbOptions, chunk_cache, sqlite,
 };
 
 impl Tsdb {
@@ -200,17 +200,24 @@ impl Opening {
         let conn = sqlite::open_writer(&path)?;
         let mut index = Index::default();
         let mut head = Head::default();
+        let (symbols, texts) = Symbols::load(&conn)?;
         {
             let mut stmt = conn.prepare(sqlite::SELECT_ALL_SERIES)?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let id: i64 = row.get(0)?;
-                let text: String = row.get(1)?;
-                let labels = Arc::new(decode_labels(&text).ok_or_else(|| TsdbError::Corrupt(format!("series {id}: labels {text:?}")))?);
-                index.insert(id, labels);
+                let value = row.get_ref(1)?;
+                let labels = decode_row(value, &texts).ok_or_else(|| {
+                    TsdbError::Corrupt(format!(
+                        "series {id}: labels {:?} do not decode",
+                        rusqlite::types::Value::from(value)
+                    ))
+                })?;
+                index.insert(id, Arc::new(labels));
                 head.ensure(id);
             }
         }
+        drop(texts);
         let next_series_id: i64 = conn.query_row(sqlite::MAX_SERIES_ID, [], |r| r.get::<_, i64>(0))? + 1;
         let mut wal_rows = WalRows::default();
         let last_wal_id = replay_wal(&conn, &mut head, &metrics, &mut wal_rows, &progress)?;
@@ -230,7 +237,7 @@ impl Opening {
             wal_last: tokio::sync::watch::channel(last_wal_id).0,
         });
         let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(256);
-        let writer = Writer::new(conn, shared.clone(), opts.clone(), next_series_id, last_wal_id);
+        let writer = Writer::new(conn, shared.clone(), opts.clone(), next_series_id, symbols, last_wal_id);
         let handle = std::thread::Builder::new()
             .name("tsdb-writer".into())
             .spawn(move || writer.run(rx))

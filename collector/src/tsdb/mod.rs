@@ -65,6 +65,7 @@ mod retention;
 mod snapshot;
 mod sqlite;
 mod storage;
+mod symbols;
 mod wal_tail;
 mod writer;
 
@@ -276,10 +277,14 @@ pub struct Tsdb {
     writer_thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
+/// A series row's labels as schema 2 wrote them (JSON text); rows are
+/// written as symbol ids since schema 3 (symbols.rs).
+#[cfg(test)]
 fn encode_labels(l: &Labels) -> String {
     serde_json::to_string(l).unwrap_or_default()
 }
 
+/// Reads a series row's labels written as JSON text (before schema 3).
 fn decode_labels(s: &str) -> Option<Labels> {
     serde_json::from_str(s).ok()
 }
@@ -482,6 +487,47 @@ mod tests {
             vec![(1, 1.0), (2, 2.0)],
             "the existing series, found by the in-memory index"
         );
+    }
+
+    #[tokio::test]
+    async fn a_schema_2_database_is_upgraded_and_its_json_rows_still_read() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let old = labels("m", &[("job", "a")]);
+        {
+            let db = open(d.path());
+            write(&db, &[(&old, 1, 1.0)]).await;
+            db.close();
+        }
+        {
+            // As schema 2 wrote it: JSON labels, no symbols table.
+            let conn = sqlite::open_writer(&d.path().join("csoc.db")).expect("open");
+            conn.execute_batch("DROP TABLE symbols; UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+                .expect("downgrade");
+            conn.execute("UPDATE series SET labels = ?1", [encode_labels(&old)])
+                .expect("json row");
+        }
+        let db = open(d.path());
+        let new = labels("m", &[("job", "b")]);
+        write(&db, &[(&old, 2, 2.0), (&new, 2, 3.0)]).await;
+        db.close();
+        let conn = sqlite::open_reader(&d.path().join("csoc.db")).expect("reader");
+        let version: String = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, sqlite::SCHEMA_VERSION.to_string());
+        let types: Vec<String> = conn
+            .prepare("SELECT typeof(labels) FROM series ORDER BY id")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(types, ["text", "blob"], "the old row stays JSON, the new one is symbol ids");
+        let db = open(d.path());
+        let got = read(&db, &[Matcher::equal("__name__", "m")]);
+        assert_eq!(got.len(), 2);
+        assert_eq!((&*got[0].labels, &got[0].samples), (&*old, &vec![(1, 1.0), (2, 2.0)]));
+        assert_eq!((&*got[1].labels, &got[1].samples), (&*new, &vec![(2, 3.0)]));
     }
 
     #[tokio::test]

@@ -302,9 +302,7 @@ mod tests {
         // A later chunk whose marker wins on 3000 (and one for the head).
         {
             let conn = sqlite::open_writer(&d.path().join("csoc.db")).expect("writer");
-            let id: i64 = conn
-                .query_row("SELECT id FROM series WHERE labels LIKE '%marked%'", [], |r| r.get(0))
-                .expect("series id");
+            let id = db.read_index().id_of(&l("marked")).expect("series id");
             let mut b = Vec::new();
             chunkenc::encode_block(&[(3000, stale)], &mut b);
             conn.execute(sqlite::INSERT_CHUNK, params![id, 3000, 3000, b]).expect("insert");

@@ -3,9 +3,12 @@
 //! ```sql
 //! meta(key PRIMARY KEY, value)              -- schema_version; wal_last_id (ids never repeat);
 //!                                           -- wal_replay_from (rows below: for remote write only)
-//! series(id INTEGER PRIMARY KEY, labels)    -- labels: JSON [[name,value],...] sorted by name;
-//!                                           -- unique by construction (the in-memory index
-//!                                           -- is consulted before a series is created)
+//! series(id INTEGER PRIMARY KEY, labels)    -- labels: BLOB of symbol ids (symbols.rs), or
+//!                                           -- JSON text [[name,value],...] in rows written
+//!                                           -- before schema 3; sorted by name; unique by
+//!                                           -- construction (the in-memory index is consulted
+//!                                           -- before a series is created)
+//! symbols(id INTEGER PRIMARY KEY, text)     -- every label name and value of a series row, once
 //! (no postings table: the label index is in memory, rebuilt from
 //!  `series` at start; databases that have the old, never-read
 //!  `postings` table have it dropped at open)
@@ -30,11 +33,12 @@ use rusqlite::{Connection, OpenFlags, params};
 use super::TsdbError;
 
 /// Version of the schema this code writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS series (id INTEGER PRIMARY KEY, labels TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS symbols (id INTEGER PRIMARY KEY, text TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY,
     series_id INTEGER NOT NULL,
@@ -91,7 +95,7 @@ pub fn open_writer(path: &std::path::Path) -> Result<Connection, TsdbError> {
                 params![SCHEMA_VERSION.to_string()],
             )?;
         }
-        Some(v) if v == SCHEMA_VERSION.to_string() => {
+        Some(v) if v == SCHEMA_VERSION.to_string() || v == "2" => {
             conn.execute_batch(SCHEMA)?;
             // Earlier versions wrote every series' labels a second time, as
             // postings rows nothing read (the index is built from `series`):
@@ -109,10 +113,21 @@ pub fn open_writer(path: &std::path::Path) -> Result<Connection, TsdbError> {
             if !has_ledger {
                 conn.execute_batch("ALTER TABLE agent_seq ADD COLUMN samples INTEGER NOT NULL DEFAULT 0")?;
             }
+            if v == "2" {
+                // Schema 3 adds the symbols table (created above) and writes
+                // new series rows as symbol ids; rows of schema 2 stay JSON
+                // text, which is still read. The version is raised so that
+                // an older collector refuses the file instead of failing on
+                // its first symbol row.
+                conn.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+                    params![SCHEMA_VERSION.to_string()],
+                )?;
+            }
         }
         Some(v) => {
             return Err(TsdbError::Schema(format!(
-                "{} has schema version {v}, this collector understands {SCHEMA_VERSION}",
+                "{} has schema version {v}; this collector reads versions 2 and {SCHEMA_VERSION}",
                 path.display()
             )));
         }
@@ -136,8 +151,12 @@ pub fn open_reader(path: &std::path::Path) -> Result<Connection, TsdbError> {
     Ok(conn)
 }
 
-/// Every series: (id, labels JSON).
+/// Every series: (id, labels: symbol ids or JSON text).
 pub const SELECT_ALL_SERIES: &str = "SELECT id, labels FROM series ORDER BY id";
+/// Every symbol: (id, text).
+pub const SELECT_ALL_SYMBOLS: &str = "SELECT id, text FROM symbols";
+/// Adds a symbol with a given id.
+pub const INSERT_SYMBOL: &str = "INSERT INTO symbols(id, text) VALUES (?1, ?2)";
 /// Adds a series with a given id.
 pub const INSERT_SERIES: &str = "INSERT INTO series(id, labels) VALUES (?1, ?2)";
 /// Highest series id.

@@ -27,7 +27,8 @@ use super::compact::{self, CompactStats};
 use super::head::MAX_CHUNK_SPAN_MS;
 use super::record::RecordEncoder;
 use super::retention::{age_cutoff, size_excess};
-use super::{AgentKey, CommitOutcome, FlushStats, Labels, Shared, TsdbOptions, encode_labels, sqlite, wal_tail};
+use super::symbols::Symbols;
+use super::{AgentKey, CommitOutcome, FlushStats, Labels, Shared, TsdbOptions, sqlite, wal_tail};
 use csoc_common::time::now_ms;
 
 /// A sample's series: known by id (resolved by the appender) or new.
@@ -35,9 +36,8 @@ pub enum Key {
     /// An existing series.
     Id(i64),
     /// Not in the index when the appender looked: created here unless a
-    /// concurrent commit created it first; with the series row's labels
-    /// text when the committer already encoded it.
-    New(Arc<Labels>, Option<Arc<str>>),
+    /// concurrent commit created it first.
+    New(Arc<Labels>),
 }
 
 /// The ids of a request's `Key::New` series, as written.
@@ -103,6 +103,8 @@ pub struct Writer {
     shared: Arc<Shared>,
     opts: TsdbOptions,
     next_series_id: i64,
+    /// The label names and values series rows refer to.
+    symbols: Symbols,
     applied: HashMap<AgentKey, u64>,
     last_wal_id: u64,
     /// The WAL row of the transaction in flight: (id, samples, bytes).
@@ -120,14 +122,16 @@ type Applied = Vec<(i64, i64, f64)>;
 
 impl Writer {
     /// A writer over an open connection; `next_series_id` is one past the
-    /// highest id in the series table, `last_wal_id` the highest WAL row.
-    pub fn new(conn: Connection, shared: Arc<Shared>, opts: TsdbOptions, next_series_id: i64, last_wal_id: u64) -> Self {
+    /// highest id in the series table, `symbols` the symbol table as
+    /// loaded, `last_wal_id` the highest WAL row.
+    pub fn new(conn: Connection, shared: Arc<Shared>, opts: TsdbOptions, next_series_id: i64, symbols: Symbols, last_wal_id: u64) -> Self {
         let now = Instant::now();
         Writer {
             conn,
             shared,
             opts,
             next_series_id,
+            symbols,
             applied: HashMap::new(),
             last_wal_id,
             wal_row: None,
@@ -203,6 +207,7 @@ impl Writer {
         m.commit_batches.observe(n as f64);
         match res {
             Ok((outcomes, applied, new_series, persisted, wal_id, pending_seq)) => {
+                self.symbols.commit();
                 m.commits.inc();
                 self.applied.extend(pending_seq);
                 if wal_id > 0 {
@@ -248,7 +253,9 @@ impl Writer {
             Err(e) => {
                 m.commit_failures.inc();
                 tracing::error!(error = %e, appenders = n, "storage commit failed; nothing of these batches was applied");
-                // Series ids handed out in the failed transaction are simply skipped.
+                // Series ids handed out in the failed transaction are simply
+                // skipped; its symbols are forgotten (their rows are gone).
+                self.symbols.rollback();
                 self.applied.clear();
                 self.wal_row = None;
                 for req in group {
@@ -284,6 +291,8 @@ impl Writer {
         let mut rec = RecordEncoder::new();
         {
             let mut ins_series = tx.prepare_cached(sqlite::INSERT_SERIES)?;
+            let mut ins_symbol = tx.prepare_cached(sqlite::INSERT_SYMBOL)?;
+            let mut row = Vec::new();
             let mut sel_seq = tx.prepare_cached(sqlite::SELECT_AGENT_SEQ)?;
             let mut upd_seq = tx.prepare_cached(sqlite::UPSERT_AGENT_SEQ)?;
             let idx = shared.index.read().unwrap_or_else(|p| p.into_inner());
@@ -310,23 +319,22 @@ impl Writer {
                 applied.reserve(req.samples.len());
                 let mut refs: NewRefs = Vec::new();
                 for (key, t, v) in &req.samples {
-                    let (labels, text) = match key {
+                    let labels = match key {
                         Key::Id(id) => {
                             rec.push(*id, *t, *v);
                             applied.push((*id, *t, *v));
                             continue;
                         }
-                        Key::New(l, text) => (l, text),
+                        Key::New(l) => l,
                     };
                     let id = match idx.id_of(labels).or_else(|| local.get(labels).copied()) {
                         Some(id) => id,
                         None => {
                             let id = self.next_series_id;
                             self.next_series_id += 1;
-                            match text {
-                                Some(text) => ins_series.execute(params![id, &**text])?,
-                                None => ins_series.execute(params![id, encode_labels(labels)])?,
-                            };
+                            row.clear();
+                            self.symbols.encode_row(labels, &mut ins_symbol, &mut row)?;
+                            ins_series.execute(params![id, &row])?;
                             local.insert(labels.clone(), id);
                             new_series.push((id, labels.clone()));
                             id
