@@ -10,12 +10,17 @@
 //! already compacted window create new level-0 chunks there, which the next
 //! pass merges in. Merging keeps the last write for equal timestamps
 //! (chunks are read in persistence order). A merged window of more than
-//! `MAX_BLOCK_SAMPLES` samples is split into several blocks.
+//! `MAX_BLOCK_SAMPLES` samples is split into several blocks. The blocks are
+//! written into packs, one window per pack (pack.rs); a block it replaces
+//! that was in a pack frees its pack once the pack's other blocks are gone.
+
+use std::collections::BTreeSet;
 
 use rusqlite::{Transaction, params};
 
 use super::chunkenc::{decode_block, encode_block};
 use super::head::merge_last_write_wins;
+use super::pack::{self, BlockRef, Packer};
 use super::sqlite;
 
 /// Length of a compaction window (ms): 24 hours, 5,760 samples at 15 s.
@@ -51,18 +56,24 @@ pub fn compact(tx: &Transaction<'_>, before: i64, limit: usize) -> Result<Compac
     let mut stats = CompactStats::default();
     let mut sel = tx.prepare_cached(sqlite::CHUNKS_IN_WINDOW)?;
     let mut del = tx.prepare_cached(sqlite::DELETE_CHUNK)?;
-    let mut ins = tx.prepare_cached(sqlite::INSERT_CHUNK_LEVEL)?;
+    let mut packer = Packer::default();
+    // Packs that held a block merged here: collected once the pass is done.
+    let mut touched = BTreeSet::new();
     let mut buf = Vec::new();
     for (series_id, start) in candidates {
-        let rows: Vec<(i64, Vec<u8>)> = sel
+        let rows: Vec<(i64, Vec<u8>, Option<i64>)> = sel
             .query_map(params![series_id, start, start.saturating_add(WINDOW_MS)], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?
             .collect::<Result<_, _>>()?;
         let mut samples = Vec::new();
         let mut ids = Vec::with_capacity(rows.len());
-        for (id, data) in rows {
-            match decode_block(&data) {
+        for (id, data, in_pack) in rows {
+            let block = match BlockRef::parse(&data) {
+                None => Ok(data),
+                Some(r) => r.map_err(|e| format!("invalid pack reference ({e})")).and_then(|r| r.read(tx)),
+            };
+            match block.and_then(|b| decode_block(&b).map_err(|e| e.to_string())) {
                 Ok(s) => samples.extend(s),
                 Err(e) => {
                     // Leave an undecodable chunk where it is (queries report
@@ -72,6 +83,7 @@ pub fn compact(tx: &Transaction<'_>, before: i64, limit: usize) -> Result<Compac
                 }
             }
             ids.push(id);
+            touched.extend(in_pack);
         }
         merge_last_write_wins(&mut samples);
         for id in &ids {
@@ -83,13 +95,25 @@ pub fn compact(tx: &Transaction<'_>, before: i64, limit: usize) -> Result<Compac
             };
             buf.clear();
             encode_block(part, &mut buf);
-            ins.execute(params![series_id, 1, first.0, last.0, &buf])?;
+            packer.add(tx, start, series_id, 1, first.0, last.0, &buf)?;
             stats.blocks_out += 1;
         }
         stats.windows += 1;
         stats.chunks_in += ids.len();
     }
+    packer.finish(tx)?;
+    pack::collect(tx, &touched)?;
     Ok(stats)
+}
+
+/// The samples of a chunk row's `data`: its block, or the block it refers to.
+#[cfg(test)]
+pub fn read_chunk(conn: &rusqlite::Connection, data: &[u8]) -> Vec<(i64, f64)> {
+    let block = match BlockRef::parse(data) {
+        None => data.to_vec(),
+        Some(r) => r.expect("reference").read(conn).expect("read"),
+    };
+    decode_block(&block).expect("decode")
 }
 
 #[cfg(test)]
@@ -136,11 +160,23 @@ mod tests {
             .expect("rows");
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].0, 1);
-        assert_eq!(
-            decode_block(&rows[0].1).expect("decode"),
-            vec![(1000, 1.0), (2000, 9.0), (3000, 3.0)]
-        );
+        assert_eq!(read_chunk(&tx, &rows[0].1), vec![(1000, 1.0), (2000, 9.0), (3000, 3.0)]);
+        assert!(BlockRef::parse(&rows[0].1).is_some(), "the compacted block is in a pack");
         assert_eq!(rows[1].0, 0, "the incomplete window is left alone");
         assert_eq!(compact(&tx, WINDOW_MS, 100).expect("again").windows, 0, "nothing more is due");
+        // A late sample for the compacted window: merged with the packed
+        // block, whose pack then goes (nothing else refers to it).
+        put(&[(2500, 2.5)]);
+        let st = compact(&tx, WINDOW_MS, 100).expect("late");
+        assert_eq!((st.windows, st.chunks_in, st.blocks_out), (1, 2, 1));
+        let data: Vec<u8> = tx
+            .query_row("SELECT data FROM chunks WHERE series_id = 1 AND level = 1", [], |r| r.get(0))
+            .expect("one block");
+        assert_eq!(
+            read_chunk(&tx, &data),
+            vec![(1000, 1.0), (2000, 9.0), (2500, 2.5), (3000, 3.0)]
+        );
+        let packs: i64 = tx.query_row("SELECT count(*) FROM packs", [], |r| r.get(0)).expect("packs");
+        assert_eq!(packs, 1, "the replaced block's pack is gone");
     }
 }

@@ -58,6 +58,7 @@ mod head;
 mod index;
 mod matcher;
 mod metrics;
+mod pack;
 mod querier;
 mod record;
 mod replay;

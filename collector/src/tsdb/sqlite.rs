@@ -12,12 +12,18 @@
 //! (no postings table: the label index is in memory, rebuilt from
 //!  `series` at start; databases that have the old, never-read
 //!  `postings` table have it dropped at open)
-//! chunks(id INTEGER PRIMARY KEY, series_id, level, mint, maxt, data BLOB)
-//!                                           -- data: chunkenc block; id = persistence order,
-//!                                           -- later ids win on equal timestamps; level 0 =
-//!                                           -- a closed head chunk, 1 = compacted (compact.rs)
+//! chunks(id INTEGER PRIMARY KEY, series_id, level, mint, maxt, data BLOB, pack)
+//!                                           -- data: chunkenc block, or a reference to one in
+//!                                           -- pack `pack` (pack.rs; pack NULL otherwise);
+//!                                           -- id = persistence order, later ids win on equal
+//!                                           -- timestamps; level 0 = a closed head chunk,
+//!                                           -- 1 = compacted (compact.rs)
 //!   INDEX chunks_by_series(series_id, maxt)
 //!   INDEX chunks_by_level(level, maxt)      -- retention, compaction candidates
+//!   INDEX chunks_by_pack(pack) WHERE pack IS NOT NULL
+//! packs(id INTEGER PRIMARY KEY AUTOINCREMENT, data BLOB)
+//!                                           -- compacted blocks end to end (pack.rs); ids
+//!                                           -- never reused, rows never changed
 //! wal(id INTEGER PRIMARY KEY, data BLOB)    -- record.rs records, one per group commit; ids only
 //!                                           -- grow (remote write saves positions in them)
 //! agent_seq(commons, agent, epoch, seq, updated_ms, samples, PRIMARY KEY(commons, agent, epoch))
@@ -45,10 +51,12 @@ CREATE TABLE IF NOT EXISTS chunks (
     level INTEGER NOT NULL DEFAULT 0,
     mint INTEGER NOT NULL,
     maxt INTEGER NOT NULL,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    pack INTEGER
 );
 CREATE INDEX IF NOT EXISTS chunks_by_series ON chunks(series_id, maxt);
 CREATE INDEX IF NOT EXISTS chunks_by_level ON chunks(level, maxt);
+CREATE TABLE IF NOT EXISTS packs (id INTEGER PRIMARY KEY AUTOINCREMENT, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS wal (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS agent_seq (
     commons TEXT NOT NULL,
@@ -113,10 +121,23 @@ pub fn open_writer(path: &std::path::Path) -> Result<Connection, TsdbError> {
             if !has_ledger {
                 conn.execute_batch("ALTER TABLE agent_seq ADD COLUMN samples INTEGER NOT NULL DEFAULT 0")?;
             }
+            // Schema 3 stores compacted blocks in packs: the column that
+            // names a chunk's pack.
+            let has_pack: bool = conn
+                .query_row(
+                    "SELECT count(*) FROM pragma_table_info('chunks') WHERE name = 'pack'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n > 0)?;
+            if !has_pack {
+                conn.execute_batch("ALTER TABLE chunks ADD COLUMN pack INTEGER")?;
+            }
             if v == "2" {
                 // Schema 3 adds the symbols table (created above) and writes
-                // new series rows as symbol ids; rows of schema 2 stay JSON
-                // text, which is still read. The version is raised so that
+                // new series rows as symbol ids, and packs compacted blocks;
+                // rows of schema 2 stay JSON text and inline blocks, which
+                // are still read. The version is raised so that
                 // an older collector refuses the file instead of failing on
                 // its first symbol row.
                 conn.execute(
@@ -132,8 +153,12 @@ pub fn open_writer(path: &std::path::Path) -> Result<Connection, TsdbError> {
             )));
         }
     }
+    conn.execute_batch(INDEXES_AFTER_UPGRADE)?;
     Ok(conn)
 }
+
+/// Indexes on columns that an upgrade may have just added.
+const INDEXES_AFTER_UPGRADE: &str = "CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks(pack) WHERE pack IS NOT NULL;";
 
 /// Returns every free page to the file system. `PRAGMA incremental_vacuum`
 /// frees one page per step, so it must be stepped to the end.
@@ -209,15 +234,21 @@ pub const UPSERT_AGENT_SEQ: &str = "INSERT INTO agent_seq(commons, agent, epoch,
 pub const SELECT_AGENT_LEDGER: &str = "SELECT commons, agent, epoch, seq, samples FROM agent_seq ORDER BY commons, agent, epoch";
 /// Deletes chunks that end before a time (retention by age).
 pub const DELETE_CHUNKS_BEFORE: &str = "DELETE FROM chunks WHERE level IN (0, 1) AND maxt < ?1";
-/// The oldest chunks (retention by size).
-pub const OLDEST_CHUNKS: &str = "SELECT id, length(data) FROM chunks WHERE level IN (0, 1) ORDER BY maxt LIMIT ?1";
+/// The packs of the chunks that end before a time.
+pub const PACKS_OF_CHUNKS_BEFORE: &str = "SELECT DISTINCT pack FROM chunks WHERE level IN (0, 1) AND maxt < ?1 AND pack IS NOT NULL";
+/// The oldest chunks (retention by size): (id, data, pack).
+pub const OLDEST_CHUNKS: &str = "SELECT id, data, pack FROM chunks WHERE level IN (0, 1) ORDER BY maxt LIMIT ?1";
+/// Adds a pack.
+pub const INSERT_PACK: &str = "INSERT INTO packs(data) VALUES (?1)";
+/// Adds a chunk whose block is in a pack (`data` is the reference).
+pub const INSERT_CHUNK_PACKED: &str = "INSERT INTO chunks(series_id, level, mint, maxt, data, pack) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+/// Deletes a pack that no chunk refers to.
+pub const DELETE_PACK_IF_UNUSED: &str = "DELETE FROM packs WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM chunks WHERE pack = ?1)";
 /// Compaction candidates: (series, window start) with level-0 chunks that
 /// start before a time. ?2 is the window length.
 pub const COMPACT_CANDIDATES: &str = "SELECT DISTINCT series_id, mint - (((mint % ?2) + ?2) % ?2) FROM chunks
     WHERE level = 0 AND mint < ?1 LIMIT ?3";
-/// Chunks of a series starting in [start, end), in persistence order.
-pub const CHUNKS_IN_WINDOW: &str = "SELECT id, data FROM chunks WHERE series_id = ?1 AND mint >= ?2 AND mint < ?3 ORDER BY id";
-/// Adds a compacted chunk.
-pub const INSERT_CHUNK_LEVEL: &str = "INSERT INTO chunks(series_id, level, mint, maxt, data) VALUES (?1, ?2, ?3, ?4, ?5)";
+/// Chunks of a series starting in [start, end), in persistence order: (id, data, pack).
+pub const CHUNKS_IN_WINDOW: &str = "SELECT id, data, pack FROM chunks WHERE series_id = ?1 AND mint >= ?2 AND mint < ?3 ORDER BY id";
 /// Deletes one chunk.
 pub const DELETE_CHUNK: &str = "DELETE FROM chunks WHERE id = ?1";

@@ -14,7 +14,7 @@
 //! pending chunks, truncate the WAL below the oldest row still needed by
 //! the head (the checkpoint), and apply retention.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 
 use super::chunkenc::encode_block;
 use super::compact::{self, CompactStats};
+use super::pack::{self, BlockRef};
 use super::head::MAX_CHUNK_SPAN_MS;
 use super::record::RecordEncoder;
 use super::retention::{age_cutoff, size_excess};
@@ -495,7 +496,17 @@ impl Writer {
     pub fn retention(&mut self) -> Result<usize, rusqlite::Error> {
         let r = self.opts.retention;
         let cutoff = age_cutoff(now_ms(), r.age);
-        let by_age = self.conn.execute(sqlite::DELETE_CHUNKS_BEFORE, params![cutoff])?;
+        let by_age = {
+            let tx = self.conn.transaction()?;
+            let packs: BTreeSet<i64> = tx
+                .prepare_cached(sqlite::PACKS_OF_CHUNKS_BEFORE)?
+                .query_map(params![cutoff], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let n = tx.execute(sqlite::DELETE_CHUNKS_BEFORE, params![cutoff])?;
+            pack::collect(&tx, &packs)?;
+            tx.commit()?;
+            n
+        };
         if by_age > 0 {
             tracing::info!(chunks = by_age, older_than = ?r.age, "retention: deleted chunks past the age limit");
         }
@@ -506,27 +517,39 @@ impl Writer {
             if excess == 0 {
                 break;
             }
-            let oldest: Vec<(i64, i64)> = {
+            // (id, bytes of its block, its pack)
+            let oldest: Vec<(i64, u64, Option<i64>)> = {
                 let mut st = self.conn.prepare_cached(sqlite::OLDEST_CHUNKS)?;
-                st.query_map(params![1000], |row| Ok((row.get(0)?, row.get(1)?)))?
-                    .collect::<Result<_, _>>()?
+                st.query_map(params![1000], |row| {
+                    let data = row.get_ref(1)?.as_blob()?;
+                    let len = match BlockRef::parse(data) {
+                        Some(Ok(r)) => r.len,
+                        _ => data.len() as u64,
+                    };
+                    Ok((row.get(0)?, len, row.get(2)?))
+                })?
+                .collect::<Result<_, _>>()?
             };
             if oldest.is_empty() {
                 break;
             }
             let tx = self.conn.transaction()?;
             let mut freed = 0u64;
+            let mut packs = BTreeSet::new();
             {
                 let mut del = tx.prepare_cached(sqlite::DELETE_CHUNK)?;
-                for (id, len) in oldest {
+                for (id, len, pack) in oldest {
                     del.execute(params![id])?;
                     by_size += 1;
-                    freed += len as u64 + 48;
+                    packs.extend(pack);
+                    freed += len + 48;
                     if freed >= excess {
                         break;
                     }
                 }
             }
+            // A pack's bytes are freed with its last chunk.
+            pack::collect(&tx, &packs)?;
             tx.commit()?;
             sqlite::incremental_vacuum(&self.conn)?;
         }
