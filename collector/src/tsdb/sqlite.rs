@@ -69,6 +69,9 @@ CREATE TABLE IF NOT EXISTS agent_seq (
 );
 ";
 
+/// Bytes SQLite's WAL file is cut back to when a checkpoint resets it.
+pub const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
 /// Opens the database for writing and creates or checks the schema.
 pub fn open_writer(path: &std::path::Path) -> Result<Connection, TsdbError> {
     let conn = Connection::open(path)?;
@@ -78,6 +81,9 @@ pub fn open_writer(path: &std::path::Path) -> Result<Connection, TsdbError> {
     conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // SQLite's WAL file keeps the size of its largest transaction until a
+    // checkpoint resets it; then it is cut back to this many bytes.
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
     conn.pragma_update(None, "cache_size", -32_000)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     let version: Option<String> = conn
