@@ -172,10 +172,7 @@ mod tests {
         let data: Vec<u8> = tx
             .query_row("SELECT data FROM chunks WHERE series_id = 1 AND level = 1", [], |r| r.get(0))
             .expect("one block");
-        assert_eq!(
-            read_chunk(&tx, &data),
-            vec![(1000, 1.0), (2000, 9.0), (2500, 2.5), (3000, 3.0)]
-        );
+        assert_eq!(read_chunk(&tx, &data), vec![(1000, 1.0), (2000, 9.0), (2500, 2.5), (3000, 3.0)]);
         let packs: i64 = tx.query_row("SELECT count(*) FROM packs", [], |r| r.get(0)).expect("packs");
         assert_eq!(packs, 1, "the replaced block's pack is gone");
     }

@@ -240,7 +240,11 @@ mod tests {
         let all: BTreeSet<i64> = got.iter().map(|g| g.0).collect();
         let tx = conn.transaction().expect("tx");
         tx.execute("DELETE FROM chunks WHERE series_id IN (1, 2)", []).expect("delete");
-        assert_eq!(collect(&tx, &all).expect("collect"), 1, "window 1's pack; the first still holds series 3");
+        assert_eq!(
+            collect(&tx, &all).expect("collect"),
+            1,
+            "window 1's pack; the first still holds series 3"
+        );
         tx.execute("DELETE FROM chunks WHERE series_id = 3", []).expect("delete");
         assert_eq!(collect(&tx, &all).expect("collect"), 1);
         tx.commit().expect("commit");

@@ -130,11 +130,9 @@ pub fn open_writer(path: &std::path::Path) -> Result<Connection, TsdbError> {
             // Schema 3 stores compacted blocks in packs: the column that
             // names a chunk's pack.
             let has_pack: bool = conn
-                .query_row(
-                    "SELECT count(*) FROM pragma_table_info('chunks') WHERE name = 'pack'",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
+                .query_row("SELECT count(*) FROM pragma_table_info('chunks') WHERE name = 'pack'", [], |r| {
+                    r.get::<_, i64>(0)
+                })
                 .map(|n| n > 0)?;
             if !has_pack {
                 conn.execute_batch("ALTER TABLE chunks ADD COLUMN pack INTEGER")?;

@@ -24,8 +24,8 @@ use tokio::sync::oneshot;
 
 use super::chunkenc::encode_block;
 use super::compact::{self, CompactStats};
-use super::pack::{self, BlockRef};
 use super::head::MAX_CHUNK_SPAN_MS;
+use super::pack::{self, BlockRef};
 use super::record::RecordEncoder;
 use super::retention::{age_cutoff, size_excess};
 use super::symbols::Symbols;

@@ -1,12 +1,13 @@
 //! Integer columns of a block (timestamps, decimal mantissas): the linear, delta,
-//! delta-of-delta and grid predictors, common-factor scaling, and the varint or
-//! bit-packed forms of the residuals.
+//! delta-of-delta and grid predictors, common-factor scaling, and the varint,
+//! bit-packed or Rice forms of the residuals.
 
 use super::ChunkError;
 use super::bstream::{BitReader, BitSink, tail_bytes};
 use super::bytes::{ByteReader, put_varint, uvarint_len};
 use super::compress::zstd_compress;
-use crate::varint::{put_uvarint, zigzag};
+use super::rice;
+use crate::varint::{put_uvarint, unzigzag, zigzag};
 
 const COL_LINEAR: u8 = 0;
 const COL_DELTA: u8 = 1;
@@ -16,6 +17,8 @@ const COL_GRID: u8 = 3;
 const COL_PACKED: u8 = 0x10;
 /// Flag in a column kind byte: a common factor of the residuals follows the parameters.
 const COL_SCALED: u8 = 0x20;
+/// Flag in a column kind byte: the residuals are Rice-coded (rice.rs; never with `COL_PACKED`).
+const COL_RICE: u8 = 0x40;
 
 /// Estimated encoded size of a residual in bits (its zigzag bit width, plus one).
 #[inline]
@@ -91,11 +94,16 @@ pub(super) fn encode_column(x: &[i64], out: &mut Vec<u8>) {
         }
     }
     let packing = Packing::choose(&residuals);
+    let (k, rice_len) = rice::choose(&residuals);
     let varint_len: usize = residuals.iter().map(|&r| uvarint_len(zigzag(r))).sum();
-    // Varints can win after zstd on low-entropy columns (mostly zeros); try it there.
-    let packed =
-        packing.len < varint_len && (packing.len * 8 > residuals.len() * 3 || packing.len < zstd_len_of_varints(&residuals, varint_len));
-    if packed {
+    // The smaller of the two bit forms; varints can win after zstd on
+    // low-entropy columns (mostly zeros), so that is tried there.
+    let bits_len = packing.len.min(rice_len);
+    let bits = bits_len < varint_len && (bits_len * 8 > residuals.len() * 3 || bits_len < zstd_len_of_varints(&residuals, varint_len));
+    if bits && rice_len < packing.len {
+        out[kind_at] |= COL_RICE;
+        rice::write(&residuals, k, out);
+    } else if bits {
         out[kind_at] |= COL_PACKED;
         packing.write(&residuals, out);
     } else {
@@ -247,8 +255,13 @@ impl Packing {
     }
 }
 
-/// Reads `m` residuals in varint or packed form.
-fn read_residuals(r: &mut ByteReader<'_>, m: usize, packed: bool) -> Result<Vec<i64>, ChunkError> {
+/// Reads `m` residuals in varint, packed or Rice form.
+fn read_residuals(r: &mut ByteReader<'_>, m: usize, packed: bool, rice: bool) -> Result<Vec<i64>, ChunkError> {
+    if rice {
+        let mut res = Vec::with_capacity(m);
+        rice::read(r, m, |z| res.push(unzigzag(z)))?;
+        return Ok(res);
+    }
     if !packed {
         let mut res = Vec::with_capacity(m.min(r.rest().len()));
         for _ in 0..m {
@@ -310,8 +323,8 @@ pub(super) fn decode_column(r: &mut ByteReader<'_>, n: usize, mut f: impl FnMut(
     const WHAT: &str = "column parameter";
     let at = r.at();
     let byte = r.u8("column kind")?;
-    let (kind, packed, scaled) = (byte & 0x0f, byte & COL_PACKED != 0, byte & COL_SCALED != 0);
-    if kind > COL_GRID || byte & 0xc0 != 0 || (kind == COL_LINEAR && (packed || scaled)) {
+    let (kind, packed, scaled, rice) = (byte & 0x0f, byte & COL_PACKED != 0, byte & COL_SCALED != 0, byte & COL_RICE != 0);
+    if kind > COL_GRID || byte & 0x80 != 0 || (packed && rice) || (kind == COL_LINEAR && (packed || scaled || rice)) {
         return Err(ChunkError::UnknownFormat {
             what: "column kind",
             byte,
@@ -322,7 +335,7 @@ pub(super) fn decode_column(r: &mut ByteReader<'_>, n: usize, mut f: impl FnMut(
     let b = r.varint(WHAT)?;
     let scale = if scaled { r.uvarint("column scale")? as i64 } else { 1 };
     let mut residuals = |m: usize| -> Result<Vec<i64>, ChunkError> {
-        let mut res = read_residuals(r, m, packed)?;
+        let mut res = read_residuals(r, m, packed, rice)?;
         if scale != 1 {
             for v in &mut res {
                 *v = v.wrapping_mul(scale);

@@ -97,7 +97,8 @@
 //! ┌──────────┬───────────┬───────────┬───────────────────────────┬──────────────────┐
 //! │ kind: u8 │ a: varint │ b: varint │ s: uvarint (if bit 5 set) │ m residuals      │
 //! └──────────┴───────────┴───────────┴───────────────────────────┴──────────────────┘
-//! kind bits: 3..0 predictor │ 4 residuals packed │ 5 residuals scaled by s │ 7..6 zero
+//! kind bits: 3..0 predictor │ 4 residuals packed │ 5 residuals scaled by s │
+//!            6 residuals Rice-coded (never with bit 4) │ 7 zero
 //!
 //! predictor  m     values (r_j = s × residual_j, s = 1 unless bit 5 is set)
 //! 0 linear   0     x_i = a + i·b                               (bits 4 and 5 clear)
@@ -106,7 +107,11 @@
 //!                  d_i = d_{i-1} + r_{i-2}, x_i = x_{i-1} + d_i  (i ≥ 2)
 //! 3 grid     n     x_i = a + i·b + r_i
 //!
-//! residuals, varint form (bit 4 clear): m × varint
+//! residuals, varint form (bits 4 and 6 clear): m × varint
+//! residuals, Rice form (bit 6 set):
+//!   k: u8 (0..=62) │ len: uvarint │ len bytes of bit stream, zero-padded to a byte;
+//!   per residual, with z = zigzag(residual) and q = z >> k: q < 32: '1' × q │ '0' │
+//!   bits(k) = z mod 2^k; q ≥ 32: '1' × 32 │ bits(64) = z
 //! residuals, packed form (bit 4 set):
 //!   base: varint │ w: u8 (0..=64) │ m × bits(w), zero-padded to a byte │
 //!   k: uvarint │ k × (gap: uvarint │ hi: varint)
@@ -150,6 +155,7 @@ mod bytes;
 mod column;
 mod compress;
 mod decimal;
+mod rice;
 mod xor;
 
 #[cfg(test)]
