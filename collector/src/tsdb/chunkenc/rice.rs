@@ -252,13 +252,7 @@ mod tests {
         };
         let res: Vec<i64> = (0..5760).map(|_| next() + next() + next()).collect();
         let len = roundtrip(&res);
-        let width = 64
-            - res
-                .iter()
-                .map(|&r| (r.unsigned_abs() * 2) as u64)
-                .max()
-                .unwrap_or(0)
-                .leading_zeros();
+        let width = 64 - res.iter().map(|&r| r.unsigned_abs() * 2).max().unwrap_or(0).leading_zeros();
         let packed = res.len() * width as usize / 8;
         assert!(len * 100 < packed * 95, "rice {len} B against packed {packed} B");
     }
