@@ -94,7 +94,7 @@ pub(super) fn encode_column(x: &[i64], out: &mut Vec<u8>) {
         }
     }
     let packing = Packing::choose(&residuals);
-    let (k, rice_len) = rice::choose(&residuals);
+    let (rice_params, rice_len) = rice::choose(&residuals);
     let varint_len: usize = residuals.iter().map(|&r| uvarint_len(zigzag(r))).sum();
     // The smaller of the two bit forms; varints can win after zstd on
     // low-entropy columns (mostly zeros), so that is tried there.
@@ -102,7 +102,7 @@ pub(super) fn encode_column(x: &[i64], out: &mut Vec<u8>) {
     let bits = bits_len < varint_len && (bits_len * 8 > residuals.len() * 3 || bits_len < zstd_len_of_varints(&residuals, varint_len));
     if bits && rice_len < packing.len {
         out[kind_at] |= COL_RICE;
-        rice::write(&residuals, k, out);
+        rice::write(&residuals, rice_params, out);
     } else if bits {
         out[kind_at] |= COL_PACKED;
         packing.write(&residuals, out);

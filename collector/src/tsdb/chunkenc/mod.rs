@@ -109,9 +109,11 @@
 //!
 //! residuals, varint form (bits 4 and 6 clear): m × varint
 //! residuals, Rice form (bit 6 set):
-//!   k: u8 (0..=62) │ len: uvarint │ len bytes of bit stream, zero-padded to a byte;
-//!   per residual, with z = zigzag(residual) and q = z >> k: q < 32: '1' × q │ '0' │
-//!   bits(k) = z mod 2^k; q ≥ 32: '1' × 32 │ bits(64) = z
+//!   mode: u8 (bits 5..0 k ≤ 62, bit 6 zero flags, bit 7 zero) │ len: uvarint │
+//!   len bytes of bit stream, zero-padded to a byte; per residual, with zero flags
+//!   first '0' for a residual of 0 (nothing follows) or '1'; then, with
+//!   z = zigzag(residual) (minus 1 with zero flags) and q = z >> k:
+//!   q < 32: '1' × q │ '0' │ bits(k) = z mod 2^k; q ≥ 32: '1' × 32 │ bits(64) = z
 //! residuals, packed form (bit 4 set):
 //!   base: varint │ w: u8 (0..=64) │ m × bits(w), zero-padded to a byte │
 //!   k: uvarint │ k × (gap: uvarint │ hi: varint)

@@ -1,11 +1,18 @@
 //! The Rice form of a column's residuals.
 //!
 //! ```text
-//! k: u8 (0..=62) │ len: uvarint │ len bytes: bit stream, zero-padded to a byte
-//! per residual r, with z = zigzag(r) and q = z >> k:
+//! mode: u8 │ len: uvarint │ len bytes: bit stream, zero-padded to a byte
+//! mode bits: 5..0 k (0..=62) │ 6 zero flags │ 7 zero
+//! per residual r, with z = zigzag(r), or with zero flags:
+//!   r = 0: '0';  r ≠ 0: '1', then the code below for z = zigzag(r) - 1
+//! and q = z >> k:
 //!   q < 32:  '1' × q │ '0' │ bits(k) = z's low k bits
 //!   q ≥ 32:  '1' × 32 │ bits(64) = z                    (an escape)
 //! ```
+//!
+//! Zero flags serve series that often repeat their last value between
+//! changes of some size (memory gauges, bursty counters): a repeat costs one
+//! bit instead of k + 1.
 //!
 //! Residuals of noisy gauges and counters are close to normally distributed
 //! around the predictor. Bit packing gives every residual the width of the
@@ -31,14 +38,60 @@ fn bits(z: u64, k: u32) -> u64 {
     if q < ESCAPE { q + 1 + u64::from(k) } else { ESCAPE + 64 }
 }
 
-/// The best `k` for `residuals`, and the encoded length in bytes with it.
-pub(super) fn choose(residuals: &[i64]) -> (u32, usize) {
-    // Residuals by bit width give each k's cost roughly (a value of width
+/// Flag in the mode byte: residuals carry zero flags.
+const ZERO_FLAGS: u8 = 0x40;
+
+/// How a column's residuals are Rice-coded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Params {
+    k: u32,
+    zeros: bool,
+}
+
+impl Params {
+    /// The code of residual `r`: the value written, and its bits.
+    #[inline]
+    fn code(self, r: i64) -> Option<u64> {
+        let z = zigzag(r);
+        match (self.zeros, z) {
+            (true, 0) => None,
+            (true, z) => Some(z - 1),
+            (false, z) => Some(z),
+        }
+    }
+
+    #[inline]
+    fn bits(self, r: i64) -> u64 {
+        let flag = u64::from(self.zeros);
+        self.code(r).map_or(1, |z| flag + bits(z, self.k))
+    }
+}
+
+/// The best parameters for `residuals`, and the encoded length in bytes with them.
+pub(super) fn choose(residuals: &[i64]) -> (Params, usize) {
+    let plain = best_k(residuals.iter().map(|&r| zigzag(r)), false, residuals);
+    let zeros = residuals.iter().filter(|&&r| r == 0).count();
+    // Zero flags cost a bit on every other residual: worth trying only
+    // when repeats are common.
+    let best = if zeros * 16 >= residuals.len() {
+        let flagged = best_k(residuals.iter().filter(|&&r| r != 0).map(|&r| zigzag(r) - 1), true, residuals);
+        if flagged.1 < plain.1 { flagged } else { plain }
+    } else {
+        plain
+    };
+    let len = best.1.div_ceil(8) as usize;
+    (best.0, 1 + uvarint_len(len as u64) + len)
+}
+
+/// The best `k` for the codes `z` (with or without zero flags), and the
+/// total bits of `residuals` with it.
+fn best_k(codes: impl Iterator<Item = u64>, zeros: bool, residuals: &[i64]) -> (Params, u64) {
+    // Codes by bit width give each k's cost roughly (a value of width
     // w > k has a quotient of about 1.5 × 2^(w-k-1)), robustly against a
     // few huge outliers; the exact cost then decides around the best.
     let mut widths = [0u64; 65];
-    for &r in residuals {
-        widths[(64 - zigzag(r).leading_zeros()) as usize] += 1;
+    for z in codes {
+        widths[(64 - z.leading_zeros()) as usize] += 1;
     }
     let rough = |k: u32| -> f64 {
         let k = k as usize;
@@ -57,19 +110,20 @@ pub(super) fn choose(residuals: &[i64]) -> (u32, usize) {
             .sum()
     };
     let k0 = (0..=MAX_K).min_by(|&a, &b| rough(a).total_cmp(&rough(b))).unwrap_or(0);
-    let (mut best_k, mut best_bits) = (0, u64::MAX);
+    let mut best = (Params { k: 0, zeros }, u64::MAX);
     for k in k0.saturating_sub(1)..=(k0 + 1).min(MAX_K) {
-        let total = residuals.iter().map(|&r| bits(zigzag(r), k)).sum::<u64>();
-        if total < best_bits {
-            (best_k, best_bits) = (k, total);
+        let p = Params { k, zeros };
+        let total = residuals.iter().map(|&r| p.bits(r)).sum::<u64>();
+        if total < best.1 {
+            best = (p, total);
         }
     }
-    let len = best_bits.div_ceil(8) as usize;
-    (best_k, 1 + uvarint_len(len as u64) + len)
+    best
 }
 
-/// Writes `residuals` in the Rice form with parameter `k`.
-pub(super) fn write(residuals: &[i64], k: u32, out: &mut Vec<u8>) {
+/// Writes `residuals` in the Rice form with parameters `p`.
+pub(super) fn write(residuals: &[i64], p: Params, out: &mut Vec<u8>) {
+    let k = p.k;
     let mut stream = Vec::with_capacity(residuals.len() * (k as usize + 2) / 8 + 16);
     let (mut acc, mut nbits) = (0u64, 0u8);
     let mut w = BitSink {
@@ -79,7 +133,13 @@ pub(super) fn write(residuals: &[i64], k: u32, out: &mut Vec<u8>) {
     };
     let low = if k == 0 { 0 } else { (1u64 << k) - 1 };
     for &r in residuals {
-        let z = zigzag(r);
+        let Some(z) = p.code(r) else {
+            w.put(0, 1);
+            continue;
+        };
+        if p.zeros {
+            w.put(1, 1);
+        }
         let q = z >> k;
         if q < ESCAPE {
             // q ones, then a zero.
@@ -94,7 +154,7 @@ pub(super) fn write(residuals: &[i64], k: u32, out: &mut Vec<u8>) {
     }
     let (tail, len) = tail_bytes(acc, nbits);
     stream.extend_from_slice(&tail[..len]);
-    out.push(k as u8);
+    out.push(k as u8 | if p.zeros { ZERO_FLAGS } else { 0 });
     put_uvarint(out, stream.len() as u64);
     out.extend_from_slice(&stream);
 }
@@ -158,10 +218,11 @@ impl Bits<'_> {
 /// Reads `m` residuals in the Rice form, handing each (still zigzagged) to `f`.
 pub(super) fn read(r: &mut ByteReader<'_>, m: usize, mut f: impl FnMut(u64)) -> Result<(), ChunkError> {
     let at = r.at();
-    let k = u32::from(r.u8("rice parameter")?);
-    if k > MAX_K {
+    let mode = r.u8("rice mode")?;
+    let (k, zeros) = (u32::from(mode & 0x3f), mode & ZERO_FLAGS != 0);
+    if k > MAX_K || mode & 0x80 != 0 {
         return Err(ChunkError::Invalid {
-            what: "rice parameter (over 62)",
+            what: "rice mode (k over 62, or bit 7 set)",
             at,
         });
     }
@@ -183,11 +244,27 @@ pub(super) fn read(r: &mut ByteReader<'_>, m: usize, mut f: impl FnMut(u64)) -> 
         if b.n <= 56 {
             b.refill();
         }
+        if zeros {
+            if b.n == 0 {
+                return Err(truncated);
+            }
+            let nonzero = b.acc >> 63 == 1;
+            b.consume(1);
+            if !nonzero {
+                f(0);
+                continue;
+            }
+            if b.n <= 56 {
+                b.refill();
+            }
+        }
+        // With zero flags the code is zigzag(r) - 1.
+        let offset = u64::from(zeros);
         // Leading ones of the loaded bits (the bits past `n` are zeros).
         let ones = (!b.acc).leading_zeros().min(ESCAPE as u32);
         if u64::from(ones) >= ESCAPE {
             b.consume(ESCAPE as u32);
-            f(b.take_wide(64).ok_or_else(|| truncated.clone())?);
+            f(b.take_wide(64).ok_or_else(|| truncated.clone())?.wrapping_add(offset));
             continue;
         }
         if ones >= b.n {
@@ -195,7 +272,7 @@ pub(super) fn read(r: &mut ByteReader<'_>, m: usize, mut f: impl FnMut(u64)) -> 
         }
         b.consume(ones + 1);
         let lowbits = b.take_wide(k).ok_or_else(|| truncated.clone())?;
-        f((u64::from(ones) << k) | lowbits);
+        f(((u64::from(ones) << k) | lowbits).wrapping_add(offset));
     }
     // The stream must end within its last byte.
     if b.next != data.len() || b.n >= 8 {
@@ -214,9 +291,9 @@ mod tests {
     use crate::varint::unzigzag;
 
     fn roundtrip(res: &[i64]) -> usize {
-        let (k, est) = choose(res);
+        let (p, est) = choose(res);
         let mut out = Vec::new();
-        write(res, k, &mut out);
+        write(res, p, &mut out);
         assert_eq!(out.len(), est, "estimate is exact");
         let mut r = ByteReader::new(&out, Origin::INPUT);
         let mut got = Vec::new();
@@ -258,9 +335,35 @@ mod tests {
     }
 
     #[test]
+    fn repeats_take_one_bit_with_zero_flags() {
+        // A gauge that keeps its value four times in ten and otherwise
+        // moves by about a thousand.
+        let res: Vec<i64> = (0..3000i64)
+            .map(|i| if i % 10 < 4 { 0 } else { (i * 7919 % 2001) - 1000 })
+            .collect();
+        let (p, _) = choose(&res);
+        assert!(p.zeros, "{p:?}");
+        let len = roundtrip(&res);
+        let plain = residual_bits(&res, Params { k: p.k, zeros: false });
+        assert!(len * 8 < plain as usize * 9 / 10, "{len} B flagged against {plain} bits plain");
+        // Extremes survive the offset by one.
+        roundtrip(&[0, i64::MIN, 0, i64::MAX, -1, 0, 1, 0, 0, 0]);
+        let mut out = Vec::new();
+        write(&[0, 0, i64::MIN, 5], Params { k: 3, zeros: true }, &mut out);
+        let mut r = ByteReader::new(&out, Origin::INPUT);
+        let mut got = Vec::new();
+        read(&mut r, 4, |z| got.push(unzigzag(z))).expect("decodes");
+        assert_eq!(got, [0, 0, i64::MIN, 5]);
+    }
+
+    fn residual_bits(res: &[i64], p: Params) -> u64 {
+        res.iter().map(|&r| p.bits(r)).sum()
+    }
+
+    #[test]
     fn corrupt_streams_are_errors() {
         let mut out = Vec::new();
-        write(&[3, -7, 100, 1 << 45], 2, &mut out);
+        write(&[3, -7, 100, 1 << 45], Params { k: 2, zeros: false }, &mut out);
         // Cut short anywhere: an error, never a panic.
         for cut in 0..out.len() {
             let mut r = ByteReader::new(&out[..cut], Origin::INPUT);
@@ -274,10 +377,12 @@ mod tests {
         // Fewer: the stream is longer than its residuals.
         let mut r = ByteReader::new(&out, Origin::INPUT);
         assert!(read(&mut r, 2, |_| {}).is_err());
-        // A parameter no encoder writes.
-        let mut bad = out.clone();
-        bad[0] = 63;
-        let mut r = ByteReader::new(&bad, Origin::INPUT);
-        assert!(read(&mut r, 4, |_| {}).is_err());
+        // Modes no encoder writes.
+        for mode in [63, 0x80 | 2] {
+            let mut bad = out.clone();
+            bad[0] = mode;
+            let mut r = ByteReader::new(&bad, Origin::INPUT);
+            assert!(read(&mut r, 4, |_| {}).is_err(), "{mode:#x}");
+        }
     }
 }
