@@ -133,8 +133,15 @@
 //!     The k exceptions then overwrite single samples with raw bits; exception j
 //!     is at index gap_0 for j = 0 and at index_{j-1} + 1 + gap_j afterwards.
 //! 2 xor:      v0: u64be │ bit stream of v_1 .. v_{n-1}, coded as in XorChunk
-//! 3 reserved
+//! 3 bits:     integer column (n values) of the values' IEEE-754 bit patterns
+//!             as i64 (v_i = f64::from_bits(x_i as u64))
 //! ```
+//!
+//! The bits encoding serves full-precision floats that change slowly (a
+//! clock in seconds, a ratio): while their sign and exponent stay, their bit
+//! patterns grow like the values, so the column's predictors and Rice code
+//! take the changes in units of the last place, where XOR pays for every
+//! bit that differs.
 //!
 //! The encoder picks the decimal encoding only after checking that every
 //! non-exception value decodes to the identical bits; a value with no such
@@ -191,6 +198,7 @@ const HEADER_RESERVED: u8 = 0x03;
 const VENC_CONST: u8 = 0;
 const VENC_DECIMAL: u8 = 1;
 const VENC_XOR: u8 = 2;
+const VENC_BITS: u8 = 3;
 
 // ---------------------------------------------------------------------------
 // Errors
@@ -290,9 +298,18 @@ fn encode_values(samples: &[(i64, f64)], out: &mut Vec<u8>) -> u8 {
     }
     let mut xor = Vec::with_capacity(n * 4 + 16);
     encode_xor_values(samples, &mut xor);
-    if have_decimal && final_len_estimate(&decimal) <= final_len_estimate(&xor) {
+    let xor_len = final_len_estimate(&xor);
+    if have_decimal && final_len_estimate(&decimal) <= xor_len {
         out.extend_from_slice(&decimal);
-        VENC_DECIMAL
+        return VENC_DECIMAL;
+    }
+    // Neither decimal: try the bit patterns as integers.
+    let bits: Vec<i64> = samples.iter().map(|s| s.1.to_bits() as i64).collect();
+    let mut column = Vec::with_capacity(n * 2 + 16);
+    encode_column(&bits, &mut column);
+    if final_len_estimate(&column) < xor_len {
+        out.extend_from_slice(&column);
+        VENC_BITS
     } else {
         out.extend_from_slice(&xor);
         VENC_XOR
@@ -435,6 +452,15 @@ fn decode_payload(r: &mut ByteReader<'_>, n: usize, venc: u8) -> Result<Vec<(i64
         }
         VENC_DECIMAL => decode_decimal(r, n, &mut out)?,
         VENC_XOR => decode_xor_values(r, &mut out)?,
+        VENC_BITS => {
+            let mut i = 0;
+            decode_column(r, n, |x| {
+                if let Some(s) = out.get_mut(i) {
+                    s.1 = f64::from_bits(x as u64);
+                }
+                i += 1;
+            })?;
+        }
         _ => {
             return Err(ChunkError::UnknownFormat {
                 what: "value encoding",

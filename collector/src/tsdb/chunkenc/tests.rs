@@ -258,10 +258,32 @@ fn counters_and_gauges_use_decimal() {
     // Mixed precisions share the smallest exponent.
     let mixed = regular(300, 0, 15_000, |i| if i % 2 == 0 { 1234.0 } else { 0.000_001 * i as f64 });
     roundtrip(&mixed);
-    // Full-precision floats fall back to xor.
+    // Full-precision floats fall back to xor or their bit patterns,
+    // whichever is smaller.
     let noisy = regular(300, 0, 15_000, |i| (i as f64).sin());
     roundtrip(&noisy);
-    assert_eq!(value_encoding(&block(&noisy)), VENC_XOR);
+    let b = block(&noisy);
+    assert!(matches!(value_encoding(&b), VENC_XOR | VENC_BITS));
+    assert!(b.len() <= xor_chunk(&noisy).encoded_len(), "{}", b.len());
+    // A clock in seconds with sub-millisecond noise, at full precision:
+    // its bit patterns as integers, at about half of xor's size.
+    let clock = regular(2880, 0, 15_000, |i| {
+        let x = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+        1.7e9 + i as f64 * 15.0 - 0.002 * ((x >> 11) as f64 / (1u64 << 53) as f64)
+    });
+    roundtrip(&clock);
+    let b = block(&clock);
+    assert_eq!(value_encoding(&b), VENC_BITS);
+    assert!(
+        b.len() * 2 < xor_chunk(&clock).encoded_len() + 2880,
+        "{} against xor {}",
+        b.len(),
+        xor_chunk(&clock).encoded_len()
+    );
+    // Bit patterns that cross signs and exponents still round-trip.
+    roundtrip(&regular(50, 0, 15_000, |i| {
+        [0.0, -0.0, f64::MIN_POSITIVE, -1e300, f64::INFINITY, f64::NAN][i % 6] * (1.0 + i as f64)
+    }));
 }
 
 #[test]
@@ -672,7 +694,7 @@ fn chunkenc_report() {
         for c in s.chunks(720) {
             let b = block(c);
             roundtrip(c);
-            let venc = ["const", "decimal", "xor", "?"][usize::from(value_encoding(&b))];
+            let venc = ["const", "decimal", "xor", "bits"][usize::from(value_encoding(&b))];
             let z = if b[0] & HEADER_COMPRESSED != 0 { "+zstd" } else { "" };
             *encodings.entry(format!("{kind:?}/{venc}{z}")).or_default() += 1;
         }
