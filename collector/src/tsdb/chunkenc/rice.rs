@@ -93,23 +93,25 @@ fn best_k(codes: impl Iterator<Item = u64>, zeros: bool, residuals: &[i64]) -> (
     for z in codes {
         widths[(64 - z.leading_zeros()) as usize] += 1;
     }
-    let rough = |k: u32| -> f64 {
-        let k = k as usize;
-        widths
-            .iter()
-            .enumerate()
-            .map(|(w, &c)| {
-                let q = if w <= k { 0.0 } else { 1.5 * 2f64.powi((w - k - 1) as i32) };
-                c as f64
-                    * if q < ESCAPE as f64 {
-                        q + 1.0 + k as f64
-                    } else {
-                        (ESCAPE + 64) as f64
-                    }
+    // Integer arithmetic, each k once: this runs for every column of every
+    // block written, closed head chunks included.
+    let used: Vec<(u64, u64)> = (0..=64u64).zip(widths).filter(|&(_, c)| c > 0).collect();
+    let rough = |k: u64| -> u64 {
+        used.iter()
+            .map(|&(w, c)| {
+                // A quotient of about 1.5 × 2^(w-k-1).
+                let q = if w <= k {
+                    0
+                } else if w - k - 1 >= 6 {
+                    ESCAPE
+                } else {
+                    (3 << (w - k - 1)) / 2
+                };
+                c * if q < ESCAPE { q + 1 + k } else { ESCAPE + 64 }
             })
             .sum()
     };
-    let k0 = (0..=MAX_K).min_by(|&a, &b| rough(a).total_cmp(&rough(b))).unwrap_or(0);
+    let k0 = (0..=u64::from(MAX_K)).min_by_key(|&k| rough(k)).unwrap_or(0) as u32;
     let mut best = (Params { k: 0, zeros }, u64::MAX);
     for k in k0.saturating_sub(1)..=(k0 + 1).min(MAX_K) {
         let p = Params { k, zeros };
