@@ -455,15 +455,20 @@ mod tests {
         assert_eq!((ledger[0].seq, ledger[0].samples), (2, 2));
     }
 
+    /// A data dir whose database holds one sample of `l` (at 1 ms, 1.0),
+    /// closed again: the starting point of the upgrade tests.
+    async fn closed_with_one_sample(l: &Arc<Labels>) -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        let db = open(d.path());
+        write(&db, &[(l, 1, 1.0)]).await;
+        db.close();
+        d
+    }
+
     #[tokio::test]
     async fn the_old_unread_postings_table_is_dropped_and_series_still_resolve() {
-        let d = tempfile::tempdir().expect("tempdir");
         let m = labels("m", &[("job", "a")]);
-        {
-            let db = open(d.path());
-            write(&db, &[(&m, 1, 1.0)]).await;
-            db.close();
-        }
+        let d = closed_with_one_sample(&m).await;
         {
             // As databases written before this version have it.
             let conn = sqlite::open_writer(&d.path().join("csoc.db")).expect("open");
@@ -492,13 +497,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_schema_2_database_is_upgraded_and_its_json_rows_still_read() {
-        let d = tempfile::tempdir().expect("tempdir");
         let old = labels("m", &[("job", "a")]);
-        {
-            let db = open(d.path());
-            write(&db, &[(&old, 1, 1.0)]).await;
-            db.close();
-        }
+        let d = closed_with_one_sample(&old).await;
         {
             // As schema 2 wrote it: JSON labels, no symbols table.
             let conn = sqlite::open_writer(&d.path().join("csoc.db")).expect("open");
