@@ -102,7 +102,7 @@ fn best_k(codes: impl Iterator<Item = u64>, zeros: bool, residuals: &[i64]) -> (
                 // A quotient of about 1.5 × 2^(w-k-1).
                 let q = if w <= k {
                     0
-                } else if w - k - 1 >= 6 {
+                } else if w - k > 6 {
                     ESCAPE
                 } else {
                     (3 << (w - k - 1)) / 2
