@@ -642,9 +642,25 @@ mod tests {
         let new = labels("new", &[]);
         write(&db, &[(&old, now - 7_200_000, 1.0), (&new, now, 1.0)]).await;
         db.flush().await.expect("flush");
+        // One pack per window: two, or one when both samples fall in the
+        // same day.
+        let (packs, unused) = unused_packs(d.path());
+        assert!((1..=2).contains(&packs) && unused == 0, "{packs} packs, {unused} unused");
         assert_eq!(db.apply_retention().await.expect("retention"), 1);
         assert!(read(&db, &[Matcher::equal("__name__", "old")]).is_empty());
         assert_eq!(read(&db, &[Matcher::equal("__name__", "new")]).len(), 1);
+        assert_eq!(unused_packs(d.path()).1, 0, "a pack left only by the old block went with it");
+    }
+
+    /// (packs, packs that no chunk refers to) in a data dir's database.
+    fn unused_packs(dir: &Path) -> (i64, i64) {
+        let conn = sqlite::open_reader(&dir.join("csoc.db")).expect("reader");
+        conn.query_row(
+            "SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM chunks WHERE chunks.pack = packs.id)) FROM packs",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("packs")
     }
 
     #[tokio::test]
@@ -693,5 +709,8 @@ mod tests {
         assert!(newest >= now - 86_400_000, "the newest data was kept");
         let oldest = s.iter().filter_map(|s| s.samples.first()).map(|p| p.0).min().expect("data left");
         assert!(oldest > now - 2 * 86_400_000, "the oldest data was deleted (oldest left {oldest})");
+        let (packs, unused) = unused_packs(d.path());
+        assert!(packs > 0, "the data left is packed");
+        assert_eq!(unused, 0, "no pack outlives its chunks");
     }
 }
