@@ -20,7 +20,7 @@ use rusqlite::{Transaction, params};
 
 use super::chunkenc::{decode_block, encode_block};
 use super::head::merge_last_write_wins;
-use super::pack::{self, BlockRef, Packer};
+use super::pack::{self, Packer};
 use super::sqlite;
 
 /// Length of a compaction window (ms): 24 hours, 5,760 samples at 15 s.
@@ -69,11 +69,7 @@ pub fn compact(tx: &Transaction<'_>, before: i64, limit: usize) -> Result<Compac
         let mut samples = Vec::new();
         let mut ids = Vec::with_capacity(rows.len());
         for (id, data, in_pack) in rows {
-            let block = match BlockRef::parse(&data) {
-                None => Ok(data),
-                Some(r) => r.map_err(|e| format!("invalid pack reference ({e})")).and_then(|r| r.read(tx)),
-            };
-            match block.and_then(|b| decode_block(&b).map_err(|e| e.to_string())) {
+            match pack::block_of(tx, &data).and_then(|b| decode_block(&b).map_err(|e| e.to_string())) {
                 Ok(s) => samples.extend(s),
                 Err(e) => {
                     // Leave an undecodable chunk where it is (queries report
@@ -95,7 +91,7 @@ pub fn compact(tx: &Transaction<'_>, before: i64, limit: usize) -> Result<Compac
             };
             buf.clear();
             encode_block(part, &mut buf);
-            packer.add(tx, start, series_id, 1, first.0, last.0, &buf)?;
+            packer.add(tx, start, series_id, first.0, last.0, &buf)?;
             stats.blocks_out += 1;
         }
         stats.windows += 1;
@@ -109,11 +105,7 @@ pub fn compact(tx: &Transaction<'_>, before: i64, limit: usize) -> Result<Compac
 /// The samples of a chunk row's `data`: its block, or the block it refers to.
 #[cfg(test)]
 pub fn read_chunk(conn: &rusqlite::Connection, data: &[u8]) -> Vec<(i64, f64)> {
-    let block = match BlockRef::parse(data) {
-        None => data.to_vec(),
-        Some(r) => r.expect("reference").read(conn).expect("read"),
-    };
-    decode_block(&block).expect("decode")
+    decode_block(&pack::block_of(conn, data).expect("block")).expect("decode")
 }
 
 #[cfg(test)]
@@ -161,7 +153,7 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].0, 1);
         assert_eq!(read_chunk(&tx, &rows[0].1), vec![(1000, 1.0), (2000, 9.0), (3000, 3.0)]);
-        assert!(BlockRef::parse(&rows[0].1).is_some(), "the compacted block is in a pack");
+        assert!(pack::BlockRef::parse(&rows[0].1).is_some(), "the compacted block is in a pack");
         assert_eq!(rows[1].0, 0, "the incomplete window is left alone");
         assert_eq!(compact(&tx, WINDOW_MS, 100).expect("again").windows, 0, "nothing more is due");
         // A late sample for the compacted window: merged with the packed

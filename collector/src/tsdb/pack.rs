@@ -27,6 +27,7 @@
 //! A block rewritten by a later compaction (late samples for its window)
 //! stays in its pack, unreferenced, until the pack's other blocks go too.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::{Connection, Transaction, params};
@@ -102,8 +103,20 @@ impl BlockRef {
     }
 }
 
-/// A block waiting for its pack: (series, level, mint, maxt, offset, len).
-type Member = (i64, i64, i64, i64, u64, u64);
+/// The block of a chunk row's `data`: the data itself, or the block it
+/// refers to, read from its pack.
+pub fn block_of<'a>(conn: &Connection, data: &'a [u8]) -> Result<Cow<'a, [u8]>, String> {
+    match BlockRef::parse(data) {
+        None => Ok(Cow::Borrowed(data)),
+        Some(r) => {
+            let r = r.map_err(|e| format!("invalid pack reference ({e})"))?;
+            r.read(conn).map(Cow::Owned)
+        }
+    }
+}
+
+/// A compacted block waiting for its pack: (series, mint, maxt, offset, len).
+type Member = (i64, i64, i64, u64, u64);
 
 /// Collects a compaction pass's blocks into packs, one open pack per
 /// window, and writes each pack with its chunk rows.
@@ -113,21 +126,11 @@ pub struct Packer {
 }
 
 impl Packer {
-    /// Adds a block of `window`; writes the window's pack, and the chunk
-    /// rows referring to it, once it is full.
-    #[allow(clippy::too_many_arguments)]
-    pub fn add(
-        &mut self,
-        tx: &Transaction<'_>,
-        window: i64,
-        series_id: i64,
-        level: i64,
-        mint: i64,
-        maxt: i64,
-        block: &[u8],
-    ) -> rusqlite::Result<()> {
+    /// Adds a compacted (level 1) block of `window`; writes the window's
+    /// pack, and the chunk rows referring to it, once it is full.
+    pub fn add(&mut self, tx: &Transaction<'_>, window: i64, series_id: i64, mint: i64, maxt: i64, block: &[u8]) -> rusqlite::Result<()> {
         let (buf, members) = self.open.entry(window).or_default();
-        members.push((series_id, level, mint, maxt, buf.len() as u64, block.len() as u64));
+        members.push((series_id, mint, maxt, buf.len() as u64, block.len() as u64));
         buf.extend_from_slice(block);
         if buf.len() >= PACK_BYTES {
             let (buf, members) = self.open.remove(&window).unwrap_or_default();
@@ -153,10 +156,10 @@ fn write_pack(tx: &Transaction<'_>, buf: &[u8], members: &[Member]) -> rusqlite:
     let pack = tx.last_insert_rowid();
     let mut ins = tx.prepare_cached(sqlite::INSERT_CHUNK_PACKED)?;
     let mut data = Vec::with_capacity(16);
-    for &(series_id, level, mint, maxt, offset, len) in members {
+    for &(series_id, mint, maxt, offset, len) in members {
         data.clear();
         BlockRef { pack, offset, len }.encode(&mut data);
-        ins.execute(params![series_id, level, mint, maxt, &data, pack])?;
+        ins.execute(params![series_id, mint, maxt, &data, pack])?;
     }
     Ok(())
 }
@@ -201,10 +204,10 @@ mod tests {
         let mut p = Packer::default();
         // Window 0 fills one pack and starts another; window 1 has its own.
         let big = vec![7u8; PACK_BYTES - 10];
-        p.add(&tx, 0, 1, 1, 10, 20, &big).expect("add");
-        p.add(&tx, 1, 2, 1, 30, 40, b"window one").expect("add");
-        p.add(&tx, 0, 3, 1, 10, 20, b"fills the first pack").expect("add");
-        p.add(&tx, 0, 4, 1, 10, 20, b"second pack").expect("add");
+        p.add(&tx, 0, 1, 10, 20, &big).expect("add");
+        p.add(&tx, 1, 2, 30, 40, b"window one").expect("add");
+        p.add(&tx, 0, 3, 10, 20, b"fills the first pack").expect("add");
+        p.add(&tx, 0, 4, 10, 20, b"second pack").expect("add");
         p.finish(&tx).expect("finish");
         tx.commit().expect("commit");
         let rows: Vec<(i64, Vec<u8>, i64)> = conn
@@ -255,7 +258,7 @@ mod tests {
         tx.execute("DELETE FROM chunks", []).expect("delete");
         collect(&tx, &all).expect("collect");
         let mut p = Packer::default();
-        p.add(&tx, 0, 5, 1, 10, 20, b"new").expect("add");
+        p.add(&tx, 0, 5, 10, 20, b"new").expect("add");
         p.finish(&tx).expect("finish");
         let pack: i64 = tx.query_row("SELECT pack FROM chunks", [], |r| r.get(0)).expect("pack");
         assert!(pack > *all.iter().max().expect("max"), "{pack} reused an id");

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rusqlite::params;
 
 use super::head::merge_last_write_wins;
-use super::pack::BlockRef;
+use super::pack;
 use super::storage::has_stale_marker;
 use super::{Labels, Matcher, Querier, Queryable, Series, Tsdb, TsdbError, chunk_cache, chunkenc, sqlite};
 
@@ -149,16 +149,8 @@ impl TsdbQuerier<'_> {
                             let corrupt = |e: String| TsdbError::Corrupt(format!("chunk {chunk_id} of series {id}: {e}"));
                             // A compacted block is in a pack; the cache keys
                             // on the reference (never reused, see pack.rs).
-                            let packed;
-                            let block = match BlockRef::parse(data) {
-                                None => data,
-                                Some(r) => {
-                                    let r = r.map_err(|e| corrupt(format!("invalid pack reference ({e})")))?;
-                                    packed = r.read(&conn).map_err(corrupt)?;
-                                    &packed[..]
-                                }
-                            };
-                            let d = chunkenc::decode_block(block).map_err(|e| corrupt(e.to_string()))?;
+                            let block = pack::block_of(&conn, data).map_err(corrupt)?;
+                            let d = chunkenc::decode_block(&block).map_err(|e| corrupt(e.to_string()))?;
                             if !d.windows(2).all(|w| w[0].0 <= w[1].0) {
                                 // Not in time order (never written so, but the
                                 // format allows it): filter, do not cache.

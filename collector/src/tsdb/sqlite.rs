@@ -244,8 +244,8 @@ pub const PACKS_OF_CHUNKS_BEFORE: &str = "SELECT DISTINCT pack FROM chunks WHERE
 pub const OLDEST_CHUNKS: &str = "SELECT id, data, pack FROM chunks WHERE level IN (0, 1) ORDER BY maxt LIMIT ?1";
 /// Adds a pack.
 pub const INSERT_PACK: &str = "INSERT INTO packs(data) VALUES (?1)";
-/// Adds a chunk whose block is in a pack (`data` is the reference).
-pub const INSERT_CHUNK_PACKED: &str = "INSERT INTO chunks(series_id, level, mint, maxt, data, pack) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+/// Adds a compacted chunk whose block is in a pack (`data` is the reference).
+pub const INSERT_CHUNK_PACKED: &str = "INSERT INTO chunks(series_id, level, mint, maxt, data, pack) VALUES (?1, 1, ?2, ?3, ?4, ?5)";
 /// Deletes a pack that no chunk refers to.
 pub const DELETE_PACK_IF_UNUSED: &str = "DELETE FROM packs WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM chunks WHERE pack = ?1)";
 /// Compaction candidates: (series, window start) with level-0 chunks that
