@@ -8,10 +8,12 @@ use std::fmt::Write as _;
 /// Decimal digits (without trailing zeros) and decimal-point position of |v|:
 /// `sig` significant digits, or the shortest representation when None.
 fn decimal_digits(v: f64, sig: Option<usize>) -> (Vec<u8>, i32) {
-    let s = match sig {
-        Some(n) => format!("{:.*e}", n.saturating_sub(1), v.abs()),
-        None => format!("{:e}", v.abs()),
+    let Some(n) = sig else {
+        let mut digits = [0u8; 17];
+        let (len, dp) = shortest(v, &mut digits);
+        return (digits[..len].to_vec(), dp);
     };
+    let s = format!("{:.*e}", n.saturating_sub(1), v.abs());
     let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let mut digits: Vec<u8> = mant.bytes().filter(u8::is_ascii_digit).collect();
@@ -22,6 +24,44 @@ fn decimal_digits(v: f64, sig: Option<usize>) -> (Vec<u8>, i32) {
         return (digits, 0);
     }
     (digits, exp + 1)
+}
+
+/// The fewest decimal digits that read back as |v| (finite), as ASCII in
+/// `digits`, and the position of the decimal point: |v| = 0.d1d2… ×
+/// 10^point. Returns (number of digits, point); zero has no digits.
+///
+/// The digits are Ryū's, which are Go's: when two shortest candidates are
+/// equally near (1658206780088562.25 lies halfway between …562.2 and
+/// …562.3), both take the even one, where Rust's own shortest formatting
+/// takes the one above.
+fn shortest(v: f64, digits: &mut [u8; 17]) -> (usize, i32) {
+    let mut buf = ryu::Buffer::new();
+    let text = buf.format_finite(v.abs());
+    let (mant, exp) = text.split_once('e').unwrap_or((text, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (mut n, mut point, mut before_point) = (0usize, exp, true);
+    for b in mant.bytes() {
+        if b == b'.' {
+            before_point = false;
+            continue;
+        }
+        if before_point {
+            point += 1;
+        }
+        if n == 0 && b == b'0' {
+            // A leading zero is no digit: the point moves past it.
+            point -= 1;
+            continue;
+        }
+        if n < digits.len() {
+            digits[n] = b;
+            n += 1;
+        }
+    }
+    while n > 0 && digits[n - 1] == b'0' {
+        n -= 1;
+    }
+    if n == 0 { (0, 0) } else { (n, point) }
 }
 
 fn fmt_e(out: &mut String, digs: &[u8], dp: i32, prec: usize, e: char) {
@@ -138,19 +178,45 @@ pub fn format_float(v: f64, fmt: char, prec: i32) -> String {
 
 /// `FormatFloat(v, 'f', -1, 64)`: how Prometheus writes sample values in
 /// its JSON API (`"1234.5"`, `"1e+21"` is `"1000000000000000000000"`).
-/// The same as [`format_float`]`(v, 'f', -1)`, without its digit buffer:
-/// Rust's `Display` for `f64` also prints the shortest round-trip digits
-/// without an exponent.
+/// The same as [`format_float`]`(v, 'f', -1)`, without its digit buffer.
 pub fn format_f(v: f64) -> String {
+    let mut out = String::new();
+    push_f(&mut out, v);
+    out
+}
+
+/// [`format_f`] appended to `out`, without allocating: query answers write
+/// tens of thousands of values.
+pub fn push_f(out: &mut String, v: f64) {
     if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
+        out.push_str("NaN");
+        return;
     }
+    if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+        return;
+    }
+    if v.is_sign_negative() {
+        out.push('-');
+    }
+    let a = v.abs();
+    // Whole numbers below 2^53 are their integer's digits.
+    if a.trunc() == a && a < 9_007_199_254_740_992.0 {
+        out.push_str(itoa::Buffer::new().format(a as u64));
+        return;
+    }
+    // Ryū writes the same digits; without its exponent (from 1e-5 to
+    // below 1e16) it lays them out as Go does, but for a whole number's
+    // ".0", which the integer case above already took.
+    let mut buf = ryu::Buffer::new();
+    let text = buf.format_finite(a);
+    if !text.contains('e') && !text.ends_with(".0") {
+        out.push_str(text);
+        return;
+    }
+    let mut digits = [0u8; 17];
+    let (n, dp) = shortest(a, &mut digits);
+    fmt_f(out, &digits[..n], dp, (n as i32 - dp).max(0) as usize);
 }
 
 /// `FormatFloat(v, 'g', -1, 64)`: how Prometheus's client libraries write
@@ -163,15 +229,19 @@ pub fn format_g(v: f64) -> String {
     if v == 0.0 {
         return if v.is_sign_negative() { "-0".into() } else { "0".into() };
     }
-    // Rust's `{:e}` gives the shortest round-trip digits: `d.ddde<exp>`.
-    let e = format!("{v:e}");
-    let Some((mantissa, exp)) = e.split_once('e') else { return e };
-    let Ok(exp) = exp.parse::<i32>() else { return e };
-    if !(-4..6).contains(&exp) {
-        let sign = if exp < 0 { '-' } else { '+' };
-        return format!("{mantissa}e{sign}{:02}", exp.unsigned_abs());
+    let mut digits = [0u8; 17];
+    let (n, dp) = shortest(v, &mut digits);
+    let exp = dp - 1;
+    let mut out = String::with_capacity(24);
+    if v < 0.0 {
+        out.push('-');
     }
-    format!("{v}")
+    if (-4..6).contains(&exp) {
+        fmt_f(&mut out, &digits[..n], dp, (n as i32 - dp).max(0) as usize);
+    } else {
+        fmt_e(&mut out, &digits[..n], dp, n.saturating_sub(1), 'e');
+    }
+    out
 }
 
 /// `FormatFloat(v, 'e', -1, 64)`: how Prometheus writes an alert's value
@@ -180,11 +250,14 @@ pub fn format_e(v: f64) -> String {
     if !v.is_finite() {
         return format_f(v);
     }
-    let s = format!("{v:e}");
-    let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let sign = if exp < 0 { '-' } else { '+' };
-    format!("{mant}e{sign}{:02}", exp.unsigned_abs())
+    let mut digits = [0u8; 17];
+    let (n, dp) = shortest(v, &mut digits);
+    let mut out = String::with_capacity(24);
+    if v.is_sign_negative() {
+        out.push('-');
+    }
+    fmt_e(&mut out, &digits[..n], dp, n.saturating_sub(1), 'e');
+    out
 }
 
 #[cfg(test)]
@@ -323,6 +396,71 @@ mod tests {
             assert_eq!(format_f(v), format_float(v, 'f', -1), "{v:e}");
             assert_eq!(format_g(v), format_float(v, 'g', -1), "{v:e}");
             assert_eq!(format_e(v), format_float(v, 'e', -1), "{v:e}");
+        }
+    }
+
+    /// Ties between two shortest candidates go to the even digit, as in
+    /// Go: the expected texts are Prometheus 2.42's answers to these
+    /// numbers as scalar queries.
+    #[test]
+    fn shortest_digits_are_gos_on_ties() {
+        for (v, go) in [
+            (1658206780088562.25, "1658206780088562.2"),
+            (1658206780088562.75, "1658206780088562.8"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (1e21, "1000000000000000000000"),
+            (1e-7, "0.0000001"),
+            (123456789012345.6, "123456789012345.6"),
+            (9007199254740993.0, "9007199254740992"),
+        ] {
+            assert_eq!(format_f(v), go, "{v:e}");
+        }
+        assert_eq!(format_g(1658206780088562.25), "1.6582067800885622e+15");
+        assert_eq!(format_e(-1658206780088562.25), "-1.6582067800885622e+15");
+    }
+
+    /// Whatever the value, the text reads back as it, has no exponent, and
+    /// has as many digits as Rust's own shortest formatting (which differs
+    /// from Go's at most by one in the last digit, on ties).
+    #[test]
+    fn f_reads_back_with_the_fewest_digits() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut values = vec![
+            5e-324,
+            f64::MAX,
+            1e15,
+            1e15 + 0.5,
+            1e16,
+            2f64.powi(53),
+            2f64.powi(53) + 2.0,
+            -0.5,
+            1e-5,
+            9.99e-6,
+        ];
+        for _ in 0..100_000 {
+            let bits = next();
+            values.push(f64::from_bits(bits));
+            values.push((next() % 10_000_000_000) as f64 / 10f64.powi((bits % 10) as i32));
+            values.push((next() % 1_000_000) as f64 * 4096.0);
+        }
+        for v in values.into_iter().filter(|v| v.is_finite()) {
+            let ours = format_f(v);
+            assert!(!ours.contains('e'), "{ours}");
+            assert_eq!(ours.parse::<f64>().ok().map(f64::to_bits), Some(v.to_bits()), "{ours} for {v:e}");
+            let rust = format!("{v}");
+            assert_eq!(ours.len(), rust.len(), "{ours} against {rust}");
+            if ours != rust {
+                let (a, b) = (ours.as_bytes(), rust.as_bytes());
+                let n = a.len();
+                assert_eq!(a[..n - 1], b[..n - 1], "{ours} against {rust}");
+                assert_eq!(a[n - 1].abs_diff(b[n - 1]), 1, "{ours} against {rust}");
+            }
         }
     }
 }

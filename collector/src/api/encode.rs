@@ -6,7 +6,6 @@
 
 use std::fmt::Write;
 
-use super::fmt_value;
 use crate::promql::Value;
 use crate::tsdb::Labels;
 
@@ -35,21 +34,30 @@ fn push_ts(out: &mut String, t: i64) {
     if neg {
         out.push('-');
     }
-    let _ = write!(out, "{}", a / 1000);
+    out.push_str(itoa::Buffer::new().format(a / 1000));
     let ms = a % 1000;
     if ms != 0 {
-        let frac = format!("{ms:03}");
         out.push('.');
-        out.push_str(frac.trim_end_matches('0'));
+        // Three digits without their trailing zeros.
+        let digits = [ms / 100, ms / 10 % 10, ms % 10];
+        let n = if ms % 100 == 0 {
+            1
+        } else if ms % 10 == 0 {
+            2
+        } else {
+            3
+        };
+        for d in &digits[..n] {
+            out.push(char::from(b'0' + *d as u8));
+        }
     }
 }
 
 fn push_point(out: &mut String, t: i64, v: f64) {
     out.push('[');
     push_ts(out, t);
-    out.push(',');
-    out.push('"');
-    out.push_str(&fmt_value(v));
+    out.push_str(",\"");
+    csoc_common::gofmt::push_f(out, v);
     out.push_str("\"]");
 }
 
@@ -169,5 +177,24 @@ mod tests {
             s,
             "{\"status\":\"success\",\"data\":{\"resultType\":\"scalar\",\"result\":[0.01,\"3\"]}}"
         );
+    }
+
+    #[test]
+    fn timestamps_are_seconds_with_their_milliseconds() {
+        for (t, want) in [
+            (0, "0"),
+            (1_000, "1"),
+            (1_500, "1.5"),
+            (1_050, "1.05"),
+            (1_007, "1.007"),
+            (-2_250, "-2.25"),
+            (-999, "-0.999"),
+            (1_795_302_067_500, "1795302067.5"),
+            (i64::MIN, "-9223372036854775.808"),
+        ] {
+            let mut out = String::new();
+            push_ts(&mut out, t);
+            assert_eq!(out, want);
+        }
     }
 }

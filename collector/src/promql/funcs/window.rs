@@ -30,7 +30,13 @@ where
     F: FnMut(&Win<'_>) -> Result<Option<f64>, EvalError>,
 {
     let n = steps.len();
-    let work: usize = rd.series.iter().map(|s| s.samples.len()).sum::<usize>() + rd.series.len() * n;
+    // Most functions look at every sample of every window, and a sample is
+    // in about range / step windows (`avg_over_time(x[10m])` at a 60 s step:
+    // ten), so the work is counted in sample visits: a query over few
+    // series but long windows is split too.
+    let samples: usize = rd.series.iter().map(|s| s.samples.len()).sum();
+    let per_sample = (rd.range / steps.step.max(1)).clamp(1, n.max(1) as i64) as usize;
+    let work = samples.saturating_mul(per_sample) + rd.series.len() * n;
     let threads = if work >= PARALLEL_WORK && rd.series.len() > 1 {
         std::thread::available_parallelism()
             .map_or(1, |p| p.get())
@@ -84,7 +90,8 @@ where
     Ok(out)
 }
 
-/// Work (samples plus series × steps) from which `over_range` uses every core.
+/// Work (sample visits plus series × steps) from which `over_range` uses
+/// every core.
 const PARALLEL_WORK: usize = 400_000;
 
 /// One series of [`over_range`].
