@@ -41,7 +41,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::auth::{Principal, Role};
-use crate::tsdb::{Labels, Matcher, Querier, Queryable, Series, TsdbError};
+use crate::tsdb::{Labels, LazySelection, Matcher, Querier, Queryable, Series, TsdbError};
 
 /// The caller of a request, as the handlers see it.
 #[derive(Debug, Clone, Default)]
@@ -106,6 +106,18 @@ impl Queryable for Scoped<'_> {
             inner: self.inner.querier(mint, maxt),
             matcher: self.matcher.as_ref(),
         })
+    }
+
+    fn select_lazy(
+        &self,
+        mint: i64,
+        maxt: i64,
+        matchers: &[Matcher],
+        without_stale: bool,
+    ) -> Result<Option<Box<dyn LazySelection + '_>>, TsdbError> {
+        let mut all = matchers.to_vec();
+        all.extend(self.matcher.iter().cloned());
+        self.inner.select_lazy(mint, maxt, &all, without_stale)
     }
 }
 

@@ -20,7 +20,7 @@ use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
 
 use super::{EvalError, InstantSample, Output, Value, matchers_of, ms, system_time_ms};
-use crate::tsdb::{Labels, Queryable, Series};
+use crate::tsdb::{Labels, LazySelection, Queryable, Series};
 
 /// The steps of an evaluation: `start, start+step, …, end` (ms).
 #[derive(Debug, Clone, Copy)]
@@ -70,14 +70,18 @@ pub(super) enum Val {
 
 /// Range data for functions over range vectors: the series and, per step,
 /// the window's right edge; the window is `(te - range, te]`.
-pub(super) struct RangeData {
+pub(super) struct RangeData<'a> {
+    /// With `lazy`, only the labels: the samples are read one series at a
+    /// time (see [`Ctx::range_input`]).
     pub series: Vec<Ms>,
     pub te: Vec<i64>,
     pub range: i64,
+    /// The selection to read the series from, if not read yet.
+    pub lazy: Option<Box<dyn LazySelection + 'a>>,
 }
 
-impl RangeData {
-    /// The samples of series `s` in step `i`'s window.
+impl RangeData<'_> {
+    /// The samples of series `s` in step `i`'s window (of read series).
     pub fn window(&self, s: usize, i: usize) -> &[(i64, f64)] {
         let samples = &self.series[s].samples;
         let te = self.te[i];
@@ -247,7 +251,7 @@ fn offset_ms(o: &Option<Offset>) -> i64 {
     }
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
     pub fn check_deadline(&self) -> Result<(), EvalError> {
         if Instant::now() > self.deadline {
             return Err(EvalError::Timeout(TIMED_OUT.into()));
@@ -399,9 +403,53 @@ impl Ctx<'_> {
         Ok(out)
     }
 
+    /// [`Ctx::range_data`] for functions that go through `over_range`: a
+    /// matrix selector over a store that reads lazily is not read here, but
+    /// one series at a time by `over_range`'s workers (no query then holds
+    /// every series' samples at once, and several threads read). The
+    /// selected samples are counted against the sample limit as they are
+    /// read.
+    pub fn range_input(&mut self, e: &Expr, steps: Steps) -> Result<RangeData<'a>, EvalError> {
+        match e {
+            Expr::Paren(p) => self.range_input(&p.expr, steps),
+            Expr::MatrixSelector(m) => {
+                let mut sets = matchers_of(&m.vs)?;
+                let range = ms(m.range);
+                let te = self.ref_times(&m.vs.at, &m.vs.offset, steps);
+                let (Some(&lo), Some(&hi)) = (te.iter().min(), te.iter().max()) else {
+                    return self.range_data(e, steps);
+                };
+                if sets.len() != 1 {
+                    return self.range_data(e, steps);
+                }
+                let set = sets.remove(0);
+                let db = self.db;
+                let Some(lazy) = db.select_lazy(lo - range + 1, hi, &set, true)? else {
+                    return self.range_data(e, steps);
+                };
+                let series = lazy
+                    .labels()
+                    .iter()
+                    .map(|l| Ms {
+                        labels: l.clone(),
+                        drop_name: false,
+                        samples: Vec::new(),
+                    })
+                    .collect();
+                Ok(RangeData {
+                    series,
+                    te,
+                    range,
+                    lazy: Some(lazy),
+                })
+            }
+            _ => self.range_data(e, steps),
+        }
+    }
+
     /// The data for a function over a range vector (a matrix selector or a
     /// subquery, possibly in parentheses).
-    pub fn range_data(&mut self, e: &Expr, steps: Steps) -> Result<RangeData, EvalError> {
+    pub fn range_data(&mut self, e: &Expr, steps: Steps) -> Result<RangeData<'a>, EvalError> {
         match e {
             Expr::Paren(p) => self.range_data(&p.expr, steps),
             Expr::MatrixSelector(m) => {
@@ -412,6 +460,7 @@ impl Ctx<'_> {
                         series: Vec::new(),
                         te,
                         range,
+                        lazy: None,
                     });
                 };
                 let series = self
@@ -423,7 +472,12 @@ impl Ctx<'_> {
                         samples: s.samples,
                     })
                     .collect();
-                Ok(RangeData { series, te, range })
+                Ok(RangeData {
+                    series,
+                    te,
+                    range,
+                    lazy: None,
+                })
             }
             Expr::Subquery(sq) => self.subquery(sq, steps),
             other => Err(EvalError::BadData(format!(
@@ -433,7 +487,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn subquery(&mut self, sq: &SubqueryExpr, steps: Steps) -> Result<RangeData, EvalError> {
+    fn subquery(&mut self, sq: &SubqueryExpr, steps: Steps) -> Result<RangeData<'a>, EvalError> {
         let range = ms(sq.range);
         let step = sq.step.map(ms).unwrap_or(self.default_subquery_step);
         if step <= 0 {
@@ -445,6 +499,7 @@ impl Ctx<'_> {
                 series: Vec::new(),
                 te,
                 range,
+                lazy: None,
             });
         };
         // Inner steps: the multiples of the step in (lo - range, hi].
@@ -458,6 +513,7 @@ impl Ctx<'_> {
                 series: Vec::new(),
                 te,
                 range,
+                lazy: None,
             });
         }
         let end = hi.div_euclid(step) * step;
@@ -481,7 +537,12 @@ impl Ctx<'_> {
             }],
             _ => return Err(EvalError::BadData("subquery is only allowed on instant vector".into())),
         };
-        Ok(RangeData { series, te, range })
+        Ok(RangeData {
+            series,
+            te,
+            range,
+            lazy: None,
+        })
     }
 
     pub fn eval(&mut self, expr: &Expr, steps: Steps) -> Result<Val, EvalError> {

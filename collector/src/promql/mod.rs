@@ -334,6 +334,85 @@ mod tests {
             .value
     }
 
+    /// Functions over range vectors read the storage lazily, one series at
+    /// a time and on several threads; their answers, annotations and sample
+    /// limit are those of the same data read at once (a `MemStore`): with
+    /// chunks on disk and in the head, counter resets, staleness markers, a
+    /// series without samples in range and a gauge under `rate` (whose info
+    /// annotation is only for series with samples).
+    #[tokio::test]
+    async fn lazily_read_range_functions_answer_as_an_eager_store() {
+        let stale = f64::from_bits(csoc_proto::STALE_NAN_BITS);
+        let d = tempfile::tempdir().expect("tempdir");
+        let db = Tsdb::open(d.path(), &crate::tsdb::TsdbOptions::default(), &mut Registry::default()).expect("open");
+        let mut mem = MemStore::default();
+        // 40 counters and 40 gauges x 2,000 samples at 15 s: enough work
+        // for over_range to split; the first half is flushed to disk.
+        let (n, step) = (2_000i64, 15_000i64);
+        let mut sample = |labels: &Arc<Labels>, t: i64, v: f64, a: &mut crate::tsdb::Appender| {
+            a.append(labels.clone(), t, v);
+            mem.add(labels, t, v);
+        };
+        for half in 0..2 {
+            let mut a = db.appender();
+            for k in 0..40 {
+                let l = |name: &str| -> Arc<Labels> { Arc::new(vec![("__name__".into(), name.into()), ("k".into(), format!("{k:02}"))]) };
+                let (c, g) = (l("c_total"), l("g"));
+                for r in (half * n / 2)..((half + 1) * n / 2) {
+                    let t = r * step + k;
+                    // A reset every 700 rounds; a staleness marker in some.
+                    let v = if k % 7 == 3 && r % 333 == 5 {
+                        stale
+                    } else {
+                        ((r % 700) * (k + 1)) as f64 * 1.5
+                    };
+                    sample(&c, t, v, &mut a);
+                    sample(&g, t, ((r * 31 + k) % 97) as f64 / 4.0, &mut a);
+                }
+            }
+            a.commit().await.expect("commit");
+            if half == 0 {
+                db.flush().await.expect("flush");
+            }
+        }
+        // A series with samples only long before the queried range.
+        let mut a = db.appender();
+        let old: Arc<Labels> = Arc::new(vec![("__name__".into(), "c_total".into()), ("k".into(), "zz".into())]);
+        sample(&old, -3_600_000, 1.0, &mut a);
+        a.commit().await.expect("commit");
+        let e = Engine::new(Duration::from_secs(300));
+        let (start, end) = (600_000, n * step);
+        for q in [
+            "rate(c_total[5m])",
+            "increase(c_total[1h])",
+            "irate(c_total[5m])",
+            "resets(c_total[10m])",
+            "max_over_time(g[10m])",
+            "avg_over_time(g[10m])",
+            "quantile_over_time(0.9, g[15m])",
+            "rate(g[5m])",
+            "sum by (k) (rate({__name__=~\"c_total|g\"}[5m]))",
+        ] {
+            let expr = promql_parser::parser::parse(q).expect("parse");
+            let got = e.range(&db, &expr, start, end, 60_000).expect("eval");
+            let want = e.range(&mem, &expr, start, end, 60_000).expect("eval");
+            assert_eq!(format!("{:?}", got.value), format!("{:?}", want.value), "{q}");
+            assert_eq!(got.infos, want.infos, "{q}");
+            assert!(matches!(&got.value, Value::Matrix(m) if m.len() >= 40), "{q}");
+        }
+        // The sample limit: refused the same way.
+        let small = Engine {
+            max_samples: 50_000,
+            ..Engine::new(Duration::from_secs(300))
+        };
+        let expr = promql_parser::parser::parse("rate(c_total[5m])").expect("parse");
+        let got = small.range(&db, &expr, start, end, 60_000).map(|_| ()).map_err(|e| e.to_string());
+        let want = small.range(&mem, &expr, start, end, 60_000).map(|_| ()).map_err(|e| e.to_string());
+        assert_eq!(got, want);
+        assert!(got.is_err());
+        db.close();
+    }
+
     #[tokio::test]
     async fn lookback_staleness_offset() {
         let stale = f64::from_bits(csoc_proto::STALE_NAN_BITS);
@@ -477,6 +556,7 @@ mod tests {
                     _ => funcs::extrapolated_rate(
                         &funcs::Win {
                             samples: &w,
+                            all: &w,
                             range_start: ts - range,
                             range_end: ts,
                             range_secs: range as f64 / 1000.0,

@@ -89,7 +89,7 @@ pub use matcher::{MatchOp, Matcher};
 pub use replay::{ReplayPhase, ReplayProgress, ReplaySnapshot};
 pub use retention::Retention;
 pub use snapshot::{SNAPSHOTS_DIR, SnapshotStats, snapshot_name};
-pub use storage::{Appendable, BoxFuture, Querier, Queryable, TsdbAdmin};
+pub use storage::{Appendable, BoxFuture, LazySelection, Querier, Queryable, SeriesReader, TsdbAdmin};
 pub use wal_tail::{WalHold, WalReader, WalRecord};
 
 /// Errors of the storage.

@@ -10,11 +10,31 @@ use rusqlite::params;
 use super::head::merge_last_write_wins;
 use super::pack;
 use super::storage::has_stale_marker;
-use super::{Labels, Matcher, Querier, Queryable, Series, Tsdb, TsdbError, chunk_cache, chunkenc, sqlite};
+use super::{Labels, LazySelection, Matcher, Querier, Queryable, Series, SeriesReader, Tsdb, TsdbError, chunk_cache, chunkenc, sqlite};
 
 impl Queryable for Tsdb {
     fn querier(&self, mint: i64, maxt: i64) -> Box<dyn Querier + '_> {
         Box::new(TsdbQuerier { tsdb: self, mint, maxt })
+    }
+
+    fn select_lazy(
+        &self,
+        mint: i64,
+        maxt: i64,
+        matchers: &[Matcher],
+        without_stale: bool,
+    ) -> Result<Option<Box<dyn LazySelection + '_>>, TsdbError> {
+        let mut all = TsdbQuerier { tsdb: self, mint, maxt }.matching(matchers);
+        all.sort_by(|a, b| a.1.cmp(&b.1));
+        let (ids, labels) = all.into_iter().unzip();
+        Ok(Some(Box::new(Lazy {
+            tsdb: self,
+            mint,
+            maxt,
+            without_stale,
+            ids,
+            labels,
+        })))
     }
 }
 
@@ -118,91 +138,198 @@ impl TsdbQuerier<'_> {
             // shared lock (fcntl calls) once, not per statement, and every
             // series is read from one snapshot. Dropped (ended) on return.
             let _snapshot = conn.unchecked_transaction()?;
-            let mut stmt = conn.prepare_cached(sqlite::SELECT_CHUNKS)?;
-            // The parts of a series (decoded chunk, range), gathered first so
-            // that its samples are copied once into a vector of exact size.
-            // (A chunk not in time order, which is never written so but
-            // which the format allows, is filtered into a part of its own.)
-            let mut parts: Vec<(i64, chunk_cache::Decoded, usize, usize)> = Vec::new();
+            let mut parts = Vec::new();
             for (id, labels) in ids {
-                let id = *id;
-                parts.clear();
-                // Whether a chunk read for this series holds staleness markers.
-                let mut stale = false;
-                let mut rows = stmt.query(params![id, self.mint, self.maxt])?;
-                while let Some(row) = rows.next()? {
-                    let chunk_id: i64 = row.get(0)?;
-                    let data = row
-                        .get_ref(1)?
-                        .as_blob()
-                        .map_err(|e| TsdbError::Corrupt(format!("chunk of series {id}: {e}")))?;
-                    let shared = &self.tsdb.shared;
-                    let key = shared.chunk_cache.key_of(data);
-                    let decoded = match shared.chunk_cache.get(key, data) {
-                        Some((d, has_stale)) => {
-                            shared.metrics.chunk_cache_hits.inc();
-                            stale |= has_stale;
-                            d
-                        }
-                        None => {
-                            shared.metrics.chunk_cache_misses.inc();
-                            let corrupt = |e: String| TsdbError::Corrupt(format!("chunk {chunk_id} of series {id}: {e}"));
-                            // A compacted block is in a pack; the cache keys
-                            // on the reference (never reused, see pack.rs).
-                            let block = pack::block_of(&conn, data).map_err(corrupt)?;
-                            let d = chunkenc::decode_block(&block).map_err(|e| corrupt(e.to_string()))?;
-                            if !d.windows(2).all(|w| w[0].0 <= w[1].0) {
-                                // Not in time order (never written so, but the
-                                // format allows it): filter, do not cache.
-                                let kept: Vec<(i64, f64)> = d.into_iter().filter(|p| p.0 >= self.mint && p.0 <= self.maxt).collect();
-                                stale |= has_stale_marker(&kept);
-                                let n = kept.len();
-                                parts.push((chunk_id, Arc::new(kept), 0, n));
-                                continue;
-                            }
-                            let has_stale = has_stale_marker(&d);
-                            stale |= has_stale;
-                            let d = Arc::new(d);
-                            shared.chunk_cache.put(key, data, d.clone(), has_stale);
-                            shared.metrics.chunk_cache_bytes.set(shared.chunk_cache.bytes() as i64);
-                            d
-                        }
-                    };
-                    // Samples are in time order within a chunk: copy only the range.
-                    let (lo, hi) = time_range(&decoded, self.mint, self.maxt);
-                    if lo < hi {
-                        parts.push((chunk_id, decoded, lo, hi));
-                    }
+                let mem = in_memory.get(id).map_or(&[][..], |v| v.as_slice());
+                let mut samples = Vec::new();
+                read_one(
+                    self.tsdb,
+                    &conn,
+                    (*id, self.mint, self.maxt),
+                    mem,
+                    without_stale,
+                    &mut parts,
+                    &mut samples,
+                )?;
+                if !samples.is_empty() {
+                    out.push(Series {
+                        labels: labels.clone(),
+                        samples,
+                    });
                 }
-                // Persistence order: later chunks win on equal timestamps.
-                parts.sort_by_key(|p| p.0);
-                let mem = in_memory.get(&id).map_or(&[][..], |v| v.as_slice());
-                let len = parts.iter().map(|(_, _, lo, hi)| hi - lo).sum::<usize>() + mem.len();
-                let mut samples: Vec<(i64, f64)> = Vec::with_capacity(len);
-                for (_, d, lo, hi) in &parts {
-                    samples.extend_from_slice(&d[*lo..*hi]);
-                }
-                samples.extend_from_slice(mem);
-                if samples.is_empty() {
-                    continue;
-                }
-                merge_last_write_wins(&mut samples);
-                if without_stale && (stale || has_stale_marker(mem)) {
-                    samples.retain(|p| !csoc_proto::is_stale_nan(p.1));
-                    if samples.is_empty() {
-                        continue;
-                    }
-                }
-                out.push(Series {
-                    labels: labels.clone(),
-                    samples,
-                });
             }
             Ok(())
         })();
         self.tsdb.put_reader(conn);
         res?;
         Ok(out)
+    }
+}
+
+/// A part of a series being read: (chunk id, decoded chunk, range in it).
+type Part = (i64, chunk_cache::Decoded, usize, usize);
+
+/// Reads series `id`'s samples in [mint, maxt] from disk (through the
+/// decoded-chunk cache), merges in `mem` (what the head holds, read
+/// before), and with `without_stale` drops the staleness markers; into
+/// `samples` (appended to, reserved once to the exact size).
+fn read_one(
+    tsdb: &Tsdb,
+    conn: &rusqlite::Connection,
+    (id, mint, maxt): (i64, i64, i64),
+    mem: &[(i64, f64)],
+    without_stale: bool,
+    parts: &mut Vec<Part>,
+    samples: &mut Vec<(i64, f64)>,
+) -> Result<(), TsdbError> {
+    let mut stmt = conn.prepare_cached(sqlite::SELECT_CHUNKS)?;
+    // The parts of the series (decoded chunk, range), gathered first so that
+    // its samples are copied once into a vector of exact size. (A chunk not
+    // in time order, which is never written so but which the format allows,
+    // is filtered into a part of its own.)
+    parts.clear();
+    // Whether a chunk read for this series holds staleness markers.
+    let mut stale = false;
+    let mut rows = stmt.query(params![id, mint, maxt])?;
+    while let Some(row) = rows.next()? {
+        let chunk_id: i64 = row.get(0)?;
+        let data = row
+            .get_ref(1)?
+            .as_blob()
+            .map_err(|e| TsdbError::Corrupt(format!("chunk of series {id}: {e}")))?;
+        let shared = &tsdb.shared;
+        let key = shared.chunk_cache.key_of(data);
+        let decoded = match shared.chunk_cache.get(key, data) {
+            Some((d, has_stale)) => {
+                shared.metrics.chunk_cache_hits.inc();
+                stale |= has_stale;
+                d
+            }
+            None => {
+                shared.metrics.chunk_cache_misses.inc();
+                let corrupt = |e: String| TsdbError::Corrupt(format!("chunk {chunk_id} of series {id}: {e}"));
+                // A compacted block is in a pack; the cache keys on the
+                // reference (never reused, see pack.rs).
+                let block = pack::block_of(conn, data).map_err(corrupt)?;
+                let d = chunkenc::decode_block(&block).map_err(|e| corrupt(e.to_string()))?;
+                if !d.windows(2).all(|w| w[0].0 <= w[1].0) {
+                    // Not in time order (never written so, but the format
+                    // allows it): filter, do not cache.
+                    let kept: Vec<(i64, f64)> = d.into_iter().filter(|p| p.0 >= mint && p.0 <= maxt).collect();
+                    stale |= has_stale_marker(&kept);
+                    let n = kept.len();
+                    parts.push((chunk_id, Arc::new(kept), 0, n));
+                    continue;
+                }
+                let has_stale = has_stale_marker(&d);
+                stale |= has_stale;
+                let d = Arc::new(d);
+                shared.chunk_cache.put(key, data, d.clone(), has_stale);
+                shared.metrics.chunk_cache_bytes.set(shared.chunk_cache.bytes() as i64);
+                d
+            }
+        };
+        // Samples are in time order within a chunk: copy only the range.
+        let (lo, hi) = time_range(&decoded, mint, maxt);
+        if lo < hi {
+            parts.push((chunk_id, decoded, lo, hi));
+        }
+    }
+    // Persistence order: later chunks win on equal timestamps.
+    parts.sort_by_key(|p| p.0);
+    let len = parts.iter().map(|(_, _, lo, hi)| hi - lo).sum::<usize>() + mem.len();
+    samples.reserve(len);
+    for (_, d, lo, hi) in parts.iter() {
+        samples.extend_from_slice(&d[*lo..*hi]);
+    }
+    samples.extend_from_slice(mem);
+    if samples.is_empty() {
+        return Ok(());
+    }
+    merge_last_write_wins(samples);
+    if without_stale && (stale || has_stale_marker(mem)) {
+        samples.retain(|p| !csoc_proto::is_stale_nan(p.1));
+    }
+    Ok(())
+}
+
+/// [`Queryable::select_lazy`] of the storage: the matching series, each
+/// read (head, then disk) when a reader asks for it.
+struct Lazy<'a> {
+    tsdb: &'a Tsdb,
+    mint: i64,
+    maxt: i64,
+    without_stale: bool,
+    ids: Vec<i64>,
+    labels: Vec<Arc<Labels>>,
+}
+
+impl LazySelection for Lazy<'_> {
+    fn labels(&self) -> &[Arc<Labels>] {
+        &self.labels
+    }
+
+    fn reader(&self) -> Result<Box<dyn SeriesReader + '_>, TsdbError> {
+        let conn = self.tsdb.reader()?;
+        // One read transaction per reader: one shared lock for all its
+        // series, each read from one snapshot. Ended when the reader drops.
+        if let Err(e) = conn.execute_batch("BEGIN") {
+            self.tsdb.put_reader(conn);
+            return Err(e.into());
+        }
+        Ok(Box::new(LazyReader {
+            sel: self,
+            conn: Some(conn),
+            mem: Vec::new(),
+            parts: Vec::new(),
+        }))
+    }
+}
+
+struct LazyReader<'a> {
+    sel: &'a Lazy<'a>,
+    /// Taken back to the pool on drop.
+    conn: Option<rusqlite::Connection>,
+    mem: Vec<(i64, f64)>,
+    parts: Vec<Part>,
+}
+
+impl SeriesReader for LazyReader<'_> {
+    fn read(&mut self, i: usize, buf: &mut Vec<(i64, f64)>) -> Result<(), TsdbError> {
+        buf.clear();
+        let sel = self.sel;
+        let (Some(&id), Some(conn)) = (sel.ids.get(i), self.conn.as_ref()) else {
+            return Ok(());
+        };
+        // Memory first, then disk (as `select`): a chunk persisted in
+        // between is seen twice (harmless), never missed.
+        self.mem.clear();
+        sel.tsdb
+            .shared
+            .head
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .collect(id, sel.mint, sel.maxt, &mut self.mem);
+        read_one(
+            sel.tsdb,
+            conn,
+            (id, sel.mint, sel.maxt),
+            &self.mem,
+            sel.without_stale,
+            &mut self.parts,
+            buf,
+        )
+    }
+}
+
+impl Drop for LazyReader<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // A connection left inside a transaction is not pooled.
+            if conn.execute_batch("COMMIT").is_ok() || conn.is_autocommit() {
+                self.sel.tsdb.put_reader(conn);
+            }
+        }
     }
 }
 
@@ -333,6 +460,26 @@ mod tests {
             want.retain(|(_, v): &(String, Vec<(i64, f64)>)| !v.is_empty());
             let got: Vec<(String, Vec<(i64, f64)>)> = without.iter().map(|s| (s.labels[0].1.clone(), s.samples.clone())).collect();
             assert_eq!(got, want, "round {round}");
+            // Read lazily, series by series: the same, but for the series
+            // left empty, which read as empty.
+            for (stale_too, eager) in [(false, &with), (true, &without)] {
+                let lazy = db
+                    .select_lazy(0, 10_000, &all, stale_too)
+                    .expect("lazy")
+                    .expect("the storage reads lazily");
+                let mut reader = lazy.reader().expect("reader");
+                let mut buf = vec![(1, 1.0)];
+                let mut read = Vec::new();
+                for (i, l) in lazy.labels().iter().enumerate() {
+                    reader.read(i, &mut buf).expect("read");
+                    if !buf.is_empty() {
+                        read.push(format!("{:?} {:?}", l, buf));
+                    }
+                }
+                let eager: Vec<String> = eager.iter().map(|s| format!("{:?} {:?}", s.labels, s.samples)).collect();
+                assert_eq!(read, eager, "round {round}, without_stale {stale_too}");
+                assert_eq!(lazy.labels().len(), 3, "only_stale is still listed");
+            }
             assert_eq!(
                 got,
                 vec![

@@ -22,6 +22,43 @@ use super::{Appender, FlushStats, IndexStats, Labels, Matcher, Series, StorageSt
 pub trait Queryable: Send + Sync {
     /// A querier over `[mint, maxt]` (ms, inclusive).
     fn querier(&self, mint: i64, maxt: i64) -> Box<dyn Querier + '_>;
+
+    /// The series of `querier(mint, maxt)`'s [`Querier::select`] (with
+    /// `without_stale`, [`Querier::select_without_stale`]), not yet read:
+    /// for readers that look at one series at a time (functions over range
+    /// vectors), so that no query holds every series' samples at once and
+    /// several threads can read. `None`: this store only reads all at once.
+    fn select_lazy(
+        &self,
+        mint: i64,
+        maxt: i64,
+        matchers: &[Matcher],
+        without_stale: bool,
+    ) -> Result<Option<Box<dyn LazySelection + '_>>, TsdbError> {
+        let _ = (mint, maxt, matchers, without_stale);
+        Ok(None)
+    }
+}
+
+/// Selected series to read one at a time ([`Queryable::select_lazy`]), from
+/// as many threads as the caller likes, each with its own
+/// [`SeriesReader`].
+pub trait LazySelection: Sync {
+    /// The labels of the selected series, sorted. Unlike
+    /// [`Querier::select`]'s, the list may hold series that turn out to have
+    /// no samples in range (they read as empty).
+    fn labels(&self) -> &[Arc<Labels>];
+
+    /// A reader for one thread.
+    fn reader(&self) -> Result<Box<dyn SeriesReader + '_>, TsdbError>;
+}
+
+/// Reads series of a [`LazySelection`].
+pub trait SeriesReader: Send {
+    /// The samples of series `i` (an index into [`LazySelection::labels`])
+    /// into `buf`, which is cleared first: what the selection's
+    /// [`Querier::select`] (or `select_without_stale`) would give for it.
+    fn read(&mut self, i: usize, buf: &mut Vec<(i64, f64)>) -> Result<(), TsdbError>;
 }
 
 /// Whether `samples` include a staleness marker.

@@ -20,6 +20,7 @@ use super::EvalError;
 use super::eval::{Ctx, Steps, Sv, Val};
 
 #[cfg(test)]
+#[cfg(test)]
 pub(super) use range::extrapolated_rate;
 pub(super) use stats::{Mean, Var, kahan_inc, quantile};
 #[cfg(test)]

@@ -9,7 +9,7 @@ use crate::promql::EvalError;
 use crate::promql::eval::{Ctx, Steps, Val};
 
 pub(super) fn avg_over_time(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
-    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    let rd = cx.range_input(arg(c, 0)?, steps)?;
     over_range(cx, &rd, steps, false, || {
         |w: &Win<'_>| {
             let mut m = Mean::default();
@@ -23,7 +23,7 @@ pub(super) fn avg_over_time(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<
 }
 
 pub(super) fn sum_over_time(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
-    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    let rd = cx.range_input(arg(c, 0)?, steps)?;
     over_range(cx, &rd, steps, false, || {
         |w: &Win<'_>| {
             let (mut s, mut c) = (0.0, 0.0);
@@ -37,28 +37,28 @@ pub(super) fn sum_over_time(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<
 }
 
 pub(super) fn count_over_time(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
-    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    let rd = cx.range_input(arg(c, 0)?, steps)?;
     over_range(cx, &rd, steps, false, || |w: &Win<'_>| Ok(Some(w.samples.len() as f64))).map(Val::Vector)
 }
 
 pub(super) fn present_over_time(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
-    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    let rd = cx.range_input(arg(c, 0)?, steps)?;
     over_range(cx, &rd, steps, false, || |_: &Win<'_>| Ok(Some(1.0))).map(Val::Vector)
 }
 
 /// `last_over_time` and `first_over_time` keep the metric name.
 pub(super) fn last_over_time(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
-    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    let rd = cx.range_input(arg(c, 0)?, steps)?;
     over_range(cx, &rd, steps, true, || |w: &Win<'_>| Ok(w.samples.last().map(|p| p.1))).map(Val::Vector)
 }
 
 pub(super) fn first_over_time(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
-    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    let rd = cx.range_input(arg(c, 0)?, steps)?;
     over_range(cx, &rd, steps, true, || |w: &Win<'_>| Ok(w.samples.first().map(|p| p.1))).map(Val::Vector)
 }
 
 pub(super) fn ts_of_last_over_time(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
-    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    let rd = cx.range_input(arg(c, 0)?, steps)?;
     over_range(cx, &rd, steps, false, || {
         |w: &Win<'_>| Ok(w.samples.last().map(|p| p.0 as f64 / 1000.0))
     })
@@ -66,7 +66,7 @@ pub(super) fn ts_of_last_over_time(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> 
 }
 
 pub(super) fn ts_of_first_over_time(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
-    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    let rd = cx.range_input(arg(c, 0)?, steps)?;
     over_range(cx, &rd, steps, false, || {
         |w: &Win<'_>| Ok(w.samples.first().map(|p| p.0 as f64 / 1000.0))
     })
@@ -75,16 +75,15 @@ pub(super) fn ts_of_first_over_time(cx: &mut Ctx<'_>, c: &Call, steps: Steps) ->
 
 /// `max_over_time` (`max`) and `min_over_time`.
 pub(super) fn max_over_time(cx: &mut Ctx<'_>, c: &Call, steps: Steps, max: bool) -> Result<Val, EvalError> {
-    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    let rd = cx.range_input(arg(c, 0)?, steps)?;
     // A monotonic deque of sample indices per series: each sample
     // enters and leaves once. NaN never wins unless the window has
     // nothing else (then NaN), as Prometheus's comparison does.
-    let series = &rd.series;
     over_range(cx, &rd, steps, false, || {
         let mut dq: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
         let (mut cur, mut last_lo, mut last_hi) = (usize::MAX, 0usize, 0usize);
         move |w: &Win<'_>| {
-            let all = &series[w.series].samples;
+            let all = w.all;
             let (lo, hi) = (w.offset, w.offset + w.samples.len());
             if w.series != cur || lo < last_lo || hi < last_hi {
                 dq.clear();
@@ -120,7 +119,7 @@ pub(super) fn max_over_time(cx: &mut Ctx<'_>, c: &Call, steps: Steps, max: bool)
 /// `ts_of_max_over_time` (`max`) and `ts_of_min_over_time`: the time of
 /// the last sample with the extreme value.
 pub(super) fn ts_of_max_over_time(cx: &mut Ctx<'_>, c: &Call, steps: Steps, max: bool) -> Result<Val, EvalError> {
-    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    let rd = cx.range_input(arg(c, 0)?, steps)?;
     over_range(cx, &rd, steps, false, || {
         move |w: &Win<'_>| {
             let (mut bt, mut bv) = w.samples[0];
@@ -139,7 +138,7 @@ pub(super) fn ts_of_max_over_time(cx: &mut Ctx<'_>, c: &Call, steps: Steps, max:
 
 /// `stddev_over_time` (`dev`) and `stdvar_over_time`.
 pub(super) fn stdvar_over_time(cx: &mut Ctx<'_>, c: &Call, steps: Steps, dev: bool) -> Result<Val, EvalError> {
-    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    let rd = cx.range_input(arg(c, 0)?, steps)?;
     over_range(cx, &rd, steps, false, || {
         move |w: &Win<'_>| {
             let mut var = Var::default();
@@ -153,7 +152,7 @@ pub(super) fn stdvar_over_time(cx: &mut Ctx<'_>, c: &Call, steps: Steps, dev: bo
 }
 
 pub(super) fn quantile_over_time(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
-    let rd = cx.range_data(arg(c, 1)?, steps)?;
+    let rd = cx.range_input(arg(c, 1)?, steps)?;
     let q = scalar_arg(cx, c, 0, steps, f64::NAN)?;
     cx.warn_quantile(&q, arg(c, 0)?);
     over_range(cx, &rd, steps, false, || {
@@ -166,7 +165,7 @@ pub(super) fn quantile_over_time(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Re
 }
 
 pub(super) fn mad_over_time(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
-    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    let rd = cx.range_input(arg(c, 0)?, steps)?;
     over_range(cx, &rd, steps, false, || {
         |w: &Win<'_>| {
             let mut vals: Vec<f64> = w.samples.iter().map(|p| p.1).collect();

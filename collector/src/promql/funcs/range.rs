@@ -13,39 +13,42 @@ use crate::promql::eval::{Ctx, RangeData, Steps, Val, get_label};
 /// `rate` (`is_rate`) and `increase`: the extrapolated counter increase,
 /// per second for `rate`.
 pub(super) fn rate(cx: &mut Ctx<'_>, c: &Call, steps: Steps, is_rate: bool) -> Result<Val, EvalError> {
-    let rd = cx.range_data(arg(c, 0)?, steps)?;
-    info_if_not_counter(cx, c, &rd)?;
-    let series = &rd.series;
+    let rd = counter_input(cx, c, steps)?;
     over_range(cx, &rd, steps, false, || {
         // The series' resets, found when the worker reaches it.
-        let (mut cur, mut resets) = (usize::MAX, Vec::new());
+        let (mut cur, mut resets, mut secs) = (usize::MAX, Vec::new(), Seconds::default());
         move |w: &Win<'_>| {
             if w.series != cur {
                 cur = w.series;
-                resets = reset_indices(&series[cur].samples);
+                resets = reset_indices(w.all);
             }
-            Ok(extrapolated_rate(w, Some(&resets), true, is_rate))
+            Ok(extrapolated_rate_with(w, Some(&resets), true, is_rate, &mut secs))
         }
     })
     .map(Val::Vector)
 }
 
 pub(super) fn delta(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
-    let rd = cx.range_data(arg(c, 0)?, steps)?;
-    over_range(cx, &rd, steps, false, || |w: &Win<'_>| Ok(extrapolated_rate(w, None, false, false))).map(Val::Vector)
+    let rd = cx.range_input(arg(c, 0)?, steps)?;
+    over_range(cx, &rd, steps, false, || {
+        let mut secs = Seconds::default();
+        move |w: &Win<'_>| Ok(extrapolated_rate_with(w, None, false, false, &mut secs))
+    })
+    .map(Val::Vector)
 }
 
 /// `irate` (`is_rate`) and `idelta`: from the last two samples.
 pub(super) fn instant(cx: &mut Ctx<'_>, c: &Call, steps: Steps, is_rate: bool) -> Result<Val, EvalError> {
-    let rd = cx.range_data(arg(c, 0)?, steps)?;
-    if is_rate {
-        info_if_not_counter(cx, c, &rd)?;
-    }
+    let rd = if is_rate {
+        counter_input(cx, c, steps)?
+    } else {
+        cx.range_input(arg(c, 0)?, steps)?
+    };
     over_range(cx, &rd, steps, false, || move |w: &Win<'_>| Ok(instant_value(w, is_rate))).map(Val::Vector)
 }
 
 pub(super) fn deriv(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
-    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    let rd = cx.range_input(arg(c, 0)?, steps)?;
     over_range(cx, &rd, steps, false, || {
         |w: &Win<'_>| Ok((w.samples.len() >= 2).then(|| linear_regression(w.samples, w.samples[0].0).0))
     })
@@ -53,7 +56,7 @@ pub(super) fn deriv(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, Eva
 }
 
 pub(super) fn predict_linear(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
-    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    let rd = cx.range_input(arg(c, 0)?, steps)?;
     let d = scalar_arg(cx, c, 1, steps, 0.0)?;
     over_range(cx, &rd, steps, false, || {
         |w: &Win<'_>| {
@@ -68,7 +71,7 @@ pub(super) fn predict_linear(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result
 
 /// `double_exponential_smoothing`, also under its old name `holt_winters`.
 pub(super) fn double_exponential_smoothing(cx: &mut Ctx<'_>, c: &Call, steps: Steps) -> Result<Val, EvalError> {
-    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    let rd = cx.range_input(arg(c, 0)?, steps)?;
     let sf = scalar_arg(cx, c, 1, steps, f64::NAN)?;
     let tf = scalar_arg(cx, c, 2, steps, f64::NAN)?;
     over_range(cx, &rd, steps, false, || {
@@ -107,7 +110,7 @@ pub(super) fn double_exponential_smoothing(cx: &mut Ctx<'_>, c: &Call, steps: St
 
 /// `changes` and `resets` (`resets`): how often the value changed, or fell.
 pub(super) fn changes(cx: &mut Ctx<'_>, c: &Call, steps: Steps, resets: bool) -> Result<Val, EvalError> {
-    let rd = cx.range_data(arg(c, 0)?, steps)?;
+    let rd = cx.range_input(arg(c, 0)?, steps)?;
     over_range(cx, &rd, steps, false, || {
         move |w: &Win<'_>| {
             let mut count = 0.0;
@@ -128,13 +131,33 @@ pub(super) fn changes(cx: &mut Ctx<'_>, c: &Call, steps: Steps, resets: bool) ->
     .map(Val::Vector)
 }
 
+/// The range input of `rate`, `increase` and `irate`, with the info
+/// annotation for each series whose name does not look like a counter's.
+/// Only series with samples in range are told about, so a lazy selection
+/// with such a series among its labels is read at once.
+fn counter_input<'a>(cx: &mut Ctx<'a>, c: &Call, steps: Steps) -> Result<RangeData<'a>, EvalError> {
+    let mut rd = cx.range_input(arg(c, 0)?, steps)?;
+    if rd.lazy.is_some() && rd.series.iter().any(|s| non_counter_name(&s.labels).is_some()) {
+        rd = cx.range_data(arg(c, 0)?, steps)?;
+    }
+    info_if_not_counter(cx, c, &rd)?;
+    Ok(rd)
+}
+
+/// The metric name of `labels` if it does not look like a counter's.
+fn non_counter_name(labels: &crate::tsdb::Labels) -> Option<&str> {
+    get_label(labels, "__name__")
+        .filter(|m| !(m.ends_with("_total") || m.ends_with("_sum") || m.ends_with("_count") || m.ends_with("_bucket")))
+}
+
 /// The info annotation of `rate`, `increase` and `irate` for each series
-/// whose name does not look like a counter's.
-fn info_if_not_counter(cx: &mut Ctx<'_>, c: &Call, rd: &RangeData) -> Result<(), EvalError> {
+/// (read) whose name does not look like a counter's.
+fn info_if_not_counter(cx: &mut Ctx<'_>, c: &Call, rd: &RangeData<'_>) -> Result<(), EvalError> {
+    if rd.lazy.is_some() {
+        return Ok(());
+    }
     for s in &rd.series {
-        if let Some(metric) = get_label(&s.labels, "__name__")
-            && !(metric.ends_with("_total") || metric.ends_with("_sum") || metric.ends_with("_count") || metric.ends_with("_bucket"))
-        {
+        if let Some(metric) = non_counter_name(&s.labels) {
             let msg = format!("metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}");
             cx.info(msg, arg(c, 0)?);
         }
@@ -155,7 +178,49 @@ fn reset_indices(v: &[(i64, f64)]) -> Vec<u32> {
     r
 }
 
+/// Prometheus's `extrapolatedRate` of one window (for tests: the
+/// functions use [`extrapolated_rate_with`]).
+#[cfg(test)]
 pub(in crate::promql) fn extrapolated_rate(w: &Win<'_>, resets: Option<&[u32]>, is_counter: bool, is_rate: bool) -> Option<f64> {
+    extrapolated_rate_with(w, resets, is_counter, is_rate, &mut Seconds::default())
+}
+
+/// Millisecond spans in seconds (`ms as f64 / 1000.0`, the same division)
+/// and the average sample interval, remembered from the last window: over
+/// regularly scraped series a window's spans repeat from step to step, and
+/// these divisions were half of `rate`'s time.
+#[derive(Default)]
+pub(in crate::promql) struct Seconds {
+    ms: [i64; 3],
+    secs: [f64; 3],
+    /// (sampled span in ms, samples) and the average interval of those.
+    avg_of: (i64, usize),
+    avg: f64,
+}
+
+impl Seconds {
+    /// `ms as f64 / 1000.0`, remembered in `slot`. (The initial 0 ms is
+    /// 0.0 s, so the empty memory answers right too.)
+    fn secs(&mut self, slot: usize, ms: i64) -> f64 {
+        if self.ms[slot] != ms {
+            self.ms[slot] = ms;
+            self.secs[slot] = ms as f64 / 1000.0;
+        }
+        self.secs[slot]
+    }
+
+    /// `sampled / (n - 1) as f64` for a span of `sampled_ms` (n ≥ 2).
+    fn avg(&mut self, sampled_ms: i64, sampled: f64, n: usize) -> f64 {
+        if self.avg_of != (sampled_ms, n) {
+            self.avg_of = (sampled_ms, n);
+            self.avg = sampled / (n - 1) as f64;
+        }
+        self.avg
+    }
+}
+
+/// [`extrapolated_rate`] with the divisions of the previous window kept.
+fn extrapolated_rate_with(w: &Win<'_>, resets: Option<&[u32]>, is_counter: bool, is_rate: bool, memo: &mut Seconds) -> Option<f64> {
     let s = w.samples;
     if s.len() < 2 {
         return None;
@@ -187,10 +252,10 @@ pub(in crate::promql) fn extrapolated_rate(w: &Win<'_>, resets: Option<&[u32]>, 
             }
         }
     }
-    let mut to_start = (first.0 - w.range_start) as f64 / 1000.0;
-    let mut to_end = (w.range_end - last.0) as f64 / 1000.0;
-    let sampled = (last.0 - first.0) as f64 / 1000.0;
-    let avg = sampled / (s.len() - 1) as f64;
+    let mut to_start = memo.secs(0, first.0 - w.range_start);
+    let mut to_end = memo.secs(1, w.range_end - last.0);
+    let sampled = memo.secs(2, last.0 - first.0);
+    let avg = memo.avg(last.0 - first.0, sampled, s.len());
     let threshold = avg * 1.1;
     if to_start >= threshold {
         to_start = avg / 2.0;
