@@ -405,8 +405,11 @@ mod tests {
     #[test]
     fn shortest_digits_are_gos_on_ties() {
         for (v, go) in [
-            (1658206780088562.25, "1658206780088562.2"),
-            (1658206780088562.75, "1658206780088562.8"),
+            // …562.25 and …562.75, exactly (written as sums: a literal with
+            // the quarter is "excessive precision" to clippy, which prints
+            // it with Rust's rounding).
+            (1658206780088562.0 + 0.25, "1658206780088562.2"),
+            (1658206780088562.0 + 0.75, "1658206780088562.8"),
             (0.1 + 0.2, "0.30000000000000004"),
             (1e21, "1000000000000000000000"),
             (1e-7, "0.0000001"),
@@ -415,8 +418,8 @@ mod tests {
         ] {
             assert_eq!(format_f(v), go, "{v:e}");
         }
-        assert_eq!(format_g(1658206780088562.25), "1.6582067800885622e+15");
-        assert_eq!(format_e(-1658206780088562.25), "-1.6582067800885622e+15");
+        assert_eq!(format_g(1658206780088562.0 + 0.25), "1.6582067800885622e+15");
+        assert_eq!(format_e(-(1658206780088562.0 + 0.25)), "-1.6582067800885622e+15");
     }
 
     /// Whatever the value, the text reads back as it, has no exponent, and

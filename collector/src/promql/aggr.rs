@@ -199,18 +199,35 @@ pub(super) fn eval_aggregate(cx: &mut Ctx<'_>, a: &AggregateExpr, steps: Steps) 
             let mut comp = vec![0.0f64; cells];
             let mut cnt = vec![0u32; cells];
             let mut means: Vec<Mean> = if op == "avg" { vec![Mean::default(); cells] } else { Vec::new() };
+            // The operator decided once, not by its name at every point.
+            #[derive(PartialEq)]
+            enum Op {
+                Sum,
+                Min,
+                Max,
+                Avg,
+                Count,
+            }
+            let kind = match op.as_str() {
+                "sum" => Op::Sum,
+                "min" => Op::Min,
+                "max" => Op::Max,
+                "avg" => Op::Avg,
+                _ => Op::Count,
+            };
             for (si, s) in input.iter().enumerate() {
                 if si % 256 == 255 {
                     cx.check_deadline()?;
                 }
                 let base = gid[si] * n;
+                let (val, comp, cnt) = (&mut val[base..base + n], &mut comp[base..base + n], &mut cnt[base..base + n]);
                 for &(i, v) in &s.pts {
-                    let k = base + i as usize;
-                    match op.as_str() {
-                        "sum" => (val[k], comp[k]) = kahan_inc(v, val[k], comp[k]),
-                        "min" if cnt[k] == 0 || val[k] > v || val[k].is_nan() => val[k] = v,
-                        "max" if cnt[k] == 0 || val[k] < v || val[k].is_nan() => val[k] = v,
-                        "avg" => means[k].add(v),
+                    let k = i as usize;
+                    match kind {
+                        Op::Sum => (val[k], comp[k]) = kahan_inc(v, val[k], comp[k]),
+                        Op::Min if cnt[k] == 0 || val[k] > v || val[k].is_nan() => val[k] = v,
+                        Op::Max if cnt[k] == 0 || val[k] < v || val[k].is_nan() => val[k] = v,
+                        Op::Avg => means[base + k].add(v),
                         _ => {}
                     }
                     cnt[k] += 1;

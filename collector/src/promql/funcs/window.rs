@@ -169,7 +169,7 @@ where
         };
         let mut f = make();
         let mut out = Vec::with_capacity(to - from);
-        for si in from..to {
+        for (si, series_labels) in labels.iter().enumerate().take(to).skip(from) {
             if si % 64 == 0 && std::time::Instant::now() > deadline {
                 return Err(timed_out());
             }
@@ -183,7 +183,7 @@ where
             }
             let one = Series1 {
                 index: si,
-                labels: &labels[si],
+                labels: series_labels,
                 drop_name: false,
                 samples: &buf,
             };
