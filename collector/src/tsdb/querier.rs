@@ -270,13 +270,12 @@ impl LazySelection for Lazy<'_> {
     }
 
     fn reader(&self) -> Result<Box<dyn SeriesReader + '_>, TsdbError> {
+        // No read transaction across series: each series' chunks are read
+        // in a snapshot taken after its head samples were (a transaction
+        // begun before would keep a snapshot older than a later series'
+        // head read, and a chunk persisted in between, gone from the head,
+        // would be missed).
         let conn = self.tsdb.reader()?;
-        // One read transaction per reader: one shared lock for all its
-        // series, each read from one snapshot. Ended when the reader drops.
-        if let Err(e) = conn.execute_batch("BEGIN") {
-            self.tsdb.put_reader(conn);
-            return Err(e.into());
-        }
         Ok(Box::new(LazyReader {
             sel: self,
             conn: Some(conn),
@@ -325,10 +324,7 @@ impl SeriesReader for LazyReader<'_> {
 impl Drop for LazyReader<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            // A connection left inside a transaction is not pooled.
-            if conn.execute_batch("COMMIT").is_ok() || conn.is_autocommit() {
-                self.sel.tsdb.put_reader(conn);
-            }
+            self.sel.tsdb.put_reader(conn);
         }
     }
 }
@@ -411,6 +407,37 @@ mod tests {
         let s = db.querier(0, 10_000).select(&[Matcher::equal("__name__", "x")]).expect("select");
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].samples, vec![(500, 0.5), (1000, 1.0), (2000, 7.0), (9000, 3.0)]);
+        db.close();
+    }
+
+    /// A lazy reader reads each series from a snapshot taken after that
+    /// series' head samples: a chunk persisted (and dropped from the head)
+    /// between two series' reads is seen, not missed.
+    #[tokio::test]
+    async fn a_lazy_reader_sees_chunks_persisted_between_its_reads() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let db = open(d.path());
+        let l = |n: &str| -> Arc<Labels> { Arc::new(vec![("__name__".into(), n.into())]) };
+        let mut a = db.appender();
+        for t in [1000, 2000, 3000] {
+            a.append(l("a"), t, 1.0);
+            a.append(l("b"), t, t as f64);
+        }
+        a.commit().await.expect("commit");
+        let all = [Matcher::regex("__name__", ".+", false).expect("regex")];
+        let lazy = db
+            .select_lazy(0, 10_000, &all, false)
+            .expect("lazy")
+            .expect("the storage reads lazily");
+        let mut reader = lazy.reader().expect("reader");
+        let mut buf = Vec::new();
+        reader.read(0, &mut buf).expect("read a");
+        assert_eq!(buf, vec![(1000, 1.0), (2000, 1.0), (3000, 1.0)]);
+        // Everything moves from the head to disk.
+        db.flush().await.expect("flush");
+        reader.read(1, &mut buf).expect("read b");
+        assert_eq!(buf, vec![(1000, 1000.0), (2000, 2000.0), (3000, 3000.0)]);
+        drop(reader);
         db.close();
     }
 

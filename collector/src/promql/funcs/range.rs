@@ -185,10 +185,11 @@ pub(in crate::promql) fn extrapolated_rate(w: &Win<'_>, resets: Option<&[u32]>, 
     extrapolated_rate_with(w, resets, is_counter, is_rate, &mut Seconds::default())
 }
 
-/// Millisecond spans in seconds (`ms as f64 / 1000.0`, the same division)
-/// and the average sample interval, remembered from the last window: over
-/// regularly scraped series a window's spans repeat from step to step, and
-/// these divisions were half of `rate`'s time.
+/// Millisecond spans in seconds (`ms as f64 / 1000.0`, the same division),
+/// the average sample interval and the extrapolation factor, remembered
+/// from the last window: over regularly scraped series a window's spans
+/// repeat from step to step, and these divisions were most of `rate`'s
+/// time.
 #[derive(Default)]
 pub(in crate::promql) struct Seconds {
     ms: [i64; 3],
@@ -196,6 +197,10 @@ pub(in crate::promql) struct Seconds {
     /// (sampled span in ms, samples) and the average interval of those.
     avg_of: (i64, usize),
     avg: f64,
+    /// The bits of (sampled, to_start, to_end, range in s or 0) and the
+    /// extrapolation factor of those.
+    factor_of: Option<[u64; 4]>,
+    factor: f64,
 }
 
 impl Seconds {
@@ -217,6 +222,35 @@ impl Seconds {
         }
         self.avg
     }
+
+    /// `(sampled + to_start + to_end) / sampled`, divided by `range_secs`
+    /// for a rate.
+    fn factor(&mut self, sampled: f64, to_start: f64, to_end: f64, range_secs: Option<f64>) -> f64 {
+        let key = [
+            sampled.to_bits(),
+            to_start.to_bits(),
+            to_end.to_bits(),
+            range_secs.map_or(0, f64::to_bits),
+        ];
+        if self.factor_of != Some(key) {
+            self.factor_of = Some(key);
+            let mut factor = (sampled + to_start + to_end) / sampled;
+            if let Some(r) = range_secs {
+                factor /= r;
+            }
+            self.factor = factor;
+        }
+        self.factor
+    }
+}
+
+/// Whether `sampled * (first / result)` (the time back to a counter's
+/// zero, all three positive or `first` zero) is surely not below
+/// `to_start`, told without the division: the products are finite for
+/// these magnitudes, each off by at most a rounding, so a margin of two
+/// leaves the computed quotient above `to_start` too.
+fn surely_not_below(sampled: f64, first: f64, result: f64, to_start: f64) -> bool {
+    first < 1e150 && result > 1e-150 && result < 1e150 && to_start < 1e150 && first * sampled >= 2.0 * to_start * result
 }
 
 /// [`extrapolated_rate`] with the divisions of the previous window kept.
@@ -260,7 +294,7 @@ fn extrapolated_rate_with(w: &Win<'_>, resets: Option<&[u32]>, is_counter: bool,
     if to_start >= threshold {
         to_start = avg / 2.0;
     }
-    if is_counter && result > 0.0 && first.1 >= 0.0 {
+    if is_counter && result > 0.0 && first.1 >= 0.0 && !surely_not_below(sampled, first.1, result, to_start) {
         let to_zero = sampled * (first.1 / result);
         if to_zero < to_start {
             to_start = to_zero;
@@ -269,10 +303,7 @@ fn extrapolated_rate_with(w: &Win<'_>, resets: Option<&[u32]>, is_counter: bool,
     if to_end >= threshold {
         to_end = avg / 2.0;
     }
-    let mut factor = (sampled + to_start + to_end) / sampled;
-    if is_rate {
-        factor /= w.range_secs;
-    }
+    let factor = memo.factor(sampled, to_start, to_end, is_rate.then_some(w.range_secs));
     Some(result * factor)
 }
 
@@ -325,4 +356,112 @@ fn linear_regression(s: &[(i64, f64)], intercept_t: i64) -> (f64, f64) {
     let slope = cov / var;
     let intercept = sy / n - slope * sx / n;
     (slope, intercept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Prometheus's `extrapolatedRate` as written there: every division
+    /// done, nothing remembered.
+    fn reference(s: &[(i64, f64)], range_start: i64, range_end: i64, is_counter: bool, is_rate: bool) -> Option<f64> {
+        if s.len() < 2 {
+            return None;
+        }
+        let (first, last) = (s[0], s[s.len() - 1]);
+        let mut result = last.1 - first.1;
+        if is_counter {
+            let mut prev = first.1;
+            for &(_, v) in &s[1..] {
+                if v < prev {
+                    result += prev;
+                }
+                prev = v;
+            }
+        }
+        let mut to_start = (first.0 - range_start) as f64 / 1000.0;
+        let mut to_end = (range_end - last.0) as f64 / 1000.0;
+        let sampled = (last.0 - first.0) as f64 / 1000.0;
+        let avg = sampled / (s.len() - 1) as f64;
+        if to_start >= avg * 1.1 {
+            to_start = avg / 2.0;
+        }
+        if is_counter && result > 0.0 && first.1 >= 0.0 {
+            let to_zero = sampled * (first.1 / result);
+            if to_zero < to_start {
+                to_start = to_zero;
+            }
+        }
+        if to_end >= avg * 1.1 {
+            to_end = avg / 2.0;
+        }
+        let mut factor = (sampled + to_start + to_end) / sampled;
+        if is_rate {
+            factor /= (range_end - range_start) as f64 / 1000.0;
+        }
+        Some(result * factor)
+    }
+
+    /// The remembered divisions and the skipped one give the reference's
+    /// bits on series that repeat their spans (regular scrapes, where the
+    /// memory is used) and on ones that do not, with counters near zero,
+    /// resets, zeros, huge and tiny values, one memory for all windows.
+    #[test]
+    fn remembered_divisions_give_the_references_bits() {
+        let mut x = 0x853c_49e6_748f_ea9bu64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut memo = Seconds::default();
+        let mut windows = 0;
+        for series in 0..400 {
+            let regular = series % 2 == 0;
+            let scale = [1e-300, 1e-3, 1.0, 1e6, 1e200][series % 5];
+            let mut t = (next() % 10_000) as i64;
+            let mut v = if series % 3 == 0 { 0.0 } else { (next() % 1000) as f64 * scale };
+            let mut samples = Vec::new();
+            for _ in 0..300 {
+                samples.push((t, v));
+                t += if regular { 15_000 } else { 1 + (next() % 30_000) as i64 };
+                v = if next() % 50 == 0 {
+                    (next() % 10) as f64 * scale
+                } else {
+                    v + (next() % 100) as f64 * scale / 7.0
+                };
+            }
+            let range = [60_000, 300_000, 3_600_000][series % 3];
+            let mut end = samples[0].0 + range / 2;
+            while end < t {
+                let lo = samples.partition_point(|p| p.0 <= end - range);
+                let hi = samples.partition_point(|p| p.0 <= end);
+                let w = &samples[lo..hi];
+                for (is_counter, is_rate) in [(true, true), (true, false), (false, false)] {
+                    let win = Win {
+                        samples: w,
+                        all: &samples,
+                        range_start: end - range,
+                        range_end: end,
+                        range_secs: range as f64 / 1000.0,
+                        ts: end,
+                        step: 0,
+                        series,
+                        offset: lo,
+                    };
+                    let got = extrapolated_rate_with(&win, None, is_counter, is_rate, &mut memo);
+                    let want = reference(w, end - range, end, is_counter, is_rate);
+                    assert_eq!(
+                        got.map(f64::to_bits),
+                        want.map(f64::to_bits),
+                        "series {series} at {end}: {got:?} against {want:?}"
+                    );
+                    windows += 1;
+                }
+                end += 60_000;
+            }
+        }
+        assert!(windows > 50_000, "{windows}");
+    }
 }
