@@ -408,7 +408,7 @@ impl<'a> Ctx<'a> {
     /// one series at a time by `over_range`'s workers (no query then holds
     /// every series' samples at once, and several threads read). The
     /// selected samples are counted against the sample limit as they are
-    /// read.
+    /// read. Instant queries read at once.
     pub fn range_input(&mut self, e: &Expr, steps: Steps) -> Result<RangeData<'a>, EvalError> {
         match e {
             Expr::Paren(p) => self.range_input(&p.expr, steps),
@@ -419,7 +419,11 @@ impl<'a> Ctx<'a> {
                 let (Some(&lo), Some(&hi)) = (te.iter().min(), te.iter().max()) else {
                     return self.range_data(e, steps);
                 };
-                if sets.len() != 1 {
+                // An instant query's windows hold a few samples a series:
+                // read at once, in one read transaction begun after every
+                // head read, rather than a statement (and its lock) per
+                // series as a lazy reader must (see tsdb/querier.rs).
+                if sets.len() != 1 || steps.len() == 1 {
                     return self.range_data(e, steps);
                 }
                 let set = sets.remove(0);
