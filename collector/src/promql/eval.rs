@@ -412,18 +412,22 @@ impl<'a> Ctx<'a> {
     pub fn range_input(&mut self, e: &Expr, steps: Steps) -> Result<RangeData<'a>, EvalError> {
         match e {
             Expr::Paren(p) => self.range_input(&p.expr, steps),
+            // An instant query's windows hold a few samples a series: read
+            // at once, in one read transaction begun after every head read,
+            // rather than a statement (and its lock) per series as a lazy
+            // reader must (see tsdb/querier.rs). Decided before the
+            // matchers are built: a regex is compiled there.
+            Expr::MatrixSelector(_) if steps.len() == 1 => self.range_data(e, steps),
             Expr::MatrixSelector(m) => {
-                let mut sets = matchers_of(&m.vs)?;
                 let range = ms(m.range);
                 let te = self.ref_times(&m.vs.at, &m.vs.offset, steps);
                 let (Some(&lo), Some(&hi)) = (te.iter().min(), te.iter().max()) else {
                     return self.range_data(e, steps);
                 };
-                // An instant query's windows hold a few samples a series:
-                // read at once, in one read transaction begun after every
-                // head read, rather than a statement (and its lock) per
-                // series as a lazy reader must (see tsdb/querier.rs).
-                if sets.len() != 1 || steps.len() == 1 {
+                // (Several matcher sets, or a store that reads only at once,
+                // take the eager path, building the matchers again.)
+                let mut sets = matchers_of(&m.vs)?;
+                if sets.len() != 1 {
                     return self.range_data(e, steps);
                 }
                 let set = sets.remove(0);
