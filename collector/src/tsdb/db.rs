@@ -125,17 +125,20 @@ impl Tsdb {
     pub fn storage_stats(&self) -> Result<StorageStats, TsdbError> {
         let head = self.shared.head.read().unwrap_or_else(|p| p.into_inner()).stats();
         let conn = self.reader()?;
-        let row = conn.query_row(sqlite::CHUNK_STATS, [], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, Option<i64>>(2)?))
-        });
+        let stats = |sql: &str| {
+            conn.query_row(sql, [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, Option<i64>>(2)?))
+            })
+        };
+        let rows = stats(sqlite::CHUNK_STATS).and_then(|c| Ok((c, stats(sqlite::DIR_STATS)?)));
         self.put_reader(conn);
-        let (n, lo, hi) = row?;
+        let ((n, lo, hi), (blocks, dir_lo, dir_hi)) = rows?;
         let min = |a: Option<i64>, b: Option<i64>| a.into_iter().chain(b).min();
         let max = |a: Option<i64>, b: Option<i64>| a.into_iter().chain(b).max();
         Ok(StorageStats {
-            chunks: n.max(0) as u64 + head.chunks as u64,
-            min_time: min(lo, head.min_time),
-            max_time: max(hi, head.max_time),
+            chunks: n.max(0) as u64 + blocks.max(0) as u64 + head.chunks as u64,
+            min_time: min(min(lo, dir_lo), head.min_time),
+            max_time: max(max(hi, dir_hi), head.max_time),
         })
     }
 

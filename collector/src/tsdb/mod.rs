@@ -47,6 +47,7 @@
 //! stored bit-exactly.
 
 mod appender;
+mod blockdir;
 mod chunk_cache;
 // Storage writes and reads blocks; the XOR chunk's own serialized form and
 // iterator (Prometheus's chunk API) are exercised by the chunk tests only.
@@ -655,8 +656,10 @@ mod tests {
     /// (packs, packs that no chunk refers to) in a data dir's database.
     fn unused_packs(dir: &Path) -> (i64, i64) {
         let conn = sqlite::open_reader(&dir.join("csoc.db")).expect("reader");
+        blockdir::check(&conn).expect("the directory's reference counts");
         conn.query_row(
-            "SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM chunks WHERE chunks.pack = packs.id)) FROM packs",
+            "SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM chunks WHERE chunks.pack = packs.id)
+                AND NOT EXISTS (SELECT 1 FROM pack_refs WHERE pack_refs.pack = packs.id)) FROM packs",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rusqlite::params;
 
 use super::head::merge_last_write_wins;
-use super::pack;
+use super::{blockdir, pack};
 use super::storage::has_stale_marker;
 use super::{Labels, LazySelection, Matcher, Querier, Queryable, Series, SeriesReader, Tsdb, TsdbError, chunk_cache, chunkenc, sqlite};
 
@@ -75,7 +75,7 @@ impl Querier for TsdbQuerier<'_> {
             let mut stmt = conn.prepare_cached(sqlite::SERIES_HAS_CHUNK_IN)?;
             let mut out = Vec::new();
             for (id, labels) in ids {
-                if in_memory.contains(&id) || stmt.exists(params![id, self.mint, self.maxt])? {
+                if in_memory.contains(&id) || stmt.exists(params![id, self.mint, self.maxt])? || has_block(&conn, id, self.mint, self.maxt)? {
                     out.push(labels);
                 }
             }
@@ -166,6 +166,13 @@ impl TsdbQuerier<'_> {
     }
 }
 
+/// Whether the block directory has a block of `id` overlapping [mint, maxt].
+fn has_block(conn: &rusqlite::Connection, id: i64, mint: i64, maxt: i64) -> Result<bool, TsdbError> {
+    let mut found = false;
+    blockdir::blocks_of(conn, id, mint, maxt, |_| found = true).map_err(|e| TsdbError::Corrupt(format!("series {id}: {e}")))?;
+    Ok(found)
+}
+
 /// A part of a series being read: (chunk id, decoded chunk, range in it).
 type Part = (i64, chunk_cache::Decoded, usize, usize);
 
@@ -182,7 +189,6 @@ fn read_one(
     parts: &mut Vec<Part>,
     samples: &mut Vec<(i64, f64)>,
 ) -> Result<(), TsdbError> {
-    let mut stmt = conn.prepare_cached(sqlite::SELECT_CHUNKS)?;
     // The parts of the series (decoded chunk, range), gathered first so that
     // its samples are copied once into a vector of exact size. (A chunk not
     // in time order, which is never written so but which the format allows,
@@ -190,13 +196,7 @@ fn read_one(
     parts.clear();
     // Whether a chunk read for this series holds staleness markers.
     let mut stale = false;
-    let mut rows = stmt.query(params![id, mint, maxt])?;
-    while let Some(row) = rows.next()? {
-        let chunk_id: i64 = row.get(0)?;
-        let data = row
-            .get_ref(1)?
-            .as_blob()
-            .map_err(|e| TsdbError::Corrupt(format!("chunk of series {id}: {e}")))?;
+    let mut take = |chunk_id: i64, data: &[u8]| -> Result<(), TsdbError> {
         let shared = &tsdb.shared;
         let key = shared.chunk_cache.key_of(data);
         let decoded = match shared.chunk_cache.get(key, data) {
@@ -219,7 +219,7 @@ fn read_one(
                     stale |= has_stale_marker(&kept);
                     let n = kept.len();
                     parts.push((chunk_id, Arc::new(kept), 0, n));
-                    continue;
+                    return Ok(());
                 }
                 let has_stale = has_stale_marker(&d);
                 stale |= has_stale;
@@ -234,6 +234,28 @@ fn read_one(
         if lo < hi {
             parts.push((chunk_id, decoded, lo, hi));
         }
+        Ok(())
+    };
+    // Compacted blocks (the directory's), before every chunk row: a chunk
+    // row of a window was written after the window's last compaction.
+    let mut refs = Vec::new();
+    blockdir::blocks_of(conn, id, mint, maxt, |e| refs.push(e.at))
+        .map_err(|e| TsdbError::Corrupt(format!("series {id}: {e}")))?;
+    let mut data = Vec::with_capacity(16);
+    for (k, r) in refs.iter().enumerate() {
+        data.clear();
+        r.encode(&mut data);
+        take(i64::MIN + k as i64, &data)?;
+    }
+    let mut stmt = conn.prepare_cached(sqlite::SELECT_CHUNKS)?;
+    let mut rows = stmt.query(params![id, mint, maxt])?;
+    while let Some(row) = rows.next()? {
+        let chunk_id: i64 = row.get(0)?;
+        let data = row
+            .get_ref(1)?
+            .as_blob()
+            .map_err(|e| TsdbError::Corrupt(format!("chunk of series {id}: {e}")))?;
+        take(chunk_id, data)?;
     }
     // Persistence order: later chunks win on equal timestamps.
     parts.sort_by_key(|p| p.0);

@@ -17,13 +17,18 @@
 //!                                           -- pack `pack` (pack.rs; pack NULL otherwise);
 //!                                           -- id = persistence order, later ids win on equal
 //!                                           -- timestamps; level 0 = a closed head chunk,
-//!                                           -- 1 = compacted (compact.rs)
+//!                                           -- 1 = compacted (compact.rs; schema 3 only)
 //!   INDEX chunks_by_series(series_id, maxt)
 //!   INDEX chunks_by_level(level, maxt)      -- retention, compaction candidates
 //!   INDEX chunks_by_pack(pack) WHERE pack IS NOT NULL
 //! packs(id INTEGER PRIMARY KEY AUTOINCREMENT, data BLOB)
 //!                                           -- compacted blocks end to end (pack.rs); ids
 //!                                           -- never reused, rows never changed
+//! blockdir(grp, window, n, mint, maxt, entries) PRIMARY KEY (grp, window), WITHOUT ROWID
+//!                                           -- where each compacted block is (schema 4,
+//!                                           -- blockdir.rs); level-1 chunk rows are from
+//!                                           -- schema 3 databases
+//! pack_refs(pack INTEGER PRIMARY KEY, refs) -- directory entries naming each pack
 //! wal(id INTEGER PRIMARY KEY, data BLOB)    -- record.rs records, one per group commit; ids only
 //!                                           -- grow (remote write saves positions in them)
 //! agent_seq(commons, agent, epoch, seq, updated_ms, samples, PRIMARY KEY(commons, agent, epoch))
@@ -39,7 +44,7 @@ use rusqlite::{Connection, OpenFlags, params};
 use super::TsdbError;
 
 /// Version of the schema this code writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,6 +62,16 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_by_series ON chunks(series_id, maxt);
 CREATE INDEX IF NOT EXISTS chunks_by_level ON chunks(level, maxt);
 CREATE TABLE IF NOT EXISTS packs (id INTEGER PRIMARY KEY AUTOINCREMENT, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS blockdir (
+    grp INTEGER NOT NULL,
+    window INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    mint INTEGER NOT NULL,
+    maxt INTEGER NOT NULL,
+    entries BLOB NOT NULL,
+    PRIMARY KEY (grp, window)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pack_refs (pack INTEGER PRIMARY KEY, refs INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS wal (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS agent_seq (
     commons TEXT NOT NULL,
@@ -109,7 +124,7 @@ pub fn open_writer(path: &std::path::Path) -> Result<Connection, TsdbError> {
                 params![SCHEMA_VERSION.to_string()],
             )?;
         }
-        Some(v) if v == SCHEMA_VERSION.to_string() || v == "2" => {
+        Some(v) if v == SCHEMA_VERSION.to_string() || v == "2" || v == "3" => {
             conn.execute_batch(SCHEMA)?;
             // Earlier versions wrote every series' labels a second time, as
             // postings rows nothing read (the index is built from `series`):
@@ -137,13 +152,16 @@ pub fn open_writer(path: &std::path::Path) -> Result<Connection, TsdbError> {
             if !has_pack {
                 conn.execute_batch("ALTER TABLE chunks ADD COLUMN pack INTEGER")?;
             }
-            if v == "2" {
+            if v == "2" || v == "3" {
                 // Schema 3 adds the symbols table (created above) and writes
                 // new series rows as symbol ids, and packs compacted blocks;
-                // rows of schema 2 stay JSON text and inline blocks, which
-                // are still read. The version is raised so that
-                // an older collector refuses the file instead of failing on
-                // its first symbol row.
+                // schema 4 lists compacted blocks in the block directory
+                // (blockdir.rs) instead of chunk rows. Rows of the older
+                // schemas (JSON series rows, inline blocks, level-1 chunk
+                // rows) are still read, and compacted anew when late
+                // samples come for their window. The version is raised so
+                // that an older collector refuses the file instead of
+                // missing the directory's blocks.
                 conn.execute(
                     "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
                     params![SCHEMA_VERSION.to_string()],
@@ -152,7 +170,7 @@ pub fn open_writer(path: &std::path::Path) -> Result<Connection, TsdbError> {
         }
         Some(v) => {
             return Err(TsdbError::Schema(format!(
-                "{} has schema version {v}; this collector reads versions 2 and {SCHEMA_VERSION}",
+                "{} has schema version {v}; this collector reads versions 2 to {SCHEMA_VERSION}",
                 path.display()
             )));
         }
@@ -240,14 +258,17 @@ pub const SELECT_AGENT_LEDGER: &str = "SELECT commons, agent, epoch, seq, sample
 pub const DELETE_CHUNKS_BEFORE: &str = "DELETE FROM chunks WHERE level IN (0, 1) AND maxt < ?1";
 /// The packs of the chunks that end before a time.
 pub const PACKS_OF_CHUNKS_BEFORE: &str = "SELECT DISTINCT pack FROM chunks WHERE level IN (0, 1) AND maxt < ?1 AND pack IS NOT NULL";
-/// The oldest chunks (retention by size): (id, data, pack).
-pub const OLDEST_CHUNKS: &str = "SELECT id, data, pack FROM chunks WHERE level IN (0, 1) ORDER BY maxt LIMIT ?1";
+/// The oldest chunks (retention by size): (id, data, pack, maxt).
+pub const OLDEST_CHUNKS: &str = "SELECT id, data, pack, maxt FROM chunks WHERE level IN (0, 1) ORDER BY maxt LIMIT ?1";
 /// Adds a pack.
 pub const INSERT_PACK: &str = "INSERT INTO packs(data) VALUES (?1)";
-/// Adds a compacted chunk whose block is in a pack (`data` is the reference).
+/// Adds a compacted chunk whose block is in a pack (`data` is the
+/// reference), as schema 3 wrote them (tests of reading such rows).
+#[cfg(test)]
 pub const INSERT_CHUNK_PACKED: &str = "INSERT INTO chunks(series_id, level, mint, maxt, data, pack) VALUES (?1, 1, ?2, ?3, ?4, ?5)";
 /// Deletes a pack that no chunk refers to.
-pub const DELETE_PACK_IF_UNUSED: &str = "DELETE FROM packs WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM chunks WHERE pack = ?1)";
+pub const DELETE_PACK_IF_UNUSED: &str = "DELETE FROM packs WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM chunks WHERE pack = ?1)
+    AND NOT EXISTS (SELECT 1 FROM pack_refs WHERE pack = ?1 AND refs > 0)";
 /// Compaction candidates: (series, window start) with level-0 chunks that
 /// start before a time. ?2 is the window length.
 pub const COMPACT_CANDIDATES: &str = "SELECT DISTINCT series_id, mint - (((mint % ?2) + ?2) % ?2) FROM chunks
@@ -256,3 +277,27 @@ pub const COMPACT_CANDIDATES: &str = "SELECT DISTINCT series_id, mint - (((mint 
 pub const CHUNKS_IN_WINDOW: &str = "SELECT id, data, pack FROM chunks WHERE series_id = ?1 AND mint >= ?2 AND mint < ?3 ORDER BY id";
 /// Deletes one chunk.
 pub const DELETE_CHUNK: &str = "DELETE FROM chunks WHERE id = ?1";
+/// Deletes a pack no directory entry names any more (unless a schema-3
+/// chunk row still does).
+pub const DELETE_PACK: &str = "DELETE FROM packs WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM chunks WHERE pack = ?1)";
+/// Directory rows of a group in windows [?2, ?3] with entries overlapping
+/// [?4, ?5], in window order: (window, entries).
+pub const SELECT_DIR_ROWS: &str = "SELECT window, entries FROM blockdir
+    WHERE grp = ?1 AND window >= ?2 AND window <= ?3 AND maxt >= ?4 AND mint <= ?5 ORDER BY window";
+/// One directory row's entries.
+pub const SELECT_DIR_ROW: &str = "SELECT entries FROM blockdir WHERE grp = ?1 AND window = ?2";
+/// Writes a directory row.
+pub const UPSERT_DIR_ROW: &str = "INSERT OR REPLACE INTO blockdir(grp, window, n, mint, maxt, entries) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+/// Deletes a directory row.
+pub const DELETE_DIR_ROW: &str = "DELETE FROM blockdir WHERE grp = ?1 AND window = ?2";
+/// Directory rows with an entry that starts before a time: (grp, window).
+pub const DIR_ROWS_STARTING_BEFORE: &str = "SELECT grp, window FROM blockdir WHERE mint < ?1";
+/// The oldest directory rows: (grp, window, entries).
+pub const OLDEST_DIR_ROWS: &str = "SELECT grp, window, entries FROM blockdir ORDER BY mint LIMIT ?1";
+/// Number of directory entries and their time bounds.
+pub const DIR_STATS: &str = "SELECT coalesce(sum(n), 0), min(mint), max(maxt) FROM blockdir";
+/// Adds to a pack's reference count; returns the new count.
+pub const ADD_PACK_REFS: &str = "INSERT INTO pack_refs(pack, refs) VALUES (?1, ?2)
+    ON CONFLICT(pack) DO UPDATE SET refs = refs + excluded.refs RETURNING refs";
+/// Forgets a pack's reference count.
+pub const DELETE_PACK_REFS: &str = "DELETE FROM pack_refs WHERE pack = ?1";

@@ -14,7 +14,7 @@
 //! pending chunks, truncate the WAL below the oldest row still needed by
 //! the head (the checkpoint), and apply retention.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use rusqlite::{Connection, Transaction, params};
 use tokio::sync::oneshot;
 
 use super::chunkenc::encode_block;
+use super::blockdir;
 use super::compact::{self, CompactStats};
 use super::head::MAX_CHUNK_SPAN_MS;
 use super::pack::{self, BlockRef};
@@ -504,8 +505,9 @@ impl Writer {
                 .collect::<Result<_, _>>()?;
             let n = tx.execute(sqlite::DELETE_CHUNKS_BEFORE, params![cutoff])?;
             pack::collect(&tx, &packs)?;
+            let blocks = blockdir::delete_before(&tx, cutoff)?;
             tx.commit()?;
-            n
+            n + blocks
         };
         if by_age > 0 {
             tracing::info!(chunks = by_age, older_than = ?r.age, "retention: deleted chunks past the age limit");
@@ -517,8 +519,9 @@ impl Writer {
             if excess == 0 {
                 break;
             }
-            // (id, bytes of its block, its pack)
-            let oldest: Vec<(i64, u64, Option<i64>)> = {
+            // The oldest chunk rows and directory blocks, by their newest
+            // sample: (maxt, bytes, what).
+            let mut oldest: Vec<(i64, u64, Victim)> = {
                 let mut st = self.conn.prepare_cached(sqlite::OLDEST_CHUNKS)?;
                 st.query_map(params![1000], |row| {
                     let data = row.get_ref(1)?.as_blob()?;
@@ -526,28 +529,46 @@ impl Writer {
                         Some(Ok(r)) => r.len,
                         _ => data.len() as u64,
                     };
-                    Ok((row.get(0)?, len, row.get(2)?))
+                    Ok((row.get(3)?, len, Victim::Chunk(row.get(0)?, row.get(2)?)))
                 })?
                 .collect::<Result<_, _>>()?
             };
+            for (window, e) in blockdir::oldest(&self.conn, 16)? {
+                oldest.push((e.maxt, e.at.len, Victim::Block(window, e)));
+            }
+            oldest.sort_by_key(|v| v.0);
             if oldest.is_empty() {
                 break;
             }
             let tx = self.conn.transaction()?;
             let mut freed = 0u64;
             let mut packs = BTreeSet::new();
+            let mut blocks: BTreeMap<(i64, i64), Vec<blockdir::Entry>> = BTreeMap::new();
             {
                 let mut del = tx.prepare_cached(sqlite::DELETE_CHUNK)?;
-                for (id, len, pack) in oldest {
-                    del.execute(params![id])?;
+                for (_, len, victim) in oldest {
+                    match victim {
+                        Victim::Chunk(id, pack) => {
+                            del.execute(params![id])?;
+                            packs.extend(pack);
+                            freed += len + 48;
+                        }
+                        Victim::Block(window, e) => {
+                            blocks.entry((blockdir::group_of(e.series), window)).or_default().push(e);
+                            freed += len + 8;
+                        }
+                    }
                     by_size += 1;
-                    packs.extend(pack);
-                    freed += len + 48;
                     if freed >= excess {
                         break;
                     }
                 }
             }
+            let mut ed = blockdir::Editor::default();
+            for ((grp, window), gone) in blocks {
+                ed.edit(&tx, grp, window, |v| v.retain(|e| !gone.contains(e)))?;
+            }
+            ed.finish(&tx)?;
             // A pack's bytes are freed with its last chunk.
             pack::collect(&tx, &packs)?;
             tx.commit()?;
@@ -643,3 +664,10 @@ fn persist_pending(tx: &Transaction<'_>, shared: &Shared, limit: usize) -> Resul
     }
     Ok(n)
 }
+/// What retention by size deletes: a chunk row (id, its schema-3 pack),
+/// or a directory block (window, entry).
+enum Victim {
+    Chunk(i64, Option<i64>),
+    Block(i64, blockdir::Entry),
+}
+
