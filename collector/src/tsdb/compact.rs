@@ -105,7 +105,10 @@ pub fn compact(tx: &Transaction<'_>, before: i64, limit: usize) -> Result<Compac
             del.execute(params![id])?;
         }
         if !old.is_empty() {
-            replaced.entry((blockdir::group_of(series_id), start)).or_default().insert(series_id);
+            replaced
+                .entry((blockdir::group_of(series_id), start))
+                .or_default()
+                .insert(series_id);
         }
         for part in samples.chunks(MAX_BLOCK_SAMPLES) {
             let (Some(first), Some(last)) = (part.first(), part.last()) else {
@@ -211,12 +214,15 @@ mod tests {
         put(&[(3500, 3.5)]);
         let mut b = Vec::new();
         encode_block(&[(3600, 3.6)], &mut b);
-        tx.execute(sqlite::INSERT_CHUNK, params![2, 3600, 3600, b]).expect("late for series 2");
+        tx.execute(sqlite::INSERT_CHUNK, params![2, 3600, 3600, b])
+            .expect("late for series 2");
         let st = compact(&tx, WINDOW_MS, 100).expect("legacy");
         assert_eq!(st.windows, 2, "series 1 and series 2, each with a late sample");
         let b2 = blockdir::entries_of(&tx, 2, 0).expect("directory");
         assert_eq!(read(&b2[0]), vec![(1000, 1.0), (2000, 9.0), (2500, 2.5), (3000, 3.0), (3600, 3.6)]);
-        let legacy: i64 = tx.query_row("SELECT count(*) FROM chunks WHERE level = 1", [], |r| r.get(0)).expect("rows");
+        let legacy: i64 = tx
+            .query_row("SELECT count(*) FROM chunks WHERE level = 1", [], |r| r.get(0))
+            .expect("rows");
         assert_eq!(legacy, 0);
         blockdir::check(&tx).expect("reference counts");
     }

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use rusqlite::params;
 
 use super::head::merge_last_write_wins;
-use super::{blockdir, pack};
 use super::storage::has_stale_marker;
 use super::{Labels, LazySelection, Matcher, Querier, Queryable, Series, SeriesReader, Tsdb, TsdbError, chunk_cache, chunkenc, sqlite};
+use super::{blockdir, pack};
 
 impl Queryable for Tsdb {
     fn querier(&self, mint: i64, maxt: i64) -> Box<dyn Querier + '_> {
@@ -75,7 +75,8 @@ impl Querier for TsdbQuerier<'_> {
             let mut stmt = conn.prepare_cached(sqlite::SERIES_HAS_CHUNK_IN)?;
             let mut out = Vec::new();
             for (id, labels) in ids {
-                if in_memory.contains(&id) || stmt.exists(params![id, self.mint, self.maxt])? || has_block(&conn, id, self.mint, self.maxt)? {
+                if in_memory.contains(&id) || stmt.exists(params![id, self.mint, self.maxt])? || has_block(&conn, id, self.mint, self.maxt)?
+                {
                     out.push(labels);
                 }
             }
@@ -236,26 +237,31 @@ fn read_one(
         }
         Ok(())
     };
-    // Compacted blocks (the directory's), before every chunk row: a chunk
-    // row of a window was written after the window's last compaction.
+    // Chunk rows first, then the directory: outside a read transaction (the
+    // lazy reader) each statement has its own snapshot, and a compaction
+    // committed in between then shows its chunks twice (in the rows, then
+    // merged into a block), never not at all.
+    {
+        let mut stmt = conn.prepare_cached(sqlite::SELECT_CHUNKS)?;
+        let mut rows = stmt.query(params![id, mint, maxt])?;
+        while let Some(row) = rows.next()? {
+            let chunk_id: i64 = row.get(0)?;
+            let data = row
+                .get_ref(1)?
+                .as_blob()
+                .map_err(|e| TsdbError::Corrupt(format!("chunk of series {id}: {e}")))?;
+            take(chunk_id, data)?;
+        }
+    }
+    // Compacted blocks (the directory's) order before every chunk row: a
+    // chunk row of a window was written after the window's last compaction.
     let mut refs = Vec::new();
-    blockdir::blocks_of(conn, id, mint, maxt, |e| refs.push(e.at))
-        .map_err(|e| TsdbError::Corrupt(format!("series {id}: {e}")))?;
+    blockdir::blocks_of(conn, id, mint, maxt, |e| refs.push(e.at)).map_err(|e| TsdbError::Corrupt(format!("series {id}: {e}")))?;
     let mut data = Vec::with_capacity(16);
     for (k, r) in refs.iter().enumerate() {
         data.clear();
         r.encode(&mut data);
         take(i64::MIN + k as i64, &data)?;
-    }
-    let mut stmt = conn.prepare_cached(sqlite::SELECT_CHUNKS)?;
-    let mut rows = stmt.query(params![id, mint, maxt])?;
-    while let Some(row) = rows.next()? {
-        let chunk_id: i64 = row.get(0)?;
-        let data = row
-            .get_ref(1)?
-            .as_blob()
-            .map_err(|e| TsdbError::Corrupt(format!("chunk of series {id}: {e}")))?;
-        take(chunk_id, data)?;
     }
     // Persistence order: later chunks win on equal timestamps.
     parts.sort_by_key(|p| p.0);

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, Transaction, params};
 use tokio::sync::oneshot;
 
-use super::chunkenc::encode_block;
 use super::blockdir;
+use super::chunkenc::encode_block;
 use super::compact::{self, CompactStats};
 use super::head::MAX_CHUNK_SPAN_MS;
 use super::pack::{self, BlockRef};
@@ -670,4 +670,3 @@ enum Victim {
     Chunk(i64, Option<i64>),
     Block(i64, blockdir::Entry),
 }
-
