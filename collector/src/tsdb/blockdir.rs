@@ -44,7 +44,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::compact::WINDOW_MS;
+use super::compact::{WINDOW_MS, window_start};
 use super::pack::BlockRef;
 use super::sqlite;
 use crate::varint::{put_uvarint, read_uvarint, unzigzag, zigzag};
@@ -89,32 +89,78 @@ pub fn encode(grp: i64, window: i64, entries: &[Entry], out: &mut Vec<u8>) {
     }
 }
 
+/// Reads a row's entries one at a time.
+struct Decoder<'a> {
+    data: &'a [u8],
+    pos: usize,
+    grp: i64,
+    window: i64,
+    prev: Entry,
+}
+
+impl<'a> Decoder<'a> {
+    fn new(grp: i64, window: i64, data: &'a [u8]) -> Self {
+        Decoder {
+            data,
+            pos: 0,
+            grp,
+            window,
+            prev: Entry {
+                series: grp.wrapping_mul(GROUP),
+                mint: window,
+                maxt: window,
+                at: BlockRef {
+                    pack: 0,
+                    offset: 0,
+                    len: 0,
+                },
+            },
+        }
+    }
+
+    fn field(&mut self, what: &str) -> Result<u64, String> {
+        let at = self.pos;
+        read_uvarint(self.data, &mut self.pos)
+            .map_err(|_| format!("block directory row ({}, {}): bad {what} at byte {at}", self.grp, self.window))
+    }
+
+    /// The next entry, `None` at the end of the row.
+    fn next_entry(&mut self) -> Option<Result<Entry, String>> {
+        if self.pos >= self.data.len() {
+            return None;
+        }
+        Some((|| {
+            let p = self.prev;
+            let series = p.series.wrapping_add(self.field("series")? as i64);
+            let pack_delta = unzigzag(self.field("pack")?);
+            let pack = p.at.pack.wrapping_add(pack_delta);
+            let offset = self.field("offset")?;
+            let end = p.at.offset.wrapping_add(p.at.len);
+            let offset = if pack_delta == 0 {
+                end.wrapping_add(unzigzag(offset) as u64)
+            } else {
+                offset
+            };
+            let len = self.field("length")?;
+            let mint = p.mint.wrapping_add(unzigzag(self.field("mint")?));
+            let maxt = p.maxt.wrapping_add(unzigzag(self.field("maxt")?));
+            self.prev = Entry {
+                series,
+                mint,
+                maxt,
+                at: BlockRef { pack, offset, len },
+            };
+            Ok(self.prev)
+        })())
+    }
+}
+
 /// Decodes a row's entries into `out` (appended to). Corrupt bytes give an
 /// error naming the row, never a panic.
 pub fn decode(grp: i64, window: i64, data: &[u8], out: &mut Vec<Entry>) -> Result<(), String> {
-    let (mut series, mut pack, mut end, mut mint, mut maxt) = (grp.wrapping_mul(GROUP), 0i64, 0u64, window, window);
-    let mut pos = 0;
-    let field = |pos: &mut usize, what: &str| {
-        let at = *pos;
-        read_uvarint(data, pos).map_err(|_| format!("block directory row ({grp}, {window}): bad {what} at byte {at}"))
-    };
-    while pos < data.len() {
-        series = series.wrapping_add(field(&mut pos, "series")? as i64);
-        let pack_delta = unzigzag(field(&mut pos, "pack")?);
-        let same = pack_delta == 0;
-        pack = pack.wrapping_add(pack_delta);
-        let offset = field(&mut pos, "offset")?;
-        let offset = if same { end.wrapping_add(unzigzag(offset) as u64) } else { offset };
-        let len = field(&mut pos, "length")?;
-        mint = mint.wrapping_add(unzigzag(field(&mut pos, "mint")?));
-        maxt = maxt.wrapping_add(unzigzag(field(&mut pos, "maxt")?));
-        end = offset.wrapping_add(len);
-        out.push(Entry {
-            series,
-            mint,
-            maxt,
-            at: BlockRef { pack, offset, len },
-        });
+    let mut d = Decoder::new(grp, window, data);
+    while let Some(e) = d.next_entry() {
+        out.push(e?);
     }
     Ok(())
 }
@@ -123,25 +169,41 @@ fn corrupt(e: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, e.into())
 }
 
+/// The windows whose blocks can hold samples in `[mint, maxt]`: a block of
+/// a window starts in it and ends at most one window later.
+pub fn windows_for(mint: i64, maxt: i64) -> (i64, i64) {
+    (window_start(mint).saturating_sub(WINDOW_MS), window_start(maxt))
+}
+
+/// Calls `f` with the entries of `series` in row (grp, window) that
+/// overlap `[mint, maxt]`, in the order their samples were written.
+pub fn find(grp: i64, window: i64, data: &[u8], series: i64, mint: i64, maxt: i64, mut f: impl FnMut(&Entry)) -> Result<(), String> {
+    // Entries are sorted by series: stop after this one's.
+    let mut d = Decoder::new(grp, window, data);
+    while let Some(e) = d.next_entry() {
+        let e = e?;
+        if e.series > series {
+            break;
+        }
+        if e.series == series && e.maxt >= mint && e.mint <= maxt {
+            f(&e);
+        }
+    }
+    Ok(())
+}
+
 /// Calls `f` with the blocks of `series` that may hold samples in
 /// `[mint, maxt]`, in the order their samples were written (by window,
 /// then by mint).
 pub fn blocks_of(conn: &Connection, series: i64, mint: i64, maxt: i64, mut f: impl FnMut(&Entry)) -> Result<(), String> {
     let grp = group_of(series);
-    // A block of a window starts in it and ends at most one window later.
-    let lo = super::compact::window_start(mint).saturating_sub(WINDOW_MS);
-    let hi = super::compact::window_start(maxt);
+    let (lo, hi) = windows_for(mint, maxt);
     let mut st = conn.prepare_cached(sqlite::SELECT_DIR_ROWS).map_err(|e| e.to_string())?;
     let mut rows = st.query(params![grp, lo, hi, mint, maxt]).map_err(|e| e.to_string())?;
-    let mut entries = Vec::new();
     while let Some(row) = rows.next().map_err(|e| e.to_string())? {
         let window: i64 = row.get(0).map_err(|e| e.to_string())?;
         let data = row.get_ref(1).and_then(|v| Ok(v.as_blob()?)).map_err(|e| e.to_string())?;
-        entries.clear();
-        decode(grp, window, data, &mut entries)?;
-        for e in entries.iter().filter(|e| e.series == series && e.maxt >= mint && e.mint <= maxt) {
-            f(e);
-        }
+        find(grp, window, data, series, mint, maxt, &mut f)?;
     }
     Ok(())
 }

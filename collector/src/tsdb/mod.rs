@@ -532,6 +532,79 @@ mod tests {
         assert_eq!((&*got[1].labels, &got[1].samples), (&*new, &vec![(2, 3.0)]));
     }
 
+    /// Schema 3 listed compacted blocks as level-1 chunk rows that refer
+    /// into packs: such rows are still read after the upgrade to schema 4,
+    /// and merged into the directory when late samples come for their
+    /// window.
+    #[tokio::test]
+    async fn a_schema_3_database_keeps_its_packed_chunk_rows_readable() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let m = labels("m", &[]);
+        let other = labels("other", &[]);
+        {
+            let db = open(d.path());
+            write(&db, &[(&m, 1000, 1.0), (&m, 2000, 2.0), (&other, 1000, 5.0)]).await;
+            db.flush().await.expect("flush");
+            db.close();
+        }
+        {
+            // As schema 3 wrote it: chunk rows, no directory.
+            let mut conn = sqlite::open_writer(&d.path().join("csoc.db")).expect("open");
+            let tx = conn.transaction().expect("tx");
+            let rows: Vec<(i64, i64, Vec<u8>)> = tx
+                .prepare("SELECT grp, window, entries FROM blockdir")
+                .expect("prepare")
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            assert!(!rows.is_empty(), "the flush compacted into the directory");
+            for (grp, window, data) in rows {
+                let mut entries = Vec::new();
+                blockdir::decode(grp, window, &data, &mut entries).expect("decode");
+                for e in entries {
+                    let mut r = Vec::new();
+                    e.at.encode(&mut r);
+                    tx.execute(
+                        sqlite::INSERT_CHUNK_PACKED,
+                        rusqlite::params![e.series, e.mint, e.maxt, r, e.at.pack],
+                    )
+                    .expect("chunk row");
+                }
+            }
+            tx.execute_batch("DELETE FROM blockdir; DELETE FROM pack_refs; UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+                .expect("downgrade");
+            tx.commit().expect("commit");
+        }
+        let db = open(d.path());
+        assert_eq!(
+            read(&db, &[Matcher::equal("__name__", "m")])[0].samples,
+            vec![(1000, 1.0), (2000, 2.0)]
+        );
+        // A late sample: the window is compacted anew, into the directory.
+        write(&db, &[(&m, 1500, 1.5)]).await;
+        db.flush().await.expect("flush");
+        assert_eq!(
+            read(&db, &[Matcher::equal("__name__", "m")])[0].samples,
+            vec![(1000, 1.0), (1500, 1.5), (2000, 2.0)]
+        );
+        assert_eq!(read(&db, &[Matcher::equal("__name__", "other")])[0].samples, vec![(1000, 5.0)]);
+        db.close();
+        let conn = sqlite::open_reader(&d.path().join("csoc.db")).expect("reader");
+        let version: String = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, "4");
+        let legacy: i64 = conn
+            .query_row("SELECT count(*) FROM chunks WHERE level = 1", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(legacy, 1, "the other series' row is left as it was");
+        // Its pack is shared with m's old block: kept while the row needs it.
+        assert_eq!(unused_packs(d.path()).1, 0);
+        let db = open(d.path());
+        assert_eq!(read(&db, &[Matcher::equal("__name__", "other")])[0].samples, vec![(1000, 5.0)]);
+    }
+
     #[tokio::test]
     async fn torn_wal_tail_is_truncated_not_fatal() {
         let d = tempfile::tempdir().expect("tempdir");

@@ -237,28 +237,36 @@ fn read_one(
         }
         Ok(())
     };
-    // Chunk rows first, then the directory: outside a read transaction (the
-    // lazy reader) each statement has its own snapshot, and a compaction
-    // committed in between then shows its chunks twice (in the rows, then
-    // merged into a block), never not at all.
+    // Chunk rows and the series' directory rows in one statement: one
+    // snapshot (a compaction cannot move chunks between two reads) and,
+    // outside a read transaction (the lazy reader), one shared lock.
+    let (lo, hi) = blockdir::windows_for(mint, maxt);
+    let mut refs = Vec::new();
     {
-        let mut stmt = conn.prepare_cached(sqlite::SELECT_CHUNKS)?;
-        let mut rows = stmt.query(params![id, mint, maxt])?;
+        let mut stmt = conn.prepare_cached(sqlite::SELECT_CHUNKS_AND_DIR)?;
+        let mut rows = stmt.query(params![id, mint, maxt, blockdir::group_of(id), lo, hi])?;
         while let Some(row) = rows.next()? {
-            let chunk_id: i64 = row.get(0)?;
+            let key: i64 = row.get(1)?;
             let data = row
-                .get_ref(1)?
+                .get_ref(2)?
                 .as_blob()
                 .map_err(|e| TsdbError::Corrupt(format!("chunk of series {id}: {e}")))?;
-            take(chunk_id, data)?;
+            if row.get::<_, i64>(0)? == 0 {
+                take(key, data)?;
+            } else {
+                blockdir::find(blockdir::group_of(id), key, data, id, mint, maxt, |e| {
+                    refs.push((key, refs.len(), e.at))
+                })
+                .map_err(|e| TsdbError::Corrupt(format!("series {id}: {e}")))?;
+            }
         }
     }
     // Compacted blocks (the directory's) order before every chunk row: a
-    // chunk row of a window was written after the window's last compaction.
-    let mut refs = Vec::new();
-    blockdir::blocks_of(conn, id, mint, maxt, |e| refs.push(e.at)).map_err(|e| TsdbError::Corrupt(format!("series {id}: {e}")))?;
+    // chunk row of a window was written after the window's last compaction;
+    // by window among themselves.
+    refs.sort_unstable_by_key(|r| (r.0, r.1));
     let mut data = Vec::with_capacity(16);
-    for (k, r) in refs.iter().enumerate() {
+    for (k, (_, _, r)) in refs.iter().enumerate() {
         data.clear();
         r.encode(&mut data);
         take(i64::MIN + k as i64, &data)?;

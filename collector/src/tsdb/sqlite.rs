@@ -210,13 +210,17 @@ pub const INSERT_SERIES: &str = "INSERT INTO series(id, labels) VALUES (?1, ?2)"
 pub const MAX_SERIES_ID: &str = "SELECT coalesce(max(id), 0) FROM series";
 /// Adds a persisted chunk.
 pub const INSERT_CHUNK: &str = "INSERT INTO chunks(series_id, mint, maxt, data) VALUES (?1, ?2, ?3, ?4)";
-/// Chunks of one series overlapping [mint, maxt]: (id, data).
+/// A series' chunks overlapping [?2, ?3] and its directory rows of group ?4
+/// in windows [?5, ?6] with entries overlapping [?2, ?3], in one statement
+/// (one snapshot): (0, chunk id, data) and (1, window, entries).
 ///
 /// In index order, not by id: `ORDER BY id` made SQLite sort the rows,
 /// blobs included, in a temporary B-tree for every series (a quarter of an
 /// instant query's time went to that sorter's allocations and copies). The
-/// reader orders a series' few chunks by id itself.
-pub const SELECT_CHUNKS: &str = "SELECT id, data FROM chunks WHERE series_id = ?1 AND maxt >= ?2 AND mint <= ?3";
+/// reader orders a series' few chunks by id, and blocks by window, itself.
+pub const SELECT_CHUNKS_AND_DIR: &str = "SELECT 0, id, data FROM chunks WHERE series_id = ?1 AND maxt >= ?2 AND mint <= ?3
+    UNION ALL
+    SELECT 1, window, entries FROM blockdir WHERE grp = ?4 AND window >= ?5 AND window <= ?6 AND maxt >= ?2 AND mint <= ?3";
 /// Whether a series has a chunk overlapping [mint, maxt].
 pub const SERIES_HAS_CHUNK_IN: &str = "SELECT 1 FROM chunks WHERE series_id = ?1 AND maxt >= ?2 AND mint <= ?3 LIMIT 1";
 /// Number of persisted chunks and their time bounds.

@@ -664,6 +664,7 @@ fn persist_pending(tx: &Transaction<'_>, shared: &Shared, limit: usize) -> Resul
     }
     Ok(n)
 }
+
 /// What retention by size deletes: a chunk row (id, its schema-3 pack),
 /// or a directory block (window, entry).
 enum Victim {
