@@ -227,7 +227,9 @@ fn choose(members: &[Member]) -> Vec<usize> {
     let range = (PACK_BYTES / 2) as u64..=(PACK_BYTES * 3 / 2) as u64;
     let n = members.len();
     let len = |i: usize| members[i].4;
-    let mut best: Option<((u64, std::cmp::Reverse<u64>), usize, Option<usize>, Option<usize>)> = None;
+    // (cost, then the larger total first; the prefix; up to two more)
+    type Choice = ((u64, std::cmp::Reverse<u64>), usize, Option<usize>, Option<usize>);
+    let mut best: Option<Choice> = None;
     let mut consider = |total: u64, p: usize, j: Option<usize>, k: Option<usize>| {
         if range.contains(&total) {
             let cost = (leaf_bytes(total), std::cmp::Reverse(total));
