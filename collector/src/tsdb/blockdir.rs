@@ -245,17 +245,22 @@ impl Editor {
         if let Some(data) = &data {
             decode(grp, window, data, &mut entries).map_err(corrupt)?;
         }
-        let before = entries.len();
-        for e in &entries {
-            *self.deltas.entry(e.at.pack).or_default() -= 1;
-        }
+        let before = entries.clone();
         f(&mut entries);
         entries.retain(|e| group_of(e.series) == grp);
         entries.sort_by_key(|e| (e.series, e.mint, e.at.pack, e.at.offset));
+        if entries == before {
+            // Unchanged (retention looks at the rows of the oldest day every
+            // few minutes): nothing to write.
+            return Ok(());
+        }
+        for e in &before {
+            *self.deltas.entry(e.at.pack).or_default() -= 1;
+        }
         for e in &entries {
             *self.deltas.entry(e.at.pack).or_default() += 1;
         }
-        self.removed += before.saturating_sub(entries.len());
+        self.removed += before.len().saturating_sub(entries.len());
         if entries.is_empty() {
             if data.is_some() {
                 tx.prepare_cached(sqlite::DELETE_DIR_ROW)?.execute(params![grp, window])?;
@@ -436,6 +441,12 @@ mod tests {
         blocks_of(&tx, 2, 0, 100, |e| got.push(*e)).expect("read");
         assert_eq!(got, vec![entry(2, 1, 0, 10, 0, 5)]);
         assert_eq!(entries_of(&tx, 3, 0).expect("entries"), vec![entry(3, 2, 0, 10, 0, 9)]);
+        // An edit that changes nothing writes nothing.
+        let changes = tx.total_changes();
+        let mut ed = Editor::default();
+        ed.edit(&tx, 0, 0, |v| v.retain(|e| e.maxt >= 0)).expect("edit");
+        ed.finish(&tx).expect("finish");
+        assert_eq!(tx.total_changes(), changes);
         // Retention drops the blocks that end before 6: pack 1 goes.
         assert_eq!(delete_before(&tx, 6).expect("retention"), 2);
         check(&tx).expect("consistent");
