@@ -254,19 +254,17 @@ fn read_one(
             if row.get::<_, i64>(0)? == 0 {
                 take(key, data)?;
             } else {
-                blockdir::find(blockdir::group_of(id), key, data, id, mint, maxt, |e| {
-                    refs.push((key, refs.len(), e.at))
-                })
-                .map_err(|e| TsdbError::Corrupt(format!("series {id}: {e}")))?;
+                blockdir::find(blockdir::group_of(id), key, data, id, mint, maxt, |e| refs.push((key, e.at)))
+                    .map_err(|e| TsdbError::Corrupt(format!("series {id}: {e}")))?;
             }
         }
     }
     // Compacted blocks (the directory's) order before every chunk row: a
     // chunk row of a window was written after the window's last compaction;
-    // by window among themselves.
-    refs.sort_unstable_by_key(|r| (r.0, r.1));
+    // by window among themselves (a stable sort keeps a row's order).
+    refs.sort_by_key(|r| r.0);
     let mut data = Vec::with_capacity(16);
-    for (k, (_, _, r)) in refs.iter().enumerate() {
+    for (k, (_, r)) in refs.iter().enumerate() {
         data.clear();
         r.encode(&mut data);
         take(i64::MIN + k as i64, &data)?;
